@@ -1,0 +1,7 @@
+"""The `lanesync` command line: one console script over agent, head office and hardware.
+
+It may import every package because it only dispatches; `demo` and `bench` orchestrate the
+components as separate processes, the way they run in the field.
+"""
+
+__version__ = "0.1.0"

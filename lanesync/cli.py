@@ -1,0 +1,61 @@
+"""Entry point of the `lanesync` console script.
+
+Each component registers its own subcommands (`register(subparsers)`), so this module stays a
+dispatcher and agent/ and headoffice/ never import each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from lanesync import __version__
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agent import cli as agent_cli
+    from hardware import cli as hardware_cli
+    from headoffice import cli as headoffice_cli
+    from lanesync import bench, demo
+
+    parser = argparse.ArgumentParser(
+        prog="lanesync",
+        description="Store-and-forward sync for point-of-sale lanes and head office.",
+    )
+    parser.add_argument("--version", action="version", version=f"lanesync {__version__}")
+    parser.add_argument(
+        "--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default WARNING)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in (
+        agent_cli.register,
+        headoffice_cli.register,
+        hardware_cli.register,
+        demo.register,
+        bench.register,
+    ):
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
