@@ -1,0 +1,386 @@
+"""Durable, hash-chained lane journal on SQLite (WAL, synchronous=FULL) through aiosqlite.
+
+One writer task owns every write. Appenders put their document on a queue and await a future;
+the writer takes everything queued, assigns consecutive seqs, chains hashes, inserts the group
+and commits once, so concurrent appends share one fsync (group commit). A future resolves only
+after COMMIT returned, which is what lets the local API confirm a document (invariant 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiosqlite
+import uuid6
+
+from protocol import schema
+from protocol.chain import entry_hash, genesis
+from protocol.documents import encode_body
+from protocol.errors import LanesyncError
+from protocol.identity import LaneId
+from protocol.messages import Entry
+
+log = logging.getLogger(__name__)
+
+SELECT_ENTRIES = "SELECT seq, kind, txn_id, ts, body, hash FROM entries"
+
+
+class JournalError(LanesyncError):
+    """The journal could not do what was asked; nothing was half done."""
+
+
+class JournalConflict(JournalError):
+    """A txn_id that is already journaled with a different document."""
+
+    def __init__(self, txn_id: str, seq: int) -> None:
+        self.txn_id = txn_id
+        self.seq = seq
+        super().__init__(
+            f"txn_id {txn_id} is already journaled as seq {seq} with a different document"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What the POS gets back: the document is durable under this seq."""
+
+    seq: int
+    txn_id: str
+    epoch: int
+    duplicate: bool = False  # the same document was already journaled by an earlier submit
+
+
+@dataclass(slots=True)
+class _Append:
+    kind: str
+    txn_id: str
+    ts: int
+    body: bytes
+    future: asyncio.Future[Appended] = field(repr=False)
+
+
+@dataclass(slots=True)
+class _MarkAcked:
+    hwm: int
+    future: asyncio.Future[None] = field(repr=False)
+
+
+_Op = _Append | _MarkAcked
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_txn_id() -> str:
+    return str(uuid6.uuid7())
+
+
+class Journal:
+    """Async context manager over one journal file; see the module docstring."""
+
+    def __init__(self, path: str | Path, lane: LaneId, *, max_group: int = 1024) -> None:
+        self.path = Path(path)
+        self.lane = lane
+        self.max_group = max_group
+        self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_Op] = asyncio.Queue()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._new_entries = asyncio.Event()
+        self.epoch = 0
+        self.last_seq = 0
+        self._last_hash = b""
+        self.acked_seq = 0
+        self.acked_at: int | None = None
+        self.commits = 0  # number of append transactions; appends / commits = group size
+        self._listeners: list[Callable[[], None]] = []
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = await self._connect()
+            await self._migrate(self._db)
+            await self._load_state(self._db)
+            self._reader = await self._connect()
+        except BaseException:
+            await self._close_connections()
+            raise
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._writer_task = self._tasks.create_task(self._writer(), name=f"journal-writer {self.lane}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+        if self._tasks is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tasks.__aexit__(None, None, None)
+        self._fail_pending(JournalError("journal closed"))
+        await self._close_connections()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        try:
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        # WAL lets the replicator read while the writer appends; FULL fsyncs the WAL on every
+        # commit so a confirmed document survives power loss, not just a process crash.
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        return db
+
+    async def _close_connections(self) -> None:
+        for db in (self._reader, self._db):
+            if db is not None:
+                await db.close()
+        self._reader = self._db = None
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        files = resources.files("agent.journal.schema").iterdir()
+        row = await (await db.execute("PRAGMA user_version")).fetchone()
+        current = int(row[0]) if row else 0
+        for version, script in schema.plan(current, schema.load(files), f"journal {self.path}"):
+            try:
+                await db.executescript(script)
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise JournalError(f"migrating {self.path} to schema {version}: {exc}") from exc
+            log.info("journal %s migrated to schema version %d", self.path, version)
+
+    async def _load_state(self, db: aiosqlite.Connection) -> None:
+        meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
+        owner = (meta.get("store"), meta.get("lane"))
+        if owner == (None, None):
+            await db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("store", self.lane.store), ("lane", self.lane.lane)],
+            )
+        elif owner != (self.lane.store, self.lane.lane):
+            raise JournalError(
+                f"journal {self.path} belongs to lane {owner[0]}/{owner[1]}, but the configuration "
+                f"says {self.lane}; point journal.path at this lane's own file"
+            )
+        self.epoch = int(meta["epoch"])
+        rows = list(
+            await db.execute_fetchall("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1")
+        )
+        if rows:
+            self.last_seq, self._last_hash = int(rows[0][0]), bytes(rows[0][1])
+        else:
+            self.last_seq, self._last_hash = 0, genesis(self.lane, self.epoch)
+        acked = list(await db.execute_fetchall("SELECT acked_seq, acked_at FROM outbox"))
+        self.acked_seq, self.acked_at = int(acked[0][0]), acked[0][1]
+
+    # --- appending ------------------------------------------------------------------------
+
+    async def append(
+        self, kind: str, doc: dict[str, Any], *, txn_id: str | None = None, ts: int | None = None
+    ) -> Appended:
+        """Journal one document; returns only after it is committed to disk.
+
+        The document must already be validated (protocol.documents.check_document). Submitting
+        the same txn_id with the same document again returns the original seq.
+        """
+        txn_id = txn_id or new_txn_id()
+        body = encode_body(doc)
+        fut: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self._put(_Append(kind, txn_id, ts if ts is not None else now_ms(), body, fut))
+        return await fut
+
+    async def mark_acked(self, hwm: int) -> None:
+        """Record head office's high-water mark: entries up to `hwm` leave the outbox."""
+        if hwm <= self.acked_seq:
+            return
+        if hwm > self.last_seq:
+            raise JournalError(
+                f"head office acked seq {hwm} but this journal ends at {self.last_seq} "
+                f"(epoch {self.epoch}); was the journal restored from an old copy?"
+            )
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._put(_MarkAcked(hwm, fut))
+        await fut
+
+    def _put(self, op: _Op) -> None:
+        if self._writer_task is None or self._writer_task.done():
+            raise JournalError("journal is not open")
+        self._queue.put_nowait(op)
+
+    async def _writer(self) -> None:
+        while True:
+            group: list[_Op] = [await self._queue.get()]
+            while len(group) < self.max_group and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            appends = [op for op in group if isinstance(op, _Append)]
+            acks = [op for op in group if isinstance(op, _MarkAcked)]
+            try:
+                results = await self._commit(appends, max((a.hwm for a in acks), default=None))
+            except sqlite3.Error as exc:
+                # Never swallowed: every waiting appender gets the error; nothing was committed.
+                log.error("journal %s: write failed, %d documents refused: %s", self.path, len(appends), exc)
+                err = JournalError(f"journal write failed, document not confirmed: {exc}")
+                for op in group:
+                    if not op.future.done():
+                        op.future.set_exception(err)
+                continue
+            for op, res in zip(appends, results, strict=True):
+                if op.future.done():
+                    continue
+                if isinstance(res, JournalError):
+                    op.future.set_exception(res)
+                else:
+                    op.future.set_result(res)
+            for a in acks:
+                if not a.future.done():
+                    a.future.set_result(None)
+
+    async def _commit(
+        self, appends: Sequence[_Append], ack: int | None
+    ) -> list[Appended | JournalError]:
+        db = self._require(self._db)
+        try:
+            return await self._commit_once(db, appends, ack, {})
+        except sqlite3.IntegrityError:
+            # A txn_id already journaled by an earlier group: look them up and retry the group
+            # without them (rare: a POS retrying a submit whose confirmation it lost).
+            ids = [a.txn_id for a in appends]
+            marks = ",".join("?" * len(ids))
+            rows = await db.execute_fetchall(
+                f"SELECT txn_id, seq, body FROM entries WHERE txn_id IN ({marks})",  # noqa: S608
+                ids,
+            )
+            known = {str(r[0]): (int(r[1]), bytes(r[2])) for r in rows}
+            return await self._commit_once(db, appends, ack, known)
+
+    async def _commit_once(
+        self,
+        db: aiosqlite.Connection,
+        appends: Sequence[_Append],
+        ack: int | None,
+        known: dict[str, tuple[int, bytes]],
+    ) -> list[Appended | JournalError]:
+        seq, prev = self.last_seq, self._last_hash
+        rows: list[tuple[int, str, str, int, bytes, bytes]] = []
+        results: list[Appended | JournalError] = []
+        for a in appends:
+            old = known.get(a.txn_id)
+            if old is not None:
+                same = old[1] == a.body
+                results.append(
+                    Appended(old[0], a.txn_id, self.epoch, duplicate=True)
+                    if same
+                    else JournalConflict(a.txn_id, old[0])
+                )
+                continue
+            seq += 1
+            prev = entry_hash(prev, seq, a.kind, a.txn_id, a.ts, a.body)
+            rows.append((seq, a.kind, a.txn_id, a.ts, a.body, prev))
+            known[a.txn_id] = (seq, a.body)  # a duplicate inside the same group
+            results.append(Appended(seq, a.txn_id, self.epoch))
+        acked_at = now_ms()
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if rows:
+                await db.executemany(
+                    "INSERT INTO entries (seq, kind, txn_id, ts, body, hash) VALUES (?,?,?,?,?,?)",
+                    rows,
+                )
+            if ack is not None:
+                await db.execute(
+                    "UPDATE outbox SET acked_seq = ?, acked_at = ? WHERE id = 1 AND acked_seq < ?",
+                    (ack, acked_at, ack),
+                )
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+        if rows:
+            self.last_seq, self._last_hash = seq, prev
+            self.commits += 1
+            self._new_entries.set()
+            self._new_entries = asyncio.Event()
+            for listener in self._listeners:
+                listener()
+        if ack is not None and ack > self.acked_seq:
+            self.acked_seq, self.acked_at = ack, acked_at
+        return results
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after every commit that added entries; returns the remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def wait_beyond(self, seq: int, timeout: float | None = None) -> bool:
+        """Wait until an entry after `seq` is committed; False on timeout."""
+        while self.last_seq <= seq:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._new_entries.wait()
+            except TimeoutError:
+                return self.last_seq > seq
+        return True
+
+    async def read_from(self, seq: int, limit: int, max_bytes: int | None = None) -> list[Entry]:
+        """Committed entries from `seq` on, at most `limit` of them and (beyond the first)
+        at most `max_bytes` of bodies."""
+        db = self._require(self._reader)
+        rows = await db.execute_fetchall(
+            f"{SELECT_ENTRIES} WHERE seq >= ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        out: list[Entry] = []
+        size = 0
+        for r in rows:
+            size += len(r[4]) + 80
+            if out and max_bytes is not None and size > max_bytes:
+                break
+            out.append(Entry(*r))
+        return out
+
+    async def hash_before(self, seq: int) -> bytes:
+        """Chain hash of entry `seq - 1`, or the epoch's genesis for seq 1."""
+        if seq <= 1:
+            return genesis(self.lane, self.epoch)
+        db = self._require(self._reader)
+        rows = list(await db.execute_fetchall("SELECT hash FROM entries WHERE seq = ?", (seq - 1,)))
+        if not rows:
+            raise JournalError(f"entry {seq - 1} is not in the journal (pruned?)")
+        return bytes(rows[0][0])
+
+    @property
+    def backlog(self) -> int:
+        return self.last_seq - self.acked_seq
+
+    def _require(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection:
+        if db is None:
+            raise JournalError("journal is not open")
+        return db
+
+    def _fail_pending(self, err: JournalError) -> None:
+        while not self._queue.empty():
+            op = self._queue.get_nowait()
+            if not op.future.done():
+                op.future.set_exception(err)

@@ -1,0 +1,356 @@
+"""Drains the journal to head office over MQTT, and carries request/reply.
+
+On every connect the lane says hello (epoch, last seq, first unacked seq) and starts sending from
+its acked mark. Batches are cut by count, bytes and a short linger; at most `window` batches are
+published but not yet acknowledged by head office. A PUBACK only means the broker has a batch;
+an entry leaves the outbox only when head office's ack moves the high-water mark past it
+(invariant 2). If acks stop coming, or head office asks for a resend, the lane rewinds to the
+acked mark and sends again: head office drops what it already has. Reconnects back off
+exponentially with full jitter, capped (tenacity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiomqtt
+import tenacity
+
+from agent.config import AgentConfig
+from agent.journal import Journal, JournalError
+from protocol import codec
+from protocol.errors import LanesyncError, ProtocolError
+from protocol.identity import Channel
+from protocol.messages import Ack, Hello, JournalBatch, Reply, Request, Status
+from protocol.version import VERSION
+
+log = logging.getLogger(__name__)
+
+MIN_HEALTHY_SESSION_S = 5.0
+
+
+class LinkDown(LanesyncError):
+    """The MQTT session ended; the replicator reconnects."""
+
+
+class RequestTimeout(LanesyncError):
+    """Head office did not answer a request in time."""
+
+
+@dataclass(slots=True)
+class ReplicatorStats:
+    connected: bool = False
+    connects: int = 0
+    reconnects: int = 0
+    batches_sent: int = 0
+    entries_sent: int = 0
+    rewinds: int = 0
+    last_error: str | None = None
+    last_ack_at: float | None = None
+    ho_hwm: int | None = None
+
+
+class Replicator:
+    """Async context manager that runs the replication loop in its own task group."""
+
+    def __init__(self, journal: Journal, config: AgentConfig) -> None:
+        self.journal = journal
+        self.config = config
+        self.lane = config.lane
+        self.topics = config.topics
+        self.stats = ReplicatorStats()
+        self._wake = asyncio.Event()
+        self._inflight: deque[int] = deque()  # last seq of each batch awaiting head office's ack
+        self._sent = 0  # highest seq published in this session
+        self._rewind_to: int | None = None
+        self._last_rewind: tuple[int, float] = (0, 0.0)
+        self._last_progress = 0.0
+        self._prev_hash: tuple[int, bytes] | None = None  # (seq, hash of seq - 1)
+        self._client: aiomqtt.Client | None = None
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._corr = 0
+        self._tasks: asyncio.TaskGroup | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._unlisten = journal.on_commit(self._wake.set)
+
+    async def __aenter__(self) -> Self:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._main = self._tasks.create_task(self._run(), name=f"replicator {self.lane}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._unlisten()
+        if self._main is not None:
+            self._main.cancel()
+        if self._tasks is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tasks.__aexit__(None, None, None)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(RequestTimeout("agent is shutting down"))
+
+    # --- connection loop ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        rc = self.config.replication
+        while True:
+            retrying = tenacity.AsyncRetrying(
+                # Full jitter (AWS architecture blog): spreads hundreds of lanes reconnecting
+                # after a head-office outage instead of synchronising them.
+                wait=tenacity.wait_random_exponential(
+                    multiplier=rc.backoff_initial_s, max=rc.backoff_max_s
+                ),
+                retry=tenacity.retry_if_exception_type((LinkDown, aiomqtt.MqttError, OSError)),
+                before_sleep=self._before_sleep,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    started = time.monotonic()
+                    await self._session()
+                    if time.monotonic() - started < MIN_HEALTHY_SESSION_S:
+                        # Connected but dropped at once: back off as if it had failed.
+                        raise LinkDown("session ended within seconds of connecting")
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        self.stats.last_error = str(exc)
+        log.warning("lane %s: link down (%s); retrying in %.1fs", self.lane, exc, delay)
+
+    async def _session(self) -> None:
+        b = self.config.broker
+        rc = self.config.replication
+        status_topic = self.topics.topic(self.lane, Channel.STATUS)
+        will = aiomqtt.Will(
+            status_topic, codec.encode(Status(self.lane, "offline", VERSION)), qos=1, retain=True
+        )
+        failure: str | None = None
+        try:
+            async with aiomqtt.Client(
+                b.host,
+                b.port,
+                identifier=f"lanesync-{self.lane.store}-{self.lane.lane}",
+                username=b.username,
+                password=b.password,
+                keepalive=b.keepalive,
+                will=will,
+                clean_session=True,
+                timeout=rc.publish_timeout_s,
+                max_inflight_messages=rc.window + 16,
+            ) as client:
+                self._client = client
+                self.stats.connected = True
+                self.stats.connects += 1
+                if self.stats.connects > 1:
+                    self.stats.reconnects += 1
+                log.info("lane %s: connected to %s:%d", self.lane, b.host, b.port)
+                await client.subscribe(self.topics.topic(self.lane, Channel.ACK), qos=1)
+                await client.subscribe(self.topics.topic(self.lane, Channel.REPLY), qos=1)
+                await self._publish_status(client, "online")
+                self._start_from_acked()
+                await self._hello(client)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._sender(client), name=f"replicator-send {self.lane}")
+                    tg.create_task(self._receiver(client), name=f"replicator-recv {self.lane}")
+                    tg.create_task(self._status_loop(client), name=f"replicator-status {self.lane}")
+        except* (aiomqtt.MqttError, OSError) as eg:
+            failure = "; ".join(str(e) for e in eg.exceptions)
+        finally:
+            self._client = None
+            self.stats.connected = False
+        if failure is not None:
+            raise LinkDown(failure)
+
+    async def close_gracefully(self) -> None:
+        """Publish the retained offline status before a planned shutdown (no will fires)."""
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._publish_status(client, "offline")
+
+    async def _publish_status(self, client: aiomqtt.Client, state: str) -> None:
+        status = Status(
+            self.lane,
+            "online" if state == "online" else "offline",
+            VERSION,
+            self.journal.backlog,
+            int(time.time() * 1000),
+        )
+        await client.publish(
+            self.topics.topic(self.lane, Channel.STATUS), codec.encode(status), qos=1, retain=True
+        )
+
+    async def _status_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            await asyncio.sleep(15)
+            await self._publish_status(client, "online")
+
+    async def _hello(self, client: aiomqtt.Client) -> None:
+        hello = Hello(
+            self.lane,
+            self.journal.epoch,
+            self.journal.last_seq,
+            self.journal.acked_seq + 1,
+            VERSION,
+            int(time.time() * 1000),
+        )
+        await client.publish(self.topics.topic(self.lane, Channel.HELLO), codec.encode(hello), qos=1)
+
+    def _start_from_acked(self) -> None:
+        self._sent = self.journal.acked_seq
+        self._inflight.clear()
+        self._rewind_to = None
+        self._last_progress = time.monotonic()
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def _sender(self, client: aiomqtt.Client) -> None:
+        rc = self.config.replication
+        topic = self.topics.topic(self.lane, Channel.JOURNAL)
+        while True:
+            self._wake.clear()
+            if self._rewind_to is not None:
+                self._sent = self._rewind_to - 1
+                self._inflight.clear()
+                self._rewind_to = None
+                self._last_progress = time.monotonic()
+            elif self._inflight and time.monotonic() - self._last_progress > rc.ack_timeout_s:
+                # Head office went quiet (restarted, or lost what the broker handed it):
+                # go back to the acked mark; it drops whatever it already committed.
+                log.warning(
+                    "lane %s: no ack for %.1fs; resending from seq %d",
+                    self.lane, rc.ack_timeout_s, self.journal.acked_seq + 1,
+                )
+                self.stats.rewinds += 1
+                self._start_from_acked()
+                await self._hello(client)
+            if len(self._inflight) < rc.window and self._sent < self.journal.last_seq:
+                batch = await self._next_batch(self._sent + 1)
+                if batch is not None:
+                    await client.publish(topic, codec.encode(batch), qos=1)
+                    if not self._inflight:
+                        self._last_progress = time.monotonic()
+                    self._inflight.append(batch.last_seq)
+                    self._sent = batch.last_seq
+                    self.stats.batches_sent += 1
+                    self.stats.entries_sent += len(batch.entries)
+                continue
+            timeout = None
+            if self._inflight:
+                timeout = max(0.0, rc.ack_timeout_s - (time.monotonic() - self._last_progress))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    async def _next_batch(self, first: int) -> JournalBatch | None:
+        rc = self.config.replication
+        if rc.linger_ms and self.journal.last_seq - first + 1 < rc.batch_max_entries:
+            # A short linger lets a burst of sales share one batch.
+            await asyncio.sleep(rc.linger_ms / 1000)
+        entries = await self.journal.read_from(first, rc.batch_max_entries, rc.batch_max_bytes)
+        if not entries:
+            return None
+        if self._prev_hash is not None and self._prev_hash[0] == first:
+            prev = self._prev_hash[1]
+        else:
+            prev = await self.journal.hash_before(first)
+        self._prev_hash = (entries[-1].seq + 1, entries[-1].hash)
+        return JournalBatch(self.lane, self.journal.epoch, prev, entries)
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def _receiver(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                log.error("lane %s: non-binary payload on %s ignored", self.lane, message.topic)
+                continue
+            try:
+                msg = codec.decode(bytes(payload))
+            except ProtocolError as exc:
+                log.error("lane %s: refused message on %s: %s", self.lane, message.topic, exc)
+                continue
+            if msg.lane != self.lane:
+                log.error("lane %s: message for %s on %s ignored", self.lane, msg.lane, message.topic)
+            elif isinstance(msg, Ack):
+                await self._on_ack(msg)
+            elif isinstance(msg, Reply):
+                fut = self._pending.pop(msg.corr, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+            else:
+                log.error("lane %s: unexpected %s message ignored", self.lane, msg.TYPE)
+
+    async def _on_ack(self, ack: Ack) -> None:
+        if ack.epoch != self.journal.epoch:
+            log.info("lane %s: ack for old epoch %d ignored", self.lane, ack.epoch)
+            return
+        self.stats.ho_hwm = ack.hwm
+        self.stats.last_ack_at = time.time()
+        hwm = min(ack.hwm, self.journal.last_seq)
+        if ack.hwm > self.journal.last_seq:
+            log.error(
+                "lane %s: head office holds seq %d but the journal ends at %d in epoch %d; "
+                "the journal looks restored from an old copy",
+                self.lane, ack.hwm, self.journal.last_seq, self.journal.epoch,
+            )
+        if hwm > self.journal.acked_seq:
+            try:
+                await self.journal.mark_acked(hwm)
+            except JournalError as exc:
+                log.error("lane %s: could not record ack %d: %s", self.lane, hwm, exc)
+                return
+            self._last_progress = time.monotonic()
+        while self._inflight and self._inflight[0] <= hwm:
+            self._inflight.popleft()
+        resend = ack.resend_from
+        if resend is None and ack.hwm < self._sent and not self._inflight:
+            resend = ack.hwm + 1  # head office holds less than we sent and nothing is on its way
+        if resend is not None and resend <= self._sent:
+            last_to, last_at = self._last_rewind
+            now = time.monotonic()
+            # Several in-flight batches past a gap each trigger a resend request; rewinding once
+            # per gap is enough.
+            if resend != last_to or now - last_at > self.config.replication.ack_timeout_s:
+                log.info("lane %s: head office asks for seq %d on (%s)", self.lane, resend, ack.reason)
+                self._last_rewind = (resend, now)
+                self._rewind_to = resend
+                self.stats.rewinds += 1
+        self._wake.set()
+
+    # --- request / reply ------------------------------------------------------------------
+
+    async def request(self, op: str, args: dict[str, Any], timeout: float) -> Reply:
+        """Ask head office something; raises RequestTimeout if no reply within `timeout`."""
+        client = self._client
+        if client is None:
+            raise RequestTimeout("head office is unreachable (no broker connection)")
+        self._corr += 1
+        corr = f"{self.journal.epoch:x}-{self._corr}-{time.monotonic_ns() % 1_000_000}"
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[corr] = fut
+        try:
+            async with asyncio.timeout(timeout):
+                await client.publish(
+                    self.topics.topic(self.lane, Channel.REQUEST),
+                    codec.encode(Request(self.lane, corr, op, args)),
+                    qos=1,
+                )
+                return await fut
+        except (TimeoutError, aiomqtt.MqttError) as exc:
+            raise RequestTimeout(f"head office did not answer {op} within {timeout:g}s") from exc
+        finally:
+            self._pending.pop(corr, None)

@@ -1,0 +1,92 @@
+"""Head-office configuration (`/etc/lanesync/headoffice.toml`), validated at start.
+
+Every key is documented in systemd/headoffice.example.toml; an error names the key at fault.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol.codec import DEFAULT_MAX_MESSAGE
+from protocol.config import Table
+from protocol.errors import ConfigError, ProtocolError
+from protocol.identity import DEFAULT_PREFIX, Topics, check_segment
+
+
+@dataclass(frozen=True, slots=True)
+class HoBrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = 30
+    topic_prefix: str = DEFAULT_PREFIX
+    client_id: str = "lanesync-headoffice"
+    share_group: str | None = None  # set to run several ingest workers on one subscription
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE
+    group_max_messages: int = 64  # messages applied in one transaction before acking
+
+
+@dataclass(frozen=True, slots=True)
+class HeadOfficeConfig:
+    database: Path
+    broker: HoBrokerConfig = field(default_factory=HoBrokerConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.broker.topic_prefix)
+
+
+def parse(data: dict[str, Any]) -> HeadOfficeConfig:
+    root = Table(data)
+    d = root.table("database")
+    database = Path(d.str("path", "/var/lib/lanesync/headoffice.db"))
+    d.done()
+    b = root.table("broker")
+    broker = HoBrokerConfig(
+        host=b.str("host", "127.0.0.1"),
+        port=b.int("port", 1883, 1, 65535),
+        username=b.str("username", None),
+        password=b.str("password", None),
+        keepalive=b.int("keepalive", 30, 2, 3600),
+        topic_prefix=b.str("topic_prefix", DEFAULT_PREFIX),
+        client_id=b.str("client_id", "lanesync-headoffice"),
+        share_group=b.str("share_group", None) or None,
+    )
+    b.done()
+    try:
+        Topics(broker.topic_prefix)
+        if broker.share_group:
+            check_segment(broker.share_group, "broker.share_group")
+    except ProtocolError as exc:
+        raise ConfigError(f"broker.{exc}" if exc.field == "topic_prefix" else str(exc)) from None
+    i = root.table("ingest")
+    ingest = IngestConfig(
+        max_message_bytes=i.int("max_message_bytes", DEFAULT_MAX_MESSAGE, 1024, 64 * 1024 * 1024),
+        group_max_messages=i.int("group_max_messages", 64, 1, 10_000),
+    )
+    i.done()
+    root.done()
+    return HeadOfficeConfig(database, broker, ingest)
+
+
+def load(path: str | Path) -> HeadOfficeConfig:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file (see systemd/headoffice.example.toml)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        return parse(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None

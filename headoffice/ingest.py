@@ -1,0 +1,283 @@
+"""Head-office ingest: validate, dedupe, apply in seq order, commit, and only then ack.
+
+MQTT messages are queued by a receiver task; a processor task hands groups of them to the store
+on one dedicated writer thread (the single writer), where each is decoded, checked against its
+topic and schema, applied or quarantined, and the whole group is committed in one transaction.
+Acks (high-water marks, or resend-from on a gap) are published only after that commit returned
+(invariant 2). A crash before the commit loses nothing: lanes resend from the last ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import aiomqtt
+import tenacity
+
+from headoffice.config import HeadOfficeConfig
+from headoffice.store import SqliteStore, Store, StoreError
+from protocol import codec
+from protocol.errors import ProtocolError
+from protocol.identity import Channel, LaneId
+from protocol.messages import Ack, Hello, JournalBatch, Message, Reply, Request, Status
+
+log = logging.getLogger(__name__)
+
+RequestHandler = Callable[[Store, Request, int], Reply]
+
+_EXPECTED: dict[Channel, type[Message]] = {
+    Channel.JOURNAL: JournalBatch,
+    Channel.HELLO: Hello,
+    Channel.STATUS: Status,
+    Channel.REQUEST: Request,
+}
+
+
+@dataclass(slots=True)
+class IngestStats:
+    connected: bool = False
+    connects: int = 0
+    messages: int = 0
+    groups: int = 0
+    entries_applied: int = 0
+    entries_redelivered: int = 0
+    duplicate_txn_ids: int = 0
+    gaps: int = 0
+    quarantined: int = 0
+    commit_failures: int = 0
+    last_commit_at: float | None = None
+    lane_hwm: dict[tuple[str, str, int], int] = field(default_factory=dict)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Ingest:
+    """Async context manager running head-office ingest until cancelled."""
+
+    def __init__(
+        self,
+        config: HeadOfficeConfig,
+        store_factory: Callable[[], Store] | None = None,
+        handlers: dict[str, RequestHandler] | None = None,
+    ) -> None:
+        self.config = config
+        self.topics = config.topics
+        self.stats = IngestStats()
+        self.handlers = dict(handlers or {})
+        self._store_factory = store_factory or (lambda: SqliteStore(config.database))
+        self._store: Store | None = None
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-writer")
+        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._main: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()  # set once subscribed: used by sd_notify READY and tests
+
+    async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        self._store = await loop.run_in_executor(self._writer, self._store_factory)
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._main = self._tasks.create_task(self._run(), name="ingest")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._main is not None:
+            self._main.cancel()
+        if self._tasks is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tasks.__aexit__(None, None, None)
+        store = self._store
+        if store is not None:
+            await asyncio.get_running_loop().run_in_executor(self._writer, store.close)
+        self._writer.shutdown(wait=True)
+
+    # --- MQTT -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            retrying = tenacity.AsyncRetrying(
+                wait=tenacity.wait_random_exponential(multiplier=0.5, max=15),
+                retry=tenacity.retry_if_exception_type((aiomqtt.MqttError, OSError)),
+                before_sleep=lambda s: log.warning(
+                    "head office: broker connection failed (%s); retrying",
+                    s.outcome.exception() if s.outcome else None,
+                ),
+            )
+            async for attempt in retrying:
+                with attempt:
+                    await self._session()
+
+    async def _session(self) -> None:
+        b = self.config.broker
+        try:
+            # A persistent session (clean_session=False) makes the broker queue QoS 1 batches
+            # while head office is down, so a restart does not wait for lanes' ack timeouts.
+            async with aiomqtt.Client(
+                b.host,
+                b.port,
+                identifier=b.client_id,
+                username=b.username,
+                password=b.password,
+                keepalive=b.keepalive,
+                clean_session=False,
+                max_inflight_messages=100,
+            ) as client:
+                self.stats.connected = True
+                self.stats.connects += 1
+                for channel in _EXPECTED:
+                    filt = (
+                        self.topics.shared(b.share_group, channel)
+                        if b.share_group
+                        else self.topics.all_lanes(channel)
+                    )
+                    await client.subscribe(filt, qos=1)
+                log.info("head office: subscribed on %s:%d", b.host, b.port)
+                self.ready.set()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._receive(client), name="ingest-receive")
+                    tg.create_task(self._process(client), name="ingest-process")
+        except* aiomqtt.MqttError as eg:
+            raise eg.exceptions[0] from None
+        finally:
+            self.stats.connected = False
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            raw = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+            self._queue.put_nowait((message.topic.value, raw))
+
+    async def _process(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        limit = self.config.ingest.group_max_messages
+        while True:
+            group = [await self._queue.get()]
+            while len(group) < limit and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            try:
+                out = await loop.run_in_executor(self._writer, self.apply_group, group)
+            except StoreError as exc:
+                # Nothing committed, nothing acked: lanes resend after their ack timeout.
+                self.stats.commit_failures += 1
+                log.error("head office: %d messages not committed: %s", len(group), exc)
+                continue
+            await asyncio.gather(*(self._publish(client, msg) for msg in out))
+
+    async def _publish(self, client: aiomqtt.Client, msg: Ack | Reply) -> None:
+        channel = Channel.ACK if isinstance(msg, Ack) else Channel.REPLY
+        await client.publish(self.topics.topic(msg.lane, channel), codec.encode(msg), qos=1)
+
+    # --- applying (writer thread) ---------------------------------------------------------
+
+    def apply_group(self, group: list[tuple[str, bytes]]) -> list[Ack | Reply]:
+        """Apply a group of raw messages in one transaction; returns what to publish after."""
+        store = self._store
+        assert store is not None
+        now = now_ms()
+        acks: dict[tuple[str, str, int], Ack] = {}
+        gaps: dict[tuple[str, str, int], str] = {}
+        replies: list[Ack | Reply] = []
+        st = self.stats
+        try:
+            for topic, raw in group:
+                st.messages += 1
+                self._apply_one(store, topic, raw, now, acks, gaps, replies)
+            store.commit()
+        except StoreError:
+            store.rollback()
+            raise
+        except Exception as exc:
+            store.rollback()
+            raise StoreError(f"ingest failed: {exc!r}") from exc
+        st.groups += 1
+        st.last_commit_at = time.time()
+        out: list[Ack | Reply] = []
+        for key, ack in acks.items():
+            st.lane_hwm[key] = ack.hwm
+            reason = gaps.get(key)
+            if reason is not None and ack.resend_from is None:
+                ack = Ack(ack.lane, ack.epoch, ack.hwm, ack.hwm + 1, reason)
+            out.append(ack)
+        return out + replies
+
+    def _apply_one(
+        self,
+        store: Store,
+        topic: str,
+        raw: bytes,
+        now: int,
+        acks: dict[tuple[str, str, int], Ack],
+        gaps: dict[tuple[str, str, int], str],
+        replies: list[Ack | Reply],
+    ) -> None:
+        st = self.stats
+        try:
+            lane, channel = self.topics.parse(topic)
+        except ProtocolError as exc:
+            self._quarantine(store, topic, None, str(exc), raw, now)
+            return
+        try:
+            msg = codec.decode(raw, self.config.ingest.max_message_bytes)
+        except ProtocolError as exc:
+            self._quarantine(store, topic, lane, str(exc), raw, now)
+            return
+        if msg.lane != lane:
+            self._quarantine(
+                store, topic, lane,
+                f"payload is for {msg.lane} but was published under {lane}'s topic", raw, now,
+            )
+            return
+        expected = _EXPECTED.get(channel)
+        if expected is None or not isinstance(msg, expected):
+            self._quarantine(
+                store, topic, lane, f"a {msg.TYPE} message does not belong on {channel}", raw, now
+            )
+            return
+        if isinstance(msg, JournalBatch):
+            res = store.apply_batch(msg, now)
+            st.entries_applied += res.applied
+            st.entries_redelivered += res.redelivered
+            st.duplicate_txn_ids += res.duplicate_txn
+            key = (lane.store, lane.lane, msg.epoch)
+            if res.resend_from is not None:
+                st.gaps += 1
+                gaps[key] = res.reason or "gap"
+            elif res.quarantined:
+                self._quarantine(
+                    store, topic, lane, res.reason or "refused",
+                    b"" if res.card_number else raw, now,
+                )
+            acks[key] = Ack(lane, msg.epoch, res.hwm, res.resend_from, res.reason)
+        elif isinstance(msg, Hello):
+            state = store.note_hello(lane, msg.epoch, msg.last_seq, now)
+            acks[(lane.store, lane.lane, msg.epoch)] = Ack(lane, msg.epoch, state.hwm)
+        elif isinstance(msg, Status):
+            store.save_status(msg)
+        elif isinstance(msg, Request):
+            handler = self.handlers.get(msg.op)
+            if handler is None:
+                replies.append(Reply(lane, msg.corr, False, error=f"unknown operation {msg.op!r}"))
+            else:
+                replies.append(handler(store, msg, now))
+
+    def _quarantine(
+        self, store: Store, topic: str, lane: LaneId | None, reason: str, raw: bytes, now: int
+    ) -> None:
+        self.stats.quarantined += 1
+        log.warning("head office: quarantined a message on %s: %s", topic, reason)
+        store.quarantine(topic, lane, reason, raw, now)

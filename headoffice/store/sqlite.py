@@ -1,0 +1,242 @@
+"""The embedded head-office store: one SQLite file in WAL mode with synchronous=FULL.
+
+Used from the ingest's single writer thread only. Writes of a group of messages share one
+transaction; the lane positions they moved are cached in memory and written at commit, and the
+cache is dropped on rollback so memory never runs ahead of the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from headoffice.store.base import ApplyResult, LaneState, StoreError, plan_batch
+from protocol import schema
+from protocol.chain import genesis
+from protocol.identity import LaneId
+from protocol.messages import JournalBatch, Status
+
+log = logging.getLogger(__name__)
+
+_IN_CHUNK = 500  # host parameters per IN (...) list, far below SQLite's limit
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the head-office database (read-only for status and reports)."""
+    if readonly:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+def migrate(db: sqlite3.Connection, what: str) -> None:
+    current = int(db.execute("PRAGMA user_version").fetchone()[0])
+    files = resources.files("headoffice.store.schema").iterdir()
+    for version, script in schema.plan(current, schema.load(files), what):
+        try:
+            db.executescript(script)
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreError(f"migrating {what} to schema {version}: {exc}") from exc
+        log.info("%s migrated to schema version %d", what, version)
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.db = connect(self.path)
+            migrate(self.db, f"head-office database {self.path}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open head-office database {self.path}: {exc}") from exc
+        self._lanes: dict[tuple[str, str, int], LaneState] = {}
+        self._dirty: dict[tuple[str, str, int], LaneState] = {}
+        self._counters: dict[str, int] = {}
+
+    # --- transactions ---------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        if not self.db.in_transaction:
+            return
+        try:
+            self.db.executemany(
+                "UPDATE lanes SET hwm = ?, last_hash = ?, lane_last_seq = ?, gaps = ?, "
+                "redelivered = ?, last_seen = ? WHERE store = ? AND lane = ? AND epoch = ?",
+                [
+                    (s.hwm, s.last_hash, s.lane_last_seq, s.gaps, s.redelivered, self._now,
+                     s.lane.store, s.lane.lane, s.epoch)
+                    for s in self._dirty.values()
+                ],
+            )
+            self.db.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                list(self._counters.items()),
+            )
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.rollback()
+            raise StoreError(f"commit failed, nothing acknowledged: {exc}") from exc
+        self._dirty.clear()
+        self._counters.clear()
+
+    def rollback(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        self._lanes.clear()
+        self._dirty.clear()
+        self._counters.clear()
+
+    def close(self) -> None:
+        self.rollback()
+        self.db.close()
+
+    _now = 0
+
+    def _count(self, name: str, n: int = 1) -> None:
+        if n:
+            self._counters[name] = self._counters.get(name, 0) + n
+
+    # --- lanes ----------------------------------------------------------------------------
+
+    def lane_state(self, lane: LaneId, epoch: int) -> LaneState | None:
+        key = (lane.store, lane.lane, epoch)
+        state = self._lanes.get(key)
+        if state is None:
+            row = self.db.execute(
+                "SELECT hwm, last_hash, lane_last_seq, gaps, redelivered FROM lanes "
+                "WHERE store = ? AND lane = ? AND epoch = ?",
+                key,
+            ).fetchone()
+            if row is None:
+                return None
+            state = LaneState(lane, epoch, row[0], bytes(row[1]), row[2], row[3], row[4])
+            self._lanes[key] = state
+        return state
+
+    def _lane_for_write(self, lane: LaneId, epoch: int, now_ms: int) -> LaneState:
+        self._begin()
+        self._now = now_ms
+        state = self.lane_state(lane, epoch)
+        if state is None:
+            state = LaneState(lane, epoch, 0, genesis(lane, epoch))
+            self.db.execute(
+                "INSERT INTO lanes (store, lane, epoch, hwm, last_hash, first_seen, last_seen) "
+                "VALUES (?, ?, ?, 0, ?, ?, ?)",
+                (lane.store, lane.lane, epoch, state.last_hash, now_ms, now_ms),
+            )
+            self._lanes[(lane.store, lane.lane, epoch)] = state
+        self._dirty[(lane.store, lane.lane, epoch)] = state
+        return state
+
+    def note_hello(self, lane: LaneId, epoch: int, last_seq: int, now_ms: int) -> LaneState:
+        state = self._lane_for_write(lane, epoch, now_ms)
+        state.lane_last_seq = max(state.lane_last_seq, last_seq)
+        return state
+
+    # --- ingest ---------------------------------------------------------------------------
+
+    def apply_batch(self, batch: JournalBatch, now_ms: int) -> ApplyResult:
+        state = self._lane_for_write(batch.lane, batch.epoch, now_ms)
+        state.lane_last_seq = max(state.lane_last_seq, batch.last_seq)
+        plan = plan_batch(state, batch)
+        res = ApplyResult(batch.lane, batch.epoch, state.hwm, redelivered=plan.redelivered)
+        state.redelivered += plan.redelivered
+        self._count("entries_redelivered", plan.redelivered)
+        if plan.gap_from is not None:
+            state.gaps += 1
+            self._count("gaps")
+            res.resend_from = plan.gap_from
+            res.reason = f"gap: expected seq {plan.gap_from}, batch starts at {batch.first_seq}"
+            return res
+        if plan.new:
+            store, lane, epoch = batch.lane.store, batch.lane.lane, batch.epoch
+            seen = self._existing_txn_ids(e.txn_id for e in plan.new)
+            jrows: list[tuple[Any, ...]] = []
+            drows: list[tuple[Any, ...]] = []
+            for e in plan.new:
+                dup = e.txn_id in seen
+                seen.add(e.txn_id)
+                jrows.append(
+                    (store, lane, epoch, e.seq, e.kind, e.txn_id, e.ts, e.body, e.hash, now_ms,
+                     0 if dup else 1)
+                )
+                if not dup:
+                    drows.append((e.txn_id, store, lane, epoch, e.seq, e.kind, e.ts))
+            self.db.executemany(
+                "INSERT INTO journal (store, lane, epoch, seq, kind, txn_id, ts, body, hash, "
+                "received_at, applied) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                jrows,
+            )
+            self.db.executemany(
+                "INSERT INTO documents (txn_id, store, lane, epoch, seq, kind, ts) "
+                "VALUES (?,?,?,?,?,?,?)",
+                drows,
+            )
+            last = plan.new[-1]
+            state.hwm, state.last_hash = last.seq, last.hash
+            res.applied = len(drows)
+            res.duplicate_txn = len(jrows) - len(drows)
+            self._count("entries_applied", res.applied)
+            self._count("duplicate_txn_ids", res.duplicate_txn)
+        res.hwm = state.hwm
+        if plan.refusal is not None:
+            res.reason = plan.refusal
+            res.quarantined = True
+            res.card_number = plan.card_number
+        return res
+
+    def _existing_txn_ids(self, txn_ids: Iterable[str]) -> set[str]:
+        ids = list(txn_ids)
+        found: set[str] = set()
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk: Sequence[str] = ids[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0]
+                for r in self.db.execute(
+                    f"SELECT txn_id FROM documents WHERE txn_id IN ({marks})",  # noqa: S608
+                    chunk,
+                )
+            )
+        return found
+
+    def save_status(self, status: Status) -> None:
+        self._begin()
+        self.db.execute(
+            "INSERT INTO lane_status (store, lane, state, version, backlog, at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (store, lane) DO UPDATE SET "
+            "state = excluded.state, version = excluded.version, backlog = excluded.backlog, "
+            "at = excluded.at",
+            (status.lane.store, status.lane.lane, status.state, status.version, status.backlog,
+             status.at),
+        )
+
+    def quarantine(
+        self, topic: str, lane: LaneId | None, reason: str, raw: bytes, now_ms: int
+    ) -> None:
+        self._begin()
+        self._count("quarantined")
+        fingerprint = hashlib.sha256(b"\0".join((topic.encode(), reason.encode(), raw))).digest()
+        self.db.execute(
+            "INSERT INTO quarantine (first_at, last_at, topic, store, lane, reason, raw, "
+            "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE "
+            "SET times = times + 1, last_at = excluded.last_at",
+            (now_ms, now_ms, topic, lane.store if lane else None, lane.lane if lane else None,
+             reason, raw, fingerprint),
+        )

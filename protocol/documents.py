@@ -1,0 +1,121 @@
+"""Rules every POS document obeys before it may be journaled, on both sides of the wire.
+
+Here live the rules that hold for all document kinds: a known kind, a JSON-like tree without
+floats (invariant 5), no full card number anywhere (invariant 6). Per-kind schemas build on this.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgpack
+
+from protocol.errors import ProtocolError
+from protocol.messages import MAX_ENTRY_BODY, UUID_RE, check_plain
+
+# Document kinds a chain posts: the roll-up seed's sale types and the purchasing seed's stock
+# movements. Only these may be journaled.
+SALE_KINDS = frozenset(
+    {
+        "sale",
+        "sale_refund",
+        "sale_exchange",
+        "special_order",
+        "on_account_payment",
+        "layaway",
+        "layaway_cancellation",
+        "layaway_payment",
+        "delivery",
+        "sale_with_fulfilment",
+    }
+)
+STOCK_KINDS = frozenset(
+    {
+        "receive_purchase_order",
+        "transit_inventory",
+        "transit_inventory_accept",
+        "supplier_return",
+        "stock_adjustment",
+    }
+)
+DOCUMENT_KINDS = SALE_KINDS | STOCK_KINDS
+
+# Identifier fields that legitimately hold long digit strings (GTIN-14, SSCC-18) whose GS1 check
+# digit may pass Luhn by chance; they are validated as GS1 keys elsewhere, not as card numbers.
+_GS1_KEY_FIELDS = frozenset({"item", "item_code", "gtin", "sscc", "barcode", "transit_no"})
+_DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def looks_like_pan(text: str) -> bool:
+    """True if `text` holds 13-19 digits (spaces or dashes allowed) that pass the Luhn check
+    and start like a payment card (IIN 2-6)."""
+    for m in _DIGIT_RUN.finditer(text):
+        digits = re.sub(r"[ -]", "", m.group())
+        if 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits):
+            return True
+    return False
+
+
+def find_pan(value: Any, path: str) -> str | None:
+    """Path of the first string or integer in `value` that looks like a full card number."""
+    t = type(value)
+    if t is dict:
+        for k, v in value.items():
+            if k in _GS1_KEY_FIELDS and type(v) is str and v.isdigit():
+                continue
+            hit = find_pan(v, f"{path}.{k}")
+            if hit:
+                return hit
+    elif t is list:
+        for i, v in enumerate(value):
+            hit = find_pan(v, f"{path}[{i}]")
+            if hit:
+                return hit
+    elif (t is str and looks_like_pan(value)) or (
+        t is int and value > 10**12 and looks_like_pan(str(value))
+    ):
+        return path
+    return None
+
+
+def check_document(doc: Any) -> None:
+    """Refuse a document that no lane may journal, naming the field at fault."""
+    if type(doc) is not dict:
+        raise ProtocolError(f"a document must be a JSON object, got {type(doc).__name__}", "$")
+    kind = doc.get("kind")
+    if kind not in DOCUMENT_KINDS:
+        raise ProtocolError(
+            f"unknown document kind {kind!r}; expected one of {', '.join(sorted(DOCUMENT_KINDS))}",
+            "kind",
+        )
+    txn_id = doc.get("txn_id")
+    if txn_id is not None and (type(txn_id) is not str or not UUID_RE.fullmatch(txn_id)):
+        raise ProtocolError("must be a lowercase canonical UUID (UUIDv7 recommended)", "txn_id")
+    check_plain(doc, "$")
+    pan = find_pan(doc, "$")
+    if pan:
+        raise ProtocolError(
+            "looks like a full card number; send the card token, scheme and last four digits",
+            pan,
+        )
+
+
+def encode_body(doc: dict[str, Any]) -> bytes:
+    """The exact bytes that are journaled, hashed and sent for a document."""
+    body = msgpack.packb(doc, use_bin_type=True)
+    if len(body) > MAX_ENTRY_BODY:
+        raise ProtocolError(f"document of {len(body)} bytes exceeds {MAX_ENTRY_BODY}", "$")
+    return body
