@@ -35,7 +35,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def problem(status: int, title: str, detail: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if field is not None:
         body["field"] = field
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM)
@@ -78,9 +83,11 @@ class LocalApi:
             host, _, port = self.config.tcp.rpartition(":")
             site = web.TCPSite(self._runner, host.strip("[]"), int(port))
             await site.start()
-            server = site._server  # aiohttp exposes no public accessor for the bound port
-            if server is not None and getattr(server, "sockets", None):
-                self.tcp_port = server.sockets[0].getsockname()[1]
+            # aiohttp has no public accessor for the bound port (port 0 picks a free one).
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
+            if sockets:
+                self.tcp_port = int(sockets[0].getsockname()[1])
         return self
 
     async def __aexit__(

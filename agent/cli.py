@@ -19,12 +19,13 @@ from agent.verify import open_readonly, verify
 from protocol.errors import LanesyncError
 
 DEFAULT_CONFIG = "/etc/lanesync/agent.toml"
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
 
 
-def register(sub: SubParsers) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("agent", help="run the store agent for one lane")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"agent TOML (default {DEFAULT_CONFIG})")
+    p.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"agent TOML (default {DEFAULT_CONFIG})"
+    )
     p.set_defaults(handler=cmd_agent)
 
     j = sub.add_parser("journal", help="inspect a lane journal")
@@ -111,9 +112,13 @@ def cmd_tail(args: argparse.Namespace) -> int:
     table = Table("seq", "time (UTC)", "kind", "register", "total", "txn_id", "acked")
     for e in out:
         table.add_row(
-            str(e["seq"]), e["time"], e["kind"], str(e["register_no"] or ""),
+            str(e["seq"]),
+            e["time"],
+            e["kind"],
+            str(e["register_no"] or ""),
             f"{e['total']} {e['currency']}" if e["total"] is not None else "",
-            e["txn_id"], "yes" if e["acked"] else "no",
+            e["txn_id"],
+            "yes" if e["acked"] else "no",
         )
     Console().print(table)
     return 0

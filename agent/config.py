@@ -30,7 +30,7 @@ class ReplicationConfig:
     batch_max_entries: int = 1000
     batch_max_bytes: int = 512 * 1024
     linger_ms: int = 20
-    window: int = 8  # batches published but not yet acked by head office
+    window: int = 32  # batches published but not yet acked by head office
     ack_timeout_s: float = 10.0  # no ack progress for this long: resend from the acked mark
     publish_timeout_s: float = 10.0  # no PUBACK for this long: the link is dead, reconnect
     backoff_initial_s: float = 0.5
@@ -62,7 +62,6 @@ def parse(data: dict[str, Any]) -> AgentConfig:
     root = Table(data)
     try:
         lane = LaneId(root.str("store"), root.str("lane"))
-        prefix = Topics(root.table("broker").data.get("topic_prefix", DEFAULT_PREFIX)).prefix
     except ProtocolError as exc:
         raise ConfigError(str(exc)) from None
     j = root.table("journal")
@@ -75,9 +74,13 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         username=b.str("username", None),
         password=b.str("password", None),
         keepalive=b.int("keepalive", 15, 2, 3600),
-        topic_prefix=b.str("topic_prefix", prefix),
+        topic_prefix=b.str("topic_prefix", DEFAULT_PREFIX),
     )
     b.done()
+    try:
+        Topics(broker.topic_prefix)
+    except ProtocolError as exc:
+        raise ConfigError(f"broker.{exc}") from None
     r = root.table("replication")
     d = ReplicationConfig()
     replication = ReplicationConfig(

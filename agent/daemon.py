@@ -28,7 +28,11 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
         ):
             log.info(
                 "lane %s: journal %s epoch %d at seq %d (%d unacked)",
-                config.lane, config.journal_path, journal.epoch, journal.last_seq, journal.backlog,
+                config.lane,
+                config.journal_path,
+                journal.epoch,
+                journal.last_seq,
+                journal.backlog,
             )
             notify("READY=1", f"STATUS=lane {config.lane} at seq {journal.last_seq}")
             await stop.wait()

@@ -207,7 +207,9 @@ class Replicator:
             VERSION,
             int(time.time() * 1000),
         )
-        await client.publish(self.topics.topic(self.lane, Channel.HELLO), codec.encode(hello), qos=1)
+        await client.publish(
+            self.topics.topic(self.lane, Channel.HELLO), codec.encode(hello), qos=1
+        )
 
     def _start_from_acked(self) -> None:
         self._sent = self.journal.acked_seq
@@ -232,7 +234,9 @@ class Replicator:
                 # go back to the acked mark; it drops whatever it already committed.
                 log.warning(
                     "lane %s: no ack for %.1fs; resending from seq %d",
-                    self.lane, rc.ack_timeout_s, self.journal.acked_seq + 1,
+                    self.lane,
+                    rc.ack_timeout_s,
+                    self.journal.acked_seq + 1,
                 )
                 self.stats.rewinds += 1
                 self._start_from_acked()
@@ -274,17 +278,15 @@ class Replicator:
 
     async def _receiver(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                log.error("lane %s: non-binary payload on %s ignored", self.lane, message.topic)
-                continue
             try:
-                msg = codec.decode(bytes(payload))
+                msg = codec.decode(bytes(message.payload))
             except ProtocolError as exc:
                 log.error("lane %s: refused message on %s: %s", self.lane, message.topic, exc)
                 continue
             if msg.lane != self.lane:
-                log.error("lane %s: message for %s on %s ignored", self.lane, msg.lane, message.topic)
+                log.error(
+                    "lane %s: message for %s on %s ignored", self.lane, msg.lane, message.topic
+                )
             elif isinstance(msg, Ack):
                 await self._on_ack(msg)
             elif isinstance(msg, Reply):
@@ -305,7 +307,10 @@ class Replicator:
             log.error(
                 "lane %s: head office holds seq %d but the journal ends at %d in epoch %d; "
                 "the journal looks restored from an old copy",
-                self.lane, ack.hwm, self.journal.last_seq, self.journal.epoch,
+                self.lane,
+                ack.hwm,
+                self.journal.last_seq,
+                self.journal.epoch,
             )
         if hwm > self.journal.acked_seq:
             try:
@@ -325,7 +330,9 @@ class Replicator:
             # Several in-flight batches past a gap each trigger a resend request; rewinding once
             # per gap is enough.
             if resend != last_to or now - last_at > self.config.replication.ack_timeout_s:
-                log.info("lane %s: head office asks for seq %d on (%s)", self.lane, resend, ack.reason)
+                log.info(
+                    "lane %s: head office asks for seq %d on (%s)", self.lane, resend, ack.reason
+                )
                 self._last_rewind = (resend, now)
                 self._rewind_to = resend
                 self.stats.rewinds += 1

@@ -11,10 +11,9 @@ from headoffice import daemon
 from protocol.errors import LanesyncError
 
 DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
-SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
 
 
-def register(sub: SubParsers) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("headoffice", help="run head office (ingest)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML (default {DEFAULT_CONFIG})")
     p.set_defaults(handler=cmd_headoffice)

@@ -19,10 +19,18 @@ async def run(config: HeadOfficeConfig, stop: asyncio.Event | None = None) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Ingest(config):
+        async with Ingest(config) as ingest:
             log.info("head office: ingesting into %s", config.database)
-            notify("READY=1", "STATUS=ingesting")
-            await stop.wait()
+            # READY once the database is open: a broker outage is reported, not a failed start.
+            notify("READY=1", "STATUS=waiting for the broker")
+            async with asyncio.TaskGroup() as tg:
+                subscribed = tg.create_task(ingest.ready.wait(), name="await-subscribed")
+                stopped = tg.create_task(stop.wait(), name="await-stop")
+                await asyncio.wait({subscribed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if subscribed.done():
+                    notify("STATUS=subscribed, ingesting")
+                else:
+                    subscribed.cancel()
             notify("STOPPING=1")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

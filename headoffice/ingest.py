@@ -14,7 +14,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -24,6 +24,7 @@ import tenacity
 
 from headoffice.config import HeadOfficeConfig
 from headoffice.store import SqliteStore, Store, StoreError
+from headoffice.store.base import CheckedBatch, check_batch
 from protocol import codec
 from protocol.errors import ProtocolError
 from protocol.identity import Channel, LaneId
@@ -32,6 +33,19 @@ from protocol.messages import Ack, Hello, JournalBatch, Message, Reply, Request,
 log = logging.getLogger(__name__)
 
 RequestHandler = Callable[[Store, Request, int], Reply]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One received message after the database-free checks: a message or a refusal."""
+
+    topic: str
+    raw: bytes
+    lane: LaneId | None
+    msg: Message | None = None
+    checked: CheckedBatch | None = None
+    refusal: str | None = None
+
 
 _EXPECTED: dict[Channel, type[Message]] = {
     Channel.JOURNAL: JournalBatch,
@@ -77,6 +91,7 @@ class Ingest:
         self._store_factory = store_factory or (lambda: SqliteStore(config.database))
         self._store: Store | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-writer")
+        self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-decoder")
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
         self._main: asyncio.Task[None] | None = None
@@ -105,6 +120,7 @@ class Ingest:
         if store is not None:
             await asyncio.get_running_loop().run_in_executor(self._writer, store.close)
         self._writer.shutdown(wait=True)
+        self._decoder.shutdown(wait=True)
 
     # --- MQTT -----------------------------------------------------------------------------
 
@@ -163,12 +179,31 @@ class Ingest:
             self._queue.put_nowait((message.topic.value, raw))
 
     async def _process(self, client: aiomqtt.Client) -> None:
+        """Two-stage pipeline: the decoder thread prepares group N+1 (decode, schema, hash
+        chain, card-number scan) while the writer thread applies and commits group N."""
+        prepared: asyncio.Queue[list[Prepared]] = asyncio.Queue(maxsize=1)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._prepare_loop(prepared), name="ingest-prepare")
+            tg.create_task(self._apply_loop(client, prepared), name="ingest-apply")
+
+    async def _prepare_loop(self, out: asyncio.Queue[list[Prepared]]) -> None:
         loop = asyncio.get_running_loop()
-        limit = self.config.ingest.group_max_messages
+        max_count = self.config.ingest.group_max_messages
+        max_bytes = 4 * self.config.ingest.max_message_bytes
         while True:
             group = [await self._queue.get()]
-            while len(group) < limit and not self._queue.empty():
+            size = len(group[0][1])
+            while len(group) < max_count and size < max_bytes and not self._queue.empty():
                 group.append(self._queue.get_nowait())
+                size += len(group[-1][1])
+            await out.put(await loop.run_in_executor(self._decoder, self.prepare_group, group))
+
+    async def _apply_loop(
+        self, client: aiomqtt.Client, prepared: asyncio.Queue[list[Prepared]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            group = await prepared.get()
             try:
                 out = await loop.run_in_executor(self._writer, self.apply_group, group)
             except StoreError as exc:
@@ -182,10 +217,43 @@ class Ingest:
         channel = Channel.ACK if isinstance(msg, Ack) else Channel.REPLY
         await client.publish(self.topics.topic(msg.lane, channel), codec.encode(msg), qos=1)
 
+    # --- preparing (decoder thread): no database --------------------------------------------
+
+    def prepare_group(self, group: list[tuple[str, bytes]]) -> list[Prepared]:
+        return [self.prepare(topic, raw) for topic, raw in group]
+
+    def prepare(self, topic: str, raw: bytes) -> Prepared:
+        """Decode and check one message on its own; a refusal names why."""
+        try:
+            lane, channel = self.topics.parse(topic)
+        except ProtocolError as exc:
+            return Prepared(topic, raw, None, refusal=str(exc))
+        try:
+            msg = codec.decode(raw, self.config.ingest.max_message_bytes)
+        except ProtocolError as exc:
+            return Prepared(topic, raw, lane, refusal=str(exc))
+        if msg.lane != lane:
+            return Prepared(
+                topic,
+                raw,
+                lane,
+                refusal=f"payload is for {msg.lane} but was published under {lane}'s topic",
+            )
+        expected = _EXPECTED.get(channel)
+        if expected is None or not isinstance(msg, expected):
+            return Prepared(
+                topic, raw, lane, refusal=f"a {msg.TYPE} message does not belong on {channel}"
+            )
+        checked = check_batch(msg) if isinstance(msg, JournalBatch) else None
+        return Prepared(topic, raw, lane, msg, checked)
+
     # --- applying (writer thread) ---------------------------------------------------------
 
-    def apply_group(self, group: list[tuple[str, bytes]]) -> list[Ack | Reply]:
-        """Apply a group of raw messages in one transaction; returns what to publish after."""
+    def apply_group(self, group: Sequence[Prepared | tuple[str, bytes]]) -> list[Ack | Reply]:
+        """Apply a group of messages in one transaction; returns what to publish after it.
+
+        Raw `(topic, bytes)` pairs are prepared here first (tests and single-threaded use).
+        """
         store = self._store
         assert store is not None
         now = now_ms()
@@ -194,9 +262,10 @@ class Ingest:
         replies: list[Ack | Reply] = []
         st = self.stats
         try:
-            for topic, raw in group:
+            for item in group:
                 st.messages += 1
-                self._apply_one(store, topic, raw, now, acks, gaps, replies)
+                p = item if isinstance(item, Prepared) else self.prepare(*item)
+                self._apply_one(store, p, now, acks, gaps, replies)
             store.commit()
         except StoreError:
             store.rollback()
@@ -211,45 +280,27 @@ class Ingest:
             st.lane_hwm[key] = ack.hwm
             reason = gaps.get(key)
             if reason is not None and ack.resend_from is None:
-                ack = Ack(ack.lane, ack.epoch, ack.hwm, ack.hwm + 1, reason)
-            out.append(ack)
+                out.append(Ack(ack.lane, ack.epoch, ack.hwm, ack.hwm + 1, reason))
+            else:
+                out.append(ack)
         return out + replies
 
     def _apply_one(
         self,
         store: Store,
-        topic: str,
-        raw: bytes,
+        p: Prepared,
         now: int,
         acks: dict[tuple[str, str, int], Ack],
         gaps: dict[tuple[str, str, int], str],
         replies: list[Ack | Reply],
     ) -> None:
         st = self.stats
-        try:
-            lane, channel = self.topics.parse(topic)
-        except ProtocolError as exc:
-            self._quarantine(store, topic, None, str(exc), raw, now)
-            return
-        try:
-            msg = codec.decode(raw, self.config.ingest.max_message_bytes)
-        except ProtocolError as exc:
-            self._quarantine(store, topic, lane, str(exc), raw, now)
-            return
-        if msg.lane != lane:
-            self._quarantine(
-                store, topic, lane,
-                f"payload is for {msg.lane} but was published under {lane}'s topic", raw, now,
-            )
-            return
-        expected = _EXPECTED.get(channel)
-        if expected is None or not isinstance(msg, expected):
-            self._quarantine(
-                store, topic, lane, f"a {msg.TYPE} message does not belong on {channel}", raw, now
-            )
+        msg, lane = p.msg, p.lane
+        if msg is None or lane is None:
+            self._quarantine(store, p.topic, lane, p.refusal or "refused", p.raw, now)
             return
         if isinstance(msg, JournalBatch):
-            res = store.apply_batch(msg, now)
+            res = store.apply_batch(p.checked or msg, now)
             st.entries_applied += res.applied
             st.entries_redelivered += res.redelivered
             st.duplicate_txn_ids += res.duplicate_txn
@@ -259,8 +310,12 @@ class Ingest:
                 gaps[key] = res.reason or "gap"
             elif res.quarantined:
                 self._quarantine(
-                    store, topic, lane, res.reason or "refused",
-                    b"" if res.card_number else raw, now,
+                    store,
+                    p.topic,
+                    lane,
+                    res.reason or "refused",
+                    b"" if res.card_number else p.raw,
+                    now,
                 )
             acks[key] = Ack(lane, msg.epoch, res.hwm, res.resend_from, res.reason)
         elif isinstance(msg, Hello):

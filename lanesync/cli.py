@@ -11,17 +11,15 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from lanesync import __version__
+from agent import cli as agent_cli
+from hardware import cli as hardware_cli
+from headoffice import cli as headoffice_cli
+from lanesync import __version__, bench, demo
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent import cli as agent_cli
-    from hardware import cli as hardware_cli
-    from headoffice import cli as headoffice_cli
-    from lanesync import bench, demo
-
     parser = argparse.ArgumentParser(
         prog="lanesync",
         description="Store-and-forward sync for point-of-sale lanes and head office.",

@@ -32,7 +32,9 @@ def encode(msg: Message) -> bytes:
 def unpack(buf: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Any:
     """Decode one msgpack value with the limits every lanesync payload obeys."""
     if len(buf) > max_size:
-        raise ProtocolError(f"payload of {len(buf)} bytes exceeds the {max_size} byte limit", "payload")
+        raise ProtocolError(
+            f"payload of {len(buf)} bytes exceeds the {max_size} byte limit", "payload"
+        )
     try:
         value = msgpack.unpackb(
             buf,
@@ -47,7 +49,10 @@ def unpack(buf: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Any:
     except ProtocolError:
         raise
     except msgpack.ExtraData as exc:
-        raise ProtocolError(f"{len(exc.extra)} trailing bytes after the message", "payload") from None
+        # ExtraData carries the decoded value and the unread rest (msgpack/exceptions.py);
+        # the msgpack-types stubs do not declare the attribute.
+        extra = len(getattr(exc, "extra", b""))
+        raise ProtocolError(f"{extra} trailing bytes after the message", "payload") from None
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         # UnicodeDecodeError (a ValueError) for bad UTF-8, ValueError for non-str keys
         # (strict_map_key) and for truncated input, TypeError for unhashable keys.

@@ -6,6 +6,7 @@ so a technician can fix a config file from the error alone. Pure: callers load t
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,17 +16,17 @@ from protocol.errors import ConfigError
 class Table:
     """One TOML table being read; remembers which keys were used to refuse unknown ones."""
 
-    def __init__(self, data: Mapping[str, Any], path: str = "") -> None:
+    def __init__(self, data: Mapping[str, Any], path: builtins.str = "") -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path or 'config'}: must be a table")
         self.data = data
         self.path = path
         self.used: set[str] = set()
 
-    def _name(self, key: str) -> str:
+    def _name(self, key: builtins.str) -> builtins.str:
         return f"{self.path}.{key}" if self.path else key
 
-    def _get(self, key: str, default: Any) -> Any:
+    def _get(self, key: builtins.str, default: Any) -> Any:
         self.used.add(key)
         if key not in self.data:
             if default is ...:
@@ -33,13 +34,13 @@ class Table:
             return default
         return self.data[key]
 
-    def str(self, key: str, default: Any = ...) -> Any:
+    def str(self, key: builtins.str, default: Any = ...) -> Any:
         v = self._get(key, default)
         if v is not default and not isinstance(v, str):
             raise ConfigError(f"{self._name(key)}: must be a string, got {v!r}")
         return v
 
-    def int(self, key: str, default: Any = ..., lo: int = 0, hi: int = 1 << 62) -> Any:
+    def int(self, key: builtins.str, default: Any = ..., lo: int = 0, hi: int = 1 << 62) -> Any:
         v = self._get(key, default)
         if v is default:
             return v
@@ -47,7 +48,7 @@ class Table:
             raise ConfigError(f"{self._name(key)}: must be an integer {lo}..{hi}, got {v!r}")
         return v
 
-    def num(self, key: str, default: Any = ..., lo: float = 0.0, hi: float = 1e9) -> Any:
+    def num(self, key: builtins.str, default: Any = ..., lo: float = 0.0, hi: float = 1e9) -> Any:
         """A duration or ratio (seconds may be fractional; money never comes through here)."""
         v = self._get(key, default)
         if v is default:
@@ -56,17 +57,17 @@ class Table:
             raise ConfigError(f"{self._name(key)}: must be a number {lo:g}..{hi:g}, got {v!r}")
         return float(v)
 
-    def bool(self, key: str, default: Any = ...) -> Any:
+    def bool(self, key: builtins.str, default: Any = ...) -> Any:
         v = self._get(key, default)
         if v is not default and not isinstance(v, bool):
             raise ConfigError(f"{self._name(key)}: must be true or false, got {v!r}")
         return v
 
-    def table(self, key: str) -> Table:
+    def table(self, key: builtins.str) -> Table:
         v = self._get(key, {})
         return Table(v, self._name(key))
 
-    def array(self, key: str) -> list[Any]:
+    def array(self, key: builtins.str) -> list[Any]:
         v = self._get(key, [])
         if not isinstance(v, list):
             raise ConfigError(f"{self._name(key)}: must be an array")

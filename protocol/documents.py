@@ -7,6 +7,7 @@ floats (invariant 5), no full card number anywhere (invariant 6). Per-kind schem
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -74,6 +75,8 @@ def find_pan(value: Any, path: str) -> str | None:
     t = type(value)
     if t is dict:
         for k, v in value.items():
+            if type(k) is str and looks_like_pan(k):
+                return f"{path} (a map key)"
             if k in _GS1_KEY_FIELDS and type(v) is str and v.isdigit():
                 continue
             hit = find_pan(v, f"{path}.{k}")
@@ -111,6 +114,45 @@ def check_document(doc: Any) -> None:
             "looks like a full card number; send the card token, scheme and last four digits",
             pan,
         )
+
+
+# A digit followed by 12 or more digits, spaces or dashes: every card number written in a
+# msgpack string matches (strings are stored verbatim). A card number sent as an integer
+# (find_pan checks those above 10**12) needs more than 32 bits, so msgpack writes it after a
+# uint64 (0xcf) or int64 (0xd3) marker byte. Bodies with neither hold no card number.
+_DIGITS_HINT = re.compile(rb"[0-9][0-9 -]{12,}")
+_INT64_MARKER = re.compile(rb"[\xcf\xd3]")
+
+
+def first_pan_body(
+    bodies: Sequence[bytes], unpack: Callable[[bytes], Any]
+) -> tuple[int, str] | None:
+    """(index, field path) of the first msgpack body carrying a card number, or None.
+
+    Head office scans every entry it applies. Byte scans over the joined bodies (a regex for
+    digit runs, memchr for the 64-bit integer markers) rule most batches out in microseconds;
+    only bodies that match are decoded and walked.
+    """
+    joined = b"\0".join(bodies)
+    text = _DIGITS_HINT.search(joined) is not None
+    ints = _INT64_MARKER.search(joined) is not None
+    if not (text or ints):
+        return None
+    for i, body in enumerate(bodies):
+        hit_text = text and _DIGITS_HINT.search(body) is not None
+        if not (hit_text or (ints and _INT64_MARKER.search(body) is not None)):
+            continue
+        try:
+            doc = unpack(body)
+        except ProtocolError:
+            # Not a document at all: judge the raw bytes, never store a card number.
+            if hit_text and looks_like_pan(body.decode("latin-1")):
+                return i, "$ (undecodable body)"
+            continue
+        path = find_pan(doc, "$")
+        if path is not None:
+            return i, path
+    return None
 
 
 def encode_body(doc: dict[str, Any]) -> bytes:

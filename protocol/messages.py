@@ -344,7 +344,9 @@ MESSAGE_TYPES: dict[str, Callable[[Mapping[str, Any]], Message]] = {
 
 _FIELDS: dict[str, frozenset[str]] = {
     "batch": frozenset({"store", "lane", "epoch", "first_seq", "prev_hash", "entries"}),
-    "hello": frozenset({"store", "lane", "epoch", "last_seq", "first_unacked", "version", "sent_at"}),
+    "hello": frozenset(
+        {"store", "lane", "epoch", "last_seq", "first_unacked", "version", "sent_at"}
+    ),
     "ack": frozenset({"store", "lane", "epoch", "hwm", "resend_from", "reason"}),
     "status": frozenset({"store", "lane", "state", "version", "backlog", "at"}),
     "req": frozenset({"store", "lane", "corr", "op", "args"}),
@@ -355,12 +357,13 @@ _FIELDS: dict[str, frozenset[str]] = {
 def from_map(m: Mapping[str, Any]) -> Message:
     """Validate a decoded map against the schema of its `t` and build the message."""
     v = m.get("v")
-    if v != PROTOCOL_VERSION:
+    # type check first: 1.0 == 1 and True == 1 in Python, but neither is an integer on the wire
+    if type(v) is not int or v != PROTOCOL_VERSION:
         raise ProtocolError(f"unsupported protocol version {v!r}; this side speaks 1", "v")
     t = m.get("t")
-    build = MESSAGE_TYPES.get(t) if type(t) is str else None
-    if build is None:
+    if type(t) is not str or t not in MESSAGE_TYPES:
         raise ProtocolError(f"unknown message type {t!r}", "t")
+    build = MESSAGE_TYPES[t]
     unknown = m.keys() - _FIELDS[t] - {"v", "t"}
     if unknown:
         raise ProtocolError(f"unknown field(s) {sorted(unknown)!r} for {t}", sorted(unknown)[0])

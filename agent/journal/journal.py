@@ -121,7 +121,9 @@ class Journal:
             raise
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._writer_task = self._tasks.create_task(self._writer(), name=f"journal-writer {self.lane}")
+        self._writer_task = self._tasks.create_task(
+            self._writer(), name=f"journal-writer {self.lane}"
+        )
         return self
 
     async def __aexit__(
@@ -170,7 +172,9 @@ class Journal:
             log.info("journal %s migrated to schema version %d", self.path, version)
 
     async def _load_state(self, db: aiosqlite.Connection) -> None:
-        meta = dict(await db.execute_fetchall("SELECT key, value FROM meta"))
+        meta: dict[str, Any] = {
+            str(k): v for k, v in await db.execute_fetchall("SELECT key, value FROM meta")
+        }
         owner = (meta.get("store"), meta.get("lane"))
         if owner == (None, None):
             await db.executemany(
@@ -238,7 +242,12 @@ class Journal:
                 results = await self._commit(appends, max((a.hwm for a in acks), default=None))
             except sqlite3.Error as exc:
                 # Never swallowed: every waiting appender gets the error; nothing was committed.
-                log.error("journal %s: write failed, %d documents refused: %s", self.path, len(appends), exc)
+                log.error(
+                    "journal %s: write failed, %d documents refused: %s",
+                    self.path,
+                    len(appends),
+                    exc,
+                )
                 err = JournalError(f"journal write failed, document not confirmed: {exc}")
                 for op in group:
                     if not op.future.done():

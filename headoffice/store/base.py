@@ -1,7 +1,9 @@
 """What every head-office storage backend provides, and the ingest rules they share.
 
 `plan_batch` is the heart of exactly-once: given what head office holds for a lane, it decides
-which entries of a batch are new, whether there is a gap, and whether the hash chain holds.
+which entries of a batch are new, whether there is a gap, whether the hash chain holds, and that
+no entry carries a card number (invariant 6). Document schemas are checked where documents are
+interpreted; ingest stores each body as the exact bytes the lane chained.
 Backends only persist its decisions, in one transaction, before anything is acknowledged.
 """
 
@@ -12,8 +14,8 @@ from typing import Protocol
 
 from protocol.chain import first_break
 from protocol.codec import unpack
-from protocol.documents import check_document
-from protocol.errors import LanesyncError, ProtocolError
+from protocol.documents import first_pan_body
+from protocol.errors import LanesyncError
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch, Status
 
@@ -44,51 +46,71 @@ class BatchPlan:
     card_number: bool = False  # the refusal is a card number: keep the raw bytes out of storage
 
 
-def plan_batch(state: LaneState, batch: JournalBatch) -> BatchPlan:
+@dataclass(frozen=True, slots=True)
+class CheckedBatch:
+    """A batch checked on its own, before head office's state is consulted.
+
+    `entries[:valid]` chain from the batch's prev_hash and carry no card number; the rest is
+    refused for `refusal`. This part needs no database, so ingest runs it on another thread
+    while the writer applies the previous group.
+    """
+
+    batch: JournalBatch
+    valid: int
+    refusal: str | None = None
+    card_number: bool = False
+
+
+def check_batch(batch: JournalBatch) -> CheckedBatch:
+    entries = batch.entries
+    broken = first_break(batch.prev_hash, entries)
+    valid = len(entries) if broken is None else broken[0] - batch.first_seq
+    refusal = (
+        None
+        if broken is None
+        else f"hash chain broken at seq {broken[0]}: the entry does not match its hash or the "
+        "entry before it"
+    )
+    pan = first_pan_body([e.body for e in entries[:valid]], unpack)
+    if pan is not None:
+        i, path = pan
+        return CheckedBatch(
+            batch,
+            i,
+            f"entry seq {entries[i].seq}: {path} looks like a full card number; the entry is "
+            "not applied and its bytes are not kept",
+            card_number=True,
+        )
+    return CheckedBatch(batch, valid, refusal)
+
+
+def plan_batch(state: LaneState, checked: CheckedBatch | JournalBatch) -> BatchPlan:
+    """Decide what of a batch to apply, given what head office holds for its lane."""
+    if isinstance(checked, JournalBatch):
+        checked = check_batch(checked)
+    batch = checked.batch
+    entries = batch.entries
     plan = BatchPlan()
     expected = state.hwm + 1
     if batch.first_seq > expected:
         plan.gap_from = expected
         return plan
     skip = expected - batch.first_seq
-    plan.redelivered = min(skip, len(batch.entries))
-    rest = batch.entries[skip:]
-    if not rest:
-        return plan
-    if skip == 0 and batch.prev_hash != state.last_hash:
-        plan.refusal = (
-            f"hash chain broken before seq {batch.first_seq}: batch prev_hash does not match "
-            "the hash head office holds for the previous entry"
-        )
-        return plan
-    broken = first_break(state.last_hash, rest)
-    if broken is not None:
-        seq = broken[0]
-        plan.new = rest[: seq - rest[0].seq]
-        plan.refusal = f"hash chain broken at seq {seq}: entry hash does not match its contents"
-        return plan
-    for i, e in enumerate(rest):
-        problem = body_problem(e)
-        if problem is not None:
-            plan.new = rest[:i]
-            plan.refusal = f"entry seq {e.seq}: {problem}"
-            plan.card_number = "card number" in problem
+    plan.redelivered = min(skip, len(entries))
+    if skip < len(entries):
+        # The entry before the first new one must be the one head office already holds.
+        link = batch.prev_hash if skip == 0 else entries[skip - 1].hash
+        if link != state.last_hash:
+            plan.refusal = (
+                f"hash chain broken before seq {expected}: the batch does not continue the "
+                f"chain head office holds up to seq {state.hwm}"
+            )
             return plan
-    plan.new = rest
+        plan.new = entries[skip : checked.valid]
+    if checked.refusal is not None and checked.valid < len(entries):
+        plan.refusal = checked.refusal
+        plan.card_number = checked.card_number
     return plan
-
-
-def body_problem(entry: Entry) -> str | None:
-    """Why a journaled document cannot be applied, or None. The lane checked it already;
-    head office checks again because a journal can be tampered with or come from an old lane."""
-    try:
-        doc = unpack(entry.body)
-        check_document(doc)
-    except ProtocolError as exc:
-        return str(exc)
-    if doc.get("kind") != entry.kind:
-        return f"document kind {doc.get('kind')!r} differs from the entry kind {entry.kind!r}"
-    return None
 
 
 @dataclass(slots=True)
@@ -110,7 +132,7 @@ class ApplyResult:
 class Store(Protocol):
     """A head-office storage backend. Methods run on the ingest's single writer thread."""
 
-    def apply_batch(self, batch: JournalBatch, now_ms: int) -> ApplyResult: ...
+    def apply_batch(self, batch: CheckedBatch | JournalBatch, now_ms: int) -> ApplyResult: ...
 
     def lane_state(self, lane: LaneId, epoch: int) -> LaneState | None: ...
 

@@ -15,7 +15,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from headoffice.store.base import ApplyResult, LaneState, StoreError, plan_batch
+from headoffice.store.base import (
+    ApplyResult,
+    CheckedBatch,
+    LaneState,
+    StoreError,
+    plan_batch,
+)
 from protocol import schema
 from protocol.chain import genesis
 from protocol.identity import LaneId
@@ -78,8 +84,17 @@ class SqliteStore:
                 "UPDATE lanes SET hwm = ?, last_hash = ?, lane_last_seq = ?, gaps = ?, "
                 "redelivered = ?, last_seen = ? WHERE store = ? AND lane = ? AND epoch = ?",
                 [
-                    (s.hwm, s.last_hash, s.lane_last_seq, s.gaps, s.redelivered, self._now,
-                     s.lane.store, s.lane.lane, s.epoch)
+                    (
+                        s.hwm,
+                        s.last_hash,
+                        s.lane_last_seq,
+                        s.gaps,
+                        s.redelivered,
+                        self._now,
+                        s.lane.store,
+                        s.lane.lane,
+                        s.epoch,
+                    )
                     for s in self._dirty.values()
                 ],
             )
@@ -151,10 +166,11 @@ class SqliteStore:
 
     # --- ingest ---------------------------------------------------------------------------
 
-    def apply_batch(self, batch: JournalBatch, now_ms: int) -> ApplyResult:
+    def apply_batch(self, checked: CheckedBatch | JournalBatch, now_ms: int) -> ApplyResult:
+        batch = checked.batch if isinstance(checked, CheckedBatch) else checked
         state = self._lane_for_write(batch.lane, batch.epoch, now_ms)
         state.lane_last_seq = max(state.lane_last_seq, batch.last_seq)
-        plan = plan_batch(state, batch)
+        plan = plan_batch(state, checked)
         res = ApplyResult(batch.lane, batch.epoch, state.hwm, redelivered=plan.redelivered)
         state.redelivered += plan.redelivered
         self._count("entries_redelivered", plan.redelivered)
@@ -173,8 +189,19 @@ class SqliteStore:
                 dup = e.txn_id in seen
                 seen.add(e.txn_id)
                 jrows.append(
-                    (store, lane, epoch, e.seq, e.kind, e.txn_id, e.ts, e.body, e.hash, now_ms,
-                     0 if dup else 1)
+                    (
+                        store,
+                        lane,
+                        epoch,
+                        e.seq,
+                        e.kind,
+                        e.txn_id,
+                        e.ts,
+                        e.body,
+                        e.hash,
+                        now_ms,
+                        0 if dup else 1,
+                    )
                 )
                 if not dup:
                     drows.append((e.txn_id, store, lane, epoch, e.seq, e.kind, e.ts))
@@ -223,8 +250,14 @@ class SqliteStore:
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (store, lane) DO UPDATE SET "
             "state = excluded.state, version = excluded.version, backlog = excluded.backlog, "
             "at = excluded.at",
-            (status.lane.store, status.lane.lane, status.state, status.version, status.backlog,
-             status.at),
+            (
+                status.lane.store,
+                status.lane.lane,
+                status.state,
+                status.version,
+                status.backlog,
+                status.at,
+            ),
         )
 
     def quarantine(
@@ -237,6 +270,14 @@ class SqliteStore:
             "INSERT INTO quarantine (first_at, last_at, topic, store, lane, reason, raw, "
             "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE "
             "SET times = times + 1, last_at = excluded.last_at",
-            (now_ms, now_ms, topic, lane.store if lane else None, lane.lane if lane else None,
-             reason, raw, fingerprint),
+            (
+                now_ms,
+                now_ms,
+                topic,
+                lane.store if lane else None,
+                lane.lane if lane else None,
+                reason,
+                raw,
+                fingerprint,
+            ),
         )

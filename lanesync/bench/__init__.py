@@ -1,0 +1,17 @@
+"""`lanesync bench ...`: benchmarks that print JSON and measure a baseline in the same run.
+
+These machines are shared and noisy, so every benchmark reports a ratio against a baseline it
+runs itself, alongside absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lanesync.bench import drain
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="benchmarks (print JSON)")
+    bsub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    drain.register(bsub)

@@ -1,0 +1,304 @@
+"""A real Mosquitto on a loopback port, for tests, the demo and benchmarks.
+
+We test against the broker we ship against instead of a fake: session persistence, queue limits and
+what a kill -9 loses are broker behaviour, and only the real thing shows them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+__all__ = [
+    "BrokerError",
+    "MosquittoBroker",
+    "find_mosquitto",
+    "free_port",
+    "wait_port",
+]
+
+_FALLBACK_BINARY = "/usr/sbin/mosquitto"
+_START_TIMEOUT = 10.0
+_STOP_TIMEOUT = 10.0
+# A port picked by free_port() can be taken by someone else before mosquitto binds it.
+_PORT_RETRIES = 3
+_RUNNING = re.compile(rb"mosquitto version \S+ running")
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be found, configured, started or stopped."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free a moment ago (bind to port 0 and let the kernel pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(host: str, port: int, timeout: float) -> None:
+    """Block until `host:port` accepts a TCP connection; raise TimeoutError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{host}:{port} not accepting connections: {exc}") from exc
+            time.sleep(0.02)
+
+
+def find_mosquitto() -> str:
+    """Locate the mosquitto binary (it lives in /usr/sbin, often not on a user's PATH)."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    if os.access(_FALLBACK_BINARY, os.X_OK):
+        return _FALLBACK_BINARY
+    raise BrokerError(
+        "mosquitto binary not found on PATH or at /usr/sbin/mosquitto; "
+        "install it with `apt-get install mosquitto` (./run does this)"
+    )
+
+
+class MosquittoBroker:
+    """One mosquitto process with its config, log and persistence db in `workdir`.
+
+    The port is fixed at construction so `restart()` after `kill()` comes back on the SAME port,
+    the way a real broker restart looks to a lane.
+    """
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        persistence: bool = False,
+        autosave_interval: int = 60,
+        extra_config: Sequence[str] = (),
+        binary: str | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self._host = host
+        self._fixed_port = port is not None
+        self._port = port if port is not None else free_port(host)
+        self.persistence = persistence
+        self.autosave_interval = autosave_interval
+        self.extra_config = tuple(extra_config)
+        self._binary = binary
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._started_once = False
+
+    # -- paths and properties -------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def conf_path(self) -> Path:
+        return self.workdir / "mosquitto.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "mosquitto.log"
+
+    @property
+    def db_path(self) -> Path:
+        return self.workdir / "mosquitto.db"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else "stopped"
+        return f"<MosquittoBroker {self._host}:{self._port} {state} persistence={self.persistence}>"
+
+    # -- configuration --------------------------------------------------------------------
+
+    def config_text(self) -> str:
+        """The mosquitto.conf we run with; every option checked against mosquitto.conf(5)."""
+        lines = [
+            "# written by lanesync.broker.MosquittoBroker",
+            # With `listener` given, the default listener on 1883 is not started.
+            f"listener {self._port} {self._host}",
+            # Mosquitto 2.0 defaults allow_anonymous to false once a listener is configured.
+            "allow_anonymous true",
+            # Run as root, mosquitto drops privileges to user `mosquitto` (or `nobody`) and could
+            # then not write the log or the db in our work dir; naming ourselves keeps it as is.
+            # Has no effect when not run as root.
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+            f"log_dest file {self.log_path}",
+            "log_timestamp true",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+            "connection_messages true",
+            # Per client, QoS 1/2 messages queued ABOVE those in flight (default 1000). A lane
+            # offline for hours must not have its head-office replies dropped by the broker.
+            # (max_queued_bytes stays at its default 0 = no byte limit; past either limit the
+            # broker drops further messages silently.)
+            "max_queued_messages 100000",
+            # Outgoing QoS 1/2 in flight per client (default 20). The man page notes only 1
+            # guarantees in-order delivery when retries happen; ingest checks seq order anyway.
+            "max_inflight_messages 100",
+            # Applies to ALL clients: an MQTT 3.1.1 client sending a larger packet is simply
+            # disconnected (only v5 clients are told the limit). 4 MiB >> our batch byte cap.
+            f"max_packet_size {4 * 1024 * 1024}",
+            "set_tcp_nodelay true",
+        ]
+        if self.persistence:
+            lines += [
+                "persistence true",
+                # Mosquitto 1.x concatenated location and file name without a separator; 2.0.11
+                # adds one (checked). The trailing slash works with both.
+                f"persistence_location {self.workdir}/",
+                "persistence_file mosquitto.db",
+                # Seconds between saves (default 1800). SIGTERM also saves; SIGKILL loses
+                # whatever changed since the last autosave.
+                f"autosave_interval {self.autosave_interval}",
+            ]
+        else:
+            lines.append("persistence false")
+        lines += self.extra_config
+        return "\n".join(lines) + "\n"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, timeout: float = _START_TIMEOUT) -> Self:
+        """Spawn mosquitto and return once its port accepts TCP connections."""
+        if self.is_running:
+            raise BrokerError(f"{self!r} is already running")
+        binary = self._binary or find_mosquitto()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        attempts = 1 if (self._fixed_port or self._started_once) else _PORT_RETRIES
+        for attempt in range(attempts):
+            try:
+                self._spawn(binary, timeout)
+            except BrokerError:
+                if attempt + 1 < attempts and "in use" in self.log_tail(5):
+                    self._port = free_port(self._host)
+                    continue
+                raise
+            break
+        self._started_once = True
+        return self
+
+    def _spawn(self, binary: str, timeout: float) -> None:
+        self.conf_path.write_text(self.config_text())
+        log: IO[bytes]
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        # Startup errors (bad config, port in use) go to stderr before the log file is opened:
+        # append them to the same log so log_tail() shows them.
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                [binary, "-c", str(self.conf_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._proc = None
+                raise BrokerError(
+                    f"mosquitto exited with code {code} during startup on port {self._port}; "
+                    f"log tail:\n{self.log_tail(20)}"
+                )
+            # A TCP connect alone is fooled by another process holding the port while ours is
+            # about to exit with "Address already in use": also wait for this run's "running"
+            # line, which mosquitto logs only after opening its listeners.
+            if self._logged_running(log_start):
+                try:
+                    with socket.create_connection((self._host, self._port), timeout=0.5):
+                        return
+                except OSError:
+                    pass
+            if time.monotonic() >= deadline:
+                self._terminate(signal.SIGKILL, _STOP_TIMEOUT)
+                raise BrokerError(
+                    f"mosquitto did not listen on {self._host}:{self._port} within {timeout} s; "
+                    f"log tail:\n{self.log_tail(20)}"
+                )
+            time.sleep(0.02)
+
+    def _logged_running(self, offset: int) -> bool:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                return _RUNNING.search(f.read()) is not None
+        except FileNotFoundError:
+            return False
+
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """SIGTERM and wait: a clean shutdown, which saves the db when persistence is on."""
+        self._terminate(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the crash case; nothing is saved since the last autosave."""
+        self._terminate(signal.SIGKILL, _STOP_TIMEOUT)
+
+    def restart(self, timeout: float = _START_TIMEOUT) -> Self:
+        """Start again on the same port (stopping cleanly first if still running)."""
+        if self.is_running:
+            self.stop()
+        return self.start(timeout)
+
+    def _terminate(self, sig: signal.Signals, timeout: float) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        self._proc = None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise BrokerError(
+                    f"mosquitto on port {self._port} ignored {sig.name} for {timeout} s; killed"
+                ) from None
+
+    def log_tail(self, n: int = 20) -> str:
+        """The last `n` lines of the broker log (including startup errors from stderr)."""
+        with contextlib.suppress(FileNotFoundError):
+            lines = self.log_path.read_text(errors="replace").splitlines()
+            return "\n".join(lines[-n:])
+        return ""
+
+    def __enter__(self) -> Self:
+        if not self.is_running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

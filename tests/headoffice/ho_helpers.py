@@ -1,0 +1,64 @@
+"""A simulated lane journal that builds head-office batches with real chained hashes."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from protocol.chain import entry_hash, genesis
+from protocol.identity import LaneId
+from protocol.messages import Entry, JournalBatch
+
+LANE = LaneId("S001", "L01")
+
+
+def sale_doc(n: int, **extra: Any) -> dict[str, Any]:
+    return {"kind": "sale", "register_no": f"T{10000 + n}", "amount": 100 + n, **extra}
+
+
+class LaneSim:
+    """The entries one lane epoch would journal, chained exactly as agent.journal does."""
+
+    def __init__(self, lane: LaneId = LANE, epoch: int = 1001) -> None:
+        self.lane = lane
+        self.epoch = epoch
+        self.entries: list[Entry] = []
+
+    def head(self) -> bytes:
+        return self.entries[-1].hash if self.entries else genesis(self.lane, self.epoch)
+
+    def add(
+        self, doc: dict[str, Any] | None = None, *, txn_id: str | None = None, kind: str = "sale"
+    ) -> Entry:
+        seq = len(self.entries) + 1
+        body = msgpack.packb(doc if doc is not None else sale_doc(seq), use_bin_type=True)
+        txn = txn_id or str(uuid.uuid4())
+        ts = 1_700_000_000_000 + seq
+        e = Entry(seq, kind, txn, ts, body, entry_hash(self.head(), seq, kind, txn, ts, body))
+        self.entries.append(e)
+        return e
+
+    def add_many(self, n: int) -> None:
+        for _ in range(n):
+            self.add()
+
+    def prev_hash(self, first: int) -> bytes:
+        return genesis(self.lane, self.epoch) if first == 1 else self.entries[first - 2].hash
+
+    def batch(self, first: int, last: int) -> JournalBatch:
+        return JournalBatch(
+            self.lane, self.epoch, self.prev_hash(first), self.entries[first - 1 : last]
+        )
+
+
+def query(path: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the head-office file through a separate connection: only what was committed."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()

@@ -1,0 +1,359 @@
+"""Ingest.apply_group driven synchronously with raw (topic, bytes) messages, and
+headoffice.toml validation.
+
+apply_group is what the ingest's writer thread runs for every group of MQTT messages; here the
+test is the writer thread, with a real SqliteStore and no broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from ho_helpers import LANE, LaneSim, query, sale_doc
+
+from headoffice.config import HeadOfficeConfig, load, parse
+from headoffice.ingest import Ingest
+from headoffice.store import SqliteStore, Store, StoreError
+from protocol import codec
+from protocol.errors import ConfigError
+from protocol.identity import Channel, LaneId, Topics
+from protocol.messages import Ack, Hello, Reply, Request, Status
+
+TOPICS = Topics()
+JOURNAL = TOPICS.topic(LANE, Channel.JOURNAL)
+HELLO = TOPICS.topic(LANE, Channel.HELLO)
+STATUS = TOPICS.topic(LANE, Channel.STATUS)
+REQUEST = TOPICS.topic(LANE, Channel.REQUEST)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "ho.db"
+
+
+@pytest.fixture
+def ingest(path: Path) -> Iterator[Ingest]:
+    store = SqliteStore(path)
+    ing = Ingest(HeadOfficeConfig(database=path), store_factory=lambda: store)
+    # What __aenter__ does on the writer thread, minus the MQTT session.
+    ing._store = store
+    try:
+        yield ing
+    finally:
+        store.close()
+        ing._writer.shutdown(wait=True)
+
+
+def quarantine(path: Path) -> list[tuple[Any, ...]]:
+    return query(path, "SELECT topic, store, lane, reason, raw, times FROM quarantine ORDER BY id")
+
+
+def hello(epoch: int, last_seq: int = 0, lane: LaneId = LANE) -> bytes:
+    return codec.encode(Hello(lane, epoch, last_seq, 1, "0.1.0", 0))
+
+
+def test_garbage_bytes_quarantined(ingest: Ingest, path: Path) -> None:
+    raw = b"\xc1\x00garbage"
+    assert ingest.apply_group([(JOURNAL, raw)]) == []
+    [(topic, store, lane, reason, stored, times)] = quarantine(path)
+    assert (topic, store, lane, stored, times) == (JOURNAL, "S001", "L01", raw, 1)
+    assert reason.startswith("payload: not valid msgpack")
+    assert ingest.stats.quarantined == 1
+    assert ingest.stats.messages == 1
+    assert ingest.stats.groups == 1
+    # the same garbage again is counted, not stored twice
+    ingest.apply_group([(JOURNAL, raw)])
+    assert [r[5] for r in quarantine(path)] == [2]
+    assert dict(query(path, "SELECT name, value FROM counters"))["quarantined"] == 2
+
+
+def test_oversized_message_quarantined(path: Path) -> None:
+    store = SqliteStore(path)
+    cfg = parse({"database": {"path": str(path)}, "ingest": {"max_message_bytes": 1024}})
+    ing = Ingest(cfg, store_factory=lambda: store)
+    ing._store = store
+    try:
+        raw = codec.encode(Hello(LANE, 1, 0, 1, "x" * 2000, 0))
+        assert ing.apply_group([(HELLO, raw)]) == []
+    finally:
+        store.close()
+        ing._writer.shutdown(wait=True)
+    [(_, _, _, reason, stored, _)] = quarantine(path)
+    assert "exceeds the 1024 byte limit" in reason
+    assert stored == raw
+
+
+def test_bad_topic_quarantined(ingest: Ingest, path: Path) -> None:
+    raw = hello(1)
+    ingest.apply_group([("lanesync/v1/S001/L01/x/hello", raw), ("elsewhere/S001/L01/hello", raw)])
+    rows = quarantine(path)
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [
+        ("lanesync/v1/S001/L01/x/hello", None, None, raw),
+        ("elsewhere/S001/L01/hello", None, None, raw),
+    ]
+    assert all(r[3].startswith("topic: ") for r in rows)
+
+
+def test_payload_for_another_store_quarantined(ingest: Ingest, path: Path) -> None:
+    sim = LaneSim(LaneId("S002", "L01"))
+    sim.add_many(2)
+    raw = codec.encode(sim.batch(1, 2))
+    assert ingest.apply_group([(JOURNAL, raw)]) == []
+    [(topic, store, lane, reason, stored, _)] = quarantine(path)
+    assert (topic, store, lane, stored) == (JOURNAL, "S001", "L01", raw)
+    assert reason == "payload is for S002/L01 but was published under S001/L01's topic"
+    assert query(path, "SELECT count(*) FROM journal") == [(0,)]
+    assert query(path, "SELECT count(*) FROM lanes") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("topic", "raw", "words"),
+    [
+        (STATUS, hello(1), "a hello message does not belong on status"),
+        (JOURNAL, codec.encode(Ack(LANE, 1, 5)), "a ack message does not belong on journal"),
+        (TOPICS.topic(LANE, Channel.ACK), codec.encode(Ack(LANE, 1, 5)), "does not belong on ack"),
+        (
+            TOPICS.topic(LANE, Channel.REPLY),
+            codec.encode(Reply(LANE, "c", True)),
+            "a rep message does not belong on reply",
+        ),
+        (HELLO, codec.encode(Status(LANE, "online", "0.1.0")), "a status message does not belong"),
+    ],
+)
+def test_message_on_wrong_channel_quarantined(
+    ingest: Ingest, path: Path, topic: str, raw: bytes, words: str
+) -> None:
+    assert ingest.apply_group([(topic, raw)]) == []
+    [(qtopic, _, _, reason, stored, _)] = quarantine(path)
+    assert (qtopic, stored) == (topic, raw)
+    assert words in reason
+    assert query(path, "SELECT count(*) FROM lanes") == [(0,)]
+
+
+def test_hello_acks_current_hwm(ingest: Ingest, path: Path) -> None:
+    sim = LaneSim()
+    sim.add_many(4)
+    assert ingest.apply_group([(HELLO, hello(sim.epoch, 4))]) == [Ack(LANE, sim.epoch, 0)]
+    ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))])
+    out = ingest.apply_group([(HELLO, hello(sim.epoch, 4))])
+    assert out == [Ack(LANE, sim.epoch, 3)]
+    assert query(path, "SELECT hwm, lane_last_seq FROM lanes") == [(3, 4)]
+
+
+def test_good_batch_acks_hwm(ingest: Ingest, path: Path) -> None:
+    sim = LaneSim()
+    sim.add_many(6)
+    out = ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))])
+    assert out == [Ack(LANE, sim.epoch, 3)]
+    # two batches of one lane in one group: one ack with the final mark
+    out = ingest.apply_group(
+        [(JOURNAL, codec.encode(sim.batch(4, 5))), (JOURNAL, codec.encode(sim.batch(6, 6)))]
+    )
+    assert out == [Ack(LANE, sim.epoch, 6)]
+    assert ingest.stats.entries_applied == 6
+    assert ingest.stats.lane_hwm == {("S001", "L01", sim.epoch): 6}
+    assert query(path, "SELECT count(*) FROM documents") == [(6,)]
+    # redelivery acks the same mark and applies nothing
+    assert ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 6)))]) == [
+        Ack(LANE, sim.epoch, 6)
+    ]
+    assert ingest.stats.entries_redelivered == 6
+    assert query(path, "SELECT count(*) FROM journal") == [(6,)]
+
+
+def test_gap_acks_resend_from(ingest: Ingest, path: Path) -> None:
+    sim = LaneSim()
+    sim.add_many(8)
+    ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 2)))])
+    [ack] = ingest.apply_group([(JOURNAL, codec.encode(sim.batch(5, 8)))])
+    assert isinstance(ack, Ack)
+    assert (ack.hwm, ack.resend_from) == (2, 3)
+    assert ack.reason == "gap: expected seq 3, batch starts at 5"
+    assert ingest.stats.gaps == 1
+    assert query(path, "SELECT count(*) FROM journal") == [(2,)]
+    # a gap and then the missing entries in one group: applied, but still asked to resend
+    # what the gapped batch carried
+    [ack] = ingest.apply_group(
+        [(JOURNAL, codec.encode(sim.batch(6, 8))), (JOURNAL, codec.encode(sim.batch(3, 4)))]
+    )
+    assert isinstance(ack, Ack)
+    assert (ack.hwm, ack.resend_from) == (4, 5)
+    assert ack.reason is not None
+    assert "gap" in ack.reason
+
+
+def test_hash_break_quarantined_with_raw_and_prefix_acked(ingest: Ingest, path: Path) -> None:
+    sim = LaneSim()
+    sim.add_many(4)
+    b = sim.batch(1, 4)
+    entries = list(b.entries)
+    entries[2] = entries[2]._replace(hash=bytes(32))
+    raw = codec.encode(type(b)(b.lane, b.epoch, b.prev_hash, entries))
+    [ack] = ingest.apply_group([(JOURNAL, raw)])
+    assert isinstance(ack, Ack)
+    assert (ack.hwm, ack.resend_from) == (2, None)
+    assert ack.reason is not None
+    assert "hash chain broken at seq 3" in ack.reason
+    [(_, _, _, reason, stored, _)] = quarantine(path)
+    assert "hash chain broken at seq 3" in reason
+    assert stored == raw
+
+
+def test_pan_batch_quarantined_without_raw_bytes(ingest: Ingest, path: Path) -> None:
+    sim = LaneSim()
+    sim.add()
+    sim.add(sale_doc(2, note="4111111111111111"))
+    raw = codec.encode(sim.batch(1, 2))
+    [ack] = ingest.apply_group([(JOURNAL, raw)])
+    assert isinstance(ack, Ack)
+    assert ack.hwm == 1
+    [(_, store, lane, reason, stored, _)] = quarantine(path)
+    assert (store, lane, stored) == ("S001", "L01", b"")
+    assert "entry seq 2" in reason
+    assert "card number" in reason
+    assert "4111" not in reason
+    assert query(path, "SELECT seq FROM journal") == [(1,)]
+
+
+def test_unknown_request_op_replies_not_ok(ingest: Ingest) -> None:
+    raw = codec.encode(Request(LANE, "corr-7", "nope", {"x": 1}))
+    out = ingest.apply_group([(REQUEST, raw)])
+    assert out == [Reply(LANE, "corr-7", False, error="unknown operation 'nope'")]
+
+
+def test_request_handler_reply(ingest: Ingest) -> None:
+    def echo(store: Store, req: Request, now: int) -> Reply:
+        return Reply(req.lane, req.corr, True, {"echo": req.args})
+
+    ingest.handlers["echo"] = echo
+    out = ingest.apply_group([(REQUEST, codec.encode(Request(LANE, "c1", "echo", {"a": [1]})))])
+    assert out == [Reply(LANE, "c1", True, {"echo": {"a": [1]}})]
+
+
+def test_status_saved(ingest: Ingest, path: Path) -> None:
+    assert ingest.apply_group([(STATUS, codec.encode(Status(LANE, "online", "0.1.0", 5, 9)))]) == []
+    assert query(path, "SELECT store, lane, state, backlog FROM lane_status") == [
+        ("S001", "L01", "online", 5)
+    ]
+
+
+def test_acks_and_replies_in_one_group(ingest: Ingest) -> None:
+    a, b = LaneSim(), LaneSim(LaneId("S001", "L02"), epoch=7)
+    a.add_many(2)
+    b.add_many(1)
+    out = ingest.apply_group(
+        [
+            (JOURNAL, codec.encode(a.batch(1, 2))),
+            (REQUEST, codec.encode(Request(LANE, "c", "nope"))),
+            (TOPICS.topic(b.lane, Channel.JOURNAL), codec.encode(b.batch(1, 1))),
+            (JOURNAL, b"junk"),
+        ]
+    )
+    assert out == [
+        Ack(LANE, a.epoch, 2),
+        Ack(b.lane, 7, 1),
+        Reply(LANE, "c", False, error="unknown operation 'nope'"),
+    ]
+
+
+def test_failure_rolls_back_the_whole_group(ingest: Ingest, path: Path) -> None:
+    def broken(store: Store, req: Request, now: int) -> Reply:
+        raise RuntimeError("handler bug")
+
+    ingest.handlers["broken"] = broken
+    sim = LaneSim()
+    sim.add_many(3)
+    with pytest.raises(StoreError, match="handler bug"):
+        ingest.apply_group(
+            [
+                (JOURNAL, codec.encode(sim.batch(1, 3))),
+                (JOURNAL, b"junk"),
+                (REQUEST, codec.encode(Request(LANE, "c", "broken"))),
+            ]
+        )
+    assert query(path, "SELECT count(*) FROM journal") == [(0,)]
+    assert query(path, "SELECT count(*) FROM quarantine") == [(0,)]
+    assert ingest.stats.groups == 0
+    # nothing was acked, so the lane resends; the retry applies cleanly
+    assert ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))]) == [
+        Ack(LANE, sim.epoch, 3)
+    ]
+
+
+def test_replayed_txn_under_new_epoch_via_ingest(ingest: Ingest, path: Path) -> None:
+    txn = "0190f3a4-7b2c-7def-8a01-23456789abcd"
+    old, new = LaneSim(epoch=1), LaneSim(epoch=2)
+    old.add(sale_doc(1), txn_id=txn)
+    new.add(sale_doc(1), txn_id=txn)
+    new.add()
+    ingest.apply_group([(JOURNAL, codec.encode(old.batch(1, 1)))])
+    out = ingest.apply_group([(JOURNAL, codec.encode(new.batch(1, 2)))])
+    assert out == [Ack(LANE, 2, 2)]
+    assert ingest.stats.duplicate_txn_ids == 1
+    assert query(path, "SELECT count(*) FROM documents") == [(2,)]
+
+
+def test_non_map_payloads_quarantined(ingest: Ingest, path: Path) -> None:
+    ingest.apply_group([(JOURNAL, msgpack.packb([1, 2])), (HELLO, msgpack.packb({"v": 2}))])
+    reasons = [r[3] for r in quarantine(path)]
+    assert reasons == [
+        "payload: must be a map, got list",
+        "v: unsupported protocol version 2; this side speaks 1",
+    ]
+
+
+# --- headoffice.toml ----------------------------------------------------------------------------
+
+
+def test_config_defaults_and_values() -> None:
+    c = parse({})
+    assert str(c.database) == "/var/lib/lanesync/headoffice.db"
+    assert (c.broker.port, c.broker.share_group) == (1883, None)
+    c = parse(
+        {
+            "database": {"path": "/tmp/ho.db"},
+            "broker": {"host": "mq", "port": 1884, "share_group": "ingest", "topic_prefix": "a/b"},
+            "ingest": {"group_max_messages": 10},
+        }
+    )
+    assert (c.broker.host, c.broker.port, c.broker.share_group) == ("mq", 1884, "ingest")
+    assert c.topics.shared("ingest", Channel.JOURNAL) == "$share/ingest/a/b/+/+/journal"
+    assert c.ingest.group_max_messages == 10
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"broker": {"port": "x"}}, "broker.port: must be an integer 1..65535, got 'x'"),
+        ({"broker": {"hots": "x"}}, "broker.hots: unknown key"),
+        ({"broker": {"topic_prefix": "a/#"}}, "broker.topic_prefix: "),
+        ({"broker": {"share_group": "a/b"}}, "broker.share_group: "),
+        ({"broker": {"keepalive": 1}}, "broker.keepalive: must be an integer 2..3600"),
+        ({"database": {"path": 1}}, "database.path: must be a string"),
+        ({"database": {"file": "x"}}, "database.file: unknown key"),
+        ({"ingest": {"max_message_bytes": 10}}, "ingest.max_message_bytes: must be an integer"),
+        ({"ingest": {"group_max_messages": 0}}, "ingest.group_max_messages: must be an integer"),
+        ({"ingest": []}, "ingest: must be a table"),
+        ({"databse": {}}, "databse: unknown key"),
+    ],
+)
+def test_config_errors_name_the_key(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    assert str(info.value).startswith(message)
+
+
+def test_config_load(tmp_path: Path) -> None:
+    p = tmp_path / "headoffice.toml"
+    with pytest.raises(ConfigError, match="no such file"):
+        load(p)
+    p.write_text("[broker]\nport = 'x'\n")
+    with pytest.raises(ConfigError) as info:
+        load(p)
+    assert str(info.value).startswith(f"{p}: broker.port: ")
+    p.write_text('[database]\npath = "/tmp/x.db"\n')
+    assert str(load(p).database) == "/tmp/x.db"
