@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import random
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.journal import Journal
 from lanesync import samples, stack
 from lanesync.broker import MosquittoBroker
+from lanesync.reconcile import reconcile
 from protocol import codec
 from protocol.documents import check_document, encode_body
 from protocol.identity import Channel, LaneId, Topics
@@ -166,26 +166,6 @@ def paho_baseline(port: int, bodies: list[bytes], *, pipelined: bool) -> float:
         client.loop_stop()
 
 
-def compare(journal_file: Path, ho_db: Path, lane: LaneId) -> tuple[int, int, int]:
-    """(confirmed, lost, duplicated) between a lane journal and the head-office database."""
-    with sqlite3.connect(f"file:{journal_file}?mode=ro", uri=True) as j:
-        confirmed = {r[0] for r in j.execute("SELECT txn_id FROM entries")}
-    with sqlite3.connect(f"file:{ho_db}?mode=ro", uri=True) as h:
-        held = [
-            r[0]
-            for r in h.execute(
-                "SELECT txn_id FROM documents WHERE store = ? AND lane = ?", (lane.store, lane.lane)
-            )
-        ]
-        applied_twice = h.execute(
-            "SELECT count(*) FROM (SELECT txn_id FROM journal WHERE applied = 1 "
-            "GROUP BY txn_id HAVING count(*) > 1)"
-        ).fetchone()[0]
-    lost = len(confirmed - set(held))
-    duplicated = len(held) - len(set(held)) + int(applied_twice)
-    return len(confirmed), lost, duplicated
-
-
 def run(workdir: Path, n: int, seed: int, *, quiet: bool) -> dict[str, Any]:
     lane = LaneId("S1", "L1")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -220,9 +200,7 @@ def run(workdir: Path, n: int, seed: int, *, quiet: bool) -> dict[str, Any]:
             watcher.stop()
             ag.stop()
             ho.stop()
-        confirmed, lost, duplicated = compare(
-            stack.journal_path(workdir, lane), workdir / "headoffice.db", lane
-        )
+        report = reconcile(stack.journal_path(workdir, lane), workdir / "headoffice.db", lane)
         _say(quiet, "baseline: paho-mqtt, one QoS 1 message per document ...")
         baseline_s = paho_baseline(broker.port, bodies, pipelined=False)
         pipelined_s = paho_baseline(broker.port, bodies, pipelined=True)
@@ -232,12 +210,13 @@ def run(workdir: Path, n: int, seed: int, *, quiet: bool) -> dict[str, Any]:
     return {
         "bench": "drain",
         "entries": n,
-        "confirmed": confirmed,
+        "confirmed": report.confirmed,
         "entries_per_s": round(entries_per_s),
         "baseline_per_s": round(baseline_per_s),
         "ratio": round(entries_per_s / baseline_per_s, 2),
-        "lost": lost,
-        "duplicated": duplicated,
+        "lost": report.lost,
+        "duplicated": report.duplicated,
+        "order_kept": report.order_kept,
         "agent_peak_rss_mb": round(rss, 1),
         "drain_s": round(drain_s, 3),
         "agent_cpu_s": round(cpu[0], 2),
