@@ -7,6 +7,8 @@ floats (invariant 5), no full card number anywhere (invariant 6). Per-kind schem
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from itertools import accumulate
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -129,24 +131,21 @@ def first_pan_body(
 ) -> tuple[int, str] | None:
     """(index, field path) of the first msgpack body carrying a card number, or None.
 
-    Head office scans every entry it applies. Byte scans over the joined bodies (a regex for
-    digit runs, memchr for the 64-bit integer markers) rule most batches out in microseconds;
-    only bodies that match are decoded and walked.
+    Head office scans every entry it applies. Two byte scans over the joined bodies (digit
+    runs, 64-bit integer markers) find the few bodies that could hold one; only those are
+    decoded and walked.
     """
     joined = b"\0".join(bodies)
-    text = _DIGITS_HINT.search(joined) is not None
-    ints = _INT64_MARKER.search(joined) is not None
-    if not (text or ints):
-        return None
-    for i, body in enumerate(bodies):
-        hit_text = text and _DIGITS_HINT.search(body) is not None
-        if not (hit_text or (ints and _INT64_MARKER.search(body) is not None)):
-            continue
+    ends = list(accumulate(len(b) + 1 for b in bodies))  # offset just past each body's NUL
+    text_hits = {bisect_right(ends, m.start()) for m in _DIGITS_HINT.finditer(joined)}
+    suspects = text_hits | {bisect_right(ends, m.start()) for m in _INT64_MARKER.finditer(joined)}
+    for i in sorted(suspects):
+        body = bodies[i]
         try:
             doc = unpack(body)
         except ProtocolError:
             # Not a document at all: judge the raw bytes, never store a card number.
-            if hit_text and looks_like_pan(body.decode("latin-1")):
+            if i in text_hits and looks_like_pan(body.decode("latin-1")):
                 return i, "$ (undecodable body)"
             continue
         path = find_pan(doc, "$")
