@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from itertools import accumulate
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 from typing import Any
 
 import msgpack
