@@ -1,12 +1,16 @@
 """The local API a POS application uses: HTTP/JSON on a Unix socket, optionally loopback TCP.
 
-A document is answered with `{seq, txn_id, epoch}` only after its journal entry is committed
-(invariant 1). Errors are RFC 9457 `application/problem+json` naming the field at fault. The Unix
-socket is protected by its file mode; the TCP listener requires `Authorization: Bearer TOKEN`.
+A document is answered with `{seq, txn_id, epoch, duplicate}` only after its journal entry is
+committed (invariant 1). Open sales and transits are kept in the journal database as they
+change, so a restart resumes them. Scans stream to the POS as server-sent events. Errors are
+RFC 9457 `application/problem+json` naming the field at fault. The Unix socket is protected by
+its file mode; the TCP listener requires `Authorization: Bearer TOKEN`. The OpenAPI document
+is served at /v1/openapi.json.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -20,17 +24,25 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from agent.config import ApiConfig
+from agent.config import AgentConfig, ApiConfig
+from agent.documents.envelope import DocContext, validate
 from agent.journal import Journal, JournalConflict, JournalError
-from agent.journal.journal import new_txn_id
+from agent.metrics import AgentCounters
+from agent.open_docs.sales import Completed, OpenDocError, OpenSales, view
+from agent.open_docs.service import DocumentService
+from agent.open_docs.store import LaneStore, OpenRow
+from agent.openapi import openapi_document
 from agent.replicator import Replicator
-from protocol.documents import check_document
+from hardware.events import DeviceEvent, HardwareEvent, ScanEvent
+from hardware.queue import ScanQueue
 from protocol.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 256 * 1024
 PROBLEM = "application/problem+json"
+HEARTBEAT_S = 15.0
+SUBSCRIBER_BACKLOG = 256
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -55,23 +67,123 @@ def parse_json(text: str) -> Any:
     return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
 
 
+class ScanHub:
+    """Fans scans out of the hardware ScanQueue to every SSE subscriber.
+
+    A subscriber that does not keep up loses its oldest events (counted in `dropped`), never
+    holds up the scanners or the other subscribers.
+    """
+
+    def __init__(self, queue: ScanQueue | None, counters: AgentCounters | None = None) -> None:
+        self.queue = queue
+        self.counters = counters or AgentCounters()
+        self.subscribers: set[asyncio.Queue[HardwareEvent | None]] = set()
+        self.delivered = 0
+        self.dropped = 0
+
+    def subscribe(self) -> asyncio.Queue[HardwareEvent | None]:
+        q: asyncio.Queue[HardwareEvent | None] = asyncio.Queue(SUBSCRIBER_BACKLOG)
+        self.subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[HardwareEvent | None]) -> None:
+        self.subscribers.discard(q)
+
+    def publish(self, event: HardwareEvent | None) -> None:
+        if (isinstance(event, ScanEvent) and event.kind == "invalid") or (
+            isinstance(event, DeviceEvent) and event.state in ("error", "overflow")
+        ):
+            self.counters.scan_errors += 1
+        for q in list(self.subscribers):
+            if q.full():
+                q.get_nowait()
+                self.dropped += 1
+            q.put_nowait(event)
+        if event is not None:
+            self.delivered += 1
+
+    async def run(self) -> None:
+        if self.queue is None:
+            return
+        async for event in self.queue:
+            self.publish(event)
+
+
 class LocalApi:
     """Async context manager serving the local API while it is open."""
 
-    def __init__(self, config: ApiConfig, journal: Journal, replicator: Replicator | None) -> None:
+    def __init__(
+        self,
+        config: ApiConfig,
+        journal: Journal,
+        replicator: Replicator | None,
+        *,
+        agent: AgentConfig | None = None,
+        scans: ScanQueue | None = None,
+        counters: AgentCounters | None = None,
+    ) -> None:
         self.config = config
+        self.counters = counters or AgentCounters()
         self.journal = journal
         self.replicator = replicator
+        if agent is not None:
+            self.ctx = DocContext(
+                journal.lane, agent.documents, agent.purchasing, agent.transit, agent.tax
+            )
+        else:
+            self.ctx = DocContext(journal.lane)
+        self.store = LaneStore(journal.path)
+        self.service = DocumentService(self.ctx, journal, self.store)
+        self.sales = OpenSales(self.ctx, self.store, self.service)
+        self.hub = ScanHub(scans, self.counters)
+        self._closing = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._hub_task: asyncio.Task[None] | None = None
         self.app = web.Application(
             client_max_size=MAX_REQUEST_BYTES, middlewares=[self._errors, self._auth]
         )
-        self.app.router.add_post("/v1/documents", self.post_document)
-        self.app.router.add_get("/v1/status", self.get_status)
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        r = self.app.router
+        r.add_post("/v1/documents", self.post_document)
+        r.add_post("/v1/documents/check", self.check_document)
+        r.add_get("/v1/documents/{txn_id}", self.get_document)
+        r.add_post("/v1/sales", self.open_sale)
+        r.add_get("/v1/sales", self.list_sales)
+        r.add_get("/v1/sales/{id}", self.get_sale)
+        r.add_delete("/v1/sales/{id}", self.cancel_sale)
+        r.add_post("/v1/sales/{id}/lines", self.add_line)
+        r.add_delete("/v1/sales/{id}/lines/{line_no}", self.void_line)
+        r.add_post("/v1/sales/{id}/mode", self.set_mode)
+        r.add_post("/v1/sales/{id}/park", self.park)
+        r.add_post("/v1/sales/{id}/resume", self.resume)
+        r.add_put("/v1/sales/{id}/transit", self.set_transit)
+        r.add_post("/v1/sales/{id}/payments", self.add_payment)
+        r.add_post("/v1/sales/{id}/complete", self.complete)
+        r.add_get("/v1/scans", self.scans)
+        r.add_get("/v1/status", self.get_status)
+        r.add_get("/v1/openapi.json", self.get_openapi)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0
+        )
         self.tcp_port: int | None = None
 
     async def __aenter__(self) -> Self:
-        await self._runner.setup()
+        await self.store.__aenter__()
+        try:
+            open_numbers = await self.sales.recover()
+            await self.service.start(open_numbers)
+            if self.sales.rows:
+                log.info("resumed %d open documents", len(self.sales.rows))
+            self._tasks = asyncio.TaskGroup()
+            await self._tasks.__aenter__()
+            self._hub_task = self._tasks.create_task(self.hub.run(), name="api-scan-hub")
+            await self._runner.setup()
+            await self._listen()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _listen(self) -> None:
         if self.config.socket:
             path = Path(self.config.socket)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +200,6 @@ class LocalApi:
             sockets = getattr(server, "sockets", None) or []
             if sockets:
                 self.tcp_port = int(sockets[0].getsockname()[1])
-        return self
 
     async def __aexit__(
         self,
@@ -96,7 +207,23 @@ class LocalApi:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._runner.cleanup()
+        self._closing.set()
+        self.hub.publish(None)  # ends every event stream, so the server can shut down
+        try:
+            await self._runner.cleanup()
+        finally:
+            if self._hub_task is not None:
+                self._hub_task.cancel()
+            if self._tasks is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._tasks.__aexit__(None, None, None)
+                self._tasks = None
+            if self.store._db is not None:
+                with contextlib.suppress(JournalError):
+                    await self.service.close()
+            await self.store.__aexit__(None, None, None)
+
+    # --- middleware -----------------------------------------------------------------------
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -116,30 +243,150 @@ class LocalApi:
             if exc.status < 400:
                 raise
             return problem(exc.status, exc.reason, exc.text or exc.reason)
+        except ProtocolError as exc:
+            self.counters.quarantined += 1  # refused with its reason: shown by `lanesync status`
+            return problem(422, "Invalid document", exc.reason, exc.field)
+        except OpenDocError as exc:
+            title = "Not Found" if exc.status == 404 else "Conflict"
+            return problem(exc.status, title, exc.reason, exc.field)
+        except JournalConflict as exc:
+            return problem(409, "Conflicting txn_id", str(exc), "txn_id")
+        except JournalError as exc:
+            # Not confirmed: the POS must keep the sale open and retry or fall back.
+            return problem(503, "Journal unavailable", str(exc))
+        except Exception:
+            log.exception("local API: %s %s failed", request.method, request.path)
+            return problem(500, "Internal error", "a bug in the agent; see its log")
+
+    async def _body(self, request: web.Request, *, optional: bool = False) -> Any:
+        """The request's JSON body; refuses anything else, naming `$`."""
+        if optional and not request.can_read_body:
+            return {}
+        if request.content_type != "application/json":
+            raise web.HTTPUnsupportedMediaType(text="send the body as application/json")
+        try:
+            return parse_json(await request.text())
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ProtocolError(f"malformed JSON: {exc}", "$") from None
+
+    # --- documents ------------------------------------------------------------------------
 
     async def post_document(self, request: web.Request) -> web.Response:
         if request.content_type != "application/json":
             return problem(415, "Unsupported Media Type", "send the document as application/json")
         try:
             doc = parse_json(await request.text())
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            self.counters.quarantined += 1
             return problem(400, "Malformed JSON", str(exc), "$")
+        res, final = await self.service.submit(doc)
+        return web.json_response(_confirmation(res, final), status=200 if res.duplicate else 201)
+
+    async def check_document(self, request: web.Request) -> web.Response:
+        """Validate without journaling: what the agent would journal (numbers not allocated)."""
+        doc = await self._body(request)
+        return web.json_response({"valid": True, "document": validate(doc, self.ctx)})
+
+    async def get_document(self, request: web.Request) -> web.Response:
+        txn_id = request.match_info["txn_id"]
+        found = await self.store.journaled(txn_id)
+        if found is None:
+            return problem(404, "Not Found", f"no journaled document {txn_id}", "txn_id")
+        return web.json_response(
+            {"seq": found[0], "epoch": self.journal.epoch, "document": found[1]}
+        )
+
+    # --- open sales and transits ----------------------------------------------------------
+
+    async def open_sale(self, request: web.Request) -> web.Response:
+        row = await self.sales.open(await self._body(request, optional=True))
+        return web.json_response(view(row), status=201)
+
+    async def list_sales(self, request: web.Request) -> web.Response:
+        return web.json_response({"open": [view(r) for r in self.sales.rows.values()]})
+
+    async def get_sale(self, request: web.Request) -> web.Response:
+        return web.json_response(view(self.sales.get(request.match_info["id"])))
+
+    async def cancel_sale(self, request: web.Request) -> web.Response:
+        await self.sales.cancel(request.match_info["id"])
+        return web.Response(status=204)
+
+    async def add_line(self, request: web.Request) -> web.Response:
+        row = await self.sales.add_line(request.match_info["id"], await self._body(request))
+        return web.json_response(view(row), status=201)
+
+    async def void_line(self, request: web.Request) -> web.Response:
+        raw = request.match_info["line_no"]
+        if not raw.isdigit() or len(raw) > 6:
+            return problem(404, "Not Found", f"no line {raw!r}", "line_no")
+        return web.json_response(
+            view(await self.sales.void_line(request.match_info["id"], int(raw)))
+        )
+
+    async def set_mode(self, request: web.Request) -> web.Response:
+        row = await self.sales.set_mode(request.match_info["id"], await self._body(request))
+        return web.json_response(view(row))
+
+    async def park(self, request: web.Request) -> web.Response:
+        return web.json_response(view(await self.sales.park(request.match_info["id"], True)))
+
+    async def resume(self, request: web.Request) -> web.Response:
+        return web.json_response(view(await self.sales.park(request.match_info["id"], False)))
+
+    async def set_transit(self, request: web.Request) -> web.Response:
+        row = await self.sales.set_transit(request.match_info["id"], await self._body(request))
+        return web.json_response(view(row))
+
+    async def add_payment(self, request: web.Request) -> web.Response:
+        out = await self.sales.add_payment(request.match_info["id"], await self._body(request))
+        return self._completed_or_view(out)
+
+    async def complete(self, request: web.Request) -> web.Response:
+        body = await self._body(request, optional=True)
+        return self._completed_or_view(await self.sales.complete(request.match_info["id"], body))
+
+    def _completed_or_view(self, out: OpenRow | Completed) -> web.Response:
+        if isinstance(out, Completed):
+            res = out.appended
+            body = {**_confirmation(res, out.document), "completed": True, "document": out.document}
+            return web.json_response(body, status=200 if res.duplicate else 201)
+        return web.json_response({**view(out), "completed": False})
+
+    # --- scans, status, schema ------------------------------------------------------------
+
+    async def scans(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: `event: scan` / `event: device`, data the event as JSON."""
+        raw = request.query.get("limit", "0")
+        if not raw.isdigit() or len(raw) > 6:
+            return problem(422, "Invalid parameter", "must be a whole number", "limit")
+        limit = int(raw)
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        q = self.hub.subscribe()
         try:
-            check_document(doc)
-        except ProtocolError as exc:
-            return problem(422, "Invalid document", exc.reason, exc.field)
-        doc.setdefault("txn_id", new_txn_id())  # the journaled body names its own txn_id
-        try:
-            res = await self.journal.append(doc["kind"], doc, txn_id=doc["txn_id"])
-        except JournalConflict as exc:
-            return problem(409, "Conflicting txn_id", str(exc), "txn_id")
-        except ProtocolError as exc:
-            return problem(422, "Invalid document", exc.reason, exc.field)
-        except JournalError as exc:
-            # Not confirmed: the POS must keep the sale open and retry or fall back.
-            return problem(503, "Journal unavailable", str(exc))
-        out = {"seq": res.seq, "txn_id": res.txn_id, "epoch": res.epoch, "duplicate": res.duplicate}
-        return web.json_response(out, status=200 if res.duplicate else 201)
+            await resp.prepare(request)
+            await resp.write(b": lanesync scans\n\n")
+            sent = 0
+            while not self._closing.is_set() and (limit == 0 or sent < limit):
+                try:
+                    event = await asyncio.wait_for(q.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    await resp.write(b": keepalive\n\n")
+                    continue
+                if event is None:
+                    break
+                data = event.to_json()
+                sent += 1
+                await resp.write(
+                    f"id: {sent}\nevent: {data['event']}\ndata: {json.dumps(data)}\n\n".encode()
+                )
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass  # the POS went away, or the agent is stopping
+        finally:
+            self.hub.unsubscribe(q)
+        return resp
 
     async def get_status(self, request: web.Request) -> web.Response:
         j = self.journal
@@ -155,5 +402,24 @@ class LocalApi:
                 "connected": bool(rep and rep.connected),
                 "reconnects": rep.reconnects if rep else 0,
                 "last_error": rep.last_error if rep else None,
+                "open_documents": len(self.sales.rows),
+                "refused_documents": self.service.refused,
+                "duplicate_documents": self.service.duplicates,
+                "scans_delivered": self.hub.delivered,
+                "scans_dropped": self.hub.dropped,
+                "scan_queue_overflow": self.hub.queue.overflow if self.hub.queue else 0,
             }
         )
+
+    async def get_openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+
+def _confirmation(res: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    out = {"seq": res.seq, "txn_id": res.txn_id, "epoch": res.epoch, "duplicate": res.duplicate}
+    if isinstance(doc.get("register_no"), str):
+        out["register_no"] = doc["register_no"]
+    if doc.get("kind") == "transit_inventory" and "sscc" in doc:
+        out["sscc"] = doc["sscc"]
+        out["label"] = doc.get("label")
+    return out

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent import config as agent_config
-from agent import daemon
+from agent import daemon, opscli
 from agent.verify import open_readonly, verify
 from protocol.errors import LanesyncError
 
@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         if name == "tail":
             jp.add_argument("-n", type=int, default=20, help="number of entries (default 20)")
         jp.set_defaults(handler=fn)
+    opscli.register(sub, jsub, DEFAULT_CONFIG)  # status, doctor, journal export
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

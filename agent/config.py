@@ -5,11 +5,16 @@ Every key is documented in systemd/agent.example.toml; an error names the key at
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+from agent import opsconfig
+from agent.documents.tax import TaxRate, TaxTable
+from agent.opsconfig import OpsConfig
 from protocol.config import Table
 from protocol.errors import ConfigError, ProtocolError
 from protocol.identity import DEFAULT_PREFIX, LaneId, Topics
@@ -45,6 +50,41 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentsConfig:
+    """[documents]: what the agent fills in and how it numbers documents."""
+
+    currency: str | None = None  # ISO 4217 filled into documents that name none
+    register_prefix: str | None = None  # "T1" -> T10001; default "T" + the lane's last digit
+    timezone: str | None = None  # IANA zone for business_day/time; default the host's zone
+
+
+@dataclass(frozen=True, slots=True)
+class PurchasingConfig:
+    """[purchasing]: the purchasing seed's Purch* settings."""
+
+    recv_amount_variation: int = 11  # PurchRecvAmountVariation, minor units
+    receive_no_unexp: bool = False  # PurchReceiveNoUnexp: refuse receives without a PO
+    auto_complete_return: bool = False  # PurchAutoCompleteReturn: supplier returns completed
+
+
+@dataclass(frozen=True, slots=True)
+class TransitConfig:
+    """[transit]: transit inventory data capture (the purchasing seed's Transit settings)."""
+
+    allow_staff: bool = True  # PurchTransitAllowStaff
+    allow_customer: bool = True  # PurchTransitAllowCustomer
+    allow_supplier: bool = True  # PurchTransitAllowSupplier
+    allow_courier: bool = True  # PurchTransitAllowCourier
+    prompt_qty: bool = True  # SaleTransitPromptQty: a scanned transit item needs a quantity
+    gs1_company_prefix: str | None = None  # 7..10 digits; transits need it for their SSCC
+    sscc_lane_prefix: str = ""  # digits unique to this lane across the chain
+    sscc_extension_digit: int = 0
+
+    def allows(self, by: str) -> bool:
+        return bool(getattr(self, f"allow_{by}", False))
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     lane: LaneId
     journal_path: Path
@@ -52,6 +92,11 @@ class AgentConfig:
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     scanners: list[dict[str, Any]] = field(default_factory=list)
+    documents: DocumentsConfig = field(default_factory=DocumentsConfig)
+    purchasing: PurchasingConfig = field(default_factory=PurchasingConfig)
+    transit: TransitConfig = field(default_factory=TransitConfig)
+    tax: TaxTable = field(default_factory=TaxTable)
+    ops: OpsConfig = field(default_factory=OpsConfig)  # [retention], [metrics], [export]
 
     @property
     def topics(self) -> Topics:
@@ -110,8 +155,122 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         raise ConfigError("api: set api.socket and/or api.tcp; the POS needs a way in")
     a.done()
     scanners = root.array("scanners")
+    documents = _documents(root.table("documents"))
+    purchasing = _purchasing(root.table("purchasing"))
+    transit = _transit(root.table("transit"))
+    tax = _tax(root.table("tax"))
+    ops = opsconfig.parse(root)
     root.done()
-    return AgentConfig(lane, journal_path, broker, replication, api, scanners)
+    return AgentConfig(
+        lane,
+        journal_path,
+        broker,
+        replication,
+        api,
+        scanners,
+        documents,
+        purchasing,
+        transit,
+        tax,
+        ops=ops,
+    )
+
+
+def _documents(t: Table) -> DocumentsConfig:
+    cfg = DocumentsConfig(
+        currency=t.str("currency", None),
+        register_prefix=t.str("register_prefix", None),
+        timezone=t.str("timezone", None),
+    )
+    if cfg.currency is not None and not re.fullmatch(r"[A-Z]{3}", cfg.currency):
+        raise ConfigError(
+            f"documents.currency: must be an ISO 4217 code like EUR, got {cfg.currency!r}"
+        )
+    if cfg.register_prefix is not None and not re.fullmatch(r"[A-Z][0-9]?", cfg.register_prefix):
+        raise ConfigError(
+            "documents.register_prefix: must be a capital letter and an optional digit (T1), "
+            f"got {cfg.register_prefix!r}"
+        )
+    if cfg.timezone is not None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
+
+        try:
+            ZoneInfo(cfg.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"documents.timezone: unknown time zone {cfg.timezone!r}") from None
+    t.done()
+    return cfg
+
+
+def _purchasing(t: Table) -> PurchasingConfig:
+    d = PurchasingConfig()
+    cfg = PurchasingConfig(
+        recv_amount_variation=t.int("recv_amount_variation", d.recv_amount_variation, 0, 10**9),
+        receive_no_unexp=t.bool("receive_no_unexp", d.receive_no_unexp),
+        auto_complete_return=t.bool("auto_complete_return", d.auto_complete_return),
+    )
+    t.done()
+    return cfg
+
+
+def _transit(t: Table) -> TransitConfig:
+    d = TransitConfig()
+    cfg = TransitConfig(
+        allow_staff=t.bool("allow_staff", d.allow_staff),
+        allow_customer=t.bool("allow_customer", d.allow_customer),
+        allow_supplier=t.bool("allow_supplier", d.allow_supplier),
+        allow_courier=t.bool("allow_courier", d.allow_courier),
+        prompt_qty=t.bool("prompt_qty", d.prompt_qty),
+        gs1_company_prefix=t.str("gs1_company_prefix", None),
+        sscc_lane_prefix=t.str("sscc_lane_prefix", d.sscc_lane_prefix),
+        sscc_extension_digit=t.int("sscc_extension_digit", 0, 0, 9),
+    )
+    prefix = cfg.gs1_company_prefix
+    if prefix is not None:
+        if not re.fullmatch(r"[0-9]{7,10}", prefix):
+            raise ConfigError(f"transit.gs1_company_prefix: must be 7 to 10 digits, got {prefix!r}")
+        if "sscc_lane_prefix" not in t.data:
+            raise ConfigError(
+                "transit.sscc_lane_prefix: required with transit.gs1_company_prefix: digits "
+                "unique to this lane across the chain, so two lanes never make the same SSCC"
+            )
+    lane_prefix = cfg.sscc_lane_prefix
+    if not re.fullmatch(r"[0-9]{0,6}", lane_prefix):
+        raise ConfigError(f"transit.sscc_lane_prefix: must be 0 to 6 digits, got {lane_prefix!r}")
+    if prefix is not None and 16 - len(prefix) - len(lane_prefix) < 3:
+        raise ConfigError(
+            "transit.sscc_lane_prefix: too long for the company prefix; the SSCC serial needs "
+            "at least 3 digits of its own"
+        )
+    t.done()
+    return cfg
+
+
+def _tax(t: Table) -> TaxTable:
+    """[[tax.rates]] code, from (date), rate_bp (basis points: 2000 = 20 %)."""
+    rates = []
+    for i, raw in enumerate(t.array("rates")):
+        r = Table(raw, f"tax.rates[{i}]")
+        code = r.str("code")
+        if not re.fullmatch(r"[A-Z0-9_]{1,16}", code):
+            raise ConfigError(f"tax.rates[{i}].code: must match [A-Z0-9_]{{1,16}}, got {code!r}")
+        start = r._get("from", ...)  # TOML dates arrive as datetime.date
+        if type(start) is not date:
+            raise ConfigError(
+                f"tax.rates[{i}].from: must be a TOML date (2024-01-01), got {start!r}"
+            )
+        rate = r.int("rate_bp", ..., 0, 100_000)
+        r.done()
+        rates.append(TaxRate(code, start, rate))
+    seen = set()
+    for i, rate_ in enumerate(rates):
+        if (rate_.code, rate_.valid_from) in seen:
+            raise ConfigError(
+                f"tax.rates[{i}].from: {rate_.code} already has a rate from {rate_.valid_from}"
+            )
+        seen.add((rate_.code, rate_.valid_from))
+    t.done()
+    return TaxTable(rates)
 
 
 def load(path: str | Path) -> AgentConfig:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
 from agent.api import LocalApi
 from agent.config import AgentConfig
 from agent.journal import Journal
+from agent.operations import Operations
 from agent.replicator import Replicator
+from hardware.config import ScannerConfigError, parse_scanners
+from hardware.manager import ScannerManager
+from protocol.errors import ConfigError
 from protocol.notify import notify
 
 log = logging.getLogger(__name__)
@@ -20,11 +25,27 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Scanners feed the local API's event stream (GET /v1/scans) when any are configured.
+    try:
+        scanner_configs = parse_scanners(config.scanners)
+    except ScannerConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    scanners = ScannerManager(scanner_configs) if scanner_configs else None
     try:
         async with (
+            scanners if scanners is not None else contextlib.nullcontext(),
             Journal(config.journal_path, config.lane) as journal,
             Replicator(journal, config) as replicator,
-            LocalApi(config.api, journal, replicator),
+            # Disk budget, retention, metrics, live status, watchdog: before the API takes sales.
+            Operations(config, journal, replicator) as ops,
+            LocalApi(
+                config.api,
+                journal,
+                replicator,
+                agent=config,
+                scans=scanners.queue if scanners is not None else None,
+                counters=ops.counters,
+            ),
         ):
             log.info(
                 "lane %s: journal %s epoch %d at seq %d (%d unacked)",

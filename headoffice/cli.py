@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from headoffice import config as ho_config
-from headoffice import daemon
+from headoffice import daemon, opscli
 from protocol.errors import LanesyncError
 
 DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
@@ -16,12 +16,14 @@ DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("headoffice", help="run head office (ingest)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML (default {DEFAULT_CONFIG})")
+    opscli.add_daemon_options(p)  # --status-page HOST:PORT
     p.set_defaults(handler=cmd_headoffice)
+    opscli.register(sub, DEFAULT_CONFIG)  # lanesync import FILE
 
 
 def cmd_headoffice(args: argparse.Namespace) -> int:
     try:
-        cfg = ho_config.load(args.config)
+        cfg = opscli.apply_daemon_options(ho_config.load(args.config), args)
         asyncio.run(daemon.run(cfg))
     except LanesyncError as exc:
         print(f"lanesync headoffice: {exc}", file=sys.stderr)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from headoffice import opsconfig
+from headoffice.opsconfig import HoOpsConfig
 from protocol.codec import DEFAULT_MAX_MESSAGE
 from protocol.config import Table
 from protocol.errors import ConfigError, ProtocolError
@@ -39,6 +41,7 @@ class HeadOfficeConfig:
     database: Path
     broker: HoBrokerConfig = field(default_factory=HoBrokerConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    ops: HoOpsConfig = field(default_factory=HoOpsConfig)  # [status_page], [metrics], [import]
 
     @property
     def topics(self) -> Topics:
@@ -74,8 +77,10 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
         group_max_messages=i.int("group_max_messages", 64, 1, 10_000),
     )
     i.done()
+    root.used.add("extract")  # [extract] is read by headoffice.extract.config
+    ops = opsconfig.parse(root)
     root.done()
-    return HeadOfficeConfig(database, broker, ingest)
+    return HeadOfficeConfig(database, broker, ingest, ops=ops)
 
 
 def load(path: str | Path) -> HeadOfficeConfig:

@@ -8,6 +8,7 @@ import signal
 
 from headoffice.config import HeadOfficeConfig
 from headoffice.ingest import Ingest
+from headoffice.operations import Operations, request_handlers
 from protocol.notify import notify
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,10 @@ async def run(config: HeadOfficeConfig, stop: asyncio.Event | None = None) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Ingest(config) as ingest:
+        async with (
+            Ingest(config, handlers=request_handlers()) as ingest,
+            Operations(config, ingest),  # status page, metrics, watchdog
+        ):
             log.info("head office: ingesting into %s", config.database)
             # READY once the database is open: a broker outage is reported, not a failed start.
             notify("READY=1", "STATUS=waiting for the broker")

@@ -13,6 +13,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,10 @@ from protocol.messages import Ack, Hello, JournalBatch, Message, Reply, Request,
 
 log = logging.getLogger(__name__)
 
+_CRASH_AFTER_COMMIT = int(os.environ.get("LANESYNC_FAULT_CRASH_AFTER_COMMIT") or 0)
+
 RequestHandler = Callable[[Store, Request, int], Reply]
+HEALTHY_SESSION_S = 5.0  # a broker session that lasted this long resets the reconnect backoff
 
 
 @dataclass(slots=True)
@@ -95,6 +100,7 @@ class Ingest:
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
         self._main: asyncio.Task[None] | None = None
+        self._commits = 0
         self.ready = asyncio.Event()  # set once subscribed: used by sd_notify READY and tests
 
     async def __aenter__(self) -> Self:
@@ -104,6 +110,11 @@ class Ingest:
         await self._tasks.__aenter__()
         self._main = self._tasks.create_task(self._run(), name="ingest")
         return self
+
+    async def ping(self) -> None:
+        """A round trip through the single writer thread (the watchdog's probe): it is not
+        stuck behind a hung transaction."""
+        await asyncio.get_running_loop().run_in_executor(self._writer, lambda: None)
 
     async def __aexit__(
         self,
@@ -140,6 +151,7 @@ class Ingest:
 
     async def _session(self) -> None:
         b = self.config.broker
+        connected_at: float | None = None
         try:
             # A persistent session (clean_session=False) makes the broker queue QoS 1 batches
             # while head office is down, so a restart does not wait for lanes' ack timeouts.
@@ -152,9 +164,12 @@ class Ingest:
                 keepalive=b.keepalive,
                 clean_session=False,
                 max_inflight_messages=100,
+                # paho leaves Nagle on: acks would wait for the lane's delayed ACK (~40 ms).
+                socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             ) as client:
                 self.stats.connected = True
                 self.stats.connects += 1
+                connected_at = time.monotonic()
                 for channel in _EXPECTED:
                     filt = (
                         self.topics.shared(b.share_group, channel)
@@ -168,7 +183,12 @@ class Ingest:
                     tg.create_task(self._receive(client), name="ingest-receive")
                     tg.create_task(self._process(client), name="ingest-process")
         except* aiomqtt.MqttError as eg:
-            raise eg.exceptions[0] from None
+            if connected_at is None or time.monotonic() - connected_at < HEALTHY_SESSION_S:
+                raise eg.exceptions[0] from None
+            # A session that ran for a while and broke is not one more failed attempt: return,
+            # so _run reconnects with its backoff reset instead of counting every drop of the
+            # process's life until each reconnect waits up to 15 s.
+            log.warning("head office: broker connection lost (%s); reconnecting", eg.exceptions[0])
         finally:
             self.stats.connected = False
 
@@ -211,7 +231,17 @@ class Ingest:
                 self.stats.commit_failures += 1
                 log.error("head office: %d messages not committed: %s", len(group), exc)
                 continue
+            self._crash_point_after_commit()
             await asyncio.gather(*(self._publish(client, msg) for msg in out))
+
+    def _crash_point_after_commit(self) -> None:
+        """Fault injection for the end-to-end tests: with LANESYNC_FAULT_CRASH_AFTER_COMMIT=N
+        head office dies abruptly (as under kill -9) right after its Nth commit, before that
+        commit's acks leave: the one instant a test cannot hit from outside on purpose."""
+        self._commits += 1
+        if self._commits == _CRASH_AFTER_COMMIT:
+            log.critical("fault injection: exiting after commit %d, before its acks", self._commits)
+            os._exit(137)
 
     async def _publish(self, client: aiomqtt.Client, msg: Ack | Reply) -> None:
         channel = Channel.ACK if isinstance(msg, Ack) else Channel.REPLY

@@ -25,13 +25,14 @@ LETTERS = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"
 def sale(rng: random.Random, store: str, lane: str, register_no: int) -> dict[str, Any]:
     lines = []
     total = 0
-    for _ in range(rng.randint(1, 5)):
+    for line_no in range(1, rng.randint(1, 5) + 1):
         code, name, price, tax = rng.choice(ITEMS)
         qty = rng.randint(1, 3)
         amount = price * qty
         total += amount
         lines.append(
             {
+                "line_no": line_no,
                 "item": code,
                 "description": name,
                 "qty": f"{qty}.000",

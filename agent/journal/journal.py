@@ -13,12 +13,12 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiosqlite
 import uuid6
@@ -34,9 +34,18 @@ log = logging.getLogger(__name__)
 
 SELECT_ENTRIES = "SELECT seq, kind, txn_id, ts, body, hash FROM entries"
 
+T = TypeVar("T")
+# Disk budget hook (agent.retention): given the writer connection and the bytes a group of new
+# documents adds, returns why they must be refused, or None to let them in.
+Admit = Callable[[aiosqlite.Connection, int], Awaitable[str | None]]
+
 
 class JournalError(LanesyncError):
     """The journal could not do what was asked; nothing was half done."""
+
+
+class JournalFull(JournalError):
+    """The disk budget is exhausted: the new document is refused, confirmed ones are kept."""
 
 
 class JournalConflict(JournalError):
@@ -75,7 +84,13 @@ class _MarkAcked:
     future: asyncio.Future[None] = field(repr=False)
 
 
-_Op = _Append | _MarkAcked
+@dataclass(slots=True)
+class _Exec:
+    fn: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+_Op = _Append | _MarkAcked | _Exec
 
 
 def now_ms() -> int:
@@ -106,6 +121,7 @@ class Journal:
         self.acked_at: int | None = None
         self.commits = 0  # number of append transactions; appends / commits = group size
         self._listeners: list[Callable[[], None]] = []
+        self.admit: Admit | None = None  # set by agent.retention to enforce the disk budget
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -147,6 +163,9 @@ class Journal:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         # WAL lets the replicator read while the writer appends; FULL fsyncs the WAL on every
         # commit so a confirmed document survives power loss, not just a process crash.
+        # Before the first table exists this makes pruned pages returnable to the filesystem
+        # (agent.retention runs incremental_vacuum); on an older file it changes nothing.
+        await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")
         await db.execute("PRAGMA busy_timeout=5000")
@@ -226,6 +245,16 @@ class Journal:
         self._put(_MarkAcked(hwm, fut))
         await fut
 
+    async def run_write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `fn` on the writer connection inside the writer task, between commit groups.
+
+        For pruning and health checks (agent.retention, the watchdog): it never races an append.
+        A sqlite3.Error from `fn` comes back as JournalError.
+        """
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._put(_Exec(fn, fut))
+        return await fut
+
     def _put(self, op: _Op) -> None:
         if self._writer_task is None or self._writer_task.done():
             raise JournalError("journal is not open")
@@ -239,6 +268,7 @@ class Journal:
             appends = [op for op in group if isinstance(op, _Append)]
             acks = [op for op in group if isinstance(op, _MarkAcked)]
             try:
+                appends = await self._admit(appends)
                 results = await self._commit(appends, max((a.hwm for a in acks), default=None))
             except sqlite3.Error as exc:
                 # Never swallowed: every waiting appender gets the error; nothing was committed.
@@ -263,6 +293,43 @@ class Journal:
             for a in acks:
                 if not a.future.done():
                     a.future.set_result(None)
+            for op in group:
+                if isinstance(op, _Exec):
+                    await self._exec(op)
+
+    async def _admit(self, appends: list[_Append]) -> list[_Append]:
+        """Refuse a group's new documents when the disk budget is exhausted (acks still pass)."""
+        if not appends or self.admit is None:
+            return appends
+        incoming = sum(len(a.body) + 200 for a in appends)  # + row, index and txn_id overhead
+        reason = await self.admit(self._require(self._db), incoming)
+        if reason is None:
+            return appends
+        log.error("journal %s: %d documents refused: %s", self.path, len(appends), reason)
+        err = JournalFull(reason)
+        for a in appends:
+            if not a.future.done():
+                a.future.set_exception(err)
+        return []
+
+    async def _exec(self, op: _Exec) -> None:
+        db = self._require(self._db)
+        try:
+            result = await op.fn(db)
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            log.error("journal %s: maintenance failed: %s", self.path, exc)
+            if not op.future.done():
+                op.future.set_exception(JournalError(f"journal {self.path}: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller; the writer must live on
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            if not op.future.done():
+                op.future.set_exception(exc)
+        else:
+            if not op.future.done():
+                op.future.set_result(result)
 
     async def _commit(
         self, appends: Sequence[_Append], ack: int | None

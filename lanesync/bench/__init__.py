@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from lanesync.bench import drain
+from lanesync.bench import api, drain, extract
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="benchmarks (print JSON)")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    api.register(bsub)
     drain.register(bsub)
+    extract.register(bsub)

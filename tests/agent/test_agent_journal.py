@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,13 @@ import pytest
 
 from agent.journal import Journal, JournalConflict, JournalError
 from agent.journal.journal import new_txn_id
+from protocol import schema
 from protocol.chain import first_break, genesis
 from protocol.identity import LaneId
 from protocol.schema import SchemaError
+
+# The newest journal schema version (0002 added lane-local tables for open documents).
+LATEST = max(schema.load(resources.files("agent.journal.schema").iterdir()))
 
 LANE = LaneId("S001", "L01")
 
@@ -92,7 +97,7 @@ async def test_wal_and_synchronous_full(path: Path) -> None:
         assert await j._db.execute_fetchall("PRAGMA synchronous") == [(2,)]
         assert await j._db.execute_fetchall("PRAGMA journal_mode") == [("wal",)]
         assert rows(path, "PRAGMA journal_mode") == [("wal",)]
-        assert rows(path, "PRAGMA user_version") == [(1,)]
+        assert rows(path, "PRAGMA user_version") == [(LATEST,)]
 
 
 async def test_same_txn_same_doc_is_duplicate(path: Path) -> None:
@@ -201,7 +206,7 @@ async def test_empty_file_migrates(path: Path) -> None:
     async with Journal(path, LANE) as j:
         assert j.last_seq == 0
         assert (await j.append("sale", doc(1))).seq == 1
-    assert rows(path, "PRAGMA user_version") == [(1,)]
+    assert rows(path, "PRAGMA user_version") == [(LATEST,)]
     tables = {r[0] for r in rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"meta", "entries", "outbox"} <= tables
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import msgpack
@@ -11,6 +12,7 @@ from ho_helpers import LANE, LaneSim, query, sale_doc
 
 from headoffice.store import SqliteStore
 from headoffice.store.base import LaneState, plan_batch
+from protocol import schema
 from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import JournalBatch, Status
@@ -48,7 +50,8 @@ def count(path: Path, table: str) -> int:
 def test_schema_and_pragmas(store: SqliteStore, path: Path) -> None:
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
-    assert query(path, "PRAGMA user_version") == [(1,)]
+    latest = max(schema.load(resources.files("headoffice.store.schema").iterdir()))
+    assert query(path, "PRAGMA user_version") == [(latest,)]
 
 
 def test_in_order_batches_advance_hwm(store: SqliteStore, sim: LaneSim, path: Path) -> None:

@@ -1,0 +1,451 @@
+"""`lanesync doctor`: checks a store box the way a technician would, each with a plain fix.
+
+Every check returns ok, warn or fail, what it found, and, when not ok, what to do about it in
+words a non-developer can follow. Checks never change anything on the box.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import os
+import pwd
+import shutil
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import aiomqtt
+
+from agent import config as agent_config
+from agent.config import AgentConfig
+from agent.export import ExportError, load_key
+from agent.status import journal_facts, live_path, read_live
+from agent.verify import verify
+from protocol import codec
+from protocol.errors import LanesyncError, ProtocolError
+from protocol.identity import Channel
+from protocol.messages import Reply, Request
+
+Outcome = Literal["ok", "warn", "fail"]
+SERVICE_USER = "lanesync"
+CERT_WARN_DAYS = 30
+SKEW_WARN_S = 2.0
+SKEW_FAIL_S = 30.0
+MIB = 1024 * 1024
+
+
+@dataclass(slots=True)
+class Check:
+    name: str
+    outcome: Outcome
+    found: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_config(path: str) -> tuple[Check, AgentConfig | None]:
+    try:
+        cfg = agent_config.load(path)
+    except LanesyncError as exc:
+        return (
+            Check(
+                "config",
+                "fail",
+                str(exc),
+                f"Edit {path}: the message names the key at fault; compare with "
+                "systemd/agent.example.toml, which shows every key with its default.",
+            ),
+            None,
+        )
+    return Check("config", "ok", f"{path}: lane {cfg.lane}, valid"), cfg
+
+
+def _cert_not_after(path: str) -> datetime:
+    """Expiry of the first certificate in a PEM file (stdlib only; openssl CLI as fallback)."""
+    try:
+        decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]
+        text = str(decoded["notAfter"])
+    except (AttributeError, ssl.SSLError, KeyError):
+        out = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            ["openssl", "x509", "-noout", "-enddate", "-in", path],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        text = out.strip().removeprefix("notAfter=")
+    return datetime.fromtimestamp(ssl.cert_time_to_seconds(text), UTC)
+
+
+def check_certificates(cfg: AgentConfig, now: float | None = None) -> list[Check]:
+    """TLS files named in the config ([broker] tls_* keys, when a build has them)."""
+    now = time.time() if now is None else now
+    files = {
+        k: v
+        for k in ("tls_ca_file", "tls_cert_file", "ca_file", "cert_file")
+        if isinstance(v := getattr(cfg.broker, k, None), str) and v
+    }
+    if not files:
+        return [
+            Check(
+                "certificates",
+                "ok",
+                "no TLS certificates configured (plain MQTT on "
+                f"{cfg.broker.host}:{cfg.broker.port})",
+            )
+        ]
+    checks = []
+    for key, path in files.items():
+        name = f"certificate {key}"
+        try:
+            expires = _cert_not_after(path)
+        except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+            checks.append(
+                Check(
+                    name,
+                    "fail",
+                    f"{path}: cannot read the certificate ({exc})",
+                    "Copy the certificate file from head office to this path, readable by "
+                    f"the '{SERVICE_USER}' user.",
+                )
+            )
+            continue
+        days = (expires.timestamp() - now) / 86400
+        if days < 0:
+            checks.append(
+                Check(
+                    name,
+                    "fail",
+                    f"{path} expired on {expires:%Y-%m-%d}",
+                    "Ask head office for a renewed certificate and replace this file.",
+                )
+            )
+        elif days < CERT_WARN_DAYS:
+            checks.append(
+                Check(
+                    name,
+                    "warn",
+                    f"{path} expires in {days:.0f} days ({expires:%Y-%m-%d})",
+                    "Ask head office for a renewed certificate before it expires.",
+                )
+            )
+        else:
+            checks.append(Check(name, "ok", f"{path} valid until {expires:%Y-%m-%d}"))
+    return checks
+
+
+async def check_broker_and_clock(cfg: AgentConfig, timeout: float = 5.0) -> list[Check]:
+    """Connect and log in as the lane does, then ask head office for its time."""
+    b = cfg.broker
+    where = f"{b.host}:{b.port}"
+    checks: list[Check] = []
+    try:
+        async with (
+            asyncio.timeout(timeout * 2),
+            aiomqtt.Client(
+                b.host,
+                b.port,
+                identifier=f"lanesync-doctor-{cfg.lane.store}-{cfg.lane.lane}-{uuid.uuid4().hex[:6]}",
+                username=b.username,
+                password=b.password,
+                keepalive=b.keepalive,
+                timeout=timeout,
+            ) as client,
+        ):
+            checks.append(Check("broker", "ok", f"connected and logged in to {where}"))
+            checks.append(await _clock(cfg, client, timeout))
+    except TimeoutError:
+        checks.append(
+            Check(
+                "broker",
+                "fail",
+                f"no answer from {where} within {timeout * 2:g}s",
+                "Check the network cable and router; check [broker] host and port in the "
+                "agent config; ask head office whether the broker is up and a firewall allows "
+                f"port {b.port}.",
+            )
+        )
+    except aiomqtt.MqttCodeError as exc:
+        rc = getattr(exc, "rc", None)
+        login = (rc is not None and str(rc).lower() in ("4", "5", "134", "135")) or (
+            "not authori" in str(exc).lower() or "bad user" in str(exc).lower()
+        )
+        checks.append(
+            Check(
+                "broker",
+                "fail",
+                f"{where} refused the connection: {exc}",
+                "The broker refused this store's login: check [broker] username and password "
+                "in the agent config against what head office issued for this store."
+                if login
+                else "The broker refused the connection; send this message to head office.",
+            )
+        )
+    except (aiomqtt.MqttError, OSError) as exc:
+        checks.append(
+            Check(
+                "broker",
+                "fail",
+                f"cannot reach {where}: {exc}",
+                "Check the network cable and router; check [broker] host and port in the "
+                "agent config; ask head office whether the broker is up.",
+            )
+        )
+    if len(checks) == 1:
+        checks.append(Check("clock", "warn", "not checked: no broker connection", ""))
+    return checks
+
+
+async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Check:
+    topics = cfg.topics
+    corr = f"doctor-{uuid.uuid4().hex[:12]}"
+    await client.subscribe(topics.topic(cfg.lane, Channel.REPLY), qos=1)
+    sent = time.time()
+    await client.publish(
+        topics.topic(cfg.lane, Channel.REQUEST),
+        codec.encode(Request(cfg.lane, corr, "time", {})),
+        qos=1,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            async for message in client.messages:
+                with contextlib.suppress(ProtocolError):
+                    msg = codec.decode(bytes(message.payload))
+                    if isinstance(msg, Reply) and msg.corr == corr:
+                        return _skew_check(msg, sent, time.time())
+    except TimeoutError:
+        pass
+    return Check(
+        "clock",
+        "warn",
+        f"head office did not answer a time request within {timeout:g}s",
+        "Head office may be down or too old to answer; the store keeps trading. Check again "
+        "later or call head office.",
+    )
+
+
+def _skew_check(reply: Reply, sent: float, received: float) -> Check:
+    if not reply.ok or "now_ms" not in reply.result:
+        return Check("clock", "warn", f"head office refused the time request: {reply.error}", "")
+    skew = float(reply.result["now_ms"]) / 1000 - (sent + received) / 2
+    found = (
+        f"this box is {abs(skew):.1f}s {'behind' if skew > 0 else 'ahead of'} head office "
+        f"(round trip {received - sent:.2f}s)"
+    )
+    fix = (
+        "Turn on time sync: `timedatectl set-ntp true`, and check that the NTP server is "
+        "reachable (`timedatectl timesync-status`). Sales carry this box's time."
+    )
+    if abs(skew) >= SKEW_FAIL_S:
+        return Check("clock", "fail", found, fix)
+    if abs(skew) >= SKEW_WARN_S:
+        return Check("clock", "warn", found, fix)
+    return Check("clock", "ok", found)
+
+
+def _service_user_groups() -> set[str] | None:
+    try:
+        user = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+    groups = {g.gr_name for g in grp.getgrall() if SERVICE_USER in g.gr_mem}
+    with contextlib.suppress(KeyError):
+        groups.add(grp.getgrgid(user.pw_gid).gr_name)
+    return groups
+
+
+def check_devices(cfg: AgentConfig) -> list[Check]:
+    checks: list[Check] = []
+    groups = _service_user_groups()
+    if groups is None:
+        checks.append(
+            Check(
+                "service user",
+                "warn",
+                f"no '{SERVICE_USER}' user on this box",
+                "Install the package's sysusers file (systemd-sysusers lanesync.conf) or "
+                "create the user: useradd --system --groups input,dialout lanesync",
+            )
+        )
+    else:
+        missing = {"input", "dialout"} - groups
+        checks.append(
+            Check(
+                "service user",
+                "warn" if missing else "ok",
+                f"'{SERVICE_USER}' is in groups {', '.join(sorted(groups)) or '(none)'}",
+                f"Add it to the missing groups: usermod -aG {','.join(sorted(missing))} "
+                f"{SERVICE_USER}, then restart the agent."
+                if missing
+                else "",
+            )
+        )
+    for i, sc in enumerate(cfg.scanners):
+        name = str(sc.get("name", f"scanners[{i}]"))
+        path = sc.get("path")
+        if not isinstance(path, str):
+            checks.append(
+                Check(f"scanner {name}", "ok", "matched by USB id; see lanesync scanners")
+            )
+            continue
+        p = Path(path)
+        if not p.exists():
+            checks.append(
+                Check(
+                    f"scanner {name}",
+                    "fail",
+                    f"{path} is not present",
+                    "Plug the scanner in (try another USB port); `lanesync scanners` lists "
+                    "what is connected. If it shows under another name, fix `path` in the "
+                    "agent config.",
+                )
+            )
+        elif not os.access(p, os.R_OK | os.W_OK):
+            checks.append(
+                Check(
+                    f"scanner {name}",
+                    "fail",
+                    f"{path} is present but not readable and writable by this user",
+                    "Install systemd/70-lanesync-scanners.rules to /etc/udev/rules.d/, run "
+                    "`udevadm control --reload && udevadm trigger`, then replug the scanner.",
+                )
+            )
+        else:
+            checks.append(Check(f"scanner {name}", "ok", f"{path} present and accessible"))
+    return checks
+
+
+def check_disk(cfg: AgentConfig) -> list[Check]:
+    r = cfg.ops.retention
+    facts = journal_facts(cfg.journal_path)
+    parent = cfg.journal_path.parent
+    checks: list[Check] = []
+    if not parent.is_dir():
+        return [
+            Check(
+                "journal directory",
+                "fail",
+                f"{parent} does not exist",
+                f"Create it for the service: install -d -o {SERVICE_USER} -m 0750 {parent} "
+                "(systemd's StateDirectory= does this for the packaged unit).",
+            )
+        ]
+    if not os.access(parent, os.W_OK):
+        checks.append(
+            Check(
+                "journal directory",
+                "warn",
+                f"{parent} is not writable by the user running doctor",
+                "Run doctor as root or as the lanesync user to check write access.",
+            )
+        )
+    free = shutil.disk_usage(parent).free
+    floor = r.min_free_disk_mb * MIB
+    found = f"{free / MIB:.0f} MiB free on {parent}; journal {facts.size_bytes / MIB:.1f} MiB"
+    if free < floor:
+        checks.append(
+            Check(
+                "disk",
+                "fail",
+                found + f", below retention.min_free_disk_mb = {r.min_free_disk_mb}",
+                "New sales are refused until space is freed: delete old files elsewhere on "
+                "this disk, or restore the link to head office so acked entries can be pruned.",
+            )
+        )
+    elif free < 4 * floor:
+        checks.append(Check("disk", "warn", found, "Free disk space soon."))
+    else:
+        checks.append(Check("disk", "ok", found))
+    if r.max_journal_mb and facts.size_bytes:
+        use = facts.size_bytes / (r.max_journal_mb * MIB) * 100
+        outcome: Outcome = "fail" if use >= 100 else "warn" if use >= r.high_watermark_pct else "ok"
+        checks.append(
+            Check(
+                "journal budget",
+                outcome,
+                f"{use:.0f}% of retention.max_journal_mb = {r.max_journal_mb}",
+                ""
+                if outcome == "ok"
+                else "The backlog is waiting for head office: restore the link, or carry it over "
+                "with `lanesync journal export` and `lanesync import` at head office.",
+            )
+        )
+    if facts.exists:
+        rep = verify(cfg.journal_path)
+        checks.append(
+            Check("journal", "ok", f"integrity and hash chain ok ({rep.entries} entries)")
+            if rep.ok
+            else Check(
+                "journal",
+                "fail",
+                str(rep.problem),
+                "Stop the agent, keep a copy of the journal file, and call support; do not "
+                "delete the file: it holds confirmed sales.",
+            )
+        )
+    if read_live(live_path(cfg.journal_path)) is None:
+        checks.append(
+            Check(
+                "agent",
+                "warn",
+                "the agent is not running",
+                "Start it: systemctl start lanesync-agent; if it stops again, "
+                "`journalctl -u lanesync-agent -n 50` shows why.",
+            )
+        )
+    else:
+        checks.append(Check("agent", "ok", "the agent is running"))
+    return checks
+
+
+def check_export_key(cfg: AgentConfig) -> Check:
+    path = cfg.ops.export.key_file
+    if path is None:
+        return Check(
+            "export key",
+            "warn",
+            "no [export] key_file: `lanesync journal export` cannot sign a backlog",
+            "Ask head office for this store's export key and set [export] key_file.",
+        )
+    try:
+        load_key(path)
+    except ExportError as exc:
+        return Check("export key", "fail", str(exc), "Put the key head office issued there.")
+    return Check("export key", "ok", f"{path} readable")
+
+
+def run(config_path: str, *, network: bool = True, timeout: float = 5.0) -> list[Check]:
+    first, cfg = check_config(config_path)
+    checks = [first]
+    if cfg is None:
+        return checks
+    steps: list[Callable[[], list[Check]]] = [
+        lambda: check_certificates(cfg),
+        lambda: check_devices(cfg),
+        lambda: check_disk(cfg),
+        lambda: [check_export_key(cfg)],
+    ]
+    for step in steps:
+        checks += step()
+    if network:
+        checks += asyncio.run(check_broker_and_clock(cfg, timeout))
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    mark = {"ok": "OK  ", "warn": "WARN", "fail": "FAIL"}
+    lines = []
+    for c in checks:
+        lines.append(f"[{mark[c.outcome]}] {c.name}: {c.found}")
+        if c.fix and c.outcome != "ok":
+            lines.append(f"       fix: {c.fix}")
+    return "\n".join(lines)

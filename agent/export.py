@@ -1,0 +1,183 @@
+"""`lanesync journal export`: the unacked backlog as a signed file for a USB stick.
+
+When a store's link is down for longer than anyone wants to wait, a technician carries the
+backlog to head office; `lanesync import FILE` there applies it exactly once, and the same
+entries arriving later over MQTT are dropped as redeliveries (they carry the same
+(store, lane, epoch, seq) and chain hashes). Exporting changes nothing in the journal: entries
+leave the outbox only when head office acks them after the lane reconnects (invariant 2).
+
+File format (`lanesync-export/1`), two lines of UTF-8 JSON:
+  line 1: {"format", "store", "lane", "epoch", "first_seq", "last_seq", "prev_hash",
+           "created_at", "entries": [[seq, kind, txn_id, ts, body_b64, hash_b64], ...]}
+  line 2: {"alg": "HMAC-SHA256", "key_id", "mac"}: the MAC of line 1's exact bytes.
+Signing the exact bytes avoids any JSON canonicalisation question.
+
+Why HMAC-SHA256 and not Ed25519: no well-kept Ed25519 library (cryptography, PyNaCl) is a
+dependency, and the stdlib has HMAC. Head office is the only verifier and already trusted with
+the store's data, so a per-store shared key loses nothing that matters here; the hash chain
+inside the file still ties every entry to the lane's epoch genesis.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.verify import open_readonly
+from protocol.chain import first_break, genesis
+from protocol.errors import LanesyncError
+from protocol.identity import LaneId
+from protocol.messages import Entry
+
+FORMAT = "lanesync-export/1"
+ALG = "HMAC-SHA256"
+MIN_KEY_BYTES = 32
+
+
+class ExportError(LanesyncError):
+    """An export that cannot be written or read; the message says what is at fault."""
+
+
+def load_key(path: Path) -> bytes:
+    """A key file holds at least 32 random bytes as hex (`openssl rand -hex 32 > FILE`)."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise ExportError(
+            f"{path}: no such key file; create one with `openssl rand -hex 32 > {path}` and "
+            "give head office the same key for this store"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{path}: cannot read the key file: {exc}") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ExportError(f"{path}: the key must be hex digits only") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ExportError(f"{path}: the key is {len(key)} bytes; at least {MIN_KEY_BYTES} needed")
+    return key
+
+
+def key_id(key: bytes) -> str:
+    """A short fingerprint that says which key signed, without revealing it."""
+    return hashlib.sha256(b"lanesync-export-key\0" + key).hexdigest()[:16]
+
+
+def mac(key: bytes, payload: bytes) -> str:
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+@dataclass(slots=True)
+class ExportResult:
+    path: str
+    store: str
+    lane: str
+    epoch: int
+    first_seq: int | None
+    last_seq: int | None
+    entries: int
+    bytes: int
+
+
+def build(journal_path: Path, lane: LaneId, key: bytes) -> tuple[bytes, ExportResult]:
+    """Read the unacked backlog read-only (agent running or not) and sign it."""
+    try:
+        db = open_readonly(journal_path)
+    except FileNotFoundError as exc:
+        raise ExportError(str(exc)) from None
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if (meta.get("store"), meta.get("lane")) != (lane.store, lane.lane):
+            raise ExportError(
+                f"{journal_path} belongs to lane {meta.get('store')}/{meta.get('lane')}, not {lane}"
+            )
+        epoch = int(meta["epoch"])
+        acked = int(db.execute("SELECT acked_seq FROM outbox").fetchone()[0])
+        rows = db.execute(
+            "SELECT seq, kind, txn_id, ts, body, hash FROM entries WHERE seq > ? ORDER BY seq",
+            (acked,),
+        ).fetchall()
+        if acked == 0:
+            prev = genesis(lane, epoch)
+        else:
+            row = db.execute("SELECT hash FROM entries WHERE seq = ?", (acked,)).fetchone()
+            if row is None:
+                raise ExportError(f"entry {acked} (the acked mark) is missing from {journal_path}")
+            prev = bytes(row[0])
+    finally:
+        db.close()
+    entries = [Entry(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5])) for r in rows]
+    broken = first_break(prev, entries)
+    if broken is not None:
+        raise ExportError(
+            f"hash chain broken at seq {broken[0]} in {journal_path}; run `lanesync journal "
+            "verify` and call support before carrying this journal anywhere"
+        )
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "store": lane.store,
+        "lane": lane.lane,
+        "epoch": epoch,
+        "first_seq": entries[0].seq if entries else None,
+        "last_seq": entries[-1].seq if entries else None,
+        "acked_seq": acked,
+        "prev_hash": _b64(prev),
+        "created_at": int(time.time() * 1000),
+        "entries": [[e.seq, e.kind, e.txn_id, e.ts, _b64(e.body), _b64(e.hash)] for e in entries],
+    }
+    line1 = json.dumps(payload, separators=(",", ":")).encode()
+    sig = {"alg": ALG, "key_id": key_id(key), "mac": mac(key, line1)}
+    data = line1 + b"\n" + json.dumps(sig).encode() + b"\n"
+    res = ExportResult(
+        "",
+        lane.store,
+        lane.lane,
+        epoch,
+        payload["first_seq"],
+        payload["last_seq"],
+        len(entries),
+        len(data),
+    )
+    return data, res
+
+
+def write(out: Path, data: bytes) -> None:
+    """Write atomically and fsync: a USB stick pulled too early leaves no half file behind."""
+    tmp = out.with_name(out.name + ".part")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(out)
+        fd = os.open(out.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"cannot write {out}: {exc}") from None
+
+
+def export(journal_path: Path, lane: LaneId, key: bytes, out: Path) -> ExportResult:
+    data, res = build(journal_path, lane, key)
+    write(out, data)
+    res.path = str(out)
+    return res
+
+
+def default_name(lane: LaneId, epoch: int | None = None) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"lanesync-{lane.store}-{lane.lane}-{stamp}.export"

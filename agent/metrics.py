@@ -1,0 +1,209 @@
+"""Prometheus metrics of one lane, served as text on `[metrics] listen` /metrics.
+
+Values are read at scrape time from the live objects (journal, replicator stats, disk budget) by
+a custom collector, so nothing is double-booked; only batch sizes are observed as they happen.
+Each daemon has its own CollectorRegistry (not the process-global one), so tests can run
+several in one process. Backlog bytes and the oldest unacked entry come from a read-only query
+run in a worker thread at most once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from agent.status import JournalFacts, journal_facts
+from protocol.version import VERSION
+
+if TYPE_CHECKING:
+    from agent.journal import Journal
+    from agent.replicator import Replicator
+    from agent.retention import Retention
+
+
+@dataclass(slots=True)
+class AgentCounters:
+    """Counts other parts of the agent bump (scanner wiring, document refusals)."""
+
+    quarantined: int = 0
+    scan_errors: int = 0
+    clock_skew_s: float | None = None  # head office minus lane, when last measured
+
+
+class AgentCollector(Collector):
+    def __init__(
+        self,
+        journal: Journal,
+        replicator: Replicator,
+        retention: Retention | None,
+        counters: AgentCounters,
+    ) -> None:
+        self.journal = journal
+        self.replicator = replicator
+        self.retention = retention
+        self.counters = counters
+        self.facts: JournalFacts | None = None
+        self._facts_at = 0.0
+
+    async def refresh(self) -> None:
+        if time.monotonic() - self._facts_at >= 1.0:
+            self.facts = await asyncio.to_thread(journal_facts, self.journal.path)
+            self._facts_at = time.monotonic()
+
+    def collect(self) -> Iterator[Metric]:
+        j, st, now = self.journal, self.replicator.stats, time.time()
+        lane = [j.lane.store, j.lane.lane]
+        labels = ["store", "lane"]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(f"lanesync_agent_{name}", doc, labels=labels)
+            g.add_metric(lane, value)
+            return g
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            c = CounterMetricFamily(f"lanesync_agent_{name}", doc, labels=labels)
+            c.add_metric(lane, value)
+            return c
+
+        info = GaugeMetricFamily(
+            "lanesync_agent_info", "Lane identity", labels=[*labels, "epoch", "version"]
+        )
+        info.add_metric([*lane, str(j.epoch), VERSION], 1)
+        yield info
+        yield gauge("last_seq", "Highest journaled seq", j.last_seq)
+        yield gauge("acked_seq", "Head office's acknowledged high-water mark", j.acked_seq)
+        yield gauge("backlog_entries", "Journal entries not yet acked by head office", j.backlog)
+        f = self.facts
+        if f is not None:
+            yield gauge("backlog_bytes", "Document bytes not yet acked", f.backlog_bytes)
+            yield gauge("journal_size_bytes", "Journal files on disk", f.size_bytes)
+            if f.free_disk_bytes is not None:
+                yield gauge(
+                    "disk_free_bytes", "Free bytes on the journal's disk", f.free_disk_bytes
+                )
+        oldest = 0.0
+        if f is not None and f.oldest_unacked_ts is not None and j.backlog:
+            oldest = max(0.0, now - f.oldest_unacked_ts / 1000)
+        yield gauge("ack_lag_seconds", "Age of the oldest entry head office has not acked", oldest)
+        yield gauge("broker_connected", "1 while connected to the broker", int(st.connected))
+        yield counter("connects", "Broker sessions opened", st.connects)
+        yield counter("reconnects", "Broker sessions reopened after a loss", st.reconnects)
+        yield counter("batches_sent", "Journal batches published", st.batches_sent)
+        yield counter("entries_sent", "Entries published (resends included)", st.entries_sent)
+        yield counter("rewinds", "Resends from head office's mark", st.rewinds)
+        yield counter("journal_commits", "Journal append transactions", j.commits)
+        yield counter(
+            "quarantined",
+            "Inputs refused with a reason (invalid documents)",
+            self.counters.quarantined,
+        )
+        yield counter(
+            "scan_errors", "Scanner reads that could not be used", self.counters.scan_errors
+        )
+        if self.counters.clock_skew_s is not None:
+            yield gauge(
+                "clock_skew_seconds",
+                "Head office clock minus lane clock",
+                self.counters.clock_skew_s,
+            )
+        r = self.retention
+        if r is not None:
+            s = r.state
+            yield gauge("journal_used_bytes", "Live journal pages", s.used_bytes)
+            yield gauge(
+                "disk_budget_usage_ratio", "Share of the disk budget in use", r.budget.usage()
+            )
+            yield gauge("journal_full", "1 while new documents are refused", int(s.level == "full"))
+            yield gauge("disk_budget_high", "1 above the high watermark", int(s.level != "ok"))
+            yield counter("documents_refused_full", "Documents refused: journal full", s.refused)
+            yield counter("entries_pruned", "Acked entries pruned by retention", s.pruned)
+
+
+class AgentMetrics:
+    """Registry plus batch-size histograms; `render()` is what /metrics returns."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        replicator: Replicator,
+        retention: Retention | None = None,
+        counters: AgentCounters | None = None,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.counters = counters or AgentCounters()
+        self.collector = AgentCollector(journal, replicator, retention, self.counters)
+        self.registry.register(self.collector)
+        self.batch_entries = Histogram(
+            "lanesync_agent_batch_entries",
+            "Entries per published journal batch",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+            registry=self.registry,
+        )
+        self.batch_bytes = Histogram(
+            "lanesync_agent_batch_bytes",
+            "Encoded bytes per published journal batch",
+            buckets=(512, 2048, 8192, 32768, 131072, 524288, 1048576),
+            registry=self.registry,
+        )
+        replicator.on_batch = self.observe_batch
+
+    def observe_batch(self, entries: int, size: int) -> None:
+        self.batch_entries.observe(entries)
+        self.batch_bytes.observe(size)
+
+    async def render(self) -> bytes:
+        await self.collector.refresh()
+        return generate_latest(self.registry)
+
+
+class HttpServer:
+    """A small aiohttp listener on HOST:PORT, as an async context manager."""
+
+    def __init__(self, app: web.Application, listen: str) -> None:
+        self.app = app
+        host, _, port = listen.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self._runner = web.AppRunner(app, access_log=None)
+
+    async def __aenter__(self) -> Self:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise OSError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
+        for addr in self._runner.addresses:  # port 0 (tests): the one the kernel picked
+            self.port = int(addr[1])
+            break
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(Exception):
+            await self._runner.cleanup()
+
+
+def metrics_app(metrics: AgentMetrics) -> web.Application:
+    async def handle(_: web.Request) -> web.Response:
+        body = await metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    return app

@@ -1,0 +1,199 @@
+"""Lane-local tables next to the journal: open documents and counters (schema 0002).
+
+A second connection to the journal file (the journal's single writer stays the only writer of
+`entries`; this one only writes `open_docs` and `counters`). WAL with synchronous=FULL, so a
+change is on disk when a call returns; SQLite's write lock and busy_timeout serialize the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiosqlite
+import msgpack
+
+from agent.journal import JournalError
+from agent.journal.journal import now_ms
+
+
+@dataclass(slots=True)
+class OpenRow:
+    id: str
+    kind: str
+    mode: int
+    state: str
+    body: dict[str, Any]
+    version: int
+
+
+class LaneStore:
+    """Async context manager over the lane-local tables; open it after the Journal."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=FULL")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            await self.__aexit__(None, None, None)
+            raise JournalError(f"cannot open lane tables in {self.path}: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise JournalError("lane tables are not open")
+        return self._db
+
+    async def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[list[Any]]:
+        """Run statements in one committed transaction; returns each one's rows."""
+        async with self._lock:
+            db = self.db
+            out: list[list[Any]] = []
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                for sql, args in statements:
+                    out.append(list(await db.execute_fetchall(sql, args)))
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise JournalError(f"lane tables: write failed, nothing changed: {exc}") from exc
+            return out
+
+    # --- open documents -------------------------------------------------------------------
+
+    async def load_open(self) -> list[OpenRow]:
+        rows = await self.db.execute_fetchall(
+            "SELECT id, kind, mode, state, body, version FROM open_docs ORDER BY created_at"
+        )
+        return [
+            OpenRow(str(r[0]), str(r[1]), int(r[2]), str(r[3]), json.loads(r[4]), int(r[5]))
+            for r in rows
+        ]
+
+    async def insert_open(self, row: OpenRow) -> None:
+        now = now_ms()
+        await self._write(
+            [
+                (
+                    "INSERT INTO open_docs (id, kind, mode, state, body, version, created_at, "
+                    "updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        row.id,
+                        row.kind,
+                        row.mode,
+                        row.state,
+                        json.dumps(row.body),
+                        row.version,
+                        now,
+                        now,
+                    ),
+                )
+            ]
+        )
+
+    async def save_open(self, row: OpenRow, *, sscc_serial: bool = False) -> int | None:
+        """Persist a changed open document; with sscc_serial, also take the next SSCC serial
+        in the same transaction and return it (the caller stores it in the body next)."""
+        stmts: list[tuple[str, tuple[Any, ...]]] = []
+        if sscc_serial:
+            stmts += self._next_serial_stmts()
+        stmts.append(
+            (
+                "UPDATE open_docs SET kind=?, mode=?, state=?, body=?, version=?, updated_at=? "
+                "WHERE id=?",
+                (
+                    row.kind,
+                    row.mode,
+                    row.state,
+                    json.dumps(row.body),
+                    row.version,
+                    now_ms(),
+                    row.id,
+                ),
+            )
+        )
+        out = await self._write(stmts)
+        return int(out[1][0][0]) if sscc_serial else None
+
+    async def delete_open(self, doc_id: str) -> None:
+        await self._write([("DELETE FROM open_docs WHERE id=?", (doc_id,))])
+
+    # --- counters -------------------------------------------------------------------------
+
+    @staticmethod
+    def _next_serial_stmts() -> list[tuple[str, tuple[Any, ...]]]:
+        return [
+            ("INSERT OR IGNORE INTO counters (name, value) VALUES ('sscc', 0)", ()),
+            ("UPDATE counters SET value = value + 1 WHERE name = 'sscc' RETURNING value", ()),
+        ]
+
+    async def next_sscc_serial(self) -> int:
+        """The next SSCC serial, committed before it is returned: never handed out twice."""
+        out = await self._write(self._next_serial_stmts())
+        return int(out[1][0][0])
+
+    async def register_checkpoint(self, name: str) -> tuple[int, int]:
+        rows = list(
+            await self.db.execute_fetchall(
+                "SELECT value, at_seq FROM counters WHERE name = ?", (name,)
+            )
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    async def set_register_checkpoint(self, name: str, value: int, at_seq: int) -> None:
+        await self._write(
+            [
+                (
+                    "INSERT INTO counters (name, value, at_seq) VALUES (?,?,?) ON CONFLICT(name) "
+                    "DO UPDATE SET value = max(value, excluded.value), at_seq = excluded.at_seq",
+                    (name, value, at_seq),
+                )
+            ]
+        )
+
+    # --- reading the journal --------------------------------------------------------------
+
+    async def journaled(self, txn_id: str) -> tuple[int, dict[str, Any]] | None:
+        """(seq, document) of a journaled txn_id, or None."""
+        rows = list(
+            await self.db.execute_fetchall(
+                "SELECT seq, body FROM entries WHERE txn_id = ?", (txn_id,)
+            )
+        )
+        if not rows:
+            return None
+        return int(rows[0][0]), msgpack.unpackb(bytes(rows[0][1]), raw=False)
+
+    async def register_nos_after(self, seq: int) -> list[str]:
+        """register_no of every entry after `seq` (the register counter's recovery scan)."""
+        out = []
+        async with self.db.execute("SELECT body FROM entries WHERE seq > ?", (seq,)) as cur:
+            async for (body,) in cur:
+                doc = msgpack.unpackb(bytes(body), raw=False)
+                if isinstance(doc, dict) and isinstance(doc.get("register_no"), str):
+                    out.append(doc["register_no"])
+        return out

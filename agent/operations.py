@@ -1,0 +1,178 @@
+"""What makes the agent a good citizen of a Linux box, wired in one context manager.
+
+Retention and the disk budget, Prometheus metrics, the live status file `lanesync status`
+reads, systemd WATCHDOG=1/STATUS= pings (only while the journal writer answers), and a clock
+check against head office. The daemon enters `Operations` after the journal and replicator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from types import TracebackType
+from typing import Any, Self
+
+import aiosqlite
+
+from agent.config import AgentConfig
+from agent.journal import Journal
+from agent.metrics import AgentCounters, AgentMetrics, HttpServer, metrics_app
+from agent.replicator import Replicator, RequestTimeout
+from agent.retention import Retention
+from agent.status import LiveStatus, live_path
+from protocol.logsetup import add_secret
+from protocol.watchdog import run_watchdog
+
+log = logging.getLogger(__name__)
+
+CLOCK_CHECK_INTERVAL_S = 600.0
+CLOCK_SKEW_WARN_S = 5.0
+
+
+async def _ping(db: aiosqlite.Connection) -> None:
+    await (await db.execute("SELECT 1")).fetchone()
+
+
+def skew_from_reply(result: dict[str, Any], sent: float, received: float) -> float:
+    """Head office clock minus ours, assuming the reply took half the round trip."""
+    return float(result["now_ms"]) / 1000 - (sent + received) / 2
+
+
+class Operations:
+    def __init__(
+        self,
+        config: AgentConfig,
+        journal: Journal,
+        replicator: Replicator,
+        counters: AgentCounters | None = None,
+        *,
+        watchdog_interval: float | None = None,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.replicator = replicator
+        self.counters = counters or AgentCounters()
+        self.watchdog_interval = watchdog_interval
+        for secret in (config.broker.password, config.api.token):
+            add_secret(secret)
+        self.retention = Retention(journal, config.ops.retention)
+        self.metrics = AgentMetrics(journal, replicator, self.retention, self.counters)
+        self.http: HttpServer | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._jobs: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._stack.enter_async_context(self.retention)
+            if self.config.ops.metrics.listen:
+                self.http = HttpServer(metrics_app(self.metrics), self.config.ops.metrics.listen)
+                await self._stack.enter_async_context(self.http)
+            await self._stack.enter_async_context(
+                LiveStatus(live_path(self.config.journal_path), self.snapshot)
+            )
+            self._tasks = asyncio.TaskGroup()
+            await self._tasks.__aenter__()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        lane = self.config.lane
+        self._jobs = [
+            self._tasks.create_task(
+                run_watchdog(self.probe, self.status_line, self.watchdog_interval),
+                name=f"watchdog {lane}",
+            ),
+            self._tasks.create_task(self._clock_loop(), name=f"clock-check {lane}"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for job in self._jobs:
+            job.cancel()
+        try:
+            if self._tasks is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._tasks.__aexit__(None, None, None)
+        finally:
+            await self._stack.aclose()
+
+    async def probe(self) -> None:
+        """Alive means: the journal's writer task takes a request and SQLite answers it."""
+        await self.journal.run_write(_ping)
+
+    def status_line(self) -> str:
+        st, j = self.replicator.stats, self.journal
+        link = "broker connected" if st.connected else "broker DISCONNECTED"
+        budget = self.retention.state.level
+        return f"lane {self.config.lane} seq {j.last_seq}, backlog {j.backlog}, {link}" + (
+            "" if budget == "ok" else f", disk budget {budget}"
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        st, b, r = self.replicator.stats, self.config.broker, self.retention.state
+        return {
+            "broker": {
+                "host": b.host,
+                "port": b.port,
+                "connected": st.connected,
+                "connects": st.connects,
+                "reconnects": st.reconnects,
+                "last_error": st.last_error,
+                "last_ack_at": st.last_ack_at,
+                "ho_hwm": st.ho_hwm,
+            },
+            "journal": {
+                "epoch": self.journal.epoch,
+                "last_seq": self.journal.last_seq,
+                "acked_seq": self.journal.acked_seq,
+            },
+            "disk": {
+                "level": r.level,
+                "used_bytes": r.used_bytes,
+                "free_disk_bytes": r.free_disk_bytes,
+                "usage": round(self.retention.budget.usage(), 4),
+                "refused": r.refused,
+                "last_refusal": r.last_refusal,
+                "pruned": r.pruned,
+            },
+            "counters": {
+                "quarantined": self.counters.quarantined,
+                "scan_errors": self.counters.scan_errors,
+                "clock_skew_s": self.counters.clock_skew_s,
+            },
+        }
+
+    async def check_clock(self, timeout: float = 5.0) -> float | None:
+        """Ask head office for its time; returns and records the skew, None if no answer."""
+        sent = time.time()
+        try:
+            reply = await self.replicator.request("time", {}, timeout)
+        except RequestTimeout:
+            return None
+        if not reply.ok or "now_ms" not in reply.result:
+            return None
+        skew = skew_from_reply(reply.result, sent, time.time())
+        self.counters.clock_skew_s = round(skew, 3)
+        if abs(skew) > CLOCK_SKEW_WARN_S:
+            log.warning(
+                "lane %s: clock is %.1fs %s head office; fix NTP on this box (timedatectl)",
+                self.config.lane,
+                abs(skew),
+                "behind" if skew > 0 else "ahead of",
+            )
+        return skew
+
+    async def _clock_loop(self) -> None:
+        while True:
+            await asyncio.sleep(30 if self.counters.clock_skew_s is None else 0)
+            if self.replicator.stats.connected:
+                await self.check_clock()
+                if self.counters.clock_skew_s is not None:
+                    await asyncio.sleep(CLOCK_CHECK_INTERVAL_S)

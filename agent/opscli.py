@@ -1,0 +1,98 @@
+"""`lanesync status`, `lanesync doctor` and `lanesync journal export`: the technician's tools.
+
+Registered from agent/cli.py; each prints plain text for people and `--json` for scripts.
+Exit codes: 0 healthy / done, 1 a problem was found, 2 the command could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from agent import config as agent_config
+from agent import doctor
+from agent import export as lane_export
+from agent import status as lane_status
+from protocol.errors import LanesyncError
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    jsub: argparse._SubParsersAction[argparse.ArgumentParser],
+    default_config: str,
+) -> None:
+    s = sub.add_parser("status", help="this lane's health (works with the agent stopped)")
+    s.add_argument("--config", default=default_config, help=f"agent TOML ({default_config})")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(handler=cmd_status)
+
+    d = sub.add_parser("doctor", help="check config, certificates, broker, clock, devices, disk")
+    d.add_argument("--config", default=default_config, help=f"agent TOML ({default_config})")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.add_argument("--offline", action="store_true", help="skip the broker and clock checks")
+    d.add_argument("--timeout", type=float, default=5.0, help="network timeout, s (default 5)")
+    d.set_defaults(handler=cmd_doctor)
+
+    e = jsub.add_parser("export", help="write the unacked backlog to a signed file (USB stick)")
+    e.add_argument("--config", default=default_config, help=f"agent TOML ({default_config})")
+    e.add_argument(
+        "--out", required=True, help="file or directory to write (e.g. the USB stick's mount)"
+    )
+    e.add_argument("--json", action="store_true", help="machine-readable output")
+    e.set_defaults(handler=cmd_export)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        cfg = agent_config.load(args.config)
+    except LanesyncError as exc:
+        print(f"lanesync status: {exc}", file=sys.stderr)
+        return 2
+    rep = lane_status.collect(cfg)
+    if args.json:
+        print(json.dumps(rep.as_dict()))
+    else:
+        print(lane_status.render(rep))
+    return 0 if not rep.problems else 1
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    checks = doctor.run(args.config, network=not args.offline, timeout=args.timeout)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in checks]))
+    else:
+        print(doctor.render(checks))
+    return 1 if any(c.outcome == "fail" for c in checks) else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        cfg = agent_config.load(args.config)
+        key_file = cfg.ops.export.key_file
+        if key_file is None:
+            raise lane_export.ExportError(
+                f"{args.config}: [export] key_file is not set; ask head office for this "
+                "store's export key"
+            )
+        key = lane_export.load_key(key_file)
+        out = Path(args.out)
+        if out.is_dir():
+            out = out / lane_export.default_name(cfg.lane)
+        res = lane_export.export(cfg.journal_path, cfg.lane, key, out)
+    except LanesyncError as exc:
+        print(f"lanesync journal export: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(dataclasses.asdict(res)))
+    elif res.entries == 0:
+        print(f"nothing to export: head office has acknowledged everything; wrote {res.path}")
+    else:
+        print(
+            f"wrote {res.path}: lane {res.store}/{res.lane} epoch {res.epoch}, {res.entries} "
+            f"unacked entries (seq {res.first_seq}..{res.last_seq}), {res.bytes} bytes. At head "
+            f"office run: lanesync import {Path(res.path).name}"
+        )
+    return 0

@@ -1,0 +1,83 @@
+"""The agent's operations tables: [retention], [metrics], [export].
+
+Kept apart from agent/config.py so that file only gains one line per table; every key is
+validated here with the key named on error and documented in systemd/agent.example.toml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol.config import Table
+from protocol.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    keep_acked_days: float = 14.0  # acked entries stay this long after their ack, then go
+    prune_batch: int = 500  # entries deleted per step: short write locks, appends go between
+    prune_interval_s: float = 60.0
+    max_journal_mb: int = 0  # journal budget; 0: limited only by min_free_disk_mb
+    high_watermark_pct: int = 80  # warn above this share of the budget ...
+    low_watermark_pct: int = 60  # ... until back below this one
+    min_free_disk_mb: int = 256  # refuse new documents before the filesystem fills up
+    prune_early_when_high: bool = True  # above the high mark, prune acked entries before age
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str | None = None  # "127.0.0.1:9641" serves Prometheus text on /metrics
+
+
+@dataclass(frozen=True, slots=True)
+class ExportConfig:
+    key_file: Path | None = None  # per-store HMAC key (hex) that signs backlog exports
+
+
+@dataclass(frozen=True, slots=True)
+class OpsConfig:
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def check_listen(value: str | None, key: str) -> str | None:
+    """A HOST:PORT to listen on, or None when empty (disabled)."""
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{key}: must be HOST:PORT like 127.0.0.1:9641, got {value!r}")
+    return value
+
+
+def parse(root: Table) -> OpsConfig:
+    r = root.table("retention")
+    d = RetentionConfig()
+    retention = RetentionConfig(
+        keep_acked_days=r.num("keep_acked_days", d.keep_acked_days, 0, 3650),
+        prune_batch=r.int("prune_batch", d.prune_batch, 1, 100_000),
+        prune_interval_s=r.num("prune_interval_s", d.prune_interval_s, 0.05, 86_400),
+        max_journal_mb=r.int("max_journal_mb", d.max_journal_mb, 0, 1 << 30),
+        high_watermark_pct=r.int("high_watermark_pct", d.high_watermark_pct, 1, 100),
+        low_watermark_pct=r.int("low_watermark_pct", d.low_watermark_pct, 0, 99),
+        min_free_disk_mb=r.int("min_free_disk_mb", d.min_free_disk_mb, 0, 1 << 30),
+        prune_early_when_high=r.bool("prune_early_when_high", d.prune_early_when_high),
+    )
+    if retention.low_watermark_pct >= retention.high_watermark_pct:
+        raise ConfigError(
+            "retention.low_watermark_pct: must be below retention.high_watermark_pct "
+            f"({retention.low_watermark_pct} >= {retention.high_watermark_pct})"
+        )
+    if retention.max_journal_mb and retention.max_journal_mb < 1:
+        raise ConfigError("retention.max_journal_mb: must be 0 (no budget) or at least 1")
+    r.done()
+    m = root.table("metrics")
+    metrics = MetricsConfig(listen=check_listen(m.str("listen", ""), "metrics.listen"))
+    m.done()
+    e = root.table("export")
+    key_file = e.str("key_file", "")
+    export = ExportConfig(key_file=Path(key_file) if key_file else None)
+    e.done()
+    return OpsConfig(retention, metrics, export)

@@ -1,0 +1,298 @@
+"""`lanesync status` on a store box: the lane's health in one screen, agent running or not.
+
+Two sources, so it works when the agent is stopped: the journal file read read-only (epoch,
+seqs, backlog, sizes; `journal_facts`) and a small JSON file the running agent rewrites every
+few seconds next to its journal (`LiveStatus`: broker link, last ack, disk level, counters). A
+live file whose pid is gone or that is stale means "not running".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from agent.config import AgentConfig
+from agent.verify import open_readonly
+
+LIVE_INTERVAL_S = 5.0
+STALE_AFTER_S = 3 * LIVE_INTERVAL_S
+
+log = logging.getLogger(__name__)
+
+
+def live_path(journal_path: Path) -> Path:
+    """Where the running agent writes its live status: beside the journal (StateDirectory)."""
+    return journal_path.with_name(journal_path.name + ".status.json")
+
+
+@dataclass(slots=True)
+class JournalFacts:
+    path: str
+    exists: bool = False
+    store: str | None = None
+    lane: str | None = None
+    epoch: int | None = None
+    first_seq: int | None = None
+    last_seq: int = 0
+    acked_seq: int = 0
+    acked_at: int | None = None  # ms since the Unix epoch
+    backlog: int = 0
+    backlog_bytes: int = 0
+    oldest_unacked_ts: int | None = None  # ms since the Unix epoch
+    quarantined: int | None = None  # rows of a `quarantine` table, when the journal has one
+    size_bytes: int = 0  # database + WAL + shared-memory files
+    free_disk_bytes: int | None = None
+    error: str | None = None
+
+
+def _files_size(path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            total += (path.parent / (path.name + suffix)).stat().st_size
+    return total
+
+
+def journal_facts(path: str | Path) -> JournalFacts:
+    """Read a journal read-only; safe while the agent writes (WAL) and when it is stopped."""
+    p = Path(path)
+    facts = JournalFacts(str(p))
+    with contextlib.suppress(OSError):
+        facts.free_disk_bytes = shutil.disk_usage(p.parent).free
+    if not p.exists():
+        facts.error = f"{p}: no journal file (the agent has never run with this configuration)"
+        return facts
+    facts.exists = True
+    facts.size_bytes = _files_size(p)
+    try:
+        db = open_readonly(p)
+    except (FileNotFoundError, sqlite3.Error) as exc:
+        facts.error = f"{p}: cannot open read-only: {exc}"
+        return facts
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        facts.store, facts.lane = meta.get("store"), meta.get("lane")
+        facts.epoch = int(meta["epoch"]) if "epoch" in meta else None
+        acked_seq, acked_at = db.execute("SELECT acked_seq, acked_at FROM outbox").fetchone()
+        facts.acked_seq, facts.acked_at = int(acked_seq), acked_at
+        first, last = db.execute("SELECT min(seq), max(seq) FROM entries").fetchone()
+        facts.first_seq, facts.last_seq = first, int(last or 0)
+        facts.backlog = max(0, facts.last_seq - facts.acked_seq)
+        size, oldest = db.execute(
+            "SELECT coalesce(sum(length(body)), 0), min(ts) FROM entries WHERE seq > ?",
+            (facts.acked_seq,),
+        ).fetchone()
+        facts.backlog_bytes, facts.oldest_unacked_ts = int(size), oldest
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "quarantine" in tables:
+            facts.quarantined = int(db.execute("SELECT count(*) FROM quarantine").fetchone()[0])
+    except (sqlite3.Error, KeyError, TypeError) as exc:
+        facts.error = f"{p}: cannot read journal: {exc}"
+    finally:
+        db.close()
+    return facts
+
+
+# --- the running agent's live file ----------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user (the lanesync service user)
+    return True
+
+
+def read_live(path: Path, now: float | None = None) -> dict[str, Any] | None:
+    """The running agent's live status, or None if it is not running (no file, stale, dead)."""
+    try:
+        live: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    if not isinstance(live, dict) or not pid_alive(int(live.get("pid", 0))):
+        return None
+    if now - float(live.get("at", 0)) > STALE_AFTER_S:
+        return None
+    return live
+
+
+class LiveStatus:
+    """Async context manager that rewrites the live file every few seconds (atomic rename)."""
+
+    def __init__(self, path: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.path = path
+        self.snapshot = snapshot
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+
+    def write(self) -> None:
+        data = {"pid": os.getpid(), "at": time.time(), **self.snapshot()}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        tmp.replace(self.path)
+
+    async def __aenter__(self) -> Self:
+        self.write()
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._task = self._tasks.create_task(self._loop(), name="live-status")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._tasks is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tasks.__aexit__(None, None, None)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(LIVE_INTERVAL_S)
+            try:
+                self.write()
+            except OSError as exc:  # a full disk must not stop the agent; status shows stale
+                log.warning("cannot write %s: %s", self.path, exc)
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StatusReport:
+    store: str
+    lane: str
+    running: bool
+    journal: JournalFacts
+    broker: dict[str, Any] = field(default_factory=dict)
+    last_ack_age_s: float | None = None
+    oldest_unacked_age_s: float | None = None
+    disk: dict[str, Any] = field(default_factory=dict)
+    quarantined: int | None = None
+    scan_errors: int | None = None
+    scanners: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _scanner_rows(cfg: AgentConfig) -> list[dict[str, Any]]:
+    try:
+        from hardware.cli import collect_rows  # noqa: PLC0415 - optional: evdev may be absent
+        from hardware.config import parse_scanners  # noqa: PLC0415
+
+        return collect_rows(parse_scanners(cfg.scanners), probe=False)
+    except (ImportError, OSError, ValueError) as exc:
+        return [{"name": None, "state": f"cannot list scanners: {exc}"}]
+
+
+def collect(cfg: AgentConfig, now: float | None = None) -> StatusReport:
+    now = time.time() if now is None else now
+    facts = journal_facts(cfg.journal_path)
+    live = read_live(live_path(cfg.journal_path), now)
+    rep = StatusReport(cfg.lane.store, cfg.lane.lane, live is not None, facts)
+    rep.broker = {"host": cfg.broker.host, "port": cfg.broker.port, "connected": None}
+    if facts.error:
+        rep.problems.append(facts.error)
+    if facts.oldest_unacked_ts is not None:
+        rep.oldest_unacked_age_s = round(now - facts.oldest_unacked_ts / 1000, 1)
+    if facts.acked_at is not None:
+        rep.last_ack_age_s = round(now - facts.acked_at / 1000, 1)
+    rep.quarantined = facts.quarantined
+    if live is not None:
+        rep.broker.update(live.get("broker", {}))
+        rep.disk = dict(live.get("disk", {}))
+        counters = live.get("counters", {})
+        rep.quarantined = (rep.quarantined or 0) + int(counters.get("quarantined", 0))
+        rep.scan_errors = int(counters.get("scan_errors", 0))
+        if not rep.broker.get("connected"):
+            rep.problems.append(
+                f"not connected to the broker {cfg.broker.host}:{cfg.broker.port}"
+                + (f" ({rep.broker['last_error']})" if rep.broker.get("last_error") else "")
+                + "; run `lanesync doctor`"
+            )
+        if rep.disk.get("level") in ("high", "full"):
+            rep.problems.append(
+                f"journal disk budget is {rep.disk['level']}: see `lanesync doctor`"
+            )
+    else:
+        rep.problems.append("the agent is not running (systemctl status lanesync-agent)")
+    if facts.free_disk_bytes is not None:
+        rep.disk.setdefault("free_disk_bytes", facts.free_disk_bytes)
+    rep.scanners = (live or {}).get("scanners") or _scanner_rows(cfg)
+    return rep
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s ago"
+    if s < 7200:
+        return f"{s // 60}m ago"
+    if s < 172_800:
+        return f"{s // 3600}h ago"
+    return f"{s // 86400}d ago"
+
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1048576:.1f} MiB"
+
+
+def render(rep: StatusReport) -> str:
+    """Plain text for a technician: one fact a line, problems last."""
+    f = rep.journal
+    broker = rep.broker
+    link = (
+        "unknown (agent not running)"
+        if broker.get("connected") is None
+        else ("connected" if broker["connected"] else "DISCONNECTED")
+    )
+    lines = [
+        f"lane {rep.store}/{rep.lane}: agent {'running' if rep.running else 'NOT RUNNING'}",
+        f"broker      {broker.get('host')}:{broker.get('port')} {link}"
+        + (f", {broker.get('reconnects', 0)} reconnects" if rep.running else ""),
+        f"journal     {f.path} ({_mib(f.size_bytes)}), epoch {f.epoch}, last seq {f.last_seq}",
+        f"backlog     {f.backlog} entries, {_mib(f.backlog_bytes)}, oldest unacked "
+        f"{_age(rep.oldest_unacked_age_s)}",
+        f"last ack    seq {f.acked_seq}, {_age(rep.last_ack_age_s)}",
+        f"quarantine  {rep.quarantined if rep.quarantined is not None else 0}"
+        + (f", scan errors {rep.scan_errors}" if rep.scan_errors is not None else ""),
+        f"disk        {_mib(rep.disk.get('free_disk_bytes'))} free"
+        + (f", budget {rep.disk['level']}" if rep.disk.get("level") else ""),
+    ]
+    lines += [
+        f"scanner     {s.get('name') or '(unconfigured)'}: {s.get('state')}" for s in rep.scanners
+    ]
+    if not rep.scanners:
+        lines.append("scanner     none configured")
+    lines += [f"PROBLEM     {p}" for p in rep.problems]
+    return "\n".join(lines)
+
+
+def iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()

@@ -1,0 +1,663 @@
+"""One extract run: select what is due, write the files, record what was emitted, then publish.
+
+Order of a run, and why a crash anywhere emits nothing twice and misses nothing:
+1. compute every record from documents no job has consumed yet (pure, nothing written);
+2. write the files into `run-NNNNNN.tmp/` and fsync them;
+3. in ONE transaction record each consumed document, the purchase records, the TC counter,
+   the job cursors and the run row;
+4. rename the directory to `run-NNNNNN/`.
+A crash before 3 leaves only a `.tmp` directory that the next run replaces (same records, same
+ids, same bytes); a crash between 3 and 4 is finished by the next run (rename). Runs are
+serialised by a lock file in the output directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import json
+import multiprocessing as mp
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from headoffice.extract import output, postings, purchases, rollup
+from headoffice.extract.config import ExtractConfig
+from headoffice.extract.documents import (
+    ROLLUP_KINDS,
+    DocumentError,
+    Row,
+    SaleDoc,
+    done_jobs,
+    read_rows,
+    to_doc,
+)
+from headoffice.store.base import StoreError
+from headoffice.store.sqlite import connect, migrate
+from protocol.errors import LanesyncError
+
+JOBS = ("purchases", "rollup", "postings")
+Progress = Callable[[str, int, int], None]
+FailPoint = Callable[[str], None]
+
+
+class ExtractError(LanesyncError):
+    """An extract run that could not complete; nothing of it was recorded."""
+
+
+@dataclass
+class Plan:
+    """Everything one run would emit, before anything is written."""
+
+    purchases: list[dict[str, Any]] = field(default_factory=list)
+    rollups: list[dict[str, Any]] = field(default_factory=list)
+    postings: list[postings.Posting] = field(default_factory=list)  # see postings.COLUMNS
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    done: list[tuple[str, str, str | None]] = field(default_factory=list)  # txn, job, ref
+    pending: dict[str, int] = field(default_factory=dict)  # job -> reason counts
+    cursors: dict[str, int] = field(default_factory=dict)
+    next_tc: int = 1
+    scanned: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.purchases or self.rollups or self.postings or self.done)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run: int | None
+    dir: str | None
+    scanned: int
+    purchases: int
+    rollups: int
+    rolled_sources: int
+    postings: int
+    rejects: int
+    pending: dict[str, int]
+    recovered: list[int]
+    delivered: int = 0
+    delivery_failed: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "dir": self.dir,
+            "scanned": self.scanned,
+            "purchases": self.purchases,
+            "rollups": self.rollups,
+            "rolled_sources": self.rolled_sources,
+            "postings": self.postings,
+            "rejects": self.rejects,
+            "pending": dict(sorted(self.pending.items())),
+            "recovered_runs": self.recovered,
+            "delivered": self.delivered,
+            "delivery_failed": self.delivery_failed,
+        }
+
+
+def day_closed_before(cfg: ExtractConfig, now_ms: int) -> str:
+    """Business days before this date (in the configured time zone) are closed."""
+    local = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(ZoneInfo(cfg.timezone))
+    return (local - timedelta(hours=cfg.day_close_grace_hours)).date().isoformat()
+
+
+def compute(
+    rows: Iterable[Row],
+    cfg: ExtractConfig,
+    *,
+    now_ms: int,
+    cursors: dict[str, int],
+    erp: dict[str, tuple[str, dict[str, Any] | None]],
+    next_tc: int,
+    progress: Callable[[int], None] | None = None,
+    workers: int = 1,
+) -> Plan:
+    """The records due now from rows no job has consumed; pure apart from reading `rows`.
+
+    The cyclic GC is paused meanwhile: the run allocates millions of small acyclic objects and
+    the collector's passes over them cost more than the work itself.
+
+    With `workers` > 1 the rows are split into consecutive ranges and all but the first are
+    computed in forked child processes (Linux; the rows are read first, children never touch
+    the database). Every range gives a `_Part` and `_finish` combines them in row order, so the
+    plan is the same as a single pass. Off by default: on the 2-vCPU bench machine shipping the
+    children's posting rows back cost as much as it saved (see lanesync/bench/extract.py).
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        todo = rows if isinstance(rows, list) else list(rows)
+        n = _workers(len(todo), workers)
+        st = _State(cfg, now_ms, cursors, erp)
+        parts = _parallel(todo, st, n, progress) if n > 1 else [_part(todo, st, progress)]
+        if progress is not None:
+            progress(len(todo))
+        plan = _finish(parts, cfg, cursors, next_tc)
+        if plan is None:  # some lane journal's rows were out of seq order: roll up doc by doc
+            plan = _finish(
+                [_part(todo, _State(cfg, now_ms, cursors, erp, keep_docs=True))],
+                cfg,
+                cursors,
+                next_tc,
+            )
+            assert plan is not None
+        return plan
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _workers(n_rows: int, wanted: int) -> int:
+    if wanted <= 1 or n_rows < 2 or "fork" not in mp.get_all_start_methods():
+        return 1
+    if threading.active_count() > 1:
+        return 1  # forking a threaded process is unsafe
+    return min(wanted, n_rows)
+
+
+@dataclass
+class _State:
+    """What every worker needs to know; inherited by forked children."""
+
+    cfg: ExtractConfig
+    now_ms: int
+    cursors: dict[str, int]
+    erp: dict[str, tuple[str, dict[str, Any] | None]]
+    keep_docs: bool = False
+
+
+@dataclass
+class _Part:
+    """What one consecutive range of rows gives; `_finish` combines parts in row order."""
+
+    scanned: int = 0
+    last_rowid: int = 0
+    first_pending: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    purchases: list[dict[str, Any]] = field(default_factory=list)
+    postings: list[postings.Posting] = field(default_factory=list)
+    done: list[tuple[str, str, str | None]] = field(default_factory=list)
+    segments: dict[rollup.SegKey, rollup.Segment] = field(default_factory=dict)
+    to_roll: list[SaleDoc] = field(default_factory=list)  # keep_docs only
+    singles: list[tuple[tuple[str, str, int, int], str, str, dict[str, Any]]] = field(
+        default_factory=list
+    )  # one-to-one documents: order key, txn_id, register_no, record
+
+
+def _parallel(
+    rows: list[Row], st: _State, n: int, progress: Callable[[int], None] | None
+) -> list[_Part]:
+    """Rows split into `n` consecutive ranges; ranges 2..n computed by forked children.
+
+    The children inherit the rows and never touch the database; a child that fails has its
+    range computed here instead (a DocumentError never fails a child: it is a reject).
+    """
+    ctx = mp.get_context("fork")
+    size = -(-len(rows) // n)
+    chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
+    kids = []
+    for chunk in chunks[1:]:
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(chunk, st, send), daemon=True)
+        proc.start()
+        send.close()
+        kids.append((proc, recv, chunk))
+    parts = [_part(chunks[0], st, progress)]
+    for proc, recv, chunk in kids:
+        got: _Part | None = None
+        try:
+            msg = recv.recv()
+            if isinstance(msg, _Part):
+                got = msg
+        except (EOFError, OSError):
+            pass
+        finally:
+            recv.close()
+            proc.join()
+        parts.append(got if got is not None else _part(chunk, st, None))
+    return parts
+
+
+def _child(rows: list[Row], st: _State, send: Connection) -> None:
+    try:
+        part: _Part | str = _part(rows, st, None)
+    except Exception as exc:  # noqa: BLE001 - the parent recomputes the range itself
+        part = repr(exc)
+    send.send(part)
+    send.close()
+
+
+def _part(rows: list[Row], st: _State, progress: Callable[[int], None] | None = None) -> _Part:
+    """Every job over one consecutive range of rows (the per-row work of a run)."""
+    cfg, now_ms, cursors, erp = st.cfg, st.now_ms, st.cursors, st.erp
+    part = _Part()
+    enabled = {
+        "purchases": cfg.purchases_enabled,
+        "rollup": True,  # with roll-up disabled every document still goes to the ERP one to one
+        "postings": cfg.postings_enabled,
+    }
+    jobs = [(j, cursors.get(j, 0)) for j in JOBS if enabled[j]]
+    cutoff = day_closed_before(cfg, now_ms) if cfg.schedule == "business_day" else None
+    rolling = cfg.rollup_enabled
+    keep_docs = st.keep_docs
+    first_pending = part.first_pending
+    pending = part.pending
+    done = part.done
+    postings_out = part.postings
+    segments = part.segments
+    purchase_kinds = purchases.PURCHASE_KINDS
+    rolled_kinds = ROLLUP_KINDS
+    post = postings.post
+    seg_key = rollup.segment_key
+    Segment = rollup.Segment  # noqa: N806
+
+    def hold(job: str, rowid: int, reason: str) -> None:
+        if job not in first_pending:
+            first_pending[job] = rowid
+        pending[reason] = pending.get(reason, 0) + 1
+
+    def reject(job: str, row: Row, exc: DocumentError) -> None:
+        hold(job, row.rowid, "rejected")
+        part.rejects.append(
+            {
+                "job": job,
+                "txn_id": row.txn_id,
+                "store": row.store,
+                "lane": row.lane,
+                "seq": row.seq,
+                "field": exc.field,
+                "reason": exc.reason,
+            }
+        )
+
+    scanned = 0
+    for row in rows:
+        scanned += 1
+        if progress is not None and scanned % 4096 == 0:
+            progress(scanned)
+        rowid = row.rowid
+        done_by = row.done
+        doc: SaleDoc | None = None
+        bad: DocumentError | None = None
+        for job, after in jobs:
+            if rowid <= after or (done_by is not None and job in done_jobs(row)):
+                continue
+            if job == "purchases":
+                if row.kind not in purchase_kinds:
+                    continue
+                posted = erp.get(row.txn_id)
+                corrections = posted[1] if posted else None
+                try:
+                    if corrections:
+                        pdoc = to_doc(row, corrections)
+                    else:  # the same document the other jobs read: decode it once
+                        if doc is None and bad is None:
+                            try:
+                                doc = to_doc(row)
+                            except DocumentError as exc:
+                                bad = exc
+                        if bad is not None:
+                            raise bad
+                        assert doc is not None
+                        pdoc = doc
+                except DocumentError as exc:
+                    reject(job, row, exc)
+                    continue
+                why = purchases.not_due(pdoc, cfg, now_ms, posted is not None)
+                if why is not None:
+                    hold(job, rowid, why)
+                    continue
+                rec = purchases.purchase(pdoc, cfg, posted[0] if posted else None)
+                done.append((row.txn_id, job, rec["record_id"] if rec else None))
+                if rec is not None:
+                    part.purchases.append(rec)
+                continue
+            if doc is None:
+                if bad is None:
+                    try:
+                        doc = to_doc(row)
+                    except DocumentError as exc:
+                        bad = exc
+                if bad is not None:
+                    reject(job, row, bad)
+                    continue
+                assert doc is not None
+            if job == "rollup":
+                if rolling and doc.kind in rolled_kinds:
+                    if cutoff is not None and doc.business_day >= cutoff:
+                        hold(job, rowid, "business day not closed")
+                        continue
+                    if keep_docs:
+                        part.to_roll.append(doc)
+                        continue
+                    sk = seg_key(doc)
+                    seg = segments.get(sk)
+                    if seg is None:
+                        seg = segments[sk] = Segment(doc)
+                    seg.add(doc)
+                else:
+                    part.singles.append(
+                        (doc.order_key, doc.txn_id, doc.register_no, rollup.copy_one(doc, None))
+                    )
+            else:
+                try:
+                    rows_out = post(doc, cfg)
+                except DocumentError as exc:
+                    reject(job, row, exc)
+                    continue
+                postings_out += rows_out
+                done.append((row.txn_id, job, doc.register_no))
+        part.last_rowid = rowid
+    part.scanned = scanned
+    return part
+
+
+def _finish(
+    parts: list[_Part], cfg: ExtractConfig, cursors: dict[str, int], next_tc: int
+) -> Plan | None:
+    """One plan from the parts of consecutive row ranges, in row order."""
+    plan = Plan(next_tc=next_tc)
+    first_pending: dict[str, int] = {}
+    last_rowid = 0
+    for part in parts:
+        plan.scanned += part.scanned
+        last_rowid = part.last_rowid or last_rowid
+        for job, rowid in part.first_pending.items():
+            first_pending.setdefault(job, rowid)
+        for reason, count in part.pending.items():
+            plan.pending[reason] = plan.pending.get(reason, 0) + count
+        plan.rejects += part.rejects
+        plan.purchases += part.purchases
+        plan.postings += part.postings
+        plan.done += part.done
+    tc = next_tc
+    if any(part.to_roll for part in parts):
+        for _key, docs in rollup.group(d for part in parts for d in part.to_roll):
+            number = rollup.consolidated_no(tc)
+            tc += 1
+            plan.rollups.append(rollup.merge(docs, number))
+            plan.done.extend((d.txn_id, "rollup", number) for d in docs)
+    else:
+        groups = rollup.group_segments(part.segments for part in parts)
+        if groups is None:
+            return None
+        for _key, segs in groups:
+            number = rollup.consolidated_no(tc)
+            tc += 1
+            plan.rollups.append(rollup.merge_segments(segs, number))
+            plan.done.extend((t, "rollup", number) for seg in segs for t, _r, _l in seg.sources)
+    singles = [x for part in parts for x in part.singles]
+    singles.sort(key=lambda x: x[0])
+    for _order, txn_id, register_no, record in singles:
+        plan.rollups.append(record)
+        plan.done.append((txn_id, "rollup", register_no))
+    plan.next_tc = tc
+    plan.purchases.sort(
+        key=lambda r: (r["store"], r["lane"], r["date"], r["register_no"], r["txn_id"])
+    )
+    for job in JOBS:
+        if job in first_pending:
+            plan.cursors[job] = max(cursors.get(job, 0), first_pending[job] - 1)
+        elif last_rowid:
+            plan.cursors[job] = max(cursors.get(job, 0), last_rowid)
+    return plan
+
+
+@contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExtractError(f"another extract run holds {out / '.lock'}") from None
+        yield
+
+
+def open_db(cfg: ExtractConfig) -> sqlite3.Connection:
+    if not cfg.database.exists():
+        raise ExtractError(f"database.path: {cfg.database} does not exist (run head office first)")
+    try:
+        db = connect(cfg.database)
+        migrate(db, f"head-office database {cfg.database}")
+    except sqlite3.Error as exc:
+        raise ExtractError(f"cannot open head-office database {cfg.database}: {exc}") from exc
+    return db
+
+
+def run_dir(cfg: ExtractConfig, run: int) -> Path:
+    return cfg.output_dir / f"run-{run:06d}"
+
+
+def _recover(db: sqlite3.Connection, cfg: ExtractConfig) -> list[int]:
+    """Finish runs that committed but crashed before the rename; drop uncommitted leftovers."""
+    committed = {r for (r,) in db.execute("SELECT run FROM extract_runs")}
+    recovered = []
+    for tmp in sorted(cfg.output_dir.glob("run-*.tmp")):
+        try:
+            n = int(tmp.name[4:-4])
+        except ValueError:
+            continue
+        if n in committed and not run_dir(cfg, n).exists():
+            tmp.rename(run_dir(cfg, n))
+            recovered.append(n)
+        else:
+            shutil.rmtree(tmp)
+    if recovered:
+        output.fsync_dir(cfg.output_dir)
+    return recovered
+
+
+def load_state(
+    db: sqlite3.Connection,
+) -> tuple[dict[str, int], dict[str, tuple[str, dict[str, Any] | None]], int, int]:
+    cursors = dict(db.execute("SELECT job, after_rowid FROM extract_cursor").fetchall())
+    erp: dict[str, tuple[str, dict[str, Any] | None]] = {}
+    for txn, ref, corr in db.execute(
+        "SELECT e.txn_id, e.erp_ref, e.corrections FROM extract_erp_postings e WHERE NOT EXISTS "
+        "(SELECT 1 FROM extract_done d WHERE d.txn_id = e.txn_id AND d.job = 'purchases')"
+    ):
+        erp[txn] = (ref, json.loads(corr) if corr else None)
+    row = db.execute("SELECT value FROM extract_counters WHERE name = 'tc'").fetchone()
+    last_run = db.execute("SELECT coalesce(max(run), 0) FROM extract_runs").fetchone()[0]
+    return cursors, erp, (row[0] if row else 0) + 1, int(last_run)
+
+
+def run(
+    cfg: ExtractConfig,
+    *,
+    now_ms: int | None = None,
+    progress: Progress | None = None,
+    fail_point: FailPoint | None = None,
+) -> RunReport:
+    """One extract run (see the module docstring for its crash-safety)."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    with _run_lock(cfg.output_dir):
+        db = open_db(cfg)
+        try:
+            return _run(db, cfg, now, progress, fail_point or (lambda _p: None))
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreError(f"extract run failed, nothing recorded: {exc}") from exc
+        finally:
+            db.close()
+
+
+def _run(
+    db: sqlite3.Connection, cfg: ExtractConfig, now: int, progress: Progress | None, fail: FailPoint
+) -> RunReport:
+    recovered = _recover(db, cfg)
+    cursors, erp, next_tc, last_run = load_state(db)
+    start = min((cursors.get(j, 0) for j in JOBS), default=0)
+    total = db.execute(
+        "SELECT count(*) FROM journal WHERE rowid > ? AND applied = 1", (start,)
+    ).fetchone()[0]
+    plan = compute(
+        read_rows(db, start),
+        cfg,
+        now_ms=now,
+        cursors=cursors,
+        erp=erp,
+        next_tc=next_tc,
+        progress=(lambda n: progress("documents", n, total)) if progress else None,
+    )
+    run_no: int | None = None
+    final: Path | None = None
+    purchase_json: list[str] = []
+    if not plan.empty:
+        run_no = last_run + 1
+        final = run_dir(cfg, run_no)
+        tmp = final.with_name(final.name + ".tmp")
+        if progress:
+            progress("writing", 0, 1)
+        purchase_json = [output.purchase_dumps(p) for p in plan.purchases]
+        output.write_dir(
+            tmp,
+            output.render(plan.purchases, plan.rollups, plan.postings, plan.rejects, purchase_json),
+        )
+        fail("files_written")
+    db.execute("BEGIN IMMEDIATE")
+    if run_no is not None and final is not None:
+        # Inserted in primary-key order: the same rows, but each B-tree page is filled once
+        # instead of being split and rewritten at random (fewer pages through the WAL).
+        db.executemany(
+            "INSERT INTO extract_done (txn_id, job, run, ref) VALUES (?, ?, ?, ?)",
+            sorted([(t, j, run_no, ref) for t, j, ref in plan.done]),
+        )
+        db.executemany(
+            "INSERT INTO extract_purchases (record_id, txn_id, run, body) VALUES (?, ?, ?, ?)",
+            sorted(
+                [
+                    (p["record_id"], p["txn_id"], run_no, body)
+                    for p, body in zip(plan.purchases, purchase_json, strict=True)
+                ]
+            ),
+        )
+        db.execute(
+            "INSERT INTO extract_counters (name, value) VALUES ('tc', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (plan.next_tc - 1,),
+        )
+        db.execute(
+            "INSERT INTO extract_runs (run, as_of, committed_at, dir, purchases, rollups, "
+            "postings, rejects) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_no,
+                now,
+                int(time.time() * 1000),
+                str(final),
+                len(plan.purchases),
+                len(plan.rollups),
+                len(plan.postings),
+                len(plan.rejects),
+            ),
+        )
+    db.executemany(
+        "INSERT INTO extract_cursor (job, after_rowid) VALUES (?, ?) "
+        "ON CONFLICT (job) DO UPDATE SET after_rowid = excluded.after_rowid",
+        sorted(plan.cursors.items()),
+    )
+    db.execute("COMMIT")
+    fail("committed")
+    if final is not None:
+        final.with_name(final.name + ".tmp").rename(final)
+        output.fsync_dir(cfg.output_dir)
+    return RunReport(
+        run=run_no,
+        dir=str(final) if final else None,
+        scanned=plan.scanned,
+        purchases=len(plan.purchases),
+        rollups=len(plan.rollups),
+        rolled_sources=sum(len(r["sources"]) for r in plan.rollups),
+        postings=len(plan.postings),
+        rejects=len(plan.rejects),
+        pending=plan.pending,
+        recovered=recovered,
+    )
+
+
+def record_posting(
+    cfg: ExtractConfig, txn_id: str, erp_ref: str, corrections: dict[str, Any] | None
+) -> str | None:
+    """Record that the ERP posted a sale (with the values it corrected); returns a warning.
+
+    Corrections are checked against the stored document before anything is recorded, so a bad
+    correction is refused with the field named instead of blocking the extract later.
+    """
+    allowed = {"customer", "lines", "payments", "total", "business_day", "currency"}
+    if corrections:
+        bad = sorted(set(corrections) - allowed)
+        if bad:
+            raise ExtractError(
+                f"corrections.{bad[0]}: cannot be corrected (allowed: {', '.join(sorted(allowed))})"
+            )
+    db = open_db(cfg)
+    try:
+        r = db.execute(
+            "SELECT rowid, store, lane, epoch, seq, kind, txn_id, ts, body FROM journal "
+            "WHERE txn_id = ? AND applied = 1",
+            (txn_id,),
+        ).fetchone()
+        if r is None:
+            raise ExtractError(f"txn_id: no applied document {txn_id!r} in {cfg.database}")
+        row = Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bytes(r[8]), None)
+        try:
+            to_doc(row, corrections)
+        except DocumentError as exc:
+            raise ExtractError(f"corrections: {exc}") from None
+        done = db.execute(
+            "SELECT run FROM extract_done WHERE txn_id = ? AND job = 'purchases'", (txn_id,)
+        ).fetchone()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            "INSERT INTO extract_erp_postings (txn_id, erp_ref, recorded_at, corrections) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (txn_id) DO UPDATE SET erp_ref = excluded.erp_ref, "
+            "recorded_at = excluded.recorded_at, corrections = excluded.corrections",
+            (
+                txn_id,
+                erp_ref,
+                int(time.time() * 1000),
+                output.dumps(corrections) if corrections else None,
+            ),
+        )
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise StoreError(f"recording the ERP posting failed: {exc}") from exc
+    finally:
+        db.close()
+    if done is not None:
+        return (
+            f"purchase record of {txn_id} was already emitted in run {done[0]}; "
+            "corrections are not in it"
+        )
+    return None
+
+
+async def deliver_pending(cfg: ExtractConfig) -> tuple[int, int]:
+    """Deliver every undelivered purchase record (this run's and earlier failures)."""
+    from headoffice.extract import delivery  # noqa: PLC0415 - aiohttp only when delivering
+
+    if cfg.delivery.url is None:
+        return 0, 0
+    db = open_db(cfg)
+    try:
+        outcomes = await delivery.deliver(cfg.delivery, delivery.pending(db))
+        delivery.save(db, outcomes)
+    finally:
+        db.close()
+    ok = sum(1 for o in outcomes if o.ok)
+    return ok, len(outcomes) - ok

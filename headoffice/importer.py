@@ -1,0 +1,189 @@
+"""`lanesync import FILE`: apply a lane's exported backlog (USB stick) exactly once.
+
+The file (`lanesync-export/1`, written by agent/export.py) is checked in this order, and
+refused with the reason if any check fails: its format; the HMAC-SHA256 over its first line
+with the store's key (`[import] key_dir/<store>.key`); the hash chain of its entries from its
+`prev_hash`. Then it goes through the store's `apply_batch`, the very code path MQTT ingest
+uses, in one transaction: entries head office already holds count as redelivered, a document
+txn_id already applied is not applied again, and a later MQTT delivery of the same entries is
+dropped the same way. If head office holds less than the file's start (a gap), nothing is
+applied and the message says which seqs are missing.
+
+Safe while the head-office daemon runs: SQLite serialises the two writers and the primary keys
+make a second apply impossible; the daemon's cached lane position is reloaded after the one
+group that collides with the import (lanes resend it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from headoffice.store import SqliteStore
+from headoffice.store.base import StoreError, check_batch
+from protocol.chain import first_break
+from protocol.errors import LanesyncError, ProtocolError
+from protocol.identity import LaneId
+from protocol.messages import Entry, JournalBatch
+
+FORMAT = "lanesync-export/1"
+MAX_BATCH = 1000
+
+
+class ImportFailed(LanesyncError):
+    """An export file that cannot be applied; nothing of it was applied."""
+
+
+@dataclass(slots=True)
+class ImportResult:
+    file: str
+    store: str
+    lane: str
+    epoch: int
+    entries: int
+    applied: int
+    redelivered: int
+    duplicate_txn: int
+    hwm: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(b"lanesync-export-key\0" + key).hexdigest()[:16]
+
+
+def load_store_key(key_dir: Path, store: str) -> bytes:
+    path = key_dir / f"{store}.key"
+    try:
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        raise ImportFailed(
+            f"{path}: no key for store {store}; put the key that store signs exports with "
+            "there (hex, as in the store's [export] key_file)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ImportFailed(f"{path}: not a usable hex key: {exc}") from None
+    return key
+
+
+def _b64(v: Any, what: str) -> bytes:
+    if not isinstance(v, str):
+        raise ImportFailed(f"{what}: must be base64 text")
+    try:
+        return base64.b64decode(v, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImportFailed(f"{what}: not valid base64") from None
+
+
+def read(path: Path, key_dir: Path) -> tuple[LaneId, int, bytes, list[Entry]]:
+    """Parse and verify a file: signature first, then the hash chain. Applies nothing."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ImportFailed(f"{path}: cannot read: {exc}") from None
+    lines = raw.split(b"\n")
+    if len(lines) < 2 or (len(lines) > 2 and any(lines[2:])):
+        raise ImportFailed(f"{path}: not a lanesync export (expected 2 lines)")
+    try:
+        payload = json.loads(lines[0])
+        sig = json.loads(lines[1])
+    except ValueError as exc:
+        raise ImportFailed(f"{path}: not a lanesync export: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ImportFailed(f"{path}: format is not {FORMAT}")
+    try:
+        lane = LaneId(str(payload.get("store")), str(payload.get("lane")))
+    except ProtocolError as exc:
+        raise ImportFailed(f"{path}: {exc}") from None
+    key = load_store_key(key_dir, lane.store)
+    if not isinstance(sig, dict) or sig.get("alg") != "HMAC-SHA256":
+        raise ImportFailed(f"{path}: signature line missing or not HMAC-SHA256")
+    want = hmac.new(key, lines[0], hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(want, str(sig.get("mac", ""))):
+        which = (
+            "the file was altered after it was written"
+            if sig.get("key_id") == key_id(key)
+            else f"it was signed with key {sig.get('key_id')}, not store {lane.store}'s key "
+            f"{key_id(key)}"
+        )
+        raise ImportFailed(f"{path}: signature does not verify: {which}. Nothing was applied")
+    epoch = payload.get("epoch")
+    if type(epoch) is not int or epoch <= 0:
+        raise ImportFailed(f"{path}: epoch must be a positive integer")
+    prev = _b64(payload.get("prev_hash"), "prev_hash")
+    entries: list[Entry] = []
+    for i, e in enumerate(payload.get("entries") or []):
+        if not (isinstance(e, list) and len(e) == 6):
+            raise ImportFailed(f"{path}: entries[{i}] must be [seq, kind, txn_id, ts, body, hash]")
+        seq, kind, txn_id, ts = e[0], e[1], e[2], e[3]
+        if type(seq) is not int or type(ts) is not int or not isinstance(kind, str):
+            raise ImportFailed(f"{path}: entries[{i}] has a wrong field type")
+        if not isinstance(txn_id, str):
+            raise ImportFailed(f"{path}: entries[{i}].txn_id must be text")
+        body = _b64(e[4], f"entries[{i}].body")
+        entries.append(Entry(seq, kind, txn_id, ts, body, _b64(e[5], f"entries[{i}].hash")))
+        if i and seq != entries[i - 1].seq + 1:
+            raise ImportFailed(f"{path}: entries are not consecutive at seq {seq}")
+    broken = first_break(prev, entries)
+    if broken is not None:
+        raise ImportFailed(f"{path}: hash chain broken at seq {broken[0]}; nothing was applied")
+    return lane, epoch, prev, entries
+
+
+def apply(path: Path, database: Path, key_dir: Path, now_ms: int | None = None) -> ImportResult:
+    """Verify and apply one export file in one transaction."""
+    lane, epoch, prev, entries = read(path, key_dir)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    res = ImportResult(str(path), lane.store, lane.lane, epoch, len(entries), 0, 0, 0, 0)
+    store = SqliteStore(database)
+    try:
+        _apply_entries(store, res, path, lane, prev, entries, now_ms)
+        store.commit()
+    except BaseException:
+        store.rollback()
+        raise
+    finally:
+        store.close()
+    return res
+
+
+def _apply_entries(
+    store: SqliteStore,
+    res: ImportResult,
+    path: Path,
+    lane: LaneId,
+    prev: bytes,
+    entries: list[Entry],
+    now_ms: int,
+) -> None:
+    epoch = res.epoch
+    state = store.lane_state(lane, epoch)
+    res.hwm = state.hwm if state else 0
+    if entries and entries[0].seq > res.hwm + 1:
+        raise ImportFailed(
+            f"{path}: head office holds lane {lane} epoch {epoch} up to seq {res.hwm}, the "
+            f"file starts at seq {entries[0].seq}: seqs {res.hwm + 1}..{entries[0].seq - 1} "
+            "are missing. Import the earlier export first, or let the lane reconnect"
+        )
+    for i in range(0, len(entries), MAX_BATCH):
+        chunk = entries[i : i + MAX_BATCH]
+        link = prev if i == 0 else entries[i - 1].hash
+        r = store.apply_batch(check_batch(JournalBatch(lane, epoch, link, chunk)), now_ms)
+        if r.resend_from is not None or r.quarantined:
+            raise ImportFailed(f"{path}: refused at seq {chunk[0].seq}: {r.reason}")
+        res.applied += r.applied
+        res.redelivered += r.redelivered
+        res.duplicate_txn += r.duplicate_txn
+        res.hwm = r.hwm
+
+
+__all__ = ["ImportFailed", "ImportResult", "StoreError", "apply", "read"]

@@ -1,0 +1,165 @@
+"""Prometheus metrics of head office: ingest counters and per-lane lag.
+
+Counters come from the live IngestStats; per-lane values (lag, backlog, online, gaps,
+quarantine) from the status page's read-only `collect`, refreshed in a worker thread at most
+once a second at scrape time. A registry per instance keeps tests independent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from headoffice.ingest import IngestStats
+from headoffice.statuspage import collect
+
+
+class HoCollector(Collector):
+    def __init__(self, stats: IngestStats, database: Path, offline_after_s: float) -> None:
+        self.stats = stats
+        self.database = database
+        self.offline_after_s = offline_after_s
+        self.snapshot: dict[str, Any] | None = None
+        self._at = 0.0
+
+    async def refresh(self) -> None:
+        if time.monotonic() - self._at >= 1.0:
+            self.snapshot = await asyncio.to_thread(
+                collect, self.database, offline_after_s=self.offline_after_s
+            )
+            self._at = time.monotonic()
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.stats
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"lanesync_ho_{name}", doc, value=value)
+
+        yield GaugeMetricFamily(
+            "lanesync_ho_broker_connected", "1 while subscribed", value=int(st.connected)
+        )
+        yield counter("connects", "Broker sessions opened", st.connects)
+        yield counter("messages", "MQTT messages processed", st.messages)
+        yield counter("groups", "Ingest transactions committed", st.groups)
+        yield counter(
+            "entries_applied", "Entries applied (rate() = ingest rate)", st.entries_applied
+        )
+        yield counter(
+            "entries_redelivered", "Entries received again and dropped", st.entries_redelivered
+        )
+        yield counter(
+            "duplicate_txn_ids", "Entries whose document was already applied", st.duplicate_txn_ids
+        )
+        yield counter("gaps", "Resend requests for gaps", st.gaps)
+        yield counter("quarantined", "Messages quarantined by this process", st.quarantined)
+        yield counter("commit_failures", "Groups not committed (lanes resend)", st.commit_failures)
+        if st.last_commit_at is not None:
+            yield GaugeMetricFamily(
+                "lanesync_ho_last_commit_age_seconds",
+                "Seconds since the last ingest commit",
+                value=max(0.0, time.time() - st.last_commit_at),
+            )
+        snap = self.snapshot
+        if snap is None:
+            return
+        labels = ["store", "lane"]
+        fams = {
+            "lag_entries": GaugeMetricFamily(
+                "lanesync_ho_lane_lag_entries",
+                "Entries the lane holds beyond what is applied",
+                labels=labels,
+            ),
+            "backlog": GaugeMetricFamily(
+                "lanesync_ho_lane_backlog_entries",
+                "Unacked entries the lane last reported",
+                labels=labels,
+            ),
+            "last_seen_age_s": GaugeMetricFamily(
+                "lanesync_ho_lane_last_seen_age_seconds",
+                "Seconds since the lane was heard",
+                labels=labels,
+            ),
+            "online": GaugeMetricFamily(
+                "lanesync_ho_lane_online",
+                "1 while the lane's status is online and fresh",
+                labels=labels,
+            ),
+            "gaps": GaugeMetricFamily(
+                "lanesync_ho_lane_gaps", "Gaps detected in this epoch", labels=labels
+            ),
+            "hwm": GaugeMetricFamily(
+                "lanesync_ho_lane_applied_seq", "Highest applied seq", labels=labels
+            ),
+            "quarantined": GaugeMetricFamily(
+                "lanesync_ho_lane_quarantined", "Quarantined messages from the lane", labels=labels
+            ),
+        }
+        for ln in snap["lanes"]:
+            key = [ln["store"], ln["lane"]]
+            for field, fam in fams.items():
+                value = ln[field]
+                if field == "online":
+                    value = int(value == "online")
+                fam.add_metric(key, float(value or 0))
+        yield from fams.values()
+        yield GaugeMetricFamily(
+            "lanesync_ho_quarantine_rows",
+            "Quarantined messages held",
+            value=snap.get("quarantine_total", 0),
+        )
+
+
+class HoMetrics:
+    def __init__(self, stats: IngestStats, database: Path, offline_after_s: float = 60.0) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = HoCollector(stats, database, offline_after_s)
+        self.registry.register(self.collector)
+
+    async def render(self) -> bytes:
+        await self.collector.refresh()
+        return generate_latest(self.registry)
+
+    async def handle(self, _: web.Request) -> web.Response:
+        return web.Response(body=await self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class HttpServer:
+    """A small aiohttp listener on HOST:PORT (port 0: a free one, read back from `.port`)."""
+
+    def __init__(self, app: web.Application, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self._runner = web.AppRunner(app, access_log=None)
+
+    async def __aenter__(self) -> Self:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise OSError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
+        for addr in self._runner.addresses:
+            self.port = int(addr[1])
+            break
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(Exception):
+            await self._runner.cleanup()

@@ -1,0 +1,102 @@
+"""Head office's operations side, in one context manager the daemon enters after Ingest.
+
+Status page (and /metrics on it), an optional separate metrics listener, and systemd
+WATCHDOG=1/STATUS= pings sent only while the ingest writer thread answers. Also the request
+handlers head office answers for lanes (`time`, for clock checks by the agent and doctor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+
+from headoffice.config import HeadOfficeConfig
+from headoffice.ingest import Ingest, RequestHandler
+from headoffice.metrics import HoMetrics, HttpServer
+from headoffice.statuspage import status_app
+from headoffice.store import Store
+from protocol.logsetup import add_secret
+from protocol.messages import Reply, Request
+from protocol.watchdog import run_watchdog
+
+
+def time_handler(store: Store, req: Request, now_ms: int) -> Reply:
+    """Head office's clock, read when answering (the lane halves the round trip)."""
+    return Reply(req.lane, req.corr, True, {"now_ms": time.time_ns() // 1_000_000})
+
+
+def request_handlers() -> dict[str, RequestHandler]:
+    return {"time": time_handler}
+
+
+class Operations:
+    def __init__(
+        self, config: HeadOfficeConfig, ingest: Ingest, *, watchdog_interval: float | None = None
+    ) -> None:
+        self.config = config
+        self.ingest = ingest
+        self.watchdog_interval = watchdog_interval
+        ops = config.ops
+        self.metrics = HoMetrics(ingest.stats, config.database, ops.status_page.offline_after_s)
+        self.page: HttpServer | None = None
+        self.metrics_http: HttpServer | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._job: asyncio.Task[None] | None = None
+        add_secret(config.broker.password)
+
+    async def __aenter__(self) -> Self:
+        ops = self.config.ops
+        try:
+            if ops.status_page.listen:
+                app = status_app(
+                    self.config.database,
+                    refresh_s=ops.status_page.refresh_s,
+                    offline_after_s=ops.status_page.offline_after_s,
+                    metrics=self.metrics.handle,
+                )
+                self.page = HttpServer(app, ops.status_page.listen)
+                await self._stack.enter_async_context(self.page)
+            if ops.metrics.listen:
+                app = web.Application()
+                app.router.add_get("/metrics", self.metrics.handle)
+                self.metrics_http = HttpServer(app, ops.metrics.listen)
+                await self._stack.enter_async_context(self.metrics_http)
+            self._tasks = asyncio.TaskGroup()
+            await self._tasks.__aenter__()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self._job = self._tasks.create_task(
+            run_watchdog(self.ingest.ping, self.status_line, self.watchdog_interval),
+            name="watchdog headoffice",
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._job is not None:
+            self._job.cancel()
+        try:
+            if self._tasks is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._tasks.__aexit__(None, None, None)
+        finally:
+            await self._stack.aclose()
+
+    def status_line(self) -> str:
+        st = self.ingest.stats
+        link = "subscribed" if st.connected else "broker DISCONNECTED"
+        return (
+            f"{link}, {st.entries_applied} entries applied, {len(st.lane_hwm)} lane epochs, "
+            f"{st.quarantined} quarantined"
+        )

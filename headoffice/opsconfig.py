@@ -1,0 +1,65 @@
+"""Head office's operations tables: [status_page], [metrics], [import].
+
+Kept apart from headoffice/config.py so that file only gains a line; every key is validated
+here with the key named on error and documented in systemd/headoffice.example.toml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol.config import Table
+from protocol.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPageConfig:
+    listen: str | None = None  # "127.0.0.1:8642": the status page, its JSON and /metrics
+    refresh_s: float = 5.0  # the page reloads its data this often
+    offline_after_s: float = 60.0  # a lane silent this long shows as "stale" (status every 15 s)
+
+
+@dataclass(frozen=True, slots=True)
+class HoMetricsConfig:
+    listen: str | None = None  # a separate Prometheus listener; /metrics is also on the page
+
+
+@dataclass(frozen=True, slots=True)
+class ImportConfig:
+    key_dir: Path = Path("/etc/lanesync/export-keys")  # <store>.key: hex HMAC key per store
+
+
+@dataclass(frozen=True, slots=True)
+class HoOpsConfig:
+    status_page: StatusPageConfig = field(default_factory=StatusPageConfig)
+    metrics: HoMetricsConfig = field(default_factory=HoMetricsConfig)
+    import_: ImportConfig = field(default_factory=ImportConfig)
+
+
+def check_listen(value: str | None, key: str) -> str | None:
+    """A HOST:PORT to listen on, or None when empty (disabled)."""
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{key}: must be HOST:PORT like 127.0.0.1:8642, got {value!r}")
+    return value
+
+
+def parse(root: Table) -> HoOpsConfig:
+    s = root.table("status_page")
+    d = StatusPageConfig()
+    page = StatusPageConfig(
+        listen=check_listen(s.str("listen", ""), "status_page.listen"),
+        refresh_s=s.num("refresh_s", d.refresh_s, 0.5, 3600),
+        offline_after_s=s.num("offline_after_s", d.offline_after_s, 1, 86_400),
+    )
+    s.done()
+    m = root.table("metrics")
+    metrics = HoMetricsConfig(listen=check_listen(m.str("listen", ""), "metrics.listen"))
+    m.done()
+    i = root.table("import")
+    imp = ImportConfig(key_dir=Path(i.str("key_dir", str(ImportConfig().key_dir))))
+    i.done()
+    return HoOpsConfig(page, metrics, imp)

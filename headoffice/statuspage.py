@@ -1,0 +1,302 @@
+"""Head-office status page: stores and lanes, online, backlog, lag, gaps, quarantine, transits.
+
+`collect` reads the head-office database read-only (so it never competes with the ingest
+writer) and returns plain data; `/api/status` serves it as JSON, `/` as a page that fetches
+`/fragment` (the same data rendered and escaped here, one renderer) every `refresh_s` seconds.
+Without JavaScript the page falls back to a meta refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from headoffice.store.sqlite import connect
+
+TransitSource = Callable[[sqlite3.Connection], list[dict[str, Any]]]
+
+
+def open_transits(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Open transits for the page: the transit server fills this in once it keeps a table.
+
+    Looks for a `transits` table with a `state` column and lists rows not yet received; with no
+    such table (today) the section is shown empty.
+    """
+    cols = {r[1] for r in db.execute("PRAGMA table_info(transits)")}
+    if not {"state"} <= cols:
+        return []
+    rows = db.execute("SELECT * FROM transits WHERE state NOT IN ('received', 'closed') LIMIT 200")
+    names = [d[0] for d in rows.description]
+    return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+def collect(
+    path: str | Path,
+    *,
+    offline_after_s: float = 60.0,
+    now: float | None = None,
+    transits: TransitSource = open_transits,
+) -> dict[str, Any]:
+    """Everything the page shows, from the database alone."""
+    now = time.time() if now is None else now
+    now_ms = now * 1000
+    p = Path(path)
+    if not p.exists():
+        return {"at": now, "error": f"{p}: no head-office database yet", "lanes": [], "stores": []}
+    db = connect(p, readonly=True)
+    try:
+        lanes = db.execute(
+            """
+            SELECT l.store, l.lane, l.epoch, l.hwm, l.lane_last_seq, l.gaps, l.last_seen,
+                   s.state, s.backlog, s.at, s.version
+            FROM lanes l
+            LEFT JOIN lane_status s ON s.store = l.store AND s.lane = l.lane
+            WHERE l.last_seen = (SELECT max(last_seen) FROM lanes m
+                                 WHERE m.store = l.store AND m.lane = l.lane)
+            ORDER BY l.store, l.lane
+            """
+        ).fetchall()
+        quarantine = {
+            (r[0], r[1]): int(r[2])
+            for r in db.execute(
+                "SELECT coalesce(store, ''), coalesce(lane, ''), sum(times) FROM quarantine "
+                "GROUP BY 1, 2"
+            )
+        }
+        recent = [
+            {"store": r[0], "lane": r[1], "reason": r[2], "times": r[3], "last_at": r[4]}
+            for r in db.execute(
+                "SELECT store, lane, reason, times, last_at FROM quarantine "
+                "ORDER BY last_at DESC LIMIT 20"
+            )
+        ]
+        open_tr = transits(db)
+    finally:
+        db.close()
+    out_lanes: list[dict[str, Any]] = []
+    for store, lane, epoch, hwm, lane_last, gaps, last_seen, state, backlog, at, version in lanes:
+        seen_ms = max(last_seen or 0, at or 0)
+        age = max(0.0, (now_ms - seen_ms) / 1000)
+        if state == "online" and age <= offline_after_s:
+            online = "online"
+        elif state == "online":
+            online = "stale"
+        else:
+            online = "offline" if state else "unknown"
+        out_lanes.append(
+            {
+                "store": store,
+                "lane": lane,
+                "epoch": epoch,
+                "online": online,
+                "hwm": hwm,
+                "lane_last_seq": lane_last,
+                "lag_entries": max(0, (lane_last or 0) - hwm),
+                "backlog": backlog,
+                "last_seen_age_s": round(age, 1),
+                "gaps": gaps,
+                "quarantined": quarantine.get((store, lane), 0),
+                "version": version,
+            }
+        )
+    stores: dict[str, dict[str, Any]] = {}
+    for ln in out_lanes:
+        s = stores.setdefault(
+            ln["store"], {"store": ln["store"], "lanes": 0, "online": 0, "backlog": 0, "lag": 0}
+        )
+        s["lanes"] += 1
+        s["online"] += ln["online"] == "online"
+        s["backlog"] += ln["backlog"] or 0
+        s["lag"] += ln["lag_entries"]
+    return {
+        "at": now,
+        "stores": list(stores.values()),
+        "lanes": out_lanes,
+        "quarantine_total": sum(quarantine.values()),
+        "quarantine_unattributed": quarantine.get(("", ""), 0),
+        "quarantine_recent": recent,
+        "open_transits": open_tr,
+    }
+
+
+def _age(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 120:
+        return f"{s:.0f}s ago"
+    if s < 7200:
+        return f"{s / 60:.0f}m ago"
+    if s < 172_800:
+        return f"{s / 3600:.0f}h ago"
+    return f"{s / 86400:.0f}d ago"
+
+
+def _table(cls: str, head: list[str], rows: list[list[Any]], empty: str) -> str:
+    e = html.escape
+    if not rows:
+        return f'<p class="empty {cls}">{e(empty)}</p>'
+    th = "".join(f"<th>{e(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if isinstance(c, _Raw) else e(str(c))}</td>" for c in r) + "</tr>"
+        for r in rows
+    )
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+class _Raw(str):
+    """Already-escaped HTML."""
+
+
+def render_fragment(data: dict[str, Any]) -> str:
+    """The page's content; every value from the database is escaped."""
+    e = html.escape
+    parts = [f'<p id="updated">Updated {time.strftime("%H:%M:%S", time.localtime(data["at"]))}</p>']
+    if data.get("error"):
+        parts.append(f'<p class="error">{e(data["error"])}</p>')
+    lanes = data["lanes"]
+    online = sum(1 for ln in lanes if ln["online"] == "online")
+    parts.append(
+        f'<p id="summary">{len(data["stores"])} stores, {len(lanes)} lanes, {online} online, '
+        f"{data.get('quarantine_total', 0)} quarantined messages</p>"
+    )
+    parts.append("<h2>Stores</h2>")
+    parts.append(
+        _table(
+            "stores",
+            ["Store", "Lanes", "Online", "Backlog", "Lag (entries)"],
+            [
+                [s["store"], s["lanes"], f"{s['online']} of {s['lanes']}", s["backlog"], s["lag"]]
+                for s in data["stores"]
+            ],
+            "No store has connected yet.",
+        )
+    )
+    parts.append("<h2>Lanes</h2>")
+    parts.append(
+        _table(
+            "lanes",
+            [
+                "Store",
+                "Lane",
+                "State",
+                "Backlog",
+                "Lag (entries)",
+                "Applied to seq",
+                "Last seen",
+                "Gaps",
+                "Quarantine",
+            ],
+            [
+                [
+                    ln["store"],
+                    ln["lane"],
+                    _Raw(f'<span class="state {e(ln["online"])}">{e(ln["online"])}</span>'),
+                    "-" if ln["backlog"] is None else ln["backlog"],
+                    ln["lag_entries"],
+                    ln["hwm"],
+                    _age(ln["last_seen_age_s"]),
+                    ln["gaps"],
+                    ln["quarantined"],
+                ]
+                for ln in lanes
+            ],
+            "No lane has connected yet.",
+        )
+    )
+    parts.append("<h2>Quarantine</h2>")
+    parts.append(
+        _table(
+            "quarantine",
+            ["Store", "Lane", "Times", "Reason"],
+            [
+                [q["store"] or "-", q["lane"] or "-", q["times"], q["reason"]]
+                for q in data.get("quarantine_recent", [])
+            ],
+            "Nothing quarantined.",
+        )
+    )
+    parts.append("<h2>Open transits</h2>")
+    transits = data.get("open_transits", [])
+    cols = sorted({k for t in transits for k in t})[:8]
+    parts.append(
+        _table(
+            "transits",
+            cols,
+            [[t.get(c, "") for c in cols] for t in transits],
+            "No open transits.",
+        )
+    )
+    return "\n".join(parts)
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>lanesync head office</title>
+<noscript><meta http-equiv="refresh" content="{refresh}"></noscript>
+<style>
+body {{ font: 15px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }}
+h1 {{ font-size: 1.4em; margin: 0 0 .3em; }} h2 {{ font-size: 1.1em; margin: 1.2em 0 .4em; }}
+table {{ border-collapse: collapse; }} th, td {{ padding: .25em .7em; border-bottom: 1px solid #ddd;
+text-align: left; }} th {{ background: #f3f3f3; }}
+.state {{ padding: .1em .5em; border-radius: .8em; font-weight: 600; }}
+.online {{ background: #d9f2d9; color: #185c18; }}
+.offline {{ background: #f8d7d7; color: #8a1414; }}
+.stale, .unknown {{ background: #fbefc9; color: #6b5200; }}
+.error {{ color: #8a1414; font-weight: 600; }} .empty {{ color: #666; }}
+#updated {{ color: #666; font-size: .9em; }}
+</style></head>
+<body><h1>lanesync head office</h1>
+<div id="content">{content}</div>
+<script>
+async function refresh() {{
+  try {{
+    const r = await fetch("fragment", {{cache: "no-store"}});
+    if (r.ok) document.getElementById("content").innerHTML = await r.text();
+  }} catch (e) {{ /* head office restarting: keep the last view and try again */ }}
+}}
+setInterval(refresh, {refresh_ms});
+</script></body></html>
+"""
+
+
+def status_app(
+    database: str | Path,
+    *,
+    refresh_s: float = 5.0,
+    offline_after_s: float = 60.0,
+    metrics: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
+) -> web.Application:
+    """The page, `/fragment`, `/api/status` and (when given) `/metrics`."""
+
+    async def data() -> dict[str, Any]:
+        return await asyncio.to_thread(collect, database, offline_after_s=offline_after_s)
+
+    async def page(_: web.Request) -> web.Response:
+        body = _PAGE.format(
+            content=render_fragment(await data()),
+            refresh=max(1, round(refresh_s)),
+            refresh_ms=int(refresh_s * 1000),
+        )
+        return web.Response(text=body, content_type="text/html")
+
+    async def fragment(_: web.Request) -> web.Response:
+        return web.Response(text=render_fragment(await data()), content_type="text/html")
+
+    async def api(_: web.Request) -> web.Response:
+        return web.json_response(await data())
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/fragment", fragment)
+    app.router.add_get("/api/status", api)
+    if metrics is not None:
+        app.router.add_get("/metrics", metrics)
+    return app

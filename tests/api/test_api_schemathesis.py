@@ -1,0 +1,87 @@
+"""schemathesis against the OpenAPI document the agent serves: no request makes a server error.
+
+The agent runs on loopback TCP with a token in a thread of its own (schemathesis calls are
+synchronous). Every operation but the endless scan stream is generated, bounded by
+max_examples so the run stays well under a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from api_helpers import running_api
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from agent.config import ApiConfig
+from agent.openapi import openapi_document
+
+TOKEN = "schemathesis-token"
+schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path="/v1/scans")
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp: Path = tmp_path_factory.mktemp("schemathesis")
+    ready = threading.Event()
+    port: list[int] = []
+    stop: list[Any] = []
+
+    async def serve() -> None:
+        api_cfg = ApiConfig(socket=str(tmp / "api.sock"), tcp="127.0.0.1:0", token=TOKEN)
+        async with running_api(tmp, api=api_cfg) as (api, _client):
+            assert api.tcp_port is not None
+            port.append(api.tcp_port)
+            done = asyncio.Event()
+            stop.append((asyncio.get_running_loop(), done))
+            ready.set()
+            await done.wait()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), name="api-under-test")
+    thread.start()
+    assert ready.wait(20), "the API did not start"
+    url = f"http://127.0.0.1:{port[0]}"
+    served = requests.get(
+        f"{url}/v1/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    ).json()
+    assert served == openapi_document()  # we test what is served
+    yield url
+    loop, done = stop[0]
+    loop.call_soon_threadsafe(done.set)
+    thread.join(20)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
+def test_no_server_error(case: schemathesis.Case, base_url: str) -> None:
+    case.call_and_validate(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+        timeout=10,
+    )
