@@ -283,6 +283,15 @@ class Journal:
                     if not op.future.done():
                         op.future.set_exception(err)
                 continue
+            except Exception as exc:
+                # A bug, not a disk problem: still answer every waiting till (never leave one
+                # hanging) and keep the writer alive; the traceback goes to the log.
+                log.exception("journal %s: unexpected error in the writer", self.path)
+                err = JournalError(f"journal write failed, document not confirmed: {exc!r}")
+                for op in group:
+                    if not op.future.done():
+                        op.future.set_exception(err)
+                continue
             for op, res in zip(appends, results, strict=True):
                 if op.future.done():
                     continue

@@ -249,10 +249,6 @@ def postings_csv(rows: Iterable[_postings.Posting]) -> bytes:
     return buf.getvalue().encode()
 
 
-def _plain(row: Sequence[Any]) -> bool:
-    return all(v is None or type(v) is str or type(v) is int for v in row)
-
-
 _PURCHASE_KEYS = sorted(
     (
         "customer",
@@ -308,7 +304,7 @@ def _purchases_csv(records: Iterable[dict[str, Any]]) -> bytes:
                 out.append([_cell({**r, **ln}.get(c)) for c in PURCHASE_COLUMNS])
                 continue
             row = head + [ln.get(c, r.get(c)) for c in line_cols]
-            out.append(row if _plain(row) else [_cell(v) for v in row])
+            out.append(row)  # str, int and None only (purchases.purchase): as `_cell` writes
     w.writerows(out)
     return buf.getvalue().encode()
 
