@@ -33,6 +33,7 @@ from agent.open_docs.service import DocumentService
 from agent.open_docs.store import LaneStore, OpenRow
 from agent.openapi import openapi_document
 from agent.replicator import Replicator
+from agent.transit import TransitEvent, TransitReceiver
 from hardware.events import DeviceEvent, HardwareEvent, ScanEvent
 from hardware.queue import ScanQueue
 from protocol.errors import ProtocolError
@@ -44,6 +45,7 @@ PROBLEM = "application/problem+json"
 HEARTBEAT_S = 15.0
 SUBSCRIBER_BACKLOG = 256
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HubEvent = HardwareEvent | TransitEvent  # transit: an SSCC scan's lookup result (agent.transit)
 
 
 def problem(status: int, title: str, detail: str, field: str | None = None) -> web.Response:
@@ -77,19 +79,20 @@ class ScanHub:
     def __init__(self, queue: ScanQueue | None, counters: AgentCounters | None = None) -> None:
         self.queue = queue
         self.counters = counters or AgentCounters()
-        self.subscribers: set[asyncio.Queue[HardwareEvent | None]] = set()
+        self.subscribers: set[asyncio.Queue[HubEvent | None]] = set()
+        self.on_sscc: Callable[[ScanEvent], None] | None = None  # starts the transit receive
         self.delivered = 0
         self.dropped = 0
 
-    def subscribe(self) -> asyncio.Queue[HardwareEvent | None]:
-        q: asyncio.Queue[HardwareEvent | None] = asyncio.Queue(SUBSCRIBER_BACKLOG)
+    def subscribe(self) -> asyncio.Queue[HubEvent | None]:
+        q: asyncio.Queue[HubEvent | None] = asyncio.Queue(SUBSCRIBER_BACKLOG)
         self.subscribers.add(q)
         return q
 
-    def unsubscribe(self, q: asyncio.Queue[HardwareEvent | None]) -> None:
+    def unsubscribe(self, q: asyncio.Queue[HubEvent | None]) -> None:
         self.subscribers.discard(q)
 
-    def publish(self, event: HardwareEvent | None) -> None:
+    def publish(self, event: HubEvent | None) -> None:
         if (isinstance(event, ScanEvent) and event.kind == "invalid") or (
             isinstance(event, DeviceEvent) and event.state in ("error", "overflow")
         ):
@@ -101,6 +104,8 @@ class ScanHub:
             q.put_nowait(event)
         if event is not None:
             self.delivered += 1
+        if isinstance(event, ScanEvent) and event.is_sscc and self.on_sscc is not None:
+            self.on_sscc(event)
 
     async def run(self) -> None:
         if self.queue is None:
@@ -136,6 +141,10 @@ class LocalApi:
         self.service = DocumentService(self.ctx, journal, self.store)
         self.sales = OpenSales(self.ctx, self.store, self.service)
         self.hub = ScanHub(scans, self.counters)
+        self.transit = TransitReceiver(
+            self.ctx, replicator, self.service, self.store, self.hub.publish
+        )
+        self.hub.on_sscc = self.transit.on_scan
         self._closing = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._hub_task: asyncio.Task[None] | None = None
@@ -159,6 +168,9 @@ class LocalApi:
         r.add_post("/v1/sales/{id}/payments", self.add_payment)
         r.add_post("/v1/sales/{id}/complete", self.complete)
         r.add_get("/v1/scans", self.scans)
+        # Transit receive (agent.transit): by exact SSCC or number only; no list, no search.
+        r.add_post("/v1/transit/receive", self.transit_receive)
+        r.add_post("/v1/transit/receive/{id}/accept", self.transit_accept)
         r.add_get("/v1/status", self.get_status)
         r.add_get("/v1/openapi.json", self.get_openapi)
         self._runner = web.AppRunner(
@@ -208,6 +220,7 @@ class LocalApi:
         tb: TracebackType | None,
     ) -> None:
         self._closing.set()
+        await self.transit.close()
         self.hub.publish(None)  # ends every event stream, so the server can shut down
         try:
             await self._runner.cleanup()
@@ -352,6 +365,15 @@ class LocalApi:
             body = {**_confirmation(res, out.document), "completed": True, "document": out.document}
             return web.json_response(body, status=200 if res.duplicate else 201)
         return web.json_response({**view(out), "completed": False})
+
+    # --- transit receive ------------------------------------------------------------------
+
+    async def transit_receive(self, request: web.Request) -> web.Response:
+        return await self.transit.http_receive(await self._body(request, optional=True))
+
+    async def transit_accept(self, request: web.Request) -> web.Response:
+        body = await self._body(request, optional=True)
+        return await self.transit.http_accept(request.match_info["id"], body)
 
     # --- scans, status, schema ------------------------------------------------------------
 

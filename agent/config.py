@@ -79,6 +79,7 @@ class TransitConfig:
     gs1_company_prefix: str | None = None  # 7..10 digits; transits need it for their SSCC
     sscc_lane_prefix: str = ""  # digits unique to this lane across the chain
     sscc_extension_digit: int = 0
+    receive_timeout_s: float = 5.0  # a transit lookup/accept fails after this without head office
 
     def allows(self, by: str) -> bool:
         return bool(getattr(self, f"allow_{by}", False))
@@ -224,6 +225,7 @@ def _transit(t: Table) -> TransitConfig:
         gs1_company_prefix=t.str("gs1_company_prefix", None),
         sscc_lane_prefix=t.str("sscc_lane_prefix", d.sscc_lane_prefix),
         sscc_extension_digit=t.int("sscc_extension_digit", 0, 0, 9),
+        receive_timeout_s=t.num("receive_timeout_s", d.receive_timeout_s, 0.1, 120),
     )
     prefix = cfg.gs1_company_prefix
     if prefix is not None:

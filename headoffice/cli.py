@@ -8,6 +8,7 @@ import sys
 
 from headoffice import config as ho_config
 from headoffice import daemon, opscli
+from headoffice.transit import cli as transit_cli
 from protocol.errors import LanesyncError
 
 DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
@@ -19,6 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     opscli.add_daemon_options(p)  # --status-page HOST:PORT
     p.set_defaults(handler=cmd_headoffice)
     opscli.register(sub, DEFAULT_CONFIG)  # lanesync import FILE
+    transit_cli.register(sub, DEFAULT_CONFIG)  # lanesync transits [--json] [--cancel ...]
 
 
 def cmd_headoffice(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from headoffice.ingest import Ingest, RequestHandler
 from headoffice.metrics import HoMetrics, HttpServer
 from headoffice.statuspage import status_app
 from headoffice.store import Store
+from headoffice.transit import server as transit_server
 from protocol.logsetup import add_secret
 from protocol.messages import Reply, Request
 from protocol.watchdog import run_watchdog
@@ -31,7 +32,7 @@ def time_handler(store: Store, req: Request, now_ms: int) -> Reply:
 
 
 def request_handlers() -> dict[str, RequestHandler]:
-    return {"time": time_handler}
+    return {"time": time_handler, **transit_server.request_handlers()}
 
 
 class Operations:

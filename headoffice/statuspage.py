@@ -19,22 +19,14 @@ from typing import Any
 from aiohttp import web
 
 from headoffice.store.sqlite import connect
+from headoffice.transit import report as transit_report
 
 TransitSource = Callable[[sqlite3.Connection], list[dict[str, Any]]]
 
 
 def open_transits(db: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Open transits for the page: the transit server fills this in once it keeps a table.
-
-    Looks for a `transits` table with a `state` column and lists rows not yet received; with no
-    such table (today) the section is shown empty.
-    """
-    cols = {r[1] for r in db.execute("PRAGMA table_info(transits)")}
-    if not {"state"} <= cols:
-        return []
-    rows = db.execute("SELECT * FROM transits WHERE state NOT IN ('received', 'closed') LIMIT 200")
-    names = [d[0] for d in rows.description]
-    return [dict(zip(names, r, strict=True)) for r in rows]
+    """Open transits for the page (headoffice.transit.report); empty before schema 3."""
+    return transit_report.open_transits(db, limit=200)
 
 
 def collect(

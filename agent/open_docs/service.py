@@ -68,9 +68,9 @@ class RegisterCounter:
 
     async def recover(self, open_numbers: list[str]) -> None:
         value, at_seq = await self.store.register_checkpoint(self.name)
-        seen = await self.store.register_nos_after(at_seq)
-        numbers = [n for n in map(self._number, seen + open_numbers) if n is not None]
-        self.last = max([value, *numbers])
+        journaled = await self.store.max_register_after(at_seq, self._number)
+        numbers = [n for n in map(self._number, open_numbers) if n is not None]
+        self.last = max([value, journaled, *numbers])
         await self.checkpoint()
 
     def allocate(self) -> str:

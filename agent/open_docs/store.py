@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -188,12 +189,18 @@ class LaneStore:
             return None
         return int(rows[0][0]), msgpack.unpackb(bytes(rows[0][1]), raw=False)
 
-    async def register_nos_after(self, seq: int) -> list[str]:
-        """register_no of every entry after `seq` (the register counter's recovery scan)."""
-        out = []
+    async def max_register_after(self, seq: int, number: Callable[[str], int | None]) -> int:
+        """Highest register number in the entries after `seq` (the counter's recovery scan).
+
+        Streams: a lane that journaled many documents since its last checkpoint (a crash, or
+        documents appended by a tool) must not hold them all in memory to find one number.
+        """
+        best = 0
         async with self.db.execute("SELECT body FROM entries WHERE seq > ?", (seq,)) as cur:
             async for (body,) in cur:
                 doc = msgpack.unpackb(bytes(body), raw=False)
-                if isinstance(doc, dict) and isinstance(doc.get("register_no"), str):
-                    out.append(doc["register_no"])
-        return out
+                reg = doc.get("register_no") if isinstance(doc, dict) else None
+                n = number(reg) if isinstance(reg, str) else None
+                if n is not None and n > best:
+                    best = n
+        return best

@@ -22,10 +22,11 @@ from headoffice.store.base import (
     StoreError,
     plan_batch,
 )
+from headoffice.transit import projection as transit_projection
 from protocol import schema
 from protocol.chain import genesis
 from protocol.identity import LaneId
-from protocol.messages import JournalBatch, Status
+from protocol.messages import Entry, JournalBatch, Status
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ class SqliteStore:
             seen = self._existing_txn_ids(e.txn_id for e in plan.new)
             jrows: list[tuple[Any, ...]] = []
             drows: list[tuple[Any, ...]] = []
+            projected: list[Entry] = []  # transit and stock documents: only these are decoded
             for e in plan.new:
                 dup = e.txn_id in seen
                 seen.add(e.txn_id)
@@ -205,6 +207,8 @@ class SqliteStore:
                 )
                 if not dup:
                     drows.append((e.txn_id, store, lane, epoch, e.seq, e.kind, e.ts))
+                    if e.kind in transit_projection.PROJECTED_KINDS:
+                        projected.append(e)
             self.db.executemany(
                 "INSERT INTO journal (store, lane, epoch, seq, kind, txn_id, ts, body, hash, "
                 "received_at, applied) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -215,6 +219,9 @@ class SqliteStore:
                 "VALUES (?,?,?,?,?,?,?)",
                 drows,
             )
+            for e in projected:
+                if transit_projection.apply_entry(self.db, batch.lane, e) is not None:
+                    self._count("transit_projection_errors")
             last = plan.new[-1]
             state.hwm, state.last_hash = last.seq, last.hash
             res.applied = len(drows)

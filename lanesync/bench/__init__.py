@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from lanesync.bench import api, drain, extract
+from lanesync.bench import api, drain, extract, transit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,3 +17,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     api.register(bsub)
     drain.register(bsub)
     extract.register(bsub)
+    transit.register(bsub)

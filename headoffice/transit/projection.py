@@ -1,0 +1,327 @@
+"""Transit tables and stock per location, built from journaled documents in the ingest transaction.
+
+`apply_entry` is called by SqliteStore.apply_batch for the few kinds in PROJECTED_KINDS (only
+their bodies are decoded, so bulk sale ingest is not slowed down), on the writer thread, inside
+the transaction that inserts the journal rows: a transit exists at head office exactly when its
+document is committed there.
+
+Stock moves (thousandths of a unit, location `@transit` for parcels on the road):
+- transit_inventory (create): source -qty, @transit +qty; the transit is `in_transit`.
+- accept (`accept`, called by the transit_accept request handler): @transit -qty, dest +qty.
+- transit_inventory_accept (the accepting lane's own journaled record): NO stock movement when it
+  names the request head office already accepted (its txn_id is the request id); it is only
+  linked (`accept_txn_id`). Should head office not hold that acceptance (a lane accepted while
+  head office had lost it, e.g. restored from a backup), the document applies it, once.
+- cancel (head-office CLI): @transit -qty, source +qty.
+- stock_adjustment: the lane's store +qty.
+
+A document head office cannot project (malformed, an SSCC already used by another transit) is
+logged and counted, never raised: one bad document must not stop ingest for every lane.
+sqlite3.Error is never swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgpack
+
+from protocol.identity import LaneId
+from protocol.messages import Entry
+
+log = logging.getLogger(__name__)
+
+IN_TRANSIT = "@transit"  # not a valid store id (protocol.identity), so it never collides
+PROJECTED_KINDS = frozenset({"transit_inventory", "transit_inventory_accept", "stock_adjustment"})
+_COLS = (
+    "txn_id, transit_no, sscc, status, source_store, dest_store, by_type, by_id, currency, "
+    "created_store, created_lane, created_by, created_at, received_store, received_lane, "
+    "received_by, received_at, accept_request, accept_txn_id, cancelled_at, cancelled_by"
+)
+
+
+class ProjectionError(ValueError):
+    """A document that cannot be projected; its reason is logged and counted."""
+
+
+def milli(qty: object) -> int:
+    """'1.250' -> 1250. Quantities are decimal strings with three places (invariant 5)."""
+    if type(qty) is not str:
+        raise ProjectionError(f"qty {qty!r} is not a decimal string")
+    try:
+        d = Decimal(qty) * 1000
+    except InvalidOperation:
+        raise ProjectionError(f"qty {qty!r} is not a decimal") from None
+    if d != d.to_integral_value():
+        raise ProjectionError(f"qty {qty!r} has more than three decimal places")
+    return int(d)
+
+
+def fmt_milli(n: int) -> str:
+    sign = "-" if n < 0 else ""
+    return f"{sign}{abs(n) // 1000}.{abs(n) % 1000:03d}"
+
+
+def move(db: sqlite3.Connection, location: str, item: str, delta: int) -> None:
+    db.execute(
+        "INSERT INTO stock (location, item, qty) VALUES (?, ?, ?) "
+        "ON CONFLICT (location, item) DO UPDATE SET qty = qty + excluded.qty",
+        (location, item, delta),
+    )
+
+
+def stock(db: sqlite3.Connection, location: str, item: str) -> int:
+    row = db.execute(
+        "SELECT qty FROM stock WHERE location = ? AND item = ?", (location, item)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def lines(db: sqlite3.Connection, txn_id: str) -> list[tuple[str, int]]:
+    return [
+        (str(item), milli(qty))
+        for item, qty in db.execute(
+            "SELECT item, qty FROM transit_inventory_lines WHERE txn_id = ? ORDER BY line_no",
+            (txn_id,),
+        )
+    ]
+
+
+def _move_lines(db: sqlite3.Connection, txn_id: str, src: str, dst: str) -> None:
+    for item, qty in lines(db, txn_id):
+        move(db, src, item, -qty)
+        move(db, dst, item, qty)
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def row_dict(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cur.description, row, strict=True)}
+
+
+def by_txn(db: sqlite3.Connection, txn_id: str) -> dict[str, Any] | None:
+    cur = db.execute(f"SELECT {_COLS} FROM transit_inventory WHERE txn_id = ?", (txn_id,))  # noqa: S608
+    row = cur.fetchone()
+    return row_dict(cur, row) if row else None
+
+
+def find(
+    db: sqlite3.Connection,
+    *,
+    sscc: str | None = None,
+    transit_no: str | None = None,
+    source_store: str | None = None,
+) -> list[dict[str, Any]]:
+    """Transits with exactly this SSCC or transit number (never a search: no patterns)."""
+    where, args = [], []
+    if sscc is not None:
+        where.append("sscc = ?")
+        args.append(sscc)
+    if transit_no is not None:
+        where.append("transit_no = ?")
+        args.append(transit_no)
+    if source_store is not None:
+        where.append("source_store = ?")
+        args.append(source_store)
+    if sscc is None and transit_no is None:
+        return []
+    cur = db.execute(
+        f"SELECT {_COLS} FROM transit_inventory WHERE {' AND '.join(where)} "  # noqa: S608
+        "ORDER BY created_at LIMIT 20",
+        args,
+    )
+    return [row_dict(cur, r) for r in cur.fetchall()]
+
+
+def details(db: sqlite3.Connection, t: dict[str, Any]) -> dict[str, Any]:
+    """What a lane gets to see of one transit (the receive screen)."""
+    out: dict[str, Any] = {
+        "txn_id": t["txn_id"],
+        "transit_no": t["transit_no"],
+        "sscc": t["sscc"],
+        "status": t["status"],
+        "source_store": t["source_store"],
+        "dest_store": t["dest_store"],
+        "by": {"type": t["by_type"], "id": t["by_id"]},
+        "currency": t["currency"],
+        "created": {
+            "store": t["created_store"],
+            "lane": t["created_lane"],
+            "by": t["created_by"],
+            "at": t["created_at"],
+        },
+        "lines": [
+            {"line_no": n, "item": i, "description": d, "qty": q}
+            for n, i, d, q in db.execute(
+                "SELECT line_no, item, description, qty FROM transit_inventory_lines "
+                "WHERE txn_id = ? ORDER BY line_no",
+                (t["txn_id"],),
+            )
+        ],
+        "received": None,
+    }
+    if t["status"] == "received":
+        out["received"] = {
+            "store": t["received_store"],
+            "lane": t["received_lane"],
+            "by": t["received_by"],
+            "at": t["received_at"],
+        }
+    if t["status"] == "cancelled":
+        out["cancelled"] = {"at": t["cancelled_at"], "by": t["cancelled_by"]}
+    return out
+
+
+# --- writing (inside the caller's transaction) ----------------------------------------------
+
+
+def apply_entry(db: sqlite3.Connection, lane: LaneId, e: Entry) -> str | None:
+    """Project one newly applied journal entry; returns a problem (logged) or None."""
+    try:
+        doc = _decode(e.body)
+        if e.kind == "transit_inventory":
+            _create(db, lane, e, doc)
+        elif e.kind == "transit_inventory_accept":
+            _accept_doc(db, lane, e, doc)
+        elif e.kind == "stock_adjustment":
+            for line in _doc_lines(doc):
+                move(db, lane.store, str(line["item"]), milli(line["qty"]))
+    except (ProjectionError, KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+        problem = f"{e.kind} {e.txn_id} from {lane} not projected: {exc!r}"
+        log.error("head office: %s", problem)
+        return problem
+    return None
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    doc = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    if type(doc) is not dict:
+        raise ProjectionError("body is not a map")
+    return doc
+
+
+def _doc_lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = doc.get("lines") or []
+    if type(raw) is not list or not all(type(x) is dict for x in raw):
+        raise ProjectionError("lines is not a list of maps")
+    return raw
+
+
+def _create(db: sqlite3.Connection, lane: LaneId, e: Entry, doc: dict[str, Any]) -> None:
+    by = doc.get("by") or {}
+    source = str(doc.get("source_store") or lane.store)
+    cur = db.execute(
+        "INSERT OR IGNORE INTO transit_inventory (txn_id, transit_no, sscc, status, source_store, "
+        "dest_store, by_type, by_id, currency, created_store, created_lane, created_by, "
+        "created_at) VALUES (?, ?, ?, 'in_transit', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            e.txn_id,
+            str(doc.get("transit_no") or doc["register_no"]),
+            doc.get("sscc"),
+            source,
+            str(doc["dest_store"]),
+            by.get("type") if type(by) is dict else None,
+            by.get("id") if type(by) is dict else None,
+            doc.get("currency"),
+            lane.store,
+            lane.lane,
+            doc.get("staff"),
+            e.ts,
+        ),
+    )
+    if cur.rowcount != 1:
+        raise ProjectionError(f"SSCC {doc.get('sscc')} already belongs to another transit")
+    for i, line in enumerate(_doc_lines(doc)):
+        qty = milli(line["qty"])
+        db.execute(
+            "INSERT INTO transit_inventory_lines (txn_id, line_no, item, description, qty) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                e.txn_id,
+                int(line.get("line_no") or i + 1),
+                str(line["item"]),
+                line.get("description"),
+                fmt_milli(qty),
+            ),
+        )
+        move(db, source, str(line["item"]), -qty)
+        move(db, IN_TRANSIT, str(line["item"]), qty)
+
+
+def accept(
+    db: sqlite3.Connection,
+    txn_id: str,
+    lane: LaneId,
+    by: str | None,
+    request_id: str,
+    at_ms: int,
+) -> bool:
+    """Mark an in-transit parcel received by `lane` and move its stock: exactly once.
+
+    The conditional UPDATE is the exactly-once: only the first caller finds `in_transit`.
+    """
+    cur = db.execute(
+        "UPDATE transit_inventory SET status = 'received', received_store = ?, "
+        "received_lane = ?, received_by = ?, received_at = ?, accept_request = ? "
+        "WHERE txn_id = ? AND status = 'in_transit' AND dest_store = ?",
+        (lane.store, lane.lane, by, at_ms, request_id, txn_id, lane.store),
+    )
+    if cur.rowcount != 1:
+        return False
+    t = by_txn(db, txn_id)
+    assert t is not None
+    _move_lines(db, txn_id, IN_TRANSIT, t["dest_store"])
+    return True
+
+
+def cancel(db: sqlite3.Connection, txn_id: str, by: str | None, at_ms: int) -> bool:
+    """Cancel a parcel still in transit: its stock goes back to the source store."""
+    cur = db.execute(
+        "UPDATE transit_inventory SET status = 'cancelled', cancelled_at = ?, cancelled_by = ? "
+        "WHERE txn_id = ? AND status = 'in_transit'",
+        (at_ms, by, txn_id),
+    )
+    if cur.rowcount != 1:
+        return False
+    t = by_txn(db, txn_id)
+    assert t is not None
+    _move_lines(db, txn_id, IN_TRANSIT, t["source_store"])
+    return True
+
+
+def _accept_doc(db: sqlite3.Connection, lane: LaneId, e: Entry, doc: dict[str, Any]) -> None:
+    # The normal case: the lane journals its record after head office accepted the request
+    # whose id is this document's txn_id. Stock already moved; only record the link.
+    cur = db.execute(
+        "UPDATE transit_inventory SET accept_txn_id = ? WHERE accept_request = ?",
+        (e.txn_id, e.txn_id),
+    )
+    if cur.rowcount == 1:
+        return
+    sscc = doc.get("sscc")
+    found = find(
+        db,
+        sscc=sscc if type(sscc) is str else None,
+        transit_no=None if type(sscc) is str else str(doc.get("transit_no")),
+        source_store=str(doc["source_store"]),
+    )
+    if len(found) != 1:
+        raise ProjectionError(f"accept names a transit head office does not hold ({len(found)})")
+    t = found[0]
+    ext = doc.get("ext")
+    at = ext.get("received_at") if type(ext) is dict else None
+    if accept(db, t["txn_id"], lane, doc.get("staff"), e.txn_id, int(at or e.ts)):
+        db.execute(
+            "UPDATE transit_inventory SET accept_txn_id = ? WHERE txn_id = ?",
+            (e.txn_id, t["txn_id"]),
+        )
+        log.warning("head office: transit %s accepted from %s's journal", t["transit_no"], lane)
+        return
+    raise ProjectionError(
+        f"transit {t['transit_no']} is {t['status']} (received by {t['received_store']}/"
+        f"{t['received_lane']}), not accepted by this document"
+    )

@@ -1,0 +1,255 @@
+"""Head-office transit projection and request handlers on a real SQLite head-office store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import SSCC1, SSCC2, Lane, stock, transit_doc
+
+from headoffice.config import HeadOfficeConfig
+from headoffice.ingest import Ingest
+from headoffice.operations import request_handlers
+from headoffice.store import SqliteStore
+from headoffice.store.sqlite import connect
+from headoffice.transit import projection, report
+from headoffice.transit import server as srv
+from protocol import codec
+from protocol.identity import Channel, Topics
+from protocol.messages import Reply
+
+A1, B1, B2, C1 = Lane("A", "L1"), Lane("B", "L1"), Lane("B", "L2"), Lane("C", "L1")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "ho.db")
+    yield s
+    s.close()
+
+
+def rid() -> str:
+    return str(uuid.uuid4())
+
+
+def lookup(store: SqliteStore, lane: Lane, **args: object) -> Reply:
+    return srv.lookup(store, lane.request("transit_lookup", mode="receive", **args), 1)
+
+
+def accept(
+    store: SqliteStore, lane: Lane, request_id: str, now: int = 5_000, **args: object
+) -> Reply:
+    r = srv.accept(store, lane.request("transit_accept", request_id=request_id, **args), now)
+    store.commit()
+    return r
+
+
+def test_create_moves_stock_out_of_source_into_transit(store: SqliteStore) -> None:
+    A1.entries.clear()
+    A1.journal(
+        store,
+        "stock_adjustment",
+        {
+            "kind": "stock_adjustment",
+            "reason": "COUNT",
+            "lines": [{"line_no": 1, "item": "P1000", "qty": "10.000"}],
+        },
+    )
+    assert stock(store, "A", "P1000") == "10.000"
+    txn = A1.journal(store, "transit_inventory", transit_doc())
+    t = projection.by_txn(store.db, txn)
+    assert t is not None
+    assert (t["status"], t["source_store"], t["dest_store"], t["sscc"]) == (
+        "in_transit",
+        "A",
+        "B",
+        SSCC1,
+    )
+    assert (t["created_store"], t["created_lane"], t["created_by"]) == ("A", "L1", "E7")
+    assert stock(store, "A", "P1000") == "5.000"
+    assert stock(store, "@transit", "P1000") == "5.000"
+    assert stock(store, "@transit", "P2000") == "1.500"
+    assert stock(store, "B", "P1000") == "0.000"
+    assert [r["transit_no"] for r in report.open_transits(store.db)] == ["T10001"]
+
+
+def test_lookup_and_refusals(store: SqliteStore) -> None:
+    A1.entries.clear()
+    A1.journal(store, "transit_inventory", transit_doc())
+    ok = lookup(store, B1, sscc=SSCC1)
+    assert ok.ok, ok
+    tr = ok.result["transit"]
+    assert tr["transit_no"] == "T10001"
+    assert tr["status"] == "in_transit"
+    assert [(x["item"], x["qty"]) for x in tr["lines"]] == [("P1000", "5.000"), ("P2000", "1.500")]
+    assert lookup(store, B1, transit_no="T10001").ok
+    other = lookup(store, C1, sscc=SSCC1)
+    assert not other.ok, other
+    assert other.result["code"] == "other_store", other
+    assert "meant for store B" in (other.error or "")
+    unknown = lookup(store, B1, sscc=SSCC2)
+    assert unknown.result["code"] == "unknown"
+    assert "not known" in (unknown.error or "")
+    bad = srv.lookup(store, B1.request("transit_lookup", sscc=SSCC1), 1)
+    assert bad.result["code"] == "bad_request"  # no mode receive
+    nothing = lookup(store, B1)
+    assert nothing.result["code"] == "bad_request"
+    assert lookup(store, B1, sscc="3570").result["code"] == "bad_request"
+
+
+def test_not_yet_known_when_a_lane_lags(store: SqliteStore) -> None:
+    store.note_hello(A1.lane, 99, 5, 1)  # A/L1 holds 5 entries head office has not got
+    store.commit()
+    r = lookup(store, B1, sscc=SSCC1)
+    assert r.result["code"] == "not_yet_known", r
+    assert "try again" in (r.error or "")
+    assert "A/L1" in (r.error or "")
+    a = accept(store, B1, rid(), sscc=SSCC1, source_store="A")
+    assert a.result["code"] == "not_yet_known"
+
+
+def test_accept_exactly_once_retry_and_link(store: SqliteStore) -> None:
+    A1.entries.clear()
+    B1.entries.clear()
+    txn = A1.journal(store, "transit_inventory", transit_doc())
+    first = rid()
+    ok = accept(store, B1, first, sscc=SSCC1, source_store="A", staff="E9")
+    assert ok.ok, ok
+    assert ok.result["replayed"] is False, ok
+    rec = ok.result["transit"]["received"]
+    assert (rec["store"], rec["lane"], rec["by"], rec["at"]) == ("B", "L1", "E9", 5_000)
+    assert stock(store, "@transit", "P1000") == "0.000"
+    assert stock(store, "B", "P1000") == "5.000"
+    assert stock(store, "A", "P1000") == "-5.000"
+    # The same request again (the answer was lost): the original success, nothing moves again.
+    again = accept(store, B1, first, 9_000, sscc=SSCC1, source_store="A")
+    assert again.ok
+    assert again.result["replayed"] is True
+    assert again.result["transit"]["received"]["at"] == 5_000
+    assert stock(store, "B", "P1000") == "5.000"
+    # Another lane (same store) and another store: refused, with where and when.
+    dup = accept(store, B2, rid(), sscc=SSCC1)
+    assert not dup.ok
+    assert dup.result["code"] == "already_received"
+    assert dup.result["received"]["store"] == "B"
+    assert dup.result["received"]["at"] == 5_000
+    assert "already received at B/L1" in (dup.error or "")
+    assert accept(store, C1, rid(), sscc=SSCC1).result["code"] == "other_store"
+    assert lookup(store, B2, sscc=SSCC1).result["code"] == "already_received"
+    assert report.open_transits(store.db) == []
+    # The accepting lane's own journaled record is linked, and does not move stock again.
+    doc = {
+        "kind": "transit_inventory_accept",
+        "sscc": SSCC1,
+        "transit_no": "T10001",
+        "source_store": "A",
+        "dest_store": "B",
+        "currency": "EUR",
+        "lines": [{"line_no": 1, "item": "P1000", "qty": "5.000"}],
+    }
+    B1.journal(store, "transit_inventory_accept", doc, txn_id=first)
+    t = projection.by_txn(store.db, txn)
+    assert t is not None
+    assert t["accept_txn_id"] == first
+    assert stock(store, "B", "P1000") == "5.000"
+
+
+def test_accept_document_without_head_office_acceptance_applies_once(store: SqliteStore) -> None:
+    A1.entries.clear()
+    B1.entries.clear()
+    A1.journal(store, "transit_inventory", transit_doc(sscc=SSCC2, no="T10002"))
+    doc = {
+        "kind": "transit_inventory_accept",
+        "sscc": SSCC2,
+        "transit_no": "T10002",
+        "source_store": "A",
+        "dest_store": "B",
+        "currency": "EUR",
+    }
+    B1.journal(store, "transit_inventory_accept", doc)
+    assert stock(store, "B", "P1000") == "5.000"
+    assert accept(store, B2, rid(), sscc=SSCC2).result["code"] == "already_received"
+
+
+def test_cancel_returns_stock_and_refuses_receive(store: SqliteStore) -> None:
+    A1.entries.clear()
+    txn = A1.journal(store, "transit_inventory", transit_doc())
+    store.db.execute("BEGIN IMMEDIATE")
+    assert projection.cancel(store.db, txn, "HQ1", 42)
+    store.db.execute("COMMIT")
+    assert stock(store, "A", "P1000") == "0.000"
+    assert stock(store, "@transit", "P1000") == "0.000"
+    r = accept(store, B1, rid(), sscc=SSCC1)
+    assert r.result["code"] == "cancelled"
+    assert r.result["cancelled"]["by"] == "HQ1"
+
+
+def test_expired_accept_does_nothing(store: SqliteStore) -> None:
+    A1.entries.clear()
+    A1.journal(store, "transit_inventory", transit_doc())
+    r = accept(store, B1, rid(), 100_000, sscc=SSCC1, deadline_ms=1_000)
+    assert r.result["code"] == "expired"
+    assert lookup(store, B1, sscc=SSCC1).ok
+
+
+def test_malformed_transit_document_is_counted_not_fatal(store: SqliteStore) -> None:
+    A1.entries.clear()
+    A1.journal(store, "transit_inventory", {"kind": "transit_inventory", "lines": "x"})
+    A1.journal(store, "transit_inventory", transit_doc())  # ingest carries on
+    row = store.db.execute(
+        "SELECT value FROM counters WHERE name = 'transit_projection_errors'"
+    ).fetchone()
+    assert row == (1,)
+    # the same SSCC twice: the second is refused and counted, the first stands
+    A1.journal(store, "transit_inventory", transit_doc(no="T10009"))
+    assert [t["transit_no"] for t in projection.find(store.db, sscc=SSCC1)] == ["T10001"]
+
+
+def test_two_accepts_in_one_ingest_group_one_wins(tmp_path: Path) -> None:
+    """Two lanes' accepts for the same parcel arriving together: one success, one refusal."""
+    path = tmp_path / "ho.db"
+    ing = Ingest(HeadOfficeConfig(database=path), handlers=request_handlers())
+    s = SqliteStore(path)
+    ing._store = s
+    try:
+        A1.entries.clear()
+        A1.journal(s, "transit_inventory", transit_doc())
+        topics = Topics()
+        group = []
+        for lane in (B1, B2, Lane("C", "L3")):
+            req = lane.request("transit_accept", request_id=rid(), sscc=SSCC1)
+            group.append((topics.topic(lane.lane, Channel.REQUEST), codec.encode(req)))
+        out = ing.apply_group(group)
+        replies = [m for m in out if isinstance(m, Reply)]
+        assert [r.ok for r in replies] == [True, False, False]
+        assert [r.result.get("code") for r in replies[1:]] == ["already_received", "other_store"]
+        assert stock(s, "B", "P1000") == "5.000"
+    finally:
+        s.close()
+        ing._writer.shutdown()
+        ing._decoder.shutdown()
+
+
+def test_cli_report_json_and_cancel(tmp_path: Path, store: SqliteStore) -> None:
+    A1.entries.clear()
+    A1.journal(store, "transit_inventory", transit_doc())
+    cfg = tmp_path / "ho.toml"
+    cfg.write_text(f'[database]\npath = "{store.path}"\n')
+    run = [sys.executable, "-m", "lanesync.cli", "transits", "--config", str(cfg)]
+    out = subprocess.run([*run, "--json", "--stock"], capture_output=True, text=True, check=True)
+    data = json.loads(out.stdout)
+    assert [t["sscc"] for t in data["open_transits"]] == [SSCC1]
+    assert {"location": "@transit", "item": "P1000", "qty": "5.000", "in_transit": True} in data[
+        "stock"
+    ]
+    subprocess.run([*run, "--cancel", SSCC1, "--by", "HQ1"], capture_output=True, check=True)
+    db = connect(store.path, readonly=True)
+    try:
+        assert report.open_transits(db) == []
+    finally:
+        db.close()
