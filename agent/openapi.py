@@ -373,9 +373,50 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/transit/receive": {
+                "post": {
+                    "summary": "Look up a parcel for receiving at head office (mode receive)",
+                    "description": "By `sscc` (18 digits) or the `transit_no` on the paperwork. "
+                    "An empty prompt does nothing (204). There is deliberately no way to list "
+                    "or search pending transits.",
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "sscc": {"type": "string", "maxLength": 64},
+                                "transit_no": {"type": "string", "maxLength": 64},
+                            },
+                            "additionalProperties": False,
+                        },
+                        required=False,
+                    ),
+                    "responses": {
+                        "200": _json(
+                            {"type": "object", "required": ["id", "transit"]},
+                            "the transit's details and a receive session id",
+                        ),
+                        "204": {"description": "nothing entered: nothing done"},
+                        **_problems(404, 409, 415, 422, 503),
+                    },
+                }
+            },
+            "/v1/transit/receive/{id}/accept": {
+                "post": {
+                    "summary": "Accept the parcel: once per parcel across all stores and lanes",
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "requestBody": _body({"type": "object"}, required=False),
+                    "responses": {
+                        "201": _json({"type": "object"}, "accepted and the receive journaled"),
+                        "200": _json({"type": "object"}, "the same accept, repeated"),
+                        **_problems(404, 409, 415, 422, 503),
+                    },
+                }
+            },
             "/v1/scans": {
                 "get": {
-                    "summary": "Scans as server-sent events (event: scan | device)",
+                    "summary": "Scans as server-sent events (event: scan | device | transit)",
                     "parameters": [
                         {
                             "name": "limit",

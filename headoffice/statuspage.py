@@ -216,12 +216,24 @@ def render_fragment(data: dict[str, Any]) -> str:
     )
     parts.append("<h2>Open transits</h2>")
     transits = data.get("open_transits", [])
-    cols = sorted({k for t in transits for k in t})[:8]
+    now_s = time.time()
     parts.append(
         _table(
             "transits",
-            cols,
-            [[t.get(c, "") for c in cols] for t in transits],
+            ["Transit no", "SSCC", "From", "To", "Travels by", "Lines", "Created on lane", "Age"],
+            [
+                [
+                    t.get("transit_no") or "-",
+                    t.get("sscc") or "-",
+                    t.get("source_store", ""),
+                    t.get("dest_store", ""),
+                    t.get("travels_by") or "-",
+                    t.get("lines", ""),
+                    t.get("created_where", ""),
+                    _age(now_s - t["created_at"] / 1000) if t.get("created_at") else "-",
+                ]
+                for t in transits
+            ],
             "No open transits.",
         )
     )

@@ -74,14 +74,23 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ],
 )
 def test_no_server_error(case: schemathesis.Case, base_url: str) -> None:
+    conformance = [status_code_conformance, content_type_conformance, response_schema_conformance]
+    if case.path.startswith("/v1/transit/"):
+        # This API runs without a replicator: a well-formed receive is answered with the
+        # documented 503 "head office unreachable" (nothing done). Anything else 5xx is a bug.
+        response = case.call_and_validate(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            checks=conformance,
+            timeout=10,
+        )
+        assert response.status_code < 500 or (
+            response.status_code == 503 and response.json()["code"] == "unreachable"
+        ), response.text
+        return
     case.call_and_validate(
         base_url=base_url,
         headers={"Authorization": f"Bearer {TOKEN}"},
-        checks=[
-            not_a_server_error,
-            status_code_conformance,
-            content_type_conformance,
-            response_schema_conformance,
-        ],
+        checks=[not_a_server_error, *conformance],
         timeout=10,
     )

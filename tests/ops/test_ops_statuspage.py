@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgpack
 import pytest
 from ops_helpers import query
 
@@ -71,6 +72,36 @@ def _seed(db_path: Path) -> None:
             b"x",
             now,
         )
+        store.commit()
+    finally:
+        store.close()
+
+
+def _journal_transit(db_path: Path, lane: LaneId, seq: int) -> None:
+    """The lane's next journal entry: a transit-inventory document, ingested as usual."""
+    store = SqliteStore(db_path)
+    try:
+        state = store.lane_state(lane, 7)
+        assert state is not None
+        assert state.hwm == seq - 1
+        doc = {
+            "kind": "transit_inventory",
+            "register_no": "TX0042",
+            "transit_no": "TX0042",
+            "sscc": "357035380100000010",
+            "source_store": lane.store,
+            "dest_store": "S002",
+            "by": {"type": "courier", "id": "DHL"},
+            "currency": "EUR",
+            "lines": [{"line_no": 1, "item": "P1000", "qty": "3.000"}],
+        }
+        body = msgpack.packb(doc, use_bin_type=True)
+        now = _now_ms()
+        txn = "01936f5e-0000-7000-8000-000000000042"
+        h = entry_hash(state.last_hash, seq, "transit_inventory", txn, now, body)
+        entry = Entry(seq, "transit_inventory", txn, now, body, h)
+        res = store.apply_batch(check_batch(JournalBatch(lane, 7, state.last_hash, [entry])), now)
+        assert res.applied == 1, res
         store.commit()
     finally:
         store.close()
@@ -212,6 +243,15 @@ async def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
         text = await _wait_text(cdp, "3 online")
         offline = next(ln for ln in text.splitlines() if ln.startswith("S002\tL1"))
         assert offline.split("\t")[2] == "online"
+
+        # S001/L1 sends a parcel to S002: it appears under open transits without a reload.
+        _journal_transit(db, LaneId("S001", "L1"), seq=41)
+        text = await _wait_text(cdp, "357035380100000010")
+        parcel = next(ln for ln in text.splitlines() if "357035380100000010" in ln)
+        assert "TX0042" in parcel
+        assert "S001" in parcel
+        assert "S002" in parcel
+        assert "No open transits." not in text
 
         shot = await cdp.call("Page.captureScreenshot", format="png")
         ARTIFACTS.mkdir(exist_ok=True)
