@@ -6,7 +6,6 @@ Every key is documented in systemd/agent.example.toml; an error names the key at
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 from agent import opsconfig
 from agent.documents.tax import TaxRate, TaxTable
 from agent.opsconfig import OpsConfig
-from protocol.config import Table
+from protocol.config import Table, load_toml
 from protocol.errors import ConfigError, ProtocolError
 from protocol.identity import DEFAULT_PREFIX, LaneId, Topics
 
@@ -276,14 +275,4 @@ def _tax(t: Table) -> TaxTable:
 
 
 def load(path: str | Path) -> AgentConfig:
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file (see systemd/agent.example.toml)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    try:
-        return parse(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+    return load_toml(path, parse, "agent.example.toml")

@@ -5,7 +5,6 @@ Every key is documented in systemd/headoffice.example.toml; an error names the k
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from headoffice import opsconfig
 from headoffice.opsconfig import HoOpsConfig
 from protocol.codec import DEFAULT_MAX_MESSAGE
-from protocol.config import Table
+from protocol.config import Table, load_toml
 from protocol.errors import ConfigError, ProtocolError
 from protocol.identity import DEFAULT_PREFIX, Topics, check_segment
 
@@ -84,14 +83,4 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
 
 
 def load(path: str | Path) -> HeadOfficeConfig:
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file (see systemd/headoffice.example.toml)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    try:
-        return parse(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+    return load_toml(path, parse, "headoffice.example.toml")

@@ -7,8 +7,10 @@ so a technician can fix a config file from the error alone. Pure: callers load t
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
-from typing import Any
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 
 from protocol.errors import ConfigError
 
@@ -78,3 +80,26 @@ class Table:
         extra = sorted(set(self.data) - self.used)
         if extra:
             raise ConfigError(f"{self._name(extra[0])}: unknown key")
+
+
+T = TypeVar("T")
+
+
+def load_toml(path: str | Path, parse: Callable[[dict[str, Any]], T], example: str) -> T:
+    """Read a TOML file and hand it to `parse`; every error names the file, then the key.
+
+    The one piece of file reading here: agent, head office and the extract share it.
+    """
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file (see systemd/{example})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        return parse(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None

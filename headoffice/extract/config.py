@@ -6,14 +6,13 @@ Kept in its own section, read here, so head office's own parser only has to know
 
 from __future__ import annotations
 
-import tomllib
 import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from protocol.config import Table
+from protocol.config import Table, load_toml
 from protocol.errors import ConfigError
 
 SCHEDULES = ("business_day", "each_run")
@@ -225,14 +224,4 @@ def parse(data: dict[str, Any]) -> ExtractConfig:
 
 
 def load(path: str | Path) -> ExtractConfig:
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file (see systemd/headoffice.example.toml)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    try:
-        return parse(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+    return load_toml(path, parse, "extract.example.toml")
