@@ -106,34 +106,7 @@ def merge(docs: list[SaleDoc], number: str) -> dict[str, Any]:
             src = "" if p.tender in MERGED_TENDERS else d.register_no
             pk = (p.tender, p.scheme if p.tender == "card" else None, src)
             pays[pk] = pays.get(pk, 0) + p.amount
-    return {
-        "consolidated_no": number,
-        "document_no": number,
-        "rolled_up": True,
-        "type": first.kind,
-        "business_day": first.business_day,
-        "store": first.store,
-        "customer": first.customer,
-        "currency": first.currency,
-        "lines": [
-            {
-                "line_no": i,
-                "item": k[0],
-                "unit_price": k[1],
-                "tax_code": k[2],
-                "qty": fmt_qty(v[0]),
-                "amount": v[1],
-                "tax": v[2],
-            }
-            for i, (k, v) in enumerate(lines.items(), 1)
-        ],
-        "payments": [
-            {"tender": k[0], "scheme": k[1], "last4": None, "amount": v, "source": k[2] or None}
-            for k, v in pays.items()
-        ],
-        "total": total,
-        "sources": [_source(d) for d in docs],
-    }
+    return _rolled(number, first, lines, pays, total, [_source(d) for d in docs])
 
 
 # Roll-up by segments, so the work can be split over row ranges (and processes). A segment is
@@ -262,7 +235,21 @@ def merge_segments(segs: list[Segment], number: str) -> dict[str, Any]:
                     acc[2] += v[2]
         for pk, amount in seg.pays.items():
             pays[pk] = pays.get(pk, 0) + amount
-    first = segs[0].first
+    sources = [
+        {"txn_id": t, "register_no": r, "lane": ln} for seg in segs for t, r, ln in seg.sources
+    ]
+    return _rolled(number, segs[0].first, lines, pays, total, sources)
+
+
+def _rolled(
+    number: str,
+    first: SaleDoc,
+    lines: dict[tuple[str, int, str, bool], list[int]],
+    pays: dict[tuple[str, str | None, str], int],
+    total: int,
+    sources: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The consolidated document both merge paths build (the same keys in the same order)."""
     return {
         "consolidated_no": number,
         "document_no": number,
@@ -289,9 +276,7 @@ def merge_segments(segs: list[Segment], number: str) -> dict[str, Any]:
             for k, v in pays.items()
         ],
         "total": total,
-        "sources": [
-            {"txn_id": t, "register_no": r, "lane": ln} for seg in segs for t, r, ln in seg.sources
-        ],
+        "sources": sources,
     }
 
 
