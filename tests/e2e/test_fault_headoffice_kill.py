@@ -33,7 +33,7 @@ def test_headoffice_sigkill_during_drain_nothing_lost_or_doubled(cluster: Cluste
     cluster.start_broker()
     ho = cluster.headoffice(start=False)
     # Small batches, several in flight: every kill leaves some committed but unacknowledged.
-    cluster.agent(LANE, batch_max_entries=10, window=4, ack_timeout_s=1.0)
+    agent = cluster.agent(LANE, batch_max_entries=5, window=2, ack_timeout_s=1.0)
     backlog = [cluster.till(LANE, limit=1000) for _ in range(3)]
     wait_total(backlog, 3000, 30, "building the backlog")
     for t in backlog:
@@ -50,8 +50,12 @@ def test_headoffice_sigkill_during_drain_nothing_lost_or_doubled(cluster: Cluste
     assert read_lane_journal(cluster.journal(LANE)).acked_seq < ho_hwm(cluster.ho_db, LANE, epoch)
     del ho.env["LANESYNC_FAULT_CRASH_AFTER_COMMIT"]
     ho.stop()
+    # Head office stays down until the lane's ack timeout has fired: the lane then resends
+    # from its acked mark, i.e. entries head office committed but never acknowledged.
+    wait_until(lambda: "no ack for" in agent.log_tail(200), 20, "the lane's ack timeout")
     cluster.start(ho)
-    mid_drain = 0
+    mid_drain = 1  # the crash above
+
     for kill in range(KILLS):
         # Let head office commit something after its restart, then kill it a random moment later.
         start = ho_hwm(cluster.ho_db, LANE, epoch)
@@ -71,7 +75,7 @@ def test_headoffice_sigkill_during_drain_nothing_lost_or_doubled(cluster: Cluste
             mid_drain += 1
         time.sleep(rng.uniform(0.0, 0.5))  # head office stays down a moment; the lane resends
         cluster.start(ho)
-    assert mid_drain >= 3, f"only {mid_drain} of {KILLS} kills landed before the drain ended"
+    assert mid_drain >= 3, f"only {mid_drain} of {KILLS + 1} kills landed before the drain ended"
 
     selling.wait_confirmed(selling.count + 20, 10, "after the last restart")
     cluster.stop_tills()
