@@ -31,9 +31,11 @@ from protocol import codec
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
 from protocol.messages import Ack, Hello, JournalBatch, Reply, Request, Status
+from protocol.tasks import cancel_and_wait
 from protocol.version import VERSION
 
 log = logging.getLogger(__name__)
+
 
 MIN_HEALTHY_SESSION_S = 5.0
 _TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -98,7 +100,7 @@ class Replicator:
     ) -> None:
         self._unlisten()
         if self._main is not None:
-            self._main.cancel()
+            await cancel_and_wait(self._main)
         if self._tasks is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tasks.__aexit__(None, None, None)

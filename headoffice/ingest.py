@@ -31,8 +31,10 @@ from protocol import codec
 from protocol.errors import ProtocolError
 from protocol.identity import Channel, LaneId
 from protocol.messages import Ack, Hello, JournalBatch, Message, Reply, Request, Status
+from protocol.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
 
 _CRASH_AFTER_COMMIT = int(os.environ.get("LANESYNC_FAULT_CRASH_AFTER_COMMIT") or 0)
 
@@ -123,7 +125,7 @@ class Ingest:
         tb: TracebackType | None,
     ) -> None:
         if self._main is not None:
-            self._main.cancel()
+            await cancel_and_wait(self._main)
         if self._tasks is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tasks.__aexit__(None, None, None)

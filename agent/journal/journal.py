@@ -33,6 +33,7 @@ from protocol.messages import Entry
 log = logging.getLogger(__name__)
 
 SELECT_ENTRIES = "SELECT seq, kind, txn_id, ts, body, hash FROM entries"
+CLOSE_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
 # Disk budget hook (agent.retention): given the writer connection and the bytes a group of new
@@ -90,7 +91,26 @@ class _Exec:
     future: asyncio.Future[Any] = field(repr=False)
 
 
-_Op = _Append | _MarkAcked | _Exec
+@dataclass(slots=True)
+class _Stop:
+    """Close: the writer finishes what is queued before it, then ends."""
+
+    future: asyncio.Future[None] = field(repr=False)
+
+
+_Op = _Append | _MarkAcked | _Exec | _Stop
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    """Roll back whatever is open, keeping the error that got us here.
+
+    A cancelled await does not stop aiosqlite's thread: the COMMIT may still have run, and a
+    ROLLBACK then fails with "no transaction is active". That failure must not replace the
+    original exception (a swallowed CancelledError left the writer unable to stop).
+    """
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
 
 
 def now_ms() -> int:
@@ -148,13 +168,21 @@ class Journal:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._writer_task is not None:
-            self._writer_task.cancel()
-        if self._tasks is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tasks.__aexit__(None, None, None)
-        self._fail_pending(JournalError("journal closed"))
-        await self._close_connections()
+        task = self._writer_task
+        try:
+            if task is not None and not task.done():
+                # Let the writer finish the group it is committing and what is queued, so no
+                # appender is left waiting and no commit is cut in half by a cancellation.
+                self._queue.put_nowait(_Stop(asyncio.get_running_loop().create_future()))
+                await asyncio.wait({task}, timeout=CLOSE_TIMEOUT_S)
+        finally:
+            if task is not None:
+                task.cancel()
+            if self._tasks is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._tasks.__aexit__(None, None, None)
+            self._fail_pending(JournalError("journal closed"))
+            await self._close_connections()
 
     async def _connect(self) -> aiosqlite.Connection:
         try:
@@ -165,10 +193,14 @@ class Journal:
         # commit so a confirmed document survives power loss, not just a process crash.
         # Before the first table exists this makes pruned pages returnable to the filesystem
         # (agent.retention runs incremental_vacuum); on an older file it changes nothing.
-        await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA busy_timeout=5000")
+        try:
+            await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            await db.close()  # cancelled or failed while opening: no connection thread left over
+            raise
         return db
 
     async def _close_connections(self) -> None:
@@ -185,8 +217,7 @@ class Journal:
             try:
                 await db.executescript(script)
             except sqlite3.Error as exc:
-                if db.in_transaction:
-                    await db.execute("ROLLBACK")
+                await _rollback(db)
                 raise JournalError(f"migrating {self.path} to schema {version}: {exc}") from exc
             log.info("journal %s migrated to schema version %d", self.path, version)
 
@@ -267,44 +298,52 @@ class Journal:
                 group.append(self._queue.get_nowait())
             appends = [op for op in group if isinstance(op, _Append)]
             acks = [op for op in group if isinstance(op, _MarkAcked)]
-            try:
-                appends = await self._admit(appends)
-                results = await self._commit(appends, max((a.hwm for a in acks), default=None))
-            except sqlite3.Error as exc:
-                # Never swallowed: every waiting appender gets the error; nothing was committed.
-                log.error(
-                    "journal %s: write failed, %d documents refused: %s",
-                    self.path,
-                    len(appends),
-                    exc,
-                )
-                err = JournalError(f"journal write failed, document not confirmed: {exc}")
-                for op in group:
-                    if not op.future.done():
-                        op.future.set_exception(err)
+            stops = [op for op in group if isinstance(op, _Stop)]
+            if stops:
+                await self._finish_group(group, appends, acks)
+                for op in stops:
+                    op.future.set_result(None)
+                return
+            await self._finish_group(group, appends, acks)
+
+    async def _finish_group(
+        self, group: list[_Op], appends: list[_Append], acks: list[_MarkAcked]
+    ) -> None:
+        """Commit one group and answer every op in it; errors go to the waiting callers."""
+        try:
+            appends = await self._admit(appends)
+            results = await self._commit(appends, max((a.hwm for a in acks), default=None))
+        except sqlite3.Error as exc:
+            # Never swallowed: every waiting appender gets the error; nothing was committed.
+            log.error(
+                "journal %s: write failed, %d documents refused: %s", self.path, len(appends), exc
+            )
+            self._fail_group(group, JournalError(f"journal write failed, not confirmed: {exc}"))
+            return
+        except Exception as exc:
+            # A bug, not a disk problem: still answer every waiting till (never leave one
+            # hanging) and keep the writer alive; the traceback goes to the log.
+            log.exception("journal %s: unexpected error in the writer", self.path)
+            self._fail_group(group, JournalError(f"journal write failed, not confirmed: {exc!r}"))
+            return
+        for app, res in zip(appends, results, strict=True):
+            if app.future.done():
                 continue
-            except Exception as exc:
-                # A bug, not a disk problem: still answer every waiting till (never leave one
-                # hanging) and keep the writer alive; the traceback goes to the log.
-                log.exception("journal %s: unexpected error in the writer", self.path)
-                err = JournalError(f"journal write failed, document not confirmed: {exc!r}")
-                for op in group:
-                    if not op.future.done():
-                        op.future.set_exception(err)
-                continue
-            for op, res in zip(appends, results, strict=True):
-                if op.future.done():
-                    continue
-                if isinstance(res, JournalError):
-                    op.future.set_exception(res)
-                else:
-                    op.future.set_result(res)
-            for a in acks:
-                if not a.future.done():
-                    a.future.set_result(None)
-            for op in group:
-                if isinstance(op, _Exec):
-                    await self._exec(op)
+            if isinstance(res, JournalError):
+                app.future.set_exception(res)
+            else:
+                app.future.set_result(res)
+        for a in acks:
+            if not a.future.done():
+                a.future.set_result(None)
+        for ex in [op for op in group if isinstance(op, _Exec)]:
+            await self._exec(ex)
+
+    @staticmethod
+    def _fail_group(group: list[_Op], err: JournalError) -> None:
+        for op in group:
+            if not isinstance(op, _Stop) and not op.future.done():
+                op.future.set_exception(err)
 
     async def _admit(self, appends: list[_Append]) -> list[_Append]:
         """Refuse a group's new documents when the disk budget is exhausted (acks still pass)."""
@@ -326,14 +365,12 @@ class Journal:
         try:
             result = await op.fn(db)
         except sqlite3.Error as exc:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await _rollback(db)
             log.error("journal %s: maintenance failed: %s", self.path, exc)
             if not op.future.done():
                 op.future.set_exception(JournalError(f"journal {self.path}: {exc}"))
         except Exception as exc:  # noqa: BLE001 - handed to the caller; the writer must live on
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await _rollback(db)
             if not op.future.done():
                 op.future.set_exception(exc)
         else:
@@ -398,8 +435,7 @@ class Journal:
                 )
             await db.execute("COMMIT")
         except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            await _rollback(db)
             raise
         if rows:
             self.last_seq, self._last_hash = seq, prev

@@ -8,6 +8,7 @@ change is on disk when a call returns; SQLite's write lock and busy_timeout seri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -47,9 +48,11 @@ class LaneStore:
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=FULL")
             await self._db.execute("PRAGMA busy_timeout=5000")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             await self.__aexit__(None, None, None)
-            raise JournalError(f"cannot open lane tables in {self.path}: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise JournalError(f"cannot open lane tables in {self.path}: {exc}") from exc
+            raise
         return self
 
     async def __aexit__(
@@ -78,10 +81,15 @@ class LaneStore:
                 for sql, args in statements:
                     out.append(list(await db.execute_fetchall(sql, args)))
                 await db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 if db.in_transaction:
-                    await db.execute("ROLLBACK")
-                raise JournalError(f"lane tables: write failed, nothing changed: {exc}") from exc
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise JournalError(
+                        f"lane tables: write failed, nothing changed: {exc}"
+                    ) from exc
+                raise
             return out
 
     # --- open documents -------------------------------------------------------------------
