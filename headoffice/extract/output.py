@@ -66,32 +66,7 @@ ROLLUP_PAYMENT_COLUMNS = (
     "amount",
     "source",
 )
-POSTING_COLUMNS = (
-    "posting_id",
-    "txn_id",
-    "docket",
-    "store",
-    "kind",
-    "type",
-    "reference",
-    "customer",
-    "account",
-    "tender",
-    "amount",
-    "outstanding",
-    "tax",
-    "line_no",
-    "item",
-    "qty",
-    "stock_qty",
-    "tax_code",
-    "warehouse",
-    "batch",
-    "line_status",
-    "fulfil_status",
-    "invoice_no",
-    "invoice_date",
-)
+POSTING_COLUMNS = _postings.COLUMNS
 
 
 def dumps(record: Any) -> str:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import uuid6
 
 from agent.journal import Journal
 from lanesync import samples, stack
+from lanesync.bench.common import in_workdir, print_result
 from protocol.identity import LaneId
 
 LANE = LaneId("S1", "L1")
@@ -48,12 +47,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     if args.docs < args.clients or args.clients < 1 or args.rate <= 0:
         print("lanesync bench api: need --docs >= --clients >= 1 and --rate > 0", file=sys.stderr)
         return 2
-    if args.workdir:
-        result = run(Path(args.workdir), args)
-    else:
-        with tempfile.TemporaryDirectory(prefix="lanesync-bench-api-") as d:
-            result = run(Path(d), args)
-    print(json.dumps(result, indent=None if args.json else 2))
+    result = in_workdir(args.workdir, "api", lambda d: run(d, args))
+    print_result(result, args.json)
     return 0 if result["errors"] == 0 else 1
 
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.journal import Journal
 from lanesync import samples, stack
+from lanesync.bench.common import in_workdir, print_result
 from lanesync.broker import MosquittoBroker
 from lanesync.reconcile import reconcile
 from protocol import codec
@@ -51,12 +50,10 @@ def cmd_drain(args: argparse.Namespace) -> int:
     if args.entries < 1:
         print("lanesync bench drain: --entries must be at least 1", file=sys.stderr)
         return 2
-    if args.workdir:
-        result = run(Path(args.workdir), args.entries, args.seed, quiet=args.json)
-    else:
-        with tempfile.TemporaryDirectory(prefix="lanesync-bench-") as d:
-            result = run(Path(d), args.entries, args.seed, quiet=args.json)
-    print(json.dumps(result, indent=None if args.json else 2))
+    result = in_workdir(
+        args.workdir, "drain", lambda d: run(d, args.entries, args.seed, quiet=args.json)
+    )
+    print_result(result, args.json)
     return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
 
 

@@ -13,11 +13,9 @@ holding the same lines. It rolls up lines and nothing else: no payments, posting
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sqlite3
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +26,7 @@ from headoffice.extract.config import ExtractConfig
 from headoffice.extract.documents import read_rows
 from headoffice.store.sqlite import SqliteStore
 from lanesync import samples
+from lanesync.bench.common import in_workdir, print_result
 from protocol.chain import entry_hash, genesis
 from protocol.documents import encode_body
 from protocol.identity import LaneId
@@ -49,12 +48,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if args.entries < 1:
         print("lanesync bench extract: --entries must be at least 1", file=sys.stderr)
         return 2
-    if args.workdir:
-        result = run(Path(args.workdir), args.entries, args.seed, quiet=args.json)
-    else:
-        with tempfile.TemporaryDirectory(prefix="lanesync-bench-") as d:
-            result = run(Path(d), args.entries, args.seed, quiet=args.json)
-    print(json.dumps(result, indent=None if args.json else 2))
+    result = in_workdir(
+        args.workdir, "extract", lambda d: run(d, args.entries, args.seed, quiet=args.json)
+    )
+    print_result(result, args.json)
     return 0
 
 
