@@ -57,6 +57,7 @@ class ReplicatorStats:
     batches_sent: int = 0
     entries_sent: int = 0
     rewinds: int = 0
+    stale_acks: int = 0  # acks behind one already received (another ingest worker's), ignored
     last_error: str | None = None
     last_ack_at: float | None = None
     ho_hwm: int | None = None
@@ -77,6 +78,7 @@ class Replicator:
         self._rewind_to: int | None = None
         self._last_rewind: tuple[int, float] = (0, 0.0)
         self._last_progress = 0.0
+        self._last_current_ack = float("-inf")  # when an ack last reached the acked mark
         self._prev_hash: tuple[int, bytes] | None = None  # (seq, hash of seq - 1)
         self._client: aiomqtt.Client | None = None
         self._pending: dict[str, asyncio.Future[Reply]] = {}
@@ -324,6 +326,17 @@ class Replicator:
         if ack.epoch != self.journal.epoch:
             log.info("lane %s: ack for old epoch %d ignored", self.lane, ack.epoch)
             return
+        now = time.monotonic()
+        if ack.hwm >= self.journal.acked_seq:
+            self._last_current_ack = now
+        elif now - self._last_current_ack < self.config.replication.ack_timeout_s:
+            # Several ingest workers on a shared subscription each publish acks, so one
+            # committed earlier can arrive after a later one. It says nothing new; obeying its
+            # hwm (or resend-from) would rewind the lane over entries head office holds. An ack
+            # behind the mark long after the last current one is head office restored from an
+            # older copy: that one is obeyed.
+            self.stats.stale_acks += 1
+            return
         self.stats.ho_hwm = ack.hwm
         self.stats.last_ack_at = time.time()
         hwm = min(ack.hwm, self.journal.last_seq)
@@ -350,7 +363,6 @@ class Replicator:
             resend = ack.hwm + 1  # head office holds less than we sent and nothing is on its way
         if resend is not None and resend <= self._sent:
             last_to, last_at = self._last_rewind
-            now = time.monotonic()
             # Several in-flight batches past a gap each trigger a resend request; rewinding once
             # per gap is enough.
             if resend != last_to or now - last_at > self.config.replication.ack_timeout_s:

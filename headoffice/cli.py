@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 
 from headoffice import config as ho_config
 from headoffice import daemon, opscli
 from headoffice.transit import cli as transit_cli
-from protocol.errors import LanesyncError
+from protocol.errors import ConfigError, LanesyncError
 
 DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
 
@@ -18,6 +19,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("headoffice", help="run head office (ingest)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML (default {DEFAULT_CONFIG})")
     opscli.add_daemon_options(p)  # --status-page HOST:PORT
+    p.add_argument(
+        "--worker",
+        type=int,
+        metavar="N",
+        help="run as ingest worker N (1..64) of broker.share_group: the MQTT client id gets "
+        "'-wN' so the workers' sessions stay apart",
+    )
     p.set_defaults(handler=cmd_headoffice)
     opscli.register(sub, DEFAULT_CONFIG)  # lanesync import FILE
     transit_cli.register(sub, DEFAULT_CONFIG)  # lanesync transits [--json] [--cancel ...]
@@ -25,9 +33,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_headoffice(args: argparse.Namespace) -> int:
     try:
-        cfg = opscli.apply_daemon_options(ho_config.load(args.config), args)
+        cfg = as_worker(opscli.apply_daemon_options(ho_config.load(args.config), args), args)
         asyncio.run(daemon.run(cfg))
     except LanesyncError as exc:
         print(f"lanesync headoffice: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def as_worker(
+    cfg: ho_config.HeadOfficeConfig, args: argparse.Namespace
+) -> ho_config.HeadOfficeConfig:
+    """Give worker N its own client id: two clients with one id make the broker drop the
+    older connection, so same-id workers would take turns kicking each other off."""
+    n = getattr(args, "worker", None)
+    if n is None:
+        return cfg
+    if not 1 <= n <= 64:
+        raise ConfigError(f"--worker: must be 1..64, got {n}")
+    if not cfg.broker.share_group:
+        raise ConfigError(
+            "--worker: needs broker.share_group in the config; without a shared subscription "
+            "every worker would receive and apply every batch"
+        )
+    broker = dataclasses.replace(cfg.broker, client_id=f"{cfg.broker.client_id}-w{n}")
+    return dataclasses.replace(cfg, broker=broker)

@@ -33,6 +33,9 @@ class HoBrokerConfig:
 class IngestConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
     group_max_messages: int = 64  # messages applied in one transaction before acking
+    # How long a shared-subscription worker keeps retrying a batch that arrived ahead of its
+    # predecessor (held by another worker) before asking the lane to resend; 0: ask at once.
+    gap_hold_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class HeadOfficeConfig:
     broker: HoBrokerConfig = field(default_factory=HoBrokerConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     ops: HoOpsConfig = field(default_factory=HoOpsConfig)  # [status_page], [metrics], [import]
+    database_url: str | None = None  # postgresql://...: PostgreSQL instead of the SQLite file
 
     @property
     def topics(self) -> Topics:
@@ -50,8 +54,19 @@ class HeadOfficeConfig:
 def parse(data: dict[str, Any]) -> HeadOfficeConfig:
     root = Table(data)
     d = root.table("database")
-    database = Path(d.str("path", "/var/lib/lanesync/headoffice.db"))
+    path = d.str("path", None)
+    database_url = d.str("url", None)
     d.done()
+    if path is not None and database_url is not None:
+        raise ConfigError(
+            "database.url: set either database.path (SQLite) or database.url (PostgreSQL), "
+            "not both"
+        )
+    if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"database.url: must be a postgresql:// URL, got {database_url.split(':', 1)[0]!r}"
+        )
+    database = Path(path or "/var/lib/lanesync/headoffice.db")
     b = root.table("broker")
     broker = HoBrokerConfig(
         host=b.str("host", "127.0.0.1"),
@@ -74,12 +89,13 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
     ingest = IngestConfig(
         max_message_bytes=i.int("max_message_bytes", DEFAULT_MAX_MESSAGE, 1024, 64 * 1024 * 1024),
         group_max_messages=i.int("group_max_messages", 64, 1, 10_000),
+        gap_hold_ms=i.int("gap_hold_ms", 500 if broker.share_group else 0, 0, 60_000),
     )
     i.done()
     root.used.add("extract")  # [extract] is read by headoffice.extract.config
     ops = opsconfig.parse(root)
     root.done()
-    return HeadOfficeConfig(database, broker, ingest, ops=ops)
+    return HeadOfficeConfig(database, broker, ingest, ops=ops, database_url=database_url)
 
 
 def load(path: str | Path) -> HeadOfficeConfig:

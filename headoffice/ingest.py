@@ -5,6 +5,13 @@ on one dedicated writer thread (the single writer), where each is decoded, check
 topic and schema, applied or quarantined, and the whole group is committed in one transaction.
 Acks (high-water marks, or resend-from on a gap) are published only after that commit returned
 (invariant 2). A crash before the commit loses nothing: lanes resend from the last ack.
+
+Several ingest processes (workers) can share one MQTT shared subscription (`broker.share_group`)
+over PostgreSQL. The broker then spreads one lane's batches over the workers, so batch k+1 can
+reach worker B while worker A still holds batch k. The store locks the lane rows at the start of
+each group, which serialises the two when A already holds the lock; otherwise B sees a gap. B
+holds such a batch and retries it with its next groups for up to `ingest.gap_hold_ms` before it
+asks the lane to resend: asking at once would turn every such race into a resend storm.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import aiomqtt
 import tenacity
 
 from headoffice.config import HeadOfficeConfig
-from headoffice.store import SqliteStore, Store, StoreError
+from headoffice.store import Store, StoreError, open_store
 from headoffice.store.base import CheckedBatch, check_batch
 from protocol import codec
 from protocol.errors import ProtocolError
@@ -71,7 +78,9 @@ class IngestStats:
     entries_applied: int = 0
     entries_redelivered: int = 0
     duplicate_txn_ids: int = 0
-    gaps: int = 0
+    gaps: int = 0  # resend requests sent for a gap (after any hold)
+    gaps_held: int = 0  # batches that arrived ahead of their predecessor and were held
+    gaps_closed: int = 0  # held batches applied once their predecessor was committed
     quarantined: int = 0
     commit_failures: int = 0
     last_commit_at: float | None = None
@@ -80,6 +89,23 @@ class IngestStats:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+MAX_HELD = 5_000  # held batches beyond this are answered with a resend at once (memory bound)
+
+
+@dataclass(slots=True)
+class _Held:
+    """A batch that arrived ahead of its predecessor, and since when it waits (monotonic)."""
+
+    prepared: Prepared
+    since: float
+
+
+def _gap_key(p: Prepared) -> tuple[str, str, int, int]:
+    msg = p.msg
+    assert isinstance(msg, JournalBatch)
+    return (msg.lane.store, msg.lane.lane, msg.epoch, msg.first_seq)
 
 
 class Ingest:
@@ -95,7 +121,7 @@ class Ingest:
         self.topics = config.topics
         self.stats = IngestStats()
         self.handlers = dict(handlers or {})
-        self._store_factory = store_factory or (lambda: SqliteStore(config.database))
+        self._store_factory = store_factory or (lambda: open_store(config))
         self._store: Store | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-writer")
         self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-decoder")
@@ -103,6 +129,10 @@ class Ingest:
         self._tasks: asyncio.TaskGroup | None = None
         self._main: asyncio.Task[None] | None = None
         self._commits = 0
+        self._held: list[_Held] = []  # touched only on the writer thread
+        self._hold_s = config.ingest.gap_hold_ms / 1000
+        # a held batch is retried with every group, and at least this often when none come
+        self._hold_retry_s = min(0.05, max(0.005, self._hold_s / 10))
         self.ready = asyncio.Event()  # set once subscribed: used by sd_notify READY and tests
 
     async def __aenter__(self) -> Self:
@@ -157,6 +187,11 @@ class Ingest:
         try:
             # A persistent session (clean_session=False) makes the broker queue QoS 1 batches
             # while head office is down, so a restart does not wait for lanes' ack timeouts.
+            # Not for a shared-subscription worker: Mosquitto keeps giving a disconnected
+            # persistent member its turn of the round robin and queues those messages for it
+            # (eclipse-mosquitto/mosquitto#1747), so a dead worker would sit on a share of
+            # every lane's batches. With a clean session the broker serves only live members;
+            # what was in flight to a killed one is resent by its lane (gap or ack timeout).
             async with aiomqtt.Client(
                 b.host,
                 b.port,
@@ -164,7 +199,7 @@ class Ingest:
                 username=b.username,
                 password=b.password,
                 keepalive=b.keepalive,
-                clean_session=False,
+                clean_session=b.share_group is not None,
                 max_inflight_messages=100,
                 # paho leaves Nagle on: acks would wait for the lane's delayed ACK (~40 ms).
                 socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
@@ -225,7 +260,12 @@ class Ingest:
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            group = await prepared.get()
+            try:
+                # With batches held for a gap, wake up to retry them even when nothing arrives.
+                async with asyncio.timeout(self._hold_retry_s if self._held else None):
+                    group = await prepared.get()
+            except TimeoutError:
+                group = []
             try:
                 out = await loop.run_in_executor(self._writer, self.apply_group, group)
             except StoreError as exc:
@@ -289,21 +329,40 @@ class Ingest:
         store = self._store
         assert store is not None
         now = now_ms()
+        clock = time.monotonic()
         acks: dict[tuple[str, str, int], Ack] = {}
         gaps: dict[tuple[str, str, int], str] = {}
         replies: list[Ack | Reply] = []
         st = self.stats
+        st.messages += len(group)
+        held, self._held = self._held, []
+        work = [h.prepared for h in held]  # older than this group: first
+        since = [h.since for h in held]
+        for item in group:
+            work.append(item if isinstance(item, Prepared) else self.prepare(*item))
+            since.append(clock)
         try:
-            for item in group:
-                st.messages += 1
-                p = item if isinstance(item, Prepared) else self.prepare(*item)
-                self._apply_one(store, p, now, acks, gaps, replies)
+            # Lock every lane the group touches first, in one fixed order (PostgreSQL workers).
+            touched = {
+                (p.msg.lane, p.msg.epoch) for p in work if isinstance(p.msg, JournalBatch | Hello)
+            }
+            store.lock_lanes(sorted(touched, key=lambda k: (k[0].store, k[0].lane, k[1])))
+            waiting: list[_Held] = []
+            for p, t in zip(work, since, strict=True):
+                if self._gapped(store, p):
+                    waiting.append(_Held(p, t))
+                else:
+                    self._apply_one(store, p, now, acks, gaps, replies)
+            if waiting:
+                self._settle_gapped(store, waiting, clock, now, acks, gaps, replies)
             store.commit()
         except StoreError:
             store.rollback()
+            self._held = held  # retried with the next group; the new ones come again anyway
             raise
         except Exception as exc:
             store.rollback()
+            self._held = held
             raise StoreError(f"ingest failed: {exc!r}") from exc
         st.groups += 1
         st.last_commit_at = time.time()
@@ -316,6 +375,51 @@ class Ingest:
             else:
                 out.append(ack)
         return out + replies
+
+    @staticmethod
+    def _gapped(store: Store, p: Prepared) -> bool:
+        """A batch that starts beyond what head office holds for its lane (after the lock)."""
+        msg = p.msg
+        if not isinstance(msg, JournalBatch) or p.lane is None:
+            return False
+        state = store.lane_state(p.lane, msg.epoch)
+        return msg.first_seq > (state.hwm if state is not None else 0) + 1
+
+    def _settle_gapped(
+        self,
+        store: Store,
+        waiting: list[_Held],
+        clock: float,
+        now: int,
+        acks: dict[tuple[str, str, int], Ack],
+        gaps: dict[tuple[str, str, int], str],
+        replies: list[Ack | Reply],
+    ) -> None:
+        """Apply the gapped batches whose predecessor this group brought; hold the others
+        until `gap_hold_ms` has passed, then apply them, which answers with a resend."""
+        st = self.stats
+        waiting.sort(key=lambda h: _gap_key(h.prepared))
+        progress = True
+        while waiting and progress:
+            progress = False
+            still: list[_Held] = []
+            for h in waiting:
+                if self._gapped(store, h.prepared):
+                    still.append(h)
+                    continue
+                if h.since < clock:
+                    st.gaps_closed += 1
+                self._apply_one(store, h.prepared, now, acks, gaps, replies)
+                progress = True
+            waiting = still
+        for h in waiting:
+            expired = clock - h.since >= self._hold_s
+            if expired or len(self._held) >= MAX_HELD:
+                self._apply_one(store, h.prepared, now, acks, gaps, replies)  # asks a resend
+            else:
+                if h.since == clock:
+                    st.gaps_held += 1
+                self._held.append(h)
 
     def _apply_one(
         self,
