@@ -58,10 +58,7 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
     database_url = d.str("url", None)
     d.done()
     if path is not None and database_url is not None:
-        raise ConfigError(
-            "database.url: set either database.path (SQLite) or database.url (PostgreSQL), "
-            "not both"
-        )
+        raise ConfigError("database.url: set database.path (SQLite) or database.url, not both")
     if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(
             f"database.url: must be a postgresql:// URL, got {database_url.split(':', 1)[0]!r}"

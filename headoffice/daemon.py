@@ -9,6 +9,7 @@ import signal
 from headoffice.config import HeadOfficeConfig
 from headoffice.ingest import Ingest
 from headoffice.operations import Operations, request_handlers
+from headoffice.store import describe, target
 from protocol.notify import notify
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ async def run(config: HeadOfficeConfig, stop: asyncio.Event | None = None) -> No
             Ingest(config, handlers=request_handlers()) as ingest,
             Operations(config, ingest),  # status page, metrics, watchdog
         ):
-            log.info("head office: ingesting into %s", config.database)
+            log.info("head office: ingesting into %s", describe(target(config)))
             # READY once the database is open: a broker outage is reported, not a failed start.
             notify("READY=1", "STATUS=waiting for the broker")
             async with asyncio.TaskGroup() as tg:

@@ -11,7 +11,8 @@ applied and the message says which seqs are missing.
 
 Safe while the head-office daemon runs: SQLite serialises the two writers and the primary keys
 make a second apply impossible; the daemon's cached lane position is reloaded after the one
-group that collides with the import (lanes resend it).
+group that collides with the import (lanes resend it). On PostgreSQL the import locks the
+lane's row like an ingest worker does, so it simply waits for (or is waited for by) the worker.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from headoffice.store import SqliteStore
+from headoffice.store import Store, Target, open_target
 from headoffice.store.base import StoreError, check_batch
 from protocol.chain import first_break
 from protocol.errors import LanesyncError, ProtocolError
@@ -139,13 +140,15 @@ def read(path: Path, key_dir: Path) -> tuple[LaneId, int, bytes, list[Entry]]:
     return lane, epoch, prev, entries
 
 
-def apply(path: Path, database: Path, key_dir: Path, now_ms: int | None = None) -> ImportResult:
-    """Verify and apply one export file in one transaction."""
+def apply(path: Path, database: Target, key_dir: Path, now_ms: int | None = None) -> ImportResult:
+    """Verify and apply one export file in one transaction (database: a SQLite file or a
+    postgresql:// URL, headoffice.store.target)."""
     lane, epoch, prev, entries = read(path, key_dir)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     res = ImportResult(str(path), lane.store, lane.lane, epoch, len(entries), 0, 0, 0, 0)
-    store = SqliteStore(database)
+    store = open_target(database)
     try:
+        store.lock_lanes([(lane, epoch)])
         _apply_entries(store, res, path, lane, prev, entries, now_ms)
         store.commit()
     except BaseException:
@@ -157,7 +160,7 @@ def apply(path: Path, database: Path, key_dir: Path, now_ms: int | None = None) 
 
 
 def _apply_entries(
-    store: SqliteStore,
+    store: Store,
     res: ImportResult,
     path: Path,
     lane: LaneId,

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -23,10 +22,11 @@ from prometheus_client.registry import Collector
 
 from headoffice.ingest import IngestStats
 from headoffice.statuspage import collect
+from headoffice.store import Target
 
 
 class HoCollector(Collector):
-    def __init__(self, stats: IngestStats, database: Path, offline_after_s: float) -> None:
+    def __init__(self, stats: IngestStats, database: Target, offline_after_s: float) -> None:
         self.stats = stats
         self.database = database
         self.offline_after_s = offline_after_s
@@ -121,7 +121,7 @@ class HoCollector(Collector):
 
 
 class HoMetrics:
-    def __init__(self, stats: IngestStats, database: Path, offline_after_s: float = 60.0) -> None:
+    def __init__(self, stats: IngestStats, database: Target, offline_after_s: float = 60.0) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = HoCollector(stats, database, offline_after_s)
         self.registry.register(self.collector)

@@ -19,7 +19,7 @@ from headoffice.config import HeadOfficeConfig
 from headoffice.ingest import Ingest, RequestHandler
 from headoffice.metrics import HoMetrics, HttpServer
 from headoffice.statuspage import status_app
-from headoffice.store import Store
+from headoffice.store import Store, target
 from headoffice.transit import server as transit_server
 from protocol.logsetup import add_secret
 from protocol.messages import Reply, Request
@@ -43,7 +43,7 @@ class Operations:
         self.ingest = ingest
         self.watchdog_interval = watchdog_interval
         ops = config.ops
-        self.metrics = HoMetrics(ingest.stats, config.database, ops.status_page.offline_after_s)
+        self.metrics = HoMetrics(ingest.stats, target(config), ops.status_page.offline_after_s)
         self.page: HttpServer | None = None
         self.metrics_http: HttpServer | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -56,7 +56,7 @@ class Operations:
         try:
             if ops.status_page.listen:
                 app = status_app(
-                    self.config.database,
+                    target(self.config),
                     refresh_s=ops.status_page.refresh_s,
                     offline_after_s=ops.status_page.offline_after_s,
                     metrics=self.metrics.handle,

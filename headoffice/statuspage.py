@@ -1,7 +1,8 @@
 """Head-office status page: stores and lanes, online, backlog, lag, gaps, quarantine, transits.
 
 `collect` reads the head-office database read-only (so it never competes with the ingest
-writer) and returns plain data; `/api/status` serves it as JSON, `/` as a page that fetches
+writer), the SQLite file or PostgreSQL (`database.url`), and returns plain data; `/api/status`
+serves it as JSON, `/` as a page that fetches
 `/fragment` (the same data rendered and escaped here, one renderer) every `refresh_s` seconds.
 Without JavaScript the page falls back to a meta refresh.
 """
@@ -10,27 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import html
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from headoffice.store.sqlite import connect
+from headoffice.store import StoreError, Target, describe, open_readonly
+from headoffice.store.sql import Sql
 from headoffice.transit import report as transit_report
 
-TransitSource = Callable[[sqlite3.Connection], list[dict[str, Any]]]
+TransitSource = Callable[[Sql], list[dict[str, Any]]]
 
 
-def open_transits(db: sqlite3.Connection) -> list[dict[str, Any]]:
+def open_transits(db: Sql) -> list[dict[str, Any]]:
     """Open transits for the page (headoffice.transit.report); empty before schema 3."""
     return transit_report.open_transits(db, limit=200)
 
 
 def collect(
-    path: str | Path,
+    database: Target,
     *,
     offline_after_s: float = 60.0,
     now: float | None = None,
@@ -39,12 +39,15 @@ def collect(
     """Everything the page shows, from the database alone."""
     now = time.time() if now is None else now
     now_ms = now * 1000
-    p = Path(path)
-    if not p.exists():
-        return {"at": now, "error": f"{p}: no head-office database yet", "lanes": [], "stores": []}
-    db = connect(p, readonly=True)
     try:
-        lanes = db.execute(
+        db = open_readonly(database)
+    except StoreError as exc:
+        return {"at": now, "error": str(exc), "lanes": [], "stores": []}
+    if db is None:
+        error = f"{describe(database)}: no head-office database yet"
+        return {"at": now, "error": error, "lanes": [], "stores": []}
+    try:
+        lanes = db.fetchall(
             """
             SELECT l.store, l.lane, l.epoch, l.hwm, l.lane_last_seq, l.gaps, l.last_seen,
                    s.state, s.backlog, s.at, s.version
@@ -54,17 +57,17 @@ def collect(
                                  WHERE m.store = l.store AND m.lane = l.lane)
             ORDER BY l.store, l.lane
             """
-        ).fetchall()
+        )
         quarantine = {
             (r[0], r[1]): int(r[2])
-            for r in db.execute(
+            for r in db.fetchall(  # sum() is numeric (Decimal) on PostgreSQL: int() it
                 "SELECT coalesce(store, ''), coalesce(lane, ''), sum(times) FROM quarantine "
                 "GROUP BY 1, 2"
             )
         }
         recent = [
             {"store": r[0], "lane": r[1], "reason": r[2], "times": r[3], "last_at": r[4]}
-            for r in db.execute(
+            for r in db.fetchall(
                 "SELECT store, lane, reason, times, last_at FROM quarantine "
                 "ORDER BY last_at DESC LIMIT 20"
             )
@@ -272,7 +275,7 @@ setInterval(refresh, {refresh_ms});
 
 
 def status_app(
-    database: str | Path,
+    database: Target,
     *,
     refresh_s: float = 5.0,
     offline_after_s: float = 60.0,

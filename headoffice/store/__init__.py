@@ -1,6 +1,74 @@
-"""Head-office storage: the replica of every lane journal, applied documents and quarantine."""
+"""Head-office storage: the replica of every lane journal, applied documents and quarantine.
 
+Two backends behind one protocol (base.Store): SQLite, embedded and the default, and
+PostgreSQL for several ingest workers over one database. `open_store` picks by configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from headoffice.config import HeadOfficeConfig
+from headoffice.store import postgres, sqlite
 from headoffice.store.base import ApplyResult, LaneState, Store, StoreError
+from headoffice.store.postgres import PostgresStore
+from headoffice.store.sql import PgSql, Sql, SqliteSql
 from headoffice.store.sqlite import SqliteStore
 
-__all__ = ["ApplyResult", "LaneState", "SqliteStore", "Store", "StoreError"]
+Target = str | Path  # a SQLite file, or a postgresql:// URL
+
+
+def target(config: HeadOfficeConfig) -> Target:
+    """Where this head office keeps its data: database.url when set, else database.path."""
+    return config.database_url or config.database
+
+
+def describe(where: Target) -> str:
+    """For logs and messages: the path, or the URL without its password."""
+    return postgres.redact(str(where)) if is_url(where) else str(where)
+
+
+def is_url(where: Target) -> bool:
+    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(config: HeadOfficeConfig) -> Store:
+    """The writing store the configuration names (ingest, import)."""
+    return open_target(target(config))
+
+
+def open_target(where: Target) -> Store:
+    return PostgresStore(str(where)) if is_url(where) else SqliteStore(where)
+
+
+def open_readonly(where: Target) -> Sql | None:
+    """A read-only connection for status, metrics and reports; None when a SQLite file does not
+    exist yet. The caller closes it."""
+    if is_url(where):
+        try:
+            return PgSql(postgres.connect(str(where), readonly=True))
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open {postgres.redact(str(where))}: {exc}") from exc
+    path = Path(where)
+    if not path.exists():
+        return None
+    return SqliteSql(sqlite.connect(path, readonly=True))
+
+
+__all__ = [
+    "ApplyResult",
+    "LaneState",
+    "PostgresStore",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "Target",
+    "describe",
+    "is_url",
+    "open_readonly",
+    "open_store",
+    "open_target",
+    "target",
+]

@@ -9,9 +9,13 @@ Backends only persist its decisions, in one transaction, before anything is ackn
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from headoffice.store.sql import Sql
+from headoffice.transit import projection as transit_projection
 from protocol.chain import first_break
 from protocol.codec import unpack
 from protocol.documents import first_pan_body
@@ -132,6 +136,15 @@ class ApplyResult:
 class Store(Protocol):
     """A head-office storage backend. Methods run on the ingest's single writer thread."""
 
+    @property
+    def sql(self) -> Sql:
+        """The connection for shared SQL (transit projection and requests, reports)."""
+
+    def lock_lanes(self, lanes: Sequence[tuple[LaneId, int]]) -> None:
+        """Called by Ingest.apply_group at the start of each group with every (lane, epoch)
+        the group touches; begins the transaction and locks those lanes' rows for it in a
+        fixed order (store, lane, epoch) so concurrent workers never deadlock."""
+
     def apply_batch(self, batch: CheckedBatch | JournalBatch, now_ms: int) -> ApplyResult: ...
 
     def lane_state(self, lane: LaneId, epoch: int) -> LaneState | None: ...
@@ -149,3 +162,106 @@ class Store(Protocol):
     def rollback(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+JournalRow = tuple[str, str, int, int, str, str, int, bytes, bytes, int, int]
+DocumentRow = tuple[str, str, str, int, int, str, int]
+
+
+class BatchWriter:
+    """The part of apply_batch both backends share: what a plan means for the lane's state,
+    the rows to write, the counters and the result. Backends supply the SQL."""
+
+    _counters: dict[str, int]
+
+    @property
+    def sql(self) -> Sql:
+        raise NotImplementedError
+
+    def _count(self, name: str, n: int = 1) -> None:
+        if n:
+            self._counters[name] = self._counters.get(name, 0) + n
+
+    def _lane_for_write(self, lane: LaneId, epoch: int, now_ms: int) -> LaneState:
+        raise NotImplementedError
+
+    def _existing_txn_ids(self, txn_ids: Iterable[str]) -> set[str]:
+        raise NotImplementedError
+
+    def _insert_rows(self, journal: list[JournalRow], documents: list[DocumentRow]) -> None:
+        raise NotImplementedError
+
+    def apply_batch(self, checked: CheckedBatch | JournalBatch, now_ms: int) -> ApplyResult:
+        batch = checked.batch if isinstance(checked, CheckedBatch) else checked
+        state = self._lane_for_write(batch.lane, batch.epoch, now_ms)
+        state.lane_last_seq = max(state.lane_last_seq, batch.last_seq)
+        plan = plan_batch(state, checked)
+        res = ApplyResult(batch.lane, batch.epoch, state.hwm, redelivered=plan.redelivered)
+        state.redelivered += plan.redelivered
+        self._count("entries_redelivered", plan.redelivered)
+        if plan.gap_from is not None:
+            state.gaps += 1
+            self._count("gaps")
+            res.resend_from = plan.gap_from
+            res.reason = f"gap: expected seq {plan.gap_from}, batch starts at {batch.first_seq}"
+            return res
+        if plan.new:
+            store, lane, epoch = batch.lane.store, batch.lane.lane, batch.epoch
+            seen = self._existing_txn_ids(e.txn_id for e in plan.new)
+            jrows: list[JournalRow] = []
+            drows: list[DocumentRow] = []
+            projected: list[Entry] = []  # transit and stock documents: only these are decoded
+            for e in plan.new:
+                dup = e.txn_id in seen
+                seen.add(e.txn_id)
+                jrows.append(
+                    (
+                        store,
+                        lane,
+                        epoch,
+                        e.seq,
+                        e.kind,
+                        e.txn_id,
+                        e.ts,
+                        e.body,
+                        e.hash,
+                        now_ms,
+                        0 if dup else 1,
+                    )
+                )
+                if not dup:
+                    drows.append((e.txn_id, store, lane, epoch, e.seq, e.kind, e.ts))
+                    if e.kind in transit_projection.PROJECTED_KINDS:
+                        projected.append(e)
+            self._insert_rows(jrows, drows)
+            for e in projected:
+                if transit_projection.apply_entry(self.sql, batch.lane, e) is not None:
+                    self._count("transit_projection_errors")
+            last = plan.new[-1]
+            state.hwm, state.last_hash = last.seq, last.hash
+            res.applied = len(drows)
+            res.duplicate_txn = len(jrows) - len(drows)
+            self._count("entries_applied", res.applied)
+            self._count("duplicate_txn_ids", res.duplicate_txn)
+        res.hwm = state.hwm
+        if plan.refusal is not None:
+            res.reason = plan.refusal
+            res.quarantined = True
+            res.card_number = plan.card_number
+        return res
+
+
+def quarantine_fingerprint(topic: str, reason: str, raw: bytes) -> bytes:
+    """The same refusal of the same bytes on the same topic folds into one quarantine row."""
+    return hashlib.sha256(b"\0".join((topic.encode(), reason.encode(), raw))).digest()
+
+
+def status_row(status: Status) -> tuple[Any, ...]:
+    return (
+        status.lane.store,
+        status.lane.lane,
+        status.state,
+        status.version,
+        status.backlog,
+        status.at,
+    )

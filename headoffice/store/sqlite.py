@@ -7,26 +7,26 @@ cache is dropped on rollback so memory never runs ahead of the database.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from headoffice.store.base import (
-    ApplyResult,
-    CheckedBatch,
+    BatchWriter,
+    DocumentRow,
+    JournalRow,
     LaneState,
     StoreError,
-    plan_batch,
+    quarantine_fingerprint,
+    status_row,
 )
-from headoffice.transit import projection as transit_projection
+from headoffice.store.sql import SqliteSql
 from protocol import schema
 from protocol.chain import genesis
 from protocol.identity import LaneId
-from protocol.messages import Entry, JournalBatch, Status
+from protocol.messages import Status
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def migrate(db: sqlite3.Connection, what: str) -> None:
         log.info("%s migrated to schema version %d", what, version)
 
 
-class SqliteStore:
+class SqliteStore(BatchWriter):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
@@ -70,6 +70,11 @@ class SqliteStore:
         self._lanes: dict[tuple[str, str, int], LaneState] = {}
         self._dirty: dict[tuple[str, str, int], LaneState] = {}
         self._counters: dict[str, int] = {}
+        self._sql = SqliteSql(self.db)
+
+    @property
+    def sql(self) -> SqliteSql:
+        return self._sql
 
     # --- transactions ---------------------------------------------------------------------
 
@@ -124,11 +129,13 @@ class SqliteStore:
 
     _now = 0
 
-    def _count(self, name: str, n: int = 1) -> None:
-        if n:
-            self._counters[name] = self._counters.get(name, 0) + n
-
     # --- lanes ----------------------------------------------------------------------------
+
+    def lock_lanes(self, lanes: Sequence[tuple[LaneId, int]]) -> None:
+        """BEGIN IMMEDIATE already serialises writers on SQLite: one lock for the file. The
+        lane cache stays valid across transactions because this process is the only writer
+        (an importer colliding with it makes a group fail, and rollback drops the cache)."""
+        self._begin()
 
     def lane_state(self, lane: LaneId, epoch: int) -> LaneState | None:
         key = (lane.store, lane.lane, epoch)
@@ -167,73 +174,17 @@ class SqliteStore:
 
     # --- ingest ---------------------------------------------------------------------------
 
-    def apply_batch(self, checked: CheckedBatch | JournalBatch, now_ms: int) -> ApplyResult:
-        batch = checked.batch if isinstance(checked, CheckedBatch) else checked
-        state = self._lane_for_write(batch.lane, batch.epoch, now_ms)
-        state.lane_last_seq = max(state.lane_last_seq, batch.last_seq)
-        plan = plan_batch(state, checked)
-        res = ApplyResult(batch.lane, batch.epoch, state.hwm, redelivered=plan.redelivered)
-        state.redelivered += plan.redelivered
-        self._count("entries_redelivered", plan.redelivered)
-        if plan.gap_from is not None:
-            state.gaps += 1
-            self._count("gaps")
-            res.resend_from = plan.gap_from
-            res.reason = f"gap: expected seq {plan.gap_from}, batch starts at {batch.first_seq}"
-            return res
-        if plan.new:
-            store, lane, epoch = batch.lane.store, batch.lane.lane, batch.epoch
-            seen = self._existing_txn_ids(e.txn_id for e in plan.new)
-            jrows: list[tuple[Any, ...]] = []
-            drows: list[tuple[Any, ...]] = []
-            projected: list[Entry] = []  # transit and stock documents: only these are decoded
-            for e in plan.new:
-                dup = e.txn_id in seen
-                seen.add(e.txn_id)
-                jrows.append(
-                    (
-                        store,
-                        lane,
-                        epoch,
-                        e.seq,
-                        e.kind,
-                        e.txn_id,
-                        e.ts,
-                        e.body,
-                        e.hash,
-                        now_ms,
-                        0 if dup else 1,
-                    )
-                )
-                if not dup:
-                    drows.append((e.txn_id, store, lane, epoch, e.seq, e.kind, e.ts))
-                    if e.kind in transit_projection.PROJECTED_KINDS:
-                        projected.append(e)
-            self.db.executemany(
-                "INSERT INTO journal (store, lane, epoch, seq, kind, txn_id, ts, body, hash, "
-                "received_at, applied) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                jrows,
-            )
-            self.db.executemany(
-                "INSERT INTO documents (txn_id, store, lane, epoch, seq, kind, ts) "
-                "VALUES (?,?,?,?,?,?,?)",
-                drows,
-            )
-            for e in projected:
-                if transit_projection.apply_entry(self.db, batch.lane, e) is not None:
-                    self._count("transit_projection_errors")
-            last = plan.new[-1]
-            state.hwm, state.last_hash = last.seq, last.hash
-            res.applied = len(drows)
-            res.duplicate_txn = len(jrows) - len(drows)
-            self._count("entries_applied", res.applied)
-            self._count("duplicate_txn_ids", res.duplicate_txn)
-        res.hwm = state.hwm
-        if plan.refusal is not None:
-            res.reason = plan.refusal
-            res.quarantined = True
-            res.card_number = plan.card_number
-        return res
+    def _insert_rows(self, journal: list[JournalRow], documents: list[DocumentRow]) -> None:
+        self.db.executemany(
+            "INSERT INTO journal (store, lane, epoch, seq, kind, txn_id, ts, body, hash, "
+            "received_at, applied) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            journal,
+        )
+        self.db.executemany(
+            "INSERT INTO documents (txn_id, store, lane, epoch, seq, kind, ts) "
+            "VALUES (?,?,?,?,?,?,?)",
+            documents,
+        )
 
     def _existing_txn_ids(self, txn_ids: Iterable[str]) -> set[str]:
         ids = list(txn_ids)
@@ -257,14 +208,7 @@ class SqliteStore:
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (store, lane) DO UPDATE SET "
             "state = excluded.state, version = excluded.version, backlog = excluded.backlog, "
             "at = excluded.at",
-            (
-                status.lane.store,
-                status.lane.lane,
-                status.state,
-                status.version,
-                status.backlog,
-                status.at,
-            ),
+            status_row(status),
         )
 
     def quarantine(
@@ -272,7 +216,7 @@ class SqliteStore:
     ) -> None:
         self._begin()
         self._count("quarantined")
-        fingerprint = hashlib.sha256(b"\0".join((topic.encode(), reason.encode(), raw))).digest()
+        fingerprint = quarantine_fingerprint(topic, reason, raw)
         self.db.execute(
             "INSERT INTO quarantine (first_at, last_at, topic, store, lane, reason, raw, "
             "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE "

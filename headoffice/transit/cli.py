@@ -1,6 +1,7 @@
 """`lanesync transits`: open transits at head office (and `cancel` one still on the road).
 
-Registered from headoffice/cli.py. Exit codes: 0 done, 1 refused, 2 could not run.
+Registered from headoffice/cli.py. Exit codes: 0 done, 1 refused, 2 could not run. Reads and
+writes whichever database the config names (SQLite file or `database.url`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import time
 from datetime import UTC, datetime
 
 from headoffice import config as ho_config
-from headoffice.store.sqlite import connect, migrate
+from headoffice.config import HeadOfficeConfig
+from headoffice.store import StoreError, describe, open_readonly, open_store, target
 from headoffice.transit import projection, report
 from protocol.errors import LanesyncError
 
@@ -34,12 +36,17 @@ def cmd_transits(args: argparse.Namespace) -> int:
     except LanesyncError as exc:
         print(f"lanesync transits: {exc}", file=sys.stderr)
         return 2
-    if args.cancel:
-        return _cancel(cfg.database, args)
-    if not cfg.database.exists():
-        print(f"lanesync transits: {cfg.database}: no head-office database yet", file=sys.stderr)
+    try:
+        if args.cancel:
+            return _cancel(cfg, args)
+        db = open_readonly(target(cfg))
+    except StoreError as exc:
+        print(f"lanesync transits: {exc}", file=sys.stderr)
         return 2
-    db = connect(cfg.database, readonly=True)
+    if db is None:
+        where = describe(target(cfg))
+        print(f"lanesync transits: {where}: no head-office database yet", file=sys.stderr)
+        return 2
     try:
         out = {"open_transits": report.open_transits(db)}
         if args.stock:
@@ -72,10 +79,10 @@ def cmd_transits(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cancel(path: object, args: argparse.Namespace) -> int:
-    db = connect(str(path))
+def _cancel(cfg: HeadOfficeConfig, args: argparse.Namespace) -> int:
+    store = open_store(cfg)
+    db = store.sql
     try:
-        migrate(db, f"head-office database {path}")
         key = args.cancel
         found = projection.find(
             db,
@@ -86,11 +93,12 @@ def _cancel(path: object, args: argparse.Namespace) -> int:
         if len(found) != 1:
             print(f"lanesync transits: {len(found)} transits match {key!r}", file=sys.stderr)
             return 1
-        db.execute("BEGIN IMMEDIATE")
+        db.begin()
         ok = projection.cancel(db, found[0]["txn_id"], args.by, time.time_ns() // 1_000_000)
-        db.execute("COMMIT" if ok else "ROLLBACK")
+        if ok:
+            store.commit()
     finally:
-        db.close()
+        store.close()  # rolls back what was not committed
     if not ok:
         print(f"lanesync transits: {key} is {found[0]['status']}, not in transit", file=sys.stderr)
         return 1

@@ -1,9 +1,10 @@
 """Transit tables and stock per location, built from journaled documents in the ingest transaction.
 
-`apply_entry` is called by SqliteStore.apply_batch for the few kinds in PROJECTED_KINDS (only
-their bodies are decoded, so bulk sale ingest is not slowed down), on the writer thread, inside
-the transaction that inserts the journal rows: a transit exists at head office exactly when its
-document is committed there.
+`apply_entry` is called by the store's apply_batch (headoffice.store.base, SQLite and
+PostgreSQL alike) for the few kinds in PROJECTED_KINDS (only their bodies are decoded, so bulk
+sale ingest is not slowed down), on the writer thread, inside the transaction that inserts the
+journal rows: a transit exists at head office exactly when its document is committed there.
+The SQL is written once for both backends through headoffice.store.sql.
 
 Stock moves (thousandths of a unit, location `@transit` for parcels on the road):
 - transit_inventory (create): source -qty, @transit +qty; the transit is `in_transit`.
@@ -17,18 +18,19 @@ Stock moves (thousandths of a unit, location `@transit` for parcels on the road)
 
 A document head office cannot project (malformed, an SSCC already used by another transit) is
 logged and counted, never raised: one bad document must not stop ingest for every lane.
-sqlite3.Error is never swallowed.
+Database errors are never swallowed (on PostgreSQL a failed statement aborts the transaction
+anyway, so nothing here may rely on catching one).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import msgpack
 
+from headoffice.store.sql import Sql
 from protocol.identity import LaneId
 from protocol.messages import Entry
 
@@ -65,32 +67,31 @@ def fmt_milli(n: int) -> str:
     return f"{sign}{abs(n) // 1000}.{abs(n) % 1000:03d}"
 
 
-def move(db: sqlite3.Connection, location: str, item: str, delta: int) -> None:
+def move(db: Sql, location: str, item: str, delta: int) -> None:
+    # `stock.qty`, qualified: PostgreSQL calls a bare `qty` in DO UPDATE ambiguous.
     db.execute(
         "INSERT INTO stock (location, item, qty) VALUES (?, ?, ?) "
-        "ON CONFLICT (location, item) DO UPDATE SET qty = qty + excluded.qty",
+        "ON CONFLICT (location, item) DO UPDATE SET qty = stock.qty + excluded.qty",
         (location, item, delta),
     )
 
 
-def stock(db: sqlite3.Connection, location: str, item: str) -> int:
-    row = db.execute(
-        "SELECT qty FROM stock WHERE location = ? AND item = ?", (location, item)
-    ).fetchone()
+def stock(db: Sql, location: str, item: str) -> int:
+    row = db.fetchone("SELECT qty FROM stock WHERE location = ? AND item = ?", (location, item))
     return int(row[0]) if row else 0
 
 
-def lines(db: sqlite3.Connection, txn_id: str) -> list[tuple[str, int]]:
+def lines(db: Sql, txn_id: str) -> list[tuple[str, int]]:
     return [
         (str(item), milli(qty))
-        for item, qty in db.execute(
+        for item, qty in db.fetchall(
             "SELECT item, qty FROM transit_inventory_lines WHERE txn_id = ? ORDER BY line_no",
             (txn_id,),
         )
     ]
 
 
-def _move_lines(db: sqlite3.Connection, txn_id: str, src: str, dst: str) -> None:
+def _move_lines(db: Sql, txn_id: str, src: str, dst: str) -> None:
     for item, qty in lines(db, txn_id):
         move(db, src, item, -qty)
         move(db, dst, item, qty)
@@ -99,18 +100,13 @@ def _move_lines(db: sqlite3.Connection, txn_id: str, src: str, dst: str) -> None
 # --- reading --------------------------------------------------------------------------------
 
 
-def row_dict(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
-    return {d[0]: v for d, v in zip(cur.description, row, strict=True)}
-
-
-def by_txn(db: sqlite3.Connection, txn_id: str) -> dict[str, Any] | None:
-    cur = db.execute(f"SELECT {_COLS} FROM transit_inventory WHERE txn_id = ?", (txn_id,))  # noqa: S608
-    row = cur.fetchone()
-    return row_dict(cur, row) if row else None
+def by_txn(db: Sql, txn_id: str) -> dict[str, Any] | None:
+    rows = db.fetchdicts(f"SELECT {_COLS} FROM transit_inventory WHERE txn_id = ?", (txn_id,))  # noqa: S608
+    return rows[0] if rows else None
 
 
 def find(
-    db: sqlite3.Connection,
+    db: Sql,
     *,
     sscc: str | None = None,
     transit_no: str | None = None,
@@ -129,15 +125,14 @@ def find(
         args.append(source_store)
     if sscc is None and transit_no is None:
         return []
-    cur = db.execute(
+    return db.fetchdicts(
         f"SELECT {_COLS} FROM transit_inventory WHERE {' AND '.join(where)} "  # noqa: S608
         "ORDER BY created_at LIMIT 20",
         args,
     )
-    return [row_dict(cur, r) for r in cur.fetchall()]
 
 
-def details(db: sqlite3.Connection, t: dict[str, Any]) -> dict[str, Any]:
+def details(db: Sql, t: dict[str, Any]) -> dict[str, Any]:
     """What a lane gets to see of one transit (the receive screen)."""
     out: dict[str, Any] = {
         "txn_id": t["txn_id"],
@@ -156,7 +151,7 @@ def details(db: sqlite3.Connection, t: dict[str, Any]) -> dict[str, Any]:
         },
         "lines": [
             {"line_no": n, "item": i, "description": d, "qty": q}
-            for n, i, d, q in db.execute(
+            for n, i, d, q in db.fetchall(
                 "SELECT line_no, item, description, qty FROM transit_inventory_lines "
                 "WHERE txn_id = ? ORDER BY line_no",
                 (t["txn_id"],),
@@ -179,7 +174,7 @@ def details(db: sqlite3.Connection, t: dict[str, Any]) -> dict[str, Any]:
 # --- writing (inside the caller's transaction) ----------------------------------------------
 
 
-def apply_entry(db: sqlite3.Connection, lane: LaneId, e: Entry) -> str | None:
+def apply_entry(db: Sql, lane: LaneId, e: Entry) -> str | None:
     """Project one newly applied journal entry; returns a problem (logged) or None."""
     try:
         doc = _decode(e.body)
@@ -211,13 +206,15 @@ def _doc_lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return raw
 
 
-def _create(db: sqlite3.Connection, lane: LaneId, e: Entry, doc: dict[str, Any]) -> None:
+def _create(db: Sql, lane: LaneId, e: Entry, doc: dict[str, Any]) -> None:
     by = doc.get("by") or {}
     source = str(doc.get("source_store") or lane.store)
-    cur = db.execute(
-        "INSERT OR IGNORE INTO transit_inventory (txn_id, transit_no, sscc, status, source_store, "
+    # ON CONFLICT DO NOTHING (both dialects) ignores a second txn_id or an SSCC already used.
+    inserted = db.execute(
+        "INSERT INTO transit_inventory (txn_id, transit_no, sscc, status, source_store, "
         "dest_store, by_type, by_id, currency, created_store, created_lane, created_by, "
-        "created_at) VALUES (?, ?, ?, 'in_transit', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "created_at) VALUES (?, ?, ?, 'in_transit', ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         (
             e.txn_id,
             str(doc.get("transit_no") or doc["register_no"]),
@@ -233,7 +230,7 @@ def _create(db: sqlite3.Connection, lane: LaneId, e: Entry, doc: dict[str, Any])
             e.ts,
         ),
     )
-    if cur.rowcount != 1:
+    if inserted != 1:
         raise ProjectionError(f"SSCC {doc.get('sscc')} already belongs to another transit")
     for i, line in enumerate(_doc_lines(doc)):
         qty = milli(line["qty"])
@@ -253,7 +250,7 @@ def _create(db: sqlite3.Connection, lane: LaneId, e: Entry, doc: dict[str, Any])
 
 
 def accept(
-    db: sqlite3.Connection,
+    db: Sql,
     txn_id: str,
     lane: LaneId,
     by: str | None,
@@ -262,15 +259,17 @@ def accept(
 ) -> bool:
     """Mark an in-transit parcel received by `lane` and move its stock: exactly once.
 
-    The conditional UPDATE is the exactly-once: only the first caller finds `in_transit`.
+    The conditional UPDATE is the exactly-once: only the first caller finds `in_transit`. On
+    PostgreSQL a second worker's UPDATE waits for the first one's row lock, then re-checks the
+    WHERE on the committed row (READ COMMITTED) and changes nothing.
     """
-    cur = db.execute(
+    updated = db.execute(
         "UPDATE transit_inventory SET status = 'received', received_store = ?, "
         "received_lane = ?, received_by = ?, received_at = ?, accept_request = ? "
         "WHERE txn_id = ? AND status = 'in_transit' AND dest_store = ?",
         (lane.store, lane.lane, by, at_ms, request_id, txn_id, lane.store),
     )
-    if cur.rowcount != 1:
+    if updated != 1:
         return False
     t = by_txn(db, txn_id)
     assert t is not None
@@ -278,14 +277,14 @@ def accept(
     return True
 
 
-def cancel(db: sqlite3.Connection, txn_id: str, by: str | None, at_ms: int) -> bool:
+def cancel(db: Sql, txn_id: str, by: str | None, at_ms: int) -> bool:
     """Cancel a parcel still in transit: its stock goes back to the source store."""
-    cur = db.execute(
+    updated = db.execute(
         "UPDATE transit_inventory SET status = 'cancelled', cancelled_at = ?, cancelled_by = ? "
         "WHERE txn_id = ? AND status = 'in_transit'",
         (at_ms, by, txn_id),
     )
-    if cur.rowcount != 1:
+    if updated != 1:
         return False
     t = by_txn(db, txn_id)
     assert t is not None
@@ -293,14 +292,14 @@ def cancel(db: sqlite3.Connection, txn_id: str, by: str | None, at_ms: int) -> b
     return True
 
 
-def _accept_doc(db: sqlite3.Connection, lane: LaneId, e: Entry, doc: dict[str, Any]) -> None:
+def _accept_doc(db: Sql, lane: LaneId, e: Entry, doc: dict[str, Any]) -> None:
     # The normal case: the lane journals its record after head office accepted the request
     # whose id is this document's txn_id. Stock already moved; only record the link.
-    cur = db.execute(
+    linked = db.execute(
         "UPDATE transit_inventory SET accept_txn_id = ? WHERE accept_request = ?",
         (e.txn_id, e.txn_id),
     )
-    if cur.rowcount == 1:
+    if linked == 1:
         return
     sscc = doc.get("sscc")
     found = find(

@@ -30,11 +30,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sqlite3
 from typing import Any
 
 from headoffice.ingest import RequestHandler
 from headoffice.store import Store
+from headoffice.store.sql import Sql
 from headoffice.transit import projection as p
 from protocol.messages import UUID_RE, Reply, Request
 
@@ -55,13 +55,6 @@ class Refusal(Exception):
         self.code, self.reason, self.extra = code, reason, extra
 
 
-def _db(store: Store) -> sqlite3.Connection:
-    db = getattr(store, "db", None)
-    if not isinstance(db, sqlite3.Connection):
-        raise Refusal("unavailable", "the transit server needs the SQLite head-office store")
-    return db
-
-
 def _key(args: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     sscc, no, source = args.get("sscc"), args.get("transit_no"), args.get("source_store")
     if sscc is not None and (type(sscc) is not str or not SSCC_RE.fullmatch(sscc)):
@@ -77,18 +70,18 @@ def _key(args: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     return sscc, no, source
 
 
-def _lagging(db: sqlite3.Connection) -> list[str]:
+def _lagging(db: Sql) -> list[str]:
     """Lanes that told head office they hold entries it has not applied yet."""
     return [
         f"{s}/{ln}"
-        for s, ln in db.execute(
+        for s, ln in db.fetchall(
             "SELECT store, lane FROM lanes WHERE lane_last_seq > hwm "
             "UNION SELECT store, lane FROM lane_status WHERE backlog > 0 LIMIT 10"
         )
     ]
 
 
-def resolve(db: sqlite3.Connection, args: dict[str, Any], store: str) -> dict[str, Any]:
+def resolve(db: Sql, args: dict[str, Any], store: str) -> dict[str, Any]:
     """The one transit the request names, checked for receiving at `store`; or a Refusal."""
     sscc, no, source = _key(args)
     found = p.find(db, sscc=sscc, transit_no=None if sscc else no, source_store=source)
@@ -162,7 +155,7 @@ def lookup(store: Store, req: Request, now_ms: int) -> Reply:
 def _lookup(store: Store, req: Request) -> Reply:
     if req.args.get("mode") != "receive":
         raise Refusal("bad_request", "mode must be 'receive' (lanes do not search)", field="mode")
-    db = _db(store)
+    db = store.sql
     t = resolve(db, req.args, req.lane.store)
     return Reply(req.lane, req.corr, True, {"transit": p.details(db, t)})
 
@@ -182,16 +175,16 @@ def accept(store: Store, req: Request, now_ms: int) -> Reply:
 
 
 def _accept(store: Store, req: Request, now_ms: int) -> Reply:
-    db = _db(store)
+    db = store.sql
     rid = req.args.get("request_id")
     if type(rid) is not str or not UUID_RE.fullmatch(rid):
         raise Refusal("bad_request", "request_id must be a lowercase UUID", field="request_id")
     staff = req.args.get("staff")
     if staff is not None and (type(staff) is not str or not CODE_RE.fullmatch(staff)):
         raise Refusal("bad_request", "staff must be an operator id", field="staff")
-    done = db.execute(
+    done = db.fetchone(
         "SELECT store, lane, txn_id FROM transit_requests WHERE request_id = ?", (rid,)
-    ).fetchone()
+    )
     if done is not None:
         if (done[0], done[1]) != (req.lane.store, req.lane.lane):
             raise Refusal("bad_request", "request_id was used by another lane", field="request_id")
@@ -203,13 +196,12 @@ def _accept(store: Store, req: Request, now_ms: int) -> Reply:
         raise Refusal(
             "expired", "the accept arrived after the lane stopped waiting; nothing was done"
         )
-    if not db.in_transaction:
-        db.execute("BEGIN IMMEDIATE")
+    db.begin()
     t = resolve(db, req.args, req.lane.store)
-    if not p.accept(db, t["txn_id"], req.lane, staff, rid, now_ms):  # pragma: no cover
-        # Unreachable on the single writer (resolve saw in_transit); kept as the guard.
-        resolve(db, {"sscc": t["sscc"], "transit_no": t["transit_no"]}, req.lane.store)
-        raise Refusal("already_received", f"transit {t['transit_no']} was already received")
+    if not p.accept(db, t["txn_id"], req.lane, staff, rid, now_ms):
+        # Another ingest worker (PostgreSQL) accepted it between our read and our conditional
+        # UPDATE, which waited for its commit and then found the parcel no longer in transit.
+        return _lost_race(db, req, rid, t)
     db.execute(
         "INSERT INTO transit_requests (request_id, store, lane, txn_id, at) VALUES (?, ?, ?, ?, ?)",
         (rid, req.lane.store, req.lane.lane, t["txn_id"], now_ms),
@@ -218,6 +210,20 @@ def _accept(store: Store, req: Request, now_ms: int) -> Reply:
     assert t is not None
     log.info("transit %s received by %s (request %s)", t["transit_no"], req.lane, rid)
     return Reply(req.lane, req.corr, True, {"transit": p.details(db, t), "replayed": False})
+
+
+def _lost_race(db: Sql, req: Request, rid: str, t: dict[str, Any]) -> Reply:
+    """The answer when the conditional UPDATE found the parcel taken: if it was this very
+    request (redelivered to another worker), the original success; else why not."""
+    now = p.by_txn(db, t["txn_id"])
+    assert now is not None
+    if now["accept_request"] == rid and (now["received_store"], now["received_lane"]) == (
+        req.lane.store,
+        req.lane.lane,
+    ):
+        return Reply(req.lane, req.corr, True, {"transit": p.details(db, now), "replayed": True})
+    resolve(db, {"sscc": now["sscc"], "transit_no": now["transit_no"]}, req.lane.store)
+    raise Refusal("already_received", f"transit {now['transit_no']} was already received")
 
 
 def request_handlers() -> dict[str, RequestHandler]:

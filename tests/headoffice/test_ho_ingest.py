@@ -2,7 +2,8 @@
 headoffice.toml validation.
 
 apply_group is what the ingest's writer thread runs for every group of MQTT messages; here the
-test is the writer thread, with a real SqliteStore and no broker.
+test is the writer thread, with a real store (SQLite and PostgreSQL: the `backend` fixture)
+and no broker.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from typing import Any
 
 import msgpack
 import pytest
-from ho_helpers import LANE, LaneSim, query, sale_doc
+from ho_helpers import LANE, LaneSim, sale_doc
+from pgutil import Backend
 
-from headoffice.config import HeadOfficeConfig, load, parse
+from headoffice.config import load, parse
 from headoffice.ingest import Ingest
-from headoffice.store import SqliteStore, Store, StoreError
+from headoffice.store import Store, StoreError
 from protocol import codec
 from protocol.errors import ConfigError
 from protocol.identity import Channel, LaneId, Topics
@@ -31,14 +33,9 @@ REQUEST = TOPICS.topic(LANE, Channel.REQUEST)
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "ho.db"
-
-
-@pytest.fixture
-def ingest(path: Path) -> Iterator[Ingest]:
-    store = SqliteStore(path)
-    ing = Ingest(HeadOfficeConfig(database=path), store_factory=lambda: store)
+def ingest(backend: Backend) -> Iterator[Ingest]:
+    store = backend.store()
+    ing = Ingest(backend.config(), store_factory=lambda: store)
     # What __aenter__ does on the writer thread, minus the MQTT session.
     ing._store = store
     try:
@@ -48,18 +45,20 @@ def ingest(path: Path) -> Iterator[Ingest]:
         ing._writer.shutdown(wait=True)
 
 
-def quarantine(path: Path) -> list[tuple[Any, ...]]:
-    return query(path, "SELECT topic, store, lane, reason, raw, times FROM quarantine ORDER BY id")
+def quarantine(backend: Backend) -> list[tuple[Any, ...]]:
+    return backend.query(
+        "SELECT topic, store, lane, reason, raw, times FROM quarantine ORDER BY id"
+    )
 
 
 def hello(epoch: int, last_seq: int = 0, lane: LaneId = LANE) -> bytes:
     return codec.encode(Hello(lane, epoch, last_seq, 1, "0.1.0", 0))
 
 
-def test_garbage_bytes_quarantined(ingest: Ingest, path: Path) -> None:
+def test_garbage_bytes_quarantined(ingest: Ingest, backend: Backend) -> None:
     raw = b"\xc1\x00garbage"
     assert ingest.apply_group([(JOURNAL, raw)]) == []
-    [(topic, store, lane, reason, stored, times)] = quarantine(path)
+    [(topic, store, lane, reason, stored, times)] = quarantine(backend)
     assert (topic, store, lane, stored, times) == (JOURNAL, "S001", "L01", raw, 1)
     assert reason.startswith("payload: not valid msgpack")
     assert ingest.stats.quarantined == 1
@@ -67,13 +66,13 @@ def test_garbage_bytes_quarantined(ingest: Ingest, path: Path) -> None:
     assert ingest.stats.groups == 1
     # the same garbage again is counted, not stored twice
     ingest.apply_group([(JOURNAL, raw)])
-    assert [r[5] for r in quarantine(path)] == [2]
-    assert dict(query(path, "SELECT name, value FROM counters"))["quarantined"] == 2
+    assert [r[5] for r in quarantine(backend)] == [2]
+    assert dict(backend.query("SELECT name, value FROM counters"))["quarantined"] == 2
 
 
-def test_oversized_message_quarantined(path: Path) -> None:
-    store = SqliteStore(path)
-    cfg = parse({"database": {"path": str(path)}, "ingest": {"max_message_bytes": 1024}})
+def test_oversized_message_quarantined(backend: Backend) -> None:
+    store = backend.store()
+    cfg = backend.config(ingest={"max_message_bytes": 1024})
     ing = Ingest(cfg, store_factory=lambda: store)
     ing._store = store
     try:
@@ -82,15 +81,15 @@ def test_oversized_message_quarantined(path: Path) -> None:
     finally:
         store.close()
         ing._writer.shutdown(wait=True)
-    [(_, _, _, reason, stored, _)] = quarantine(path)
+    [(_, _, _, reason, stored, _)] = quarantine(backend)
     assert "exceeds the 1024 byte limit" in reason
     assert stored == raw
 
 
-def test_bad_topic_quarantined(ingest: Ingest, path: Path) -> None:
+def test_bad_topic_quarantined(ingest: Ingest, backend: Backend) -> None:
     raw = hello(1)
     ingest.apply_group([("lanesync/v1/S001/L01/x/hello", raw), ("elsewhere/S001/L01/hello", raw)])
-    rows = quarantine(path)
+    rows = quarantine(backend)
     assert [(r[0], r[1], r[2], r[4]) for r in rows] == [
         ("lanesync/v1/S001/L01/x/hello", None, None, raw),
         ("elsewhere/S001/L01/hello", None, None, raw),
@@ -98,16 +97,16 @@ def test_bad_topic_quarantined(ingest: Ingest, path: Path) -> None:
     assert all(r[3].startswith("topic: ") for r in rows)
 
 
-def test_payload_for_another_store_quarantined(ingest: Ingest, path: Path) -> None:
+def test_payload_for_another_store_quarantined(ingest: Ingest, backend: Backend) -> None:
     sim = LaneSim(LaneId("S002", "L01"))
     sim.add_many(2)
     raw = codec.encode(sim.batch(1, 2))
     assert ingest.apply_group([(JOURNAL, raw)]) == []
-    [(topic, store, lane, reason, stored, _)] = quarantine(path)
+    [(topic, store, lane, reason, stored, _)] = quarantine(backend)
     assert (topic, store, lane, stored) == (JOURNAL, "S001", "L01", raw)
     assert reason == "payload is for S002/L01 but was published under S001/L01's topic"
-    assert query(path, "SELECT count(*) FROM journal") == [(0,)]
-    assert query(path, "SELECT count(*) FROM lanes") == [(0,)]
+    assert backend.query("SELECT count(*) FROM journal") == [(0,)]
+    assert backend.query("SELECT count(*) FROM lanes") == [(0,)]
 
 
 @pytest.mark.parametrize(
@@ -125,26 +124,26 @@ def test_payload_for_another_store_quarantined(ingest: Ingest, path: Path) -> No
     ],
 )
 def test_message_on_wrong_channel_quarantined(
-    ingest: Ingest, path: Path, topic: str, raw: bytes, words: str
+    ingest: Ingest, backend: Backend, topic: str, raw: bytes, words: str
 ) -> None:
     assert ingest.apply_group([(topic, raw)]) == []
-    [(qtopic, _, _, reason, stored, _)] = quarantine(path)
+    [(qtopic, _, _, reason, stored, _)] = quarantine(backend)
     assert (qtopic, stored) == (topic, raw)
     assert words in reason
-    assert query(path, "SELECT count(*) FROM lanes") == [(0,)]
+    assert backend.query("SELECT count(*) FROM lanes") == [(0,)]
 
 
-def test_hello_acks_current_hwm(ingest: Ingest, path: Path) -> None:
+def test_hello_acks_current_hwm(ingest: Ingest, backend: Backend) -> None:
     sim = LaneSim()
     sim.add_many(4)
     assert ingest.apply_group([(HELLO, hello(sim.epoch, 4))]) == [Ack(LANE, sim.epoch, 0)]
     ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))])
     out = ingest.apply_group([(HELLO, hello(sim.epoch, 4))])
     assert out == [Ack(LANE, sim.epoch, 3)]
-    assert query(path, "SELECT hwm, lane_last_seq FROM lanes") == [(3, 4)]
+    assert backend.query("SELECT hwm, lane_last_seq FROM lanes") == [(3, 4)]
 
 
-def test_good_batch_acks_hwm(ingest: Ingest, path: Path) -> None:
+def test_good_batch_acks_hwm(ingest: Ingest, backend: Backend) -> None:
     sim = LaneSim()
     sim.add_many(6)
     out = ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))])
@@ -156,16 +155,16 @@ def test_good_batch_acks_hwm(ingest: Ingest, path: Path) -> None:
     assert out == [Ack(LANE, sim.epoch, 6)]
     assert ingest.stats.entries_applied == 6
     assert ingest.stats.lane_hwm == {("S001", "L01", sim.epoch): 6}
-    assert query(path, "SELECT count(*) FROM documents") == [(6,)]
+    assert backend.query("SELECT count(*) FROM documents") == [(6,)]
     # redelivery acks the same mark and applies nothing
     assert ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 6)))]) == [
         Ack(LANE, sim.epoch, 6)
     ]
     assert ingest.stats.entries_redelivered == 6
-    assert query(path, "SELECT count(*) FROM journal") == [(6,)]
+    assert backend.query("SELECT count(*) FROM journal") == [(6,)]
 
 
-def test_gap_acks_resend_from(ingest: Ingest, path: Path) -> None:
+def test_gap_acks_resend_from(ingest: Ingest, backend: Backend) -> None:
     sim = LaneSim()
     sim.add_many(8)
     ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 2)))])
@@ -174,7 +173,7 @@ def test_gap_acks_resend_from(ingest: Ingest, path: Path) -> None:
     assert (ack.hwm, ack.resend_from) == (2, 3)
     assert ack.reason == "gap: expected seq 3, batch starts at 5"
     assert ingest.stats.gaps == 1
-    assert query(path, "SELECT count(*) FROM journal") == [(2,)]
+    assert backend.query("SELECT count(*) FROM journal") == [(2,)]
     # a gap and then the missing entries in one group: applied, but still asked to resend
     # what the gapped batch carried
     [ack] = ingest.apply_group(
@@ -186,7 +185,7 @@ def test_gap_acks_resend_from(ingest: Ingest, path: Path) -> None:
     assert "gap" in ack.reason
 
 
-def test_hash_break_quarantined_with_raw_and_prefix_acked(ingest: Ingest, path: Path) -> None:
+def test_hash_break_quarantined_with_raw_and_prefix_acked(ingest: Ingest, backend: Backend) -> None:
     sim = LaneSim()
     sim.add_many(4)
     b = sim.batch(1, 4)
@@ -198,12 +197,12 @@ def test_hash_break_quarantined_with_raw_and_prefix_acked(ingest: Ingest, path: 
     assert (ack.hwm, ack.resend_from) == (2, None)
     assert ack.reason is not None
     assert "hash chain broken at seq 3" in ack.reason
-    [(_, _, _, reason, stored, _)] = quarantine(path)
+    [(_, _, _, reason, stored, _)] = quarantine(backend)
     assert "hash chain broken at seq 3" in reason
     assert stored == raw
 
 
-def test_pan_batch_quarantined_without_raw_bytes(ingest: Ingest, path: Path) -> None:
+def test_pan_batch_quarantined_without_raw_bytes(ingest: Ingest, backend: Backend) -> None:
     sim = LaneSim()
     sim.add()
     sim.add(sale_doc(2, note="4111111111111111"))
@@ -211,12 +210,12 @@ def test_pan_batch_quarantined_without_raw_bytes(ingest: Ingest, path: Path) -> 
     [ack] = ingest.apply_group([(JOURNAL, raw)])
     assert isinstance(ack, Ack)
     assert ack.hwm == 1
-    [(_, store, lane, reason, stored, _)] = quarantine(path)
+    [(_, store, lane, reason, stored, _)] = quarantine(backend)
     assert (store, lane, stored) == ("S001", "L01", b"")
     assert "entry seq 2" in reason
     assert "card number" in reason
     assert "4111" not in reason
-    assert query(path, "SELECT seq FROM journal") == [(1,)]
+    assert backend.query("SELECT seq FROM journal") == [(1,)]
 
 
 def test_unknown_request_op_replies_not_ok(ingest: Ingest) -> None:
@@ -234,9 +233,9 @@ def test_request_handler_reply(ingest: Ingest) -> None:
     assert out == [Reply(LANE, "c1", True, {"echo": {"a": [1]}})]
 
 
-def test_status_saved(ingest: Ingest, path: Path) -> None:
+def test_status_saved(ingest: Ingest, backend: Backend) -> None:
     assert ingest.apply_group([(STATUS, codec.encode(Status(LANE, "online", "0.1.0", 5, 9)))]) == []
-    assert query(path, "SELECT store, lane, state, backlog FROM lane_status") == [
+    assert backend.query("SELECT store, lane, state, backlog FROM lane_status") == [
         ("S001", "L01", "online", 5)
     ]
 
@@ -260,7 +259,7 @@ def test_acks_and_replies_in_one_group(ingest: Ingest) -> None:
     ]
 
 
-def test_failure_rolls_back_the_whole_group(ingest: Ingest, path: Path) -> None:
+def test_failure_rolls_back_the_whole_group(ingest: Ingest, backend: Backend) -> None:
     def broken(store: Store, req: Request, now: int) -> Reply:
         raise RuntimeError("handler bug")
 
@@ -275,8 +274,8 @@ def test_failure_rolls_back_the_whole_group(ingest: Ingest, path: Path) -> None:
                 (REQUEST, codec.encode(Request(LANE, "c", "broken"))),
             ]
         )
-    assert query(path, "SELECT count(*) FROM journal") == [(0,)]
-    assert query(path, "SELECT count(*) FROM quarantine") == [(0,)]
+    assert backend.query("SELECT count(*) FROM journal") == [(0,)]
+    assert backend.query("SELECT count(*) FROM quarantine") == [(0,)]
     assert ingest.stats.groups == 0
     # nothing was acked, so the lane resends; the retry applies cleanly
     assert ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))]) == [
@@ -284,7 +283,7 @@ def test_failure_rolls_back_the_whole_group(ingest: Ingest, path: Path) -> None:
     ]
 
 
-def test_replayed_txn_under_new_epoch_via_ingest(ingest: Ingest, path: Path) -> None:
+def test_replayed_txn_under_new_epoch_via_ingest(ingest: Ingest, backend: Backend) -> None:
     txn = "0190f3a4-7b2c-7def-8a01-23456789abcd"
     old, new = LaneSim(epoch=1), LaneSim(epoch=2)
     old.add(sale_doc(1), txn_id=txn)
@@ -294,12 +293,12 @@ def test_replayed_txn_under_new_epoch_via_ingest(ingest: Ingest, path: Path) -> 
     out = ingest.apply_group([(JOURNAL, codec.encode(new.batch(1, 2)))])
     assert out == [Ack(LANE, 2, 2)]
     assert ingest.stats.duplicate_txn_ids == 1
-    assert query(path, "SELECT count(*) FROM documents") == [(2,)]
+    assert backend.query("SELECT count(*) FROM documents") == [(2,)]
 
 
-def test_non_map_payloads_quarantined(ingest: Ingest, path: Path) -> None:
+def test_non_map_payloads_quarantined(ingest: Ingest, backend: Backend) -> None:
     ingest.apply_group([(JOURNAL, msgpack.packb([1, 2])), (HELLO, msgpack.packb({"v": 2}))])
-    reasons = [r[3] for r in quarantine(path)]
+    reasons = [r[3] for r in quarantine(backend)]
     assert reasons == [
         "payload: must be a map, got list",
         "v: unsupported protocol version 2; this side speaks 1",
@@ -323,6 +322,9 @@ def test_config_defaults_and_values() -> None:
     assert (c.broker.host, c.broker.port, c.broker.share_group) == ("mq", 1884, "ingest")
     assert c.topics.shared("ingest", Channel.JOURNAL) == "$share/ingest/a/b/+/+/journal"
     assert c.ingest.group_max_messages == 10
+    assert c.database_url is None
+    c = parse({"database": {"url": "postgresql://ho@db.example/lanesync"}})
+    assert c.database_url == "postgresql://ho@db.example/lanesync"
 
 
 @pytest.mark.parametrize(
@@ -335,6 +337,12 @@ def test_config_defaults_and_values() -> None:
         ({"broker": {"keepalive": 1}}, "broker.keepalive: must be an integer 2..3600"),
         ({"database": {"path": 1}}, "database.path: must be a string"),
         ({"database": {"file": "x"}}, "database.file: unknown key"),
+        (
+            {"database": {"path": "/tmp/ho.db", "url": "postgresql://h/db"}},
+            "database.url: set database.path (SQLite) or database.url, not both",
+        ),
+        ({"database": {"url": "mysql://h/db"}}, "database.url: must be a postgresql:// URL"),
+        ({"database": {"url": 5}}, "database.url: must be a string"),
         ({"ingest": {"max_message_bytes": 10}}, "ingest.max_message_bytes: must be an integer"),
         ({"ingest": {"group_max_messages": 0}}, "ingest.group_max_messages: must be an integer"),
         ({"ingest": []}, "ingest: must be a table"),

@@ -1,4 +1,5 @@
-"""Helpers for the transit tests: simulated lanes feeding a real SQLite head-office store.
+"""Helpers for the transit tests: simulated lanes feeding a real head-office store (SQLite and
+PostgreSQL: the `backend` fixture from tests/pgutil.py).
 
 The e2e Cluster and Till come from tests/e2e (added to sys.path here).
 """
@@ -24,7 +25,9 @@ _spec.loader.exec_module(e2e_conftest)
 Cluster = e2e_conftest.Cluster
 cluster = e2e_conftest.cluster  # the fixture
 
-from headoffice.store import SqliteStore  # noqa: E402
+from pgutil import backend  # noqa: E402, F401 - the fixture, parametrised over both backends
+
+from headoffice.store import Store  # noqa: E402
 from protocol.chain import entry_hash, genesis  # noqa: E402
 from protocol.identity import LaneId  # noqa: E402
 from protocol.messages import Entry, JournalBatch, Request  # noqa: E402
@@ -77,7 +80,7 @@ class Lane:
         return JournalBatch(self.lane, self.epoch, prev, [e])
 
     def journal(
-        self, store: SqliteStore, kind: str, doc: dict[str, Any], txn_id: str | None = None
+        self, store: Store, kind: str, doc: dict[str, Any], txn_id: str | None = None
     ) -> str:
         b = self.batch(kind, doc, txn_id)
         res = store.apply_batch(b, 1_700_000_000_000)
@@ -89,9 +92,9 @@ class Lane:
         return Request(self.lane, f"c{uuid.uuid4().hex[:12]}", op, args)
 
 
-def stock(store: SqliteStore, location: str, item: str) -> str:
-    row = store.db.execute(
+def stock(store: Store, location: str, item: str) -> str:
+    row = store.sql.fetchone(
         "SELECT qty FROM stock WHERE location = ? AND item = ?", (location, item)
-    ).fetchone()
+    )
     n = int(row[0]) if row else 0
     return f"{n / 1000:.3f}"

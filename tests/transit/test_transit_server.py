@@ -1,4 +1,5 @@
-"""Head-office transit projection and request handlers on a real SQLite head-office store."""
+"""Head-office transit projection and request handlers on a real head-office store, SQLite and
+PostgreSQL (the `backend` fixture); on PostgreSQL also two workers racing for one parcel."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from pathlib import Path
 
 import pytest
 from conftest import SSCC1, SSCC2, Lane, stock, transit_doc
+from pgutil import Backend
 
-from headoffice.config import HeadOfficeConfig
 from headoffice.ingest import Ingest
 from headoffice.operations import request_handlers
-from headoffice.store import SqliteStore
-from headoffice.store.sqlite import connect
+from headoffice.store import Store, open_readonly
 from headoffice.transit import projection, report
 from headoffice.transit import server as srv
 from protocol import codec
@@ -27,8 +27,8 @@ A1, B1, B2, C1 = Lane("A", "L1"), Lane("B", "L1"), Lane("B", "L2"), Lane("C", "L
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "ho.db")
+def store(backend: Backend) -> Iterator[Store]:
+    s = backend.store()
     yield s
     s.close()
 
@@ -37,19 +37,17 @@ def rid() -> str:
     return str(uuid.uuid4())
 
 
-def lookup(store: SqliteStore, lane: Lane, **args: object) -> Reply:
+def lookup(store: Store, lane: Lane, **args: object) -> Reply:
     return srv.lookup(store, lane.request("transit_lookup", mode="receive", **args), 1)
 
 
-def accept(
-    store: SqliteStore, lane: Lane, request_id: str, now: int = 5_000, **args: object
-) -> Reply:
+def accept(store: Store, lane: Lane, request_id: str, now: int = 5_000, **args: object) -> Reply:
     r = srv.accept(store, lane.request("transit_accept", request_id=request_id, **args), now)
     store.commit()
     return r
 
 
-def test_create_moves_stock_out_of_source_into_transit(store: SqliteStore) -> None:
+def test_create_moves_stock_out_of_source_into_transit(store: Store) -> None:
     A1.entries.clear()
     A1.journal(
         store,
@@ -62,7 +60,7 @@ def test_create_moves_stock_out_of_source_into_transit(store: SqliteStore) -> No
     )
     assert stock(store, "A", "P1000") == "10.000"
     txn = A1.journal(store, "transit_inventory", transit_doc())
-    t = projection.by_txn(store.db, txn)
+    t = projection.by_txn(store.sql, txn)
     assert t is not None
     assert (t["status"], t["source_store"], t["dest_store"], t["sscc"]) == (
         "in_transit",
@@ -75,10 +73,10 @@ def test_create_moves_stock_out_of_source_into_transit(store: SqliteStore) -> No
     assert stock(store, "@transit", "P1000") == "5.000"
     assert stock(store, "@transit", "P2000") == "1.500"
     assert stock(store, "B", "P1000") == "0.000"
-    assert [r["transit_no"] for r in report.open_transits(store.db)] == ["T10001"]
+    assert [r["transit_no"] for r in report.open_transits(store.sql)] == ["T10001"]
 
 
-def test_lookup_and_refusals(store: SqliteStore) -> None:
+def test_lookup_and_refusals(store: Store) -> None:
     A1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc())
     ok = lookup(store, B1, sscc=SSCC1)
@@ -102,7 +100,7 @@ def test_lookup_and_refusals(store: SqliteStore) -> None:
     assert lookup(store, B1, sscc="3570").result["code"] == "bad_request"
 
 
-def test_not_yet_known_when_a_lane_lags(store: SqliteStore) -> None:
+def test_not_yet_known_when_a_lane_lags(store: Store) -> None:
     store.note_hello(A1.lane, 99, 5, 1)  # A/L1 holds 5 entries head office has not got
     store.commit()
     r = lookup(store, B1, sscc=SSCC1)
@@ -113,7 +111,7 @@ def test_not_yet_known_when_a_lane_lags(store: SqliteStore) -> None:
     assert a.result["code"] == "not_yet_known"
 
 
-def test_accept_exactly_once_retry_and_link(store: SqliteStore) -> None:
+def test_accept_exactly_once_retry_and_link(store: Store) -> None:
     A1.entries.clear()
     B1.entries.clear()
     txn = A1.journal(store, "transit_inventory", transit_doc())
@@ -141,7 +139,7 @@ def test_accept_exactly_once_retry_and_link(store: SqliteStore) -> None:
     assert "already received at B/L1" in (dup.error or "")
     assert accept(store, C1, rid(), sscc=SSCC1).result["code"] == "other_store"
     assert lookup(store, B2, sscc=SSCC1).result["code"] == "already_received"
-    assert report.open_transits(store.db) == []
+    assert report.open_transits(store.sql) == []
     # The accepting lane's own journaled record is linked, and does not move stock again.
     doc = {
         "kind": "transit_inventory_accept",
@@ -153,13 +151,13 @@ def test_accept_exactly_once_retry_and_link(store: SqliteStore) -> None:
         "lines": [{"line_no": 1, "item": "P1000", "qty": "5.000"}],
     }
     B1.journal(store, "transit_inventory_accept", doc, txn_id=first)
-    t = projection.by_txn(store.db, txn)
+    t = projection.by_txn(store.sql, txn)
     assert t is not None
     assert t["accept_txn_id"] == first
     assert stock(store, "B", "P1000") == "5.000"
 
 
-def test_accept_document_without_head_office_acceptance_applies_once(store: SqliteStore) -> None:
+def test_accept_document_without_head_office_acceptance_applies_once(store: Store) -> None:
     A1.entries.clear()
     B1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc(sscc=SSCC2, no="T10002"))
@@ -176,12 +174,12 @@ def test_accept_document_without_head_office_acceptance_applies_once(store: Sqli
     assert accept(store, B2, rid(), sscc=SSCC2).result["code"] == "already_received"
 
 
-def test_cancel_returns_stock_and_refuses_receive(store: SqliteStore) -> None:
+def test_cancel_returns_stock_and_refuses_receive(store: Store) -> None:
     A1.entries.clear()
     txn = A1.journal(store, "transit_inventory", transit_doc())
-    store.db.execute("BEGIN IMMEDIATE")
-    assert projection.cancel(store.db, txn, "HQ1", 42)
-    store.db.execute("COMMIT")
+    store.sql.begin()
+    assert projection.cancel(store.sql, txn, "HQ1", 42)
+    store.commit()
     assert stock(store, "A", "P1000") == "0.000"
     assert stock(store, "@transit", "P1000") == "0.000"
     r = accept(store, B1, rid(), sscc=SSCC1)
@@ -189,7 +187,7 @@ def test_cancel_returns_stock_and_refuses_receive(store: SqliteStore) -> None:
     assert r.result["cancelled"]["by"] == "HQ1"
 
 
-def test_expired_accept_does_nothing(store: SqliteStore) -> None:
+def test_expired_accept_does_nothing(store: Store) -> None:
     A1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc())
     r = accept(store, B1, rid(), 100_000, sscc=SSCC1, deadline_ms=1_000)
@@ -197,24 +195,21 @@ def test_expired_accept_does_nothing(store: SqliteStore) -> None:
     assert lookup(store, B1, sscc=SSCC1).ok
 
 
-def test_malformed_transit_document_is_counted_not_fatal(store: SqliteStore) -> None:
+def test_malformed_transit_document_is_counted_not_fatal(store: Store) -> None:
     A1.entries.clear()
     A1.journal(store, "transit_inventory", {"kind": "transit_inventory", "lines": "x"})
     A1.journal(store, "transit_inventory", transit_doc())  # ingest carries on
-    row = store.db.execute(
-        "SELECT value FROM counters WHERE name = 'transit_projection_errors'"
-    ).fetchone()
+    row = store.sql.fetchone("SELECT value FROM counters WHERE name = 'transit_projection_errors'")
     assert row == (1,)
     # the same SSCC twice: the second is refused and counted, the first stands
     A1.journal(store, "transit_inventory", transit_doc(no="T10009"))
-    assert [t["transit_no"] for t in projection.find(store.db, sscc=SSCC1)] == ["T10001"]
+    assert [t["transit_no"] for t in projection.find(store.sql, sscc=SSCC1)] == ["T10001"]
 
 
-def test_two_accepts_in_one_ingest_group_one_wins(tmp_path: Path) -> None:
+def test_two_accepts_in_one_ingest_group_one_wins(backend: Backend) -> None:
     """Two lanes' accepts for the same parcel arriving together: one success, one refusal."""
-    path = tmp_path / "ho.db"
-    ing = Ingest(HeadOfficeConfig(database=path), handlers=request_handlers())
-    s = SqliteStore(path)
+    ing = Ingest(backend.config(), handlers=request_handlers())
+    s = backend.store()
     ing._store = s
     try:
         A1.entries.clear()
@@ -235,11 +230,12 @@ def test_two_accepts_in_one_ingest_group_one_wins(tmp_path: Path) -> None:
         ing._decoder.shutdown()
 
 
-def test_cli_report_json_and_cancel(tmp_path: Path, store: SqliteStore) -> None:
+def test_cli_report_json_and_cancel(tmp_path: Path, store: Store, backend: Backend) -> None:
     A1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc())
     cfg = tmp_path / "ho.toml"
-    cfg.write_text(f'[database]\npath = "{store.path}"\n')
+    [(key, value)] = backend.database_table().items()
+    cfg.write_text(f'[database]\n{key} = "{value}"\n')
     run = [sys.executable, "-m", "lanesync.cli", "transits", "--config", str(cfg)]
     out = subprocess.run([*run, "--json", "--stock"], capture_output=True, text=True, check=True)
     data = json.loads(out.stdout)
@@ -248,7 +244,8 @@ def test_cli_report_json_and_cancel(tmp_path: Path, store: SqliteStore) -> None:
         "stock"
     ]
     subprocess.run([*run, "--cancel", SSCC1, "--by", "HQ1"], capture_output=True, check=True)
-    db = connect(store.path, readonly=True)
+    db = open_readonly(backend.target)
+    assert db is not None
     try:
         assert report.open_transits(db) == []
     finally:

@@ -1,0 +1,1 @@
+"""PostgreSQL migrations of the head-office database, one file per version (mirrors schema/)."""

@@ -1,0 +1,3 @@
+"""tests/headoffice: the store and ingest suites run against SQLite and PostgreSQL alike."""
+
+from pgutil import backend  # noqa: F401 - the fixture, parametrised over both backends
