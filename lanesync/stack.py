@@ -155,17 +155,56 @@ class Component:
 
 
 def headoffice(
-    workdir: Path, broker_port: int, *, name: str = "headoffice", **ingest: Any
+    workdir: Path,
+    broker_port: int,
+    *,
+    name: str = "headoffice",
+    database_url: str | None = None,
+    share_group: str | None = None,
+    **ingest: Any,
 ) -> Component:
+    """Head office on `{name}.db` in `workdir`, or on PostgreSQL at `database_url`."""
     cfg = write_toml(
         workdir / f"{name}.toml",
         {
-            "database": {"path": str(workdir / f"{name}.db")},
-            "broker": {"host": "127.0.0.1", "port": broker_port, "client_id": f"lanesync-{name}"},
+            "database": {"url": database_url}
+            if database_url
+            else {"path": str(workdir / f"{name}.db")},
+            "broker": {
+                "host": "127.0.0.1",
+                "port": broker_port,
+                "client_id": f"lanesync-{name}",
+                "share_group": share_group,
+            },
             "ingest": ingest,
         },
     )
     return Component(name, ["headoffice", "--config", str(cfg)], workdir)
+
+
+def headoffice_workers(
+    workdir: Path,
+    broker_port: int,
+    workers: int,
+    *,
+    database_url: str,
+    share_group: str = "ingest",
+    **ingest: Any,
+) -> list[Component]:
+    """`workers` ingest processes on one shared subscription and one PostgreSQL database,
+    started as `lanesync headoffice --worker N` from one config, the way an operator would."""
+    one = headoffice(
+        workdir,
+        broker_port,
+        name="headoffice-shared",
+        database_url=database_url,
+        share_group=share_group,
+        **ingest,
+    )
+    return [
+        Component(f"headoffice-w{n}", [*one.argv, "--worker", str(n)], workdir)
+        for n in range(1, workers + 1)
+    ]
 
 
 def agent(

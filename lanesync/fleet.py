@@ -1,0 +1,385 @@
+"""Many simulated lanes in one process, speaking the real protocol, for scale tests and benchmarks.
+
+Two hundred or a thousand `lanesync agent` daemons do not fit on a small test machine, so a fleet
+runs each lane as the agent's own `Replicator` (hello, batches by count/bytes/linger, bounded
+window, acks, resend-from, ack timeout, reconnect backoff, retained status and last will: the same
+code, not a copy of its rules) over a `MemoryJournal`. The memory journal keeps what the SQLite
+journal keeps for replication (entries with their real hash chain, epoch, the acked mark) but no
+file: with a file per lane every append is an fsync and every lane a SQLite thread, which is
+what the single-lane benchmarks measure and what 1000 lanes on two cores cannot afford. Nothing a
+lane confirmed is ever forgotten while the fleet runs (the outbox mark only moves on head
+office's ack), and the fleet afterwards judges head office's copy: every lane's entries 1..N
+present once, in seq order, chained, each txn_id applied once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from agent import config as agent_config
+from agent.journal import Journal, JournalError
+from agent.journal.journal import Appended, new_txn_id
+from agent.replicator import Replicator
+from lanesync import samples
+from protocol.chain import entry_hash, first_break, genesis
+from protocol.documents import encode_body
+from protocol.identity import DEFAULT_PREFIX, LaneId
+from protocol.messages import Entry
+
+LANES_PER_STORE = 4
+BODY_POOL = 256  # distinct sale documents the lanes draw from (bodies are shared bytes)
+
+LagSink = Callable[[float], None]
+
+
+class MemoryJournal(Journal):
+    """A lane journal in memory with the interface the replicator uses.
+
+    Appends are synchronous (there is no disk to wait for); `mark_acked` refuses a mark beyond
+    the last entry exactly as the file journal does.
+    """
+
+    def __init__(self, lane: LaneId, epoch: int) -> None:
+        super().__init__(Path(f"memory-{lane.store}-{lane.lane}"), lane)
+        self.epoch = epoch
+        self._last_hash = genesis(lane, epoch)
+        self.entries: list[Entry] = []
+        self.appended_at: list[float] = []  # monotonic time each entry was confirmed
+        self.on_acked: LagSink | None = None  # gets append-to-ack lag of every acked entry
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def add(self, kind: str, body: bytes, *, now: float | None = None) -> Entry:
+        """Journal one entry and wake the replicator: what a confirmed sale does."""
+        seq = self.last_seq + 1
+        txn_id, ts = new_txn_id(), time.time_ns() // 1_000_000
+        h = entry_hash(self._last_hash, seq, kind, txn_id, ts, body)
+        e = Entry(seq, kind, txn_id, ts, body, h)
+        self.entries.append(e)
+        self.appended_at.append(time.monotonic() if now is None else now)
+        self.last_seq, self._last_hash = seq, h
+        self.commits += 1
+        for listener in self._listeners:
+            listener()
+        return e
+
+    async def append(
+        self, kind: str, doc: dict[str, Any], *, txn_id: str | None = None, ts: int | None = None
+    ) -> Appended:
+        if txn_id is not None or ts is not None:
+            raise JournalError("the memory journal assigns txn_id and time itself")
+        e = self.add(kind, encode_body(doc))
+        return Appended(e.seq, e.txn_id, self.epoch)
+
+    async def mark_acked(self, hwm: int) -> None:
+        if hwm <= self.acked_seq:
+            return
+        if hwm > self.last_seq:
+            raise JournalError(
+                f"head office acked seq {hwm} but this journal ends at {self.last_seq} "
+                f"(epoch {self.epoch})"
+            )
+        sink = self.on_acked
+        if sink is not None:
+            now = time.monotonic()
+            for t in self.appended_at[self.acked_seq : hwm]:
+                sink(now - t)
+        self.acked_seq, self.acked_at = hwm, time.time_ns() // 1_000_000
+
+    async def read_from(self, seq: int, limit: int, max_bytes: int | None = None) -> list[Entry]:
+        out: list[Entry] = []
+        size = 0
+        for e in self.entries[seq - 1 : seq - 1 + limit]:
+            size += len(e.body) + 80
+            if out and max_bytes is not None and size > max_bytes:
+                break
+            out.append(e)
+        return out
+
+    async def hash_before(self, seq: int) -> bytes:
+        return genesis(self.lane, self.epoch) if seq <= 1 else self.entries[seq - 2].hash
+
+
+@dataclass(slots=True)
+class Lags:
+    """Append-to-ack lags (seconds) per phase, for percentiles."""
+
+    by_phase: dict[str, list[float]] = field(default_factory=dict)
+    phase: str = "start"
+
+    def sink(self, lag: float) -> None:
+        self.by_phase.setdefault(self.phase, []).append(lag)
+
+    def summary(self, phase: str) -> dict[str, float | int]:
+        xs = sorted(self.by_phase.get(phase, []))
+        if not xs:
+            return {"acked": 0}
+
+        def pct(p: float) -> float:
+            return round(xs[min(len(xs) - 1, math.ceil(p * len(xs)) - 1)] * 1000, 1)
+
+        return {"acked": len(xs), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
+
+
+def lane_ids(n: int) -> list[LaneId]:
+    """n lanes, four to a store: S0001/L1 .. S0250/L4 for 1000."""
+    return [
+        LaneId(f"S{i // LANES_PER_STORE + 1:04d}", f"L{i % LANES_PER_STORE + 1}") for i in range(n)
+    ]
+
+
+def lane_config(
+    lane: LaneId, host: str, port: int, replication: dict[str, Any]
+) -> agent_config.AgentConfig:
+    """The agent configuration a real lane would have; the journal and API paths go unused."""
+    return agent_config.parse(
+        {
+            "store": lane.store,
+            "lane": lane.lane,
+            "journal": {"path": f"/nonexistent/{lane.store}-{lane.lane}.db"},
+            "broker": {"host": host, "port": port, "keepalive": 10, "topic_prefix": DEFAULT_PREFIX},
+            "replication": replication,
+            "api": {"socket": f"/nonexistent/{lane.store}-{lane.lane}.sock"},
+        }
+    )
+
+
+class Fleet:
+    """Async context manager: `lanes` lanes replicating to the broker at host:port."""
+
+    def __init__(
+        self,
+        lanes: int,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        replication: dict[str, Any] | None = None,
+        seed: int = 1,
+        first_lane: int = 0,
+    ) -> None:
+        self.rng = random.Random(seed)
+        rng = random.Random(seed + 1)
+        self.bodies = [
+            encode_body(samples.sale(rng, "S0001", "L1", i + 1)) for i in range(BODY_POOL)
+        ]
+        self.lags = Lags()
+        self.journals: list[MemoryJournal] = []
+        self.replicators: list[Replicator] = []
+        for lane in lane_ids(first_lane + lanes)[first_lane:]:
+            journal = MemoryJournal(lane, self.rng.randrange(1, 1 << 62))
+            journal.on_acked = self.lags.sink
+            self.journals.append(journal)
+            self.replicators.append(
+                Replicator(journal, lane_config(lane, host, port, replication or {}))
+            )
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._credit = [0.0] * lanes
+
+    async def __aenter__(self) -> Self:
+        async with contextlib.AsyncExitStack() as stack:
+            for rep in self.replicators:
+                await stack.enter_async_context(rep)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+
+    # --- driving ----------------------------------------------------------------------------
+
+    def phase(self, name: str) -> None:
+        """Lags of entries acked from now on count for phase `name`."""
+        self.lags.phase = name
+
+    def append_tick(self, rate: float, dt: float) -> int:
+        """Each lane confirms what `rate` sales a second make over `dt` seconds (with jitter)."""
+        now = time.monotonic()
+        n = 0
+        bodies, rnd = self.bodies, self.rng.random
+        for i, journal in enumerate(self.journals):
+            credit = self._credit[i] + rate * dt * 2 * rnd()
+            k = int(credit)
+            self._credit[i] = credit - k
+            for _ in range(k):
+                journal.add("sale", bodies[int(rnd() * len(bodies))], now=now)
+            n += k
+        return n
+
+    async def trickle(self, rate: float, seconds: float, tick: float = 0.05) -> int:
+        """Append at `rate` per lane per second for `seconds`; returns entries appended."""
+        n = 0
+        start = time.monotonic()
+        next_at = start
+        last = start
+        while (now := time.monotonic()) - start < seconds:
+            n += self.append_tick(rate, now - last)
+            last = now
+            next_at += tick
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        return n
+
+    @property
+    def appended(self) -> int:
+        return sum(j.last_seq for j in self.journals)
+
+    @property
+    def acked(self) -> int:
+        return sum(j.acked_seq for j in self.journals)
+
+    @property
+    def connected(self) -> int:
+        return sum(1 for r in self.replicators if r.stats.connected)
+
+    async def wait_connected(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while self.connected < len(self.replicators):  # noqa: ASYNC110 - many lanes' states
+                await asyncio.sleep(0.05)
+
+    async def wait_drained(self, timeout: float) -> float:
+        """Until head office acked every entry every lane holds; returns when (monotonic)."""
+        async with asyncio.timeout(timeout):
+            while any(j.acked_seq < j.last_seq for j in self.journals):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        return time.monotonic()
+
+    def stats(self) -> dict[str, int]:
+        reps = [r.stats for r in self.replicators]
+        return {
+            "batches_sent": sum(s.batches_sent for s in reps),
+            "entries_sent": sum(s.entries_sent for s in reps),
+            "rewinds": sum(s.rewinds for s in reps),
+            "stale_acks": sum(s.stale_acks for s in reps),
+            "reconnects": sum(s.reconnects for s in reps),
+        }
+
+    def confirmed(self) -> Iterator[tuple[LaneId, int, list[Entry]]]:
+        for j in self.journals:
+            yield j.lane, j.epoch, j.entries
+
+
+# --- judging head office's copy -------------------------------------------------------------
+
+# store, lane, epoch, seq, kind, txn_id, ts, body, hash: one head-office journal row
+JournalRow = tuple[str, str, int, int, str, str, int, bytes, bytes]
+_JOURNAL_SQL = (
+    "SELECT store, lane, epoch, seq, kind, txn_id, ts, body, hash FROM journal ORDER BY {order}"
+)
+
+
+def read_sqlite(path: Path) -> tuple[list[JournalRow], list[str]]:
+    """Head office's journal rows in commit order (rowid) and its documents' txn_ids."""
+    import sqlite3  # noqa: PLC0415 - only the judging needs it
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = [tuple(r) for r in db.execute(_JOURNAL_SQL.format(order="rowid"))]
+        docs = [r[0] for r in db.execute("SELECT txn_id FROM documents")]
+    finally:
+        db.close()
+    return rows, docs
+
+
+def read_postgres(url: str) -> tuple[list[JournalRow], list[str]]:
+    """The same from PostgreSQL: `id` is the order rows were inserted in."""
+    import psycopg  # noqa: PLC0415 - only PostgreSQL runs need it
+
+    with psycopg.connect(url) as conn:
+        rows = [
+            (r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), bytes(r[8]))
+            for r in conn.execute(_JOURNAL_SQL.format(order="id"))
+        ]
+        docs = [r[0] for r in conn.execute("SELECT txn_id FROM documents")]
+    return rows, docs
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    lanes: int
+    confirmed: int  # entries the lanes confirmed
+    at_head_office: int  # journal rows head office holds for them
+    documents: int  # documents rows for their txn_ids
+    lost: int  # confirmed but missing from head office's journal or documents
+    duplicated: int  # journal rows or documents beyond one per entry
+    out_of_order_lanes: int  # lanes whose rows, in commit order, are not seq 1, 2, 3, ...
+    chain_broken_lanes: int  # lanes whose stored entries do not chain from the genesis
+    mismatched: int  # rows that differ from what the lane journaled, or that it never sent
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lost == 0
+            and self.duplicated == 0
+            and self.out_of_order_lanes == 0
+            and self.chain_broken_lanes == 0
+            and self.mismatched == 0
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"ok": self.ok}
+
+
+def verify(
+    confirmed: Iterable[tuple[LaneId, int, list[Entry]]],
+    journal_rows: Iterable[JournalRow],
+    document_ids: Iterable[str],
+) -> Verdict:
+    """Compare what the lanes confirmed with head office's journal rows (in commit order) and
+    its documents' txn_ids."""
+    rows: dict[tuple[str, str, int], list[JournalRow]] = {}
+    for r in journal_rows:
+        rows.setdefault((r[0], r[1], r[2]), []).append(r)
+    docs: dict[str, int] = {}
+    for txn_id in document_ids:
+        docs[txn_id] = docs.get(txn_id, 0) + 1
+    n_lanes = n_conf = n_rows = n_docs = lost = dup = disorder = broken = mismatched = 0
+    for lane, epoch, entries in confirmed:
+        n_lanes += 1
+        n_conf += len(entries)
+        held = rows.get((lane.store, lane.lane, epoch), [])
+        n_rows += len(held)
+        seqs = [r[3] for r in held]
+        if seqs != list(range(1, len(seqs) + 1)):
+            disorder += 1
+        dup += len(seqs) - len(set(seqs))
+        by_seq = {r[3]: r for r in held}
+        for e in entries:
+            n = docs.get(e.txn_id, 0)
+            n_docs += n
+            dup += max(0, n - 1)
+            row = by_seq.get(e.seq)
+            if row is None or n == 0:
+                lost += 1
+            elif (row[4], row[5], row[6], bytes(row[7]), bytes(row[8])) != e[1:]:
+                mismatched += 1
+        mismatched += sum(1 for s in by_seq if s > len(entries))
+        chain = [
+            (r[3], r[4], r[5], r[6], bytes(r[7]), bytes(r[8]))
+            for r in sorted(held, key=lambda r: r[3])
+        ]
+        if first_break(genesis(lane, epoch), chain) is not None:
+            broken += 1
+    return Verdict(n_lanes, n_conf, n_rows, n_docs, lost, dup, disorder, broken, mismatched)
