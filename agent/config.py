@@ -14,6 +14,7 @@ from typing import Any
 from agent import opsconfig
 from agent.documents.tax import TaxRate, TaxTable
 from agent.opsconfig import OpsConfig
+from protocol.brokerconn import TlsConfig, parse_credentials
 from protocol.config import Table, load_toml
 from protocol.errors import ConfigError, ProtocolError
 from protocol.identity import DEFAULT_PREFIX, LaneId, Topics
@@ -24,9 +25,11 @@ class BrokerConfig:
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
-    password: str | None = None
+    password: str | None = None  # read from password_file when that is set
     keepalive: int = 15  # s; a dead (blackholed) link is noticed after 1.5 x keepalive
     topic_prefix: str = DEFAULT_PREFIX
+    password_file: str | None = None
+    tls: TlsConfig | None = None  # None: plain MQTT (see protocol.brokerconn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +116,16 @@ def parse(data: dict[str, Any]) -> AgentConfig:
     journal_path = Path(j.str("path", "/var/lib/lanesync/journal.db"))
     j.done()
     b = root.table("broker")
+    login = parse_credentials(b)  # tls, ca_file, cert_file, key_file, username, password...
     broker = BrokerConfig(
         host=b.str("host", "127.0.0.1"),
-        port=b.int("port", 1883, 1, 65535),
-        username=b.str("username", None),
-        password=b.str("password", None),
+        port=b.int("port", login.default_port, 1, 65535),
+        username=login.username,
+        password=login.password,
         keepalive=b.int("keepalive", 15, 2, 3600),
         topic_prefix=b.str("topic_prefix", DEFAULT_PREFIX),
+        password_file=login.password_file,
+        tls=login.tls,
     )
     b.done()
     try:

@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import ssl
+import stat
 import subprocess
 import time
 import uuid
@@ -25,11 +26,12 @@ from typing import Any, Literal
 import aiomqtt
 
 from agent import config as agent_config
-from agent.config import AgentConfig
+from agent.config import AgentConfig, BrokerConfig
 from agent.export import ExportError, load_key
 from agent.status import journal_facts, live_path, read_live
 from agent.verify import verify
-from protocol import codec
+from protocol import brokerconn, codec
+from protocol.brokerconn import BrokerFileError
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
 from protocol.messages import Reply, Request
@@ -37,6 +39,7 @@ from protocol.messages import Reply, Request
 Outcome = Literal["ok", "warn", "fail"]
 SERVICE_USER = "lanesync"
 CERT_WARN_DAYS = 30
+TLS_FILE_KEYS = ("ca_file", "cert_file", "key_file", "password_file")
 SKEW_WARN_S = 2.0
 SKEW_FAIL_S = 30.0
 MIB = 1024 * 1024
@@ -57,6 +60,18 @@ def check_config(path: str) -> tuple[Check, AgentConfig | None]:
     try:
         cfg = agent_config.load(path)
     except LanesyncError as exc:
+        if any(f"broker.{k}:" in str(exc) for k in TLS_FILE_KEYS):
+            return (
+                Check(
+                    "certificates",
+                    "fail",
+                    str(exc),
+                    "Put the files head office issued for this store at the paths [broker] "
+                    "names (certificate and key come together), readable by the "
+                    f"'{SERVICE_USER}' user; then run doctor again.",
+                ),
+                None,
+            )
         return (
             Check(
                 "config",
@@ -87,60 +102,83 @@ def _cert_not_after(path: str) -> datetime:
 
 
 def check_certificates(cfg: AgentConfig, now: float | None = None) -> list[Check]:
-    """TLS files named in the config ([broker] tls_* keys, when a build has them)."""
+    """The [broker] TLS files: not expired (warn 30 days ahead), secrets not world-readable.
+
+    Loading the config already proved each file readable and the key the certificate's own
+    (protocol.brokerconn); check_config turns a failure there into a certificate check.
+    """
     now = time.time() if now is None else now
-    files = {
-        k: v
-        for k in ("tls_ca_file", "tls_cert_file", "ca_file", "cert_file")
-        if isinstance(v := getattr(cfg.broker, k, None), str) and v
-    }
-    if not files:
-        return [
+    b = cfg.broker
+    tls = b.tls
+    checks: list[Check] = []
+    if tls is None:
+        checks.append(
             Check(
                 "certificates",
-                "ok",
-                "no TLS certificates configured (plain MQTT on "
-                f"{cfg.broker.host}:{cfg.broker.port})",
+                "warn" if b.password else "ok",
+                f"no TLS: plain MQTT to {b.host}:{b.port}"
+                + (", so the broker password crosses the network readable" if b.password else ""),
+                "Ask head office for this store's TLS files and set [broker] ca_file, cert_file "
+                "and key_file (see systemd/agent.example.toml).",
             )
-        ]
-    checks = []
-    for key, path in files.items():
-        name = f"certificate {key}"
-        try:
-            expires = _cert_not_after(path)
-        except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+        )
+        return checks
+    if tls.ca_file is None:
+        checks.append(
+            Check("certificate broker.ca_file", "ok", "not set: the system's trusted CAs apply")
+        )
+    for key, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file)):
+        if path is not None:
+            checks.append(_expiry_check(f"certificate broker.{key}", path, now))
+    for key, path in (("key_file", tls.key_file), ("password_file", b.password_file)):
+        if path is not None and _others_can_read(path):
             checks.append(
                 Check(
-                    name,
-                    "fail",
-                    f"{path}: cannot read the certificate ({exc})",
-                    "Copy the certificate file from head office to this path, readable by "
-                    f"the '{SERVICE_USER}' user.",
-                )
-            )
-            continue
-        days = (expires.timestamp() - now) / 86400
-        if days < 0:
-            checks.append(
-                Check(
-                    name,
-                    "fail",
-                    f"{path} expired on {expires:%Y-%m-%d}",
-                    "Ask head office for a renewed certificate and replace this file.",
-                )
-            )
-        elif days < CERT_WARN_DAYS:
-            checks.append(
-                Check(
-                    name,
+                    f"secret broker.{key}",
                     "warn",
-                    f"{path} expires in {days:.0f} days ({expires:%Y-%m-%d})",
-                    "Ask head office for a renewed certificate before it expires.",
+                    f"{path} is readable by every user on this box",
+                    f"Restrict it to the service: chown root:{SERVICE_USER} {path} && "
+                    f"chmod 0640 {path}",
                 )
             )
-        else:
-            checks.append(Check(name, "ok", f"{path} valid until {expires:%Y-%m-%d}"))
     return checks
+
+
+def _expiry_check(name: str, path: str, now: float) -> Check:
+    try:
+        expires = _cert_not_after(path)
+    except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+        return Check(
+            name,
+            "fail",
+            f"{path}: cannot read the certificate ({exc})",
+            "Copy the certificate file from head office to this path, readable by "
+            f"the '{SERVICE_USER}' user.",
+        )
+    days = (expires.timestamp() - now) / 86400
+    if days < 0:
+        return Check(
+            name,
+            "fail",
+            f"{path} expired on {expires:%Y-%m-%d}",
+            "Ask head office for a renewed certificate and replace this file; the agent "
+            "uses it at its next reconnect.",
+        )
+    if days < CERT_WARN_DAYS:
+        return Check(
+            name,
+            "warn",
+            f"{path} expires in {days:.0f} days ({expires:%Y-%m-%d})",
+            "Ask head office for a renewed certificate before it expires.",
+        )
+    return Check(name, "ok", f"{path} valid until {expires:%Y-%m-%d}")
+
+
+def _others_can_read(path: str) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IROTH)
+    except OSError:
+        return False
 
 
 async def check_broker_and_clock(cfg: AgentConfig, timeout: float = 5.0) -> list[Check]:
@@ -157,6 +195,7 @@ async def check_broker_and_clock(cfg: AgentConfig, timeout: float = 5.0) -> list
                 identifier=f"lanesync-doctor-{cfg.lane.store}-{cfg.lane.lane}-{uuid.uuid4().hex[:6]}",
                 username=b.username,
                 password=b.password,
+                tls_context=brokerconn.tls_context(b.tls),
                 keepalive=b.keepalive,
                 timeout=timeout,
             ) as client,
@@ -191,18 +230,34 @@ async def check_broker_and_clock(cfg: AgentConfig, timeout: float = 5.0) -> list
             )
         )
     except (aiomqtt.MqttError, OSError) as exc:
-        checks.append(
-            Check(
-                "broker",
-                "fail",
-                f"cannot reach {where}: {exc}",
-                "Check the network cable and router; check [broker] host and port in the "
-                "agent config; ask head office whether the broker is up.",
-            )
-        )
+        checks.append(Check("broker", "fail", f"cannot reach {where}: {exc}", _link_fix(b, exc)))
     if len(checks) == 1:
         checks.append(Check("clock", "warn", "not checked: no broker connection", ""))
     return checks
+
+
+def _link_fix(b: BrokerConfig, exc: Exception) -> str:
+    """What to do when the connection failed below MQTT (network or TLS)."""
+    text = str(exc)
+    if isinstance(exc, BrokerFileError):
+        return "Fix the file the message names (see the certificate checks above)."
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            "The broker's certificate is not signed by [broker] ca_file, has expired, or does "
+            "not carry the broker's name (set [broker] tls_server_name to the name it carries). "
+            "Check the CA file head office issued and the box's clock."
+        )
+    tls_hint = (
+        " With TLS, a broker that does not accept this store's certificate (another CA, "
+        "revoked, expired) closes the connection silently: ask head office to look for "
+        "'certificate verify failed' in the broker log."
+        if b.tls is not None
+        else ""
+    )
+    return (
+        "Check the network cable and router; check [broker] host and port in the agent "
+        "config; ask head office whether the broker is up." + tls_hint
+    )
 
 
 async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Check:

@@ -27,7 +27,7 @@ import tenacity
 
 from agent.config import AgentConfig
 from agent.journal import Journal, JournalError
-from protocol import codec
+from protocol import brokerconn, codec
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
 from protocol.messages import Ack, Hello, JournalBatch, Reply, Request, Status
@@ -154,6 +154,7 @@ class Replicator:
                 identifier=f"lanesync-{self.lane.store}-{self.lane.lane}",
                 username=b.username,
                 password=b.password,
+                tls_context=brokerconn.tls_context(b.tls),  # fresh: picks up renewed certs
                 keepalive=b.keepalive,
                 will=will,
                 clean_session=True,

@@ -7,8 +7,8 @@ import asyncio
 import dataclasses
 import sys
 
+from headoffice import acl, daemon, opscli
 from headoffice import config as ho_config
-from headoffice import daemon, opscli
 from headoffice.transit import cli as transit_cli
 from protocol.errors import ConfigError, LanesyncError
 
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "'-wN' so the workers' sessions stay apart",
     )
     p.set_defaults(handler=cmd_headoffice)
+    acl.register(p)  # lanesync headoffice acl --stores ... (without it: run head office)
     opscli.register(sub, DEFAULT_CONFIG)  # lanesync import FILE
     transit_cli.register(sub, DEFAULT_CONFIG)  # lanesync transits [--json] [--cancel ...]
 

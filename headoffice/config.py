@@ -11,6 +11,7 @@ from typing import Any
 
 from headoffice import opsconfig
 from headoffice.opsconfig import HoOpsConfig
+from protocol.brokerconn import TlsConfig, parse_credentials
 from protocol.codec import DEFAULT_MAX_MESSAGE
 from protocol.config import Table, load_toml
 from protocol.errors import ConfigError, ProtocolError
@@ -22,11 +23,13 @@ class HoBrokerConfig:
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
-    password: str | None = None
+    password: str | None = None  # read from password_file when that is set
     keepalive: int = 30
     topic_prefix: str = DEFAULT_PREFIX
     client_id: str = "lanesync-headoffice"
     share_group: str | None = None  # set to run several ingest workers on one subscription
+    password_file: str | None = None
+    tls: TlsConfig | None = None  # None: plain MQTT (see protocol.brokerconn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +68,18 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
         )
     database = Path(path or "/var/lib/lanesync/headoffice.db")
     b = root.table("broker")
+    login = parse_credentials(b)  # tls, ca_file, cert_file, key_file, username, password...
     broker = HoBrokerConfig(
         host=b.str("host", "127.0.0.1"),
-        port=b.int("port", 1883, 1, 65535),
-        username=b.str("username", None),
-        password=b.str("password", None),
+        port=b.int("port", login.default_port, 1, 65535),
+        username=login.username,
+        password=login.password,
         keepalive=b.int("keepalive", 30, 2, 3600),
         topic_prefix=b.str("topic_prefix", DEFAULT_PREFIX),
         client_id=b.str("client_id", "lanesync-headoffice"),
         share_group=b.str("share_group", None) or None,
+        password_file=login.password_file,
+        tls=login.tls,
     )
     b.done()
     try:

@@ -34,7 +34,7 @@ import tenacity
 from headoffice.config import HeadOfficeConfig
 from headoffice.store import Store, StoreError, open_store
 from headoffice.store.base import CheckedBatch, check_batch
-from protocol import codec
+from protocol import brokerconn, codec
 from protocol.errors import ProtocolError
 from protocol.identity import Channel, LaneId
 from protocol.messages import Ack, Hello, JournalBatch, Message, Reply, Request, Status
@@ -198,6 +198,7 @@ class Ingest:
                 identifier=b.client_id,
                 username=b.username,
                 password=b.password,
+                tls_context=brokerconn.tls_context(b.tls),  # fresh: picks up renewed certs
                 keepalive=b.keepalive,
                 clean_session=b.share_group is not None,
                 max_inflight_messages=100,

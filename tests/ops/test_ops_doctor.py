@@ -125,13 +125,7 @@ def test_certificate_expiry(tmp_path: Path) -> None:
         capture_output=True,
     )
     assert doctor._cert_not_after(str(cert)).timestamp() > time.time()
-    cfg = lane_config(tmp_path)
-
-    class Broker:  # a build with TLS keys; the check reads whatever [broker] names
-        host, port = "h", 8883
-        tls_ca_file = str(cert)
-
-    object.__setattr__(cfg, "broker", Broker())
+    cfg = lane_config(tmp_path, broker={"ca_file": str(cert)})
     (soon,) = doctor.check_certificates(cfg)
     assert soon.outcome == "warn"
     assert "expires in" in soon.found

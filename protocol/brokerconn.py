@@ -1,0 +1,210 @@
+"""How agent and head office prove who they are to the broker, and check it is the broker.
+
+One place for the `[broker]` security keys both daemons share (`tls`, `ca_file`, `cert_file`,
+`key_file`, `tls_server_name`, `username`, `password`, `password_file`) and for the TLS context
+handed to aiomqtt, so a lane, head office and `lanesync doctor` connect the same way.
+
+Identity model: each store has ONE identity, shared by its lanes: a client certificate whose
+Common Name is the store's MQTT username (`store-S001`), which Mosquitto maps with
+`use_identity_as_username true`, or a username and password in the broker's password file.
+Head office has its own (`headoffice`). `lanesync headoffice acl` writes the Mosquitto ACL that
+lets each store write only its own lanes' journal/hello/status/request topics and read only its
+own acks and replies.
+
+Files are checked when the config is loaded (each error names the key), and the TLS context is
+built again for every connection, so a certificate renewed in place is used at the next
+reconnect without a restart. A file that breaks later (removed, wrong key) fails that connection
+attempt like a dead link: the lane keeps journaling sales and retries with backoff.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol.config import Table
+from protocol.errors import ConfigError
+
+PLAIN_PORT = 1883
+TLS_PORT = 8883  # IANA's secure-mqtt port
+
+
+class BrokerFileError(ConfigError, OSError):
+    """A TLS or password file named in [broker] cannot be used; the message names the key.
+
+    A ConfigError when the config is loaded; an OSError when a connection is being made, so
+    the reconnect loops (which retry OSError) treat it like a dead link instead of crashing.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """[broker] TLS keys. Hostname checking is always on; there is no key to turn it off."""
+
+    ca_file: str | None = None  # None: the system's trusted CAs (a broker with a public cert)
+    cert_file: str | None = None  # this store's (or head office's) client certificate, PEM
+    key_file: str | None = None  # its private key; None: the key is inside cert_file
+    server_name: str | None = None  # name the broker's certificate must carry; None: host
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What [broker] says about logging in; `password` is already read from password_file."""
+
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    tls: TlsConfig | None = None
+
+    @property
+    def default_port(self) -> int:
+        return TLS_PORT if self.tls is not None else PLAIN_PORT
+
+
+def parse_credentials(b: Table) -> Credentials:
+    """Read and check the security keys of a [broker] table (`b`), naming the key at fault."""
+    username = b.str("username", None) or None
+    password = b.str("password", None) or None
+    password_file = b.str("password_file", None) or None
+    ca_file = b.str("ca_file", None) or None
+    cert_file = b.str("cert_file", None) or None
+    key_file = b.str("key_file", None) or None
+    server_name = b.str("tls_server_name", None) or None
+    tls = b.bool("tls", ca_file is not None or cert_file is not None)
+    if not tls:
+        for key, value in (
+            ("ca_file", ca_file),
+            ("cert_file", cert_file),
+            ("key_file", key_file),
+            ("tls_server_name", server_name),
+        ):
+            if value is not None:
+                raise ConfigError(
+                    f"broker.{key}: set, but broker.tls = false; remove one of the two"
+                )
+    if key_file is not None and cert_file is None:
+        raise ConfigError("broker.key_file: needs broker.cert_file (the certificate it signs)")
+    if password is not None and password_file is not None:
+        raise ConfigError("broker.password_file: set together with broker.password; keep one")
+    if password_file is not None:
+        password = read_password(password_file)
+    if password is not None and username is None:
+        # MQTT 3.1.1 (3.1.2.9): a password without a user name is a protocol violation.
+        key = "password_file" if password_file is not None else "password"
+        raise ConfigError(f"broker.{key}: needs broker.username")
+    tls_config = TlsConfig(ca_file, cert_file, key_file, server_name) if tls else None
+    if tls_config is not None:
+        tls_context(tls_config)  # fail at start, naming the key, not at the first connect
+    return Credentials(username, password, password_file, tls_config)
+
+
+def read_password(path: str) -> str:
+    """The secret in `path` (one line; a trailing newline is not part of it)."""
+    try:
+        secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except FileNotFoundError:
+        raise BrokerFileError(f"broker.password_file: no such file {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BrokerFileError(f"broker.password_file: cannot read {path}: {_why(exc)}") from None
+    if not secret or "\n" in secret:
+        raise BrokerFileError(
+            f"broker.password_file: {path} must hold the password on one non-empty line"
+        )
+    return secret
+
+
+class _NamedServerContext(ssl.SSLContext):
+    """An SSLContext that checks the broker's certificate for a fixed name.
+
+    paho always passes the host it dials as `server_hostname` (paho.mqtt.client
+    `_ssl_wrap_socket`), so a broker reached by IP address or through a tunnel would be checked
+    against the wrong name; `tls_server_name` puts the right one in its place (SNI included).
+    """
+
+    expected_name: str | None = None
+
+    def wrap_socket(
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        return super().wrap_socket(
+            sock,
+            server_side,
+            do_handshake_on_connect,
+            suppress_ragged_eofs,
+            self.expected_name or server_hostname,
+            session,
+        )
+
+
+def tls_context(tls: TlsConfig | None) -> ssl.SSLContext | None:
+    """A fresh client context for one connection, or None for plain MQTT.
+
+    TLS 1.2 or later, the broker's certificate verified against `ca_file` (or the system's
+    CAs) and its name checked; our client certificate presented when one is configured.
+    """
+    if tls is None:
+        return None
+    ctx = _NamedServerContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.expected_name = tls.server_name
+    if tls.ca_file is None:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        _readable("ca_file", tls.ca_file)
+        try:
+            ctx.load_verify_locations(cafile=tls.ca_file)
+        except (ssl.SSLError, ValueError) as exc:
+            raise BrokerFileError(
+                f"broker.ca_file: {tls.ca_file} holds no PEM CA certificate: {_why(exc)}"
+            ) from None
+    if tls.cert_file is not None:
+        _readable("cert_file", tls.cert_file)
+        if tls.key_file is not None:
+            _readable("key_file", tls.key_file)
+        key = "key_file" if tls.key_file is not None else "cert_file"
+        key_path = tls.key_file or tls.cert_file
+
+        def encrypted_key() -> str:
+            # Without this callback OpenSSL would prompt on the terminal: a daemon would hang.
+            raise BrokerFileError(
+                f"broker.{key}: the private key in {key_path} is encrypted; give the service "
+                "an unencrypted key readable only by its user"
+            )
+
+        try:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file, password=encrypted_key)
+        except ssl.SSLError as exc:
+            reason = str(exc.reason or exc)
+            if "KEY_VALUES_MISMATCH" in reason:
+                raise BrokerFileError(
+                    f"broker.{key}: the private key in {key_path} does not belong to the "
+                    f"certificate in {tls.cert_file}"
+                ) from None
+            raise BrokerFileError(
+                f"broker.cert_file: cannot load a PEM certificate from {tls.cert_file} and its "
+                f"private key from {key_path}: {reason}"
+            ) from None
+    return ctx
+
+
+def _readable(key: str, path: str) -> None:
+    if not os.path.exists(path):
+        raise BrokerFileError(f"broker.{key}: no such file {path}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise BrokerFileError(f"broker.{key}: cannot read {path}: {_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
