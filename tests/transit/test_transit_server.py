@@ -6,22 +6,24 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import SSCC1, SSCC2, Lane, stock, transit_doc
-from pgutil import Backend
+from pgutil import Backend, pg_connect, pg_schema
 
 from headoffice.ingest import Ingest
 from headoffice.operations import request_handlers
-from headoffice.store import Store, open_readonly
+from headoffice.store import PostgresStore, Store, open_readonly
 from headoffice.transit import projection, report
 from headoffice.transit import server as srv
 from protocol import codec
 from protocol.identity import Channel, Topics
-from protocol.messages import Reply
+from protocol.messages import Reply, Request
 
 A1, B1, B2, C1 = Lane("A", "L1"), Lane("B", "L1"), Lane("B", "L2"), Lane("C", "L1")
 
@@ -250,3 +252,59 @@ def test_cli_report_json_and_cancel(tmp_path: Path, store: Store, backend: Backe
         assert report.open_transits(db) == []
     finally:
         db.close()
+
+
+def accept_blocked(first: PostgresStore, second: PostgresStore, req: Request) -> Reply:
+    """`second` answers `req` while `first` holds an uncommitted accept of the same parcel;
+    returns its answer once `first` committed. Proves `second` really waited on the row."""
+    out: list[Reply] = []
+    worker = threading.Thread(target=lambda: out.append(srv.accept(second, req, 6_000)))
+    pid = second.conn.info.backend_pid
+    worker.start()
+    try:
+        with pg_connect() as admin:
+            deadline = time.monotonic() + 20
+            while admin.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone() != ("Lock",):
+                assert time.monotonic() < deadline, "the second worker never waited on the row"
+                time.sleep(0.01)
+        first.commit()
+    finally:
+        worker.join(30)
+    second.commit()
+    [reply] = out
+    return reply
+
+
+def test_two_postgres_workers_accept_a_parcel_once() -> None:
+    """Two ingest workers (two connections) get accepts for the same parcel at the same time:
+    the conditional UPDATE of the second waits for the first's commit and changes nothing."""
+    with pg_schema() as url:
+        w1, w2 = PostgresStore(url), PostgresStore(url)
+        try:
+            A1.entries.clear()
+            A1.journal(w1, "transit_inventory", transit_doc())
+            A1.journal(w1, "transit_inventory", transit_doc(sscc=SSCC2, no="T10002"))
+            # another lane's accept for the same parcel: already received, with where
+            ok = srv.accept(w1, B1.request("transit_accept", request_id=rid(), sscc=SSCC1), 5_000)
+            assert ok.ok, ok
+            other = B2.request("transit_accept", request_id=rid(), sscc=SSCC1)
+            late = accept_blocked(w1, w2, other)
+            assert not late.ok
+            assert late.result["code"] == "already_received", late
+            assert late.result["received"]["lane"] == "L1"
+            # the same request redelivered to the other worker: the original success
+            same = rid()
+            ok = srv.accept(w1, B1.request("transit_accept", request_id=same, sscc=SSCC2), 5_000)
+            assert ok.ok, ok
+            again = accept_blocked(
+                w1, w2, B1.request("transit_accept", request_id=same, sscc=SSCC2)
+            )
+            assert again.ok, again
+            assert again.result["replayed"] is True
+            assert stock(w2, "B", "P1000") == "10.000"  # 5 per parcel, each moved once
+            assert stock(w2, "@transit", "P1000") == "0.000"
+        finally:
+            w1.close()
+            w2.close()
