@@ -18,9 +18,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Protocol, Self
 
 __all__ = [
+    "Broker",
     "BrokerError",
     "MosquittoBroker",
     "find_mosquitto",
@@ -74,12 +75,56 @@ def find_mosquitto() -> str:
     )
 
 
+class Broker(Protocol):
+    """What tests, the demo and benchmarks need from a broker process, whichever server it is.
+
+    Implemented by MosquittoBroker and lanesync.nats.NatsBroker, so one fault test runs on both.
+    """
+
+    kind: str  # "mosquitto" or "nats": for logs, and for tests that know a server's limits
+    workdir: Path
+    persistence: bool
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def is_running(self) -> bool: ...
+
+    def start(self, timeout: float = ...) -> Self: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def restart(self, timeout: float = ...) -> Self: ...
+
+    def log_tail(self, n: int = 20) -> str: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
 class MosquittoBroker:
     """One mosquitto process with its config, log and persistence db in `workdir`.
 
     The port is fixed at construction so `restart()` after `kill()` comes back on the SAME port,
     the way a real broker restart looks to a lane.
     """
+
+    kind = "mosquitto"
 
     def __init__(
         self,

@@ -1,10 +1,11 @@
 """`lanesync demo`: a chain in miniature, with a WAN outage, reconciled at the end.
 
-Starts a real Mosquitto on a free loopback port, head office, and two stores with two lanes
-each, all as separate processes. Each store reaches the broker through its own TCP proxy (its
-WAN link). Tills sell throughout; store S1's link is cut (connections reset) and store S2's is
-blackholed (packets vanish, no FIN, no RST) for a while, then both come back. At the end every
-txn_id the lanes confirmed is compared with what head office holds.
+Starts a real Mosquitto (or, with `--broker nats`, NATS's MQTT listener) on a free loopback
+port, head office, and two stores with two lanes each, all as separate processes. Each store
+reaches the broker through its own TCP proxy (its WAN link). Tills sell throughout; store S1's
+link is cut (connections reset) and store S2's is blackholed (packets vanish, no FIN, no RST)
+for a while, then both come back. At the end every txn_id the lanes confirmed is compared with
+what head office holds.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lanesync import samples, stack
-from lanesync.broker import MosquittoBroker
+from lanesync.broker import Broker, MosquittoBroker
+from lanesync.nats import NatsBroker
 from lanesync.posclient import PosClient
 from lanesync.proxy import ProxyThread
 from lanesync.reconcile import LaneReport, reconcile
@@ -40,6 +42,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--outage", type=float, default=8.0, help="seconds the links are down (8)")
     p.add_argument("--rate", type=float, default=20.0, help="sales per second per lane (20)")
     p.add_argument("--workdir", help="keep logs and databases here instead of a temp dir")
+    p.add_argument(
+        "--broker",
+        choices=("mosquitto", "nats"),
+        default="mosquitto",
+        help="MQTT server to run: mosquitto (default) or nats (NATS's MQTT listener)",
+    )
     p.set_defaults(handler=cmd_demo)
 
 
@@ -101,10 +109,17 @@ def backlog(workdir: Path, lane: LaneId) -> int:
     return int(last) - int(acked)
 
 
-def run(workdir: Path, outage: float, rate: float, quiet: bool) -> dict[str, Any]:
+def run(
+    workdir: Path, outage: float, rate: float, quiet: bool, broker_kind: str = "mosquitto"
+) -> dict[str, Any]:
     say = Narrator(quiet).say
-    with MosquittoBroker(workdir / "broker") as broker:
-        say(f"broker: mosquitto on 127.0.0.1:{broker.port}")
+    server: Broker = (
+        NatsBroker(workdir / "broker")
+        if broker_kind == "nats"
+        else MosquittoBroker(workdir / "broker")
+    )
+    with server as broker:
+        say(f"broker: {broker.kind} on 127.0.0.1:{broker.port}")
         ho = stack.headoffice(workdir, broker.port)
         links = {
             store: ProxyThread("127.0.0.1", broker.port, name=f"wan-{store}").start()
@@ -230,10 +245,10 @@ def print_table(result: dict[str, Any]) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.workdir:
-        result = run(Path(args.workdir), args.outage, args.rate, args.json)
+        result = run(Path(args.workdir), args.outage, args.rate, args.json, args.broker)
     else:
         with tempfile.TemporaryDirectory(prefix="lanesync-demo-") as d:
-            result = run(Path(d), args.outage, args.rate, args.json)
+            result = run(Path(d), args.outage, args.rate, args.json, args.broker)
     if args.json:
         print(json.dumps(result))
     else:

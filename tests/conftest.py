@@ -1,4 +1,5 @@
-"""Shared fixtures: leak checks, a real Mosquitto, a failing-link proxy, and the soak switch."""
+"""Shared fixtures: leak checks, a real broker (Mosquitto, or NATS where a directory opts in),
+a failing-link proxy, and the soak switch."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lanesync.broker import BrokerError, MosquittoBroker
+from lanesync.broker import Broker, BrokerError, MosquittoBroker
+from lanesync.nats import NatsBroker
 from lanesync.proxy import TcpProxy
 
 # How long a thread or task that is already on its way out gets before we call it leaked.
@@ -100,31 +103,34 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
 
 # -- a real broker --------------------------------------------------------------------------
 
-BrokerFactory = Callable[..., MosquittoBroker]
+BrokerFactory = Callable[..., Broker]
+
+# The MQTT servers a test directory can run against, by `broker_kind`.
+BROKER_KINDS: dict[str, type[MosquittoBroker] | type[NatsBroker]] = {
+    "mosquitto": MosquittoBroker,
+    "nats": NatsBroker,
+}
 
 
 @pytest.fixture
-def broker_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
+def broker_kind() -> str:
+    """Which server `broker` and `broker_factory` start. Mosquitto here; tests/e2e overrides
+    this fixture to run every test on Mosquitto and on NATS's MQTT listener."""
+    return "mosquitto"
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path, broker_kind: str) -> Iterator[BrokerFactory]:
     """Make started brokers, each in its own work dir: `broker_factory(persistence=True)`.
 
-    Keyword arguments go to MosquittoBroker. All are stopped at teardown.
+    Keyword arguments go to the broker class (MosquittoBroker or NatsBroker; `persistence`,
+    `port` and `extra_config` mean the same on both). All are stopped at teardown.
     """
-    brokers: list[MosquittoBroker] = []
+    brokers: list[Broker] = []
+    cls = BROKER_KINDS[broker_kind]
 
-    def make(
-        *,
-        persistence: bool = False,
-        port: int | None = None,
-        extra_config: Sequence[str] = (),
-        autosave_interval: int = 60,
-    ) -> MosquittoBroker:
-        broker = MosquittoBroker(
-            tmp_path / f"broker{len(brokers)}",
-            port=port,
-            persistence=persistence,
-            extra_config=extra_config,
-            autosave_interval=autosave_interval,
-        )
+    def make(**options: Any) -> Broker:
+        broker: Broker = cls(tmp_path / f"broker{len(brokers)}", **options)
         brokers.append(broker)
         return broker.start()
 
@@ -140,8 +146,9 @@ def broker_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
 
 
 @pytest.fixture
-def broker(broker_factory: BrokerFactory) -> MosquittoBroker:
-    """A started Mosquitto without persistence on a free loopback port."""
+def broker(broker_factory: BrokerFactory) -> Broker:
+    """A started broker (Mosquitto unless `broker_kind` says otherwise) without persistence on
+    a free loopback port."""
     return broker_factory()
 
 
@@ -154,15 +161,15 @@ ProxyFactory = Callable[..., Awaitable[TcpProxy]]
 async def proxy() -> AsyncIterator[ProxyFactory]:
     """Make started TcpProxy instances in front of a broker: `p = await proxy(broker)`.
 
-    Accepts a MosquittoBroker or an upstream port. All are closed at teardown.
+    Accepts a broker or an upstream port. All are closed at teardown.
     """
     async with contextlib.AsyncExitStack() as stack:
 
-        async def make(target: MosquittoBroker | int, *, name: str = "proxy") -> TcpProxy:
-            if isinstance(target, MosquittoBroker):
-                host, port = target.host, target.port
-            else:
+        async def make(target: Broker | int, *, name: str = "proxy") -> TcpProxy:
+            if isinstance(target, int):
                 host, port = "127.0.0.1", target
+            else:
+                host, port = target.host, target.port
             return await stack.enter_async_context(TcpProxy(host, port, name=name))
 
         yield make

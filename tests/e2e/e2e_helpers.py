@@ -234,6 +234,34 @@ def wait_drained(
     return wait_until(done, timeout, f"lane {lane} drained to head office", why)
 
 
+def wait_caught_up(
+    ho_db: Path,
+    journal_file: Path,
+    lane: LaneId,
+    timeout: float,
+    diag: Callable[[], str] = lambda: "",
+) -> float:
+    """Wait until head office committed, and the lane knows it, everything journaled up to now.
+
+    For a lane whose till keeps selling: wait_drained needs an instant with nothing in flight,
+    which a till selling every 12 ms never leaves once the round trip takes longer than that
+    (NATS stores every QoS 1 message in JetStream, both ways). Returns the seconds it took."""
+    target = read_lane_journal(journal_file).last_seq
+
+    def done() -> bool:
+        j = read_lane_journal(journal_file)
+        return j.acked_seq >= target and ho_hwm(ho_db, lane, j.epoch) >= target
+
+    def why() -> str:
+        j = read_lane_journal(journal_file)
+        return (
+            f"lane {lane}: waiting for seq {target}; journal at seq {j.last_seq}, lane acked_seq "
+            f"{j.acked_seq}, head office hwm {ho_hwm(ho_db, lane, j.epoch)}\n{diag()}"
+        )
+
+    return wait_until(done, timeout, f"lane {lane} caught up to seq {target}", why)
+
+
 # --- the one comparison every fault test ends with -------------------------------------------
 
 

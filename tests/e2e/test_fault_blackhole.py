@@ -26,7 +26,7 @@ def test_blackholed_link_is_noticed_reconnected_and_drained(cluster: Cluster) ->
     sock = cluster.socket(LANE)
     till = cluster.till(LANE, rate=60)
     till.wait_confirmed(60, 15, "before the outage")
-    cluster.wait_drained(LANE, timeout=15)
+    cluster.wait_caught_up(LANE, timeout=15)
     assert lane_status(sock)["connected"] is True
     reconnects_before = int(lane_status(sock)["reconnects"])
 
