@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -63,16 +65,20 @@ async def observing(
             task.cancel()
 
 
+@pytest.mark.parametrize("share_group", [None, "ingest"])
 async def test_lane_and_head_office_over_tls_with_client_certificates(
-    tmp_path: Path, tls_broker: MosquittoBroker, pki: Pki
+    tmp_path: Path, tls_broker: MosquittoBroker, pki: Pki, share_group: str | None
 ) -> None:
+    """With share_group, head office subscribes to $share/ingest/...: the ACL covers it too."""
     cfg = lane_cfg(tmp_path, tls_broker, pki, "S001")
     assert cfg.broker.tls is not None
     assert cfg.broker.port == tls_broker.port
+    ho = ho_cfg(tmp_path, tls_broker, pki)
+    ho = dataclasses.replace(ho, broker=dataclasses.replace(ho.broker, share_group=share_group))
     async with Journal(cfg.journal_path, cfg.lane) as journal:
         for i in range(25):
             await journal.append("sale", {"kind": "sale", "register_no": f"T{i}", "total": i})
-        async with Ingest(ho_cfg(tmp_path, tls_broker, pki)) as ingest, Replicator(journal, cfg):
+        async with Ingest(ho) as ingest, Replicator(journal, cfg):
             async with asyncio.timeout(20):
                 while journal.acked_seq < 25:
                     await asyncio.sleep(0.05)
@@ -81,6 +87,37 @@ async def test_lane_and_head_office_over_tls_with_client_certificates(
     # Mosquitto took each side's user from its certificate's CN.
     assert "u'store-S001'" in log
     assert "u'headoffice'" in log
+
+
+async def test_lane_keeps_trading_while_its_key_is_missing_and_connects_once_it_is_back(
+    tmp_path: Path, tls_broker: MosquittoBroker, pki: Pki
+) -> None:
+    """A file that breaks after start is a link failure (logged with the key), not a crash."""
+    key = tmp_path / "store.key"
+    shutil.copy(pki.clients["store-S001"].key, key)
+    cfg = lane_cfg(tmp_path, tls_broker, pki, "S001")
+    cfg = dataclasses.replace(
+        cfg,
+        broker=dataclasses.replace(
+            cfg.broker, tls=dataclasses.replace(cfg.broker.tls, key_file=str(key))
+        ),
+    )
+    key.unlink()
+    async with (
+        Journal(cfg.journal_path, cfg.lane) as journal,
+        Ingest(ho_cfg(tmp_path, tls_broker, pki)),
+        Replicator(journal, cfg) as replicator,
+    ):
+        async with asyncio.timeout(10):
+            while "broker.key_file: no such file" not in (replicator.stats.last_error or ""):
+                await asyncio.sleep(0.02)
+        for i in range(5):  # the till keeps selling
+            await journal.append("sale", {"kind": "sale", "register_no": f"T{i}", "total": i})
+        assert journal.acked_seq == 0
+        shutil.copy(pki.clients["store-S001"].key, key)
+        async with asyncio.timeout(20):
+            while journal.acked_seq < 5:
+                await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize(
