@@ -18,7 +18,10 @@ Journal and document rows of a batch are written with one binary COPY each. Meas
 only): COPY (FORMAT BINARY) 62,000-84,000 rows/s, executemany (psycopg pipelines it)
 20,000-24,000, INSERT ... SELECT FROM unnest(arrays) 10,000-16,000; with 200-row batches
 31,000-41,000 against 10,500 and 8,500. COPY sends the rows as one stream with no per-row
-statement or parameter parsing. It cannot say ON CONFLICT, which is not needed: plan_batch only
+statement or parameter parsing. Through the whole store (lock_lanes, apply_batch with its hash
+chain and card-number checks, commit; 40 batches of 1,000 entries) one PostgresStore applied
+22,800-26,400 entries/s where SqliteStore applied 32,500-32,700 in the same run.
+COPY cannot say ON CONFLICT, which is not needed: plan_batch only
 passes entries beyond the lane's locked high-water mark, and a txn_id another worker commits
 concurrently makes the documents COPY fail, the group roll back and the lane resend.
 """
