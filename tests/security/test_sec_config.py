@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -162,3 +163,50 @@ def test_config_file_error_names_file_and_key(pki: Pki, tmp_path: Path) -> None:
     toml.write_text('store = "S001"\nlane = "L1"\n[broker]\ncert_file = "/nope.crt"\n')
     with pytest.raises(ConfigError, match=f"^{toml}: broker.cert_file: no such file /nope.crt$"):
         agent_config.load(toml)
+
+
+SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
+
+
+@pytest.mark.parametrize(
+    ("example", "load", "cn"),
+    [
+        ("agent.example.toml", agent_config.load, "store-S001"),
+        ("headoffice.example.toml", ho_config.load, "headoffice"),
+    ],
+)
+def test_example_configs_document_the_security_keys(
+    example: str, load: Callable[[Path], Any], cn: str, pki: Pki, tmp_path: Path
+) -> None:
+    """Uncomment every documented [broker] security key: each is real and they parse together."""
+    pw = tmp_path / "broker.pw"
+    pw.write_text("pw\n")
+    values = pki.tls(cn) | {
+        "tls": True,
+        "tls_server_name": "mqtt.example.com",
+        "username": cn,
+        "password_file": str(pw),
+    }
+    lines = []
+    section = ""
+    uncommented = set()
+    for line in (SYSTEMD / example).read_text().splitlines():
+        if line.startswith("["):
+            section = line
+        key = line.removeprefix("# ").split(" = ")[0] if line.startswith("# ") else None
+        if section == "[broker]" and key in values:
+            lines.append(f"{key} = {json.dumps(values[key])}")  # JSON scalars are TOML too
+            uncommented.add(key)
+        else:
+            lines.append(line)
+    assert uncommented == set(values)
+    cfg = tmp_path / example
+    cfg.write_text("\n".join(lines) + "\n")
+    b = load(cfg).broker
+    assert b.tls == TlsConfig(
+        str(pki.ca.cert_path),
+        str(pki.clients[cn].cert),
+        str(pki.clients[cn].key),
+        "mqtt.example.com",
+    )
+    assert (b.username, b.password) == (cn, "pw")
