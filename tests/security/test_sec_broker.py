@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from agent.journal import Journal
 from agent.replicator import Replicator
 from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
+from lanesync.cli import main
 from protocol import codec
 from protocol.brokerconn import TlsConfig
 from protocol.identity import LaneId
@@ -253,3 +256,35 @@ def _query(path: Path, sql: str) -> list[tuple[object, ...]]:
         return db.execute(sql).fetchall()
     finally:
         db.close()
+
+
+async def test_acl_reload_adds_and_removes_stores_without_a_restart(
+    tls_broker: MosquittoBroker, pki: Pki, acl_file: Path
+) -> None:
+    """Operators regenerate the ACL and send SIGHUP (mosquitto.conf(5): acl_file is reloaded)."""
+    s3 = pki.ca.issue("store-S003")
+    new = TlsConfig(str(pki.ca.cert_path), str(s3.cert), str(s3.key))
+    removed = identity(pki, "store-S002")
+    argv = ["headoffice", "acl", "--stores", "S001,S003", "--output", str(acl_file)]
+    async with (
+        observing(tls_broker, identity(pki, "headoffice"), [f"{P}/+/+/journal"]) as at_ho,
+        client(tls_broker, new) as store_3,
+        client(tls_broker, removed) as store_2,
+    ):
+        await store_3.publish(f"{P}/S003/L1/journal", b"S003 before", qos=1)
+        await store_2.publish(f"{P}/S002/L1/journal", b"S002 before", qos=1)
+        await at_ho.until({(f"{P}/S002/L1/journal", b"S002 before")})
+        assert main(argv) == 0
+        assert tls_broker.pid is not None
+        os.kill(tls_broker.pid, signal.SIGHUP)
+        async with asyncio.timeout(10):
+            while (f"{P}/S003/L1/journal", b"S003 after") not in at_ho.seen:
+                await store_3.publish(f"{P}/S003/L1/journal", b"S003 after", qos=1)
+                await asyncio.sleep(0.1)
+        await store_2.publish(f"{P}/S002/L1/journal", b"S002 after", qos=1)
+        await store_3.publish(f"{P}/S003/L1/journal", b"S003 control", qos=1)
+        await at_ho.until({(f"{P}/S003/L1/journal", b"S003 control")})
+    payloads = {payload for _, payload in at_ho.seen}
+    assert b"S002 before" in payloads
+    assert b"S003 before" not in payloads
+    assert b"S002 after" not in payloads
