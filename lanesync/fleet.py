@@ -18,6 +18,10 @@ import asyncio
 import contextlib
 import math
 import random
+import signal
+import socket as socketlib
+import struct
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -38,7 +42,7 @@ from protocol.messages import Entry
 LANES_PER_STORE = 4
 BODY_POOL = 256  # distinct sale documents the lanes draw from (bodies are shared bytes)
 
-LagSink = Callable[[float], None]
+AckSink = Callable[[float, float], None]  # (appended at, acked at), monotonic seconds
 
 
 class MemoryJournal(Journal):
@@ -54,7 +58,7 @@ class MemoryJournal(Journal):
         self._last_hash = genesis(lane, epoch)
         self.entries: list[Entry] = []
         self.appended_at: list[float] = []  # monotonic time each entry was confirmed
-        self.on_acked: LagSink | None = None  # gets append-to-ack lag of every acked entry
+        self.on_acked: AckSink | None = None  # told when each entry was appended and acked
 
     async def __aenter__(self) -> Self:
         return self
@@ -101,7 +105,7 @@ class MemoryJournal(Journal):
         if sink is not None:
             now = time.monotonic()
             for t in self.appended_at[self.acked_seq : hwm]:
-                sink(now - t)
+                sink(t, now)
         self.acked_seq, self.acked_at = hwm, time.time_ns() // 1_000_000
 
     async def read_from(self, seq: int, limit: int, max_bytes: int | None = None) -> list[Entry]:
@@ -120,23 +124,30 @@ class MemoryJournal(Journal):
 
 @dataclass(slots=True)
 class Lags:
-    """Append-to-ack lags (seconds) per phase, for percentiles."""
+    """When every entry was appended and when head office's ack covered it (monotonic)."""
 
-    by_phase: dict[str, list[float]] = field(default_factory=dict)
-    phase: str = "start"
+    appended: list[float] = field(default_factory=list)
+    acked: list[float] = field(default_factory=list)
 
-    def sink(self, lag: float) -> None:
-        self.by_phase.setdefault(self.phase, []).append(lag)
+    def sink(self, appended_at: float, acked_at: float) -> None:
+        self.appended.append(appended_at)
+        self.acked.append(acked_at)
 
-    def summary(self, phase: str) -> dict[str, float | int]:
-        xs = sorted(self.by_phase.get(phase, []))
+    def acked_between(self, start: float, end: float) -> int:
+        return sum(1 for t in self.acked if start <= t < end)
+
+    def summary(self, start: float, end: float) -> dict[str, float | int]:
+        """Append-to-ack lag of the entries appended in [start, end)."""
+        xs = sorted(
+            b - a for a, b in zip(self.appended, self.acked, strict=True) if start <= a < end
+        )
         if not xs:
-            return {"acked": 0}
+            return {"entries": 0}
 
         def pct(p: float) -> float:
             return round(xs[min(len(xs) - 1, math.ceil(p * len(xs)) - 1)] * 1000, 1)
 
-        return {"acked": len(xs), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
+        return {"entries": len(xs), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
 
 
 def lane_ids(n: int) -> list[LaneId]:
@@ -211,10 +222,6 @@ class Fleet:
 
     # --- driving ----------------------------------------------------------------------------
 
-    def phase(self, name: str) -> None:
-        """Lags of entries acked from now on count for phase `name`."""
-        self.lags.phase = name
-
     def append_tick(self, rate: float, dt: float) -> int:
         """Each lane confirms what `rate` sales a second make over `dt` seconds (with jitter)."""
         now = time.monotonic()
@@ -259,12 +266,19 @@ class Fleet:
             while self.connected < len(self.replicators):  # noqa: ASYNC110 - many lanes' states
                 await asyncio.sleep(0.05)
 
-    async def wait_drained(self, timeout: float) -> float:
-        """Until head office acked every entry every lane holds; returns when (monotonic)."""
+    def marks(self) -> list[int]:
+        """Every lane's last seq now: a target for `wait_drained`."""
+        return [j.last_seq for j in self.journals]
+
+    async def wait_drained(self, timeout: float, marks: list[int] | None = None) -> float:
+        """Until head office acked every entry every lane holds (or up to `marks`); returns
+        when (monotonic)."""
         async with asyncio.timeout(timeout):
-            while any(j.acked_seq < j.last_seq for j in self.journals):  # noqa: ASYNC110
+            while True:
+                targets = marks or self.marks()
+                if all(j.acked_seq >= m for j, m in zip(self.journals, targets, strict=True)):
+                    return time.monotonic()
                 await asyncio.sleep(0.01)
-        return time.monotonic()
 
     def stats(self) -> dict[str, int]:
         reps = [r.stats for r in self.replicators]
@@ -383,3 +397,145 @@ def verify(
         if first_break(genesis(lane, epoch), chain) is not None:
             broken += 1
     return Verdict(n_lanes, n_conf, n_rows, n_docs, lost, dup, disorder, broken, mismatched)
+
+
+# --- head office's link, as a process of its own ------------------------------------------------
+
+_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
+
+
+def _reset(transport: asyncio.BaseTransport | None) -> None:
+    if transport is None or transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_LINGER, _RST)
+    transport.abort()  # type: ignore[attr-defined]  # every stream transport has it
+
+
+class _Side(asyncio.Protocol):
+    """One end of a relayed connection: what it receives goes to its peer's transport."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Side | None = None
+        self.pending: list[bytes] = []  # client bytes that came before the upstream was up
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socketlib.IPPROTO_TCP, socketlib.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            self.pending.append(data)
+        else:
+            peer.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link.sides.discard(self)
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
+            if exc is None:
+                peer.transport.close()
+            else:
+                _reset(peer.transport)
+
+
+class Link:
+    """Head office's internet link for a fleet: relays lane connections to the broker with
+    asyncio protocols (a copy per chunk, no per-read reader registration), accepts a whole fleet
+    reconnecting at once (listen backlog 4096), and `cut()` resets every connection, and every
+    new one until `resume()`."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.cut_off = False
+        self.sides: set[_Side] = set()
+        self._connecting: set[asyncio.Task[None]] = set()  # upstream connects under way
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._accepted, "127.0.0.1", 0, backlog=4096)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def _accepted(self) -> _Side:
+        side = _Side(self)
+        self.sides.add(side)
+        asyncio.get_running_loop().call_soon(self._connect, side)
+        return side
+
+    def _connect(self, client: _Side) -> None:
+        if self.cut_off:
+            _reset(client.transport)
+            return
+        task = asyncio.get_running_loop().create_task(self._upstream(client))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _upstream(self, client: _Side) -> None:
+        loop = asyncio.get_running_loop()
+        up = _Side(self)
+        try:
+            await loop.create_connection(lambda: up, "127.0.0.1", self.upstream_port)
+        except OSError:
+            _reset(client.transport)
+            return
+        if self.cut_off or client.transport is None or client.transport.is_closing():
+            _reset(up.transport)
+            _reset(client.transport)
+            return
+        self.sides.add(up)
+        up.peer, client.peer = client, up
+        assert up.transport is not None
+        for data in client.pending:
+            up.transport.write(data)
+        client.pending.clear()
+
+    def cut(self) -> None:
+        self.cut_off = True
+        for side in list(self.sides):
+            _reset(side.transport)
+
+    def resume(self) -> None:
+        self.cut_off = False
+
+    def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+
+async def serve_link(upstream_port: int) -> None:
+    """A Link to the broker that prints its port, cuts on SIGUSR1 and resumes on SIGUSR2
+    (printing its state once switched), and ends on SIGTERM. Run by `lanesync bench fleet` as
+    `python -m lanesync.fleet link PORT`, so relaying every lane's bytes uses a process of its
+    own instead of the lanes' interpreter."""
+    link = Link(upstream_port)
+    port = await link.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def switch(fn: Callable[[], None]) -> None:
+        fn()
+        print("cut" if link.cut_off else "pass", flush=True)
+
+    loop.add_signal_handler(signal.SIGUSR1, switch, link.cut)
+    loop.add_signal_handler(signal.SIGUSR2, switch, link.resume)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    print(port, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        link.close()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["link"] and len(sys.argv) == 3:
+    asyncio.run(serve_link(int(sys.argv[2])))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from lanesync.bench import api, drain, extract, transit
+from lanesync.bench import api, drain, extract, fleet, transit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,4 +17,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     api.register(bsub)
     drain.register(bsub)
     extract.register(bsub)
+    fleet.register(bsub)
     transit.register(bsub)
