@@ -251,7 +251,7 @@ def _link_fix(b: BrokerConfig, exc: Exception) -> str:
         " With TLS, a broker that does not accept this store's certificate (another CA, "
         "revoked, expired) closes the connection silently: ask head office to look for "
         "'certificate verify failed' in the broker log."
-        if b.tls is not None
+        if b.tls is not None and "refused" not in text.lower()  # refused: nobody listens
         else ""
     )
     return (
