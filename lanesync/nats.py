@@ -146,9 +146,10 @@ class NatsBroker:
             "}",
             "mqtt {",
             f"  listen: {_quoted(f'{self._host}:{self._port}')}",
-            # QoS 1 messages sent to one subscription without a PUBACK (default 1024); beyond it
-            # the server holds further messages back in JetStream, it does not drop them.
-            # Head office PUBACKs on receipt, so this is only a flow-control window.
+            # QoS 1 messages sent to one subscription without a PUBACK (default 1024; a filter
+            # ending in # counts twice; docs.nats.io .../configuration/mqtt). Beyond it the
+            # server holds messages back in JetStream instead of dropping them. Head office
+            # PUBACKs on receipt, so this is only a flow-control window.
             "  max_ack_pending: 1024",
             # A QoS 1 message not PUBACKed within ack_wait is redelivered as a DUP (default 30s).
             '  ack_wait: "30s"',

@@ -244,8 +244,10 @@ def wait_caught_up(
     """Wait until head office committed, and the lane knows it, everything journaled up to now.
 
     For a lane whose till keeps selling: wait_drained needs an instant with nothing in flight,
-    which a till selling every 12 ms never leaves once the round trip takes longer than that
-    (NATS stores every QoS 1 message in JetStream, both ways). Returns the seconds it took."""
+    and a till selling every 12 ms leaves few, as a sale's round trip (linger, broker, head-office
+    commit, ack) takes longer than that. Sampled every 10 ms at 80 sales/s the lane was idle in 3%
+    of samples on Mosquitto and 1% on NATS (which stores each QoS 1 message in JetStream), and
+    in none for 15 s on a busy machine. Returns the seconds it took."""
     target = read_lane_journal(journal_file).last_seq
 
     def done() -> bool:

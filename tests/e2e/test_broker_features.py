@@ -178,8 +178,8 @@ def test_persistent_session_queues_qos1_while_head_office_is_away(
         assert lane.publish(JOURNAL.format(store="S1", lane="L1"), b"%d" % n)
     back = mqtt(broker.port, "lanesync-headoffice", clean_session=False)
     assert back.session_present is True
-    # No SUBSCRIBE this time: the session remembered it. (NATS may redeliver out of order, see
-    # its README-MQTT "Known issues"; ingest puts entries in seq order itself.)
+    # No SUBSCRIBE this time: the session remembered it. (NATS may redeliver out of order: "Known
+    # issues" in github.com/nats-io/nats-server server/README-MQTT.md; ingest orders by seq.)
     assert sorted(back.wait_for(20), key=int) == [b"%d" % n for n in range(20)]
 
 
