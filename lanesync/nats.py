@@ -8,9 +8,10 @@ streams, so JetStream must be on and the server must have a `server_name`
 JetStream enabled ... persistence is needed for the sessions and retained messages").
 
 Differences from Mosquitto that show in lanesync's tests (checked against nats-server 2.9.10):
-- There is no volatile mode: JetStream always writes MQTT state to its file store, and a kill -9
-  of the process loses none of it. `persistence=False` therefore empties the store directory
-  before every start, which is what a Mosquitto restart without persistence looks like.
+- There is no volatile mode: 2.9 keeps the MQTT streams (sessions, retained and QoS 1 messages)
+  in JetStream's file store (only consumers may live in memory: `consumer_memory_storage`), and
+  a kill -9 of the process loses none of it. `persistence=False` therefore empties the store
+  directory before every start, which is what a Mosquitto restart without persistence looks like.
 - `$share/<group>/...` subscriptions are not shared subscriptions on 2.9: the filter is taken as
   a literal topic and matches nothing lanesync publishes.
 - A QoS 2 PUBLISH makes the server close the connection ("publish QoS=2 not supported").
