@@ -53,6 +53,7 @@ class DeliveryConfig:
 @dataclass(frozen=True, slots=True)
 class ExtractConfig:
     database: Path = Path("/var/lib/lanesync/headoffice.db")
+    database_url: str | None = None  # postgresql://...: read PostgreSQL instead of the file
     enabled: bool = True
     output_dir: Path = Path("/var/lib/lanesync/extract")
     timezone: str = "UTC"
@@ -70,6 +71,16 @@ class ExtractConfig:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     pos_batches: tuple[PosBatch, ...] = ()
     tax: tuple[TaxDefinition, ...] = ()
+
+    @property
+    def target(self) -> Path | str:
+        """The head-office database: database.url when set, else the SQLite file."""
+        return self.database_url or self.database
+
+    @property
+    def database_key(self) -> str:
+        """The configuration key naming the database, for messages."""
+        return "database.url" if self.database_url else "database.path"
 
     def batch_for(self, store: str) -> PosBatch | None:
         for b in self.pos_batches:
@@ -104,9 +115,20 @@ def _rate(t: Table) -> Decimal:
 
 
 def parse(data: dict[str, Any]) -> ExtractConfig:
-    """Read `[database] path` and the `[extract]` table; other head-office tables are ignored."""
+    """Read `[database]` (path or url) and the `[extract]` table; other head-office tables are
+    ignored. The [database] rules are head office's own (headoffice.config), checked again here
+    because the extract may be given a file that head office never read."""
     root = Table(data)
-    database = Path(root.table("database").str("path", "/var/lib/lanesync/headoffice.db"))
+    db = root.table("database")
+    path = db.str("path", None)
+    database_url = db.str("url", None)
+    if path is not None and database_url is not None:
+        raise ConfigError("database.url: set database.path (SQLite) or database.url, not both")
+    if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"database.url: must be a postgresql:// URL, got {database_url.split(':', 1)[0]!r}"
+        )
+    database = Path(path or "/var/lib/lanesync/headoffice.db")
     x = root.table("extract")
     enabled = x.bool("enabled", True)
     output_dir = Path(x.str("output_dir", "/var/lib/lanesync/extract"))
@@ -195,6 +217,7 @@ def parse(data: dict[str, Any]) -> ExtractConfig:
         batches.append(batch)
     cfg = ExtractConfig(
         database=database,
+        database_url=database_url,
         enabled=enabled,
         output_dir=output_dir,
         timezone=tz,

@@ -9,7 +9,6 @@ backoff (tenacity); a record that still fails stays undelivered and is tried aga
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from tenacity import (
 )
 
 from headoffice.extract.config import DeliveryConfig
+from headoffice.store.sql import Sql
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -96,10 +96,10 @@ async def deliver(cfg: DeliveryConfig, records: list[tuple[str, str]]) -> list[O
     return [t.result() for t in tasks]
 
 
-def pending(db: sqlite3.Connection, limit: int = 100_000) -> list[tuple[str, str]]:
+def pending(db: Sql, limit: int = 100_000) -> list[tuple[str, str]]:
     return [
         (r[0], r[1])
-        for r in db.execute(
+        for r in db.fetchall(
             "SELECT record_id, body FROM extract_purchases WHERE delivered_at IS NULL "
             "ORDER BY run, record_id LIMIT ?",
             (limit,),
@@ -107,12 +107,12 @@ def pending(db: sqlite3.Connection, limit: int = 100_000) -> list[tuple[str, str
     ]
 
 
-def save(db: sqlite3.Connection, outcomes: list[Outcome]) -> None:
+def save(db: Sql, outcomes: list[Outcome]) -> None:
     now = int(time.time() * 1000)
-    db.execute("BEGIN IMMEDIATE")
+    db.begin()
     db.executemany(
         "UPDATE extract_purchases SET attempts = attempts + ?, last_error = ?, "
         "delivered_at = CASE WHEN ? THEN ? ELSE delivered_at END WHERE record_id = ?",
         [(o.attempts, o.error, o.ok, now, o.record_id) for o in outcomes],
     )
-    db.execute("COMMIT")
+    db.commit()

@@ -7,13 +7,14 @@ and parses them into small typed records. A body that breaks the document schema
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import msgpack
 
+from headoffice.extract.db import JOBS_OF, JOURNAL_ID
 from headoffice.extract.money import parse_qty
+from headoffice.store.sql import Sql
 from protocol.documents import SALE_KINDS
 from protocol.errors import LanesyncError
 
@@ -314,20 +315,25 @@ def done_jobs(row: Row) -> frozenset[str]:
     return frozenset() if row.done is None else frozenset(row.done.split(","))
 
 
-def read_rows(db: sqlite3.Connection, after_rowid: int) -> Iterator[Row]:
-    """Applied sale-family rows after `after_rowid`, with the jobs that already emitted them.
+def read_rows(db: Sql, after_rowid: int, up_to: int | None = None) -> Iterator[Row]:
+    """Applied sale-family rows after `after_rowid` (and up to `up_to`, the run's horizon),
+    in journal order, with the jobs that already emitted them.
 
     Rows are built by the cursor and `Row._make` (C loops, no Python frame per row): the read
-    is part of every run's critical path.
+    is part of every run's critical path. `body` is bytes on both backends (psycopg loads
+    bytea as bytes).
     """
+    rid, jobs = JOURNAL_ID[db.dialect], JOBS_OF[db.dialect]
     marks = ",".join("?" * len(SALE_KINDS))
+    bound = "" if up_to is None else f" AND j.{rid} <= ?"
     sql = (
-        "SELECT j.rowid, j.store, j.lane, j.epoch, j.seq, j.kind, j.txn_id, j.ts, j.body, "  # noqa: S608
-        "(SELECT group_concat(d.job) FROM extract_done d WHERE d.txn_id = j.txn_id) "
-        f"FROM journal j WHERE j.rowid > ? AND j.applied = 1 AND j.kind IN ({marks}) "
-        "ORDER BY j.rowid"
+        f"SELECT j.{rid}, j.store, j.lane, j.epoch, j.seq, j.kind, j.txn_id, j.ts, j.body, "  # noqa: S608
+        f"(SELECT {jobs} FROM extract_done d WHERE d.txn_id = j.txn_id) "
+        f"FROM journal j WHERE j.{rid} > ?{bound} AND j.applied = 1 AND j.kind IN ({marks}) "
+        f"ORDER BY j.{rid}"
     )
-    return map(Row._make, db.execute(sql, (after_rowid, *sorted(SALE_KINDS))))
+    params = (after_rowid, *(() if up_to is None else (up_to,)), *sorted(SALE_KINDS))
+    return map(Row._make, db.iterate(sql, params))
 
 
 def to_doc(row: Row, corrections: Mapping[str, Any] | None = None) -> SaleDoc:

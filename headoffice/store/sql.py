@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal, Protocol
 
 import psycopg
@@ -47,6 +47,9 @@ class Sql(Protocol):
 
     def fetchdicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Rows as {column name: value}."""
+
+    def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Row]:
+        """Rows one at a time, for big reads (the extract) that should not build a list."""
 
     def commit(self) -> None: ...
 
@@ -88,6 +91,9 @@ class SqliteSql:
         cur = self.db.execute(sql, params)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Row]:
+        return iter(self.db.execute(sql, params))
 
     def commit(self) -> None:
         if self.db.in_transaction:
@@ -140,6 +146,10 @@ class PgSql:
         cur = self.conn.execute(to_pyformat(sql), params)
         names = [d.name for d in cur.description or ()]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Row]:
+        # A client-side cursor: libpq holds the result, rows become Python tuples as they go.
+        return iter(self.conn.execute(to_pyformat(sql), params))
 
     def commit(self) -> None:
         if self.in_transaction:

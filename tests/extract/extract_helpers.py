@@ -1,4 +1,5 @@
-"""Head-office fixtures for extract tests: real chained batches applied through SqliteStore."""
+"""Head-office fixtures for extract tests: real chained batches applied through the store of
+the test's backend (SQLite file or PostgreSQL schema), as ingest applies them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import msgpack
 
 from headoffice.extract.config import ExtractConfig
-from headoffice.store.sqlite import SqliteStore
+from headoffice.store import Store, open_target
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch
@@ -20,15 +21,45 @@ LATER = T0 + 30 * DAY
 
 
 class HeadOffice:
-    """A head-office database that documents reach the way ingest applies them."""
+    """A head-office database that documents reach the way ingest applies them.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    `target` is a SQLite file or a postgresql:// URL; `work` is where the extract writes.
+    """
+
+    def __init__(self, target: Path | str, work: Path) -> None:
+        self.target = target
+        self.work = work
         self.entries: dict[LaneId, list[Entry]] = {}
         self.n = 0
+        self._store: Store | None = None
+
+    @property
+    def is_pg(self) -> bool:
+        return isinstance(self.target, str)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_target(self.target)
+        return self._store
 
     def add(self, doc: dict[str, Any], *, ts: int | None = None) -> str:
         """Journal `doc` on its store/lane (next seq) and apply it; returns its txn_id."""
+        batch, when, txn = self.prepare(doc, ts=ts)
+        store = self.store()
+        store.apply_batch(batch, when)
+        store.commit()
+        return txn
+
+    def prepare(
+        self, doc: dict[str, Any], *, ts: int | None = None
+    ) -> tuple[JournalBatch, int, str]:
+        """The chained one-entry batch that journals `doc` next on its lane, not yet applied
+        (a test applies it through a store of its own); with its time and txn_id."""
         lane = LaneId(doc.get("store", "S1"), doc.get("lane", "L1"))
         doc = {"store": lane.store, "lane": lane.lane, "currency": "EUR", **doc}
         self.n += 1
@@ -42,13 +73,7 @@ class HeadOffice:
             seq, doc["kind"], txn, when, body, entry_hash(prev, seq, doc["kind"], txn, when, body)
         )
         entries.append(e)
-        store = SqliteStore(self.path)
-        try:
-            store.apply_batch(JournalBatch(lane, 7, prev, [e]), when)
-            store.commit()
-        finally:
-            store.close()
-        return txn
+        return JournalBatch(lane, 7, prev, [e]), when, txn
 
 
 def line(item: str, qty: str, price: int, tax_code: str = "VAT_STD", **kw: Any) -> dict[str, Any]:
@@ -106,5 +131,8 @@ def card(amount: int, scheme: str = "visa", *, banked: bool = True) -> dict[str,
     }
 
 
-def config(tmp: Path, **kw: Any) -> ExtractConfig:
-    return ExtractConfig(database=tmp / "ho.db", output_dir=tmp / "out", **kw)
+def config(ho: HeadOffice, **kw: Any) -> ExtractConfig:
+    """An extract configuration over `ho`'s database, writing into `ho.work / "out"`."""
+    if isinstance(ho.target, str):
+        return ExtractConfig(database_url=ho.target, output_dir=ho.work / "out", **kw)
+    return ExtractConfig(database=ho.target, output_dir=ho.work / "out", **kw)

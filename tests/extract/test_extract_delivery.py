@@ -42,7 +42,7 @@ async def test_delivery_retries_with_the_same_idempotency_key(
     try:
         for i in range(3):
             ho.add(sale(f"T1000{i}", "C1", [line("P1", "1.000", 100)]))
-        cfg = config(tmp_path)
+        cfg = config(ho)
         cfg = replace(
             cfg,
             delivery=DeliveryConfig(
@@ -73,7 +73,7 @@ async def test_delivery_gives_up_and_keeps_the_record_for_next_run(
     try:
         ho.add(sale("T10001", "C1", [line("P1", "1.000", 100)]))
         cfg = replace(
-            config(tmp_path),
+            config(ho),
             delivery=DeliveryConfig(url=f"http://127.0.0.1:{port}/", retries=1, backoff_s=0.01),
         )
         job.run(cfg, now_ms=LATER)
@@ -88,8 +88,9 @@ def test_cli_run_json_reports_counts(
 ) -> None:
     ho.add(sale("T10001", "C1", [line("P1", "1.000", 100)], day="2026-01-01"))
     toml = tmp_path / "ho.toml"
+    database = f'url = "{ho.target}"' if ho.is_pg else f'path = "{ho.target}"'
     toml.write_text(
-        f'[database]\npath = "{tmp_path / "ho.db"}"\n[broker]\nhost = "127.0.0.1"\n'
+        f'[database]\n{database}\n[broker]\nhost = "127.0.0.1"\n'
         f'[extract]\noutput_dir = "{tmp_path / "out"}"\nschedule = "each_run"\n'
         '[extract.return_types]\nRETURN = "increase"\nDAMAGED = "none"\n'
     )
@@ -106,9 +107,8 @@ def test_cli_run_json_reports_counts(
         == 0
     )
     assert "already emitted" in capsys.readouterr().err
-    assert (
-        ho_config.load(toml).database == tmp_path / "ho.db"
-    )  # [extract] does not upset head office
+    loaded = ho_config.load(toml)  # [extract] does not upset head office
+    assert (loaded.database_url if ho.is_pg else loaded.database) == ho.target
 
 
 @pytest.mark.parametrize(

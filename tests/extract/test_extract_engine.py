@@ -32,13 +32,13 @@ def _mixed(ho: HeadOffice) -> None:
     ho.add({"kind": "sale", "register_no": "T90002", "lines": "oops"})
 
 
-def _plan(tmp: Path, rows: list[Row], workers: int = 1) -> job.Plan:
-    cfg = config(tmp, schedule="each_run")
+def _plan(ho: HeadOffice, rows: list[Row], workers: int = 1) -> job.Plan:
+    cfg = config(ho, schedule="each_run")
     return job.compute(rows, cfg, now_ms=LATER, cursors={}, erp={}, next_tc=1, workers=workers)
 
 
-def _rows(tmp: Path) -> list[Row]:
-    db = job.open_db(config(tmp))
+def _rows(ho: HeadOffice) -> list[Row]:
+    db = job.open_db(config(ho))
     try:
         return list(read_rows(db, 0))
     finally:
@@ -47,13 +47,13 @@ def _rows(tmp: Path) -> list[Row]:
 
 def test_forked_workers_give_the_same_plan(ho: HeadOffice, tmp_path: Path) -> None:
     _mixed(ho)
-    rows = _rows(tmp_path)
-    one = _plan(tmp_path, rows)
+    rows = _rows(ho)
+    one = _plan(ho, rows)
     assert one.rejects
     assert one.postings
     assert len(one.rollups) > 2
     for workers in (2, 3):
-        many = _plan(tmp_path, rows, workers)
+        many = _plan(ho, rows, workers)
         assert many == one
 
 
@@ -61,9 +61,9 @@ def test_rows_out_of_seq_order_fall_back_to_document_roll_up(
     ho: HeadOffice, tmp_path: Path
 ) -> None:
     _mixed(ho)
-    rows = _rows(tmp_path)
-    in_order = _plan(tmp_path, rows)
-    reversed_ = _plan(tmp_path, rows[::-1])
+    rows = _rows(ho)
+    in_order = _plan(ho, rows)
+    reversed_ = _plan(ho, rows[::-1])
     assert reversed_.rollups == in_order.rollups
     assert reversed_.next_tc == in_order.next_tc
 
@@ -71,9 +71,9 @@ def test_rows_out_of_seq_order_fall_back_to_document_roll_up(
 def test_fast_writers_give_the_bytes_of_the_plain_ones(ho: HeadOffice, tmp_path: Path) -> None:
     _mixed(ho)
     ho.add(sale("T90003", None, [line("P9", "2.000", 5, description='a "q" é\n,x')]))
-    report = job.run(config(tmp_path), now_ms=LATER)
+    report = job.run(config(ho), now_ms=LATER)
     assert report.dir is not None
-    cfg = config(tmp_path)
+    cfg = config(ho)
     db = job.open_db(cfg)
     try:  # everything was emitted: recompute the records as if nothing had been
         rows = [r._replace(done=None) for r in read_rows(db, 0)]
@@ -82,7 +82,7 @@ def test_fast_writers_give_the_bytes_of_the_plain_ones(ho: HeadOffice, tmp_path:
     plan = job.compute(rows, cfg, now_ms=LATER, cursors={}, erp={}, next_tc=1)
     dicts = [postings.as_dict(r) for r in plan.postings]
     batched = config(
-        tmp_path,
+        ho,
         pos_batches=(PosBatch("B1", "S1", "US", "CA", "W1", "proforma"),),
         tax=(TaxDefinition("US", "CA", None, Decimal("7.25"), frozenset({"VAT_RED"})),),
     )

@@ -30,7 +30,7 @@ def test_account_sale_without_receipt(ho: HeadOffice, tmp_path: Path) -> None:
     ho.add(
         sale("T10001", "C1000", [line("P1", "2.000", 500)], [{"tender": "account", "amount": 1000}])
     )
-    rows = postings(config(tmp_path))
+    rows = postings(config(ho))
     (inv,) = of(rows, "invoice")
     assert (inv["reference"], inv["customer"], inv["amount"], inv["outstanding"]) == (
         "T10001",
@@ -52,7 +52,7 @@ def test_receipts_take_suffix_2_then_3(ho: HeadOffice, tmp_path: Path) -> None:
             change=100,
         )
     )
-    rows = postings(config(tmp_path))
+    rows = postings(config(ho))
     (inv,) = of(rows, "invoice")
     assert inv["customer"] == "CASH"
     assert inv["outstanding"] == 0
@@ -70,7 +70,7 @@ def test_partial_receipt_leaves_the_rest_outstanding(ho: HeadOffice, tmp_path: P
             [{"tender": "cash", "amount": 300}, {"tender": "account", "amount": 700}],
         )
     )
-    rows = postings(config(tmp_path))
+    rows = postings(config(ho))
     (inv,) = of(rows, "invoice")
     (rc,) = of(rows, "receipt")
     assert (rc["reference"], rc["account"], rc["amount"]) == ("T10001-2", "bank", 300)
@@ -80,7 +80,7 @@ def test_partial_receipt_leaves_the_rest_outstanding(ho: HeadOffice, tmp_path: P
 
 def test_non_banked_card_goes_to_card_clearing(ho: HeadOffice, tmp_path: Path) -> None:
     ho.add(sale("T10001", "C1", [line("P1", "1.000", 1000)], [card(1000, banked=False)]))
-    (rc,) = of(postings(config(tmp_path)), "receipt")
+    (rc,) = of(postings(config(ho)), "receipt")
     assert rc["account"] == "card_clearing"
 
 
@@ -95,7 +95,7 @@ def test_return_with_refund_and_inventory_effect(ho: HeadOffice, tmp_path: Path)
             return_type="RETURN",
         )
     )
-    rows = postings(config(tmp_path))
+    rows = postings(config(ho))
     (cr,) = of(rows, "credit")
     assert (cr["reference"], cr["amount"], cr["outstanding"]) == ("T10001", 1000, 0)
     assert [(r["reference"], r["amount"]) for r in of(rows, "reverse_receipt")] == [
@@ -118,7 +118,7 @@ def test_return_type_without_inventory_effect_moves_no_stock(
             return_type="DAMAGED",
         )
     )
-    cfg = config(tmp_path, return_types={"RETURN": 1, "DAMAGED": 0})
+    cfg = config(ho, return_types={"RETURN": 1, "DAMAGED": 0})
     rows = postings(cfg)
     assert [r["type"] for r in rows] == ["line", "credit"]
     assert of(rows, "line")[0]["stock_qty"] == "0.000"
@@ -126,7 +126,7 @@ def test_return_type_without_inventory_effect_moves_no_stock(
 
 def test_unknown_return_type_is_rejected_with_the_field(ho: HeadOffice, tmp_path: Path) -> None:
     ho.add(sale("T10001", "C1", [line("P1", "1.000", 500)], kind="sale_refund", return_type="NOPE"))
-    report = job.run(config(tmp_path), now_ms=LATER)
+    report = job.run(config(ho), now_ms=LATER)
     assert report.rejects == 1
     assert report.pending["rejected"] == 1
     assert report.dir is not None
@@ -134,7 +134,7 @@ def test_unknown_return_type_is_rejected_with_the_field(ho: HeadOffice, tmp_path
     assert rej["job"] == "postings"
     assert rej["field"] == "$.return_type"
     # still pending: every later run reports it again until the configuration knows the type
-    again = job.run(config(tmp_path), now_ms=LATER)
+    again = job.run(config(ho), now_ms=LATER)
     assert again.rejects == 1
 
 
@@ -149,7 +149,7 @@ def test_exchange_posts_net_and_moves_both_ways(ho: HeadOffice, tmp_path: Path) 
             return_type="RETURN",
         )
     )
-    rows = postings(config(tmp_path))
+    rows = postings(config(ho))
     assert of(rows, "invoice")[0]["amount"] == 300
     assert [r["stock_qty"] for r in of(rows, "line")] == ["-1.000", "1.000"]
 
@@ -166,7 +166,7 @@ def test_pos_batch_location_tax_and_warehouse(ho: HeadOffice, tmp_path: Path) ->
             [line("BOOK", "1.000", 1073, "TAXABLE"), line("DONATION", "1.000", 500, "EXEMPT")],
         )
     )
-    rows = postings(config(tmp_path, pos_batches=(BATCH,), tax=(US,)))
+    rows = postings(config(ho, pos_batches=(BATCH,), tax=(US,)))
     book, donation = of(rows, "line")
     assert book["tax"] == 73
     assert donation["tax"] == 0
@@ -185,7 +185,7 @@ def test_pos_batch_location_tax_and_warehouse(ho: HeadOffice, tmp_path: Path) ->
 def test_proforma_batch_lines_are_not_fulfilled(ho: HeadOffice, tmp_path: Path) -> None:
     ho.add(sale("T10001", "C1", [line("BOOK", "1.000", 1073, "TAXABLE")]))
     proforma = PosBatch("B1", "S1", "US", "CA", "WH-CONF", "proforma")
-    (ln,) = of(postings(config(tmp_path, pos_batches=(proforma,), tax=(US,))), "line")
+    (ln,) = of(postings(config(ho, pos_batches=(proforma,), tax=(US,))), "line")
     assert (ln["line_status"], ln["fulfil_status"], ln["invoice_no"], ln["invoice_date"]) == (
         "proforma",
         "not_fulfilled",

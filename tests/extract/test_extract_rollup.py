@@ -45,7 +45,7 @@ def seed_example(ho: HeadOffice) -> None:
 
 def test_seed_worked_example_gives_four_results(ho: HeadOffice, tmp_path: Path) -> None:
     seed_example(ho)
-    report = job.run(config(tmp_path, purchases_enabled=False), now_ms=LATER)
+    report = job.run(config(ho, purchases_enabled=False), now_ms=LATER)
     res = rollups(report)
     assert [r["consolidated_no"] for r in res] == ["TC0001", "TC0002", "TC0003", "TC0004"]
     summary = [(r["customer"], r["store"], [s["register_no"] for s in r["sources"]]) for r in res]
@@ -89,7 +89,7 @@ def test_excluded_kinds_go_one_to_one_and_take_no_tc_number(ho: HeadOffice, tmp_
     ho.add(
         sale("T10011", "C1000", [], [{"tender": "cash", "amount": 500}], kind="on_account_payment")
     )
-    res = rollups(job.run(config(tmp_path), now_ms=LATER))
+    res = rollups(job.run(config(ho), now_ms=LATER))
     numbered = [r for r in res if r["consolidated_no"]]
     assert [r["consolidated_no"] for r in numbered] == ["TC0001"]
     singles = [r for r in res if not r["consolidated_no"]]
@@ -103,12 +103,12 @@ def test_same_customer_different_type_not_merged(ho: HeadOffice, tmp_path: Path)
         sale("T10002", "C1", [line("P1", "1.000", 100)], kind="sale_refund", return_type="RETURN")
     )
     ho.add(sale("T10003", "C1", [line("P1", "1.000", 100)]))
-    res = rollups(job.run(config(tmp_path), now_ms=LATER))
+    res = rollups(job.run(config(ho), now_ms=LATER))
     assert [(r["type"], len(r["sources"])) for r in res] == [("sale", 2), ("sale_refund", 1)]
 
 
 def test_business_day_schedule_waits_for_day_close(ho: HeadOffice, tmp_path: Path) -> None:
-    cfg = config(tmp_path, purchases_enabled=False, postings_enabled=False)
+    cfg = config(ho, purchases_enabled=False, postings_enabled=False)
     ho.add(sale("T10001", "C1", [line("P1", "1.000", 100)], day="2026-01-01"))
     ho.add(sale("T10002", "C1", [line("P1", "1.000", 100)], day="2026-01-02"))
     first = job.run(cfg, now_ms=T0 + DAY + 3_600_000)  # 2026-01-02 01:00 UTC
@@ -127,5 +127,5 @@ def test_business_day_schedule_waits_for_day_close(ho: HeadOffice, tmp_path: Pat
 def test_rollup_disabled_sends_everything_one_to_one(ho: HeadOffice, tmp_path: Path) -> None:
     ho.add(sale("T10001", "C1", [line("P1", "1.000", 100)]))
     ho.add(sale("T10002", "C1", [line("P1", "1.000", 100)]))
-    res = rollups(job.run(config(tmp_path, rollup_enabled=False), now_ms=LATER))
+    res = rollups(job.run(config(ho, rollup_enabled=False), now_ms=LATER))
     assert [r["document_no"] for r in res] == ["T10001", "T10002"]
