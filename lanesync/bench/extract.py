@@ -1,30 +1,38 @@
 """`lanesync bench extract`: journal entries rolled up and posted per second.
 
 N realistic sale documents (some refunds) from 4 stores x 2 lanes are applied to a real
-head-office SQLite file through SqliteStore, as ingest would. Timed: reading the applied bodies,
-decoding, roll-up and postings (the extract's engine), and separately a full `extract run`
-(also purchase records, files written and fsynced, bookkeeping committed).
+head-office database through its store (SqliteStore, or PostgresStore with `--backend
+postgres` in a scratch schema that is dropped afterwards), as ingest would. Timed: reading the
+applied bodies, decoding, roll-up and postings (the extract's engine), and separately a full
+`extract run` (also purchase records, files written and fsynced, bookkeeping committed).
 
-Baseline, in the same run over the same rows: a plain SQL GROUP BY (business day, store,
-customer, kind, item, price, tax code) summing qty, amount and tax over a flat line table
-holding the same lines. It rolls up lines and nothing else: no payments, postings or records.
+Baseline, in the same run over the same rows and on the same backend: a plain SQL GROUP BY
+(business day, store, customer, kind, item, price, tax code) summing qty, amount and tax over a
+flat line table holding the same lines. It rolls up lines and nothing else: no payments,
+postings or records.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
-import sqlite3
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from headoffice.extract import db as xdb
 from headoffice.extract import job
 from headoffice.extract.config import ExtractConfig
 from headoffice.extract.documents import read_rows
-from headoffice.store.sqlite import SqliteStore
+from headoffice.store import Target, describe, open_target
 from lanesync import samples
 from lanesync.bench.common import in_workdir, print_result
 from protocol.chain import entry_hash, genesis
@@ -33,6 +41,7 @@ from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch
 
 DAY0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+DEFAULT_PG_URL = "postgresql://127.0.0.1:5432/test"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,6 +50,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print only the JSON result")
     p.add_argument("--workdir", help="keep files here instead of a temporary directory")
     p.add_argument("--seed", type=int, default=1, help="random seed for the documents")
+    p.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="head-office database to run on (sqlite)",
+    )
+    p.add_argument(
+        "--pg-url",
+        default=os.environ.get("LANESYNC_TEST_PG_URL", DEFAULT_PG_URL),
+        help=f"with --backend postgres: database to make a scratch schema in ({DEFAULT_PG_URL})",
+    )
     p.set_defaults(handler=cmd_extract)
 
 
@@ -48,11 +68,32 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if args.entries < 1:
         print("lanesync bench extract: --entries must be at least 1", file=sys.stderr)
         return 2
-    result = in_workdir(
-        args.workdir, "extract", lambda d: run(d, args.entries, args.seed, quiet=args.json)
-    )
+    pg_url = args.pg_url if args.backend == "postgres" else None
+    try:
+        result = in_workdir(
+            args.workdir,
+            "extract",
+            lambda d: run(d, args.entries, args.seed, quiet=args.json, pg_url=pg_url),
+        )
+    except psycopg.Error as exc:
+        print(f"lanesync bench extract: --pg-url: {exc}", file=sys.stderr)
+        return 2
     print_result(result, args.json)
     return 0
+
+
+@contextlib.contextmanager
+def scratch_schema(pg_url: str) -> Iterator[str]:
+    """A schema of its own in `pg_url`'s database for one run; the URL that uses it. Dropped."""
+    name = f"lanesync_xbench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {name}")
+    sep = "&" if "?" in pg_url else "?"
+    try:
+        yield f"{pg_url}{sep}options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {name} CASCADE")
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -75,9 +116,9 @@ def documents(n: int, seed: int) -> list[tuple[LaneId, dict[str, Any]]]:
     return out
 
 
-def load(path: Path, docs: list[tuple[LaneId, dict[str, Any]]]) -> None:
-    """Apply the documents through SqliteStore as chained batches, one epoch per lane."""
-    store = SqliteStore(path)
+def load(where: Target, docs: list[tuple[LaneId, dict[str, Any]]]) -> None:
+    """Apply the documents through the store as chained batches, one epoch per lane."""
+    store = open_target(where)
     try:
         per_lane: dict[LaneId, list[Entry]] = {}
         for i, (lane, doc) in enumerate(docs):
@@ -106,16 +147,30 @@ def load(path: Path, docs: list[tuple[LaneId, dict[str, Any]]]) -> None:
         store.close()
 
 
-def baseline(path: Path, docs: list[tuple[LaneId, dict[str, Any]]]) -> tuple[float, int]:
-    db = sqlite3.connect(path)
+def baseline(where: Target, docs: list[tuple[LaneId, dict[str, Any]]]) -> tuple[float, int]:
+    db = xdb.open_sql(where, describe(where))
     try:
         db.execute(
             "CREATE TABLE bench_lines (business_day TEXT, store TEXT, customer TEXT, kind TEXT, "
-            "item TEXT, unit_price INTEGER, tax_code TEXT, qty INTEGER, amount INTEGER, "
-            "tax INTEGER)"
+            "item TEXT, unit_price BIGINT, tax_code TEXT, qty BIGINT, amount BIGINT, "
+            "tax BIGINT)"
         )
-        db.executemany(
-            "INSERT INTO bench_lines VALUES (?,?,?,?,?,?,?,?,?,?)",
+        db.begin()
+        xdb.insert_rows(
+            db,
+            "bench_lines",
+            (
+                "business_day",
+                "store",
+                "customer",
+                "kind",
+                "item",
+                "unit_price",
+                "tax_code",
+                "qty",
+                "amount",
+                "tax",
+            ),
             [
                 (
                     d["business_day"],
@@ -134,24 +189,37 @@ def baseline(path: Path, docs: list[tuple[LaneId, dict[str, Any]]]) -> tuple[flo
             ],
         )
         db.commit()
+        if db.dialect == "postgres":
+            db.execute("ANALYZE bench_lines")
         t0 = time.perf_counter()
-        rows = db.execute(
+        rows = db.fetchall(
             "SELECT business_day, store, customer, kind, item, unit_price, tax_code, sum(qty), "
             "sum(amount), sum(tax) FROM bench_lines GROUP BY business_day, store, customer, "
             "kind, item, unit_price, tax_code"
-        ).fetchall()
+        )
         return time.perf_counter() - t0, len(rows)
     finally:
         db.close()
 
 
-def run(workdir: Path, n: int, seed: int, *, quiet: bool) -> dict[str, Any]:
+def run(
+    workdir: Path, n: int, seed: int, *, quiet: bool, pg_url: str | None = None
+) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    db_path = workdir / "headoffice.db"
-    _say(quiet, f"applying {n} sale documents to a head-office database ...")
+    scratch = scratch_schema(pg_url) if pg_url else contextlib.nullcontext(None)
+    with scratch as url:
+        return _run(workdir, url, n, seed, quiet=quiet)
+
+
+def _run(workdir: Path, url: str | None, n: int, seed: int, *, quiet: bool) -> dict[str, Any]:
+    where: Target = url or workdir / "headoffice.db"
+    _say(quiet, f"applying {n} sale documents to a head-office database ({describe(where)}) ...")
     docs = documents(n, seed)
-    load(db_path, docs)
-    cfg = ExtractConfig(database=db_path, output_dir=workdir / "extract", purchases_enabled=False)
+    load(where, docs)
+    full_cfg = ExtractConfig(
+        database=workdir / "headoffice.db", database_url=url, output_dir=workdir / "extract"
+    )
+    cfg = replace(full_cfg, purchases_enabled=False)
     now = DAY0 + 30 * 86_400_000
     _say(quiet, "engine: read, decode, roll up, post ...")
     db = job.open_db(cfg)
@@ -162,16 +230,17 @@ def run(workdir: Path, n: int, seed: int, *, quiet: bool) -> dict[str, Any]:
     finally:
         db.close()
     _say(quiet, "full run: purchases too, files written, bookkeeping committed ...")
-    full_cfg = ExtractConfig(database=db_path, output_dir=workdir / "extract")
     t0 = time.perf_counter()
     report = job.run(full_cfg, now_ms=now)
     full_s = time.perf_counter() - t0
     _say(quiet, "baseline: SQL GROUP BY over the same lines ...")
-    base_s, groups = baseline(db_path, docs)
+    base_s, groups = baseline(where, docs)
     rate = n / engine_s
     base_rate = n / base_s
+    engine = "PostgreSQL" if url else "SQLite"
     return {
         "bench": "extract",
+        "backend": "postgres" if url else "sqlite",
         "entries": n,
         "entries_per_s": round(rate),
         "baseline_per_s": round(base_rate),
@@ -185,7 +254,7 @@ def run(workdir: Path, n: int, seed: int, *, quiet: bool) -> dict[str, Any]:
         "full_run_rejects": report.rejects,
         "baseline_s": round(base_s, 3),
         "baseline_groups": groups,
-        "baseline": "sqlite3 SELECT ... GROUP BY business_day, store, customer, kind, item, "
+        "baseline": f"{engine} SELECT ... GROUP BY business_day, store, customer, kind, item, "
         "unit_price, tax_code with sum(qty, amount, tax) over a flat table of the same lines "
         "(lines only: no payments, postings, records or files)",
     }
