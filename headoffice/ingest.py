@@ -205,6 +205,10 @@ class Ingest:
                 # paho leaves Nagle on: acks would wait for the lane's delayed ACK (~40 ms).
                 socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             ) as client:
+                # A group's acks go out together (up to group_max_messages, paho keeps 100 in
+                # flight); aiomqtt logs a warning per publish beyond 10 pending, which at fleet
+                # scale was thousands of log lines a minute spent on the ingest thread.
+                client.pending_calls_threshold = 10 * self.config.ingest.group_max_messages
                 self.stats.connected = True
                 self.stats.connects += 1
                 connected_at = time.monotonic()

@@ -205,9 +205,14 @@ class Fleet:
         self._credit = [0.0] * lanes
 
     async def __aenter__(self) -> Self:
+        # Lanes started in one instant keep their periodic work in step (aiomqtt's once-a-second
+        # housekeeping, the 15 s status): a thousand of them at once stalled the loop for 100+
+        # ms every second. Spread over a second, as lanes that boot independently are.
+        gap = 1.0 / max(1, len(self.replicators))
         async with contextlib.AsyncExitStack() as stack:
             for rep in self.replicators:
                 await stack.enter_async_context(rep)
+                await asyncio.sleep(gap)
             self._stack = stack.pop_all()
         return self
 

@@ -7,7 +7,8 @@ connection each) reach the broker through a TCP proxy process that stands for he
 internet link. Phases:
 
 - trickle: every lane confirms `--rate` sales a second (with jitter) for `--trickle-s`;
-- outage: the link is cut (every connection reset) for `--outage-s`; lanes keep selling;
+- outage: the link is cut (every connection reset) for `--outage-s`; lanes keep selling, at
+  `--outage-rate`: the outage is compressed, so a minute leaves the backlog of a longer one;
 - drain: the link is back; lanes reconnect (their backoff is capped at 2 s here) and send their
   backlog while still selling. The drain ends when every entry confirmed before the link came
   back is acked by head office.
@@ -24,14 +25,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
-import resource
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ import psycopg
 from lanesync import stack
 from lanesync.bench.common import in_workdir, print_result
 from lanesync.broker import MosquittoBroker
-from lanesync.fleet import Fleet, read_postgres, read_sqlite, verify
+from lanesync.fleet import Fleet, Lags, read_postgres, read_sqlite, verify
 
 BACKENDS = {"sqlite": ("sqlite", 1), "pg1": ("postgres", 1), "pg3": ("postgres", 3)}
 DEFAULT_PG_URL = "postgresql://127.0.0.1:5432/test"
@@ -54,7 +57,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "fleet", help="many lanes trickling, cut off, then draining into head office"
     )
     p.add_argument("--lanes", type=int, default=1000, help="simulated lanes (1000)")
-    p.add_argument("--rate", type=float, default=1.0, help="sales per lane per second (1.0)")
+    p.add_argument(
+        "--rate", type=float, default=0.25, help="sales per lane per second (0.25; a busy till)"
+    )
+    p.add_argument(
+        "--outage-rate",
+        type=float,
+        default=2.0,
+        help="sales per lane per second while cut off (2.0: the backlog of a longer outage)",
+    )
+    p.add_argument(
+        "--drain-timeout-s", type=float, default=300.0, help="give up on a drain after (300)"
+    )
     p.add_argument("--trickle-s", type=float, default=10.0, help="seconds before the cut (10)")
     p.add_argument("--outage-s", type=float, default=60.0, help="seconds the link is cut (60)")
     p.add_argument(
@@ -66,6 +80,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--pg-url",
         default=os.environ.get("LANESYNC_TEST_PG_URL", DEFAULT_PG_URL),
         help=f"PostgreSQL database to make a scratch schema in ({DEFAULT_PG_URL})",
+    )
+    p.add_argument(
+        "--fleet-procs", type=int, default=2, help="processes the lanes are spread over (2)"
     )
     p.add_argument("--json", action="store_true", help="print only the JSON result")
     p.add_argument("--workdir", help="keep files here instead of a temporary directory")
@@ -81,8 +98,12 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         problems.append("--backends: name at least one of sqlite, pg1, pg3")
     if args.lanes < 1:
         problems.append("--lanes: must be at least 1")
-    if not args.rate > 0:
-        problems.append("--rate: must be above 0")
+    if not 1 <= args.fleet_procs <= 16:
+        problems.append("--fleet-procs: must be 1..16")
+    if not args.rate > 0 or not args.outage_rate > 0:
+        problems.append("--rate and --outage-rate: must be above 0")
+    if not args.drain_timeout_s > 0:
+        problems.append("--drain-timeout-s: must be above 0")
     if args.trickle_s <= 0 or args.outage_s <= 0:
         problems.append("--trickle-s and --outage-s: must be above 0")
     if problems:
@@ -97,14 +118,18 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             backends,
             lanes=args.lanes,
             rate=args.rate,
+            outage_rate=args.outage_rate,
+            drain_timeout_s=args.drain_timeout_s,
             trickle_s=args.trickle_s,
             outage_s=args.outage_s,
             pg_url=args.pg_url,
             quiet=args.json,
+            fleet_procs=args.fleet_procs,
         ),
     )
     print_result(result, args.json)
-    return 0 if all(r["verified"]["ok"] for r in result["configurations"].values()) else 1
+    configs = result["configurations"].values()
+    return 0 if all("error" not in r and r["verified"]["ok"] for r in configs) else 1
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -118,30 +143,40 @@ def run(
     *,
     lanes: int,
     rate: float,
+    outage_rate: float,
     trickle_s: float,
     outage_s: float,
+    drain_timeout_s: float,
     pg_url: str,
     quiet: bool,
+    fleet_procs: int = 2,
 ) -> dict[str, Any]:
     configs: dict[str, dict[str, Any]] = {}
     for name in backends:
         kind, workers = BACKENDS[name]
         _say(quiet, f"{name}: {lanes} lanes, {kind}, {workers} worker(s) ...")
-        configs[name] = run_one(
-            workdir / name,
-            kind,
-            workers,
-            lanes=lanes,
-            rate=rate,
-            trickle_s=trickle_s,
-            outage_s=outage_s,
-            pg_url=pg_url,
-        )
+        try:
+            configs[name] = run_one(
+                workdir / name,
+                kind,
+                workers,
+                lanes=lanes,
+                rates=(rate, outage_rate),
+                trickle_s=trickle_s,
+                outage_s=outage_s,
+                drain_timeout_s=drain_timeout_s,
+                pg_url=pg_url,
+                fleet_procs=fleet_procs,
+            )
+        except stack.StackError as exc:
+            configs[name] = {"store": kind, "workers": workers, "error": str(exc)}
+            _say(quiet, f"{name}: FAILED: {exc}")
+            continue
         _say(quiet, f"{name}: drain {configs[name]['drain_entries_per_s']} entries/s")
     base = configs.get("sqlite")
-    if base is not None:
+    if base is not None and "error" not in base:
         for name, r in configs.items():
-            if name != "sqlite":
+            if name != "sqlite" and "error" not in r:
                 r["ratio_drain_vs_sqlite"] = round(
                     r["drain_entries_per_s"] / max(1, base["drain_entries_per_s"]), 2
                 )
@@ -155,10 +190,11 @@ def run(
         "bench": "fleet",
         "lanes": lanes,
         "rate_per_lane_per_s": rate,
+        "outage_rate_per_lane_per_s": outage_rate,
         "trickle_s": trickle_s,
         "outage_s": outage_s,
         "baseline": "sqlite (one head-office process, the embedded store)"
-        if base is not None
+        if base is not None and "error" not in base
         else None,
         "configurations": configs,
         "cpus": os.cpu_count(),
@@ -176,10 +212,12 @@ def run_one(
     workers: int,
     *,
     lanes: int,
-    rate: float,
+    rates: tuple[float, float],
     trickle_s: float,
     outage_s: float,
+    drain_timeout_s: float,
     pg_url: str,
+    fleet_procs: int,
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     with (
@@ -196,9 +234,19 @@ def run_one(
                 ho.start()
             for ho in hos:
                 ho.wait_notify("STATUS=subscribed", 60)
-            out = asyncio.run(
-                drive(link, hos, lanes=lanes, rate=rate, trickle_s=trickle_s, outage_s=outage_s)
-            )
+            fleet = FleetProcesses(fleet_procs, lanes, link.port)
+            try:
+                out = drive(
+                    link,
+                    hos,
+                    fleet,
+                    rates=rates,
+                    trickle_s=trickle_s,
+                    outage_s=outage_s,
+                    drain_timeout_s=drain_timeout_s,
+                )
+            finally:
+                fleet.close()
         finally:
             for ho in hos:
                 ho.stop()
@@ -208,70 +256,180 @@ def run_one(
     return {"store": kind, "workers": workers} | out
 
 
-async def drive(
+def drive(
     link: LinkProcess,
     hos: list[stack.Component],
+    fleet: FleetProcesses,
     *,
-    lanes: int,
-    rate: float,
+    rates: tuple[float, float],
     trickle_s: float,
     outage_s: float,
+    drain_timeout_s: float,
 ) -> dict[str, Any]:
-    async with Fleet(lanes, link.port, replication=REPLICATION) as fleet:
-        await fleet.wait_connected(120)
-        t_trickle = time.monotonic()
-        await fleet.trickle(rate, trickle_s)
-        await fleet.wait_drained(120)  # the trickle's tail: lags are about the trickle alone
-        t_cut = time.monotonic()
-        link.cut()
-        await fleet.trickle(rate, outage_s)
-        if fleet.connected:
-            raise stack.StackError(f"{fleet.connected} lanes still connected through a cut link")
-        backlog = fleet.appended - fleet.acked
-        marks = fleet.marks()
-        ho_cpu0 = sum(h.cpu_s() for h in hos)
-        own_cpu0 = _own_cpu_s()
-        t_back = time.monotonic()
-        link.resume()
-        selling = asyncio.create_task(fleet.trickle(rate, 3600), name="fleet-drain-sales")
-        try:
-            reconnected = asyncio.create_task(_all_connected(fleet), name="fleet-reconnected")
-            t_drained = await fleet.wait_drained(600, marks)
-            ho_cpu = sum(h.cpu_s() for h in hos) - ho_cpu0
-            own_cpu = _own_cpu_s() - own_cpu0
-            t_reconnected = await reconnected
-        finally:
-            selling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await selling
-        await fleet.wait_drained(120)  # everything, for the verification
-        drain_s = t_drained - t_back
-        drained = fleet.lags.acked_between(t_back, t_drained)
-        return {
-            "drain_entries_per_s": round(drained / drain_s),
-            "drain_s": round(drain_s, 3),
-            "drain_entries": drained,
-            "backlog_at_reconnect": backlog,
-            "all_lanes_reconnected_s": round(t_reconnected - t_back, 3),
-            "trickle_lag": fleet.lags.summary(t_trickle, t_cut),
-            "drain_lag": fleet.lags.summary(t_back, t_drained),
-            "backlog_lag": fleet.lags.summary(t_cut, t_back),
-            "entries": fleet.appended,
-            "headoffice_cpu_s_in_drain": round(ho_cpu, 2),
-            "fleet_cpu_s_in_drain": round(own_cpu, 2),
-            "lane_stats": fleet.stats(),
-            "confirmed": list(fleet.confirmed()),
-        }
+    """The three phases, the fleet's processes stepping together."""
+    rate, outage_rate = rates
+    fleet.call("connect", 120.0)
+    t_trickle = time.monotonic()
+    fleet.call("trickle", trickle_s, rate)
+    fleet.call("drained", drain_timeout_s, False)  # the trickle's tail: lags about it alone
+    t_cut = time.monotonic()
+    link.cut()
+    after_cut = fleet.call("trickle", outage_s, outage_rate)
+    still = sum(r["connected"] for r in after_cut)
+    if still:
+        raise stack.StackError(f"{still} lanes still connected through a cut link")
+    backlog = sum(r["appended"] - r["acked"] for r in after_cut)
+    fleet.call("mark")
+    ho_cpu0, fleet_cpu0 = sum(h.cpu_s() for h in hos), fleet.cpu_s()
+    t_back = time.monotonic()
+    link.resume()
+    fleet.call("sell", rate)  # lanes keep selling while they drain
+    drained = fleet.call("drained", drain_timeout_s, True)
+    t_drained = max(r["at"] for r in drained)
+    ho_cpu, fleet_cpu = sum(h.cpu_s() for h in hos) - ho_cpu0, fleet.cpu_s() - fleet_cpu0
+    fleet.call("stop-selling")
+    fleet.call("drained", drain_timeout_s, False)  # everything, for the verification
+    results = fleet.call("result")
+    lags = Lags()
+    for r in results:
+        lags.appended += r["appended_at"]
+        lags.acked += r["acked_at"]
+    drain_s = t_drained - t_back
+    drained_entries = lags.acked_between(t_back, t_drained)
+    stats: dict[str, int] = {}
+    for r in results:
+        for k, v in r["stats"].items():
+            stats[k] = stats.get(k, 0) + v
+    return {
+        "drain_entries_per_s": round(drained_entries / drain_s),
+        "drain_s": round(drain_s, 3),
+        "drain_entries": drained_entries,
+        "backlog_at_reconnect": backlog,
+        "all_lanes_reconnected_s": round(max(r["reconnected_at"] for r in drained) - t_back, 3),
+        "trickle_lag": lags.summary(t_trickle, t_cut),
+        "drain_lag": lags.summary(t_back, t_drained),
+        "backlog_lag": lags.summary(t_cut, t_back),
+        "entries": len(lags.appended),
+        "headoffice_cpu_s_in_drain": round(ho_cpu, 2),
+        "fleet_cpu_s_in_drain": round(fleet_cpu, 2),
+        "fleet_processes": len(results),
+        "lane_stats": stats,
+        "confirmed": [c for r in results for c in r["confirmed"]],
+    }
+
+
+class FleetProcesses:
+    """The fleet split over processes (one interpreter cannot drive 1000 MQTT clients and
+    reconnect them all at once on one core); `call` sends a step to every process and waits
+    for all of them. Monotonic clocks are shared by processes on one machine, so their
+    timestamps compare."""
+
+    def __init__(self, procs: int, lanes: int, port: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conns: list[Connection] = []
+        self._procs: list[BaseProcess] = []
+        per = -(-lanes // procs)
+        for i, first in enumerate(range(0, lanes, per)):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_fleet_process,
+                args=(child, first, min(per, lanes - first), port, i + 1),
+                name=f"fleet-{i + 1}",
+            )
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+
+    def call(self, op: str, *args: Any) -> list[dict[str, Any]]:
+        for conn in self._conns:
+            conn.send((op, args))
+        out = []
+        for conn in self._conns:
+            reply = conn.recv()
+            if "error" in reply:
+                raise stack.StackError(f"fleet process failed at {op}: {reply['error']}")
+            out.append(reply)
+        return out
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for proc in self._procs:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(("quit", ()))
+        for proc in self._procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in self._conns:
+            conn.close()
+
+
+def _fleet_process(conn: Connection, first: int, lanes: int, port: int, seed: int) -> None:
+    try:
+        asyncio.run(_fleet_steps(conn, first, lanes, port, seed))
+    except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it there
+        conn.send({"error": repr(exc)})
+    finally:
+        conn.close()
+
+
+async def _fleet_steps(conn: Connection, first: int, lanes: int, port: int, seed: int) -> None:
+    async with Fleet(
+        lanes, port, replication=REPLICATION, seed=seed * 7919, first_lane=first
+    ) as fleet:
+        marks: list[int] | None = None
+        selling: asyncio.Task[int] | None = None
+        reconnected: asyncio.Task[float] | None = None
+        while True:
+            op, args = await asyncio.to_thread(conn.recv)
+            reply: dict[str, Any] = {}
+            if op == "connect":
+                await fleet.wait_connected(args[0])
+            elif op == "trickle":
+                await fleet.trickle(args[1], args[0])
+                reply = {
+                    "appended": fleet.appended,
+                    "acked": fleet.acked,
+                    "connected": fleet.connected,
+                }
+            elif op == "mark":
+                marks = fleet.marks()
+            elif op == "sell":
+                selling = asyncio.create_task(fleet.trickle(args[0], 3600), name="fleet-selling")
+                reconnected = asyncio.create_task(_all_connected(fleet), name="fleet-back")
+            elif op == "drained":
+                at = await fleet.wait_drained(args[0], marks if args[1] else None)
+                reply = {"at": at}
+                if reconnected is not None:
+                    reply["reconnected_at"] = await reconnected
+                    reconnected = None
+            elif op == "stop-selling" and selling is not None:
+                selling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await selling
+            elif op == "result":
+                reply = {
+                    "appended_at": fleet.lags.appended,
+                    "acked_at": fleet.lags.acked,
+                    "stats": fleet.stats(),
+                    "confirmed": list(fleet.confirmed()),
+                }
+            elif op == "quit":
+                return
+            conn.send(reply)
 
 
 async def _all_connected(fleet: Fleet) -> float:
     await fleet.wait_connected(600)
     return time.monotonic()
-
-
-def _own_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 @contextlib.contextmanager
