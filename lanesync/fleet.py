@@ -136,6 +136,14 @@ class Lags:
     def acked_between(self, start: float, end: float) -> int:
         return sum(1 for t in self.acked if start <= t < end)
 
+    def rate_windows(self, start: float, end: float, width: float = 1.0) -> list[int]:
+        """Entries acked in each `width`-second window of [start, end)."""
+        counts = [0] * max(1, math.ceil((end - start) / width))
+        for t in self.acked:
+            if start <= t < end:
+                counts[min(len(counts) - 1, int((t - start) / width))] += 1
+        return counts
+
     def summary(self, start: float, end: float) -> dict[str, float | int]:
         """Append-to-ack lag of the entries appended in [start, end)."""
         xs = sorted(
@@ -422,8 +430,9 @@ def _reset(transport: asyncio.BaseTransport | None) -> None:
 class _Side(asyncio.Protocol):
     """One end of a relayed connection: what it receives goes to its peer's transport."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, *, accepted: bool) -> None:
         self.link = link
+        self.accepted = accepted  # the lane's end (accepted by the link), not the broker's
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
         self.pending: list[bytes] = []  # client bytes that came before the upstream was up
@@ -434,6 +443,10 @@ class _Side(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socketlib.IPPROTO_TCP, socketlib.TCP_NODELAY, 1)
+        if self.accepted:
+            # Only now: the transport exists, so a cut link can reset it (a reset decided in
+            # the protocol factory found no transport and left the lane waiting for CONNACK).
+            self.link.connect_upstream(self)
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
@@ -472,12 +485,11 @@ class Link:
         return port
 
     def _accepted(self) -> _Side:
-        side = _Side(self)
+        side = _Side(self, accepted=True)
         self.sides.add(side)
-        asyncio.get_running_loop().call_soon(self._connect, side)
         return side
 
-    def _connect(self, client: _Side) -> None:
+    def connect_upstream(self, client: _Side) -> None:
         if self.cut_off:
             _reset(client.transport)
             return
@@ -487,7 +499,7 @@ class Link:
 
     async def _upstream(self, client: _Side) -> None:
         loop = asyncio.get_running_loop()
-        up = _Side(self)
+        up = _Side(self, accepted=False)
         try:
             await loop.create_connection(lambda: up, "127.0.0.1", self.upstream_port)
         except OSError:
