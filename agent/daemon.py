@@ -15,7 +15,7 @@ from agent.replicator import Replicator
 from hardware.config import ScannerConfigError, parse_scanners
 from hardware.manager import ScannerManager
 from protocol.errors import ConfigError
-from protocol.notify import notify
+from protocol.notify import notify_soon
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
                 journal.last_seq,
                 journal.backlog,
             )
-            notify("READY=1", f"STATUS=lane {config.lane} at seq {journal.last_seq}")
+            await notify_soon("READY=1", f"STATUS=lane {config.lane} at seq {journal.last_seq}")
             await stop.wait()
-            notify("STOPPING=1")
+            await notify_soon("STOPPING=1")
             await replicator.close_gracefully()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

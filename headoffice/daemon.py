@@ -10,7 +10,7 @@ from headoffice.config import HeadOfficeConfig
 from headoffice.ingest import Ingest
 from headoffice.operations import Operations, request_handlers
 from headoffice.store import describe, target
-from protocol.notify import notify
+from protocol.notify import notify_soon
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +27,16 @@ async def run(config: HeadOfficeConfig, stop: asyncio.Event | None = None) -> No
         ):
             log.info("head office: ingesting into %s", describe(target(config)))
             # READY once the database is open: a broker outage is reported, not a failed start.
-            notify("READY=1", "STATUS=waiting for the broker")
+            await notify_soon("READY=1", "STATUS=waiting for the broker")
             async with asyncio.TaskGroup() as tg:
                 subscribed = tg.create_task(ingest.ready.wait(), name="await-subscribed")
                 stopped = tg.create_task(stop.wait(), name="await-stop")
                 await asyncio.wait({subscribed, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 if subscribed.done():
-                    notify("STATUS=subscribed, ingesting")
+                    await notify_soon("STATUS=subscribed, ingesting")
                 else:
                     subscribed.cancel()
-            notify("STOPPING=1")
+            await notify_soon("STOPPING=1")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

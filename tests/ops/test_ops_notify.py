@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +19,13 @@ from agent import status as lane_status
 from headoffice import config as ho_config
 from headoffice import daemon as ho_daemon
 from lanesync.broker import MosquittoBroker
+from protocol.notify import notify, notify_soon
 from protocol.watchdog import run_watchdog, watchdog_interval
 
 
 class FakeSystemd:
-    """The receiving end of $NOTIFY_SOCKET."""
+    """The receiving end of $NOTIFY_SOCKET. Like PID 1 it reads whatever arrives as it arrives
+    (an event-loop reader), so a test busy elsewhere never lets the queue fill up."""
 
     def __init__(self, path: Path) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -48,12 +50,15 @@ class FakeSystemd:
 
 
 @pytest.fixture
-def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSystemd]:
+async def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeSystemd]:
     fake = FakeSystemd(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")  # WatchdogSec=0.2: a ping every 0.1 s
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fake.sock.fileno(), fake.drain)
     yield fake
+    loop.remove_reader(fake.sock.fileno())
     fake.sock.close()
 
 
@@ -125,3 +130,56 @@ def test_no_watchdog_without_watchdog_usec_or_for_another_pid(
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert watchdog_interval() is None
+
+
+async def test_a_full_notify_queue_never_blocks_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PID 1 does not read its notify socket during a long daemon-reload. A blocking send would
+    then freeze the daemon (CI once hung here 300 s: a watchdog ping blocked in sendall while the
+    test, on the same loop, was the reader). Sends must fail fast; READY=1 is retried."""
+    path = tmp_path / "stalled.sock"
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    stalled.bind(str(path))
+    stalled.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    try:
+        qlen = int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
+        sent = 0
+        while notify(f"WATCHDOG=1\nSTATUS=ping {sent}"):
+            sent += 1
+            assert sent <= qlen + 1, "the queue never filled: the test proves nothing"
+        assert sent >= 1
+        # Full: a watchdog ping is dropped at once instead of waiting for the reader.
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        assert notify("WATCHDOG=1") is False
+        assert loop.time() - t0 < 0.5
+        # READY=1 waits for room without blocking the loop: other tasks keep running meanwhile.
+        ready = asyncio.create_task(notify_soon("READY=1", "STATUS=up", within_s=10))
+        ticks = 0
+        for _ in range(10):
+            await asyncio.sleep(0.02)
+            ticks += 1
+        assert ticks == 10
+        assert not ready.done()
+        got = [stalled.recv(4096).decode() for _ in range(sent)]  # PID 1 reads again
+        assert got[0] == "WATCHDOG=1\nSTATUS=ping 0"
+        assert await asyncio.wait_for(ready, 5) is True
+        assert stalled.recv(4096).decode() == "READY=1\nSTATUS=up"
+        # A queue that stays full: notify_soon gives up after its deadline instead of hanging.
+        while notify("WATCHDOG=1"):
+            pass
+        assert await notify_soon("STOPPING=1", within_s=0.2) is False
+    finally:
+        stalled.close()
+
+
+def test_a_missing_notify_socket_is_reported_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
+    assert notify("READY=1") is False
+    assert "gone.sock" in caplog.text
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert notify("READY=1") is False
