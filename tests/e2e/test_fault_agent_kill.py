@@ -7,7 +7,7 @@ get all of it to head office exactly once, in order.
 
 from __future__ import annotations
 
-from conftest import Cluster
+from e2e_cluster import Cluster
 from e2e_helpers import (
     all_confirmed,
     assert_exactly_once,

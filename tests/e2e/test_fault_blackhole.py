@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import Cluster
+from e2e_cluster import Cluster
 from e2e_helpers import assert_exactly_once, lane_status, wait_until
 
 from protocol.identity import LaneId

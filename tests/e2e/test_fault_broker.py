@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Cluster
+from e2e_cluster import Cluster
 from e2e_helpers import assert_exactly_once, lane_status, wait_until
 
 from protocol.identity import LaneId

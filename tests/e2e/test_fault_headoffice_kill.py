@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 
-from conftest import Cluster
+from e2e_cluster import Cluster
 from e2e_helpers import (
     all_confirmed,
     assert_exactly_once,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from conftest import Cluster
+from e2e_cluster import Cluster
 from e2e_helpers import (
     all_confirmed,
     assert_exactly_once,

@@ -13,7 +13,7 @@ import concurrent.futures
 from pathlib import Path
 from typing import Any
 
-from conftest import Cluster
+from e2e_cluster import Cluster
 from e2e_helpers import FAST_REPLICATION, ro, wait_until
 
 from lanesync import stack

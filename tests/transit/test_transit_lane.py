@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
 from api_helpers import running_api
-from conftest import SSCC1
+from transit_helpers import SSCC1
 
 from hardware.events import ScanEvent
 

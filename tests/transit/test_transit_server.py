@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SSCC1, SSCC2, Lane, stock, transit_doc
 from pgutil import Backend, pg_connect, pg_schema
+from transit_helpers import SSCC1, SSCC2, Lane, stock, transit_doc
 
 from headoffice.ingest import Ingest
 from headoffice.operations import request_handlers
@@ -226,6 +226,34 @@ def test_two_accepts_in_one_ingest_group_one_wins(backend: Backend) -> None:
         assert [r.ok for r in replies] == [True, False, False]
         assert [r.result.get("code") for r in replies[1:]] == ["already_received", "other_store"]
         assert stock(s, "B", "P1000") == "5.000"
+    finally:
+        s.close()
+        ing._writer.shutdown()
+        ing._decoder.shutdown()
+
+
+def test_parcel_journaled_and_accepted_in_the_same_ingest_group(backend: Backend) -> None:
+    """Ingest writes a group's batches together at commit; a request in the group must still
+    see what the batches before it in that group projected (the store flushes first)."""
+    ing = Ingest(backend.config(), handlers=request_handlers())
+    s = backend.store()
+    ing._store = s
+    try:
+        A1.entries.clear()
+        topics = Topics()
+        batch = A1.batch("transit_inventory", transit_doc())
+        req = B1.request("transit_accept", request_id=rid(), sscc=SSCC1)
+        out = ing.apply_group(
+            [
+                (topics.topic(A1.lane, Channel.JOURNAL), codec.encode(batch)),
+                (topics.topic(B1.lane, Channel.REQUEST), codec.encode(req)),
+            ]
+        )
+        [reply] = [m for m in out if isinstance(m, Reply)]
+        assert reply.ok, reply
+        assert ing.stats.entries_applied == 1
+        assert stock(s, "B", "P1000") == "5.000"
+        assert stock(s, "@transit", "P1000") == "0.000"
     finally:
         s.close()
         ing._writer.shutdown()
