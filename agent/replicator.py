@@ -182,6 +182,13 @@ class Replicator:
                     tg.create_task(self._status_loop(client), name=f"replicator-status {self.lane}")
         except* (aiomqtt.MqttError, OSError) as eg:
             failure = "; ".join(str(e) for e in eg.exceptions)
+        except* AttributeError as eg:
+            races, bugs = eg.split(brokerconn.is_client_socket_race)
+            if bugs is not None:
+                raise bugs from None
+            assert races is not None
+            race = "; ".join(f"socket closed under the client ({e})" for e in races.exceptions)
+            failure = f"{failure}; {race}" if failure else race
         finally:
             self._client = None
             self.stats.connected = False

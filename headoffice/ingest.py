@@ -231,6 +231,15 @@ class Ingest:
             # so _run reconnects with its backoff reset instead of counting every drop of the
             # process's life until each reconnect waits up to 15 s.
             log.warning("head office: broker connection lost (%s); reconnecting", eg.exceptions[0])
+        except* AttributeError as eg:
+            races, bugs = eg.split(brokerconn.is_client_socket_race)
+            if bugs is not None:
+                raise bugs from None
+            assert races is not None
+            # retried by _run like any failed connection
+            raise aiomqtt.MqttError(
+                f"socket closed under the client ({races.exceptions[0]})"
+            ) from None
         finally:
             self.stats.connected = False
 

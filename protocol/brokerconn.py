@@ -208,3 +208,29 @@ def _readable(key: str, path: str) -> None:
 
 def _why(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc)
+
+
+_CLIENT_LIBRARIES = (f"{os.sep}aiomqtt{os.sep}", f"{os.sep}paho{os.sep}")
+
+
+def is_client_socket_race(exc: BaseException) -> bool:
+    """An AttributeError on a vanished socket raised inside the MQTT client library: a link
+    failure, not a bug of ours.
+
+    aiomqtt 2.5 runs paho's blocking connect() on an executor thread while paho's socket
+    callbacks run on the event loop (aiomqtt/client.py, "[3] Run connect() within an executor
+    thread"). A connection reset between the two leaves paho's socket None under the other
+    thread, and aiomqtt then calls `sock.fileno()` (on_socket_register_write) or sets socket
+    options on None. Seen when a link dropped 1000 lanes at once (lanesync bench fleet): the
+    replicator took it for a bug and stopped. Only such errors count: the attribute is looked
+    up on None, and the innermost frame is aiomqtt's or paho's.
+    """
+    if not isinstance(exc, AttributeError) or exc.name is None or exc.obj is not None:
+        return False
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = tb.tb_frame.f_code.co_filename
+    return any(lib in path for lib in _CLIENT_LIBRARIES)

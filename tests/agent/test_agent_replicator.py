@@ -22,6 +22,7 @@ from agent.replicator import Replicator
 from lanesync.broker import MosquittoBroker
 from lanesync.proxy import TcpProxy
 from protocol import codec
+from protocol.brokerconn import is_client_socket_race
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Ack, Hello, JournalBatch, Message, Status
 
@@ -184,3 +185,47 @@ async def test_retained_status_and_last_will(tmp_path: Path, broker: MosquittoBr
                 await asyncio.sleep(0.1)
             assert rep.stats.reconnects >= 1
             assert await retained_state() == "online"
+
+
+async def test_socket_race_inside_the_mqtt_client_is_a_link_failure(
+    tmp_path: Path, broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiomqtt connects on an executor thread while paho's socket callbacks run on the loop; a
+    reset in between hands aiomqtt a None socket (`None.fileno()`). Seen with 1000 lanes
+    losing their link at once: the replicator stopped. It must retry like any link failure."""
+    real = aiomqtt.Client._on_socket_register_write
+    races = 0
+
+    def racy(self: aiomqtt.Client, client: Any, userdata: Any, sock: Any) -> None:
+        nonlocal races
+        if races < 2 and client._client_id == b"lanesync-S1-L1":  # the lane's, not the HO's
+            races += 1
+            sock = None  # what paho passes when the loop thread closed it meanwhile
+        real(self, client, userdata, sock)
+
+    monkeypatch.setattr(aiomqtt.Client, "_on_socket_register_write", racy)
+    cfg = make_config(tmp_path, broker.port)
+    async with scripted_ho(broker.port) as ho, Journal(cfg.journal_path, LANE) as journal:
+        await fill(journal, 3)
+        async with Replicator(journal, cfg) as rep:
+            batch: JournalBatch = await ho.next(JournalBatch, timeout=10)
+            assert (batch.first_seq, batch.last_seq) == (1, 3)
+            assert races == 2
+            assert rep.stats.connects == 1  # two attempts failed, the third connected
+            assert "socket closed under the client" in (rep.stats.last_error or "")
+            await ho.ack(journal.epoch, 3)
+            async with asyncio.timeout(5):
+                while journal.acked_seq < 3:
+                    await asyncio.sleep(0.02)
+
+
+def test_only_a_library_socket_race_counts_as_a_link_failure() -> None:
+    def ours() -> None:
+        sock: Any = None
+        sock.fileno()
+
+    with pytest.raises(AttributeError) as caught:
+        ours()
+    assert not is_client_socket_race(caught.value)  # our own bug stays a bug
+    assert not is_client_socket_race(AttributeError("raised by hand"))
+    assert not is_client_socket_race(OSError("not an AttributeError"))

@@ -10,6 +10,8 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+import pytest
 from pgutil import Backend, pg_schema
 
 from agent import config as agent_config
@@ -113,3 +115,29 @@ async def test_two_postgres_workers_on_one_shared_subscription(
         assert sum(applied) == ENTRIES * len(LANES)
         assert all(applied), applied  # both workers wrote
         check_head_office(backend)
+
+
+async def test_socket_race_inside_the_mqtt_client_is_retried(
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    backend: Backend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The aiomqtt/paho connect race (a None socket handed to aiomqtt's socket callback, see
+    protocol.brokerconn.is_client_socket_race) fails one attempt; head office retries."""
+    real = aiomqtt.Client._on_socket_register_write
+    races = 0
+
+    def racy(self: aiomqtt.Client, client: Any, userdata: Any, sock: Any) -> None:
+        nonlocal races
+        if races < 1:
+            races += 1
+            sock = None
+        real(self, client, userdata, sock)
+
+    monkeypatch.setattr(aiomqtt.Client, "_on_socket_register_write", racy)
+    cfg = backend.config(broker={"port": broker.port})
+    async with Ingest(cfg) as ingest:
+        await asyncio.wait_for(ingest.ready.wait(), 15)
+        assert races == 1
+        assert ingest.stats.connects == 1
