@@ -33,7 +33,7 @@ import tenacity
 
 from headoffice.config import HeadOfficeConfig
 from headoffice.store import Store, StoreError, open_store
-from headoffice.store.base import CheckedBatch, check_batch
+from headoffice.store.base import ApplyResult, CheckedBatch, check_batch
 from protocol import brokerconn, codec
 from protocol.errors import ProtocolError
 from protocol.identity import Channel, LaneId
@@ -130,6 +130,7 @@ class Ingest:
         self._main: asyncio.Task[None] | None = None
         self._commits = 0
         self._held: list[_Held] = []  # touched only on the writer thread
+        self._group_results: list[ApplyResult] = []  # the group's batches (writer thread)
         self._hold_s = config.ingest.gap_hold_ms / 1000
         # a held batch is retried with every group, and at least this often when none come
         self._hold_retry_s = min(0.05, max(0.005, self._hold_s / 10))
@@ -378,6 +379,11 @@ class Ingest:
             store.rollback()
             self._held = held
             raise StoreError(f"ingest failed: {exc!r}") from exc
+        finally:
+            results, self._group_results = self._group_results, []
+        for res in results:
+            st.entries_applied += res.applied
+            st.duplicate_txn_ids += res.duplicate_txn
         st.groups += 1
         st.last_commit_at = time.time()
         out: list[Ack | Reply] = []
@@ -450,10 +456,11 @@ class Ingest:
             self._quarantine(store, p.topic, lane, p.refusal or "refused", p.raw, now)
             return
         if isinstance(msg, JournalBatch):
-            res = store.apply_batch(p.checked or msg, now)
-            st.entries_applied += res.applied
+            # Deferred: the group's rows are written together at commit (or before a request
+            # reads them); applied/duplicate counts are known then.
+            res = store.apply_batch(p.checked or msg, now, defer=True)
+            self._group_results.append(res)
             st.entries_redelivered += res.redelivered
-            st.duplicate_txn_ids += res.duplicate_txn
             key = (lane.store, lane.lane, msg.epoch)
             if res.resend_from is not None:
                 st.gaps += 1
@@ -475,6 +482,7 @@ class Ingest:
             store.save_status(msg)
         elif isinstance(msg, Request):
             handler = self.handlers.get(msg.op)
+            store.flush()  # a transit request may read what this group's batches projected
             if handler is None:
                 replies.append(Reply(lane, msg.corr, False, error=f"unknown operation {msg.op!r}"))
             else:

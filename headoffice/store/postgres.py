@@ -13,17 +13,19 @@ sharing the database with other worker processes demands:
   (server restart, pg_terminate_backend) is opened again at the next group, so the ingest
   process lives on and lanes simply resend what was not acknowledged.
 
-Journal and document rows of a batch are written with one binary COPY each. Measured on the
-2-core dev machine (2026-11-22, 30 transactions of 1,000 journal rows, two runs each, inserts
-only): COPY (FORMAT BINARY) 62,000-84,000 rows/s, executemany (psycopg pipelines it)
-20,000-24,000, INSERT ... SELECT FROM unnest(arrays) 10,000-16,000; with 200-row batches
-31,000-41,000 against 10,500 and 8,500. COPY sends the rows as one stream with no per-row
-statement or parameter parsing. Through the whole store (lock_lanes, apply_batch with its hash
-chain and card-number checks, commit; 40 batches of 1,000 entries) one PostgresStore applied
-22,800-26,400 entries/s where SqliteStore applied 32,500-32,700 in the same run.
-COPY cannot say ON CONFLICT, which is not needed: plan_batch only
-passes entries beyond the lane's locked high-water mark, and a txn_id another worker commits
-concurrently makes the documents COPY fail, the group roll back and the lane resend.
+Rows are written per group, not per batch (BatchWriter.flush): all the journal rows of a group
+with one binary COPY, its documents staged with one binary COPY into a temporary table and
+merged with INSERT ... ON CONFLICT (txn_id) DO NOTHING RETURNING txn_id, which says which
+txn_ids are new. Measured on the 2-core dev machine (2026-11-22, 30 transactions of 1,000
+journal rows, two runs each, inserts only): COPY (FORMAT BINARY) 62,000-84,000 rows/s,
+executemany (psycopg pipelines it) 20,000-24,000, INSERT ... SELECT FROM unnest(arrays)
+10,000-16,000. COPY sends the rows as one stream with no per-row statement or parameter
+parsing; for the documents merge (2026-12-01, groups of 1,800) staging by COPY took half the
+client CPU of unnest() arrays, which psycopg builds in Python. The merge needs no query plan to
+find duplicates (the unique index decides), so it cannot turn into a sequential scan of a table
+that grew faster than autovacuum analyzed it, which is what a SELECT ... = ANY() did. A txn_id
+another worker inserts concurrently waits for that worker's commit and is then skipped;
+documents are merged in txn_id order, so two workers wait for each other without deadlock.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from headoffice.store.base import (
     DocumentRow,
     JournalRow,
     LaneState,
+    PendingWrites,
     StoreError,
     quarantine_fingerprint,
     status_row,
@@ -66,8 +69,14 @@ _JOURNAL_COPY = (
 )
 _JOURNAL_TYPES = ["text", "text", "int8", "int8", "text", "text", "int8"]
 _JOURNAL_TYPES += ["bytea", "bytea", "int8", "int2"]
-_DOCUMENTS_COPY = (
-    "COPY documents (txn_id, store, lane, epoch, seq, kind, ts) FROM STDIN (FORMAT BINARY)"
+# The group's documents are staged in a temporary table of the connection, then merged.
+_DOCUMENTS_STAGE = (
+    "CREATE TEMPORARY TABLE documents_in (txn_id TEXT NOT NULL, store TEXT NOT NULL, "
+    "lane TEXT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, "
+    "ts BIGINT NOT NULL)"
+)
+_DOCUMENTS_STAGE_COPY = (
+    "COPY documents_in (txn_id, store, lane, epoch, seq, kind, ts) FROM STDIN (FORMAT BINARY)"
 )
 _DOCUMENTS_TYPES = ["text", "text", "text", "int8", "int8", "text", "int8"]
 _LANE_COLS = "store, lane, epoch, hwm, last_hash, lane_last_seq, gaps, redelivered"
@@ -139,6 +148,7 @@ class PostgresStore(BatchWriter):
         self._dirty: dict[LaneKey, LaneState] = {}
         self._statuses: dict[tuple[str, str], Status] = {}
         self._counters: dict[str, int] = {}
+        self._pending = PendingWrites()
         self._now = 0
 
     def _open(self) -> psycopg.Connection[tuple[Any, ...]]:
@@ -148,6 +158,7 @@ class PostgresStore(BatchWriter):
             raise StoreError(f"cannot open {self.what}: {exc}") from exc
         try:
             migrate(conn, self.what)
+            conn.execute(_DOCUMENTS_STAGE)
         except psycopg.Error as exc:
             conn.close()
             raise StoreError(f"migrating {self.what}: {exc}") from exc
@@ -191,6 +202,7 @@ class PostgresStore(BatchWriter):
         self._forget()
 
     def _commit(self) -> None:
+        self.flush()
         conn = self.conn
         with conn.cursor() as cur:
             dirty = [self._dirty[k] for k in sorted(self._dirty)]
@@ -227,6 +239,7 @@ class PostgresStore(BatchWriter):
         conn.execute("COMMIT")
 
     def _forget(self) -> None:
+        self._pending.clear()
         self._lanes.clear()
         self._dirty.clear()
         self._statuses.clear()
@@ -318,28 +331,45 @@ class PostgresStore(BatchWriter):
 
     # --- ingest ---------------------------------------------------------------------------
 
-    def apply_batch(self, checked: CheckedBatch | JournalBatch, now_ms: int) -> ApplyResult:
+    def apply_batch(
+        self, checked: CheckedBatch | JournalBatch, now_ms: int, *, defer: bool = False
+    ) -> ApplyResult:
         return self._guard(
-            "applying a batch", lambda: BatchWriter.apply_batch(self, checked, now_ms)
+            "applying a batch",
+            lambda: BatchWriter.apply_batch(self, checked, now_ms, defer=defer),
         )
 
-    def _existing_txn_ids(self, txn_ids: Iterable[str]) -> set[str]:
-        rows = self.conn.execute(
-            "SELECT txn_id FROM documents WHERE txn_id = ANY(%s::text[])", (list(txn_ids),)
-        ).fetchall()
+    def flush(self) -> None:
+        self._guard("writing the group's rows", lambda: BatchWriter.flush(self))
+
+    def _insert_new_documents(self, documents: list[DocumentRow]) -> set[str]:
+        # Staged with a binary COPY, then merged: the unique index decides which are new, with
+        # no plan to choose. (A SELECT ... WHERE txn_id = ANY() first was planned as a
+        # sequential scan while the fast-growing table had no statistics yet, autovacuum
+        # analyzing it a minute later, so each batch read the whole table and a 1000-lane
+        # drain fell from 6,000 to 500 entries/s. Passing the rows as unnest() arrays cost
+        # twice the client CPU of the COPY: psycopg builds array literals in Python.) A txn_id
+        # another worker is inserting meanwhile waits for its commit and is then skipped.
+        if not documents:
+            return set()
+        with self.conn.cursor() as cur:
+            with cur.copy(_DOCUMENTS_STAGE_COPY) as copy:
+                copy.set_types(_DOCUMENTS_TYPES)
+                for row in documents:
+                    copy.write_row(row)
+            rows = cur.execute(
+                "INSERT INTO documents (txn_id, store, lane, epoch, seq, kind, ts) "
+                "SELECT txn_id, store, lane, epoch, seq, kind, ts FROM documents_in "
+                "ORDER BY txn_id ON CONFLICT (txn_id) DO NOTHING RETURNING txn_id"
+            ).fetchall()
+            cur.execute("TRUNCATE documents_in")
         return {r[0] for r in rows}
 
-    def _insert_rows(self, journal: list[JournalRow], documents: list[DocumentRow]) -> None:
-        with self.conn.cursor() as cur:
-            with cur.copy(_JOURNAL_COPY) as copy:
-                copy.set_types(_JOURNAL_TYPES)
-                for row in journal:
-                    copy.write_row(row)
-            if documents:
-                with cur.copy(_DOCUMENTS_COPY) as copy:
-                    copy.set_types(_DOCUMENTS_TYPES)
-                    for drow in documents:
-                        copy.write_row(drow)
+    def _insert_journal(self, journal: list[JournalRow]) -> None:
+        with self.conn.cursor() as cur, cur.copy(_JOURNAL_COPY) as copy:
+            copy.set_types(_JOURNAL_TYPES)
+            for row in journal:
+                copy.write_row(row)
 
     def save_status(self, status: Status) -> None:
         """Buffered and written at commit, in lane order (every worker writes these rows)."""

@@ -18,6 +18,7 @@ from headoffice.store.base import (
     DocumentRow,
     JournalRow,
     LaneState,
+    PendingWrites,
     StoreError,
     quarantine_fingerprint,
     status_row,
@@ -70,6 +71,7 @@ class SqliteStore(BatchWriter):
         self._lanes: dict[tuple[str, str, int], LaneState] = {}
         self._dirty: dict[tuple[str, str, int], LaneState] = {}
         self._counters: dict[str, int] = {}
+        self._pending = PendingWrites()
         self._sql = SqliteSql(self.db)
 
     @property
@@ -86,6 +88,7 @@ class SqliteStore(BatchWriter):
         if not self.db.in_transaction:
             return
         try:
+            self.flush()
             self.db.executemany(
                 "UPDATE lanes SET hwm = ?, last_hash = ?, lane_last_seq = ?, gaps = ?, "
                 "redelivered = ?, last_seen = ? WHERE store = ? AND lane = ? AND epoch = ?",
@@ -119,6 +122,7 @@ class SqliteStore(BatchWriter):
     def rollback(self) -> None:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
+        self._pending.clear()
         self._lanes.clear()
         self._dirty.clear()
         self._counters.clear()
@@ -174,17 +178,23 @@ class SqliteStore(BatchWriter):
 
     # --- ingest ---------------------------------------------------------------------------
 
-    def _insert_rows(self, journal: list[JournalRow], documents: list[DocumentRow]) -> None:
+    def _insert_journal(self, journal: list[JournalRow]) -> None:
         self.db.executemany(
             "INSERT INTO journal (store, lane, epoch, seq, kind, txn_id, ts, body, hash, "
             "received_at, applied) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             journal,
         )
+
+    def _insert_new_documents(self, documents: list[DocumentRow]) -> set[str]:
+        # One writer owns the file, so looking first and inserting the rest cannot race.
+        held = self._existing_txn_ids(d[0] for d in documents)
+        rows = [d for d in documents if d[0] not in held]
         self.db.executemany(
             "INSERT INTO documents (txn_id, store, lane, epoch, seq, kind, ts) "
             "VALUES (?,?,?,?,?,?,?)",
-            documents,
+            rows,
         )
+        return {d[0] for d in rows}
 
     def _existing_txn_ids(self, txn_ids: Iterable[str]) -> set[str]:
         ids = list(txn_ids)

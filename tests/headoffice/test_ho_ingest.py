@@ -8,6 +8,7 @@ and no broker.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -365,3 +366,33 @@ def test_config_load(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"{p}: broker.port: ")
     p.write_text('[database]\npath = "/tmp/x.db"\n')
     assert str(load(p).database) == "/tmp/x.db"
+
+
+def test_group_writes_its_batches_together_and_counts_each_txn_once(
+    ingest: Ingest, backend: Backend
+) -> None:
+    """A group's batches are written together at commit (one documents and one journal
+    statement); a txn_id in two batches of one group, or held from an earlier group, is
+    applied once and counted as a duplicate after that."""
+    sim, other = LaneSim(), LaneSim(LaneId("S002", "L01"), epoch=77)
+    held = sim.add()
+    ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 1)))])
+    shared = str(uuid.uuid4())
+    sim.add(txn_id=shared)  # seq 2
+    sim.add(txn_id=held.txn_id)  # seq 3: already applied in the first group
+    other.add(txn_id=shared)  # the same document journaled by another store's lane
+    other.add()
+    other_topic = TOPICS.topic(other.lane, Channel.JOURNAL)
+    out = ingest.apply_group(
+        [(JOURNAL, codec.encode(sim.batch(2, 3))), (other_topic, codec.encode(other.batch(1, 2)))]
+    )
+    assert sorted((a.lane.store, a.hwm, a.resend_from) for a in out if isinstance(a, Ack)) == [
+        ("S001", 3, None),
+        ("S002", 2, None),
+    ]
+    assert ingest.stats.entries_applied == 3  # seq 1, shared (S001 seq 2), S002 seq 2
+    assert ingest.stats.duplicate_txn_ids == 2  # S001 seq 3, S002 seq 1
+    rows = backend.query("SELECT store, seq, applied FROM journal ORDER BY store, seq")
+    assert rows == [("S001", 1, 1), ("S001", 2, 1), ("S001", 3, 0), ("S002", 1, 0), ("S002", 2, 1)]
+    docs = backend.query("SELECT store, seq FROM documents WHERE txn_id = ?", (shared,))
+    assert docs == [("S001", 2)]
