@@ -158,12 +158,14 @@ def check_document(doc: Any) -> None:
         )
 
 
-# A digit followed by 12 or more digits, spaces or dashes: every card number written in a
-# msgpack string matches (strings are stored verbatim). A card number sent as an integer
-# (find_pan checks those above 10**12) needs more than 32 bits, so msgpack writes it after a
-# uint64 (0xcf) or int64 (0xd3) marker byte. Bodies with neither hold no card number.
-_DIGITS_HINT = re.compile(rb"[0-9][0-9 -]{12,}")
-_INT64_MARKER = re.compile(rb"[\xcf\xd3]")
+# Every card number written in a msgpack string is a run of 13 or more digits, spaces or dashes
+# (strings are stored verbatim). A card number sent as an integer (find_pan checks those above
+# 10**12) needs more than 32 bits, so msgpack writes it after a uint64 (0xcf) or int64 (0xd3)
+# marker byte. A body with neither holds no card number. Both are checked with C-speed bytes
+# operations: translate maps digits, space and dash to "1" and all else to "0", and a run is
+# a substring search; a regex scan over every body cost 8 us a sale, a fifth of ingest's CPU.
+_RUN_TABLE = bytes(0x31 if c in b"0123456789 -" else 0x30 for c in range(256))
+_RUN = b"1" * 13
 
 
 def first_pan_body(
@@ -171,27 +173,38 @@ def first_pan_body(
 ) -> tuple[int, str] | None:
     """(index, field path) of the first msgpack body carrying a card number, or None.
 
-    Head office scans every entry it applies. Two byte scans over the joined bodies (digit
-    runs, 64-bit integer markers) find the few bodies that could hold one; only those are
-    decoded and walked.
+    Head office scans every entry it applies. Two byte checks (a long enough run of digits,
+    a 64-bit integer marker) find the few bodies that could hold one; only those are decoded
+    and walked.
     """
-    joined = b"\0".join(bodies)
+    joined = b"\0".join(bodies)  # NUL maps to "0": no run crosses from one body to the next
     ends = list(accumulate(len(b) + 1 for b in bodies))  # offset just past each body's NUL
-    text_hits = {bisect_right(ends, m.start()) for m in _DIGITS_HINT.finditer(joined)}
-    suspects = text_hits | {bisect_right(ends, m.start()) for m in _INT64_MARKER.finditer(joined)}
+    runs = _hits(joined.translate(_RUN_TABLE), _RUN, ends)
+    suspects = runs | _hits(joined, b"\xcf", ends) | _hits(joined, b"\xd3", ends)
     for i in sorted(suspects):
         body = bodies[i]
         try:
             doc = unpack(body)
         except ProtocolError:
             # Not a document at all: judge the raw bytes, never store a card number.
-            if i in text_hits and looks_like_pan(body.decode("latin-1")):
+            if i in runs and looks_like_pan(body.decode("latin-1")):
                 return i, "$ (undecodable body)"
             continue
         path = find_pan(doc, "$")
         if path is not None:
             return i, path
     return None
+
+
+def _hits(haystack: bytes, needle: bytes, ends: list[int]) -> set[int]:
+    """Indexes of the bodies (ending at `ends`) in which `needle` occurs."""
+    found: set[int] = set()
+    at = haystack.find(needle)
+    while at >= 0:
+        i = bisect_right(ends, at)
+        found.add(i)
+        at = haystack.find(needle, ends[i]) if i < len(ends) else -1  # next body
+    return found
 
 
 def encode_body(doc: dict[str, Any]) -> bytes:
