@@ -45,6 +45,31 @@ def write_toml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def process_cpu_s(pid: int | None) -> float:
+    """User plus system CPU seconds process `pid` has used so far (0 when it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes_named(comm: str) -> list[int]:
+    """Pids whose command name is `comm` (every PostgreSQL backend is "postgres")."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() == comm:
+                    pids.append(int(d.name))
+            except OSError:
+                continue  # ended meanwhile
+    return pids
+
+
 @dataclass
 class Component:
     """One running lanesync process."""
@@ -122,8 +147,7 @@ class Component:
 
     def cpu_s(self) -> float:
         """User plus system CPU seconds the process has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.pid)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         return self._end(signal.SIGTERM, timeout)

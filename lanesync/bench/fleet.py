@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -237,12 +238,23 @@ def run_one(
                 ho.start()
             for ho in hos:
                 ho.wait_notify("STATUS=subscribed", 60)
-            fleet = FleetProcesses(fleet_procs, lanes, link.port)
+            fleet = FleetProcesses(fleet_procs, lanes, link.port, workdir)
             try:
+                cpu = CpuMeter(
+                    {
+                        "headoffice": lambda: sum(h.cpu_s() for h in hos),
+                        "lanes": fleet.cpu_s,
+                        "link": lambda: stack.process_cpu_s(link.pid),
+                        "broker": lambda: stack.process_cpu_s(broker.pid),
+                        "postgres": lambda: sum(
+                            stack.process_cpu_s(p) for p in stack.processes_named("postgres")
+                        ),
+                    }
+                )
                 out = drive(
                     link,
-                    hos,
                     fleet,
+                    cpu,
                     rates=rates,
                     trickle_s=trickle_s,
                     outage_s=outage_s,
@@ -261,8 +273,8 @@ def run_one(
 
 def drive(
     link: LinkProcess,
-    hos: list[stack.Component],
     fleet: FleetProcesses,
+    cpu: CpuMeter,
     *,
     rates: tuple[float, float],
     trickle_s: float,
@@ -283,13 +295,13 @@ def drive(
         raise stack.StackError(f"{still} lanes still connected through a cut link")
     backlog = sum(r["appended"] - r["acked"] for r in after_cut)
     fleet.call("mark")
-    ho_cpu0, fleet_cpu0 = sum(h.cpu_s() for h in hos), fleet.cpu_s()
+    cpu0 = cpu.sample()
     t_back = time.monotonic()
     link.resume()
     fleet.call("sell", rate)  # lanes keep selling while they drain
     drained = fleet.call("drained", drain_timeout_s, True)
     t_drained = max(r["at"] for r in drained)
-    ho_cpu, fleet_cpu = sum(h.cpu_s() for h in hos) - ho_cpu0, fleet.cpu_s() - fleet_cpu0
+    cpu_used = cpu.since(cpu0)
     fleet.call("stop-selling")
     fleet.call("drained", drain_timeout_s, False)  # everything, for the verification
     results = fleet.call("result")
@@ -324,12 +336,28 @@ def drive(
         "drain_lag": lags.summary(t_back, t_drained),
         "backlog_lag": lags.summary(t_cut, t_back),
         "entries": len(lags.appended),
-        "headoffice_cpu_s_in_drain": round(ho_cpu, 2),
-        "fleet_cpu_s_in_drain": round(fleet_cpu, 2),
+        # Where the machine's CPU went during the drain (of drain_s x cpus available): head
+        # office; the simulated lanes; the relay standing for the WAN link; the broker; and
+        # every PostgreSQL process on the machine.
+        "cpu_s_in_drain": cpu_used,
+        "cpu_s_available_in_drain": round(drain_s * (os.cpu_count() or 1), 2),
         "fleet_processes": len(results),
         "lane_stats": stats,
         "confirmed": [c for r in results for c in r["confirmed"]],
     }
+
+
+class CpuMeter:
+    """CPU seconds of named parts of the run, sampled together."""
+
+    def __init__(self, parts: dict[str, Callable[[], float]]) -> None:
+        self.parts = parts
+
+    def sample(self) -> dict[str, float]:
+        return {name: read() for name, read in self.parts.items()}
+
+    def since(self, before: dict[str, float]) -> dict[str, float]:
+        return {name: round(v - before[name], 2) for name, v in self.sample().items()}
 
 
 class FleetProcesses:
@@ -338,7 +366,7 @@ class FleetProcesses:
     for all of them. Monotonic clocks are shared by processes on one machine, so their
     timestamps compare."""
 
-    def __init__(self, procs: int, lanes: int, port: int) -> None:
+    def __init__(self, procs: int, lanes: int, port: int, workdir: Path) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conns: list[Connection] = []
         self._procs: list[BaseProcess] = []
@@ -347,7 +375,7 @@ class FleetProcesses:
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_fleet_process,
-                args=(child, first, min(per, lanes - first), port, i + 1),
+                args=(child, first, min(per, lanes - first), port, i + 1, workdir),
                 name=f"fleet-{i + 1}",
             )
             proc.start()
@@ -367,11 +395,7 @@ class FleetProcesses:
         return out
 
     def cpu_s(self) -> float:
-        total = 0.0
-        for proc in self._procs:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        return sum(stack.process_cpu_s(proc.pid) for proc in self._procs)
 
     def close(self) -> None:
         for conn in self._conns:
@@ -386,7 +410,17 @@ class FleetProcesses:
             conn.close()
 
 
-def _fleet_process(conn: Connection, first: int, lanes: int, port: int, seed: int) -> None:
+def _fleet_process(
+    conn: Connection, first: int, lanes: int, port: int, seed: int, workdir: Path
+) -> None:
+    # A thousand lanes losing their link log thousands of lines (paho's socket errors, each
+    # lane's reconnect and resend); they go to fleet-N.log beside head office's logs, so the
+    # bench's own stderr (progress, errors) stays readable.
+    logging.basicConfig(
+        filename=workdir / f"fleet-{seed}.log",
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         asyncio.run(_fleet_steps(conn, first, lanes, port, seed))
     except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it there
@@ -496,6 +530,10 @@ class LinkProcess:
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
             self._proc = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def _signal(self, sig: signal.Signals) -> None:
         assert self._proc is not None
