@@ -7,12 +7,13 @@ The PKI is made once per session; each test gets its own broker and ACL file.
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pki import DAY, Ca
-from sec_helpers import STORES, Pki, tls_listener
+from sec_helpers import PASSWORDS, STORES, Pki, mosquitto_passwd, tls_listener
 
 from lanesync.broker import MosquittoBroker
 from lanesync.cli import main
@@ -46,3 +47,27 @@ def tls_broker(
     broker_factory: Callable[..., MosquittoBroker], pki: Pki, acl_file: Path
 ) -> MosquittoBroker:
     return broker_factory(extra_config=tls_listener(pki, acl_file))
+
+
+@pytest.fixture
+def password_broker(
+    tmp_path: Path, broker_factory: Callable[..., MosquittoBroker], pki: Pki, acl_file: Path
+) -> MosquittoBroker:
+    """TLS (server certificate only), a password_file with PASSWORDS, and the ACL."""
+    users = tmp_path / "mosquitto.passwd"
+    for i, (user, pw) in enumerate(PASSWORDS.items()):
+        create = ["-c"] if i == 0 else []
+        subprocess.run(
+            [mosquitto_passwd(), *create, "-b", str(users), user, pw],
+            check=True,
+            capture_output=True,
+        )
+    return broker_factory(
+        extra_config=[
+            f"certfile {pki.server.cert}",
+            f"keyfile {pki.server.key}",
+            f"password_file {users}",
+            f"acl_file {acl_file}",
+            "allow_anonymous false",
+        ]
+    )

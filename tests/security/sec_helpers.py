@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import aiomqtt
 import msgpack
+import pytest
 from pki import Ca, Issued
 
 from agent import config as agent_config
@@ -110,3 +112,32 @@ def batch(lane: LaneId, n: int, epoch: int = 7) -> JournalBatch:
         )
         prev = entries[-1].hash
     return JournalBatch(lane, epoch, genesis(lane, epoch), entries)
+
+
+# Per-store passwords for Mosquitto's password_file (the `password_broker` fixture).
+PASSWORDS = {"store-S001": "lane pw S001", "store-S002": "lane pw S002", "headoffice": "ho pw"}
+
+
+def mosquitto_passwd() -> str:
+    found = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not Path(found).exists():
+        pytest.fail("mosquitto_passwd is missing: it ships in Debian's mosquitto package")
+    return found
+
+
+def secret_file(tmp_path: Path, user: str, password: str) -> str:
+    path = tmp_path / f"{user}.pw"
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def broker_keys(tmp_path: Path, broker: MosquittoBroker, pki: Pki, user: str) -> dict[str, Any]:
+    """[broker] keys for `user` logging in with its password over TLS (server cert only)."""
+    return {
+        "port": broker.port,
+        "keepalive": 2,
+        "ca_file": str(pki.ca.cert_path),
+        "username": user,
+        "password_file": secret_file(tmp_path, user, PASSWORDS[user]),
+    }

@@ -4,15 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import pytest
-from sec_helpers import Pki, client
+from sec_helpers import PASSWORDS, Pki, broker_keys, client
 
 from agent import config as agent_config
 from agent.config import AgentConfig
@@ -22,55 +18,6 @@ from headoffice import config as ho_config
 from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
 from protocol.brokerconn import TlsConfig
-
-PASSWORDS = {"store-S001": "lane pw S001", "store-S002": "lane pw S002", "headoffice": "ho pw"}
-
-
-def mosquitto_passwd() -> str:
-    found = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    if not Path(found).exists():
-        pytest.fail("mosquitto_passwd is missing: it ships in Debian's mosquitto package")
-    return found
-
-
-@pytest.fixture
-def password_broker(
-    tmp_path: Path, broker_factory: Callable[..., MosquittoBroker], pki: Pki, acl_file: Path
-) -> MosquittoBroker:
-    users = tmp_path / "mosquitto.passwd"
-    for i, (user, pw) in enumerate(PASSWORDS.items()):
-        create = ["-c"] if i == 0 else []
-        subprocess.run(
-            [mosquitto_passwd(), *create, "-b", str(users), user, pw],
-            check=True,
-            capture_output=True,
-        )
-    return broker_factory(
-        extra_config=[
-            f"certfile {pki.server.cert}",
-            f"keyfile {pki.server.key}",
-            f"password_file {users}",
-            f"acl_file {acl_file}",
-            "allow_anonymous false",
-        ]
-    )
-
-
-def secret_file(tmp_path: Path, user: str, password: str) -> str:
-    path = tmp_path / f"{user}.pw"
-    path.write_text(password + "\n")
-    path.chmod(0o600)
-    return str(path)
-
-
-def broker_keys(tmp_path: Path, broker: MosquittoBroker, pki: Pki, user: str) -> dict[str, Any]:
-    return {
-        "port": broker.port,
-        "keepalive": 2,
-        "ca_file": str(pki.ca.cert_path),
-        "username": user,
-        "password_file": secret_file(tmp_path, user, PASSWORDS[user]),
-    }
 
 
 async def test_lane_logs_in_with_its_password_file(
