@@ -58,4 +58,21 @@ def as_worker(
             "every worker would receive and apply every batch"
         )
     broker = dataclasses.replace(cfg.broker, client_id=f"{cfg.broker.client_id}-w{n}")
-    return dataclasses.replace(cfg, broker=broker)
+    # Workers share one config file: worker N listens N - 1 ports up, so they do not fight for
+    # the status page's and metrics' ports (and Prometheus scrapes each worker's own counters).
+    ops = cfg.ops
+    page = dataclasses.replace(ops.status_page, listen=_shift(ops.status_page.listen, n - 1))
+    metrics = dataclasses.replace(ops.metrics, listen=_shift(ops.metrics.listen, n - 1))
+    ops = dataclasses.replace(ops, status_page=page, metrics=metrics)
+    return dataclasses.replace(cfg, broker=broker, ops=ops)
+
+
+def _shift(listen: str | None, by: int) -> str | None:
+    if listen is None or by == 0:
+        return listen
+    host, _, port = listen.rpartition(":")
+    if int(port) == 0:
+        return listen  # any free port
+    if int(port) + by > 65535:
+        raise ConfigError(f"--worker: {listen} + {by} is beyond port 65535")
+    return f"{host}:{int(port) + by}"

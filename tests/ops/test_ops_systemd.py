@@ -17,7 +17,11 @@ from headoffice import config as ho_config
 from headoffice import opsconfig as ho_opsconfig
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
-UNITS = ["lanesync-agent.service", "lanesync-headoffice.service"]
+UNITS = [
+    "lanesync-agent.service",
+    "lanesync-headoffice.service",
+    "lanesync-headoffice-worker@.service",
+]
 
 
 def _unit(name: str) -> dict[str, list[str]]:
@@ -55,6 +59,14 @@ def test_agent_reaches_only_input_and_serial_devices() -> None:
     assert s["SupplementaryGroups"] == ["input dialout"]
     assert "PrivateDevices" not in s  # it would hide the scanners
     assert "DeviceAllow" not in _unit("lanesync-headoffice.service")
+
+
+def test_worker_template_runs_worker_i_of_the_shared_config() -> None:
+    s = _unit("lanesync-headoffice-worker@.service")
+    assert s["ExecStart"][0].endswith("--config /etc/lanesync/headoffice.toml --worker %i")
+    rest = {k: v for k, v in s.items() if k != "ExecStart"}
+    single = _unit("lanesync-headoffice.service")
+    assert rest == {k: v for k, v in single.items() if k != "ExecStart"}  # same hardening
 
 
 def test_sysusers_and_tmpfiles() -> None:
