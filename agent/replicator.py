@@ -183,11 +183,7 @@ class Replicator:
         except* (aiomqtt.MqttError, OSError) as eg:
             failure = "; ".join(str(e) for e in eg.exceptions)
         except* AttributeError as eg:
-            races, bugs = eg.split(brokerconn.is_client_socket_race)
-            if bugs is not None:
-                raise bugs from None
-            assert races is not None
-            race = "; ".join(f"socket closed under the client ({e})" for e in races.exceptions)
+            race = brokerconn.socket_race_failure(eg)
             failure = f"{failure}; {race}" if failure else race
         finally:
             self._client = None

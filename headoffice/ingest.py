@@ -233,14 +233,8 @@ class Ingest:
             # process's life until each reconnect waits up to 15 s.
             log.warning("head office: broker connection lost (%s); reconnecting", eg.exceptions[0])
         except* AttributeError as eg:
-            races, bugs = eg.split(brokerconn.is_client_socket_race)
-            if bugs is not None:
-                raise bugs from None
-            assert races is not None
             # retried by _run like any failed connection
-            raise aiomqtt.MqttError(
-                f"socket closed under the client ({races.exceptions[0]})"
-            ) from None
+            raise aiomqtt.MqttError(brokerconn.socket_race_failure(eg)) from None
         finally:
             self.stats.connected = False
 
@@ -482,10 +476,10 @@ class Ingest:
             store.save_status(msg)
         elif isinstance(msg, Request):
             handler = self.handlers.get(msg.op)
-            store.flush()  # a transit request may read what this group's batches projected
             if handler is None:
                 replies.append(Reply(lane, msg.corr, False, error=f"unknown operation {msg.op!r}"))
             else:
+                store.flush()  # a transit request may read what this group's batches projected
                 replies.append(handler(store, msg, now))
 
     def _quarantine(

@@ -234,3 +234,13 @@ def is_client_socket_race(exc: BaseException) -> bool:
         tb = tb.tb_next
     path = tb.tb_frame.f_code.co_filename
     return any(lib in path for lib in _CLIENT_LIBRARIES)
+
+
+def socket_race_failure(group: BaseExceptionGroup[AttributeError]) -> str:
+    """What a group of AttributeErrors caught around an MQTT session means as a link failure;
+    raises the group of those that are not the client's socket race (bugs stay bugs)."""
+    races, bugs = group.split(is_client_socket_race)
+    if bugs is not None:
+        raise bugs
+    assert races is not None
+    return "; ".join(f"socket closed under the client ({e})" for e in races.exceptions)

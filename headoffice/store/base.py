@@ -181,7 +181,6 @@ class _PendingEntry:
 
     row: JournalRow  # `applied` (the last field) is decided at flush
     entry: Entry
-    lane: LaneId
     candidate: bool  # the group's first entry with this txn_id
     result: ApplyResult
 
@@ -267,7 +266,7 @@ class BatchWriter:
                         e.ts,
                     )
                 row = (store, lane, epoch, e.seq, e.kind, e.txn_id, e.ts, e.body, e.hash, now_ms, 0)
-                pending.entries.append(_PendingEntry(row, e, batch.lane, candidate, res))
+                pending.entries.append(_PendingEntry(row, e, candidate, res))
             last = plan.new[-1]
             state.hwm, state.last_hash = last.seq, last.hash
             if not defer:
@@ -304,7 +303,7 @@ class BatchWriter:
                 pe.result.duplicate_txn += 1
         self._insert_journal(rows)
         for pe in projected:
-            if transit_projection.apply_entry(self.sql, pe.lane, pe.entry) is not None:
+            if transit_projection.apply_entry(self.sql, pe.result.lane, pe.entry) is not None:
                 self._count("transit_projection_errors")
         self._count("entries_applied", applied)
         self._count("duplicate_txn_ids", len(rows) - applied)
