@@ -40,7 +40,7 @@ def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
 
 
 def test_certificate_expiry_ok_warn_and_fail(tmp_path: Path, pki: Pki) -> None:
-    ok = by_name(doctor.check_certificates(lane_with(tmp_path, pki, pki.clients["store-S001"])))
+    ok = by_name(doctor.check_certificates(lane_with(tmp_path, pki, pki.clients["store-S001.L1"])))
     assert set(ok) == {"certificate broker.ca_file", "certificate broker.cert_file"}
     assert all(c.outcome == "ok" for c in ok.values()), ok
     assert "valid until" in ok["certificate broker.cert_file"].found
@@ -70,7 +70,7 @@ def test_plain_mqtt_with_a_password_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_world_readable_key_is_a_warning(tmp_path: Path, pki: Pki) -> None:
-    src = pki.clients["store-S001"]
+    src = pki.clients["store-S001.L1"]
     key = tmp_path / "store.key"
     shutil.copy(src.key, key)
     key.chmod(0o644)
@@ -87,7 +87,7 @@ def test_wrong_key_is_one_failed_certificate_check(
     tmp_path: Path, pki: Pki, capsys: object
 ) -> None:
     toml = tmp_path / "agent.toml"
-    s1, s2 = pki.clients["store-S001"], pki.clients["store-S002"]
+    s1, s2 = pki.clients["store-S001.L1"], pki.clients["store-S002.L1"]
     toml.write_text(
         'store = "S001"\nlane = "L1"\n[broker]\n'
         f'ca_file = "{pki.ca.cert_path}"\ncert_file = "{s1.cert}"\nkey_file = "{s2.key}"\n'
