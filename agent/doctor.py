@@ -292,10 +292,12 @@ def _skew_check(reply: Reply, sent: float, received: float) -> Check:
     if not reply.ok or "now_ms" not in reply.result:
         return Check("clock", "warn", f"head office refused the time request: {reply.error}", "")
     skew = float(reply.result["now_ms"]) / 1000 - (sent + received) / 2
-    found = (
-        f"this box is {abs(skew):.1f}s {'behind' if skew > 0 else 'ahead of'} head office "
-        f"(round trip {received - sent:.2f}s)"
-    )
+    return _skew_verdict(skew, f" (round trip {received - sent:.2f}s)")
+
+
+def _skew_verdict(skew: float, how: str) -> Check:
+    """Head office's clock minus ours, `skew` seconds, judged; `how` says how it was measured."""
+    found = f"this box is {abs(skew):.1f}s {'behind' if skew > 0 else 'ahead of'} head office{how}"
     fix = (
         "Turn on time sync: `timedatectl set-ntp true`, and check that the NTP server is "
         "reachable (`timedatectl timesync-status`). Sales carry this box's time."
@@ -492,8 +494,38 @@ def run(config_path: str, *, network: bool = True, timeout: float = 5.0) -> list
     for step in steps:
         checks += step()
     if network:
-        checks += asyncio.run(check_broker_and_clock(cfg, timeout))
+        live = read_live(live_path(cfg.journal_path))
+        checks += (
+            asyncio.run(check_broker_and_clock(cfg, timeout))
+            if live is None
+            else running_agent_link(cfg, live)
+        )
     return checks
+
+
+def running_agent_link(cfg: AgentConfig, live: dict[str, Any]) -> list[Check]:
+    """The broker link and clock as the running agent sees them, instead of a second login.
+
+    The broker makes a lane's identity its client id (use_username_as_clientid), so a login
+    of ours would close the agent's session, and the agent's reconnect would close ours."""
+    b = live.get("broker", {})
+    where = f"{cfg.broker.host}:{cfg.broker.port}"
+    error = b.get("last_error") or "no error yet"
+    link = (
+        Check("broker", "ok", f"the running agent is connected and logged in to {where}")
+        if b.get("connected")
+        else Check(
+            "broker",
+            "fail",
+            f"the running agent is not connected to {where}: {error}",
+            "Fix what the error names; `lanesync status` shows the link, and "
+            "`systemctl stop lanesync-agent` then `lanesync doctor` tests the login itself.",
+        )
+    )
+    skew = live.get("counters", {}).get("clock_skew_s")
+    if skew is None:
+        return [link, Check("clock", "warn", "the running agent has not measured it yet", "")]
+    return [link, _skew_verdict(float(skew), " (the running agent's last measurement)")]
 
 
 def render(checks: list[Check]) -> str:

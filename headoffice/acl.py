@@ -1,37 +1,77 @@
-"""`lanesync headoffice acl`: the Mosquitto ACL that keeps each store to its own topics.
+"""`lanesync headoffice acl`: the Mosquitto ACL that keeps each lane to its own topics.
 
-Every store has one broker identity, shared by its lanes (user `store-<id>`: the CN of its client
-certificate with `use_identity_as_username true`, or a password-file user). The ACL lets that user
-write only its own lanes' journal, hello, status (retained, and the last will) and request
-topics, and read only its own acks and replies; head office reads those channels of every store
-and writes acks and replies. Nothing else is granted: Mosquitto denies what an acl_file does not
-list (mosquitto.conf(5), acl_file), and on MQTT 3.1.1 drops a denied publish without telling the
-publisher, so a store cannot even probe another's topics.
+Every lane has its own broker identity, user `store-<store>.<lane>` (`store-S001.L1`): the CN
+of its client certificate (with `use_identity_as_username true`) or a password-file user. It
+may write only its own journal, hello, status (retained, and the last will) and request topics
+and read only its own acks and replies. A store hub's bridge has one identity for its whole
+store, user `store-<store>` (`--stores`), with the same rights over all of that store's lanes.
+Head office reads those channels of every lane and writes acks and replies. Nothing else is
+granted: Mosquitto denies what an acl_file does not list (mosquitto.conf(5), acl_file), and on
+MQTT 3.1.1 drops a denied publish without telling the publisher, so a lane cannot even probe
+another's topics.
 
-The ACL is one block per store, written from the chain's store list, sorted, so the same list
-always gives the same file (diffable, reviewable). Mosquitto rereads acl_file on SIGHUP.
+The ACL decides what an identity may touch, not which MQTT client id it may take: Mosquitto's
+ACL does not bind client ids, and a second connection with a connected client's id closes the
+first (session takeover). On the listener the stores reach, `use_username_as_clientid true`
+makes the broker replace whatever client id a client sends with its user (mosquitto.conf(5);
+src/handle_connect.c in 2.0.11 does it after the certificate's CN became the user, for both
+login kinds), so an identity can only ever hold its own session. That is why each lane needs
+its own identity (lanes sharing one would take turns kicking each other off), and why head
+office's workers, which share one identity with different client ids
+(`lanesync-headoffice-wN`), log in on a listener of their own that no store identity can log
+in on (systemd/mosquitto-headoffice.example.conf). A store or lane user must therefore never
+equal one of head office's client ids: users starting with `lanesync-` are refused.
+
+The ACL is one block per identity, written from the chain's lane and store lists, sorted, so
+the same lists always give the same file (diffable, reviewable). Mosquitto rereads acl_file on
+SIGHUP.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from protocol.errors import LanesyncError, ProtocolError
-from protocol.identity import DEFAULT_PREFIX, SEGMENT_RE, Channel, check_prefix, check_segment
+from protocol.identity import (
+    DEFAULT_PREFIX,
+    SEGMENT_RE,
+    Channel,
+    LaneId,
+    check_prefix,
+)
 from protocol.version import VERSION
+
+T = TypeVar("T")
 
 DEFAULT_USER_PREFIX = "store-"
 DEFAULT_HEADOFFICE_USER = "headoffice"
+# A lane's user is prefix + store + this + lane: '.' is in no store or lane id nor in the
+# prefix, so a user names exactly one lane (with '-', store 'S-1' lane 'L1' and store 'S' lane
+# '1-L1' would share one identity).
+LANE_SEPARATOR = "."
+# X.509's upper bound for a Common Name (RFC 5280, ub-common-name): a longer user could not be
+# a certificate's CN, so it is refused for both login kinds alike.
+MAX_USER = 64
+# Where lanesync's own client ids live (lanesync-headoffice, lanesync-headoffice-wN, a lane's
+# lanesync-S001-L1): on the stores' listener a user IS a client id.
+RESERVED_USER_PREFIX = "lanesync-"
 
 # What a lane (and `lanesync doctor`, with the same identity) does on the wire.
 LANE_WRITES = (Channel.JOURNAL, Channel.HELLO, Channel.STATUS, Channel.REQUEST)
 LANE_READS = (Channel.ACK, Channel.REPLY)
+
+# In a store list FILE a comment starts with '#' at the start of a line or after a space or
+# tab; a '#' anywhere else is part of an id, which then is refused ('S#' is not a store id).
+_COMMENT = re.compile(r"(?:^|[ \t])#")
+_SEGMENT_RULE = "1-32 characters of A-Z a-z 0-9 _ - (a topic segment: no '/', '+', '#' or space)"
 
 
 class AclError(LanesyncError):
@@ -40,63 +80,119 @@ class AclError(LanesyncError):
 
 @dataclass(frozen=True, slots=True)
 class AclSpec:
-    stores: tuple[str, ...]
+    """What the ACL grants: store-wide identities (store hubs) and per-lane identities."""
+
+    stores: tuple[str, ...] = ()
     prefix: str = DEFAULT_PREFIX
     user_prefix: str = DEFAULT_USER_PREFIX
     headoffice_user: str = DEFAULT_HEADOFFICE_USER
+    lanes: tuple[LaneId, ...] = ()
 
     def store_user(self, store: str) -> str:
+        """The identity of a store's hub: all of the store's lanes' topics."""
         return f"{self.user_prefix}{store}"
 
+    def lane_user(self, lane: LaneId) -> str:
+        """The identity of one lane: its own topics only (and its broker client id)."""
+        return f"{self.user_prefix}{lane.store}{LANE_SEPARATOR}{lane.lane}"
 
-def parse_store_lines(lines: Iterable[str], source: str, unit: str = "line") -> list[str]:
-    """Store ids, one a line; `#` starts a comment; blank lines are skipped.
 
-    A CSV export works too: only the first comma-separated column is read. Errors say
-    "`source` `unit` N" (stores.txt line 5, --stores item 2).
-    """
-    stores: list[str] = []
-    seen: dict[str, int] = {}
+# --- reading the lists ------------------------------------------------------------------------
+
+
+def _segment(value: str, what: str) -> str:
+    if not SEGMENT_RE.fullmatch(value):
+        hint = (
+            "; in a file, '#' starts a comment only at the start of a line or after a space"
+            if "#" in value
+            else ""
+        )
+        raise ProtocolError(f"{value!r} is not a valid {what}: {_SEGMENT_RULE}{hint}")
+    return value
+
+
+def store_id(value: str) -> str:
+    """A store id as `--stores` takes it; ProtocolError says why not."""
+    return _segment(value, "store id")
+
+
+def lane_id(value: str) -> LaneId:
+    """A lane as `--lanes` takes it, STORE/LANE (S001/L1); ProtocolError says why not."""
+    store, sep, lane = value.partition("/")
+    if not sep:
+        raise ProtocolError(f"{value!r} is not a lane: write it STORE/LANE, e.g. S001/L1")
+    try:
+        return LaneId(_segment(store, "store id"), _segment(lane, "lane id"))
+    except ProtocolError as exc:
+        raise ProtocolError(f"{value!r}: {exc.reason}") from None
+
+
+def _file_values(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
+    """(line number, id) from a file: comments and blank lines skipped, first CSV column."""
     for number, line in enumerate(lines, 1):
-        value = line.split("#", 1)[0].split(",", 1)[0].strip()
-        if not value:
-            continue
+        comment = _COMMENT.search(line)
+        text = line[: comment.start()] if comment else line
+        value = text.split(",", 1)[0].strip()
+        if value:
+            yield number, value
+
+
+def parse_ids(
+    values: Iterable[tuple[int, str]], check: Callable[[str], T], source: str, unit: str
+) -> list[T]:
+    """Check each (number, text) with `check`; errors say "`source` `unit` N" and refuse
+    duplicates (stores.txt line 5, --stores item 2)."""
+    ids: list[T] = []
+    seen: dict[T, int] = {}
+    for number, value in values:
         try:
-            check_segment(value, "store")
+            item = check(value)
         except ProtocolError as exc:
-            raise AclError(f"{source} {unit} {number}: {exc}") from None
-        if value in seen:
-            raise AclError(
-                f"{source} {unit} {number}: store {value!r} is already on {unit} {seen[value]}"
-            )
-        seen[value] = number
-        stores.append(value)
-    if not stores:
-        raise AclError(f"{source}: no store ids")
-    return stores
+            raise AclError(f"{source} {unit} {number}: {exc.reason}") from None
+        if item in seen:
+            raise AclError(f"{source} {unit} {number}: {value!r} is already on {unit} {seen[item]}")
+        seen[item] = number
+        ids.append(item)
+    if not ids:
+        raise AclError(f"{source}: no ids")
+    return ids
 
 
-def read_stores(arg: str) -> list[str]:
-    """`--stores`: an existing file, '-' for stdin, a comma-separated list (S001,S002) or one id.
+def read_ids(arg: str, option: str, check: Callable[[str], T]) -> list[T]:
+    """`--stores`/`--lanes`: an existing file, '-' for stdin, a comma-separated list or one id.
 
-    Without a comma, anything with '/' or '.' is taken as a file name: store ids contain
-    neither, so a mistyped path is reported as a missing file, not as a bad store id.
+    Only files (and stdin) have comments. An argument that is no existing file is a list,
+    unless it looks like a path (a '.', a leading '/', or more than one '/'; ids contain no
+    '.' and a lane has one '/'): a mistyped path is then reported as a missing file, not as a
+    bad id.
     """
     if arg == "-":
-        return parse_store_lines(sys.stdin, "<stdin>")
-    if os.path.exists(arg) or ("," not in arg and ("/" in arg or "." in arg)):
+        return parse_ids(_file_values(sys.stdin), check, "<stdin>", "line")
+    looks_like_path = "," not in arg and ("." in arg or arg.startswith("/") or arg.count("/") > 1)
+    if os.path.exists(arg) or looks_like_path:
         try:
             text = Path(arg).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise AclError(f"--stores: no such file {arg}") from None
+            raise AclError(f"{option}: no such file {arg}") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise AclError(f"--stores: cannot read {arg}: {exc}") from None
-        return parse_store_lines(text.splitlines(), arg)
-    items = arg.split(",")
+            raise AclError(f"{option}: cannot read {arg}: {exc}") from None
+        return parse_ids(_file_values(text.splitlines()), check, arg, "line")
+    items = [item.strip() for item in arg.split(",")]
     for i, item in enumerate(items, 1):
-        if not item.strip():
-            raise AclError(f"--stores: item {i} of {arg!r} is empty")
-    return parse_store_lines(items, "--stores", "item")
+        if not item:
+            raise AclError(f"{option}: item {i} of {arg!r} is empty")
+    return parse_ids(enumerate(items, 1), check, option, "item")
+
+
+def read_stores(arg: str) -> list[str]:
+    return read_ids(arg, "--stores", store_id)
+
+
+def read_lanes(arg: str) -> list[LaneId]:
+    return read_ids(arg, "--lanes", lane_id)
+
+
+# --- the ACL ----------------------------------------------------------------------------------
 
 
 def check_spec(spec: AclSpec) -> None:
@@ -112,35 +208,63 @@ def check_spec(spec: AclSpec) -> None:
         raise AclError(
             f"--headoffice-user: {spec.headoffice_user!r} is not 1-32 characters of A-Z a-z 0-9 _ -"
         )
-    clash = [s for s in spec.stores if spec.store_user(s) == spec.headoffice_user]
-    if clash:
-        raise AclError(
-            f"--stores: store {clash[0]!r} would get head office's user "
-            f"{spec.headoffice_user!r}; use --user-prefix or another --headoffice-user"
-        )
+    if not spec.stores and not spec.lanes:
+        raise AclError("give --lanes (each lane's identity) and/or --stores (store hubs)")
+    users = [("--stores", s, spec.store_user(s)) for s in spec.stores]
+    users += [("--lanes", str(lane), spec.lane_user(lane)) for lane in spec.lanes]
+    for option, entry, user in users:
+        if user == spec.headoffice_user:
+            raise AclError(
+                f"{option}: {entry!r} would get head office's user {spec.headoffice_user!r}; "
+                "use --user-prefix or another --headoffice-user"
+            )
+        if user.startswith(RESERVED_USER_PREFIX):
+            raise AclError(
+                f"{option}: {entry!r} would get user {user!r}: a user starting with "
+                f"{RESERVED_USER_PREFIX!r} could be head office's client id on the stores' "
+                "listener (use_username_as_clientid); use another --user-prefix"
+            )
+        if len(user) > MAX_USER:
+            raise AclError(
+                f"{option}: {entry!r} would get user {user!r}, {len(user)} characters; a "
+                f"certificate's CN holds at most {MAX_USER}: use a shorter --user-prefix or id"
+            )
 
 
 def render(spec: AclSpec) -> str:
-    """The acl_file text: a header saying how it was made, head office, then each store."""
+    """The acl_file text: a header saying how it was made, head office, then per store its
+    hub identity (if any) and its lanes' identities."""
     check_spec(spec)
     p = spec.prefix
+    lanes_of: dict[str, list[LaneId]] = {}
+    for lane in spec.lanes:
+        lanes_of.setdefault(lane.store, []).append(lane)
     lines = [
         f"# Mosquitto acl_file written by `lanesync headoffice acl` (lanesync {VERSION}).",
-        "# Do not edit: regenerate it from the store list and send mosquitto a SIGHUP.",
-        f"# topic prefix {p!r}, {len(spec.stores)} stores, store users "
-        f"'{spec.user_prefix}<store>', head office user {spec.headoffice_user!r}.",
-        "# Each store's user (its client certificate's CN, with use_identity_as_username, or",
-        "# its password-file user) writes only its own lanes' journal/hello/status/request",
-        "# topics and reads only its own acks and replies. Anything not listed is denied.",
+        "# Do not edit: regenerate it from the lane and store lists and send mosquitto a SIGHUP.",
+        f"# topic prefix {p!r}, {len(spec.lanes)} lane identities "
+        f"'{spec.user_prefix}<store>{LANE_SEPARATOR}<lane>', {len(spec.stores)} store hub "
+        f"identities '{spec.user_prefix}<store>', head office user {spec.headoffice_user!r}.",
+        "# Each identity (a client certificate's CN, with use_identity_as_username, or a",
+        "# password-file user) writes only its own lane's (a hub: its store's lanes')",
+        "# journal/hello/status/request topics and reads only their acks and replies.",
+        "# Anything not listed is denied. On the stores' listener use_username_as_clientid",
+        "# makes each identity its own client id (systemd/mosquitto-headoffice.example.conf).",
         "",
         f"user {spec.headoffice_user}",
     ]
     lines += [f"topic read {p}/+/+/{ch.value}" for ch in LANE_WRITES]
     lines += [f"topic write {p}/+/+/{ch.value}" for ch in LANE_READS]
-    for store in sorted(spec.stores):
-        lines += ["", f"user {spec.store_user(store)}"]
-        lines += [f"topic write {p}/{store}/+/{ch.value}" for ch in LANE_WRITES]
-        lines += [f"topic read {p}/{store}/+/{ch.value}" for ch in LANE_READS]
+    hubs = set(spec.stores)
+    for store in sorted(hubs | lanes_of.keys()):
+        if store in hubs:
+            lines += ["", f"user {spec.store_user(store)}"]
+            lines += [f"topic write {p}/{store}/+/{ch.value}" for ch in LANE_WRITES]
+            lines += [f"topic read {p}/{store}/+/{ch.value}" for ch in LANE_READS]
+        for lane in sorted(lanes_of.get(store, []), key=lambda lane: lane.lane):
+            lines += ["", f"user {spec.lane_user(lane)}"]
+            lines += [f"topic write {p}/{lane}/{ch.value}" for ch in LANE_WRITES]
+            lines += [f"topic read {p}/{lane}/{ch.value}" for ch in LANE_READS]
     return "\n".join(lines) + "\n"
 
 
@@ -160,6 +284,15 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
+# --- the command ------------------------------------------------------------------------------
+
+_LIST_HELP = (
+    "A FILE has one id a line ('-': stdin); a CSV export works (only the first column is "
+    "read); '#' starts a comment at the start of a line or after a space or tab, and is refused "
+    "anywhere else. Or a comma-separated list (no comments)."
+)
+
+
 def register(headoffice: argparse.ArgumentParser) -> None:
     """Add `acl` under `lanesync headoffice`, which keeps running head office without one."""
     sub = headoffice.add_subparsers(
@@ -167,20 +300,28 @@ def register(headoffice: argparse.ArgumentParser) -> None:
     )
     p = sub.add_parser(
         "acl",
-        help="write the Mosquitto ACL that keeps each store to its own topics",
+        help="write the Mosquitto ACL that keeps each lane to its own topics",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=_LIST_HELP + " Example: lanesync headoffice acl --lanes lanes.txt --stores S017 "
+        "-o /etc/mosquitto/lanesync.acl",
+    )
+    p.add_argument(
+        "--lanes",
+        metavar="FILE_OR_LIST",
+        help="lanes that connect to head office's broker themselves, STORE/LANE "
+        "(S001/L1,S001/L2): each gets user <user-prefix>STORE.LANE",
     )
     p.add_argument(
         "--stores",
-        required=True,
         metavar="FILE_OR_LIST",
-        help="file with one store id a line ('-': stdin), or S001,S002,...",
+        help="stores whose lanes reach head office through a store hub (S001,S002): the "
+        "hub's bridge gets user <user-prefix>STORE for all of the store's lanes",
     )
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix ({DEFAULT_PREFIX})")
     p.add_argument(
         "--user-prefix",
         default=DEFAULT_USER_PREFIX,
-        help=f"a store's broker user is this + its id ({DEFAULT_USER_PREFIX!r}; '' for the id)",
+        help=f"users start with this ({DEFAULT_USER_PREFIX!r}; '' for none)",
     )
     p.add_argument(
         "--headoffice-user",
@@ -194,17 +335,18 @@ def register(headoffice: argparse.ArgumentParser) -> None:
 def cmd_acl(args: argparse.Namespace) -> int:
     try:
         spec = AclSpec(
-            tuple(read_stores(args.stores)),
+            tuple(read_stores(args.stores)) if args.stores is not None else (),
             args.prefix,
             args.user_prefix,
             args.headoffice_user,
+            lanes=tuple(read_lanes(args.lanes)) if args.lanes is not None else (),
         )
         text = render(spec)
         if args.output:
             write_atomically(Path(args.output), text)
             print(
-                f"wrote {args.output}: {len(spec.stores)} stores; reload mosquitto "
-                "(SIGHUP) to apply it",
+                f"wrote {args.output}: {len(spec.lanes)} lanes, {len(spec.stores)} store "
+                "hubs; reload mosquitto (SIGHUP) to apply it",
                 file=sys.stderr,
             )
         else:

@@ -135,8 +135,15 @@ class MosquittoBroker:
         persistence: bool = False,
         autosave_interval: int = 60,
         extra_config: Sequence[str] = (),
+        extra_listeners: Sequence[Sequence[str]] = (),
+        preamble: Sequence[str] = (),
         binary: str | None = None,
     ) -> None:
+        """`extra_config` follows the listener's line, so listener options in it apply to it.
+        Each of `extra_listeners` is the options of one more listener, on a port of its own
+        (`extra_ports`). `preamble` comes before everything: `per_listener_settings true` must
+        precede every security option (mosquitto refuses it after one, src/conf.c).
+        """
         self.workdir = Path(workdir)
         self._host = host
         self._fixed_port = port is not None
@@ -144,6 +151,9 @@ class MosquittoBroker:
         self.persistence = persistence
         self.autosave_interval = autosave_interval
         self.extra_config = tuple(extra_config)
+        self.extra_listeners = tuple(tuple(lines) for lines in extra_listeners)
+        self.preamble = tuple(preamble)
+        self._extra_ports = tuple(free_port(host) for _ in self.extra_listeners)
         self._binary = binary
         self._proc: subprocess.Popen[bytes] | None = None
         self._started_once = False
@@ -157,6 +167,11 @@ class MosquittoBroker:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def extra_ports(self) -> tuple[int, ...]:
+        """The ports of `extra_listeners`, in their order (fixed once started, like `port`)."""
+        return self._extra_ports
 
     @property
     def conf_path(self) -> Path:
@@ -188,6 +203,7 @@ class MosquittoBroker:
         """The mosquitto.conf we run with; every option checked against mosquitto.conf(5)."""
         lines = [
             "# written by lanesync.broker.MosquittoBroker",
+            *self.preamble,
             # With `listener` given, the default listener on 1883 is not started.
             f"listener {self._port} {self._host}",
             # Mosquitto 2.0 defaults allow_anonymous to false once a listener is configured.
@@ -227,6 +243,8 @@ class MosquittoBroker:
         else:
             lines.append("persistence false")
         lines += self.extra_config
+        for port, options in zip(self._extra_ports, self.extra_listeners, strict=True):
+            lines += [f"listener {port} {self._host}", *options]
         return "\n".join(lines) + "\n"
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -244,6 +262,7 @@ class MosquittoBroker:
             except BrokerError:
                 if attempt + 1 < attempts and "in use" in self.log_tail(5):
                     self._port = free_port(self._host)
+                    self._extra_ports = tuple(free_port(self._host) for _ in self._extra_ports)
                     continue
                 raise
             break

@@ -4,12 +4,13 @@ One place for the `[broker]` security keys both daemons share (`tls`, `ca_file`,
 `key_file`, `tls_server_name`, `username`, `password`, `password_file`) and for the TLS context
 handed to aiomqtt, so a lane, head office and `lanesync doctor` connect the same way.
 
-Identity model: each store has ONE identity, shared by its lanes: a client certificate whose
-Common Name is the store's MQTT username (`store-S001`), which Mosquitto maps with
-`use_identity_as_username true`, or a username and password in the broker's password file.
-Head office has its own (`headoffice`). `lanesync headoffice acl` writes the Mosquitto ACL that
-lets each store write only its own lanes' journal/hello/status/request topics and read only its
-own acks and replies.
+Identity model: each lane has its own identity (`store-S001.L1`; a store hub's bridge one for
+its store, `store-S001`): a client certificate whose Common Name is the MQTT username, which
+Mosquitto maps with `use_identity_as_username true`, or a username and password in the broker's
+password file. Head office has its own (`headoffice`). `lanesync headoffice acl` writes the
+Mosquitto ACL that lets each lane write only its own journal/hello/status/request topics and
+read only its own acks and replies; the broker makes each store-side identity its client id
+(headoffice/acl.py says why and how).
 
 Files are checked when the config is loaded (each error names the key), and the TLS context is
 built again for every connection, so a certificate renewed in place is used at the next

@@ -1,5 +1,6 @@
-"""A real Mosquitto with a TLS listener that requires client certificates, maps each
-certificate's CN to its MQTT user and enforces the ACL `lanesync headoffice acl` writes.
+"""A real Mosquitto running systemd/mosquitto-headoffice.example.conf: a stores' listener where
+each lane's (or store hub's) identity is its own client id, and head office's own listener,
+both under the ACL `lanesync headoffice acl` writes.
 
 The PKI is made once per session; each test gets its own broker and ACL file.
 """
@@ -7,13 +8,20 @@ The PKI is made once per session; each test gets its own broker and ACL file.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pki import DAY, Ca
-from sec_helpers import PASSWORDS, STORES, Pki, mosquitto_passwd, tls_listener
+from sec_helpers import (
+    HEADOFFICE,
+    IDENTITIES,
+    LANES,
+    STORES,
+    Pki,
+    broker_options,
+    password_file,
+)
 
 from lanesync.broker import MosquittoBroker
 from lanesync.cli import main
@@ -23,51 +31,61 @@ from lanesync.cli import main
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     root = tmp_path_factory.mktemp("pki")
     ca = Ca(root / "ca")
+    ho_ca = Ca(root / "ho-ca", "lanesync test head-office CA")
     now = dt.datetime.now(dt.UTC)
     return Pki(
         ca=ca,
+        ho_ca=ho_ca,
         server=ca.issue("broker.lanesync.test", server=True),
-        clients={cn: ca.issue(cn) for cn in ("store-S001", "store-S002", "headoffice")},
+        clients={cn: ca.issue(cn) for cn in IDENTITIES} | {HEADOFFICE: ho_ca.issue(HEADOFFICE)},
         rogue=Ca(root / "rogue", "some other CA").issue("store-S001"),
         expired=ca.issue("expired", not_before=now - 400 * DAY, not_after=now - DAY),
         expiring=ca.issue("expiring", not_after=now + 10 * DAY),
     )
 
 
+ACL_ARGV = ["--lanes", ",".join(str(lane) for lane in LANES), "--stores", ",".join(STORES)]
+
+
 @pytest.fixture
 def acl_file(tmp_path: Path) -> Path:
     """The ACL exactly as an operator makes it: through the CLI."""
     path = tmp_path / "mosquitto.acl"
-    assert main(["headoffice", "acl", "--stores", ",".join(STORES), "--output", str(path)]) == 0
+    assert main(["headoffice", "acl", *ACL_ARGV, "--output", str(path)]) == 0
     return path
+
+
+@pytest.fixture
+def passwd_files(tmp_path: Path) -> dict[str, Path]:
+    """The example file's two password files: every store identity's, and head office's."""
+    return {
+        "/etc/mosquitto/lanesync-stores.passwd": password_file(
+            tmp_path / "stores.passwd", list(IDENTITIES)
+        ),
+        "/etc/mosquitto/lanesync-headoffice.passwd": password_file(
+            tmp_path / "headoffice.passwd", [HEADOFFICE]
+        ),
+    }
 
 
 @pytest.fixture
 def tls_broker(
     broker_factory: Callable[..., MosquittoBroker], pki: Pki, acl_file: Path
 ) -> MosquittoBroker:
-    return broker_factory(extra_config=tls_listener(pki, acl_file))
+    """Client certificates on both listeners (head office's from its own CA)."""
+    return broker_factory(**broker_options(pki, acl_file, stores="cert", headoffice="cert"))
 
 
 @pytest.fixture
 def password_broker(
-    tmp_path: Path, broker_factory: Callable[..., MosquittoBroker], pki: Pki, acl_file: Path
+    broker_factory: Callable[..., MosquittoBroker],
+    pki: Pki,
+    acl_file: Path,
+    passwd_files: dict[str, Path],
 ) -> MosquittoBroker:
-    """TLS (server certificate only), a password_file with PASSWORDS, and the ACL."""
-    users = tmp_path / "mosquitto.passwd"
-    for i, (user, pw) in enumerate(PASSWORDS.items()):
-        create = ["-c"] if i == 0 else []
-        subprocess.run(
-            [mosquitto_passwd(), *create, "-b", str(users), user, pw],
-            check=True,
-            capture_output=True,
-        )
+    """TLS (server certificate only) and passwords on both listeners, each its own file."""
     return broker_factory(
-        extra_config=[
-            f"certfile {pki.server.cert}",
-            f"keyfile {pki.server.key}",
-            f"password_file {users}",
-            f"acl_file {acl_file}",
-            "allow_anonymous false",
-        ]
+        **broker_options(
+            pki, acl_file, stores="password", headoffice="password", passwd=passwd_files
+        )
     )

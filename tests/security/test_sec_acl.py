@@ -1,4 +1,4 @@
-"""`lanesync headoffice acl`: the file it writes and the store lists it refuses."""
+"""`lanesync headoffice acl`: the file it writes and the lane and store lists it refuses."""
 
 from __future__ import annotations
 
@@ -8,15 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from headoffice.acl import AclError, AclSpec, read_stores, render
+from headoffice.acl import AclError, AclSpec, read_lanes, read_stores, render
 from lanesync.cli import build_parser, main
+from protocol.identity import LaneId
+
+L = LaneId
+RULE = "1-32 characters of A-Z a-z 0-9 _ - (a topic segment: no '/', '+', '#' or space)"
 
 
-def test_one_block_per_store_sorted_and_nothing_else() -> None:
-    text = render(AclSpec(("S002", "S001")))
-    assert text == render(AclSpec(("S001", "S002")))  # order of the list does not matter
-    body = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert body == [
+def body(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_one_block_per_identity_sorted_and_nothing_else() -> None:
+    lanes = (L("S002", "L1"), L("S001", "L2"), L("S001", "L1"))
+    text = render(AclSpec(("S002",), lanes=lanes))
+    # The order of the lists does not matter.
+    assert text == render(AclSpec(("S002",), lanes=tuple(reversed(lanes))))
+    assert body(text) == [
         "user headoffice",
         "topic read lanesync/v1/+/+/journal",
         "topic read lanesync/v1/+/+/hello",
@@ -24,13 +33,22 @@ def test_one_block_per_store_sorted_and_nothing_else() -> None:
         "topic read lanesync/v1/+/+/request",
         "topic write lanesync/v1/+/+/ack",
         "topic write lanesync/v1/+/+/reply",
-        "user store-S001",
-        "topic write lanesync/v1/S001/+/journal",
-        "topic write lanesync/v1/S001/+/hello",
-        "topic write lanesync/v1/S001/+/status",
-        "topic write lanesync/v1/S001/+/request",
-        "topic read lanesync/v1/S001/+/ack",
-        "topic read lanesync/v1/S001/+/reply",
+        # Each lane's identity: its own lane's topics only.
+        "user store-S001.L1",
+        "topic write lanesync/v1/S001/L1/journal",
+        "topic write lanesync/v1/S001/L1/hello",
+        "topic write lanesync/v1/S001/L1/status",
+        "topic write lanesync/v1/S001/L1/request",
+        "topic read lanesync/v1/S001/L1/ack",
+        "topic read lanesync/v1/S001/L1/reply",
+        "user store-S001.L2",
+        "topic write lanesync/v1/S001/L2/journal",
+        "topic write lanesync/v1/S001/L2/hello",
+        "topic write lanesync/v1/S001/L2/status",
+        "topic write lanesync/v1/S001/L2/request",
+        "topic read lanesync/v1/S001/L2/ack",
+        "topic read lanesync/v1/S001/L2/reply",
+        # A store hub's identity: all of its store's lanes; then that store's lanes.
         "user store-S002",
         "topic write lanesync/v1/S002/+/journal",
         "topic write lanesync/v1/S002/+/hello",
@@ -38,6 +56,13 @@ def test_one_block_per_store_sorted_and_nothing_else() -> None:
         "topic write lanesync/v1/S002/+/request",
         "topic read lanesync/v1/S002/+/ack",
         "topic read lanesync/v1/S002/+/reply",
+        "user store-S002.L1",
+        "topic write lanesync/v1/S002/L1/journal",
+        "topic write lanesync/v1/S002/L1/hello",
+        "topic write lanesync/v1/S002/L1/status",
+        "topic write lanesync/v1/S002/L1/request",
+        "topic read lanesync/v1/S002/L1/ack",
+        "topic read lanesync/v1/S002/L1/reply",
     ]
     assert text.startswith("# Mosquitto acl_file written by `lanesync headoffice acl`")
     # Anonymous clients get nothing: no topic line comes before the first user line.
@@ -46,24 +71,37 @@ def test_one_block_per_store_sorted_and_nothing_else() -> None:
 
 
 def test_prefix_user_prefix_and_headoffice_user() -> None:
-    text = render(AclSpec(("0001",), "acme/pos", "", "ho-main"))
+    text = render(AclSpec(("0001",), "acme/pos", "", "ho-main", lanes=(L("0001", "7"),)))
     assert "user ho-main\ntopic read acme/pos/+/+/journal" in text
     assert "user 0001\ntopic write acme/pos/0001/+/journal" in text
+    assert "user 0001.7\ntopic write acme/pos/0001/7/journal" in text
 
 
-def test_a_chain_of_hundreds_of_stores_from_a_file(tmp_path: Path) -> None:
-    stores = tmp_path / "stores.csv"
-    stores.write_text(
-        "# store list exported from the ERP\n"
-        + "".join(f"S{n:04d},Store number {n}\n" for n in range(500, 0, -1))
+def test_a_lane_user_names_one_lane_even_with_dashes_in_ids() -> None:
+    """'S-1'/'L1' and 'S'/'1-L1' would both be S-1-L1 with a dash; '.' keeps them apart."""
+    spec = AclSpec(lanes=(L("S-1", "L1"), L("S", "1-L1")))
+    assert [spec.lane_user(lane) for lane in spec.lanes] == ["store-S-1.L1", "store-S.1-L1"]
+    text = render(spec)
+    assert "user store-S-1.L1\ntopic write lanesync/v1/S-1/L1/journal" in text
+    assert "user store-S.1-L1\ntopic write lanesync/v1/S/1-L1/journal" in text
+
+
+def test_a_chain_of_hundreds_of_lanes_from_a_file(tmp_path: Path) -> None:
+    lanes = tmp_path / "lanes.csv"
+    lanes.write_text(
+        "# lane list exported from the ERP\n"
+        + "".join(
+            f"S{n:04d}/L{t},Till {t} of store {n}\n" for n in range(500, 0, -1) for t in (1, 2)
+        )
         + "\n"
     )
     out = tmp_path / "etc" / "mosquitto.acl"
-    argv = ["headoffice", "acl", "--stores", str(stores), "--output", str(out)]
+    argv = ["headoffice", "acl", "--lanes", str(lanes), "--output", str(out)]
     assert main(argv) == 0
     text = out.read_text()
-    assert text.count("\nuser store-S") == 500
-    assert text.index("user store-S0001\n") < text.index("user store-S0500\n")
+    assert text.count("\nuser store-S") == 1000
+    assert text.index("user store-S0001.L1\n") < text.index("user store-S0001.L2\n")
+    assert text.index("user store-S0001.L2\n") < text.index("user store-S0500.L1\n")
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     first = out.read_bytes()
     assert main(argv) == 0
@@ -77,50 +115,116 @@ def test_stdout_and_stdin(
     assert main(["headoffice", "acl", "--stores", "S9,S1"]) == 0
     out = capsys.readouterr().out
     assert out.index("user store-S1\n") < out.index("user store-S9\n")
-    monkeypatch.setattr("sys.stdin", io.StringIO("S7\n"))
-    assert main(["headoffice", "acl", "--stores", "-"]) == 0
-    assert "user store-S7\n" in capsys.readouterr().out
+    assert main(["headoffice", "acl", "--lanes", "S1/L1"]) == 0  # one lane: not a file name
+    assert "user store-S1.L1\n" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("S7/L1 # the new till\nS7/L2\n"))
+    assert main(["headoffice", "acl", "--lanes", "-"]) == 0
+    out = capsys.readouterr().out
+    assert "user store-S7.L1\n" in out
+    assert "user store-S7.L2\n" in out
 
 
 @pytest.mark.parametrize(
     ("stores", "message"),
     [
-        ("S1,S/2", "--stores item 2: store: 'S/2' is not 1-32 characters"),
+        ("S1,S#", f"--stores item 2: 'S#' is not a valid store id: {RULE}"),
+        ("S1,#", f"--stores item 2: '#' is not a valid store id: {RULE}"),
+        ("S1,S1 # closed", "--stores item 2: 'S1 # closed' is not a valid store id"),
+        ("S+,S1", f"--stores item 1: 'S+' is not a valid store id: {RULE}"),
+        ("S1,S/2", f"--stores item 2: 'S/2' is not a valid store id: {RULE}"),
+        ("S1,S 2", "--stores item 2: 'S 2' is not a valid store id"),
         ("S1,,S2", "--stores: item 2 of 'S1,,S2' is empty"),
-        ("S1,S1", "--stores item 2: store 'S1' is already on item 1"),
-        ("S1,S+", "--stores item 2: store: 'S+' is not 1-32 characters"),
+        ("S1,S1", "--stores item 2: 'S1' is already on item 1"),
         ("/nope/stores.txt", "--stores: no such file /nope/stores.txt"),
+        ("stores.txt", "--stores: no such file stores.txt"),
     ],
 )
 def test_bad_store_lists_name_the_item(stores: str, message: str) -> None:
+    """A comma list has no comments: every '#' and '+' is part of an id, and refused."""
     with pytest.raises(AclError) as err:
         read_stores(stores)
     assert str(err.value).startswith(message), str(err.value)
 
 
-def test_bad_line_in_a_file_names_the_line(
+@pytest.mark.parametrize(
+    ("lanes", "message"),
+    [
+        ("S1/L1,S1/L#", f"--lanes item 2: 'S1/L#': 'L#' is not a valid lane id: {RULE}"),
+        ("S1/L1,S#/L1", f"--lanes item 2: 'S#/L1': 'S#' is not a valid store id: {RULE}"),
+        ("S1/+,S1/L1", f"--lanes item 1: 'S1/+': '+' is not a valid lane id: {RULE}"),
+        ("S1/L1,S1/#", "--lanes item 2: 'S1/#': '#' is not a valid lane id"),
+        ("S1/L1,S1", "--lanes item 2: 'S1' is not a lane: write it STORE/LANE, e.g. S001/L1"),
+        ("S1/L1,S1/L1/x", "--lanes item 2: 'S1/L1/x': 'L1/x' is not a valid lane id"),
+        ("S1/L1,S1/", "--lanes item 2: 'S1/': '' is not a valid lane id"),
+        ("S1/L1, S1/L1", "--lanes item 2: 'S1/L1' is already on item 1"),
+        ("/etc/lanes", "--lanes: no such file /etc/lanes"),
+    ],
+)
+def test_bad_lane_lists_name_the_item(lanes: str, message: str) -> None:
+    with pytest.raises(AclError) as err:
+        read_lanes(lanes)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_comments_in_a_file_only_at_line_start_or_after_whitespace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     f = tmp_path / "stores.txt"
-    f.write_text("S001\n\n# closed stores follow\nS 02\n")
-    with pytest.raises(AclError, match=rf"^{f} line 4: store: 'S 02' is not"):
+    f.write_text("# stores\nS001\n  # indented comment\nS002 # flagship\nS003\t# tab\n\nS004,#5\n")
+    assert read_stores(str(f)) == ["S001", "S002", "S003", "S004"]
+    f.write_text("S001\n\n# closed stores follow\nS#\n")
+    with pytest.raises(AclError, match=rf"^{f} line 4: 'S#' is not a valid store id: .*comment"):
         read_stores(str(f))
+    f.write_text("S001\nS002#closed\n")  # no space before '#': part of the id, so refused
+    with pytest.raises(AclError, match=rf"^{f} line 2: 'S002#closed' is not a valid store id"):
+        read_stores(str(f))
+    f.write_text("S001/L1\nS001/L#2 # a typo\n")
+    with pytest.raises(AclError, match=rf"^{f} line 2: 'S001/L#2': 'L#2' is not a valid lane id"):
+        read_lanes(str(f))
     out = tmp_path / "acl"
-    assert main(["headoffice", "acl", "--stores", str(f), "--output", str(out)]) == 2
-    assert f"lanesync headoffice acl: {f} line 4: store: 'S 02'" in capsys.readouterr().err
+    assert main(["headoffice", "acl", "--lanes", str(f), "--output", str(out)]) == 2
+    assert f"lanesync headoffice acl: {f} line 2: 'S001/L#2'" in capsys.readouterr().err
     assert not out.exists()  # nothing half-written
-    f.write_text("# nothing\n")
-    with pytest.raises(AclError, match=rf"^{f}: no store ids$"):
+    f.write_text("# nothing\n   \n")
+    with pytest.raises(AclError, match=rf"^{f}: no ids$"):
         read_stores(str(f))
 
 
-def test_refuses_an_unsafe_spec() -> None:
+def test_stdin_refuses_a_hash_inside_an_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("S1\nS+2\n"))
+    with pytest.raises(AclError, match=r"^<stdin> line 2: 'S\+2' is not a valid store id"):
+        read_stores("-")
+
+
+def test_help_documents_the_comment_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["headoffice", "acl", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "'#' starts a comment at the start of a line or after a space or tab" in out
+    assert "comma-separated list (no comments)" in out
+
+
+def test_refuses_an_unsafe_spec(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(AclError, match="--prefix: 'a/#' must be"):
         render(AclSpec(("S1",), "a/#"))
     with pytest.raises(AclError, match="would get head office's user 'headoffice'"):
         render(AclSpec(("headoffice",), user_prefix=""))
     with pytest.raises(AclError, match="--user-prefix: 'store/' is not"):
         render(AclSpec(("S1",), user_prefix="store/"))
+    with pytest.raises(AclError, match=r"--user-prefix: 'store\.' is not"):
+        render(AclSpec(("S1",), user_prefix="store."))
+    # On the stores' listener a user is a client id: never one of head office's.
+    with pytest.raises(AclError, match=r"user 'lanesync-headoffice': .* head office's client id"):
+        render(AclSpec(("lanesync-headoffice",), user_prefix=""))
+    with pytest.raises(AclError, match=r"user 'lanesync-S1\.L1'"):
+        render(AclSpec(lanes=(L("S1", "L1"),), user_prefix="lanesync-"))
+    long = L("S" * 32, "L" * 32)
+    with pytest.raises(AclError, match="71 characters; a certificate's CN holds at most 64"):
+        render(AclSpec(lanes=(long,)))
+    with pytest.raises(AclError, match=r"give --lanes .* and/or --stores"):
+        render(AclSpec())
+    assert main(["headoffice", "acl"]) == 2
+    assert "give --lanes" in capsys.readouterr().err
 
 
 def test_headoffice_without_subcommand_still_runs_head_office() -> None:

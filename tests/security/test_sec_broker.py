@@ -17,7 +17,8 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from sec_helpers import Pki, batch, client, ho_cfg, identity, lane_cfg
+from conftest import ACL_ARGV
+from sec_helpers import Pki, batch, client, ho_cfg, ho_port, identity, lane_cfg
 
 from agent.journal import Journal
 from agent.replicator import Replicator
@@ -55,9 +56,9 @@ class Observer:
 
 @contextlib.asynccontextmanager
 async def observing(
-    broker: MosquittoBroker, tls: TlsConfig, filters: list[str]
+    broker: MosquittoBroker, tls: TlsConfig, filters: list[str], port: int | None = None
 ) -> AsyncIterator[Observer]:
-    async with client(broker, tls) as c, asyncio.TaskGroup() as tg:
+    async with client(broker, tls, port=port) as c, asyncio.TaskGroup() as tg:
         for f in filters:
             await c.subscribe(f, qos=1)
         obs = Observer(c)
@@ -87,9 +88,11 @@ async def test_lane_and_head_office_over_tls_with_client_certificates(
                     await asyncio.sleep(0.05)
             assert ingest.stats.entries_applied == 25
     log = tls_broker.log_tail(200)
-    # Mosquitto took each side's user from its certificate's CN.
-    assert "u'store-S001'" in log
+    # Mosquitto took each side's user from its certificate's CN, and on the stores' listener
+    # made the lane's user its client id (the agent sent lanesync-S001-L1).
+    assert " as store-S001.L1 (p2, c1, k2, u'store-S001.L1')" in log
     assert "u'headoffice'" in log
+    assert " as lanesync-headoffice (" in log  # head office's listener keeps its client id
 
 
 async def test_lane_keeps_trading_while_its_key_is_missing_and_connects_once_it_is_back(
@@ -97,7 +100,7 @@ async def test_lane_keeps_trading_while_its_key_is_missing_and_connects_once_it_
 ) -> None:
     """A file that breaks after start is a link failure (logged with the key), not a crash."""
     key = tmp_path / "store.key"
-    shutil.copy(pki.clients["store-S001"].key, key)
+    shutil.copy(pki.clients["store-S001.L1"].key, key)
     cfg = lane_cfg(tmp_path, tls_broker, pki, "S001")
     cfg = dataclasses.replace(
         cfg,
@@ -117,7 +120,7 @@ async def test_lane_keeps_trading_while_its_key_is_missing_and_connects_once_it_
         for i in range(5):  # the till keeps selling
             await journal.append("sale", {"kind": "sale", "register_no": f"T{i}", "total": i})
         assert journal.acked_seq == 0
-        shutil.copy(pki.clients["store-S001"].key, key)
+        shutil.copy(pki.clients["store-S001.L1"].key, key)
         async with asyncio.timeout(20):
             while journal.acked_seq < 5:
                 await asyncio.sleep(0.05)
@@ -165,16 +168,19 @@ async def test_broker_name_is_checked(tls_broker: MosquittoBroker, pki: Pki) -> 
 async def test_store_cannot_publish_as_another_store_or_forge_acks(
     tls_broker: MosquittoBroker, pki: Pki
 ) -> None:
+    """Store S001's hub identity against store S002's lane and its own lanes' acks."""
     lanes = ("journal", "hello", "status", "request")
     ho_filters = [f"{P}/+/+/{ch}" for ch in lanes]
     a, b, ho = (identity(pki, cn) for cn in ("store-S001", "store-S002", "headoffice"))
+    # Observers with the lanes' own identities: one identity holds one session at a time.
+    lane_a, lane_b = identity(pki, "store-S001.L1"), identity(pki, "store-S002.L1")
     async with (
-        observing(tls_broker, ho, ho_filters) as at_ho,
-        observing(tls_broker, b, [f"{P}/S002/+/ack", f"{P}/S002/+/reply"]) as at_b,
-        observing(tls_broker, a, [f"{P}/S001/+/ack", f"{P}/S001/+/reply"]) as at_a,
+        observing(tls_broker, ho, ho_filters, ho_port(tls_broker)) as at_ho,
+        observing(tls_broker, lane_b, [f"{P}/S002/L1/ack", f"{P}/S002/L1/reply"]) as at_b,
+        observing(tls_broker, lane_a, [f"{P}/S001/L1/ack", f"{P}/S001/L1/reply"]) as at_a,
         client(tls_broker, a) as store_a,
         client(tls_broker, b) as store_b,
-        client(tls_broker, ho) as head_office,
+        client(tls_broker, ho, port=ho_port(tls_broker)) as head_office,
     ):
         forged = [f"{P}/S002/L1/{ch}" for ch in (*lanes, "ack", "reply")]
         forged += [f"{P}/S001/L1/ack", f"{P}/S001/L1/reply"]  # a store never acks itself
@@ -199,6 +205,44 @@ async def test_store_cannot_publish_as_another_store_or_forge_acks(
     assert at_a.seen == [(f"{P}/S001/L1/reply", b"reply from HO")]
 
 
+async def test_a_lane_cannot_touch_another_lane_of_its_own_store(
+    tls_broker: MosquittoBroker, pki: Pki
+) -> None:
+    """Lane S001/L2's identity: its own lane's topics, not L1's (a per-lane ACL)."""
+    channels = ("journal", "hello", "status", "request")
+    ho, l1, l2 = (identity(pki, cn) for cn in ("headoffice", "store-S001.L1", "store-S001.L2"))
+    # L2 tries to read L1's acks and replies (and wildcards over its store), beside its own.
+    l2_filters = [f"{P}/S001/L1/ack", f"{P}/S001/+/reply", f"{P}/S001/#", f"{P}/S001/L2/ack"]
+    async with (
+        observing(
+            tls_broker, ho, [f"{P}/+/+/{ch}" for ch in channels], ho_port(tls_broker)
+        ) as at_ho,
+        observing(tls_broker, l1, [f"{P}/S001/L1/ack", f"{P}/S001/L1/reply"]) as at_l1,
+        observing(tls_broker, l2, l2_filters) as at_l2,
+        client(tls_broker, ho, port=ho_port(tls_broker)) as head_office,
+    ):
+        lane_2 = at_l2.client  # one session per identity: L2 publishes on the same one
+        for ch in (*channels, "ack", "reply"):
+            await lane_2.publish(f"{P}/S001/L1/{ch}", b"forged by L2", qos=1)
+        # Positive controls, after the forgeries.
+        await lane_2.publish(f"{P}/S001/L2/journal", b"L2 own", qos=1)
+        await head_office.publish(f"{P}/S001/L1/ack", b"ack for L1", qos=1)
+        await head_office.publish(f"{P}/S001/L1/reply", b"reply for L1", qos=1)
+        await head_office.publish(f"{P}/S001/L2/ack", b"ack for L2", qos=1)
+        await at_ho.until({(f"{P}/S001/L2/journal", b"L2 own")})
+        await at_l1.until(
+            {(f"{P}/S001/L1/ack", b"ack for L1"), (f"{P}/S001/L1/reply", b"reply for L1")}
+        )
+        await at_l2.until({(f"{P}/S001/L2/ack", b"ack for L2")})
+    assert at_ho.seen == [(f"{P}/S001/L2/journal", b"L2 own")]
+    assert sorted(at_l1.seen) == [
+        (f"{P}/S001/L1/ack", b"ack for L1"),
+        (f"{P}/S001/L1/reply", b"reply for L1"),
+    ]
+    # L2's '#' filter also matches its own ack: the one message it may read.
+    assert set(at_l2.seen) == {(f"{P}/S001/L2/ack", b"ack for L2")}
+
+
 async def test_store_cannot_read_another_stores_acks_replies_or_status(
     tls_broker: MosquittoBroker, pki: Pki
 ) -> None:
@@ -209,7 +253,7 @@ async def test_store_cannot_read_another_stores_acks_replies_or_status(
     async with (
         observing(tls_broker, a, snoop) as at_a,
         observing(tls_broker, b, [f"{P}/S002/L1/ack", f"{P}/S002/L1/reply"]) as at_b,
-        client(tls_broker, ho) as head_office,
+        client(tls_broker, ho, port=ho_port(tls_broker)) as head_office,
     ):
         await head_office.publish(f"{P}/S002/L1/ack", b"ack for S002", qos=1)
         await head_office.publish(f"{P}/S002/L1/reply", b"reply for S002", qos=1)
@@ -265,9 +309,10 @@ async def test_acl_reload_adds_and_removes_stores_without_a_restart(
     s3 = pki.ca.issue("store-S003")
     new = TlsConfig(str(pki.ca.cert_path), str(s3.cert), str(s3.key))
     removed = identity(pki, "store-S002")
-    argv = ["headoffice", "acl", "--stores", "S001,S003", "--output", str(acl_file)]
+    argv = ["headoffice", "acl", *ACL_ARGV[:2], "--stores", "S001,S003", "-o", str(acl_file)]
+    ho = identity(pki, "headoffice")
     async with (
-        observing(tls_broker, identity(pki, "headoffice"), [f"{P}/+/+/journal"]) as at_ho,
+        observing(tls_broker, ho, [f"{P}/+/+/journal"], ho_port(tls_broker)) as at_ho,
         client(tls_broker, new) as store_3,
         client(tls_broker, removed) as store_2,
     ):

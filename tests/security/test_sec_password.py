@@ -1,4 +1,4 @@
-"""The other per-store identity: a user and password from `broker.password_file`, over TLS
+"""The other kind of identity: a user and password from `broker.password_file`, over TLS
 (server certificate only), checked by Mosquitto's password_file and the same ACL."""
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ async def test_lane_logs_in_with_its_password_file(
     cfg: AgentConfig = agent_config.parse(
         {
             "store": "S002",
-            "lane": "L3",
+            "lane": "L1",
             "journal": {"path": str(tmp_path / "journal.db")},
             "api": {"socket": str(tmp_path / "api.sock")},
-            "broker": broker_keys(tmp_path, password_broker, pki, "store-S002"),
+            "broker": broker_keys(tmp_path, password_broker, pki, "store-S002.L1"),
             "replication": {"linger_ms": 0, "backoff_initial_s": 0.05, "backoff_max_s": 0.3},
         }
     )
     assert cfg.broker.tls == TlsConfig(str(pki.ca.cert_path))  # the broker's cert only
-    assert cfg.broker.password == PASSWORDS["store-S002"]
+    assert cfg.broker.password == PASSWORDS["store-S002.L1"]
     ho = ho_config.parse(
         {
             "database": {"path": str(tmp_path / "ho.db")},
@@ -50,7 +50,7 @@ async def test_lane_logs_in_with_its_password_file(
                     await asyncio.sleep(0.05)
             assert ingest.stats.entries_applied == 10
     log = password_broker.log_tail(100)
-    assert "u'store-S002'" in log
+    assert " as store-S002.L1 (p2, c1, k2, u'store-S002.L1')" in log  # its login is its id
     assert "u'headoffice'" in log
 
 

@@ -125,4 +125,5 @@ async def test_lanes_behind_a_store_hub_replicate_through_a_wan_cut(
     finally:
         db.close()
     log = password_broker.log_tail(200)
-    assert "u'store-S001'" in log  # the bridge logged in as the store
+    # The bridge logged in as the store's hub identity, which is also its client id there.
+    assert " as store-S001 (p2, c0, k30, u'store-S001')" in log
