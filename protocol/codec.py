@@ -8,12 +8,17 @@ raises anything else, whatever bytes arrive.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NoReturn
 
 import msgpack
 
+from protocol import screen
 from protocol.errors import ProtocolError
-from protocol.messages import PROTOCOL_VERSION, Message, from_map
+from protocol.messages import PROTOCOL_VERSION, REPLY_FIELDS, Ack, Message, Reply, from_map
+from protocol.pan import mask_text
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE = 1024 * 1024
 
@@ -23,10 +28,40 @@ def _refuse_ext(code: int, data: bytes) -> NoReturn:
 
 
 def encode(msg: Message) -> bytes:
+    """The bytes of `msg`, which never carry a card number (invariant 6).
+
+    A Request cannot be made with one (messages.Request). A Reply whose result holds one is
+    sent as a refusal naming the field instead (`code: withheld`): head office answers, the
+    lane learns why, and raising here would only lose the answer. Free-text reasons are
+    masked.
+    """
+    if isinstance(msg, Reply):
+        msg = _safe_reply(msg)
+    elif isinstance(msg, Ack) and msg.reason is not None:
+        msg = Ack(msg.lane, msg.epoch, msg.hwm, msg.resend_from, mask_text(msg.reason))
     m = msg.to_map()
     m["v"] = PROTOCOL_VERSION
     m["t"] = msg.TYPE
     return msgpack.packb(m, use_bin_type=True)
+
+
+def _safe_reply(reply: Reply) -> Reply:
+    error = None if reply.error is None else mask_text(reply.error)
+    problem = screen.first_problem(reply.result, "result", REPLY_FIELDS)
+    if problem is None:
+        return (
+            reply
+            if error == reply.error
+            else Reply(reply.lane, reply.corr, reply.ok, reply.result, error)
+        )
+    log.error("reply to %s withheld: %s: %s", reply.lane, problem.field, problem.reason)
+    return Reply(
+        reply.lane,
+        reply.corr,
+        False,
+        {"code": "withheld", "field": problem.field},
+        f"head office withheld its answer: {problem.field}: {problem.reason}",
+    )
 
 
 def unpack(buf: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Any:
@@ -66,5 +101,5 @@ def decode(buf: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Message:
         raise ProtocolError(f"must be a map, got {type(value).__name__}", "payload")
     for k in value:
         if type(k) is not str:
-            raise ProtocolError(f"map key {k!r} is not a string", "payload")
+            raise ProtocolError(f"a map key is {type(k).__name__}, not a string", "payload")
     return from_map(value)
