@@ -37,7 +37,9 @@ from agent.open_docs.service import DocumentService
 from agent.open_docs.store import LaneStore
 from agent.replicator import Replicator, RequestTimeout
 from hardware.events import ScanEvent
+from protocol import screen
 from protocol.errors import ProtocolError
+from protocol.messages import REQUEST_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,9 @@ class TransitReceiver:
             return None  # OK pressed on an empty prompt: the screen closes, nothing happens
         if "sscc" in args:
             args["sscc"] = normalise_sscc(args["sscc"])
+        # What the cashier keyed goes to head office: screened as the request will be (no card
+        # number; refused by field, never quoted) before it is sent.
+        screen.check(args, "$", REQUEST_FIELDS)
         try:
             result = await self._ask("transit_lookup", args)
         except TransitError as exc:
@@ -202,12 +207,13 @@ class TransitReceiver:
         """Accept at head office, then journal; returns (answer, already answered before)."""
         session = self.sessions.get(session_id)
         if session is None:
-            raise TransitError(
+            raise TransitError(  # never the id sent: it came in a URL and may be anything
                 "no_session",
-                f"no receive in progress with id {session_id}: scan or key the transit again",
+                "no receive in progress with this id: scan or key the transit again",
             )
         if req is None:
             req = {}
+        screen.check(req, "$")
         if type(req) is not dict or set(req) - {"staff"}:
             raise ProtocolError("only {staff} may be sent with an accept", "$")
         staff = req.get("staff")

@@ -24,13 +24,13 @@ from protocol.chain import HASH_LEN
 from protocol.errors import ProtocolError
 from protocol.identity import LaneId, check_segment
 from protocol.pan import contains_pan, mask_text
-from protocol.screen import UUID_RE
 
 PROTOCOL_VERSION = 1
 U63 = (1 << 63) - 1
 MAX_ENTRY_BODY = 64 * 1024
 MAX_BATCH_ENTRIES = 10_000
 KIND_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+UUID_RE = screen.UUID_RE  # the txn_id form; defined with the screen, which exempts it
 CORR_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_TEXT = 1024
 

@@ -9,7 +9,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from protocol.chain import HASH_LEN
-from protocol.pan import contains_pan, is_pan_int
 from protocol.identity import SEGMENT_RE, LaneId
 from protocol.messages import (
     CORR_RE,
@@ -24,6 +23,7 @@ from protocol.messages import (
     Request,
     Status,
 )
+from protocol.pan import contains_pan, is_pan_int
 
 # Fast and reproducible: no example database written into the work tree.
 FAST = settings(
@@ -64,9 +64,7 @@ plain: st.SearchStrategy[Any] = st.recursive(
     | no_pan_int(I64_MIN, U63)
     | _text
     | st.binary(max_size=20).filter(lambda b: not contains_pan(b.decode("latin-1"))),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(_text, children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_text, children, max_size=4),
     max_leaves=20,
 )
 plain_maps = st.dictionaries(_text, plain, max_size=5)
