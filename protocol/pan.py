@@ -29,6 +29,7 @@ so a masked msgpack payload still decodes to the same shape and a quarantine row
 from __future__ import annotations
 
 import functools
+import math
 import re
 import struct
 import unicodedata
@@ -179,11 +180,11 @@ def redact_text(text: str, placeholder: str = "[PAN redacted]") -> str:
         if not spans:
             return text
         out, at = [], 0
-        for start, end in spans:
-            if end <= at:
+        for start, end in spans:  # overlapping spans (windows of one run) become one
+            if start < at:
+                at = max(at, end)
                 continue
-            out.append(text[at:start] if start > at else "")
-            out.append(placeholder)
+            out += [text[at:start], placeholder]
             at = end
         out.append(text[at:])
         text = "".join(out)  # as in mask_text: again until none is left
@@ -207,21 +208,115 @@ def non_ascii_digit_leads() -> frozenset[int]:
 def mask_bytes(raw: bytes) -> bytes:
     """`raw` (msgpack or anything) with card numbers masked, its length unchanged.
 
-    The bytes are read as UTF-8 where they are valid (each invalid byte stands for itself:
-    the surrogateescape error handler, which gives back the same bytes on encoding), and card
-    numbers are masked as in `mask_text`, a multi-byte digit by as many `*` as it has bytes.
-    A card number sent as a msgpack integer needs more than 32 bits, so it follows a uint64
-    (0xcf) or int64 (0xd3) marker: such an 8-byte value that is a card number is zeroed. A
-    marker byte that happens to sit inside other data may zero 8 bytes that were not an
-    integer; the result is for reading a refusal, never for applying it.
+    Where `raw` is msgpack, its values are masked in place: every string and binary payload as
+    in `mask_text` (a multi-byte digit becomes as many `*` as it has bytes, so the UTF-8 stays
+    valid), and a 64-bit integer or float whose value is a card number (it needs more than 32
+    bits) becomes 0. Headers are never touched, so the result decodes to the same shape. Bytes
+    that are not msgpack (a truncated or corrupt payload, from where it stops parsing) are
+    masked by reading them as text, with every 8 bytes after a uint64 (0xcf) or int64 (0xd3)
+    marker that form a card number zeroed; the result is for reading a refusal, never for
+    applying it.
     """
-    masked = _mask_all(raw.decode("utf-8", "surrogateescape"), _star_per_byte)
-    out = bytearray(masked.encode("utf-8", "surrogateescape"))
+    out = bytearray(raw)
+    at = 0
+    while at < len(raw):
+        stop = _mask_msgpack_value(raw, at, out)
+        if stop is None:
+            break
+        at = stop
+    if at < len(raw):
+        _mask_unparsed(raw, at, out)
+    return bytes(out)
+
+
+# msgpack headers (msgpack spec, "formats"): for each first byte, how many bytes follow it
+# before the payload, and what the payload is.
+_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xD0: 1, 0xD1: 2, 0xD2: 4}
+_LEN_BYTES = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin8-32, str8-32
+_EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}  # ext8-32: length, then a type byte
+_FIXEXT = {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}  # type byte, then the data
+_CONTAINER = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # count bytes, per entry
+_FLOAT64 = struct.Struct(">d")
+
+
+def _mask_msgpack_value(raw: bytes, at: int, out: bytearray) -> int | None:
+    """Mask the one msgpack value at `at` (iteratively: a count of values still to read, no
+    stack); returns the offset after it, or None if it is not complete msgpack."""
+    pending, n = 1, len(raw)
+    while pending:
+        if at >= n:
+            return None
+        b = raw[at]
+        pending -= 1
+        at += 1
+        if b <= 0x7F or b >= 0xE0:
+            continue
+        if b <= 0x8F:
+            pending += 2 * (b & 0x0F)
+        elif b <= 0x9F:
+            pending += b & 0x0F
+        elif b <= 0xBF:
+            end = at + (b & 0x1F)
+            if end > n:
+                return None
+            _mask_payload(raw, at, end, out)
+            at = end
+        elif b in _FIXED:
+            at += _FIXED[b]
+        elif b in _LEN_BYTES or b in _EXT:
+            width = _LEN_BYTES.get(b) or _EXT[b]
+            if at + width > n:
+                return None
+            size = int.from_bytes(raw[at : at + width], "big")
+            at += width + (1 if b in _EXT else 0)
+            if at + size > n:
+                return None
+            if b in _LEN_BYTES:
+                _mask_payload(raw, at, at + size, out)
+            at += size
+        elif b in _FIXEXT:
+            at += 1 + _FIXEXT[b]
+        elif b in _CONTAINER:
+            width, per = _CONTAINER[b]
+            if at + width > n:
+                return None
+            pending += per * int.from_bytes(raw[at : at + width], "big")
+            at += width
+        elif b in (0xCF, 0xD3, 0xCB, 0xCA):
+            size = 4 if b == 0xCA else 8
+            if at + size > n:
+                return None
+            if b != 0xCA:
+                fmt = _U64 if b == 0xCF else _I64 if b == 0xD3 else _FLOAT64
+                (value,) = fmt.unpack_from(raw, at)
+                if b == 0xCB:
+                    whole = math.isfinite(value) and value == int(value)
+                    value = int(value) if whole else 0
+                if is_pan_int(value):
+                    out[at : at + 8] = bytes(8)
+            at += size
+        else:  # 0xc1 is never used
+            return None
+        if at > n:
+            return None
+    return at
+
+
+def _mask_payload(raw: bytes, start: int, end: int, out: bytearray) -> None:
+    chunk = raw[start:end]
+    if len(chunk) >= PAN_MIN_DIGITS:
+        masked = _mask_all(chunk.decode("utf-8", "surrogateescape"), _star_per_byte)
+        out[start:end] = masked.encode("utf-8", "surrogateescape")
+
+
+def _mask_unparsed(raw: bytes, start: int, out: bytearray) -> None:
+    tail = raw[start:]
+    masked = _mask_all(tail.decode("utf-8", "surrogateescape"), _star_per_byte)
+    out[start:] = masked.encode("utf-8", "surrogateescape")
     for marker, fmt in ((0xCF, _U64), (0xD3, _I64)):
-        at = raw.find(bytes((marker,)))
+        at = raw.find(bytes((marker,)), start)
         while 0 <= at <= len(raw) - 9:
             (value,) = fmt.unpack_from(raw, at + 1)
             if is_pan_int(value):
                 out[at + 1 : at + 9] = bytes(8)
             at = raw.find(bytes((marker,)), at + 1)
-    return bytes(out)
