@@ -164,6 +164,7 @@ class TransitReceiver:
         """Look a transit up for receiving; None when nothing was entered."""
         if type(req) is not dict:
             raise ProtocolError("send {sscc} or {transit_no}", "$")
+        screen.check(dict.fromkeys(req), "$")  # the keys, before a refusal names one
         unknown = set(req) - {"sscc", "transit_no", "source_store"}
         if unknown:
             raise ProtocolError(
@@ -210,6 +211,7 @@ class TransitReceiver:
             raise TransitError(  # never the id sent: it came in a URL and may be anything
                 "no_session",
                 "no receive in progress with this id: scan or key the transit again",
+                field="id",
             )
         if req is None:
             req = {}
