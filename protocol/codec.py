@@ -15,8 +15,15 @@ import msgpack
 
 from protocol import screen
 from protocol.errors import ProtocolError
-from protocol.messages import PROTOCOL_VERSION, REPLY_FIELDS, Ack, Message, Reply, from_map
-from protocol.pan import mask_text
+from protocol.messages import (
+    PROTOCOL_VERSION,
+    REPLY_FIELDS,
+    Ack,
+    Message,
+    Reply,
+    from_map,
+    reason_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +45,7 @@ def encode(msg: Message) -> bytes:
     if isinstance(msg, Reply):
         msg = _safe_reply(msg)
     elif isinstance(msg, Ack) and msg.reason is not None:
-        msg = Ack(msg.lane, msg.epoch, msg.hwm, msg.resend_from, mask_text(msg.reason))
+        msg = Ack(msg.lane, msg.epoch, msg.hwm, msg.resend_from, reason_text(msg.reason))
     m = msg.to_map()
     m["v"] = PROTOCOL_VERSION
     m["t"] = msg.TYPE
@@ -46,7 +53,7 @@ def encode(msg: Message) -> bytes:
 
 
 def _safe_reply(reply: Reply) -> Reply:
-    error = None if reply.error is None else mask_text(reply.error)
+    error = None if reply.error is None else reason_text(reply.error)
     problem = screen.first_problem(reply.result, "result", REPLY_FIELDS)
     if problem is None:
         return (

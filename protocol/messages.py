@@ -92,15 +92,21 @@ def _str(m: Mapping[str, Any], key: str, pattern: re.Pattern[str] | None = None)
 
 
 def _opt_text(m: Mapping[str, Any], key: str) -> str | None:
-    """A free-text reason: card numbers in it are masked, never refused (see the docstring)."""
+    """A free-text reason: card numbers in it are masked and a long one is cut, never refused
+    (see the docstring): an ack must not be lost over the words that come with it."""
     v = m.get(key)
     if v is None:
         return None
     if type(v) is not str:
         raise ProtocolError(f"must be a string, got {type(v).__name__}", key)
-    if len(v) > MAX_TEXT:
-        raise ProtocolError(f"longer than {MAX_TEXT} characters", key)
-    return mask_text(v)
+    return reason_text(v)
+
+
+def reason_text(text: str) -> str:
+    """A free-text reason as it may travel: masked (protocol.pan), at most MAX_TEXT long."""
+    if len(text) > MAX_TEXT:
+        text = text[: MAX_TEXT - 3] + "..."
+    return mask_text(text)
 
 
 def _bytes(m: Mapping[str, Any], key: str, length: int) -> bytes:

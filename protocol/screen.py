@@ -135,7 +135,10 @@ def _path(base: str, frame: _Frame | None, key: Any = None) -> str:
         keys.append(frame[4])
         frame = frame[3]
     keys.reverse()
-    return base + "".join(f"[{k}]" if type(k) is int else f".{k}" for k in keys)
+    parts = [f"[{k}]" if type(k) is int else f".{k}" for k in keys]
+    if len(parts) > MAX_DEPTH:  # only a card number hidden deeper than anything may nest
+        parts[16:-8] = [f"...({len(parts) - 24} levels)..."]
+    return base + "".join(parts)
 
 
 def _text(value: str, exempt: Any, root: Any) -> tuple[str, bool] | None:

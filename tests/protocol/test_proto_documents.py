@@ -455,9 +455,11 @@ def test_deep_body_at_head_office_is_scanned_not_crashed() -> None:
     """Issue 12: a 1.2 kB entry body nested 990 deep killed head office (RecursionError)."""
     body = b"\x81\xa1x" * 3 + b"\x91" * 987 + msgpack.packb(4111111111111111)
     assert len(body) < 1300
-    assert first_pan_body([body], unpack) == (0, "$.x.x.x" + "[0]" * 987)
+    # a path that deep is shortened (it goes into an ack's reason, at most 1024 characters)
+    path = "$.x.x.x" + "[0]" * 13 + "...(966 levels)..." + "[0]" * 8
+    assert first_pan_body([body], unpack) == (0, path)
     clean = b"\x91" * 990 + msgpack.packb(2**40)
-    assert first_pan_body([clean, body], unpack) == (1, "$.x.x.x" + "[0]" * 987)
+    assert first_pan_body([clean, body], unpack) == (1, path)
 
 
 def test_size_and_type_bounds() -> None:

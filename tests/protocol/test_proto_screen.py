@@ -159,3 +159,17 @@ def test_store_ids_are_screened() -> None:
 def test_hello_from_a_lane_round_trips() -> None:
     msg = Hello(LANE, 1, 0, 1, "0.1.0", MS_LUHN)  # typed integer fields are not screened
     assert codec.decode(codec.encode(msg)) == msg
+
+
+def test_long_reasons_are_cut_not_refused() -> None:
+    """An ack must reach its lane whatever its reason says (a path 990 levels deep, say)."""
+    long = "seq 1: " + "[0]" * 2000 + f" {PAN}"
+    ack = codec.decode(codec.encode(Ack(LANE, 1, 1, None, long)))
+    assert isinstance(ack, Ack)
+    assert ack.reason is not None
+    assert len(ack.reason) == 1024
+    assert ack.reason.endswith("...")
+    m = {"t": "ack", "store": "S1", "lane": "L1", "epoch": 1, "hwm": 1, "resend_from": None}
+    got = codec.decode(wire({**m, "reason": long}))
+    assert isinstance(got, Ack)
+    assert got.hwm == 1
