@@ -1,7 +1,10 @@
 """Rules every POS document obeys before it may be journaled, on both sides of the wire.
 
 Here live the rules that hold for all document kinds: a known kind, a JSON-like tree without
-floats (invariant 5), no full card number anywhere (invariant 6). Per-kind schemas build on this.
+floats (invariant 5), bounded in depth and size, and no full card number anywhere (invariant 6:
+protocol.pan's rule, applied by protocol.screen with the fields each kind declares to hold GS1
+keys or times). Per-kind schemas build on this; head office scans every entry it applies with
+`first_pan_body`, which finds what `check_document` would refuse as a card number.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from protocol.config import Table
 from protocol.documents import (
     DOCUMENT_KINDS,
     check_document,
+    decode_document,
     encode_body,
     find_pan,
     first_pan_body,
@@ -484,3 +485,15 @@ def test_lone_surrogates_refused_by_field(doc: dict[str, Any], path: str) -> Non
     with pytest.raises(ProtocolError) as info:  # encode_body names it too, never raises else
         encode_body(doc)
     assert info.value.field == path
+
+
+def test_decode_document_is_unpack_and_check() -> None:
+    assert decode_document(encode_body(sale()), unpack) == sale()
+    for body, field in (
+        (msgpack.packb(sale(note="4111 1111 1111 1111")), "$.note"),
+        (msgpack.packb([1]), "$"),
+        (b"\xc1", "payload"),
+    ):
+        with pytest.raises(ProtocolError) as info:
+            decode_document(body, unpack)
+        assert info.value.field == field
