@@ -23,7 +23,7 @@ from protocol import screen
 from protocol.chain import HASH_LEN
 from protocol.errors import ProtocolError
 from protocol.identity import LaneId, check_segment
-from protocol.pan import contains_pan, mask_text
+from protocol.pan import mask_text
 
 PROTOCOL_VERSION = 1
 U63 = (1 << 63) - 1
@@ -86,7 +86,7 @@ def _str(m: Mapping[str, Any], key: str, pattern: re.Pattern[str] | None = None)
         raise ProtocolError(f"longer than {MAX_TEXT} characters", key)
     if pattern is not None and not pattern.fullmatch(v):
         raise ProtocolError(f"does not match {pattern.pattern}", key)
-    if len(v) >= 13 and contains_pan(v):
+    if len(v) >= 13 and screen.holds_pan(v):
         raise ProtocolError(screen.PAN_REASON, key)
     return v
 
@@ -194,7 +194,7 @@ class JournalBatch:
             # Refusals name the field and never quote the value: it may be a card number.
             if type(kind) is not str or not kind_ok(kind):
                 raise ProtocolError(f"must match {KIND_RE.pattern}", f"entries[{i}].kind")
-            if len(kind) >= 13 and contains_pan(kind):
+            if len(kind) >= 13 and screen.holds_pan(kind):
                 raise ProtocolError(screen.PAN_REASON, f"entries[{i}].kind")
             if type(txn_id) is not str or not uuid_ok(txn_id):
                 raise ProtocolError("must be a lowercase canonical UUID", f"entries[{i}].txn_id")

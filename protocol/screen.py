@@ -173,6 +173,13 @@ def _screen_text(value: str, exempt: Any, root: Any) -> tuple[str, bool] | None:
     return PAN_REASON, True
 
 
+def holds_pan(text: str) -> bool:
+    """The screen's verdict on one string of no declared field: a card number in it (a
+    canonical UUID is an identifier, not text; see _screen_text)."""
+    found = _screen_text(text, None, None)
+    return found is not None and found[1]
+
+
 def _integer(value: int, exempt: Any, root: Any) -> tuple[str, bool] | None:
     if is_pan_int(value) and not (callable(exempt) and exempt(value, root)):
         return PAN_REASON, True

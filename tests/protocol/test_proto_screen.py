@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol import codec
 from protocol.errors import ProtocolError
@@ -173,3 +176,14 @@ def test_long_reasons_are_cut_not_refused() -> None:
     got = codec.decode(wire({**m, "reason": long}))
     assert isinstance(got, Ack)
     assert got.hwm == 1
+
+
+@given(st.uuids())
+@settings(max_examples=300, deadline=None, database=None)
+def test_a_uuid_corr_always_travels(u: uuid.UUID) -> None:
+    """The lane's corr is a UUID (agent.replicator): a string of hex digits and dashes that,
+    were it screened as text, would hold a Luhn-valid run now and then."""
+    msg = Request(LANE, str(u), "transit_lookup", {})
+    assert codec.decode(codec.encode(msg)) == msg
+    rep = Reply(LANE, str(u), True, {})
+    assert codec.decode(codec.encode(rep)) == rep
