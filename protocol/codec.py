@@ -72,7 +72,16 @@ def _safe_reply(reply: Reply) -> Reply:
 
 
 def unpack(buf: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Any:
-    """Decode one msgpack value with the limits every lanesync payload obeys."""
+    """Decode one msgpack value with the limits every lanesync payload obeys.
+
+    Bounds before anything walks the value: the size here; counts, because unpackb caps every
+    array, map, str and bin length at the length of the buffer ("4294967295 exceeds
+    max_array_len(5)" for a 5-byte header claiming 2**32 items, so a header cannot make it
+    allocate); nesting, because the C unpacker keeps its own stack of 1024 levels
+    (msgpack/unpack.h: MSGPACK_EMBED_STACK_SIZE) and raises StackError past it, without
+    recursion. What it returns is walked only by protocol.screen, iteratively, which refuses
+    more than 32 levels by field.
+    """
     if len(buf) > max_size:
         raise ProtocolError(
             f"payload of {len(buf)} bytes exceeds the {max_size} byte limit", "payload"
@@ -97,7 +106,8 @@ def unpack(buf: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Any:
         raise ProtocolError(f"{extra} trailing bytes after the message", "payload") from None
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         # UnicodeDecodeError (a ValueError) for bad UTF-8, ValueError for non-str keys
-        # (strict_map_key) and for truncated input, TypeError for unhashable keys.
+        # (strict_map_key), for truncated input and for lengths past the buffer, StackError (a
+        # ValueError) past 1024 levels, TypeError for unhashable keys.
         raise ProtocolError(f"not valid msgpack: {exc}", "payload") from None
     return value
 

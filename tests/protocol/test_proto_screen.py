@@ -187,3 +187,18 @@ def test_a_uuid_corr_always_travels(u: uuid.UUID) -> None:
     assert codec.decode(codec.encode(msg)) == msg
     rep = Reply(LANE, str(u), True, {})
     assert codec.decode(codec.encode(rep)) == rep
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xdd\xff\xff\xff\xff",  # an array header claiming 2**32 items
+        b"\xdf\xff\xff\xff\xff",  # a map the same
+        b"\x91" * 1025 + b"\xc0",  # past msgpack's own 1024-level stack
+    ],
+)
+def test_the_decoder_bounds_counts_and_nesting_before_anything_walks(raw: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        codec.unpack(raw)
+    assert info.value.field == "payload"
+    assert codec.unpack(b"\x91" * 1000 + b"\xc0") is not None  # decoded, walked only iteratively
