@@ -27,6 +27,7 @@ import tenacity
 
 from agent.config import AgentConfig
 from agent.journal import Journal, JournalError
+from agent.journal.journal import new_txn_id
 from protocol import brokerconn, codec
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
@@ -386,7 +387,9 @@ class Replicator:
         if client is None:
             raise RequestTimeout("head office is unreachable (no broker connection)")
         self._corr += 1
-        corr = f"{self.journal.epoch:x}-{self._corr}-{time.monotonic_ns() % 1_000_000}"
+        # A UUID: every string of a request is screened for card numbers, and the former
+        # "<epoch hex>-<n>-<ns>" held a Luhn-valid 13-19 digit run in 0.8 % of requests.
+        corr = new_txn_id()
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[corr] = fut
         try:

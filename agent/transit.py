@@ -37,7 +37,9 @@ from agent.open_docs.service import DocumentService
 from agent.open_docs.store import LaneStore
 from agent.replicator import Replicator, RequestTimeout
 from hardware.events import ScanEvent
+from protocol import screen
 from protocol.errors import ProtocolError
+from protocol.messages import REQUEST_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,7 @@ class TransitReceiver:
         """Look a transit up for receiving; None when nothing was entered."""
         if type(req) is not dict:
             raise ProtocolError("send {sscc} or {transit_no}", "$")
+        screen.check(dict.fromkeys(req), "$")  # the keys, before a refusal names one
         unknown = set(req) - {"sscc", "transit_no", "source_store"}
         if unknown:
             raise ProtocolError(
@@ -180,6 +183,9 @@ class TransitReceiver:
             return None  # OK pressed on an empty prompt: the screen closes, nothing happens
         if "sscc" in args:
             args["sscc"] = normalise_sscc(args["sscc"])
+        # What the cashier keyed goes to head office: screened as the request will be (no card
+        # number; refused by field, never quoted) before it is sent.
+        screen.check(args, "$", REQUEST_FIELDS)
         try:
             result = await self._ask("transit_lookup", args)
         except TransitError as exc:
@@ -202,12 +208,14 @@ class TransitReceiver:
         """Accept at head office, then journal; returns (answer, already answered before)."""
         session = self.sessions.get(session_id)
         if session is None:
-            raise TransitError(
+            raise TransitError(  # never the id sent: it came in a URL and may be anything
                 "no_session",
-                f"no receive in progress with id {session_id}: scan or key the transit again",
+                "no receive in progress with this id: scan or key the transit again",
+                field="id",
             )
         if req is None:
             req = {}
+        screen.check(req, "$")
         if type(req) is not dict or set(req) - {"staff"}:
             raise ProtocolError("only {staff} may be sent with an accept", "$")
         staff = req.get("staff")

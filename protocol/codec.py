@@ -8,12 +8,24 @@ raises anything else, whatever bytes arrive.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NoReturn
 
 import msgpack
 
+from protocol import screen
 from protocol.errors import ProtocolError
-from protocol.messages import PROTOCOL_VERSION, Message, from_map
+from protocol.messages import (
+    PROTOCOL_VERSION,
+    REPLY_FIELDS,
+    Ack,
+    Message,
+    Reply,
+    from_map,
+    reason_text,
+)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE = 1024 * 1024
 
@@ -23,14 +35,53 @@ def _refuse_ext(code: int, data: bytes) -> NoReturn:
 
 
 def encode(msg: Message) -> bytes:
+    """The bytes of `msg`, which never carry a card number (invariant 6).
+
+    A Request cannot be made with one (messages.Request). A Reply whose result holds one is
+    sent as a refusal naming the field instead (`code: withheld`): head office answers, the
+    lane learns why, and raising here would only lose the answer. Free-text reasons are
+    masked.
+    """
+    if isinstance(msg, Reply):
+        msg = _safe_reply(msg)
+    elif isinstance(msg, Ack) and msg.reason is not None:
+        msg = Ack(msg.lane, msg.epoch, msg.hwm, msg.resend_from, reason_text(msg.reason))
     m = msg.to_map()
     m["v"] = PROTOCOL_VERSION
     m["t"] = msg.TYPE
     return msgpack.packb(m, use_bin_type=True)
 
 
+def _safe_reply(reply: Reply) -> Reply:
+    error = None if reply.error is None else reason_text(reply.error)
+    problem = screen.first_problem(reply.result, "result", REPLY_FIELDS)
+    if problem is None:
+        return (
+            reply
+            if error == reply.error
+            else Reply(reply.lane, reply.corr, reply.ok, reply.result, error)
+        )
+    log.error("reply to %s withheld: %s: %s", reply.lane, problem.field, problem.reason)
+    return Reply(
+        reply.lane,
+        reply.corr,
+        False,
+        {"code": "withheld", "field": problem.field},
+        f"head office withheld its answer: {problem.field}: {problem.reason}",
+    )
+
+
 def unpack(buf: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Any:
-    """Decode one msgpack value with the limits every lanesync payload obeys."""
+    """Decode one msgpack value with the limits every lanesync payload obeys.
+
+    Bounds before anything walks the value: the size here; counts, because unpackb caps every
+    array, map, str and bin length at the length of the buffer ("4294967295 exceeds
+    max_array_len(5)" for a 5-byte header claiming 2**32 items, so a header cannot make it
+    allocate); nesting, because the C unpacker keeps its own stack of 1024 levels
+    (msgpack/unpack.h: MSGPACK_EMBED_STACK_SIZE) and raises StackError past it, without
+    recursion. What it returns is walked only by protocol.screen, iteratively, which refuses
+    more than 32 levels by field.
+    """
     if len(buf) > max_size:
         raise ProtocolError(
             f"payload of {len(buf)} bytes exceeds the {max_size} byte limit", "payload"
@@ -55,7 +106,8 @@ def unpack(buf: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Any:
         raise ProtocolError(f"{extra} trailing bytes after the message", "payload") from None
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         # UnicodeDecodeError (a ValueError) for bad UTF-8, ValueError for non-str keys
-        # (strict_map_key) and for truncated input, TypeError for unhashable keys.
+        # (strict_map_key), for truncated input and for lengths past the buffer, StackError (a
+        # ValueError) past 1024 levels, TypeError for unhashable keys.
         raise ProtocolError(f"not valid msgpack: {exc}", "payload") from None
     return value
 
@@ -66,5 +118,5 @@ def decode(buf: bytes, max_size: int = DEFAULT_MAX_MESSAGE) -> Message:
         raise ProtocolError(f"must be a map, got {type(value).__name__}", "payload")
     for k in value:
         if type(k) is not str:
-            raise ProtocolError(f"map key {k!r} is not a string", "payload")
+            raise ProtocolError(f"a map key is {type(k).__name__}, not a string", "payload")
     return from_map(value)

@@ -1,11 +1,15 @@
 """Rules every POS document obeys before it may be journaled, on both sides of the wire.
 
 Here live the rules that hold for all document kinds: a known kind, a JSON-like tree without
-floats (invariant 5), no full card number anywhere (invariant 6). Per-kind schemas build on this.
+floats (invariant 5), bounded in depth and size, and no full card number anywhere (invariant 6:
+protocol.pan's rule, applied by protocol.screen with the fields each kind declares to hold GS1
+keys or times). Per-kind schemas build on this; head office scans every entry it applies with
+`first_pan_body`, which finds what `check_document` would refuse as a card number.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -14,8 +18,11 @@ from typing import Any
 
 import msgpack
 
+from protocol import screen
 from protocol.errors import ProtocolError
-from protocol.messages import MAX_ENTRY_BODY, UUID_RE, check_plain
+from protocol.messages import MAX_ENTRY_BODY
+from protocol.pan import contains_pan, non_ascii_digit_leads
+from protocol.screen import UUID_RE
 
 # Document kinds a chain posts: the roll-up seed's sale types and the purchasing seed's stock
 # movements. Only these may be journaled.
@@ -44,94 +51,30 @@ STOCK_KINDS = frozenset(
 )
 DOCUMENT_KINDS = SALE_KINDS | STOCK_KINDS
 
-# Identifier fields that legitimately hold long digit strings (GTIN-14, SSCC-18) whose GS1 check
-# digit may pass Luhn by chance; they are validated as GS1 keys elsewhere, not as card numbers.
-_GS1_KEY_FIELDS = frozenset({"item", "item_code", "gtin", "sscc", "barcode", "transit_no"})
-_DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# Fields declared to hold a GS1 key or a timestamp, whose digits may pass Luhn by chance; a
+# value there is exempt from the card-number rule only if it is what the field is declared
+# to hold (protocol.screen). Nothing else is exempt: not `item` in `ext`, not a transit
+# number (a register number such as T10001), not a 16-digit "item code".
+_LINES = {"lines[].item": screen.gtin}
+_TRANSIT = {**_LINES, "sscc": screen.sscc}
+DOCUMENT_FIELDS: dict[str, screen.Declared] = {
+    **{kind: screen.declare(_LINES) for kind in DOCUMENT_KINDS},
+    "transit_inventory": screen.declare({**_TRANSIT, "label": screen.transit_label}),
+    "transit_inventory_accept": screen.declare({**_TRANSIT, "ext.received_at": screen.ms_time}),
+}
+_NO_FIELDS: screen.Declared = {}
 
 
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+def declared_fields(doc: Any) -> screen.Declared:
+    """What `doc`'s kind declares (nothing for a value that is not a known document)."""
+    kind = doc.get("kind") if type(doc) is dict else None
+    return DOCUMENT_FIELDS.get(kind, _NO_FIELDS) if type(kind) is str else _NO_FIELDS
 
 
-def looks_like_pan(text: str) -> bool:
-    """True if `text` holds 13-19 digits (spaces or dashes allowed) that pass the Luhn check
-    and start like a payment card (IIN 2-6)."""
-    for m in _DIGIT_RUN.finditer(text):
-        digits = re.sub(r"[ -]", "", m.group())
-        if 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits):
-            return True
-    return False
-
-
-def _is_uuid(text: str) -> bool:
-    """A canonical UUID (a txn_id) is hex and dashes: its digit runs are never card numbers."""
-    return len(text) == 36 and UUID_RE.fullmatch(text) is not None
-
-
-def find_pan(value: Any, path: str) -> str | None:
-    """Path of the first string or integer in `value` that looks like a full card number."""
-    t = type(value)
-    if t is dict:
-        for k, v in value.items():
-            if type(k) is str and looks_like_pan(k):
-                return f"{path} (a map key)"
-            if k in _GS1_KEY_FIELDS and type(v) is str and v.isdigit():
-                continue
-            hit = find_pan(v, f"{path}.{k}")
-            if hit:
-                return hit
-    elif t is list:
-        for i, v in enumerate(value):
-            hit = find_pan(v, f"{path}[{i}]")
-            if hit:
-                return hit
-    elif (t is str and not _is_uuid(value) and looks_like_pan(value)) or (
-        t is int and value > 10**12 and looks_like_pan(str(value))
-    ):
-        return path
-    return None
-
-
-_HINT = re.compile(r"[0-9][0-9 -]{12,}")
-_PAN_FREE_INT = 10**12  # integers of 13+ digits might be card numbers
-
-
-def _suspicious(value: Any, depth: int = 0) -> bool:
-    """False proves `value` clean for check_plain and find_pan; True means "walk it properly".
-
-    The precise walks build a JSON path for every value, which costs more than the rest of
-    a submit; this walk builds none, so clean documents (nearly all) pay little.
-    """
-    t = type(value)
-    if t is str:
-        return len(value) >= 13 and _HINT.search(value) is not None and not _is_uuid(value)
-    if t is int:
-        return not -_PAN_FREE_INT <= value <= _PAN_FREE_INT
-    if t is bool or value is None:
-        return False
-    if depth > 32:
-        return True
-    if t is dict:
-        for k, v in value.items():
-            if type(k) is not str or _suspicious(k):
-                return True
-            if k in _GS1_KEY_FIELDS and type(v) is str and v.isdigit():
-                continue
-            if _suspicious(v, depth + 1):
-                return True
-        return False
-    if t is list:
-        return any(_suspicious(v, depth + 1) for v in value)
-    return True  # floats, Decimal, bytes, anything else: the precise walk decides
+def find_pan(value: Any, path: str = "$") -> str | None:
+    """Path of the first string, key, integer or bytes in `value` that is a card number,
+    wherever it hides (no depth limit: the walk is iterative), or None."""
+    return screen.find_pan(value, path, declared_fields(value))
 
 
 def check_document(doc: Any) -> None:
@@ -141,31 +84,44 @@ def check_document(doc: Any) -> None:
     kind = doc.get("kind")
     if type(kind) is not str or kind not in DOCUMENT_KINDS:
         raise ProtocolError(
-            f"unknown document kind {kind!r}; expected one of {', '.join(sorted(DOCUMENT_KINDS))}",
+            f"unknown document kind; expected one of {', '.join(sorted(DOCUMENT_KINDS))}",
             "kind",
         )
     txn_id = doc.get("txn_id")
     if txn_id is not None and (type(txn_id) is not str or not UUID_RE.fullmatch(txn_id)):
         raise ProtocolError("must be a lowercase canonical UUID (UUIDv7 recommended)", "txn_id")
-    if not _suspicious(doc):
-        return
-    check_plain(doc, "$")
-    pan = find_pan(doc, "$")
-    if pan:
-        raise ProtocolError(
-            "looks like a full card number; send the card token, scheme and last four digits",
-            pan,
-        )
+    screen.check(doc, "$", DOCUMENT_FIELDS[kind])
 
 
-# Every card number written in a msgpack string is a run of 13 or more digits, spaces or dashes
-# (strings are stored verbatim). A card number sent as an integer (find_pan checks those above
-# 10**12) needs more than 32 bits, so msgpack writes it after a uint64 (0xcf) or int64 (0xd3)
-# marker byte. A body with neither holds no card number. Both are checked with C-speed bytes
-# operations: translate maps digits, space and dash to "1" and all else to "0", and a run is
-# a substring search; a regex scan over every body cost 8 us a sale, a fifth of ingest's CPU.
-_RUN_TABLE = bytes(0x31 if c in b"0123456789 -" else 0x30 for c in range(256))
+def decode_document(body: bytes, unpack: Callable[[bytes], Any]) -> dict[str, Any]:
+    """A journaled body decoded and checked as check_document does (for head office)."""
+    doc = unpack(body)
+    check_document(doc)
+    assert type(doc) is dict
+    return doc
+
+
+# A card number written in a msgpack string is a run of 13 or more digits, spaces or dashes
+# (strings are stored verbatim; a digit of another script, Unicode Nd, is a lead byte and one
+# to three continuation bytes in UTF-8). A card number sent as an integer needs more than 32
+# bits, so msgpack writes it after a uint64 (0xcf) or int64 (0xd3) marker byte. A body with
+# neither holds no card number. Both are checked with C-speed bytes operations: translate maps
+# digits, space, dash, the lead bytes of non-ASCII digits and continuation bytes to "1" and
+# all else to "0", and a run is a substring search; a regex scan over every body cost 8 us a
+# sale, a fifth of ingest's CPU. A body with such a run is read as text and searched for 13
+# digits, spaces or dashes in a row (a long run of Thai or Hindi letters ends there) before it
+# is decoded and walked.
 _RUN = b"1" * 13
+_RUN_TEXT = re.compile(r"\d[\d -]{12}")
+
+
+@functools.cache
+def _run_table() -> bytes:
+    leads = non_ascii_digit_leads()
+    return bytes(
+        0x31 if c in b"0123456789 -" or c in leads or 0x80 <= c <= 0xBF else 0x30
+        for c in range(256)
+    )
 
 
 def first_pan_body(
@@ -173,21 +129,25 @@ def first_pan_body(
 ) -> tuple[int, str] | None:
     """(index, field path) of the first msgpack body carrying a card number, or None.
 
-    Head office scans every entry it applies. Two byte checks (a long enough run of digits,
-    a 64-bit integer marker) find the few bodies that could hold one; only those are decoded
-    and walked.
+    Head office scans every entry it applies. Byte checks (a long enough run of digits, a
+    64-bit integer marker) find the few bodies that could hold one; only those are decoded
+    and walked, iteratively and however deep they nest.
     """
     joined = b"\0".join(bodies)  # NUL maps to "0": no run crosses from one body to the next
     ends = list(accumulate(len(b) + 1 for b in bodies))  # offset just past each body's NUL
-    runs = _hits(joined.translate(_RUN_TABLE), _RUN, ends)
-    suspects = runs | _hits(joined, b"\xcf", ends) | _hits(joined, b"\xd3", ends)
-    for i in sorted(suspects):
+    ints = _hits(joined, b"\xcf", ends) | _hits(joined, b"\xd3", ends)
+    runs = {
+        i
+        for i in _hits(joined.translate(_run_table()), _RUN, ends) - ints
+        if _RUN_TEXT.search(bodies[i].decode("utf-8", "surrogateescape"))
+    }
+    for i in sorted(runs | ints):
         body = bodies[i]
         try:
             doc = unpack(body)
         except ProtocolError:
             # Not a document at all: judge the raw bytes, never store a card number.
-            if i in runs and looks_like_pan(body.decode("latin-1")):
+            if contains_pan(body.decode("utf-8", "surrogateescape")):
                 return i, "$ (undecodable body)"
             continue
         path = find_pan(doc, "$")
@@ -209,7 +169,15 @@ def _hits(haystack: bytes, needle: bytes, ends: list[int]) -> set[int]:
 
 def encode_body(doc: dict[str, Any]) -> bytes:
     """The exact bytes that are journaled, hashed and sent for a document."""
-    body = msgpack.packb(doc, use_bin_type=True)
+    try:
+        body = msgpack.packb(doc, use_bin_type=True)
+    except (UnicodeEncodeError, ValueError, TypeError, OverflowError) as exc:
+        # check_document refuses all of these first (lone surrogates, depth, types, range);
+        # a caller that skipped it still gets the field, never a bare exception.
+        problem = screen.first_problem(doc, "$", declared_fields(doc))
+        if problem is not None:
+            raise problem.error() from None
+        raise ProtocolError(f"cannot be encoded: {type(exc).__name__}", "$") from None
     if len(body) > MAX_ENTRY_BODY:
         raise ProtocolError(f"document of {len(body)} bytes exceeds {MAX_ENTRY_BODY}", "$")
     return body

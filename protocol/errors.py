@@ -6,17 +6,24 @@ message names the field, key or byte at fault so an operator can act on it.
 
 from __future__ import annotations
 
+from protocol.pan import mask_text
+
 
 class LanesyncError(Exception):
     """Base of every error lanesync raises on purpose."""
 
 
 class ProtocolError(LanesyncError):
-    """A message or document that cannot be accepted; `field` names the part at fault."""
+    """A message or document that cannot be accepted; `field` names the part at fault.
+
+    Reason and field are masked (protocol.pan.mask_text) as they are made: a refusal is
+    shown to a POS, logged and kept, and must never carry the card number it refuses, even
+    when a message quotes a value by mistake or a path runs through an odd map key.
+    """
 
     def __init__(self, reason: str, field: str | None = None) -> None:
-        self.reason = reason
-        self.field = field
+        self.reason = reason = mask_text(reason)
+        self.field = field = None if field is None else mask_text(field)
         super().__init__(f"{field}: {reason}" if field else reason)
 
 

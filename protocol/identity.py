@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from protocol.errors import ProtocolError
+from protocol.pan import contains_pan, mask_text
 
 SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 DEFAULT_PREFIX = "lanesync/v1"
@@ -22,7 +23,10 @@ def check_segment(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise ProtocolError(f"must be a string, got {type(value).__name__}", field)
     if not SEGMENT_RE.fullmatch(value):
-        raise ProtocolError(f"{value!r} is not 1-32 characters of A-Z a-z 0-9 _ -", field)
+        shown = mask_text(repr(value[:40]))  # quoted masked: it may hold a card number
+        raise ProtocolError(f"{shown} is not 1-32 characters of A-Z a-z 0-9 _ -", field)
+    if len(value) >= 13 and contains_pan(value):
+        raise ProtocolError("looks like a full card number, not a store or lane id", field)
     return value
 
 

@@ -2,9 +2,10 @@
 
 Invariant 6 says no full card number is ever logged, and a credential in a log file is a
 credential leaked to whoever reads the journal. So every record passes a redaction filter before
-any handler formats it: digit runs that pass `protocol.documents.looks_like_pan` become
-`[PAN redacted]`, `password=`/`token=`/`Authorization: Bearer` values become `[redacted]`, and so
-does every secret string a daemon registered from its configuration (`add_secret`).
+any handler formats it: card numbers (protocol.pan's one rule: Luhn-valid 13-19 digit runs,
+plain, spaced, dashed, inside words, in any script's digits) become `[PAN redacted]`;
+`password=`/`token=`/`Authorization: Bearer` values become `[redacted]`, and so does every
+secret string a daemon registered from its configuration (`add_secret`).
 Logging setup is process-wide configuration, like `notify`, so it lives beside it.
 """
 
@@ -19,9 +20,8 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-from protocol.documents import looks_like_pan
+from protocol.pan import redact_text
 
-_DIGITS = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 _CREDENTIAL = re.compile(
     r"(?i)\b(password|passwd|pwd|token|secret|api[_-]?key)(\s*[=:]\s*|\"\s*:\s*\")([^\s\",;&]+)"
 )
@@ -42,7 +42,7 @@ def redact(text: str) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "[redacted]")
-    text = _DIGITS.sub(lambda m: "[PAN redacted]" if looks_like_pan(m.group()) else m.group(), text)
+    text = redact_text(text, "[PAN redacted]")
     text = _CREDENTIAL.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} [redacted]", text)
     return _URL_USERINFO.sub(lambda m: f"{m.group(1)}:[redacted]@", text)

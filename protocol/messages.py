@@ -3,6 +3,13 @@
 Every message is a msgpack map carrying `v` (protocol version) and `t` (type). `from_map` checks
 each field's type and range and refuses unknown fields, naming the field at fault; the codec
 (protocol.codec) turns bytes into these objects and back.
+
+No message carries a card number (invariant 6): every string field is screened by
+protocol.pan's rule, a Request's `args` and a Reply's `result` by protocol.screen (with the
+fields below declared to hold SSCCs, GTINs and millisecond timestamps). A Request cannot even
+be made with one, so a lane never sends it and head office refuses it on decoding; free-text
+reasons (Ack.reason, Reply.error) are masked instead of refused, so an answer a lane needs is
+never lost over a quoted number.
 """
 
 from __future__ import annotations
@@ -12,17 +19,40 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
 
+from protocol import screen
 from protocol.chain import HASH_LEN
 from protocol.errors import ProtocolError
 from protocol.identity import LaneId, check_segment
+from protocol.pan import mask_text
 
 PROTOCOL_VERSION = 1
 U63 = (1 << 63) - 1
 MAX_ENTRY_BODY = 64 * 1024
 MAX_BATCH_ENTRIES = 10_000
 KIND_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
-UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+UUID_RE = screen.UUID_RE  # the txn_id form; defined with the screen, which exempts it
 CORR_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+MAX_TEXT = 1024
+
+# What a Request's args and a Reply's result may hold that passes as a card number by chance:
+# the transit requests' SSCC and the lane's deadline; the transit details head office answers
+# with (headoffice.transit.projection.details) and the time it tells.
+REQUEST_FIELDS = screen.declare({"sscc": screen.sscc, "deadline_ms": screen.ms_time})
+_TRANSIT_DETAILS = {
+    "sscc": screen.sscc,
+    "lines[].item": screen.gtin,
+    "created.at": screen.ms_time,
+    "received.at": screen.ms_time,
+    "cancelled.at": screen.ms_time,
+}
+REPLY_FIELDS = screen.declare(
+    {
+        "now_ms": screen.ms_time,
+        **{f"transit.{k}": v for k, v in _TRANSIT_DETAILS.items()},
+        "received.at": screen.ms_time,
+        "cancelled.at": screen.ms_time,
+    }
+)
 
 
 class Entry(NamedTuple):
@@ -44,7 +74,7 @@ def _int(m: Mapping[str, Any], key: str, lo: int = 0, hi: int = U63) -> int:
     if type(v) is not int:
         raise ProtocolError(f"must be an integer, got {type(v).__name__}", key)
     if not lo <= v <= hi:
-        raise ProtocolError(f"{v} is outside {lo}..{hi}", key)
+        raise ProtocolError(f"is outside {lo}..{hi}", key)  # never the value: it may be a PAN
     return v
 
 
@@ -52,15 +82,31 @@ def _str(m: Mapping[str, Any], key: str, pattern: re.Pattern[str] | None = None)
     v = m.get(key)
     if type(v) is not str:
         raise ProtocolError(f"must be a string, got {type(v).__name__}", key)
+    if len(v) > MAX_TEXT:
+        raise ProtocolError(f"longer than {MAX_TEXT} characters", key)
     if pattern is not None and not pattern.fullmatch(v):
-        raise ProtocolError(f"{v[:80]!r} does not match {pattern.pattern}", key)
-    if len(v) > 1024:
-        raise ProtocolError("longer than 1024 characters", key)
+        raise ProtocolError(f"does not match {pattern.pattern}", key)
+    if len(v) >= 13 and screen.holds_pan(v):
+        raise ProtocolError(screen.PAN_REASON, key)
     return v
 
 
-def _opt_str(m: Mapping[str, Any], key: str) -> str | None:
-    return None if m.get(key) is None else _str(m, key)
+def _opt_text(m: Mapping[str, Any], key: str) -> str | None:
+    """A free-text reason: card numbers in it are masked and a long one is cut, never refused
+    (see the docstring): an ack must not be lost over the words that come with it."""
+    v = m.get(key)
+    if v is None:
+        return None
+    if type(v) is not str:
+        raise ProtocolError(f"must be a string, got {type(v).__name__}", key)
+    return reason_text(v)
+
+
+def reason_text(text: str) -> str:
+    """A free-text reason as it may travel: masked (protocol.pan), at most MAX_TEXT long."""
+    if len(text) > MAX_TEXT:
+        text = text[: MAX_TEXT - 3] + "..."
+    return mask_text(text)
 
 
 def _bytes(m: Mapping[str, Any], key: str, length: int) -> bytes:
@@ -72,39 +118,16 @@ def _bytes(m: Mapping[str, Any], key: str, length: int) -> bytes:
     return v
 
 
-def check_plain(value: Any, path: str, depth: int = 0) -> None:
-    """Refuse anything but str-keyed maps, lists, str, int, bool, None and bytes.
-
-    Floats are refused on purpose: money and quantities never travel as floats (invariant 5).
-    """
-    if depth > 32:
-        raise ProtocolError("nested deeper than 32 levels", path)
-    t = type(value)
-    if t is dict:
-        for k, v in value.items():
-            if type(k) is not str:
-                raise ProtocolError(f"map key {k!r} is not a string", path)
-            check_plain(v, f"{path}.{k}", depth + 1)
-    elif t is list:
-        for i, v in enumerate(value):
-            check_plain(v, f"{path}[{i}]", depth + 1)
-    elif t is float or t.__name__ == "Decimal":
-        raise ProtocolError(
-            "fractional numbers are not allowed; use integer minor units or a decimal string",
-            path,
-        )
-    elif t is int:
-        if not -(1 << 63) <= value <= U63:
-            raise ProtocolError("integer outside the signed 64-bit range", path)
-    elif value is not None and t not in (str, bool, bytes):
-        raise ProtocolError(f"{t.__name__} values are not allowed", path)
+def check_plain(value: Any, path: str) -> None:
+    """Refuse what may not travel in a map of a message (protocol.screen, nothing declared)."""
+    screen.check(value, path)
 
 
-def _map(m: Mapping[str, Any], key: str) -> dict[str, Any]:
+def _map(m: Mapping[str, Any], key: str, declared: screen.Declared) -> dict[str, Any]:
     v = m.get(key)
     if type(v) is not dict:
         raise ProtocolError(f"must be a map, got {type(v).__name__}", key)
-    check_plain(v, key)
+    screen.check(v, key, declared)
     return v
 
 
@@ -168,12 +191,17 @@ class JournalBatch:
             if type(e) is not list or len(e) != 5:
                 raise ProtocolError("must be [kind, txn_id, ts, body, hash]", f"entries[{i}]")
             kind, txn_id, ts, body, h = e
+            # Refusals name the field and never quote the value: it may be a card number.
             if type(kind) is not str or not kind_ok(kind):
-                raise ProtocolError(f"bad kind {kind!r}", f"entries[{i}].kind")
+                raise ProtocolError(f"must match {KIND_RE.pattern}", f"entries[{i}].kind")
+            if len(kind) >= 13 and screen.holds_pan(kind):
+                raise ProtocolError(screen.PAN_REASON, f"entries[{i}].kind")
             if type(txn_id) is not str or not uuid_ok(txn_id):
-                raise ProtocolError(f"bad txn_id {txn_id!r}", f"entries[{i}].txn_id")
+                raise ProtocolError("must be a lowercase canonical UUID", f"entries[{i}].txn_id")
             if type(ts) is not int or not 0 <= ts <= U63:
-                raise ProtocolError(f"bad time {ts!r}", f"entries[{i}].ts")
+                raise ProtocolError(
+                    "must be milliseconds since 1970 (an integer 0..2**63-1)", f"entries[{i}].ts"
+                )
             if type(body) is not bytes or len(body) > MAX_ENTRY_BODY:
                 raise ProtocolError("must be binary of at most 64 KiB", f"entries[{i}].body")
             if type(h) is not bytes or len(h) != HASH_LEN:
@@ -245,7 +273,7 @@ class Ack:
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> Ack:
         resend = None if m.get("resend_from") is None else _int(m, "resend_from", 1)
-        return cls(_lane(m), _int(m, "epoch", 1), _int(m, "hwm"), resend, _opt_str(m, "reason"))
+        return cls(_lane(m), _int(m, "epoch", 1), _int(m, "hwm"), resend, _opt_text(m, "reason"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +301,7 @@ class Status:
     def from_map(cls, m: Mapping[str, Any]) -> Status:
         state = _str(m, "state")
         if state not in ("online", "offline"):
-            raise ProtocolError(f"{state!r} is not online or offline", "state")
+            raise ProtocolError("must be online or offline", "state")
         return cls(
             _lane(m),
             "online" if state == "online" else "offline",
@@ -293,6 +321,12 @@ class Request:
     op: str
     args: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Made on the lane, decoded at head office: either way no card number gets past here.
+        if type(self.args) is not dict:
+            raise ProtocolError(f"must be a map, got {type(self.args).__name__}", "args")
+        screen.check(self.args, "args", REQUEST_FIELDS)
+
     def to_map(self) -> dict[str, Any]:
         return {
             "store": self.lane.store,
@@ -304,7 +338,10 @@ class Request:
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> Request:
-        return cls(_lane(m), _str(m, "corr", CORR_RE), _str(m, "op", KIND_RE), _map(m, "args"))
+        args = m.get("args")
+        if type(args) is not dict:
+            raise ProtocolError(f"must be a map, got {type(args).__name__}", "args")
+        return cls(_lane(m), _str(m, "corr", CORR_RE), _str(m, "op", KIND_RE), args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +370,8 @@ class Reply:
         ok = m.get("ok")
         if type(ok) is not bool:
             raise ProtocolError("must be true or false", "ok")
-        return cls(_lane(m), _str(m, "corr", CORR_RE), ok, _map(m, "result"), _opt_str(m, "error"))
+        result = _map(m, "result", REPLY_FIELDS)
+        return cls(_lane(m), _str(m, "corr", CORR_RE), ok, result, _opt_text(m, "error"))
 
 
 Message = JournalBatch | Hello | Ack | Status | Request | Reply
@@ -358,13 +396,17 @@ def from_map(m: Mapping[str, Any]) -> Message:
     """Validate a decoded map against the schema of its `t` and build the message."""
     v = m.get("v")
     # type check first: 1.0 == 1 and True == 1 in Python, but neither is an integer on the wire
+    # Values are quoted only through mask_text: whatever was sent may hold a card number.
     if type(v) is not int or v != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {v!r}; this side speaks 1", "v")
+        shown = mask_text(repr(v)[:40]) if type(v) in (int, str) else type(v).__name__
+        raise ProtocolError(f"unsupported protocol version {shown}; this side speaks 1", "v")
     t = m.get("t")
     if type(t) is not str or t not in MESSAGE_TYPES:
-        raise ProtocolError(f"unknown message type {t!r}", "t")
+        shown = mask_text(repr(t)[:40]) if type(t) is str else type(t).__name__
+        raise ProtocolError(f"unknown message type {shown}", "t")
     build = MESSAGE_TYPES[t]
     unknown = m.keys() - _FIELDS[t] - {"v", "t"}
     if unknown:
-        raise ProtocolError(f"unknown field(s) {sorted(unknown)!r} for {t}", sorted(unknown)[0])
+        names = sorted(unknown)
+        raise ProtocolError(f"unknown field(s) {mask_text(repr(names)[:200])} for {t}", names[0])
     return build(m)

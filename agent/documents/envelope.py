@@ -65,11 +65,23 @@ class DocContext:
         return now.astimezone()
 
 
-def validate(doc: Any, ctx: DocContext) -> dict[str, Any]:
-    """Check `doc` and return it completed (the same dict, filled in)."""
+def screen(doc: Any) -> None:
+    """The rules of every kind (protocol.documents.check_document: a known kind, bounded
+    depth and size, no floats, no lone surrogates, no card number anywhere), checked before
+    anything walks the document; pure, so a caller may copy the document after it."""
     if type(doc) is dict and type(doc.get("kind")) is not str:
         raise ProtocolError(f"must be a string, one of {', '.join(sorted(KINDS))}", "kind")
-    check_document(doc)  # kind known, no floats, no card number anywhere (invariants 5, 6)
+    check_document(doc)
+
+
+def validate(doc: Any, ctx: DocContext, *, screened: bool = False) -> dict[str, Any]:
+    """Check `doc` and return it completed (the same dict, filled in).
+
+    `screened`: the caller ran `screen(doc)` already (DocumentService does, before it
+    copies the document), so it is not walked twice.
+    """
+    if not screened:
+        screen(doc)
     assert type(doc) is dict
     kind: str = doc["kind"]
     _envelope(doc, ctx)
@@ -94,7 +106,9 @@ def _envelope(doc: dict[str, Any], ctx: DocContext) -> None:
         if key in doc:
             f.text(doc, key, "$", max_len=32)
             if doc[key] != own:
-                raise ProtocolError(f"this agent is {key} {own!r}, not {doc[key]!r}", f"$.{key}")
+                raise ProtocolError(
+                    f"this agent is {key} {own!r}, not {f.shown(doc[key])}", f"$.{key}"
+                )
         else:
             doc[key] = own
     if "time" in doc:
@@ -102,7 +116,7 @@ def _envelope(doc: dict[str, Any], ctx: DocContext) -> None:
         try:
             when = datetime.fromisoformat(t)
         except ValueError:
-            raise ProtocolError(f"not an ISO 8601 date-time: {t!r}", "$.time") from None
+            raise ProtocolError(f"not an ISO 8601 date-time: {f.shown(t)}", "$.time") from None
         if when.tzinfo is None:
             raise ProtocolError("needs a UTC offset (e.g. +02:00 or Z)", "$.time")
     else:

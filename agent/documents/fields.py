@@ -10,6 +10,7 @@ from typing import Any
 
 from agent.documents import money
 from protocol.errors import ProtocolError
+from protocol.pan import mask_text
 
 CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}")  # item, customer, staff, supplier
 TAX_CODE_RE = re.compile(r"[A-Z0-9_]{1,16}")
@@ -18,12 +19,18 @@ MAX_LINES = 1000
 MAX_PAYMENTS = 32
 
 
+def shown(value: Any) -> str:
+    """A sent value quoted in a refusal: shortened, and masked (protocol.pan), because a
+    refusal is shown, logged and kept and must never carry a card number."""
+    return mask_text(repr(value)[:64])
+
+
 def only_keys(m: Mapping[str, Any], allowed: Set[str], path: str) -> None:
     """Refuse unknown keys: a typo must not pass silently."""
     for k in m:
         if k not in allowed:
             raise ProtocolError(
-                f"unknown key {k!r}; allowed here: {', '.join(sorted(allowed))}",
+                f"unknown key {shown(k)}; allowed here: {', '.join(sorted(allowed))}",
                 f"{path}.{k}" if path != "$" else f"$.{k}",
             )
 
@@ -49,7 +56,7 @@ def text(
     if not v or len(v) > max_len:
         raise ProtocolError(f"must be 1..{max_len} characters", p)
     if pattern is not None and not pattern.fullmatch(v):
-        raise ProtocolError(f"{v[:64]!r} does not match {pattern.pattern}", p)
+        raise ProtocolError(f"{shown(v)} does not match {pattern.pattern}", p)
     return v
 
 
@@ -96,7 +103,7 @@ def day(m: Mapping[str, Any], key: str, path: str) -> date | None:
         return None
     p = f"{path}.{key}"
     if type(v) is not str or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", v):
-        raise ProtocolError(f"must be a date YYYY-MM-DD, got {v!r}", p)
+        raise ProtocolError(f"must be a date YYYY-MM-DD, got {shown(v)}", p)
     try:
         return date.fromisoformat(v)
     except ValueError as exc:

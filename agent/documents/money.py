@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from protocol.errors import ProtocolError
+from protocol.pan import mask_text
 
 QTY_RE = re.compile(r"-?[0-9]{1,9}\.[0-9]{3}")
 MAX_MONEY = 10**13  # 100 billion in a 2-decimal currency: far beyond any till, far below 2**63
@@ -23,7 +24,8 @@ def qty(value: Any, field: str) -> Decimal:
     """A quantity from its three-place decimal string, never from a number."""
     if type(value) is not str or not QTY_RE.fullmatch(value):
         raise ProtocolError(
-            f"must be a decimal string with exactly three places like '1.000', got {value!r}",
+            "must be a decimal string with exactly three places like '1.000', got "
+            + mask_text(repr(value)[:64]),
             field,
         )
     return Decimal(value)

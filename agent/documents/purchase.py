@@ -63,7 +63,9 @@ COMPUTED_DOC = ("line_total", "tax_total", "total")
 
 def _agree(m: dict[str, Any], key: str, value: Any, path: str) -> None:
     if key in m and m[key] != value:
-        raise ProtocolError(f"{m[key]!r} disagrees with the computed {value!r}", f"{path}.{key}")
+        raise ProtocolError(
+            f"{f.shown(m[key])} disagrees with the computed {value!r}", f"{path}.{key}"
+        )
     m[key] = value
 
 

@@ -159,7 +159,7 @@ def check_payment(pay: Any, p: str, customer: str | None) -> int:
     tender = f.req_text(pay, "tender", p, max_len=16)
     if tender not in TENDERS:
         raise ProtocolError(
-            f"unknown tender {tender!r}; expected one of {', '.join(sorted(TENDERS))}",
+            f"unknown tender {f.shown(tender)}; expected one of {', '.join(sorted(TENDERS))}",
             f"{p}.tender",
         )
     amount = f.amount(pay, "amount", p, lo=1)

@@ -51,15 +51,21 @@ class SsccScheme:
 
 
 def check_sscc(value: object, field: str) -> str:
-    """An 18-digit SSCC with a valid GS1 check digit."""
+    """An 18-digit SSCC with a valid GS1 check digit.
+
+    The refusal says what is wrong without the value (biip's message quotes it, and what a
+    POS sends as an SSCC may be a card number).
+    """
     if type(value) is not str:
         raise ProtocolError(f"must be an 18-digit SSCC string, got {type(value).__name__}", field)
-    try:
-        Sscc.parse(value)
-    except ParseError as exc:
-        raise ProtocolError(str(exc), field) from None
     if value != value.strip():
         raise ProtocolError("must not have surrounding spaces", field)
+    if len(value) != 18 or not value.isascii() or not value.isdigit():
+        raise ProtocolError(f"an SSCC is 18 digits, got {len(value)} characters", field)
+    try:
+        Sscc.parse(value)
+    except ParseError:
+        raise ProtocolError("not an SSCC: the GS1 check digit does not match", field) from None
     return value
 
 

@@ -24,15 +24,17 @@ from agent.documents.stock import check_by, check_dest, scheme
 from agent.journal.journal import Appended, new_txn_id
 from agent.open_docs.service import DocumentService
 from agent.open_docs.store import LaneStore, OpenRow
-from protocol.documents import SALE_KINDS, find_pan
+from protocol import screen
+from protocol.documents import SALE_KINDS
 from protocol.errors import ProtocolError
-from protocol.messages import check_plain
 
 TRANSIT_MODE = 8
 MAX_OPEN = 64
 OPEN_KEYS = frozenset({"kind", "customer", "staff", "currency", "mode", "ext"})
 LINE_IN = frozenset({"item", "description", "qty", "unit_price", "tax_code", "tax", "open_qty"})
 TRANSIT_IN = frozenset({"dest_store", "by"})
+# A line request's `item` may be a GTIN (as lines[].item of a document, protocol.documents).
+LINE_FIELDS = screen.declare({"item": screen.gtin})
 
 
 class OpenDocError(Exception):
@@ -49,15 +51,11 @@ class Completed:
     document: dict[str, Any]
 
 
-def plain(req: Any, path: str) -> None:
-    """Requests obey the document rules too: no floats (invariant 5), no card number (6)."""
-    check_plain(req, path)
-    pan = find_pan(req, path)
-    if pan:
-        raise ProtocolError(
-            "looks like a full card number; send the card token, scheme and last four digits",
-            pan,
-        )
+def plain(req: Any, path: str = "$", declared: screen.Declared | None = None) -> None:
+    """Every request obeys the document rules before anything else reads it or anything is
+    stored (open documents live in the journal file): bounded depth and size, no floats
+    (invariant 5), no lone surrogates, no card number anywhere (6), refused by field."""
+    screen.check(req, path, declared)
 
 
 def view(row: OpenRow) -> dict[str, Any]:
@@ -112,7 +110,8 @@ class OpenSales:
     def get(self, doc_id: str) -> OpenRow:
         row = self.rows.get(doc_id)
         if row is None:
-            raise OpenDocError(404, f"no open document {doc_id!r} on this lane", "id")
+            # never the id sent: it came in a URL and may be anything, a card number too
+            raise OpenDocError(404, "no open document with this id on this lane", "id")
         return row
 
     def lock(self, doc_id: str) -> asyncio.Lock:
@@ -181,7 +180,7 @@ class OpenSales:
             row = self.get(doc_id)
             self._active(row)
             req = f.mapping(req, "$")
-            plain(req, "$")
+            plain(req, "$", LINE_FIELDS)
             f.only_keys(req, LINE_IN, "$")
             body = _copy(row.body)
             n = len(body["lines"])
@@ -256,6 +255,7 @@ class OpenSales:
             row = self.get(doc_id)
             self._active(row)
             req = f.mapping(req, "$")
+            plain(req)
             f.only_keys(req, {"mode"}, "$")
             if req.get("mode") != TRANSIT_MODE or type(req.get("mode")) is not int:
                 raise ProtocolError("only mode 8 (transit) can be set", "$.mode")
@@ -285,6 +285,7 @@ class OpenSales:
             row = self.get(doc_id)
             if row.mode != TRANSIT_MODE:
                 raise OpenDocError(409, "not a transit sale (set mode 8 first)", "mode")
+            plain(req)
             body = _copy(row.body)
             body["transit"] = self._transit_details(req, "$")
             return await self._save(row, body)
@@ -333,6 +334,7 @@ class OpenSales:
             row = self.get(doc_id)
             self._active(row)
             req = f.mapping(req if req is not None else {}, "$")
+            plain(req)
             if row.mode == TRANSIT_MODE:
                 raise OpenDocError(409, "a transit completes when a payment is added", "mode")
             f.only_keys(req, {"original_txn_id", "return_type"}, "$")

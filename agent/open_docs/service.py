@@ -19,7 +19,7 @@ import logging
 import re
 from typing import Any
 
-from agent.documents.envelope import DocContext, validate
+from agent.documents.envelope import DocContext, screen, validate
 from agent.documents.stock import complete_transit, scheme
 from agent.journal import Journal, JournalConflict
 from agent.journal.journal import Appended, new_txn_id
@@ -135,10 +135,13 @@ class DocumentService:
         No lookup before appending (it would cost every document a read): the journal's unique
         txn_id finds a resubmission, and only then is the journaled document compared.
         """
-        txn_id = doc.get("txn_id") if type(doc) is dict else None
-        sent = _snapshot(doc) if type(txn_id) is str else None
         try:
-            validate(doc, self.ctx)
+            # First the rules of every kind, before anything here walks the document: depth
+            # and size are bounded then, so the copy below cannot hit the recursion limit.
+            screen(doc)
+            txn_id = doc.get("txn_id")
+            sent = _snapshot(doc) if type(txn_id) is str else None
+            validate(doc, self.ctx, screened=True)
         except Exception:
             self.refused += 1
             raise

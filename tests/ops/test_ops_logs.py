@@ -78,3 +78,75 @@ def test_configure_picks_json_under_systemd(monkeypatch: pytest.MonkeyPatch) -> 
         for h in [h for h in root.handlers if h.get_name() == "lanesync"]:
             root.removeHandler(h)
         root.setLevel(level)
+
+
+# Card numbers as the one rule (protocol.pan) has them: every form a log line could carry.
+PAN_FORMS = [
+    "4111111111111111",  # Visa 16
+    "4222222222222",  # Visa 13
+    "378282246310005",  # Amex 15
+    "3782-822463-10005",
+    "6011 1111 1111 1117",  # Discover, spaced
+    "6011000990139424",
+    "4000-0566-5566-5556",
+    "4111111111111111110",  # 19 digits
+    "8000000000000003",  # any issuer prefix
+    "\uff14" + "\uff11" * 15,  # fullwidth digits
+    "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+]
+
+
+@pytest.mark.parametrize("pan", PAN_FORMS)
+def test_every_form_of_card_number_is_redacted(
+    json_log: tuple[logging.Logger, io.StringIO], pan: str
+) -> None:
+    log, buf = json_log
+    log.warning("refused %s", pan)
+    log.warning("inside text:%sx and a ref 12 %s", pan, pan)
+    digits = "".join(str(int(ch)) for ch in pan if ch.isdigit())
+    log.info("as an integer %d", int(digits))
+    text = buf.getvalue()
+    assert pan not in text
+    assert digits not in "".join(str(int(ch)) for ch in text if ch.isdigit())
+    recs = _records(buf)
+    assert recs[0]["msg"] == "refused [PAN redacted]"
+    # (with one-digit groups, "12 4 1 1 ..." passes too: the 12 may go with it)
+    assert recs[1]["msg"] in (
+        "inside text:[PAN redacted]x and a ref 12 [PAN redacted]",
+        "inside text:[PAN redacted]x and a ref [PAN redacted]",
+    )
+    assert recs[2]["msg"] == "as an integer [PAN redacted]"
+
+
+def test_log_redaction_is_the_document_rule() -> None:
+    """A number the screen refuses in a document is redacted in a log line, and what the
+    screen lets through in text is left alone: one rule, in protocol.pan."""
+    from protocol.documents import check_document  # noqa: PLC0415
+    from protocol.errors import ProtocolError  # noqa: PLC0415
+
+    for text in [*PAN_FORMS, "T10001", "4111 1111  1111 1111", "41111111111111110", "12/29"]:
+        try:
+            check_document({"kind": "sale", "note": text})
+            refused = False
+        except ProtocolError:
+            refused = True
+        assert refused == (logsetup.redact(text) != text), text
+
+
+def test_refusal_logged_with_traceback_holds_no_card_number(
+    json_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    log, buf = json_log
+    try:
+        try:
+            raise KeyError(4111111111111111)
+        except KeyError as inner:
+            raise RuntimeError("while handling 3782 822463 10005") from inner
+    except RuntimeError:
+        log.exception("request failed for %r", {"pan": "6011000990139424"})
+    text = buf.getvalue()
+    for leaked in ("4111111111111111", "3782 822463 10005", "6011000990139424"):
+        assert leaked not in text
+    rec = _records(buf)[0]
+    assert "KeyError" in rec["exc"]
+    assert "RuntimeError" in rec["exc"]

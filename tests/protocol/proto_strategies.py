@@ -23,6 +23,7 @@ from protocol.messages import (
     Request,
     Status,
 )
+from protocol.pan import contains_pan, is_pan_int
 
 # Fast and reproducible: no example database written into the work tree.
 FAST = settings(
@@ -34,28 +35,39 @@ FAST = settings(
 
 I64_MIN = -(1 << 63)
 
-segments = st.from_regex(SEGMENT_RE, fullmatch=True)
+
+def no_pan_text(s: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Valid messages carry no card number (protocol.pan): such draws are not valid ones."""
+    return s.filter(lambda t: not contains_pan(t))
+
+
+def no_pan_int(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi).filter(lambda i: not is_pan_int(i))
+
+
+segments = no_pan_text(st.from_regex(SEGMENT_RE, fullmatch=True))
 lanes = st.builds(LaneId, segments, segments)
-kinds = st.from_regex(KIND_RE, fullmatch=True)
+kinds = no_pan_text(st.from_regex(KIND_RE, fullmatch=True))
 txn_ids = st.uuids().map(str)
 u63 = st.integers(0, U63)
 epochs = st.integers(1, U63)
-short_text = st.text(max_size=40)
+# text is valid Unicode: no lone surrogates (they cannot be encoded)
+short_text = no_pan_text(st.text(st.characters(exclude_categories=["Cs"]), max_size=40))
 hashes = st.binary(min_size=HASH_LEN, max_size=HASH_LEN)
 
-# What check_plain accepts: str-keyed maps, lists, str, int (signed 64-bit), bool, None, bytes.
+# What protocol.screen passes: str-keyed maps, lists, str, int (signed 64-bit), bool, None,
+# bytes, with no card number and no lone surrogate anywhere.
+_text = no_pan_text(st.text(st.characters(exclude_categories=["Cs"]), max_size=20))
 plain: st.SearchStrategy[Any] = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(I64_MIN, U63)
-    | st.text(max_size=20)
-    | st.binary(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
+    | no_pan_int(I64_MIN, U63)
+    | _text
+    | st.binary(max_size=20).filter(lambda b: not contains_pan(b.decode("latin-1"))),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_text, children, max_size=4),
     max_leaves=20,
 )
-plain_maps = st.dictionaries(st.text(max_size=8), plain, max_size=5)
+plain_maps = st.dictionaries(_text, plain, max_size=5)
 
 
 @st.composite

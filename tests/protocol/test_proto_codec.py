@@ -158,7 +158,7 @@ def test_reply_round_trip(msg: Reply) -> None:
 
 def test_reply_nested_args_round_trip() -> None:
     result = {
-        "transit": {"sscc": "340063810000000063", "lines": [{"gtin": "5901234123457", "qty": 3}]},
+        "transit": {"sscc": "340063810000000063", "lines": [{"item": "5901234123457", "qty": 3}]},
         "flags": [True, False, None],
         "blob": b"\x00\xff",
         "neg": -(1 << 63),
@@ -260,13 +260,13 @@ def test_top_level_bytes_key_refused() -> None:
     m[b"sent_at"] = 1
     err = refusal(m)
     assert err.field == "payload"
-    assert "b'sent_at' is not a string" in err.reason
+    assert "a map key is bytes, not a string" in err.reason
 
 
 def test_bytes_key_nested_in_args_refused() -> None:
     err = refusal(request_map({"outer": [{"ok": 1, b"bad": 2}]}))
-    assert err.field == "args.outer[0]"
-    assert "b'bad' is not a string" in err.reason
+    assert err.field == "args.outer[0] (a map key)"
+    assert "map keys must be strings" in err.reason
 
 
 def test_int_key_nested_in_args_refused() -> None:
@@ -332,10 +332,10 @@ def test_not_a_map_refused() -> None:
         ({"entries": {"a": 1}}, "entries", "non-empty array"),
         ({"entries": []}, "entries", "non-empty array"),
         ({"entries": [["sale", TXN, 1, b""]]}, "entries[0]", "[kind, txn_id, ts, body, hash]"),
-        ({"entries": [["Sale", TXN, 1, b"", b"\1" * 32]]}, "entries[0].kind", "bad kind"),
-        ({"entries": [["sale", TXN.upper(), 1, b"", b"\1" * 32]]}, "entries[0].txn_id", "bad"),
-        ({"entries": [["sale", TXN, -1, b"", b"\1" * 32]]}, "entries[0].ts", "bad time"),
-        ({"entries": [["sale", TXN, 1.5, b"", b"\1" * 32]]}, "entries[0].ts", "bad time"),
+        ({"entries": [["Sale", TXN, 1, b"", b"\1" * 32]]}, "entries[0].kind", "must match"),
+        ({"entries": [["sale", TXN.upper(), 1, b"", b"\1" * 32]]}, "entries[0].txn_id", "UUID"),
+        ({"entries": [["sale", TXN, -1, b"", b"\1" * 32]]}, "entries[0].ts", "milliseconds"),
+        ({"entries": [["sale", TXN, 1.5, b"", b"\1" * 32]]}, "entries[0].ts", "milliseconds"),
         ({"entries": [["sale", TXN, 1, "txt", b"\1" * 32]]}, "entries[0].body", "binary"),
         (
             {"entries": [["sale", TXN, 1, b"x" * (MAX_ENTRY_BODY + 1), b"\1" * 32]]},
@@ -429,7 +429,7 @@ REPLY = {
         ({**ACK, "resend_from": 0}, "resend_from", "outside 1.."),
         ({**ACK, "reason": 5}, "reason", "must be a string"),
         ({**ACK, "hwm": -1}, "hwm", "outside 0.."),
-        ({**STATUS, "state": "away"}, "state", "not online or offline"),
+        ({**STATUS, "state": "away"}, "state", "must be online or offline"),
         ({**STATUS, "backlog": None}, "backlog", "must be an integer"),
         ({**request_map({}), "corr": "has space"}, "corr", "does not match"),
         ({**request_map({}), "op": "Bad-Op"}, "op", "does not match"),
@@ -452,9 +452,10 @@ def test_fixture_maps_are_valid(m: dict[str, Any]) -> None:
 
 
 def test_decimal_never_encodes_silently() -> None:
-    # The codec refuses to even build a message carrying a Decimal: msgpack cannot pack it.
-    with pytest.raises(TypeError):
+    # A Request carrying a Decimal cannot even be made: the screen refuses it by field.
+    with pytest.raises(ProtocolError) as info:
         codec.encode(Request(LANE, "c", "op", {"x": decimal.Decimal("1.5")}))
+    assert info.value.field == "args.x"
 
 
 def test_entry_seq_follows_first_seq() -> None:

@@ -1,11 +1,25 @@
-"""protocol.pan: card numbers found and masked in text and msgpack bytes, lengths kept."""
+"""protocol.pan: the one card-number rule; card numbers found and masked in text and msgpack
+bytes, lengths kept."""
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from protocol.pan import contains_pan, is_pan_digits, luhn_ok, mask_bytes, mask_text
+from protocol.pan import (
+    contains_pan,
+    is_pan_digits,
+    is_pan_int,
+    luhn_ok,
+    mask_bytes,
+    mask_text,
+    pan_spans,
+    redact_text,
+)
 
 VISA16 = "4111111111111111"
 AMEX15 = "378282246310005"
@@ -66,3 +80,137 @@ def test_mask_bytes_keeps_msgpack_shape() -> None:
 def test_mask_bytes_of_garbage_does_not_raise() -> None:
     for raw in (b"", b"\xcf", b"\xcf\x00", b"\xd3" * 20, bytes(range(256))):
         assert len(mask_bytes(raw)) == len(raw)
+
+
+# --- the rule's edges (protocol.pan's docstring) --------------------------------------------
+
+
+def _brute_spans(text: str) -> set[tuple[int, int]]:
+    """Every window of whole digit groups (single space/dash between) of 13-19 digits that
+    passes Luhn, found the slow way: what pan_spans must find."""
+    import re  # noqa: PLC0415
+
+    out = set()
+    for m in re.finditer(r"[0-9]+(?:[ -][0-9]+)*", text):
+        groups = [(g.start(), g.end()) for g in re.finditer(r"[0-9]+", m.group())]
+        for i in range(len(groups)):
+            for j in range(i, len(groups)):
+                digits = "".join(m.group()[a:b] for a, b in groups[i : j + 1])
+                if 13 <= len(digits) <= 19 and luhn_ok(digits):
+                    out.add((m.start() + groups[i][0], m.start() + groups[j][1]))
+    return out
+
+
+@given(st.text(alphabet="0123456789 -x", max_size=60))
+@settings(max_examples=400, deadline=None, database=None)
+def test_spans_are_every_luhn_window_of_whole_groups(text: str) -> None:
+    assert set(pan_spans(text)) == _brute_spans(text)
+    masked = mask_text(text)
+    assert len(masked) == len(text)
+    assert not contains_pan(masked)
+    assert not contains_pan(redact_text(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ref 12 4111 1111 1111 1111",  # groups before the number do not hide it
+        "1234-4111-1111-1111-1111",
+        "4111-1111-1111-1111-1234",  # nor groups after
+        "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+        "8000000000000003",  # any issuer prefix, 0 and 1 too
+        "0000000000000000",
+        "\uff14" + "\uff11" * 15,  # fullwidth
+        "\u0664" + "\u0661" * 15,  # Arabic-Indic
+        "4111\uff11111-1111-1111",  # mixed scripts
+        "4111111111111111110",  # 19 digits
+    ],
+)
+def test_card_numbers_the_rule_finds(text: str) -> None:
+    assert contains_pan(text)
+    assert not contains_pan(mask_text(text))
+    assert redact_text(text) != text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "41111111111111110",  # one 17-digit run failing Luhn: no window inside a run
+        "4111 1111  1111 1111",  # two spaces end a run
+        "4111.1111.1111.1111",
+        "4111/1111/1111/1111",
+        "12345678901234567890123",  # more than 19 digits in a row
+        "0190f3a4-7b2c-7def-8a01-23456789abcd",
+    ],
+)
+def test_not_card_numbers(text: str) -> None:
+    assert not contains_pan(text)
+    assert mask_text(text) == text
+
+
+def test_integers() -> None:
+    assert is_pan_int(int(VISA16))
+    assert is_pan_int(-int(VISA16))
+    assert is_pan_int(int(VISA13))
+    assert not is_pan_int(10**12)
+    assert not is_pan_int(int(LONG19))
+    assert not is_pan_int(10**19 + 3)
+
+
+def test_mask_bytes_non_ascii_digits_keep_length_and_utf8() -> None:
+    raw = msgpack.packb({"a": "\uff14" + "\uff11" * 15, "b": "caf\u00e9"})
+    masked = mask_bytes(raw)
+    assert len(masked) == len(raw)
+    back = msgpack.unpackb(masked)  # still valid UTF-8: each masked digit became 3 stars
+    assert back["a"] == "*" * 36 + "\uff11" * 4
+    assert back["b"] == "caf\u00e9"
+
+
+def test_a_long_run_of_short_groups_stays_linear() -> None:
+    """A 64 KiB body of '1 2 3 ...' must not cost a Luhn check per window from scratch."""
+    text = " ".join("7" for _ in range(32_000))
+    started = time.process_time()
+    list(pan_spans(text))
+    assert time.process_time() - started < 2.0  # about 0.1 s; quadratic would be minutes
+
+
+_PAN_VALUES = st.sampled_from(
+    [VISA16, "4111 1111 1111 1111", f"x{AMEX15}y", "\uff14" + "\uff11" * 15, VISA13]
+)
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(1 << 63), (1 << 64) - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30)
+    | st.binary(max_size=30)
+    | _PAN_VALUES
+    | _PAN_VALUES.map(lambda p: int("".join(str(int(c)) for c in p if c.isdigit()))),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _shape(value: object) -> object:
+    if isinstance(value, dict):
+        return {"map": sorted(len(k) for k in value), "of": [_shape(v) for v in value.values()]}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    return type(value).__name__
+
+
+@given(_values)
+@settings(max_examples=300, deadline=None, database=None)
+def test_mask_bytes_keeps_any_msgpack_decodable_and_shaped(value: object) -> None:
+    raw = msgpack.packb(value, use_bin_type=True)
+    masked = mask_bytes(raw)
+    assert len(masked) == len(raw)
+    back = msgpack.unpackb(masked, raw=False, strict_map_key=False)
+    assert _shape(back) == _shape(msgpack.unpackb(raw, raw=False, strict_map_key=False))
+    # no card number left in any value (headers are kept as they are, so a length byte that
+    # reads as a digit beside a payload is not masked: the structure is what is kept)
+    from protocol.screen import find_pan  # noqa: PLC0415
+
+    assert find_pan(back) is None
