@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from pki import DAY, Ca
 from sec_helpers import (
+    ACL_ARGV,
     HEADOFFICE,
     IDENTITIES,
-    LANES,
-    STORES,
     Pki,
     broker_options,
     password_file,
@@ -42,9 +41,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         expired=ca.issue("expired", not_before=now - 400 * DAY, not_after=now - DAY),
         expiring=ca.issue("expiring", not_after=now + 10 * DAY),
     )
-
-
-ACL_ARGV = ["--lanes", ",".join(str(lane) for lane in LANES), "--stores", ",".join(STORES)]
 
 
 @pytest.fixture

@@ -44,6 +44,8 @@ def lane_user(lane: LaneId) -> str:
 
 
 IDENTITIES = (*(lane_user(lane) for lane in LANES), *(f"store-{s}" for s in STORES))
+# `lanesync headoffice acl` arguments granting every test identity above.
+ACL_ARGV = ["--lanes", ",".join(str(lane) for lane in LANES), "--stores", ",".join(STORES)]
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from conftest import ACL_ARGV
-from sec_helpers import Pki, batch, client, ho_cfg, ho_port, identity, lane_cfg
+from sec_helpers import ACL_ARGV, Pki, batch, client, ho_cfg, ho_port, identity, lane_cfg
 
 from agent.journal import Journal
 from agent.replicator import Replicator
