@@ -66,15 +66,20 @@ class Box:
         return f"/tmp/{deb.name}"
 
     def files(self) -> set[str]:
-        """Every path in the root, relative, for before/after comparisons."""
-        return {
-            str(p.relative_to(self.root))
-            for p in self.root.rglob("*")
-            if not str(p.relative_to(self.root)).startswith(("proc/", "sys/", "dev/"))
-        }
+        """Every path in the root, relative, for before/after comparisons (not /proc, /dev,
+        /sys or /tmp, where the tests put their .debs)."""
+        found: set[str] = set()
+        for top, dirs, names in os.walk(self.root):
+            rel = os.path.relpath(top, self.root)
+            if rel == ".":
+                dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev", "tmp")]
+                rel = ""
+            found.update(os.path.join(rel, n) for n in (*dirs, *names))
+        return found
 
 
 def run_ok(argv: list[str], what: str, timeout: float) -> str:
+    """Runs a command on the host; its stdout, or an AssertionError with everything it said."""
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"{what} failed ({proc.returncode}):\n{proc.stderr}\n{proc.stdout}")

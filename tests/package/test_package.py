@@ -30,9 +30,9 @@ UNITS = (
 EXAMPLES = ("agent", "headoffice", "extract", "scanners")
 CONFFILES = {f"/etc/lanesync/{name}.example.toml" for name in EXAMPLES}
 # What dpkg, adduser and friends touch on any install, whatever the package: dpkg's own
-# database and logs, and the user database's backup copies.
-SYSTEM_BOOKKEEPING = ("var/lib/dpkg/", "var/log/", "var/cache/debconf/", "tmp/")
-USER_DB_BACKUPS = {"etc/passwd-", "etc/group-", "etc/shadow-", "etc/gshadow-"}
+# database and logs, the user database's backup copies and adduser's lock file.
+SYSTEM_BOOKKEEPING = ("var/lib/dpkg/", "var/log/", "var/cache/debconf/")
+USER_DB_FILES = {"etc/passwd-", "etc/group-", "etc/shadow-", "etc/gshadow-", "run/adduser"}
 # tmpfiles.d: path -> (mode, owner, group) the package's postinst must leave.
 DIRS = {
     "/var/lib/lanesync": ("750", "lanesync", "lanesync"),
@@ -61,7 +61,7 @@ def _left_behind(box: Box, before: set[str]) -> set[str]:
     return {
         p
         for p in box.files() - before
-        if not p.startswith(SYSTEM_BOOKKEEPING) and p not in USER_DB_BACKUPS
+        if not p.startswith(SYSTEM_BOOKKEEPING) and p not in USER_DB_FILES
     }
 
 
@@ -137,7 +137,7 @@ def test_man_page_is_generated_from_the_parser(box: Box) -> None:
         fh = t.extractfile("./usr/share/man/man1/lanesync.1.gz")
         assert fh is not None
         page = gzip.decompress(fh.read()).decode()
-    assert page.startswith(".TH LANESYNC 1"), page[:80]
+    assert page.startswith('.TH LANESYNC "1"'), page[:80]
     for text in ("lanesync doctor", "lanesync journal export", "--offline", ".SH FILES"):
         assert text in page, f"man page lacks {text!r}"
     assert VERSION in page
@@ -149,7 +149,8 @@ def test_man_page_is_generated_from_the_parser(box: Box) -> None:
 def test_install_creates_the_user_and_directories_and_enables_nothing(box: Box) -> None:
     box.baseline = box.files()
     inside = box.put(box.deb)
-    box.sh(f"dpkg -i {inside}")
+    installed = box.sh(f"dpkg -i {inside}")
+    assert "creating" not in installed.stderr, installed.stderr  # systemd-tmpfiles did it
     status = box.sh("dpkg-query -W -f='${Status} ${Version}' lanesync").stdout
     assert status == f"install ok installed {VERSION}-1", status
     out = box.sh("lanesync --version").stdout
@@ -183,7 +184,7 @@ def test_doctor_offline_names_the_missing_config_then_passes_once_it_is_written(
     checks = {c["name"]: c for c in json.loads(proc.stdout)}
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert checks["config"]["outcome"] == "ok", checks["config"]
-    assert "lane L1" in checks["config"]["found"]
+    assert "lane S042/L1" in checks["config"]["found"]
     assert checks["service user"]["outcome"] == "ok", checks["service user"]
     assert checks["disk"]["outcome"] == "ok", checks["disk"]
     assert "journal directory" not in checks, checks.get("journal directory")
@@ -191,7 +192,7 @@ def test_doctor_offline_names_the_missing_config_then_passes_once_it_is_written(
     assert not [c for c in checks.values() if c["outcome"] == "fail"], checks
 
     human = box.sh("lanesync doctor --offline").stdout
-    assert "[OK  ] config: /etc/lanesync/agent.toml: lane L1, valid" in human, human
+    assert "[OK  ] config: /etc/lanesync/agent.toml: lane S042/L1, valid" in human, human
 
 
 def test_running_lanesync_writes_nothing_under_opt(box: Box) -> None:
