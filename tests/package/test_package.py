@@ -18,7 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from pkg_helpers import REPO, RUN, VERSION, Box
+from pkg_helpers import REPO, RUN, VERSION, Box, run_ok
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -229,13 +229,7 @@ def test_upgrade_keeps_conffiles_config_and_directories(box: Box, tmp_path: Path
 @pytest.mark.soak
 def test_upgrade_to_a_real_rebuild(box: Box, tmp_path: Path) -> None:
     """Soak: a second `./run package --revision 2` build (about a minute), installed over."""
-    out = subprocess.run(
-        [RUN, "package", "--revision", "2", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=True,
-    ).stdout
+    out = run_ok([RUN, "package", "--revision", "2", "--out", str(tmp_path)], "rebuild", 900)
     deb = Path(out.strip().splitlines()[-1])
     assert deb.name == f"lanesync_{VERSION}-2_amd64.deb"
     box.sh(f"dpkg -i {box.put(deb)}")
