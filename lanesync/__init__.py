@@ -4,4 +4,6 @@ It may import every package because it only dispatches; `demo` and `bench` orche
 components as separate processes, the way they run in the field.
 """
 
-__version__ = "0.1.0"
+from protocol.version import VERSION
+
+__version__ = VERSION

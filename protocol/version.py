@@ -1,3 +1,9 @@
-"""The lanesync release, as lanes report it in hello and status messages."""
+"""The lanesync release, as lanes report it in hello and status messages.
 
-VERSION = "0.1.0"
+Read from the installed distribution's metadata, so pyproject.toml's [project] version is the
+one place it is written (the Debian package takes it from there too).
+"""
+
+from importlib.metadata import version
+
+VERSION = version("lanesync")
