@@ -239,7 +239,8 @@ class LocalApi:
         if isinstance(peer, tuple):  # TCP; a Unix socket peer is a str or empty
             token = self.config.token or ""
             got = request.headers.get("Authorization", "")
-            if not token or not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
+            sent = got.encode("utf-8", "surrogatepass")  # any bytes a client sent: no 500
+            if not token or not hmac.compare_digest(sent, f"Bearer {token}".encode()):
                 return problem(401, "Unauthorized", "send Authorization: Bearer <api.token>")
         return None
 

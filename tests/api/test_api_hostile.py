@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from agent.api import LocalApi
 from agent.apiedge import MAX_JSON_DEPTH, check_depth, decode_json
 from agent.config import ApiConfig
+from agent.transit import TransitEvent
 from protocol.pan import contains_pan, luhn_ok
 
 PROBLEM = "application/problem+json"
@@ -499,3 +500,40 @@ def test_anything_gets_an_answer_below_500_and_good_documents_still_go_in(
     assert out.status < 500 or path.startswith("/v1/transit/"), text
     assert not (out.status >= 400 and contains_pan(text)), text
     assert_serves_documents(agent)
+
+
+async def test_a_transit_refusal_on_the_event_stream_carries_no_card_number(
+    tmp_path: Path,
+) -> None:
+    async with running_api(tmp_path) as (api, c):
+        async with c.session.get("http://lane/v1/scans?limit=1") as r:
+            await r.content.readline()  # the opening comment: subscribed now
+            while not api.hub.subscribers:
+                await asyncio.sleep(0.01)
+            api.hub.publish(
+                TransitEvent(
+                    {"ok": False, "code": "unknown", "detail": f"no transit {PANS[2]} known"}
+                )
+            )
+            body = await r.text()
+        data = json.loads(body.split("data: ", 1)[1].split("\n", 1)[0])
+        assert data["event"] == "transit"
+        assert data["detail"] == "no transit ************1111 known"
+        assert not contains_pan(body)
+
+
+async def test_the_tcp_listener_refuses_any_authorization_bytes_with_401(tmp_path: Path) -> None:
+    api_cfg = ApiConfig(socket=str(tmp_path / "api.sock"), tcp="127.0.0.1:0", token="s3cret")
+    async with running_api(tmp_path, api=api_cfg) as (api, _c):
+        assert api.tcp_port is not None
+        for auth in (b"Bearer \xff\xfe", b"\xed\xa0\x80", b"Bearer " + PANS[2].encode(), b""):
+            reader, writer = await asyncio.open_connection("127.0.0.1", api.tcp_port)
+            try:
+                writer.write(
+                    b"GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth + b"\r\n\r\n"
+                )
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 401 "), head
+                assert PROBLEM.encode() in head
+            finally:
+                writer.close()
