@@ -16,19 +16,27 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from decimal import Decimal
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 
+from agent.apiedge import (
+    MAX_REQUEST_BYTES,
+    GuardedSite,
+    Problem,
+    edge_middleware,
+    problem,
+    read_json,
+)
 from agent.config import AgentConfig, ApiConfig
 from agent.documents.envelope import DocContext, validate
-from agent.journal import Journal, JournalConflict, JournalError
+from agent.journal import Journal, JournalError
 from agent.metrics import AgentCounters
-from agent.open_docs.sales import Completed, OpenDocError, OpenSales, view
+from agent.open_docs.sales import Completed, OpenSales, view
 from agent.open_docs.service import DocumentService
 from agent.open_docs.store import LaneStore, OpenRow
 from agent.openapi import openapi_document
@@ -36,37 +44,13 @@ from agent.replicator import Replicator
 from agent.transit import TransitEvent, TransitReceiver
 from hardware.events import DeviceEvent, HardwareEvent, ScanEvent
 from hardware.queue import ScanQueue
-from protocol.errors import ProtocolError
+from protocol.pan import mask_text
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 256 * 1024
-PROBLEM = "application/problem+json"
 HEARTBEAT_S = 15.0
 SUBSCRIBER_BACKLOG = 256
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HubEvent = HardwareEvent | TransitEvent  # transit: an SSCC scan's lookup result (agent.transit)
-
-
-def problem(status: int, title: str, detail: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if field is not None:
-        body["field"] = field
-    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number lanesync accepts")
-
-
-def parse_json(text: str) -> Any:
-    """JSON with fractional numbers kept as Decimal (then refused by field) and no NaN."""
-    return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
 
 
 class ScanHub:
@@ -149,7 +133,8 @@ class LocalApi:
         self._tasks: asyncio.TaskGroup | None = None
         self._hub_task: asyncio.Task[None] | None = None
         self.app = web.Application(
-            client_max_size=MAX_REQUEST_BYTES, middlewares=[self._errors, self._auth]
+            client_max_size=MAX_REQUEST_BYTES,
+            middlewares=[edge_middleware(self._authorize, self._count_refusal)],
         )
         r = self.app.router
         r.add_post("/v1/documents", self.post_document)
@@ -196,22 +181,32 @@ class LocalApi:
         return self
 
     async def _listen(self) -> None:
+        timeout = self.config.request_timeout_s
         if self.config.socket:
             path = Path(self.config.socket)
             path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()  # a stale socket of a previous run
-            await web.UnixSite(self._runner, str(path)).start()
-            os.chmod(path, 0o660)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(str(path))
+                os.chmod(path, 0o660)  # before anyone can connect
+            except BaseException:
+                sock.close()
+                raise
+            await GuardedSite(self._runner, sock, timeout).start()
         if self.config.tcp:
             host, _, port = self.config.tcp.rpartition(":")
-            site = web.TCPSite(self._runner, host.strip("[]"), int(port))
-            await site.start()
-            # aiohttp has no public accessor for the bound port (port 0 picks a free one).
-            server = site._server
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self.tcp_port = int(sockets[0].getsockname()[1])
+            host = host.strip("[]")
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, int(port)))
+            except BaseException:
+                sock.close()
+                raise
+            self.tcp_port = int(sock.getsockname()[1])  # port 0 picks a free one
+            await GuardedSite(self._runner, sock, timeout).start()
 
     async def __aexit__(
         self,
@@ -236,68 +231,31 @@ class LocalApi:
                     await self.service.close()
             await self.store.__aexit__(None, None, None)
 
-    # --- middleware -----------------------------------------------------------------------
+    # --- the edge (agent.apiedge) ----------------------------------------------------------
 
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def _authorize(self, request: web.Request) -> Problem | None:
+        """The TCP listener needs the bearer token; the Unix socket is guarded by its mode."""
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if isinstance(peer, tuple):  # TCP; a Unix socket peer is a str or empty
             token = self.config.token or ""
             got = request.headers.get("Authorization", "")
-            if not token or not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
+            sent = got.encode("utf-8", "surrogatepass")  # any bytes a client sent: no 500
+            if not token or not hmac.compare_digest(sent, f"Bearer {token}".encode()):
                 return problem(401, "Unauthorized", "send Authorization: Bearer <api.token>")
-        return await handler(request)
+        return None
 
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return problem(exc.status, exc.reason, exc.text or exc.reason)
-        except ProtocolError as exc:
-            self.counters.quarantined += 1  # refused with its reason: shown by `lanesync status`
-            return problem(422, "Invalid document", exc.reason, exc.field)
-        except OpenDocError as exc:
-            title = "Not Found" if exc.status == 404 else "Conflict"
-            return problem(exc.status, title, exc.reason, exc.field)
-        except JournalConflict as exc:
-            return problem(409, "Conflicting txn_id", str(exc), "txn_id")
-        except JournalError as exc:
-            # Not confirmed: the POS must keep the sale open and retry or fall back.
-            return problem(503, "Journal unavailable", str(exc))
-        except Exception:
-            log.exception("local API: %s %s failed", request.method, request.path)
-            return problem(500, "Internal error", "a bug in the agent; see its log")
-
-    async def _body(self, request: web.Request, *, optional: bool = False) -> Any:
-        """The request's JSON body; refuses anything else, naming `$`."""
-        if optional and not request.can_read_body:
-            return {}
-        if request.content_type != "application/json":
-            raise web.HTTPUnsupportedMediaType(text="send the body as application/json")
-        try:
-            return parse_json(await request.text())
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise ProtocolError(f"malformed JSON: {exc}", "$") from None
+    def _count_refusal(self) -> None:
+        self.counters.quarantined += 1  # refused with its reason: shown by `lanesync status`
 
     # --- documents ------------------------------------------------------------------------
 
     async def post_document(self, request: web.Request) -> web.Response:
-        if request.content_type != "application/json":
-            return problem(415, "Unsupported Media Type", "send the document as application/json")
-        try:
-            doc = parse_json(await request.text())
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            self.counters.quarantined += 1
-            return problem(400, "Malformed JSON", str(exc), "$")
-        res, final = await self.service.submit(doc)
+        res, final = await self.service.submit(await read_json(request))
         return web.json_response(_confirmation(res, final), status=200 if res.duplicate else 201)
 
     async def check_document(self, request: web.Request) -> web.Response:
         """Validate without journaling: what the agent would journal (numbers not allocated)."""
-        doc = await self._body(request)
+        doc = await read_json(request)
         return web.json_response({"valid": True, "document": validate(doc, self.ctx)})
 
     async def get_document(self, request: web.Request) -> web.Response:
@@ -312,7 +270,7 @@ class LocalApi:
     # --- open sales and transits ----------------------------------------------------------
 
     async def open_sale(self, request: web.Request) -> web.Response:
-        row = await self.sales.open(await self._body(request, optional=True))
+        row = await self.sales.open(await read_json(request, optional=True))
         return web.json_response(view(row), status=201)
 
     async def list_sales(self, request: web.Request) -> web.Response:
@@ -326,7 +284,7 @@ class LocalApi:
         return web.Response(status=204)
 
     async def add_line(self, request: web.Request) -> web.Response:
-        row = await self.sales.add_line(request.match_info["id"], await self._body(request))
+        row = await self.sales.add_line(request.match_info["id"], await read_json(request))
         return web.json_response(view(row), status=201)
 
     async def void_line(self, request: web.Request) -> web.Response:
@@ -338,7 +296,7 @@ class LocalApi:
         )
 
     async def set_mode(self, request: web.Request) -> web.Response:
-        row = await self.sales.set_mode(request.match_info["id"], await self._body(request))
+        row = await self.sales.set_mode(request.match_info["id"], await read_json(request))
         return web.json_response(view(row))
 
     async def park(self, request: web.Request) -> web.Response:
@@ -348,15 +306,15 @@ class LocalApi:
         return web.json_response(view(await self.sales.park(request.match_info["id"], False)))
 
     async def set_transit(self, request: web.Request) -> web.Response:
-        row = await self.sales.set_transit(request.match_info["id"], await self._body(request))
+        row = await self.sales.set_transit(request.match_info["id"], await read_json(request))
         return web.json_response(view(row))
 
     async def add_payment(self, request: web.Request) -> web.Response:
-        out = await self.sales.add_payment(request.match_info["id"], await self._body(request))
+        out = await self.sales.add_payment(request.match_info["id"], await read_json(request))
         return self._completed_or_view(out)
 
     async def complete(self, request: web.Request) -> web.Response:
-        body = await self._body(request, optional=True)
+        body = await read_json(request, optional=True)
         return self._completed_or_view(await self.sales.complete(request.match_info["id"], body))
 
     def _completed_or_view(self, out: OpenRow | Completed) -> web.Response:
@@ -369,10 +327,10 @@ class LocalApi:
     # --- transit receive ------------------------------------------------------------------
 
     async def transit_receive(self, request: web.Request) -> web.Response:
-        return await self.transit.http_receive(await self._body(request, optional=True))
+        return await self.transit.http_receive(await read_json(request, optional=True))
 
     async def transit_accept(self, request: web.Request) -> web.Response:
-        body = await self._body(request, optional=True)
+        body = await read_json(request, optional=True)
         return await self.transit.http_accept(request.match_info["id"], body)
 
     # --- scans, status, schema ------------------------------------------------------------
@@ -400,6 +358,8 @@ class LocalApi:
                 if event is None:
                     break
                 data = event.to_json()
+                if isinstance(event, TransitEvent) and isinstance(data.get("detail"), str):
+                    data["detail"] = mask_text(data["detail"])  # a refusal: never a PAN
                 sent += 1
                 await resp.write(
                     f"id: {sent}\nevent: {data['event']}\ndata: {json.dumps(data)}\n\n".encode()

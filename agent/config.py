@@ -49,6 +49,9 @@ class ApiConfig:
     socket: str | None = "/run/lanesync/api.sock"
     tcp: str | None = None  # "127.0.0.1:8641" to also listen on loopback TCP (needs a token)
     token: str | None = None
+    # A client has this long to send a whole request (headers and body), counted from when it
+    # connects or starts its next request; a late one gets 408 and is disconnected.
+    request_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         socket=a.str("socket", "/run/lanesync/api.sock") or None,
         tcp=a.str("tcp", None) or None,
         token=a.str("token", None) or None,
+        request_timeout_s=a.num("request_timeout_s", ApiConfig().request_timeout_s, 0.1, 3600),
     )
     if api.tcp is not None:
         host, sep, port = api.tcp.rpartition(":")

@@ -12,6 +12,7 @@ from agent.config import AgentConfig
 from agent.journal import Journal
 from agent.operations import Operations
 from agent.replicator import Replicator
+from agent.retention import DiskReserve
 from hardware.config import ScannerConfigError, parse_scanners
 from hardware.manager import ScannerManager
 from protocol.errors import ConfigError
@@ -31,6 +32,8 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
     except ScannerConfigError as exc:
         raise ConfigError(str(exc)) from None
     scanners = ScannerManager(scanner_configs) if scanner_configs else None
+    # On a (nearly) full disk the journal could not even open: give the reserve back first.
+    DiskReserve(config.journal_path, config.ops.retention.reserve_mb).release_if_short()
     try:
         async with (
             scanners if scanners is not None else contextlib.nullcontext(),

@@ -26,8 +26,14 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+# What the edge (agent.apiedge) may answer any request: malformed or late, too big headers or
+# body, wrong media type or charset.
+EDGE_CODES = (400, 408, 413, 415, 431)
+
+
 def _problems(*codes: int) -> dict[str, Any]:
-    out: dict[str, Any] = {str(c): {"$ref": "#/components/responses/Problem"} for c in codes}
+    every = sorted({*codes, *EDGE_CODES})
+    out: dict[str, Any] = {str(c): {"$ref": "#/components/responses/Problem"} for c in every}
     out["default"] = {"$ref": "#/components/responses/Problem"}
     return out
 

@@ -132,6 +132,7 @@ class Operations:
                 "epoch": self.journal.epoch,
                 "last_seq": self.journal.last_seq,
                 "acked_seq": self.journal.acked_seq,
+                "saved_acked_seq": self.journal.saved_acked_seq,  # behind: an ack held in memory
             },
             "disk": {
                 "level": r.level,
@@ -141,6 +142,8 @@ class Operations:
                 "refused": r.refused,
                 "last_refusal": r.last_refusal,
                 "pruned": r.pruned,
+                "reason": self.retention.budget.disk_full() if r.level == "full" else None,
+                "reserve_in_place": self.retention.budget.reserve.in_place,
             },
             "counters": {
                 "quarantined": self.counters.quarantined,

@@ -23,6 +23,7 @@ class RetentionConfig:
     low_watermark_pct: int = 60  # ... until back below this one
     min_free_disk_mb: int = 256  # refuse new documents before the filesystem fills up
     prune_early_when_high: bool = True  # above the high mark, prune acked entries before age
+    reserve_mb: int = 16  # kept free for the journal's own housekeeping when the disk fills
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ def parse(root: Table) -> OpsConfig:
         low_watermark_pct=r.int("low_watermark_pct", d.low_watermark_pct, 0, 99),
         min_free_disk_mb=r.int("min_free_disk_mb", d.min_free_disk_mb, 0, 1 << 30),
         prune_early_when_high=r.bool("prune_early_when_high", d.prune_early_when_high),
+        reserve_mb=r.int("reserve_mb", d.reserve_mb, 0, 1 << 20),
     )
     if retention.low_watermark_pct >= retention.high_watermark_pct:
         raise ConfigError(

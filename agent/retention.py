@@ -11,6 +11,16 @@ the incoming documents would pass `max_journal_mb`, or the filesystem would drop
 `min_free_disk_mb`, the documents are refused with JournalFull and nothing is dropped or
 overwritten. Crossing the high watermark logs a warning (and, by default, prunes acked entries
 before their age, since head office already holds them); the warning clears below the low one.
+
+A full disk (something else filled it, or the budget was set too loose) must not stop the lane
+draining, since pruning acked entries is what gives the space back. But every SQLite write
+needs free pages (a WAL frame for an ack; a WAL reader even needs its -shm file to exist), so
+`DiskReserve` keeps `reserve_mb` allocated beside the journal and gives it back when a write
+finds the disk full, or at start when the disk has less free: acks, pruning and the status file
+then have room. Documents are refused while the reserve is out; it is taken again, and
+documents accepted again, as soon as the disk has room for it (the same idea as CockroachDB's
+emergency ballast file). An ack that cannot be written even so is held in memory by the journal
+(`Journal.held_ack`) and written by this loop when it can.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import time
 from collections import deque
@@ -34,6 +45,7 @@ from agent.opsconfig import RetentionConfig
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+FULL_DISK_CHECK_S = 2.0
 Level = Literal["ok", "high", "full"]
 
 
@@ -44,6 +56,93 @@ async def used_bytes(db: aiosqlite.Connection) -> int:
         row = await (await db.execute(f"PRAGMA {pragma}")).fetchone()
         out.append(int(row[0]) if row else 0)
     return (out[0] - out[1]) * out[2]
+
+
+def reserve_path(journal_path: Path) -> Path:
+    return journal_path.with_name(journal_path.name + ".reserve")
+
+
+class DiskReserve:
+    """`reserve_mb` of disk held in a file beside the journal for the journal's housekeeping."""
+
+    def __init__(self, journal_path: Path, size_mb: int) -> None:
+        self.path = reserve_path(journal_path)
+        self.size = size_mb * MIB
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0
+
+    @property
+    def in_place(self) -> bool:
+        try:
+            return self.path.stat().st_size >= self.size
+        except OSError:
+            return False
+
+    @property
+    def start_part(self) -> int:
+        """What a running agent keeps of its reserve: the next start may need it to open the
+        journal at all (a WAL reader needs its -shm file, 32 KiB, created at open)."""
+        return self.size // 4
+
+    def release(self, why: str, keep: int = 0) -> bool:
+        """Give the reserve back to the filesystem, all but `keep` bytes; True if any went."""
+        try:
+            had = self.path.stat().st_size
+            if had <= keep:
+                return False
+            if keep:
+                os.truncate(self.path, keep)
+            else:
+                self.path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.error("cannot release the disk reserve %s: %s", self.path, exc)
+            return False
+        log.warning(
+            "%s: released %d KiB of the disk reserve %s so the journal can record acks and "
+            "prune; new documents are refused until there is room for all of it again",
+            why,
+            (had - keep) // 1024,
+            self.path,
+        )
+        return True
+
+    def release_if_short(self) -> bool:
+        """At start: with less free than the reserve, the journal may not even open; release."""
+        if not self.enabled:
+            return False
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return False
+        return free < self.size and self.release(f"only {free} bytes free on {self.path.parent}")
+
+    def fits(self, free: int, floor: int) -> bool:
+        """Room to take the reserve and still have as much again above the floor."""
+        return free - self.size >= floor + self.size
+
+    def take(self, free: int, floor: int) -> bool:
+        """Allocate the reserve again if the disk has room for it and then some; True if done."""
+        if not self.enabled or self.in_place or not self.fits(free, floor):
+            return False
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.size)  # real blocks, not a sparse file
+            finally:
+                os.close(fd)
+            tmp.replace(self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            log.info("disk reserve %s not taken yet: %s", self.path, exc)
+            return False
+        log.info("disk reserve %s of %d MiB in place", self.path, self.size // MIB)
+        return True
 
 
 @dataclass(slots=True)
@@ -67,9 +166,11 @@ class BudgetState:
 class DiskBudget:
     """Decides whether a group of new documents fits; tracks the watermark level."""
 
-    def __init__(self, cfg: RetentionConfig, path: Path) -> None:
+    def __init__(self, cfg: RetentionConfig, path: Path, journal: Journal | None = None) -> None:
         self.cfg = cfg
         self.path = path
+        self.journal = journal
+        self.reserve = DiskReserve(path, cfg.reserve_mb)
         self.state = BudgetState()
         self._checked_at = 0.0
         self._added_since = 0
@@ -105,8 +206,13 @@ class DiskBudget:
             self.state.free_disk_bytes - self._added_since - incoming
             > 2 * self.cfg.min_free_disk_mb * MIB
         )
-        if not (fresh and far):
+        if not (fresh and far) or self.disk_full() is not None:
             await self.measure(db)
+        reserve = self.reserve
+        if reserve.enabled and not reserve.in_place:
+            # Room again: the reserve goes back before any document may use that room.
+            reserve.take(self.state.free_disk_bytes, self.cfg.min_free_disk_mb * MIB)
+            self._disk()
         reason = self._refusal(incoming)
         if reason is None:
             self._added_since += incoming
@@ -116,8 +222,35 @@ class DiskBudget:
         self.state.last_refusal = reason
         return reason
 
+    def disk_full(self) -> str | None:
+        """Why the disk counts as full beyond the budget: the reserve is out with no room to take
+        it again, or a write found no room."""
+        reserve, floor = self.reserve, self.cfg.min_free_disk_mb * MIB
+        out = reserve.enabled and not reserve.in_place
+        if out:
+            self._disk()  # one statvfs: the space the reserve left must not go to documents
+        if out and not reserve.fits(self.state.free_disk_bytes, floor):
+            return (
+                f"disk full: {self.state.free_disk_bytes} bytes free on the journal's filesystem "
+                f"({self.path.parent}); the agent's {self.reserve.size // MIB} MiB reserve "
+                "(retention.reserve_mb) is released so acks and pruning can go on"
+            )
+        j = self.journal
+        if j is None or j.disk_full is None:
+            return None
+        if reserve.in_place or self.state.free_disk_bytes >= (j.disk_full_free or 0) + MIB:
+            j.disk_full = None  # space came back since that write failed
+            return None
+        return j.disk_full
+
     def _refusal(self, incoming: int) -> str | None:
         st, cap = self.state, self.cap_bytes
+        full = self.disk_full()
+        if full is not None:
+            return (
+                f"{full}; the document is NOT confirmed. Confirmed documents are kept; free disk "
+                "space (the agent resumes by itself) or restore the link to head office"
+            )
         if cap and st.used_bytes + incoming > cap:
             return (
                 f"journal full: {st.used_bytes / MIB:.1f} MiB of the {cap // MIB} MiB budget "
@@ -138,8 +271,10 @@ class DiskBudget:
     def _update_level(self) -> None:
         use = self.usage() * 100
         before = self.state.level
-        if use >= self.cfg.high_watermark_pct:
-            after: Level = "full" if self._refusal(0) else "high"
+        if self.disk_full() is not None:
+            after: Level = "full"
+        elif use >= self.cfg.high_watermark_pct:
+            after = "full" if self._refusal(0) else "high"
         elif use < self.cfg.low_watermark_pct or before == "full":
             after = "ok" if self._refusal(0) is None else "full"
         else:
@@ -166,7 +301,7 @@ class Retention:
     def __init__(self, journal: Journal, cfg: RetentionConfig) -> None:
         self.journal = journal
         self.cfg = cfg
-        self.budget = DiskBudget(cfg, journal.path)
+        self.budget = DiskBudget(cfg, journal.path, journal)
         # (acked_seq, wall time it was first seen acked): what may go once it is old enough.
         self._marks: deque[tuple[int, float]] = deque()
         self._tasks: asyncio.TaskGroup | None = None
@@ -182,7 +317,9 @@ class Retention:
             at = (self.journal.acked_at or 0) / 1000 or time.time()
             self._marks.append((self.journal.acked_seq, at))
         await self.journal.run_write(self.budget.measure)
+        self._settle_reserve()
         self.journal.admit = self.budget.admit
+        self.journal.on_disk_full = self._disk_filled
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._task = self._tasks.create_task(self._loop(), name=f"retention {self.journal.lane}")
@@ -195,11 +332,40 @@ class Retention:
         tb: TracebackType | None,
     ) -> None:
         self.journal.admit = None
+        self.journal.on_disk_full = None
         if self._task is not None:
             self._task.cancel()
         if self._tasks is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tasks.__aexit__(None, None, None)
+
+    def _disk_filled(self) -> bool:
+        """Journal.on_disk_full: a write found no room; give the reserve back."""
+        self.state.level = "full"
+        reserve = self.budget.reserve
+        return reserve.release("a journal write found the disk full", keep=reserve.start_part)
+
+    def _settle_reserve(self) -> None:
+        """Take the reserve when there is room, give it back when the disk is about to fill."""
+        reserve, st = self.budget.reserve, self.state
+        if not reserve.enabled:
+            return
+        if reserve.in_place:
+            if st.free_disk_bytes < MIB:
+                reserve.release(f"only {st.free_disk_bytes} bytes free", keep=reserve.start_part)
+        elif reserve.take(st.free_disk_bytes, self.cfg.min_free_disk_mb * MIB):
+            self.budget._disk()
+            self.budget._update_level()
+
+    async def _housekeeping(self) -> int:
+        """One round: prune, measure, settle the reserve, write a held ack."""
+        n = await self.prune_once()
+        if n == 0:
+            await self.journal.run_write(self.budget.measure)
+        self._settle_reserve()
+        if self.journal.held_ack is not None:
+            await self.journal.save_held_ack()
+        return n
 
     def prune_bound(self, now: float | None = None) -> int:
         """Highest seq that may be deleted now (0: none)."""
@@ -224,6 +390,8 @@ class Retention:
             return 0
         limit = self.cfg.prune_batch
 
+        full = self.state.level == "full"
+
         async def step(db: aiosqlite.Connection) -> int:
             await db.execute("BEGIN IMMEDIATE")
             cur = await db.execute(
@@ -237,6 +405,10 @@ class Retention:
                 # Gives freed pages back to the filesystem (auto_vacuum=INCREMENTAL journals).
                 # executescript steps the pragma to the end; execute() frees only one page.
                 await db.executescript(f"PRAGMA incremental_vacuum({4 * limit});")
+                if full:
+                    # The pages go back to the filesystem only when the WAL is checkpointed
+                    # into the file and both are truncated; on a full disk, now.
+                    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             row = await (await db.execute("SELECT min(seq) FROM entries")).fetchone()
             self.state.oldest_kept_seq = int(row[0]) if row and row[0] is not None else None
             await self.budget.measure(db)
@@ -253,11 +425,14 @@ class Retention:
     async def _loop(self) -> None:
         while True:
             try:
-                n = await self.prune_once()
-                if n == 0:
-                    await self.journal.run_write(self.budget.measure)
+                n = await self._housekeeping()
             except JournalError as exc:
                 log.error("journal %s: pruning failed: %s", self.journal.path, exc)
                 n = 0
-            # A full step means more is waiting: continue soon, letting appends in between.
-            await asyncio.sleep(0.05 if n >= self.cfg.prune_batch else self.cfg.prune_interval_s)
+            # A full step means more is waiting: continue soon, letting appends in between. A
+            # full disk is looked at every few seconds, so the lane resumes soon after space is
+            # back.
+            pause = self.cfg.prune_interval_s
+            if self.state.level == "full":
+                pause = min(pause, FULL_DISK_CHECK_S)
+            await asyncio.sleep(0.05 if n >= self.cfg.prune_batch else pause)

@@ -28,6 +28,9 @@ from agent.verify import open_readonly
 
 LIVE_INTERVAL_S = 5.0
 STALE_AFTER_S = 3 * LIVE_INTERVAL_S
+# The live file is padded to this size, so that on a full disk it can still be rewritten in
+# place (a new file for the atomic rename needs free blocks; overwriting allocated ones not).
+LIVE_FILE_BYTES = 8192
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +123,17 @@ def pid_alive(pid: int) -> bool:
 
 def read_live(path: Path, now: float | None = None) -> dict[str, Any] | None:
     """The running agent's live status, or None if it is not running (no file, stale, dead)."""
-    try:
-        live: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    live: Any = None
+    for attempt in range(3):  # a rewrite in place (full disk) may be read half done: again
+        try:
+            live = json.loads(path.read_text(encoding="utf-8"))
+            break
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            if attempt == 2:
+                return None
+            time.sleep(0.05)
     now = time.time() if now is None else now
     if not isinstance(live, dict) or not pid_alive(int(live.get("pid", 0))):
         return None
@@ -143,12 +153,36 @@ class LiveStatus:
 
     def write(self) -> None:
         data = {"pid": os.getpid(), "at": time.time(), **self.snapshot()}
+        text = json.dumps(data).encode()
+        text += b" " * max(0, LIVE_FILE_BYTES - len(text))  # room to rewrite in place
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        tmp.replace(self.path)
+        try:
+            tmp.write_bytes(text)
+            tmp.replace(self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            # A full disk: overwrite the blocks the file already has, if the text fits them.
+            if not self._fits_in_place(len(text)):
+                raise
+            with self.path.open("r+b") as f:
+                f.write(text)
+                f.truncate(len(text))
+
+    def _fits_in_place(self, size: int) -> bool:
+        try:
+            return self.path.stat().st_size >= size
+        except OSError:
+            return False
+
+    def _write_logged(self) -> None:
+        try:
+            self.write()
+        except OSError as exc:  # a full disk must not stop the agent; status shows stale
+            log.warning("cannot write %s: %s", self.path, exc)
 
     async def __aenter__(self) -> Self:
-        self.write()
+        self._write_logged()
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._task = self._tasks.create_task(self._loop(), name="live-status")
@@ -171,10 +205,7 @@ class LiveStatus:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(LIVE_INTERVAL_S)
-            try:
-                self.write()
-            except OSError as exc:  # a full disk must not stop the agent; status shows stale
-                log.warning("cannot write %s: %s", self.path, exc)
+            self._write_logged()
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -186,6 +217,7 @@ class StatusReport:
     lane: str
     running: bool
     journal: JournalFacts
+    journal_full: bool = False  # running, but documents are refused until the disk has room
     broker: dict[str, Any] = field(default_factory=dict)
     last_ack_age_s: float | None = None
     oldest_unacked_age_s: float | None = None
@@ -234,10 +266,15 @@ def collect(cfg: AgentConfig, now: float | None = None) -> StatusReport:
                 + (f" ({rep.broker['last_error']})" if rep.broker.get("last_error") else "")
                 + "; run `lanesync doctor`"
             )
-        if rep.disk.get("level") in ("high", "full"):
+        rep.journal_full = rep.disk.get("level") == "full"
+        if rep.journal_full:
             rep.problems.append(
-                f"journal disk budget is {rep.disk['level']}: see `lanesync doctor`"
+                "journal full: new documents are refused until there is room"
+                + (f" ({rep.disk['reason']})" if rep.disk.get("reason") else "")
+                + "; the agent still serves lookups, sends the backlog and resumes by itself"
             )
+        elif rep.disk.get("level") == "high":
+            rep.problems.append("journal disk budget is high: see `lanesync doctor`")
     else:
         rep.problems.append("the agent is not running (systemctl status lanesync-agent)")
     if facts.free_disk_bytes is not None:
@@ -272,8 +309,12 @@ def render(rep: StatusReport) -> str:
         if broker.get("connected") is None
         else ("connected" if broker["connected"] else "DISCONNECTED")
     )
+    state = "running" if rep.running else "NOT RUNNING"
+    if rep.journal_full:
+        free = rep.disk.get("free_disk_bytes")
+        state += f", journal full ({free if free is not None else 'unknown'} bytes free)"
     lines = [
-        f"lane {rep.store}/{rep.lane}: agent {'running' if rep.running else 'NOT RUNNING'}",
+        f"lane {rep.store}/{rep.lane}: agent {state}",
         f"broker      {broker.get('host')}:{broker.get('port')} {link}"
         + (f", {broker.get('reconnects', 0)} reconnects" if rep.running else ""),
         f"journal     {f.path} ({_mib(f.size_bytes)}), epoch {f.epoch}, last seq {f.last_seq}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 SELECT_ENTRIES = "SELECT seq, kind, txn_id, ts, body, hash FROM entries"
 CLOSE_TIMEOUT_S = 10.0
 
+# SQLite's primary result code for "database or disk is full" (the low byte of an extended
+# code), and the shared-memory file failing to grow (a WAL reader needs it; ENOSPC on tmpfs).
+SQLITE_FULL = 13
+SQLITE_IOERR_SHMSIZE = 4874
+
 T = TypeVar("T")
 # Disk budget hook (agent.retention): given the writer connection and the bytes a group of new
 # documents adds, returns why they must be refused, or None to let them in.
@@ -47,6 +53,12 @@ class JournalError(LanesyncError):
 
 class JournalFull(JournalError):
     """The disk budget is exhausted: the new document is refused, confirmed ones are kept."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for SQLite's 'database or disk is full' and a WAL index that could not grow."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF == SQLITE_FULL or code == SQLITE_IOERR_SHMSIZE)
 
 
 class JournalConflict(JournalError):
@@ -137,8 +149,19 @@ class Journal:
         self.epoch = 0
         self.last_seq = 0
         self._last_hash = b""
+        # Head office's ack mark as the replicator knows it. On a full disk it may be ahead of
+        # `saved_acked_seq` (what the file holds): held in memory and written when possible, so
+        # the backlog still drains; after a restart the lane resends from the saved mark and
+        # head office answers those entries as duplicates.
         self.acked_seq = 0
+        self.saved_acked_seq = 0
         self.acked_at: int | None = None
+        # Set when a write found the disk full, cleared by the next write that commits.
+        self.disk_full: str | None = None
+        self.disk_full_free: int | None = None  # bytes free when that write failed
+        # Called (in the writer) when a write found the disk full; True if it made room
+        # (agent.retention gives back its reserve), and the held ack is then tried once more.
+        self.on_disk_full: Callable[[], bool] | None = None
         self.commits = 0  # number of append transactions; appends / commits = group size
         self._listeners: list[Callable[[], None]] = []
         self.admit: Admit | None = None  # set by agent.retention to enforce the disk budget
@@ -193,8 +216,12 @@ class Journal:
         # commit so a confirmed document survives power loss, not just a process crash.
         # Before the first table exists this makes pruned pages returnable to the filesystem
         # (agent.retention runs incremental_vacuum); on an older file it changes nothing.
+        # Only a new, empty file gets auto_vacuum set: on an existing one the pragma is a write
+        # and fails on a full disk, which kept the agent from starting.
         try:
-            await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            row = await (await db.execute("PRAGMA page_count")).fetchone()
+            if not row or not row[0]:
+                await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA busy_timeout=5000")
@@ -246,6 +273,7 @@ class Journal:
             self.last_seq, self._last_hash = 0, genesis(self.lane, self.epoch)
         acked = list(await db.execute_fetchall("SELECT acked_seq, acked_at FROM outbox"))
         self.acked_seq, self.acked_at = int(acked[0][0]), acked[0][1]
+        self.saved_acked_seq = self.acked_seq
 
     # --- appending ------------------------------------------------------------------------
 
@@ -275,6 +303,18 @@ class Journal:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._put(_MarkAcked(hwm, fut))
         await fut
+
+    @property
+    def held_ack(self) -> int | None:
+        """The ack mark held in memory because the disk was full, or None."""
+        return self.acked_seq if self.acked_seq > self.saved_acked_seq else None
+
+    async def save_held_ack(self) -> None:
+        """Try again to write an ack mark held in memory (agent.retention calls this)."""
+        if self.held_ack is not None:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._put(_MarkAcked(self.acked_seq, fut))
+            await fut
 
     async def run_write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run `fn` on the writer connection inside the writer task, between commit groups.
@@ -310,15 +350,32 @@ class Journal:
         self, group: list[_Op], appends: list[_Append], acks: list[_MarkAcked]
     ) -> None:
         """Commit one group and answer every op in it; errors go to the waiting callers."""
+        ack = max((a.hwm for a in acks), default=None)
+        if self.held_ack is not None:
+            ack = max(ack or 0, self.acked_seq)  # a held mark rides along with any write
         try:
             appends = await self._admit(appends)
-            results = await self._commit(appends, max((a.hwm for a in acks), default=None))
+            results = await self._commit(appends, ack)
         except sqlite3.Error as exc:
             # Never swallowed: every waiting appender gets the error; nothing was committed.
+            full = is_disk_full(exc)
+            err = self._full_error() if full else None
             log.error(
-                "journal %s: write failed, %d documents refused: %s", self.path, len(appends), exc
+                "journal %s: write failed, %d documents refused: %s",
+                self.path,
+                len(appends),
+                err or exc,
             )
-            self._fail_group(group, JournalError(f"journal write failed, not confirmed: {exc}"))
+            if full and ack is not None:
+                self._hold_ack(ack)  # acks are not lost on a full disk: see `acked_seq`
+                for op in group:
+                    if isinstance(op, _MarkAcked) and not op.future.done():
+                        op.future.set_result(None)
+            self._fail_group(
+                group, err or JournalError(f"journal write failed, not confirmed: {exc}")
+            )
+            if full:
+                await self._after_disk_full()
             return
         except Exception as exc:
             # A bug, not a disk problem: still answer every waiting till (never leave one
@@ -338,6 +395,44 @@ class Journal:
                 a.future.set_result(None)
         for ex in [op for op in group if isinstance(op, _Exec)]:
             await self._exec(ex)
+
+    def _full_error(self) -> JournalFull:
+        free = None
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(self.path.parent).free
+        self.disk_full_free = free
+        self.disk_full = (
+            f"disk full: {free if free is not None else 'unknown'} bytes free on the journal's "
+            f"filesystem ({self.path.parent})"
+        )
+        return JournalFull(
+            f"{self.disk_full}; the document is NOT confirmed. Confirmed documents are kept; "
+            "free disk space (the agent resumes by itself) or restore the link to head office "
+            "so acknowledged entries can be pruned"
+        )
+
+    def _hold_ack(self, hwm: int) -> None:
+        if hwm <= self.acked_seq:
+            return  # already held (or saved)
+        self.acked_seq, self.acked_at = hwm, now_ms()
+        log.warning(
+            "journal %s: head office's ack of seq %d is held in memory (saved: %d) until the "
+            "disk has room",
+            self.path,
+            self.acked_seq,
+            self.saved_acked_seq,
+        )
+
+    async def _after_disk_full(self) -> None:
+        """Let the hook make room (the reserve), then write a held ack mark once more."""
+        if self.on_disk_full is None or not self.on_disk_full():
+            return
+        if self.held_ack is None:
+            return
+        try:
+            await self._commit([], self.acked_seq)
+        except sqlite3.Error as exc:
+            log.warning("journal %s: the held ack is still not written: %s", self.path, exc)
 
     @staticmethod
     def _fail_group(group: list[_Op], err: JournalError) -> None:
@@ -367,6 +462,8 @@ class Journal:
         except sqlite3.Error as exc:
             await _rollback(db)
             log.error("journal %s: maintenance failed: %s", self.path, exc)
+            if is_disk_full(exc) and self.on_disk_full is not None:
+                self.on_disk_full()
             if not op.future.done():
                 op.future.set_exception(JournalError(f"journal {self.path}: {exc}"))
         except Exception as exc:  # noqa: BLE001 - handed to the caller; the writer must live on
@@ -437,6 +534,8 @@ class Journal:
         except BaseException:
             await _rollback(db)
             raise
+        if rows or ack is not None:
+            self.disk_full = None  # pages were written: there was room
         if rows:
             self.last_seq, self._last_hash = seq, prev
             self.commits += 1
@@ -444,8 +543,10 @@ class Journal:
             self._new_entries = asyncio.Event()
             for listener in self._listeners:
                 listener()
-        if ack is not None and ack > self.acked_seq:
-            self.acked_seq, self.acked_at = ack, acked_at
+        if ack is not None:
+            if ack > self.acked_seq:
+                self.acked_seq, self.acked_at = ack, acked_at
+            self.saved_acked_seq = max(self.saved_acked_seq, ack)
         return results
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import http.client
 import json
-from collections.abc import AsyncIterator
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -118,3 +124,95 @@ def sale(**kw: Any) -> dict[str, Any]:
     }
     doc.update(kw)
     return doc
+
+
+# --- a real API in a thread of its own, for synchronous clients (hypothesis, schemathesis) ------
+
+
+@contextlib.contextmanager
+def api_in_thread(tmp: Path, **kw: Any) -> Iterator[LocalApi]:
+    """`running_api` on its own event loop in a thread; yields the API once it listens."""
+    ready = threading.Event()
+    box: list[Any] = []
+    failed: list[BaseException] = []
+
+    async def serve() -> None:
+        try:
+            async with running_api(tmp, **kw) as (api, _client):
+                done = asyncio.Event()
+                box.extend([api, asyncio.get_running_loop(), done])
+                ready.set()
+                await done.wait()
+        except BaseException as exc:
+            failed.append(exc)
+            ready.set()
+            raise
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), name="api-under-test")
+    thread.start()
+    assert ready.wait(20), "the API did not start"
+    if failed:
+        thread.join(5)
+        raise failed[0]
+    api, loop, done = box
+    try:
+        yield api
+    finally:
+        loop.call_soon_threadsafe(done.set)
+        thread.join(20)
+        assert not thread.is_alive(), "the API did not stop"
+
+
+@dataclass(frozen=True, slots=True)
+class RawAnswer:
+    status: int
+    content_type: str
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def raw_request(
+    socket_path: str | Path,
+    parts: Sequence[bytes],
+    *,
+    pause_s: float = 0.0,
+    timeout: float = 10.0,
+) -> RawAnswer | None:
+    """Send `parts` (any bytes: this is for broken requests) over the API socket, `pause_s`
+    apart, then read one answer; None when the agent closed without answering."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(socket_path))
+        for i, part in enumerate(parts):
+            if i and pause_s:
+                time.sleep(pause_s)
+            try:
+                sock.sendall(part)
+            except (BrokenPipeError, ConnectionResetError):
+                break  # the agent gave up on us: read what it said
+        resp = http.client.HTTPResponse(sock)
+        try:
+            resp.begin()
+        except (http.client.RemoteDisconnected, ConnectionResetError):
+            return None
+        body = resp.read()
+        return RawAnswer(resp.status, resp.getheader("Content-Type", ""), body)
+    finally:
+        sock.close()
+
+
+def http_request(
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """The bytes of one HTTP/1.1 request (Host and Content-Length filled in)."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: lane"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body or method in ("POST", "PUT"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogatepass") + body
