@@ -1,0 +1,154 @@
+"""Head office's inbox: the messages between the broker and the decoder, bounded and fair.
+
+Head office takes messages off the broker as fast as they arrive: paho acknowledges each QoS 1
+message on receipt and aiomqtt offers no flow control that would hold one store back and not
+the others. Without a bound, one store publishing flat out (a bug, or an attacker with a
+store's credentials) fills head office's memory and delays every other store's batches behind
+its own. So the inbox keeps one queue per store (the topic's store segment), serves them
+round-robin, one message each in turn, and bounds each store's queue in messages and bytes,
+and all of them together in bytes. A message beyond its store's bound is shed (dropped and
+counted); when the whole inbox is full, the newest message of the biggest queue goes.
+
+Shedding is safe: a lane keeps every journal entry until head office acknowledges it, so a
+shed batch is simply sent again (after a gap, or the lane's ack timeout), a shed hello is
+repeated at the next connect and a shed status by the next one; a shed request times out at
+the lane, which reports it. Only the store that floods loses its turn: an honest store's
+queue is short, so its messages are never shed and wait at most one round of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+MESSAGE_OVERHEAD = 200  # bytes a queued message costs beyond its payload and topic (objects)
+MAX_SHED_LABELS = 1000  # stores counted by name; beyond that under "(other)" (bounded memory)
+OTHER = "(other)"
+SHED_LOG_EVERY_S = 10.0
+
+Item = tuple[str, bytes]  # topic, payload
+
+
+@dataclass(slots=True)
+class InboxStats:
+    """Counters of the inbox, shown on the status page and in metrics."""
+
+    queued: int = 0  # messages waiting now
+    queued_bytes: int = 0  # their cost (payload, topic and overhead)
+    peak_queued: int = 0
+    shed: int = 0  # messages dropped because their store (or the inbox) was full
+    shed_by_store: dict[str, int] = field(default_factory=dict)
+
+
+def store_of(topic: str) -> str:
+    """The store segment of `{prefix}/{store}/{lane}/{channel}` (the prefix may hold '/'),
+    or '' for a topic without one (still served, in a queue of its own)."""
+    parts = topic.rsplit("/", 3)
+    return parts[1] if len(parts) == 4 else ""
+
+
+class Inbox:
+    """Per-store FIFO queues served round-robin, with bounds; one asyncio consumer."""
+
+    def __init__(
+        self,
+        *,
+        store_messages: int,
+        store_bytes: int,
+        total_bytes: int,
+        stats: InboxStats | None = None,
+    ) -> None:
+        self.store_messages = store_messages
+        self.store_bytes = store_bytes
+        self.total_bytes = total_bytes
+        self.stats = stats or InboxStats()
+        self._queues: OrderedDict[str, deque[tuple[Item, int]]] = OrderedDict()
+        self._bytes: dict[str, int] = {}
+        self._ready = asyncio.Event()
+        self._logged: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return self.stats.queued
+
+    def empty(self) -> bool:
+        return not self._queues
+
+    def put(self, topic: str, raw: bytes) -> bool:
+        """Queue one message; False if it was shed (its store's queue is full)."""
+        store = store_of(topic)
+        cost = len(raw) + len(topic) + MESSAGE_OVERHEAD
+        queue = self._queues.get(store)
+        used = self._bytes.get(store, 0)
+        if queue is not None and (
+            len(queue) >= self.store_messages or used + cost > self.store_bytes
+        ):
+            self._shed(store)
+            return False
+        st = self.stats
+        while st.queued_bytes + cost > self.total_bytes and self._queues:
+            victim = max(self._bytes, key=self._bytes.__getitem__)
+            if used + cost >= self._bytes[victim]:  # this store would be the biggest
+                self._shed(store)
+                return False
+            _, dropped = self._queues[victim].pop()
+            self._take(victim, dropped)
+            self._shed(victim)
+        if queue is None:
+            queue = self._queues[store] = deque()
+            self._bytes[store] = 0
+        queue.append(((topic, raw), cost))
+        self._bytes[store] += cost
+        st.queued += 1
+        st.queued_bytes += cost
+        st.peak_queued = max(st.peak_queued, st.queued)
+        self._ready.set()
+        return True
+
+    def get_nowait(self) -> Item:
+        """The next message, taking stores in turn. Raises IndexError when empty."""
+        if not self._queues:
+            raise IndexError("the inbox is empty")
+        store, queue = next(iter(self._queues.items()))
+        item, cost = queue.popleft()
+        self._take(store, cost)
+        if store in self._queues:
+            self._queues.move_to_end(store)
+        return item
+
+    async def get(self) -> Item:
+        while not self._queues:
+            self._ready.clear()
+            await self._ready.wait()
+        return self.get_nowait()
+
+    def _take(self, store: str, cost: int) -> None:
+        st = self.stats
+        st.queued -= 1
+        st.queued_bytes -= cost
+        self._bytes[store] -= cost
+        if not self._queues[store]:
+            del self._queues[store]
+            del self._bytes[store]
+
+    def _shed(self, store: str) -> None:
+        st = self.stats
+        st.shed += 1
+        known = store in st.shed_by_store or len(st.shed_by_store) < MAX_SHED_LABELS
+        label = store if known else OTHER
+        st.shed_by_store[label] = st.shed_by_store.get(label, 0) + 1
+        now = time.monotonic()
+        if now - self._logged.get(label, -SHED_LOG_EVERY_S) >= SHED_LOG_EVERY_S:
+            if len(self._logged) > MAX_SHED_LABELS:
+                self._logged.clear()
+            self._logged[label] = now
+            log.warning(
+                "head office: store %r sends faster than head office applies; %d of its "
+                "messages shed so far (its lanes resend what was not acknowledged)",
+                label,
+                st.shed_by_store[label],
+            )
