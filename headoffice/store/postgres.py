@@ -341,6 +341,7 @@ class PostgresStore(BatchWriter):
         if key not in self._lanes and key not in self._refused:
             self._lock_lanes([(lane, epoch)])  # not named to lock_lanes (importer, tests)
         if key in self._refused:
+            self._count("epochs_refused")
             raise EpochRefused(
                 f"lane {lane} already has {self._refused[key]} epochs on record, the most head "
                 "office keeps for one lane (ingest.max_epochs_per_lane); a new epoch is refused"

@@ -84,6 +84,7 @@ class SqliteStore(BatchWriter):
             raise StoreError(f"cannot open head-office database {self.path}: {exc}") from exc
         if scrubbed:
             log.info("%s: %d quarantine rows masked and cut (schema 4)", self.path, scrubbed)
+        self.max_cached_lanes = MAX_CACHED_LANES
         self._lanes: dict[tuple[str, str, int], LaneState] = {}
         self._dirty: dict[tuple[str, str, int], LaneState] = {}
         self._counters: dict[str, int] = {}
@@ -134,7 +135,7 @@ class SqliteStore(BatchWriter):
             raise StoreError(f"commit failed, nothing acknowledged: {exc}") from exc
         self._dirty.clear()
         self._counters.clear()
-        if len(self._lanes) > MAX_CACHED_LANES:
+        if len(self._lanes) > self.max_cached_lanes:
             for key in list(self._lanes)[: len(self._lanes) // 2]:
                 del self._lanes[key]
 
@@ -184,6 +185,7 @@ class SqliteStore(BatchWriter):
                 "SELECT count(*) FROM lanes WHERE store = ? AND lane = ?", (lane.store, lane.lane)
             ).fetchone()
             if epochs >= self.max_epochs_per_lane:
+                self._count("epochs_refused")
                 raise EpochRefused(
                     f"lane {lane} already has {epochs} epochs on record, the most head office "
                     "keeps for one lane (ingest.max_epochs_per_lane); a new epoch is refused"
