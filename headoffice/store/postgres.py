@@ -289,14 +289,20 @@ class PostgresStore(BatchWriter):
         now = time.time_ns() // 1_000_000
         conn = self.conn
         # New lanes first (another worker inserting the same one makes us wait for its commit,
-        # then DO NOTHING), so that every lane has a row to lock. A lane that has the most
-        # epochs head office keeps on record gets no new one (one statement may let a group's
-        # few new epochs of one lane past the cap together: a bound, not an exact count).
+        # then DO NOTHING), so that every lane has a row to lock. A lane gets new epochs only
+        # up to the most head office keeps on record for one lane (counted per lane: what it
+        # holds plus the new ones of this statement, in epoch order); two workers inserting
+        # new epochs of one lane at the same instant may together pass it by a few.
         conn.execute(
             "INSERT INTO lanes (store, lane, epoch, hwm, last_hash, first_seen, last_seen) "
-            "SELECT s, l, e, 0, h, %s, %s "
-            "FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bytea[]) AS u (s, l, e, h) "
-            "WHERE (SELECT count(*) FROM lanes m WHERE m.store = u.s AND m.lane = u.l) < %s "
+            "SELECT s, l, e, 0, h, %s, %s FROM ("
+            " SELECT u.s, u.l, u.e, u.h,"
+            "  row_number() OVER (PARTITION BY u.s, u.l ORDER BY u.e) AS k,"
+            "  (SELECT count(*) FROM lanes m WHERE m.store = u.s AND m.lane = u.l) AS have"
+            " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bytea[]) AS u (s, l, e, h)"
+            " WHERE NOT EXISTS (SELECT 1 FROM lanes x"
+            "  WHERE x.store = u.s AND x.lane = u.l AND x.epoch = u.e)"
+            ") n WHERE n.have + n.k <= %s "
             "ON CONFLICT DO NOTHING",
             (now, now, stores, names, epochs, hashes, self.max_epochs_per_lane),
         )
