@@ -27,6 +27,12 @@ def sale_doc(n: int, **extra: Any) -> dict[str, Any]:
     return {"kind": "sale", "register_no": f"T{10000 + n}", "amount": 100 + n, **extra}
 
 
+def deep_sale(depth: int = 990) -> bytes:
+    """A sale whose `ext` is a list nested `depth` deep around a 16-digit run, written by
+    hand (msgpack.packb stops at 512): 990 made the card-number walk raise RecursionError."""
+    return b"\x82\xa4kind\xa4sale\xa3ext" + b"\x91" * depth + b"\xb0" + b"1234567812345678"
+
+
 class LaneSim:
     """The entries one lane epoch would journal, chained exactly as agent.journal does."""
 
