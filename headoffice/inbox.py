@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+
+from headoffice.lograte import StoreLog
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Inbox:
         self._queues: OrderedDict[str, deque[tuple[Item, int]]] = OrderedDict()
         self._bytes: dict[str, int] = {}
         self._ready = asyncio.Event()
-        self._logged: dict[str, float] = {}
+        self._log = StoreLog(log, every_s=SHED_LOG_EVERY_S, burst=1)
 
     def __len__(self) -> int:
         return self.stats.queued
@@ -141,14 +142,10 @@ class Inbox:
         known = store in st.shed_by_store or len(st.shed_by_store) < MAX_SHED_LABELS
         label = store if known else OTHER
         st.shed_by_store[label] = st.shed_by_store.get(label, 0) + 1
-        now = time.monotonic()
-        if now - self._logged.get(label, -SHED_LOG_EVERY_S) >= SHED_LOG_EVERY_S:
-            if len(self._logged) > MAX_SHED_LABELS:
-                self._logged.clear()
-            self._logged[label] = now
-            log.warning(
-                "head office: store %r sends faster than head office applies; %d of its "
-                "messages shed so far (its lanes resend what was not acknowledged)",
-                label,
-                st.shed_by_store[label],
-            )
+        self._log.warning(
+            label,
+            "head office: store %r sends faster than head office applies; %d of its "
+            "messages shed so far (its lanes resend what was not acknowledged)",
+            label,
+            st.shed_by_store[label],
+        )

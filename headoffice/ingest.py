@@ -45,7 +45,8 @@ import aiomqtt
 import tenacity
 
 from headoffice.config import HeadOfficeConfig
-from headoffice.inbox import Inbox, InboxStats
+from headoffice.inbox import Inbox, InboxStats, store_of
+from headoffice.lograte import StoreLog
 from headoffice.store import EpochRefused, Store, StoreError, open_store, transient
 from headoffice.store.base import ApplyResult, CheckedBatch, HeldEntry, check_batch, held_reason
 from protocol import brokerconn, codec
@@ -55,6 +56,7 @@ from protocol.messages import Ack, Hello, JournalBatch, Message, Reply, Request,
 from protocol.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+refusals = StoreLog(log)  # quarantined messages: a few lines per store and 10 s
 
 
 _CRASH_AFTER_COMMIT = int(os.environ.get("LANESYNC_FAULT_CRASH_AFTER_COMMIT") or 0)
@@ -196,6 +198,26 @@ class _Outcome:
         self.gaps_closed += other.gaps_closed
 
 
+def _inbox_queue(inbox: Inbox) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """aiomqtt's incoming-message queue (its `queue_type`) that hands each message to the
+    inbox the moment paho delivers it.
+
+    With aiomqtt's own queue every message first waited in an unbounded FIFO and was moved to
+    the inbox by the message iterator, which costs a task and an asyncio.wait per message:
+    under a flood that FIFO grew faster than it drained and kept an honest store's batches
+    behind the flood before the inbox could serve them in turn. aiomqtt 2.5 calls put_nowait
+    (from paho's on_message, on the event loop), get and qsize on it (aiomqtt/client.py).
+    """
+
+    class ToInbox(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            payload = item.payload
+            raw = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+            inbox.put(item.topic.value, raw)
+
+    return ToInbox
+
+
 def _gap_key(p: Prepared) -> tuple[str, str, int, int]:
     msg = p.msg
     assert isinstance(msg, JournalBatch)
@@ -304,6 +326,7 @@ class Ingest:
                 max_inflight_messages=100,
                 # paho leaves Nagle on: acks would wait for the lane's delayed ACK (~40 ms).
                 socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+                queue_type=_inbox_queue(self._inbox),
             ) as client:
                 # A group's acks go out together (up to group_max_messages, paho keeps 100 in
                 # flight); aiomqtt logs a warning per publish beyond 10 pending, which at fleet
@@ -338,11 +361,10 @@ class Ingest:
             self.stats.connected = False
 
     async def _receive(self, client: aiomqtt.Client) -> None:
-        inbox = self._inbox
-        async for message in client.messages:
-            payload = message.payload
-            raw = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
-            inbox.put(message.topic.value, raw)
+        """Messages reach the inbox as paho delivers them (`_inbox_queue`); aiomqtt's message
+        iterator is awaited only because it raises MqttError when the connection is lost."""
+        async for _ in client.messages:
+            pass  # never reached: the inbox queue hands aiomqtt nothing to iterate over
 
     async def _process(self, client: aiomqtt.Client) -> None:
         """Two-stage pipeline: the decoder thread prepares group N+1 (decode, schema, hash
@@ -704,7 +726,13 @@ class Ingest:
         fold: bool = False,
     ) -> None:
         out.quarantined += 1
-        log.warning("head office: quarantined a message on %s: %s", topic, held_reason(reason))
+        refusals.log(
+            logging.WARNING,
+            lane.store if lane else store_of(topic),
+            "head office: quarantined a message on %s: %s",
+            topic,
+            held_reason(reason),
+        )
         store.quarantine(topic, lane, reason, raw, now, fold=fold)
 
 

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from headoffice.lograte import StoreLog
 from headoffice.store.sql import Sql
 from headoffice.transit import bodies
 from headoffice.transit import projection as transit_projection
@@ -41,6 +42,7 @@ from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch, Status
 
 log = logging.getLogger(__name__)
+held_log = StoreLog(log)  # held entries: a few lines per store and 10 s
 
 DEFAULT_MAX_EPOCHS_PER_LANE = 64
 QUARANTINE_KEEP_BYTES = 4096  # of a refused payload, masked; its length and sha256 are kept too
@@ -514,7 +516,7 @@ class BatchWriter:
                 pending.entries.append(_PendingEntry(row, e, candidate, res, docs.get(e.seq)))
             for h in plan.held:
                 pending.held.append((held_row(batch.lane, epoch, h, now_ms), res))
-                log.warning("head office: %s/%s held %s", store, lane, h.reason)
+                held_log.warning(store, "head office: %s/%s held %s", store, lane, h.reason)
             state.hwm, state.last_hash = plan.advance.seq, plan.advance.hash
             if not defer:
                 self.flush()
@@ -537,7 +539,7 @@ class BatchWriter:
             res.reason = f"seq {e.seq} is not the next entry of the chain head office holds"
             return res
         self._pending.held.append((held_row(lane, epoch, held, now_ms), res))
-        log.warning("head office: %s held %s", lane, held.reason)
+        held_log.warning(lane.store, "head office: %s held %s", lane, held.reason)
         state.hwm, state.last_hash = e.seq, e.hash
         res.hwm = e.seq
         self.flush()
@@ -578,7 +580,7 @@ class BatchWriter:
                 h = HeldEntry(e, "txn_conflict", conflict_reason(e, lane, pe.result.epoch, owner))
                 held.append(held_row(lane, pe.result.epoch, h, pe.row[9]))
                 pe.result.held += 1
-                log.warning("head office: %s held %s", lane, h.reason)
+                held_log.warning(lane.store, "head office: %s held %s", lane, h.reason)
         for _, res in pending.held:
             res.held += 1
         if rows:
