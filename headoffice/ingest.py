@@ -161,6 +161,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+ACK_GROUPS_PENDING = 64  # committed groups whose acks may wait for publishing (then ingest waits)
 MAX_WAITING = 5_000  # gapped batches beyond this are answered with a resend at once (memory)
 
 
@@ -367,12 +368,18 @@ class Ingest:
             pass  # never reached: the inbox queue hands aiomqtt nothing to iterate over
 
     async def _process(self, client: aiomqtt.Client) -> None:
-        """Two-stage pipeline: the decoder thread prepares group N+1 (decode, schema, hash
-        chain, card-number scan) while the writer thread applies and commits group N."""
+        """Three stages: the decoder thread prepares group N+1 (decode, schema, hash chain,
+        card-number scan) while the writer thread applies and commits group N, while the acks
+        of group N-1 are published. Publishing waits for the broker's PUBACK of each ack,
+        which under a flood queues behind the flood's messages on head office's connection;
+        the next group does not wait for that (an ack lost with head office is harmless: the
+        lane resends and gets it again)."""
         prepared: asyncio.Queue[list[Prepared]] = asyncio.Queue(maxsize=1)
+        acks: asyncio.Queue[list[Ack | Reply]] = asyncio.Queue(maxsize=ACK_GROUPS_PENDING)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._prepare_loop(prepared), name="ingest-prepare")
-            tg.create_task(self._apply_loop(client, prepared), name="ingest-apply")
+            tg.create_task(self._apply_loop(prepared, acks), name="ingest-apply")
+            tg.create_task(self._ack_loop(client, acks), name="ingest-acks")
 
     async def _prepare_loop(self, out: asyncio.Queue[list[Prepared]]) -> None:
         loop = asyncio.get_running_loop()
@@ -388,7 +395,7 @@ class Ingest:
             await out.put(await loop.run_in_executor(self._decoder, self.prepare_group, group))
 
     async def _apply_loop(
-        self, client: aiomqtt.Client, prepared: asyncio.Queue[list[Prepared]]
+        self, prepared: asyncio.Queue[list[Prepared]], acks: asyncio.Queue[list[Ack | Reply]]
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -406,6 +413,16 @@ class Ingest:
                 log.error("head office: %d messages not committed: %s", len(group), exc)
                 continue
             self._crash_point_after_commit()
+            if out:
+                await acks.put(out)  # waits only when ACK_GROUPS_PENDING groups are behind
+
+    async def _ack_loop(
+        self, client: aiomqtt.Client, acks: asyncio.Queue[list[Ack | Reply]]
+    ) -> None:
+        """Publish committed groups' acks and replies in commit order, one group at a time
+        (a lane never sees an older mark after a newer one)."""
+        while True:
+            out = await acks.get()
             await asyncio.gather(*(self._publish(client, msg) for msg in out))
 
     def _crash_point_after_commit(self) -> None:
