@@ -137,7 +137,7 @@ def run(
             with rss:
                 out = drive(
                     workdir,
-                    broker.port,
+                    broker,
                     ho,
                     rss,
                     metrics_port,
@@ -173,7 +173,7 @@ def headoffice(workdir: Path, broker_port: int, metrics_port: int) -> stack.Comp
 
 def drive(
     workdir: Path,
-    port: int,
+    broker: MosquittoBroker,
     ho: stack.Component,
     rss: RssSampler,
     metrics_port: int,
@@ -185,24 +185,33 @@ def drive(
     flood_rate: float,
     quiet: bool,
 ) -> dict[str, Any]:
+    port = broker.port
     fleet = FleetProcesses(1, lanes, port, workdir)
+
+    def cpu() -> dict[str, float]:
+        return {
+            "headoffice": ho.cpu_s(),
+            "broker": stack.process_cpu_s(broker.pid),
+            "lanes": fleet.cpu_s(),
+        }
+
     try:
         fleet.call("connect", 120.0)
         fleet.call("drained", 60.0, False)  # the hellos' acks: every lane is in step
         _say(quiet, f"baseline: {lanes} honest lanes at {rate}/s for {seconds:g} s ...")
         rss_start = rss.now_mb()
-        cpu0 = ho.cpu_s()
+        cpu0 = cpu()
         t0 = time.monotonic()
         fleet.call("trickle", seconds, rate)
         t1 = time.monotonic()
         fleet.call("drained", 120.0, False)
         base_rss = rss.window(t0, time.monotonic())
-        base_cpu = ho.cpu_s() - cpu0
+        base_cpu = {k: round(v - cpu0[k], 2) for k, v in cpu().items()}
         metrics_before = scrape(metrics_port)
         _say(quiet, f"flood: the same trickle while {flood_procs} process(es) flood ...")
         with Flooders(flood_procs, port, seconds + 1.0, flood_rate) as flooders:
             time.sleep(1.0)  # the flood is under way before the honest clock starts
-            cpu1 = ho.cpu_s()
+            cpu1 = cpu()
             t2 = time.monotonic()
             fleet.call("trickle", seconds, rate)
             t3 = time.monotonic()
@@ -210,7 +219,7 @@ def drive(
         fleet.call("drained", 120.0, False)
         t4 = time.monotonic()
         flood_rss = rss.window(t2 - 1.0, t4)
-        flood_cpu = ho.cpu_s() - cpu1
+        flood_cpu = {k: round(v - cpu1[k], 2) for k, v in cpu().items()}
         rss_end = rss.now_mb()
         metrics = scrape(metrics_port)
         results = fleet.call("result")
@@ -254,7 +263,9 @@ def drive(
             "flood_end": flood_rss["end"],
             "end": rss_end,
         },
-        "headoffice_cpu_s": {"baseline": round(base_cpu, 2), "flood": round(flood_cpu, 2)},
+        # CPU seconds per phase: head office, the broker, the honest lanes' process (the
+        # flooders run at a lower priority and take what is left)
+        "cpu_s": {"baseline": base_cpu, "flood": flood_cpu},
         "headoffice": {
             "messages": int(metrics.get("lanesync_ho_messages_total", 0)),
             "messages_in_flood": int(
