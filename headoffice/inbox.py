@@ -127,6 +127,27 @@ class Inbox:
             await self._ready.wait()
         return self.get_nowait()
 
+    async def group(self, max_count: int, max_bytes: int, share: int) -> list[Item]:
+        """The next group to apply (waits for the first message): stores in turn, at most
+        `share` messages of one store while other stores' messages wait, up to `max_count`
+        messages or `max_bytes` of payload. A store alone fills the group."""
+        out = [await self.get()]
+        taken = {store_of(out[0][0]): 1}
+        size = len(out[0][1])
+        queues = self._queues
+        while queues and len(out) < max_count and size < max_bytes:
+            store = next(iter(queues))
+            if taken.get(store, 0) >= share and (len(queues) > 1 or len(taken) > 1):
+                if all(taken.get(s, 0) >= share for s in queues):
+                    break  # every store still waiting had its share: the rest waits its turn
+                queues.move_to_end(store)
+                continue
+            item = self.get_nowait()
+            taken[store] = taken.get(store, 0) + 1
+            out.append(item)
+            size += len(item[1])
+        return out
+
     def _take(self, store: str, cost: int) -> None:
         st = self.stats
         st.queued -= 1

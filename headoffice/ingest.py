@@ -33,13 +33,14 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import select
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiomqtt
 import tenacity
@@ -199,6 +200,45 @@ class _Outcome:
         self.gaps_closed += other.gaps_closed
 
 
+READS_PER_WAKEUP = 256  # packets read each time the socket is readable (then others run)
+
+
+class _IngestClient(aiomqtt.Client):
+    """aiomqtt's client, reading many packets each time head office's socket is readable.
+
+    aiomqtt 2.5 registers a reader that calls paho's loop_read() once, and paho reads one
+    packet then (aiomqtt/client.py `_on_socket_open`, paho `loop_read`: max_packets is the
+    number of messages in flight, at least 1): one packet per event-loop iteration. With the
+    decoder and writer threads busy, an iteration waits for the GIL, so head office read a
+    flood from one store at 1,500 messages a second or less, and everything behind it waited
+    in the broker's queue for head office, honest batches included (p99 4.3 s in `lanesync
+    bench flood`; 1.1 s reading this way). This registers, after aiomqtt's own reader, one
+    for the same socket (asyncio keeps one reader per fd: the last) that reads while the
+    socket has data, up to READS_PER_WAKEUP packets; errors end the connection as aiomqtt's
+    reader does.
+    """
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        super()._on_socket_open(client, userdata, sock)
+
+        def read_many() -> None:
+            try:
+                for _ in range(READS_PER_WAKEUP):
+                    client.loop_read()
+                    if client.socket() is None:
+                        return
+                    pending = getattr(sock, "pending", None)
+                    if pending is not None and pending() > 0:
+                        continue
+                    if not select.select([sock], [], [], 0)[0]:
+                        return
+            except Exception as exc:  # noqa: BLE001 - as aiomqtt's reader: the link broke
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), read_many)
+
+
 def _inbox_queue(inbox: Inbox) -> type[asyncio.Queue[aiomqtt.Message]]:
     """aiomqtt's incoming-message queue (its `queue_type`) that hands each message to the
     inbox the moment paho delivers it.
@@ -315,7 +355,7 @@ class Ingest:
             # (eclipse-mosquitto/mosquitto#1747), so a dead worker would sit on a share of
             # every lane's batches. With a clean session the broker serves only live members;
             # what was in flight to a killed one is resent by its lane (gap or ack timeout).
-            async with aiomqtt.Client(
+            async with _IngestClient(
                 b.host,
                 b.port,
                 identifier=b.client_id,
@@ -385,13 +425,10 @@ class Ingest:
         loop = asyncio.get_running_loop()
         max_count = self.config.ingest.group_max_messages
         max_bytes = 4 * self.config.ingest.max_message_bytes
+        share = max(1, max_count // 8)
         inbox = self._inbox
         while True:
-            group = [await inbox.get()]
-            size = len(group[0][1])
-            while len(group) < max_count and size < max_bytes and not inbox.empty():
-                group.append(inbox.get_nowait())
-                size += len(group[-1][1])
+            group = await inbox.group(max_count, max_bytes, share)
             await out.put(await loop.run_in_executor(self._decoder, self.prepare_group, group))
 
     async def _apply_loop(
@@ -419,11 +456,24 @@ class Ingest:
     async def _ack_loop(
         self, client: aiomqtt.Client, acks: asyncio.Queue[list[Ack | Reply]]
     ) -> None:
-        """Publish committed groups' acks and replies in commit order, one group at a time
-        (a lane never sees an older mark after a newer one)."""
-        while True:
-            out = await acks.get()
-            await asyncio.gather(*(self._publish(client, msg) for msg in out))
+        """Publish committed groups' acks and replies in commit order, without waiting for
+        one group's PUBACKs before sending the next (each publish is handed to paho when its
+        task starts, in the order the tasks were made). At most ACK_GROUPS_PENDING groups
+        wait for their PUBACKs; then the oldest is awaited."""
+        pending: deque[asyncio.Task[list[None]]] = deque()
+        try:
+            while True:
+                out = await acks.get()
+                pending.append(
+                    asyncio.ensure_future(
+                        asyncio.gather(*(self._publish(client, msg) for msg in out))
+                    )
+                )
+                while pending and (pending[0].done() or len(pending) > ACK_GROUPS_PENDING):
+                    await pending.popleft()  # raises MqttError if the connection broke
+        finally:
+            for task in pending:
+                task.cancel()
 
     def _crash_point_after_commit(self) -> None:
         """Fault injection for the end-to-end tests: with LANESYNC_FAULT_CRASH_AFTER_COMMIT=N

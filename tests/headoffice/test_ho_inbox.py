@@ -90,3 +90,24 @@ async def test_get_waits_for_a_message() -> None:
     assert not waiter.done()
     inbox.put(topic("S1"), b"late")
     assert await asyncio.wait_for(waiter, 1) == (topic("S1"), b"late")
+
+
+async def test_a_group_gives_each_store_a_bounded_share() -> None:
+    inbox = Inbox(store_messages=1000, store_bytes=1 << 20, total_bytes=1 << 22)
+    for n in range(100):
+        inbox.put(topic("FLOOD"), b"f%d" % n)
+    for store in ("S1", "S2"):
+        for n in range(3):
+            inbox.put(topic(store, f"L{n}"), store.encode() + b"-%d" % n)
+    group = await inbox.group(64, 1 << 20, share=4)
+    stores = [t.split("/")[2] for t, _ in group]
+    # every honest message, and the flood only its share while others waited
+    assert stores.count("S1") == stores.count("S2") == 3
+    assert stores.count("FLOOD") == 4
+    # alone, a store fills the group
+    group = await inbox.group(64, 1 << 20, share=4)
+    assert [t.split("/")[2] for t, _ in group] == ["FLOOD"] * 64
+    # and the byte bound holds: f68..f99 are 3 bytes each, the group stops once 40 are in
+    group = await inbox.group(64, 40, share=4)
+    assert [raw for _, raw in group] == [b"f%d" % n for n in range(68, 82)]
+    assert len(inbox) == 100 - 4 - 64 - 14
