@@ -556,7 +556,9 @@ class BatchWriter:
         # Sorted by txn_id: two workers inserting the same ids take their index locks in one
         # order, so they wait for each other instead of deadlocking.
         inserted = self._insert_new_documents(sorted(pending.documents.values()))
-        owners = self._owners_of_the_rest(inserted)
+        # The usual case, every entry a new document: nobody else owns any of them.
+        everything_new = len(inserted) == len(pending.documents) == len(pending.entries)
+        owners = {} if everything_new else self._owners_of_the_rest(inserted)
         rows: list[JournalRow] = []
         projected: list[_PendingEntry] = []  # transit and stock documents: only these decode
         held = [h for h, _ in pending.held]
