@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ MESSAGE_OVERHEAD = 200  # bytes a queued message costs beyond its payload and to
 MAX_SHED_LABELS = 1000  # stores counted by name; beyond that under "(other)" (bounded memory)
 OTHER = "(other)"
 SHED_LOG_EVERY_S = 10.0
+FLOODING_S = 10.0  # a store shed within this long is flooding (Inbox.flooding)
 
 Item = tuple[str, bytes]  # topic, payload
 
@@ -72,6 +74,7 @@ class Inbox:
         self._bytes: dict[str, int] = {}
         self._ready = asyncio.Event()
         self._log = StoreLog(log, every_s=SHED_LOG_EVERY_S, burst=1)
+        self._last_shed: dict[str, float] = {}
 
     def __len__(self) -> int:
         return self.stats.queued
@@ -157,7 +160,15 @@ class Inbox:
             del self._queues[store]
             del self._bytes[store]
 
+    def flooding(self, store: str) -> bool:
+        """Whether `store` had messages shed in the last FLOODING_S seconds (read by the
+        writer thread: a dict lookup, safe under the GIL)."""
+        return self._last_shed.get(store, -FLOODING_S) > time.monotonic() - FLOODING_S
+
     def _shed(self, store: str) -> None:
+        if len(self._last_shed) >= MAX_SHED_LABELS and store not in self._last_shed:
+            self._last_shed.clear()
+        self._last_shed[store] = time.monotonic()
         st = self.stats
         st.shed += 1
         known = store in st.shed_by_store or len(st.shed_by_store) < MAX_SHED_LABELS

@@ -175,6 +175,16 @@ class _Waiting:
 
 
 @dataclass(slots=True)
+class _Flooded:
+    """Refusals of a flooding store on one topic, counted in a group (the first kept)."""
+
+    lane: LaneId | None
+    reason: str
+    raw: bytes
+    times: int = 1
+
+
+@dataclass(slots=True)
 class _Outcome:
     """What one or more committed transactions decided, for the acks and the counters."""
 
@@ -187,6 +197,7 @@ class _Outcome:
     epochs_refused: int = 0
     gaps_held: int = 0
     gaps_closed: int = 0
+    flooded: dict[str, _Flooded] = field(default_factory=dict)  # by topic, written at commit
 
     def merge(self, other: _Outcome) -> None:
         self.acks.update(other.acks)
@@ -615,6 +626,7 @@ class Ingest:
                 self._apply_one(store, p, now, out)
         if gapped:
             self._settle_gapped(store, gapped, clock, now, out)
+        self._write_flooded(store, out, now)
         store.commit()
         return out
 
@@ -651,6 +663,7 @@ class Ingest:
             p.raw,
             now,
             out,
+            sample=False,
         )
         store.commit()
         if isinstance(msg, Request) and lane is not None:
@@ -692,7 +705,7 @@ class Ingest:
                     msg.lane, msg.epoch, res.hwm, None, res.reason
                 )
         if checked.refusal is not None:
-            self._quarantine(store, p.topic, p.lane, checked.refusal, p.raw, now, out)
+            self._quarantine(store, p.topic, p.lane, checked.refusal, p.raw, now, out, sample=False)
             store.commit()
         return out
 
@@ -778,7 +791,7 @@ class Ingest:
         """A new epoch beyond the lane's cap: quarantined on one row per lane and channel
         (the reason names no epoch, and the row folds whatever the bytes), no ack."""
         out.epochs_refused += 1
-        self._quarantine(store, p.topic, p.lane, str(exc), p.raw, now, out, fold=True)
+        self._quarantine(store, p.topic, p.lane, str(exc), p.raw, now, out, fold=str(exc))
 
     def _quarantine(
         self,
@@ -790,17 +803,41 @@ class Ingest:
         now: int,
         out: _Outcome,
         *,
-        fold: bool = False,
+        fold: str | None = None,
+        sample: bool = True,
     ) -> None:
+        """Quarantine one refused message; from a store that is flooding (the inbox sheds
+        its messages) only counted here and written per topic once a group (`sample`)."""
         out.quarantined += 1
+        sender = lane.store if lane else store_of(topic)
+        if sample and fold is None and self._inbox.flooding(sender):
+            kept = out.flooded.get(topic)
+            if kept is None:
+                out.flooded[topic] = _Flooded(lane, reason, raw)
+            else:
+                kept.times += 1
+            return
         refusals.log(
             logging.WARNING,
-            lane.store if lane else store_of(topic),
+            sender,
             "head office: quarantined a message on %s: %s",
             topic,
             held_reason(reason),
         )
         store.quarantine(topic, lane, reason, raw, now, fold=fold)
+
+    @staticmethod
+    def _write_flooded(store: Store, out: _Outcome, now: int) -> None:
+        """One row per topic for what a flooding store's refused messages (QuarantineRow
+        folds them: the first's reason and bytes, and how many)."""
+        for topic, f in out.flooded.items():
+            reason = (
+                f"{store_of(topic)} sends faster than head office applies (its messages are "
+                f"shed, see messages_shed): refusals on this topic are counted here; the first "
+                f"was: {f.reason}"
+            )
+            store.quarantine(topic, f.lane, reason, f.raw, now, fold="flooding", times=f.times)
+        out.flooded.clear()
 
 
 def _describe(exc: BaseException) -> str:

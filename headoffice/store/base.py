@@ -238,9 +238,10 @@ class QuarantineRow:
     fingerprint: bytes
 
     @classmethod
-    def of(cls, topic: str, reason: str, raw: bytes, *, fold: bool = False) -> QuarantineRow:
-        """`fold`: every refusal with this topic and reason counts on one row, whatever the
-        bytes (a lane sending new epochs beyond its cap, say)."""
+    def of(cls, topic: str, reason: str, raw: bytes, *, fold: str | None = None) -> QuarantineRow:
+        """`fold`: every refusal on this topic with this key counts on one row, whatever the
+        bytes and the reason (a lane sending new epochs beyond its cap, a store flooding);
+        the row keeps the first one's reason and bytes."""
         reason = held_reason(reason)
         kept = pan.mask_bytes(raw[:_MASK_WINDOW])[:QUARANTINE_KEEP_BYTES]
         return cls(
@@ -248,7 +249,9 @@ class QuarantineRow:
             kept,
             len(raw),
             hashlib.sha256(raw).digest(),
-            quarantine_fingerprint(topic, reason, b"" if fold else raw),
+            quarantine_fingerprint(topic, reason, raw)
+            if fold is None
+            else quarantine_fingerprint(topic, f"fold:{fold}", b""),
         )
 
 
@@ -327,9 +330,10 @@ class Store(Protocol):
         raw: bytes,
         now_ms: int,
         *,
-        fold: bool = False,
+        fold: str | None = None,
+        times: int = 1,
     ) -> None:
-        """Keep a refused message (QuarantineRow: masked, capped, counted)."""
+        """Keep a refused message (QuarantineRow: masked, capped, counted `times`)."""
 
     def commit(self) -> None: ...
 

@@ -449,19 +449,20 @@ class PostgresStore(BatchWriter):
         raw: bytes,
         now_ms: int,
         *,
-        fold: bool = False,
+        fold: str | None = None,
+        times: int = 1,
     ) -> None:
         row = QuarantineRow.of(topic, reason, raw, fold=fold)
 
         def insert() -> None:
             self._begin()
-            self._count("quarantined")
+            self._count("quarantined", times)
             self.conn.execute(
                 "INSERT INTO quarantine (first_at, last_at, topic, store, lane, reason, raw, "
-                "raw_len, raw_sha256, fingerprint) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "raw_len, raw_sha256, fingerprint, times) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (fingerprint) DO UPDATE "
-                "SET times = quarantine.times + 1, last_at = excluded.last_at",
+                "SET times = quarantine.times + excluded.times, last_at = excluded.last_at",
                 (
                     now_ms,
                     now_ms,
@@ -473,6 +474,7 @@ class PostgresStore(BatchWriter):
                     row.raw_len,
                     row.raw_sha256,
                     row.fingerprint,
+                    times,
                 ),
             )
 

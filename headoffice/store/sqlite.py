@@ -280,15 +280,17 @@ class SqliteStore(BatchWriter):
         raw: bytes,
         now_ms: int,
         *,
-        fold: bool = False,
+        fold: str | None = None,
+        times: int = 1,
     ) -> None:
         self._begin()
-        self._count("quarantined")
+        self._count("quarantined", times)
         row = QuarantineRow.of(topic, reason, raw, fold=fold)
         self.db.execute(
             "INSERT INTO quarantine (first_at, last_at, topic, store, lane, reason, raw, "
-            "raw_len, raw_sha256, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (fingerprint) DO UPDATE SET times = times + 1, last_at = excluded.last_at",
+            "raw_len, raw_sha256, fingerprint, times) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (fingerprint) DO UPDATE SET times = times + excluded.times, "
+            "last_at = excluded.last_at",
             (
                 now_ms,
                 now_ms,
@@ -300,5 +302,6 @@ class SqliteStore(BatchWriter):
                 row.raw_len,
                 row.raw_sha256,
                 row.fingerprint,
+                times,
             ),
         )

@@ -526,3 +526,27 @@ def test_ingest_stats_lane_marks_follow_the_acks(backend: Backend) -> None:
         assert isinstance(ing, Ingest)
         ing.apply_group([journal_msg(sim, 1, 2)])
         assert dict(ing.stats.lane_hwm) == {("S001", "L01", sim.epoch): 2}
+
+
+def test_refusals_of_a_flooding_store_are_counted_on_one_row_per_topic(backend: Backend) -> None:
+    """While the inbox sheds a store's messages, its refused messages are counted, not kept
+    one row each (a flood must not become a disk flood): one row per topic and group, the
+    first kept, `times` the count. Another store's refusals are kept as usual."""
+    flood = LaneId("SFLOOD", "L1")
+    with writer_ingest(backend) as ing:
+        ing._inbox._shed("SFLOOD")  # the inbox just shed one of its messages
+        assert ing._inbox.flooding("SFLOOD")
+        assert not ing._inbox.flooding("S002")
+        group = [(topic(flood), b"\xc1garbage %d" % n) for n in range(50)]
+        group.append((topic(B), b"\xc1other"))
+        ing.apply_group(group)
+        ing.apply_group(group[:10])
+        assert ing.stats.quarantined == 61
+    rows = backend.query("SELECT store, times, raw, reason FROM quarantine ORDER BY store DESC")
+    assert [(r[0], r[1], bytes(r[2])) for r in rows] == [
+        ("SFLOOD", 60, b"\xc1garbage 0"),
+        ("S002", 1, b"\xc1other"),
+    ]
+    assert "SFLOOD sends faster than head office applies" in rows[0][3]
+    assert "the first was: payload: " in rows[0][3]
+    assert dict(backend.query("SELECT name, value FROM counters"))["quarantined"] == 61
