@@ -39,6 +39,15 @@ class IngestConfig:
     # How long a shared-subscription worker keeps retrying a batch that arrived ahead of its
     # predecessor (held by another worker) before asking the lane to resend; 0: ask at once.
     gap_hold_ms: int = 0
+    # Epochs head office keeps on record per lane (a journal recreated or restored starts one);
+    # a new epoch beyond it is refused and quarantined, so hellos naming ever new epochs
+    # cannot grow head office's tables and memory without bound.
+    max_epochs_per_lane: int = 64
+    # The inbox between the broker and the decoder (headoffice.inbox): per store, at most
+    # this many messages and bytes wait; beyond them a store's messages are shed (its lanes
+    # resend). All stores together: four times the bytes of one.
+    queue_messages_per_store: int = 2000
+    queue_bytes_per_store: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +102,11 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
         max_message_bytes=i.int("max_message_bytes", DEFAULT_MAX_MESSAGE, 1024, 64 * 1024 * 1024),
         group_max_messages=i.int("group_max_messages", 64, 1, 10_000),
         gap_hold_ms=i.int("gap_hold_ms", 500 if broker.share_group else 0, 0, 60_000),
+        max_epochs_per_lane=i.int("max_epochs_per_lane", 64, 1, 1_000_000),
+        queue_messages_per_store=i.int("queue_messages_per_store", 2000, 10, 10_000_000),
+        queue_bytes_per_store=i.int(
+            "queue_bytes_per_store", 64 * 1024 * 1024, 1024 * 1024, 64 * 1024 * 1024 * 1024
+        ),
     )
     i.done()
     root.used.add("extract")  # [extract] is read by headoffice.extract.config

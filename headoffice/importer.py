@@ -5,8 +5,9 @@ refused with the reason if any check fails: its format; the HMAC-SHA256 over its
 with the store's key (`[import] key_dir/<store>.key`); the hash chain of its entries from its
 `prev_hash`. Then it goes through the store's `apply_batch`, the very code path MQTT ingest
 uses, in one transaction: entries head office already holds count as redelivered, a document
-txn_id already applied is not applied again, and a later MQTT delivery of the same entries is
-dropped the same way. If head office holds less than the file's start (a gap), nothing is
+txn_id already applied is not applied again, an entry head office cannot apply is held at its
+seq (as ingest holds it), and a later MQTT delivery of the same entries is dropped the same
+way. If head office holds less than the file's start (a gap), nothing is
 applied and the message says which seqs are missing.
 
 Safe while the head-office daemon runs: SQLite serialises the two writers and the primary keys
@@ -53,6 +54,7 @@ class ImportResult:
     redelivered: int
     duplicate_txn: int
     hwm: int
+    held: int = 0  # entries held at their seq (headoffice.store.base), as MQTT ingest holds them
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,6 +188,7 @@ def _apply_entries(
         res.applied += r.applied
         res.redelivered += r.redelivered
         res.duplicate_txn += r.duplicate_txn
+        res.held += r.held
         res.hwm = r.hwm
 
 

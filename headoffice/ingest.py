@@ -1,10 +1,22 @@
 """Head-office ingest: validate, dedupe, apply in seq order, commit, and only then ack.
 
-MQTT messages are queued by a receiver task; a processor task hands groups of them to the store
-on one dedicated writer thread (the single writer), where each is decoded, checked against its
-topic and schema, applied or quarantined, and the whole group is committed in one transaction.
-Acks (high-water marks, or resend-from on a gap) are published only after that commit returned
-(invariant 2). A crash before the commit loses nothing: lanes resend from the last ack.
+MQTT messages are queued by a receiver task in the inbox (headoffice.inbox: bounded, fair per
+store); a processor task hands groups of them to the decoder thread, where each is decoded and
+checked against its topic and schema (any exception there refuses that one message), then to
+the store on one dedicated writer thread (the single writer), where each is applied, held or
+quarantined, and the whole group is committed in one transaction. Acks (high-water marks, or
+resend-from on a gap) are published only after that commit returned (invariant 2). A crash
+before the commit loses nothing: lanes resend from the last ack.
+
+No one message can take the others down with it. Entries head office cannot apply are held at
+their seq (headoffice.store.base, invariant 9), so a valid chain always moves on. Should a
+group still fail for a reason that lies in one of its messages (a bug, a database constraint
+nobody foresaw), it is rolled back and applied again message by message, each in its own
+transaction, so the good ones commit; a batch that fails on its own is applied entry by
+entry and the entry that fails is held (`apply_failed`); any other message that fails is
+quarantined (a request is answered with an error). A failure of the database itself (disk
+full, connection lost: headoffice.store.transient) fails the group as before, and lanes
+resend.
 
 Several ingest processes (workers) can share one MQTT shared subscription (`broker.share_group`)
 over PostgreSQL. The broker then spreads one lane's batches over the workers, so batch k+1 can
@@ -21,19 +33,23 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import select
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiomqtt
 import tenacity
 
 from headoffice.config import HeadOfficeConfig
-from headoffice.store import Store, StoreError, open_store
-from headoffice.store.base import ApplyResult, CheckedBatch, check_batch
+from headoffice.inbox import Inbox, InboxStats, store_of
+from headoffice.lograte import StoreLog
+from headoffice.store import EpochRefused, Store, StoreError, open_store, transient
+from headoffice.store.base import ApplyResult, CheckedBatch, HeldEntry, check_batch, held_reason
 from protocol import brokerconn, codec
 from protocol.errors import ProtocolError
 from protocol.identity import Channel, LaneId
@@ -41,6 +57,7 @@ from protocol.messages import Ack, Hello, JournalBatch, Message, Reply, Request,
 from protocol.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+refusals = StoreLog(log)  # quarantined messages: a few lines per store and 10 s
 
 
 _CRASH_AFTER_COMMIT = int(os.environ.get("LANESYNC_FAULT_CRASH_AFTER_COMMIT") or 0)
@@ -69,6 +86,56 @@ _EXPECTED: dict[Channel, type[Message]] = {
 }
 
 
+LaneKey = tuple[str, str, int]  # store, lane, epoch
+EPOCHS_TRACKED_PER_LANE = 4
+MAX_LANES_TRACKED = 20_000
+
+
+class LaneMarks(Mapping[LaneKey, int]):
+    """The last acked mark per (store, lane, epoch), bounded: the newest few epochs of each
+    lane and the most recently heard lanes. A store naming ever new lanes or epochs makes it
+    forget old ones (counted in `dropped`), never grow."""
+
+    def __init__(
+        self, per_lane: int = EPOCHS_TRACKED_PER_LANE, lanes: int = MAX_LANES_TRACKED
+    ) -> None:
+        self.per_lane, self.max_lanes = per_lane, lanes
+        self._lanes: OrderedDict[tuple[str, str], OrderedDict[int, int]] = OrderedDict()
+        self._size = 0
+        self.dropped = 0
+
+    def __getitem__(self, key: LaneKey) -> int:
+        return self._lanes[(key[0], key[1])][key[2]]
+
+    def __iter__(self) -> Iterator[LaneKey]:
+        for (store, lane), epochs in self._lanes.items():
+            for epoch in epochs:
+                yield (store, lane, epoch)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __setitem__(self, key: LaneKey, hwm: int) -> None:
+        lane = (key[0], key[1])
+        epochs = self._lanes.get(lane)
+        if epochs is None:
+            epochs = self._lanes[lane] = OrderedDict()
+            if len(self._lanes) > self.max_lanes:
+                _, gone = self._lanes.popitem(last=False)
+                self._size -= len(gone)
+                self.dropped += len(gone)
+        else:
+            self._lanes.move_to_end(lane)
+        if key[2] not in epochs:
+            self._size += 1
+        epochs[key[2]] = hwm
+        epochs.move_to_end(key[2])
+        if len(epochs) > self.per_lane:
+            epochs.popitem(last=False)
+            self._size -= 1
+            self.dropped += 1
+
+
 @dataclass(slots=True)
 class IngestStats:
     connected: bool = False
@@ -77,29 +144,130 @@ class IngestStats:
     groups: int = 0
     entries_applied: int = 0
     entries_redelivered: int = 0
+    entries_held: int = 0  # held at their seq (card number, bad body, txn_id of another lane)
     duplicate_txn_ids: int = 0
     gaps: int = 0  # resend requests sent for a gap (after any hold)
     gaps_held: int = 0  # batches that arrived ahead of their predecessor and were held
     gaps_closed: int = 0  # held batches applied once their predecessor was committed
     quarantined: int = 0
+    epochs_refused: int = 0  # hellos and batches for a new epoch beyond max_epochs_per_lane
     commit_failures: int = 0
+    groups_split: int = 0  # groups that failed and were applied again message by message
     last_commit_at: float | None = None
-    lane_hwm: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    lane_hwm: LaneMarks = field(default_factory=LaneMarks)
+    inbox: InboxStats = field(default_factory=InboxStats)
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-MAX_HELD = 5_000  # held batches beyond this are answered with a resend at once (memory bound)
+ACK_GROUPS_PENDING = 64  # committed groups whose acks may wait for publishing (then ingest waits)
+MAX_WAITING = 5_000  # gapped batches beyond this are answered with a resend at once (memory)
 
 
 @dataclass(slots=True)
-class _Held:
+class _Waiting:
     """A batch that arrived ahead of its predecessor, and since when it waits (monotonic)."""
 
     prepared: Prepared
     since: float
+
+
+@dataclass(slots=True)
+class _Flooded:
+    """Refusals of a flooding store on one topic, counted in a group (the first kept)."""
+
+    lane: LaneId | None
+    reason: str
+    raw: bytes
+    times: int = 1
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one or more committed transactions decided, for the acks and the counters."""
+
+    acks: dict[LaneKey, Ack] = field(default_factory=dict)
+    gaps: dict[LaneKey, str] = field(default_factory=dict)
+    replies: list[Reply] = field(default_factory=list)
+    results: list[ApplyResult] = field(default_factory=list)
+    waiting: list[_Waiting] = field(default_factory=list)  # gapped: retried with the next group
+    quarantined: int = 0
+    epochs_refused: int = 0
+    gaps_held: int = 0
+    gaps_closed: int = 0
+    flooded: dict[str, _Flooded] = field(default_factory=dict)  # by topic, written at commit
+
+    def merge(self, other: _Outcome) -> None:
+        self.acks.update(other.acks)
+        self.gaps.update(other.gaps)
+        self.replies += other.replies
+        self.results += other.results
+        self.waiting += other.waiting
+        self.quarantined += other.quarantined
+        self.epochs_refused += other.epochs_refused
+        self.gaps_held += other.gaps_held
+        self.gaps_closed += other.gaps_closed
+
+
+READS_PER_WAKEUP = 256  # packets read each time the socket is readable (then others run)
+
+
+class _IngestClient(aiomqtt.Client):
+    """aiomqtt's client, reading many packets each time head office's socket is readable.
+
+    aiomqtt 2.5 registers a reader that calls paho's loop_read() once, and paho reads one
+    packet then (aiomqtt/client.py `_on_socket_open`, paho `loop_read`: max_packets is the
+    number of messages in flight, at least 1): one packet per event-loop iteration. With the
+    decoder and writer threads busy, an iteration waits for the GIL, so head office read a
+    flood from one store at 1,500 messages a second or less, and everything behind it waited
+    in the broker's queue for head office, honest batches included (p99 4.3 s in `lanesync
+    bench flood`; 1.1 s reading this way). This registers, after aiomqtt's own reader, one
+    for the same socket (asyncio keeps one reader per fd: the last) that reads while the
+    socket has data, up to READS_PER_WAKEUP packets; errors end the connection as aiomqtt's
+    reader does.
+    """
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        super()._on_socket_open(client, userdata, sock)
+
+        def read_many() -> None:
+            try:
+                for _ in range(READS_PER_WAKEUP):
+                    client.loop_read()
+                    if client.socket() is None:
+                        return
+                    pending = getattr(sock, "pending", None)
+                    if pending is not None and pending() > 0:
+                        continue
+                    if not select.select([sock], [], [], 0)[0]:
+                        return
+            except Exception as exc:  # noqa: BLE001 - as aiomqtt's reader: the link broke
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), read_many)
+
+
+def _inbox_queue(inbox: Inbox) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """aiomqtt's incoming-message queue (its `queue_type`) that hands each message to the
+    inbox the moment paho delivers it.
+
+    With aiomqtt's own queue every message first waited in an unbounded FIFO and was moved to
+    the inbox by the message iterator, which costs a task and an asyncio.wait per message:
+    under a flood that FIFO grew faster than it drained and kept an honest store's batches
+    behind the flood before the inbox could serve them in turn. aiomqtt 2.5 calls put_nowait
+    (from paho's on_message, on the event loop), get and qsize on it (aiomqtt/client.py).
+    """
+
+    class ToInbox(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            payload = item.payload
+            raw = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+            inbox.put(item.topic.value, raw)
+
+    return ToInbox
 
 
 def _gap_key(p: Prepared) -> tuple[str, str, int, int]:
@@ -125,12 +293,17 @@ class Ingest:
         self._store: Store | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-writer")
         self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-decoder")
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        ing = config.ingest
+        self._inbox = Inbox(
+            store_messages=ing.queue_messages_per_store,
+            store_bytes=ing.queue_bytes_per_store,
+            total_bytes=4 * ing.queue_bytes_per_store,
+            stats=self.stats.inbox,
+        )
         self._tasks: asyncio.TaskGroup | None = None
         self._main: asyncio.Task[None] | None = None
         self._commits = 0
-        self._held: list[_Held] = []  # touched only on the writer thread
-        self._group_results: list[ApplyResult] = []  # the group's batches (writer thread)
+        self._waiting: list[_Waiting] = []  # touched only on the writer thread
         self._hold_s = config.ingest.gap_hold_ms / 1000
         # a held batch is retried with every group, and at least this often when none come
         self._hold_retry_s = min(0.05, max(0.005, self._hold_s / 10))
@@ -193,7 +366,7 @@ class Ingest:
             # (eclipse-mosquitto/mosquitto#1747), so a dead worker would sit on a share of
             # every lane's batches. With a clean session the broker serves only live members;
             # what was in flight to a killed one is resent by its lane (gap or ack timeout).
-            async with aiomqtt.Client(
+            async with _IngestClient(
                 b.host,
                 b.port,
                 identifier=b.client_id,
@@ -205,6 +378,7 @@ class Ingest:
                 max_inflight_messages=100,
                 # paho leaves Nagle on: acks would wait for the lane's delayed ACK (~40 ms).
                 socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+                queue_type=_inbox_queue(self._inbox),
             ) as client:
                 # A group's acks go out together (up to group_max_messages, paho keeps 100 in
                 # flight); aiomqtt logs a warning per publish beyond 10 pending, which at fleet
@@ -239,39 +413,43 @@ class Ingest:
             self.stats.connected = False
 
     async def _receive(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            payload = message.payload
-            raw = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
-            self._queue.put_nowait((message.topic.value, raw))
+        """Messages reach the inbox as paho delivers them (`_inbox_queue`); aiomqtt's message
+        iterator is awaited only because it raises MqttError when the connection is lost."""
+        async for _ in client.messages:
+            pass  # never reached: the inbox queue hands aiomqtt nothing to iterate over
 
     async def _process(self, client: aiomqtt.Client) -> None:
-        """Two-stage pipeline: the decoder thread prepares group N+1 (decode, schema, hash
-        chain, card-number scan) while the writer thread applies and commits group N."""
+        """Three stages: the decoder thread prepares group N+1 (decode, schema, hash chain,
+        card-number scan) while the writer thread applies and commits group N, while the acks
+        of group N-1 are published. Publishing waits for the broker's PUBACK of each ack,
+        which under a flood queues behind the flood's messages on head office's connection;
+        the next group does not wait for that (an ack lost with head office is harmless: the
+        lane resends and gets it again)."""
         prepared: asyncio.Queue[list[Prepared]] = asyncio.Queue(maxsize=1)
+        acks: asyncio.Queue[list[Ack | Reply]] = asyncio.Queue(maxsize=ACK_GROUPS_PENDING)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._prepare_loop(prepared), name="ingest-prepare")
-            tg.create_task(self._apply_loop(client, prepared), name="ingest-apply")
+            tg.create_task(self._apply_loop(prepared, acks), name="ingest-apply")
+            tg.create_task(self._ack_loop(client, acks), name="ingest-acks")
 
     async def _prepare_loop(self, out: asyncio.Queue[list[Prepared]]) -> None:
         loop = asyncio.get_running_loop()
         max_count = self.config.ingest.group_max_messages
         max_bytes = 4 * self.config.ingest.max_message_bytes
+        share = max(1, max_count // 8)
+        inbox = self._inbox
         while True:
-            group = [await self._queue.get()]
-            size = len(group[0][1])
-            while len(group) < max_count and size < max_bytes and not self._queue.empty():
-                group.append(self._queue.get_nowait())
-                size += len(group[-1][1])
+            group = await inbox.group(max_count, max_bytes, share)
             await out.put(await loop.run_in_executor(self._decoder, self.prepare_group, group))
 
     async def _apply_loop(
-        self, client: aiomqtt.Client, prepared: asyncio.Queue[list[Prepared]]
+        self, prepared: asyncio.Queue[list[Prepared]], acks: asyncio.Queue[list[Ack | Reply]]
     ) -> None:
         loop = asyncio.get_running_loop()
         while True:
             try:
                 # With batches held for a gap, wake up to retry them even when nothing arrives.
-                async with asyncio.timeout(self._hold_retry_s if self._held else None):
+                async with asyncio.timeout(self._hold_retry_s if self._waiting else None):
                     group = await prepared.get()
             except TimeoutError:
                 group = []
@@ -283,7 +461,30 @@ class Ingest:
                 log.error("head office: %d messages not committed: %s", len(group), exc)
                 continue
             self._crash_point_after_commit()
-            await asyncio.gather(*(self._publish(client, msg) for msg in out))
+            if out:
+                await acks.put(out)  # waits only when ACK_GROUPS_PENDING groups are behind
+
+    async def _ack_loop(
+        self, client: aiomqtt.Client, acks: asyncio.Queue[list[Ack | Reply]]
+    ) -> None:
+        """Publish committed groups' acks and replies in commit order, without waiting for
+        one group's PUBACKs before sending the next (each publish is handed to paho when its
+        task starts, in the order the tasks were made). At most ACK_GROUPS_PENDING groups
+        wait for their PUBACKs; then the oldest is awaited."""
+        pending: deque[asyncio.Task[list[None]]] = deque()
+        try:
+            while True:
+                out = await acks.get()
+                pending.append(
+                    asyncio.ensure_future(
+                        asyncio.gather(*(self._publish(client, msg) for msg in out))
+                    )
+                )
+                while pending and (pending[0].done() or len(pending) > ACK_GROUPS_PENDING):
+                    await pending.popleft()  # raises MqttError if the connection broke
+        finally:
+            for task in pending:
+                task.cancel()
 
     def _crash_point_after_commit(self) -> None:
         """Fault injection for the end-to-end tests: with LANESYNC_FAULT_CRASH_AFTER_COMMIT=N
@@ -304,7 +505,23 @@ class Ingest:
         return [self.prepare(topic, raw) for topic, raw in group]
 
     def prepare(self, topic: str, raw: bytes) -> Prepared:
-        """Decode and check one message on its own; a refusal names why."""
+        """Decode and check one message on its own; a refusal names why. Whatever the
+        message makes the decoder or a check raise refuses that message, never the process."""
+        try:
+            return self._prepare(topic, raw)
+        except Exception as exc:  # noqa: BLE001 - one message must not take ingest down
+            lane = None
+            with contextlib.suppress(ProtocolError):
+                lane = self.topics.parse(topic)[0]
+            log.error("head office: could not read a message on %s: %r", topic, type(exc))
+            return Prepared(
+                topic,
+                raw,
+                lane,
+                refusal=held_reason(f"head office could not read this message: {_describe(exc)}"),
+            )
+
+    def _prepare(self, topic: str, raw: bytes) -> Prepared:
         try:
             lane, channel = self.topics.parse(topic)
         except ProtocolError as exc:
@@ -339,56 +556,158 @@ class Ingest:
         assert store is not None
         now = now_ms()
         clock = time.monotonic()
-        acks: dict[tuple[str, str, int], Ack] = {}
-        gaps: dict[tuple[str, str, int], str] = {}
-        replies: list[Ack | Reply] = []
-        st = self.stats
-        st.messages += len(group)
-        held, self._held = self._held, []
-        work = [h.prepared for h in held]  # older than this group: first
-        since = [h.since for h in held]
-        for item in group:
-            work.append(item if isinstance(item, Prepared) else self.prepare(*item))
-            since.append(clock)
+        self.stats.messages += len(group)
+        waiting, self._waiting = self._waiting, []
+        work = [(w.prepared, w.since) for w in waiting]  # older than this group: first
+        work += [(i if isinstance(i, Prepared) else self.prepare(*i), clock) for i in group]
         try:
-            # Lock every lane the group touches first, in one fixed order (PostgreSQL workers).
-            touched = {
-                (p.msg.lane, p.msg.epoch) for p in work if isinstance(p.msg, JournalBatch | Hello)
-            }
-            store.lock_lanes(sorted(touched, key=lambda k: (k[0].store, k[0].lane, k[1])))
-            waiting: list[_Held] = []
-            for p, t in zip(work, since, strict=True):
-                if self._gapped(store, p):
-                    waiting.append(_Held(p, t))
-                else:
-                    self._apply_one(store, p, now, acks, gaps, replies)
-            if waiting:
-                self._settle_gapped(store, waiting, clock, now, acks, gaps, replies)
-            store.commit()
-        except StoreError:
-            store.rollback()
-            self._held = held  # retried with the next group; the new ones come again anyway
-            raise
+            try:
+                out = self._transaction(store, work, clock, now)
+            except Exception as exc:
+                store.rollback()
+                if transient(exc):
+                    raise
+                self.stats.groups_split += 1
+                log.error(
+                    "head office: a group of %d messages failed (%s); applying them one by one",
+                    len(work),
+                    _describe(exc),
+                )
+                out = self._one_by_one(store, work, clock, now)
         except Exception as exc:
             store.rollback()
-            self._held = held
-            raise StoreError(f"ingest failed: {exc!r}") from exc
-        finally:
-            results, self._group_results = self._group_results, []
-        for res in results:
+            self._waiting = waiting  # retried with the next group; the new ones come again
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"ingest failed: {_describe(exc)}") from exc
+        return self._finish(out)
+
+    def _finish(self, out: _Outcome) -> list[Ack | Reply]:
+        st = self.stats
+        for res in out.results:
             st.entries_applied += res.applied
             st.duplicate_txn_ids += res.duplicate_txn
+            st.entries_held += res.held
+            st.entries_redelivered += res.redelivered
+            st.gaps += res.resend_from is not None
+        st.quarantined += out.quarantined
+        st.epochs_refused += out.epochs_refused
+        st.gaps_held += out.gaps_held
+        st.gaps_closed += out.gaps_closed
         st.groups += 1
         st.last_commit_at = time.time()
-        out: list[Ack | Reply] = []
-        for key, ack in acks.items():
+        self._waiting = out.waiting
+        acks: list[Ack | Reply] = []
+        for key, ack in out.acks.items():
             st.lane_hwm[key] = ack.hwm
-            reason = gaps.get(key)
+            reason = out.gaps.get(key)
             if reason is not None and ack.resend_from is None:
-                out.append(Ack(ack.lane, ack.epoch, ack.hwm, ack.hwm + 1, reason))
+                acks.append(Ack(ack.lane, ack.epoch, ack.hwm, ack.hwm + 1, reason))
             else:
-                out.append(ack)
-        return out + replies
+                acks.append(ack)
+        return acks + list(out.replies)
+
+    def _transaction(
+        self, store: Store, work: list[tuple[Prepared, float]], clock: float, now: int
+    ) -> _Outcome:
+        """Apply `work` in one transaction and commit it; raises (nothing committed) if any
+        of it fails."""
+        out = _Outcome()
+        # Lock every lane the group touches first, in one fixed order (PostgreSQL workers).
+        touched = {
+            (p.msg.lane, p.msg.epoch) for p, _ in work if isinstance(p.msg, JournalBatch | Hello)
+        }
+        store.lock_lanes(sorted(touched, key=lambda k: (k[0].store, k[0].lane, k[1])))
+        gapped: list[_Waiting] = []
+        for p, since in work:
+            if self._gapped(store, p):
+                gapped.append(_Waiting(p, since))
+            else:
+                self._apply_one(store, p, now, out)
+        if gapped:
+            self._settle_gapped(store, gapped, clock, now, out)
+        self._write_flooded(store, out, now)
+        store.commit()
+        return out
+
+    def _one_by_one(
+        self, store: Store, work: list[tuple[Prepared, float]], clock: float, now: int
+    ) -> _Outcome:
+        """The group again, each message in its own transaction: the good ones commit."""
+        out = _Outcome()
+        for p, since in work:
+            try:
+                out.merge(self._transaction(store, [(p, since)], clock, now))
+            except Exception as exc:
+                store.rollback()
+                if transient(exc):
+                    raise
+                out.merge(self._isolate(store, p, since, exc, clock, now))
+        return out
+
+    def _isolate(
+        self, store: Store, p: Prepared, since: float, exc: Exception, clock: float, now: int
+    ) -> _Outcome:
+        """One message that fails on its own: a batch entry by entry, holding the entry that
+        fails; anything else quarantined (a request answered with an error)."""
+        msg, lane = p.msg, p.lane
+        if isinstance(msg, JournalBatch) and lane is not None:
+            return self._entry_by_entry(store, p, msg, since, clock, now)
+        out = _Outcome()
+        log.error("head office: a message on %s failed on its own: %s", p.topic, _describe(exc))
+        self._quarantine(
+            store,
+            p.topic,
+            lane,
+            f"head office could not apply this message: {_describe(exc)}",
+            p.raw,
+            now,
+            out,
+            sample=False,
+        )
+        store.commit()
+        if isinstance(msg, Request) and lane is not None:
+            out.replies.append(
+                Reply(lane, msg.corr, False, error="head office could not answer (internal error)")
+            )
+        return out
+
+    def _entry_by_entry(
+        self,
+        store: Store,
+        p: Prepared,
+        msg: JournalBatch,
+        since: float,
+        clock: float,
+        now: int,
+    ) -> _Outcome:
+        out = _Outcome()
+        checked = p.checked or check_batch(msg)
+        entries = msg.entries
+        for i, e in enumerate(entries[: checked.valid]):
+            prev = msg.prev_hash if i == 0 else entries[i - 1].hash
+            one = JournalBatch(msg.lane, msg.epoch, prev, [e])
+            sub = Prepared(p.topic, p.raw, p.lane, one, check_batch(one))
+            try:
+                out.merge(self._transaction(store, [(sub, since)], clock, now))
+            except Exception as exc:
+                store.rollback()
+                if transient(exc):
+                    raise
+                reason = f"entry seq {e.seq}: head office could not apply it: {_describe(exc)}"
+                store.lock_lanes([(msg.lane, msg.epoch)])
+                res = store.hold_entry(
+                    msg.lane, msg.epoch, prev, HeldEntry(e, "apply_failed", reason), now
+                )
+                store.commit()
+                out.results.append(res)
+                out.acks[(msg.lane.store, msg.lane.lane, msg.epoch)] = Ack(
+                    msg.lane, msg.epoch, res.hwm, None, res.reason
+                )
+        if checked.refusal is not None:
+            self._quarantine(store, p.topic, p.lane, checked.refusal, p.raw, now, out, sample=False)
+            store.commit()
+        return out
 
     @staticmethod
     def _gapped(store: Store, p: Prepared) -> bool:
@@ -400,91 +719,127 @@ class Ingest:
         return msg.first_seq > (state.hwm if state is not None else 0) + 1
 
     def _settle_gapped(
-        self,
-        store: Store,
-        waiting: list[_Held],
-        clock: float,
-        now: int,
-        acks: dict[tuple[str, str, int], Ack],
-        gaps: dict[tuple[str, str, int], str],
-        replies: list[Ack | Reply],
+        self, store: Store, waiting: list[_Waiting], clock: float, now: int, out: _Outcome
     ) -> None:
         """Apply the gapped batches whose predecessor this group brought; hold the others
         until `gap_hold_ms` has passed, then apply them, which answers with a resend."""
-        st = self.stats
         waiting.sort(key=lambda h: _gap_key(h.prepared))
         progress = True
         while waiting and progress:
             progress = False
-            still: list[_Held] = []
+            still: list[_Waiting] = []
             for h in waiting:
                 if self._gapped(store, h.prepared):
                     still.append(h)
                     continue
                 if h.since < clock:
-                    st.gaps_closed += 1
-                self._apply_one(store, h.prepared, now, acks, gaps, replies)
+                    out.gaps_closed += 1
+                self._apply_one(store, h.prepared, now, out)
                 progress = True
             waiting = still
         for h in waiting:
             expired = clock - h.since >= self._hold_s
-            if expired or len(self._held) >= MAX_HELD:
-                self._apply_one(store, h.prepared, now, acks, gaps, replies)  # asks a resend
+            if expired or len(out.waiting) >= MAX_WAITING:
+                self._apply_one(store, h.prepared, now, out)  # asks a resend
             else:
                 if h.since == clock:
-                    st.gaps_held += 1
-                self._held.append(h)
+                    out.gaps_held += 1
+                out.waiting.append(h)
 
-    def _apply_one(
-        self,
-        store: Store,
-        p: Prepared,
-        now: int,
-        acks: dict[tuple[str, str, int], Ack],
-        gaps: dict[tuple[str, str, int], str],
-        replies: list[Ack | Reply],
-    ) -> None:
-        st = self.stats
+    def _apply_one(self, store: Store, p: Prepared, now: int, out: _Outcome) -> None:
         msg, lane = p.msg, p.lane
         if msg is None or lane is None:
-            self._quarantine(store, p.topic, lane, p.refusal or "refused", p.raw, now)
+            self._quarantine(store, p.topic, lane, p.refusal or "refused", p.raw, now, out)
             return
         if isinstance(msg, JournalBatch):
             # Deferred: the group's rows are written together at commit (or before a request
-            # reads them); applied/duplicate counts are known then.
-            res = store.apply_batch(p.checked or msg, now, defer=True)
-            self._group_results.append(res)
-            st.entries_redelivered += res.redelivered
+            # reads them); applied/duplicate/held counts are known then.
+            try:
+                res = store.apply_batch(p.checked or msg, now, defer=True)
+            except EpochRefused as exc:
+                self._refuse_epoch(store, p, exc, now, out)
+                return
+            out.results.append(res)
             key = (lane.store, lane.lane, msg.epoch)
             if res.resend_from is not None:
-                st.gaps += 1
-                gaps[key] = res.reason or "gap"
+                out.gaps[key] = res.reason or "gap"
             elif res.quarantined:
-                self._quarantine(
-                    store,
-                    p.topic,
-                    lane,
-                    res.reason or "refused",
-                    b"" if res.card_number else p.raw,
-                    now,
-                )
-            acks[key] = Ack(lane, msg.epoch, res.hwm, res.resend_from, res.reason)
+                self._quarantine(store, p.topic, lane, res.reason or "refused", p.raw, now, out)
+            out.acks[key] = Ack(lane, msg.epoch, res.hwm, res.resend_from, res.reason)
         elif isinstance(msg, Hello):
-            state = store.note_hello(lane, msg.epoch, msg.last_seq, now)
-            acks[(lane.store, lane.lane, msg.epoch)] = Ack(lane, msg.epoch, state.hwm)
+            try:
+                state = store.note_hello(lane, msg.epoch, msg.last_seq, now)
+            except EpochRefused as exc:
+                self._refuse_epoch(store, p, exc, now, out)
+                return
+            out.acks[(lane.store, lane.lane, msg.epoch)] = Ack(lane, msg.epoch, state.hwm)
         elif isinstance(msg, Status):
             store.save_status(msg)
         elif isinstance(msg, Request):
             handler = self.handlers.get(msg.op)
             if handler is None:
-                replies.append(Reply(lane, msg.corr, False, error=f"unknown operation {msg.op!r}"))
+                out.replies.append(
+                    Reply(lane, msg.corr, False, error=f"unknown operation {msg.op!r}")
+                )
             else:
                 store.flush()  # a transit request may read what this group's batches projected
-                replies.append(handler(store, msg, now))
+                out.replies.append(handler(store, msg, now))
+
+    def _refuse_epoch(
+        self, store: Store, p: Prepared, exc: EpochRefused, now: int, out: _Outcome
+    ) -> None:
+        """A new epoch beyond the lane's cap: quarantined on one row per lane and channel
+        (the reason names no epoch, and the row folds whatever the bytes), no ack."""
+        out.epochs_refused += 1
+        self._quarantine(store, p.topic, p.lane, str(exc), p.raw, now, out, fold=str(exc))
 
     def _quarantine(
-        self, store: Store, topic: str, lane: LaneId | None, reason: str, raw: bytes, now: int
+        self,
+        store: Store,
+        topic: str,
+        lane: LaneId | None,
+        reason: str,
+        raw: bytes,
+        now: int,
+        out: _Outcome,
+        *,
+        fold: str | None = None,
+        sample: bool = True,
     ) -> None:
-        self.stats.quarantined += 1
-        log.warning("head office: quarantined a message on %s: %s", topic, reason)
-        store.quarantine(topic, lane, reason, raw, now)
+        """Quarantine one refused message; from a store that is flooding (the inbox sheds
+        its messages) only counted here and written per topic once a group (`sample`)."""
+        out.quarantined += 1
+        sender = lane.store if lane else store_of(topic)
+        if sample and fold is None and self._inbox.flooding(sender):
+            kept = out.flooded.get(topic)
+            if kept is None:
+                out.flooded[topic] = _Flooded(lane, reason, raw)
+            else:
+                kept.times += 1
+            return
+        refusals.log(
+            logging.WARNING,
+            sender,
+            "head office: quarantined a message on %s: %s",
+            topic,
+            held_reason(reason),
+        )
+        store.quarantine(topic, lane, reason, raw, now, fold=fold)
+
+    @staticmethod
+    def _write_flooded(store: Store, out: _Outcome, now: int) -> None:
+        """One row per topic for what a flooding store's refused messages (QuarantineRow
+        folds them: the first's reason and bytes, and how many)."""
+        for topic, f in out.flooded.items():
+            reason = (
+                f"{store_of(topic)} sends faster than head office applies (its messages are "
+                f"shed, see messages_shed): refusals on this topic are counted here; the first "
+                f"was: {f.reason}"
+            )
+            store.quarantine(topic, f.lane, reason, f.raw, now, fold="flooding", times=f.times)
+        out.flooded.clear()
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception for a reason or a log line: its type and (masked, cut) message."""
+    return held_reason(f"{type(exc).__name__}: {exc}")[:300]

@@ -1,8 +1,10 @@
 """Prometheus metrics of head office: ingest counters and per-lane lag.
 
-Counters come from the live IngestStats; per-lane values (lag, backlog, online, gaps,
-quarantine) from the status page's read-only `collect`, refreshed in a worker thread at most
-once a second at scrape time. A registry per instance keeps tests independent.
+Counters come from the live IngestStats (entries held, epochs refused, messages shed by store,
+the inbox's depth); per-lane values (lag, backlog, online, gaps, quarantine, held entries,
+epochs on record) from the status page's read-only `collect`, refreshed in a worker thread at
+most once a second at scrape time. A registry per instance keeps tests independent. Store
+labels of shed messages are bounded (headoffice.inbox.MAX_SHED_LABELS).
 """
 
 from __future__ import annotations
@@ -63,7 +65,38 @@ class HoCollector(Collector):
         )
         yield counter("gaps", "Resend requests for gaps", st.gaps)
         yield counter("quarantined", "Messages quarantined by this process", st.quarantined)
+        yield counter(
+            "entries_held", "Entries held at their seq instead of applied", st.entries_held
+        )
+        yield counter(
+            "epochs_refused",
+            "Hellos and batches for a new epoch beyond ingest.max_epochs_per_lane",
+            st.epochs_refused,
+        )
         yield counter("commit_failures", "Groups not committed (lanes resend)", st.commit_failures)
+        yield counter(
+            "groups_split", "Failed groups applied again message by message", st.groups_split
+        )
+        inbox = st.inbox
+        yield GaugeMetricFamily(
+            "lanesync_ho_inbox_messages", "Messages waiting for the decoder", value=inbox.queued
+        )
+        yield GaugeMetricFamily(
+            "lanesync_ho_inbox_bytes", "What the waiting messages cost", value=inbox.queued_bytes
+        )
+        shed = CounterMetricFamily(
+            "lanesync_ho_messages_shed",
+            "Messages dropped because their store's inbox queue was full (lanes resend)",
+            labels=["store"],
+        )
+        for store, n in inbox.shed_by_store.items():
+            shed.add_metric([store], n)
+        yield shed
+        yield GaugeMetricFamily(
+            "lanesync_ho_lane_epochs_tracked",
+            "Lane epochs whose mark this process keeps in memory (bounded)",
+            value=len(st.lane_hwm),
+        )
         if st.last_commit_at is not None:
             yield GaugeMetricFamily(
                 "lanesync_ho_last_commit_age_seconds",
@@ -104,6 +137,12 @@ class HoCollector(Collector):
             "quarantined": GaugeMetricFamily(
                 "lanesync_ho_lane_quarantined", "Quarantined messages from the lane", labels=labels
             ),
+            "held": GaugeMetricFamily(
+                "lanesync_ho_lane_held_entries", "Entries of the lane held", labels=labels
+            ),
+            "epochs": GaugeMetricFamily(
+                "lanesync_ho_lane_epochs", "Epochs of the lane on record", labels=labels
+            ),
         }
         for ln in snap["lanes"]:
             key = [ln["store"], ln["lane"]]
@@ -117,6 +156,11 @@ class HoCollector(Collector):
             "lanesync_ho_quarantine_rows",
             "Quarantined messages held",
             value=snap.get("quarantine_total", 0),
+        )
+        yield GaugeMetricFamily(
+            "lanesync_ho_held_entries",
+            "Entries held at their seq, waiting for an operator",
+            value=snap.get("held_total", 0),
         )
 
 

@@ -60,6 +60,7 @@ class Operations:
                     refresh_s=ops.status_page.refresh_s,
                     offline_after_s=ops.status_page.offline_after_s,
                     metrics=self.metrics.handle,
+                    stats=self.ingest.stats,
                 )
                 self.page = HttpServer(app, ops.status_page.listen)
                 await self._stack.enter_async_context(self.page)
@@ -98,6 +99,7 @@ class Operations:
         st = self.ingest.stats
         link = "subscribed" if st.connected else "broker DISCONNECTED"
         return (
-            f"{link}, {st.entries_applied} entries applied, {len(st.lane_hwm)} lane epochs, "
-            f"{st.quarantined} quarantined"
+            f"{link}, {st.entries_applied} entries applied, {st.entries_held} held, "
+            f"{len(st.lane_hwm)} lane epochs, {st.quarantined} quarantined, "
+            f"{st.inbox.shed} shed"
         )

@@ -63,6 +63,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(
             f"imported {res.file}: lane {res.store}/{res.lane} epoch {res.epoch}, {res.entries} "
             f"entries: {res.applied} applied, {res.redelivered} already held, "
-            f"{res.duplicate_txn} duplicate documents; head office now holds up to seq {res.hwm}"
+            f"{res.duplicate_txn} duplicate documents, {res.held} held; head office now holds up "
+            f"to seq {res.hwm}"
         )
     return 0

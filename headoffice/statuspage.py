@@ -1,10 +1,15 @@
-"""Head-office status page: stores and lanes, online, backlog, lag, gaps, quarantine, transits.
+"""Head-office status page: stores and lanes, online, backlog, lag, gaps, quarantine, held
+entries, transits, and what this process's ingest shed or refused.
 
 `collect` reads the head-office database read-only (so it never competes with the ingest
 writer), the SQLite file or PostgreSQL (`database.url`), and returns plain data; `/api/status`
 serves it as JSON, `/` as a page that fetches
 `/fragment` (the same data rendered and escaped here, one renderer) every `refresh_s` seconds.
 Without JavaScript the page falls back to a meta refresh.
+
+Its queries stay linear in what is on record: one pass over `lanes` picks each lane's latest
+epoch and counts its epochs (a correlated max() per row made 11,300 epochs take 29 s), and
+quarantine and held rows are read by index.
 """
 
 from __future__ import annotations
@@ -17,11 +22,73 @@ from typing import Any
 
 from aiohttp import web
 
+from headoffice.ingest import IngestStats
 from headoffice.store import StoreError, Target, describe, open_readonly
 from headoffice.store.sql import Sql
 from headoffice.transit import report as transit_report
 
 TransitSource = Callable[[Sql], list[dict[str, Any]]]
+RECENT = 20
+
+# The latest epoch of each lane (by last_seen) and how many epochs it has on record, in one
+# pass over `lanes`. PostgreSQL: a window per lane. SQLite: the same window sorts every row
+# (0.9 s for 100,000 epochs on the dev machine); its aggregate with one max() takes the other
+# ("bare") columns from the row holding the max, documented at
+# https://sqlite.org/lang_select.html#bare_columns_in_an_aggregate_query, so GROUP BY walks
+# the primary key in order and sorts nothing (0.08 s).
+_LANES_PG = """
+    SELECT x.store, x.lane, x.epoch, x.hwm, x.lane_last_seq, x.gaps, x.last_seen,
+           s.state, s.backlog, s.at, s.version, x.epochs
+    FROM (SELECT l.store, l.lane, l.epoch, l.hwm, l.lane_last_seq, l.gaps, l.last_seen,
+                 row_number() OVER (PARTITION BY l.store, l.lane
+                                    ORDER BY l.last_seen DESC, l.epoch DESC) AS pick,
+                 count(*) OVER (PARTITION BY l.store, l.lane) AS epochs
+          FROM lanes l) x
+    LEFT JOIN lane_status s ON s.store = x.store AND s.lane = x.lane
+    WHERE x.pick = 1
+    ORDER BY x.store, x.lane
+"""
+_LANES_SQLITE = """
+    SELECT x.store, x.lane, x.epoch, x.hwm, x.lane_last_seq, x.gaps, x.last_seen,
+           s.state, s.backlog, s.at, s.version, x.epochs
+    FROM (SELECT store, lane, epoch, hwm, lane_last_seq, gaps, max(last_seen) AS last_seen,
+                 count(*) AS epochs
+          FROM lanes GROUP BY store, lane) x
+    LEFT JOIN lane_status s ON s.store = x.store AND s.lane = x.lane
+    ORDER BY x.store, x.lane
+"""
+
+
+def has_table(db: Sql, name: str) -> bool:
+    """Whether the database has `name` yet (a database older than its schema version)."""
+    if db.dialect == "postgres":
+        row = db.fetchone("SELECT to_regclass(?) IS NOT NULL", (name,))
+    else:
+        row = db.fetchone(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        )
+    return bool(row and row[0])
+
+
+def ingest_figures(stats: IngestStats) -> dict[str, Any]:
+    """What this process's ingest refused, shed and holds in memory (since it started)."""
+    inbox = stats.inbox
+    top = sorted(inbox.shed_by_store.items(), key=lambda kv: -kv[1])[:10]
+    return {
+        "connected": stats.connected,
+        "messages": stats.messages,
+        "entries_applied": stats.entries_applied,
+        "entries_held": stats.entries_held,
+        "quarantined": stats.quarantined,
+        "epochs_refused": stats.epochs_refused,
+        "groups_split": stats.groups_split,
+        "inbox_queued": inbox.queued,
+        "inbox_peak": inbox.peak_queued,
+        "messages_shed": inbox.shed,
+        "shed_by_store": [{"store": k, "shed": v} for k, v in top],
+        "lane_epochs_tracked": len(stats.lane_hwm),
+        "lane_epochs_forgotten": stats.lane_hwm.dropped,
+    }
 
 
 def open_transits(db: Sql) -> list[dict[str, Any]]:
@@ -36,7 +103,8 @@ def collect(
     now: float | None = None,
     transits: TransitSource = open_transits,
 ) -> dict[str, Any]:
-    """Everything the page shows, from the database alone."""
+    """Everything the page shows from the database (`status_app` adds the live ingest's
+    figures when it runs in the head-office process)."""
     now = time.time() if now is None else now
     now_ms = now * 1000
     try:
@@ -47,17 +115,7 @@ def collect(
         error = f"{describe(database)}: no head-office database yet"
         return {"at": now, "error": error, "lanes": [], "stores": []}
     try:
-        lanes = db.fetchall(
-            """
-            SELECT l.store, l.lane, l.epoch, l.hwm, l.lane_last_seq, l.gaps, l.last_seen,
-                   s.state, s.backlog, s.at, s.version
-            FROM lanes l
-            LEFT JOIN lane_status s ON s.store = l.store AND s.lane = l.lane
-            WHERE l.last_seen = (SELECT max(last_seen) FROM lanes m
-                                 WHERE m.store = l.store AND m.lane = l.lane)
-            ORDER BY l.store, l.lane
-            """
-        )
+        lanes = db.fetchall(_LANES_PG if db.dialect == "postgres" else _LANES_SQLITE)
         quarantine = {
             (r[0], r[1]): int(r[2])
             for r in db.fetchall(  # sum() is numeric (Decimal) on PostgreSQL: int() it
@@ -69,14 +127,31 @@ def collect(
             {"store": r[0], "lane": r[1], "reason": r[2], "times": r[3], "last_at": r[4]}
             for r in db.fetchall(
                 "SELECT store, lane, reason, times, last_at FROM quarantine "
-                "ORDER BY last_at DESC LIMIT 20"
+                "ORDER BY last_at DESC LIMIT ?",
+                (RECENT,),
             )
         ]
+        held: dict[tuple[str, str], int] = {}
+        held_recent: list[dict[str, Any]] = []
+        if has_table(db, "held"):
+            held = {
+                (r[0], r[1]): int(r[2])
+                for r in db.fetchall(
+                    "SELECT store, lane, count(*) FROM held WHERE state = 'held' GROUP BY 1, 2"
+                )
+            }
+            held_recent = db.fetchdicts(
+                "SELECT id, store, lane, epoch, seq, kind, txn_id, code, reason, held_at "
+                "FROM held WHERE state = 'held' ORDER BY id DESC LIMIT ?",
+                (RECENT,),
+            )
+        counters = {str(k): int(v) for k, v in db.fetchall("SELECT name, value FROM counters")}
         open_tr = transits(db)
     finally:
         db.close()
     out_lanes: list[dict[str, Any]] = []
-    for store, lane, epoch, hwm, lane_last, gaps, last_seen, state, backlog, at, version in lanes:
+    for row in lanes:
+        store, lane, epoch, hwm, lane_last, gaps, last_seen, state, backlog, at, version = row[:11]
         seen_ms = max(last_seen or 0, at or 0)
         age = max(0.0, (now_ms - seen_ms) / 1000)
         if state == "online" and age <= offline_after_s:
@@ -90,6 +165,7 @@ def collect(
                 "store": store,
                 "lane": lane,
                 "epoch": epoch,
+                "epochs": int(row[11]),
                 "online": online,
                 "hwm": hwm,
                 "lane_last_seq": lane_last,
@@ -98,18 +174,21 @@ def collect(
                 "last_seen_age_s": round(age, 1),
                 "gaps": gaps,
                 "quarantined": quarantine.get((store, lane), 0),
+                "held": held.get((store, lane), 0),
                 "version": version,
             }
         )
     stores: dict[str, dict[str, Any]] = {}
     for ln in out_lanes:
         s = stores.setdefault(
-            ln["store"], {"store": ln["store"], "lanes": 0, "online": 0, "backlog": 0, "lag": 0}
+            ln["store"],
+            {"store": ln["store"], "lanes": 0, "online": 0, "backlog": 0, "lag": 0, "held": 0},
         )
         s["lanes"] += 1
         s["online"] += ln["online"] == "online"
         s["backlog"] += ln["backlog"] or 0
         s["lag"] += ln["lag_entries"]
+        s["held"] += ln["held"]
     return {
         "at": now,
         "stores": list(stores.values()),
@@ -117,6 +196,9 @@ def collect(
         "quarantine_total": sum(quarantine.values()),
         "quarantine_unattributed": quarantine.get(("", ""), 0),
         "quarantine_recent": recent,
+        "held_total": sum(held.values()),
+        "held_recent": held_recent,
+        "epochs_refused": counters.get("epochs_refused", 0),
         "open_transits": open_tr,
     }
 
@@ -159,15 +241,33 @@ def render_fragment(data: dict[str, Any]) -> str:
     online = sum(1 for ln in lanes if ln["online"] == "online")
     parts.append(
         f'<p id="summary">{len(data["stores"])} stores, {len(lanes)} lanes, {online} online, '
-        f"{data.get('quarantine_total', 0)} quarantined messages</p>"
+        f"{data.get('quarantine_total', 0)} quarantined messages, "
+        f"{data.get('held_total', 0)} held entries, "
+        f"{data.get('epochs_refused', 0)} new epochs refused</p>"
     )
+    live = data.get("ingest")
+    if live:
+        shed = ", ".join(f"{e(x['store'] or '-')}: {x['shed']}" for x in live["shed_by_store"])
+        parts.append(
+            f'<p id="ingest">This process: {live["messages"]} messages, '
+            f"{live['inbox_queued']} waiting (peak {live['inbox_peak']}), "
+            f"{live['messages_shed']} shed{' (' + shed + ')' if shed else ''}, "
+            f"{live['epochs_refused']} epochs refused, {live['groups_split']} groups split</p>"
+        )
     parts.append("<h2>Stores</h2>")
     parts.append(
         _table(
             "stores",
-            ["Store", "Lanes", "Online", "Backlog", "Lag (entries)"],
+            ["Store", "Lanes", "Online", "Backlog", "Lag (entries)", "Held"],
             [
-                [s["store"], s["lanes"], f"{s['online']} of {s['lanes']}", s["backlog"], s["lag"]]
+                [
+                    s["store"],
+                    s["lanes"],
+                    f"{s['online']} of {s['lanes']}",
+                    s["backlog"],
+                    s["lag"],
+                    s.get("held", 0),
+                ]
                 for s in data["stores"]
             ],
             "No store has connected yet.",
@@ -187,6 +287,8 @@ def render_fragment(data: dict[str, Any]) -> str:
                 "Last seen",
                 "Gaps",
                 "Quarantine",
+                "Held",
+                "Epochs",
             ],
             [
                 [
@@ -199,6 +301,8 @@ def render_fragment(data: dict[str, Any]) -> str:
                     _age(ln["last_seen_age_s"]),
                     ln["gaps"],
                     ln["quarantined"],
+                    ln.get("held", 0),
+                    ln.get("epochs", 1),
                 ]
                 for ln in lanes
             ],
@@ -215,6 +319,18 @@ def render_fragment(data: dict[str, Any]) -> str:
                 for q in data.get("quarantine_recent", [])
             ],
             "Nothing quarantined.",
+        )
+    )
+    parts.append("<h2>Held entries</h2>")
+    parts.append(
+        _table(
+            "held",
+            ["Store", "Lane", "Epoch", "Seq", "Kind", "Why", "Reason"],
+            [
+                [h["store"], h["lane"], h["epoch"], h["seq"], h["kind"], h["code"], h["reason"]]
+                for h in data.get("held_recent", [])
+            ],
+            "No entry is held.",
         )
     )
     parts.append("<h2>Open transits</h2>")
@@ -280,11 +396,16 @@ def status_app(
     refresh_s: float = 5.0,
     offline_after_s: float = 60.0,
     metrics: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
+    stats: IngestStats | None = None,
 ) -> web.Application:
-    """The page, `/fragment`, `/api/status` and (when given) `/metrics`."""
+    """The page, `/fragment`, `/api/status` and (when given) `/metrics`; with `stats`, the
+    running ingest's own figures too."""
 
     async def data() -> dict[str, Any]:
-        return await asyncio.to_thread(collect, database, offline_after_s=offline_after_s)
+        out = await asyncio.to_thread(collect, database, offline_after_s=offline_after_s)
+        if stats is not None:
+            out["ingest"] = ingest_figures(stats)
+        return out
 
     async def page(_: web.Request) -> web.Response:
         body = _PAGE.format(

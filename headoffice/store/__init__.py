@@ -6,13 +6,21 @@ PostgreSQL for several ingest workers over one database. `open_store` picks by c
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import psycopg
 
 from headoffice.config import HeadOfficeConfig
 from headoffice.store import postgres, sqlite
-from headoffice.store.base import ApplyResult, LaneState, Store, StoreError
+from headoffice.store.base import (
+    DEFAULT_MAX_EPOCHS_PER_LANE,
+    ApplyResult,
+    EpochRefused,
+    LaneState,
+    Store,
+    StoreError,
+)
 from headoffice.store.postgres import PostgresStore
 from headoffice.store.sql import PgSql, Sql, SqliteSql
 from headoffice.store.sqlite import SqliteStore
@@ -36,11 +44,35 @@ def is_url(where: Target) -> bool:
 
 def open_store(config: HeadOfficeConfig) -> Store:
     """The writing store the configuration names (ingest, import)."""
-    return open_target(target(config))
+    return open_target(target(config), max_epochs_per_lane=config.ingest.max_epochs_per_lane)
 
 
-def open_target(where: Target) -> Store:
-    return PostgresStore(str(where)) if is_url(where) else SqliteStore(where)
+def open_target(where: Target, *, max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE) -> Store:
+    if is_url(where):
+        return PostgresStore(str(where), max_epochs_per_lane=max_epochs_per_lane)
+    return SqliteStore(where, max_epochs_per_lane=max_epochs_per_lane)
+
+
+_TRANSIENT = (
+    sqlite3.OperationalError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    MemoryError,
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure of the database or its connection (disk full, connection lost, deadlock,
+    lock timeout), not of one message: applying the messages one by one would fail the same
+    way and could hold an honest entry, so ingest fails the group and lanes resend."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, _TRANSIENT):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def open_readonly(where: Target) -> Sql | None:
@@ -59,6 +91,7 @@ def open_readonly(where: Target) -> Sql | None:
 
 __all__ = [
     "ApplyResult",
+    "EpochRefused",
     "LaneState",
     "PostgresStore",
     "SqliteStore",
@@ -71,4 +104,5 @@ __all__ = [
     "open_store",
     "open_target",
     "target",
+    "transient",
 ]

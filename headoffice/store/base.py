@@ -1,21 +1,39 @@
 """What every head-office storage backend provides, and the ingest rules they share.
 
 `plan_batch` is the heart of exactly-once: given what head office holds for a lane, it decides
-which entries of a batch are new, whether there is a gap, whether the hash chain holds, and that
-no entry carries a card number (invariant 6). Document schemas are checked where documents are
-interpreted; ingest stores each body as the exact bytes the lane chained.
-Backends only persist its decisions, in one transaction, before anything is acknowledged.
+which entries of a batch are new, whether there is a gap, and whether the hash chain holds.
+`check_batch` (no database, on the decoder thread) finds the entries head office cannot apply:
+a card number in the body (invariant 6), or a body of a kind head office projects that breaks
+what the projection needs (headoffice.transit.bodies). Those are held at their seq (invariant
+9): the lane's high-water mark and chain move past them, later entries apply in order, and the
+held row keeps what an operator needs to release or void it. A held entry has no journal or
+documents row, so it is never applied twice; releasing it (issue 16) applies it once.
+
+Document ownership (stores are isolated): a txn_id belongs to the lane whose entry first applied
+it. The same txn_id again with the same kind and body bytes from the same store is a duplicate,
+journaled with `applied = 0` as before (a POS resubmitting into a recreated journal). The same
+txn_id with other content, or from another store, is held (`txn_conflict`) with a reason naming
+the owning lane and the sender: never dropped without a trace, and never displacing the
+document that was applied first.
+
+Document schemas beyond that are checked where documents are interpreted (the extract); ingest
+stores each body as the exact bytes the lane chained. Backends only persist these decisions, in
+one transaction, before anything is acknowledged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from headoffice.lograte import StoreLog
 from headoffice.store.sql import Sql
+from headoffice.transit import bodies
 from headoffice.transit import projection as transit_projection
+from protocol import pan
 from protocol.chain import first_break
 from protocol.codec import unpack
 from protocol.documents import first_pan_body
@@ -23,9 +41,23 @@ from protocol.errors import LanesyncError
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch, Status
 
+log = logging.getLogger(__name__)
+held_log = StoreLog(log)  # held entries: a few lines per store and 10 s
+
+DEFAULT_MAX_EPOCHS_PER_LANE = 64
+QUARANTINE_KEEP_BYTES = 4096  # of a refused payload, masked; its length and sha256 are kept too
+MAX_REASON_CHARS = 1000
+# A card number with separators spans at most 37 characters: masking this much past the cut
+# masks every card number that reaches into the kept bytes, without scanning a whole payload.
+_MASK_WINDOW = QUARANTINE_KEEP_BYTES + 64
+
 
 class StoreError(LanesyncError):
     """The database refused a write; nothing of the group was committed or acknowledged."""
+
+
+class EpochRefused(LanesyncError):
+    """A lane already has the most epochs head office keeps on record for one lane."""
 
 
 @dataclass(slots=True)
@@ -39,30 +71,80 @@ class LaneState:
     redelivered: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class HeldEntry:
+    """An entry held at its seq instead of applied; `code` says which rule, `reason` how."""
+
+    entry: Entry
+    code: str  # card_number, invalid_body, txn_conflict, apply_failed (the held table's CHECK)
+    reason: str
+
+
+def held_reason(text: str) -> str:
+    """What a held row, an ack or a log may say: card numbers masked, length bounded."""
+    return pan.mask_text(text)[:MAX_REASON_CHARS]
+
+
 @dataclass(slots=True)
 class BatchPlan:
-    """What to do with one batch: entries to apply and, if any, why the rest was refused."""
+    """What to do with one batch: entries to apply and hold, and why the rest was refused."""
 
     new: list[Entry] = field(default_factory=list)
+    held: list[HeldEntry] = field(default_factory=list)
+    advance: Entry | None = None  # the last entry applied or held: the lane's new hwm
     redelivered: int = 0
     gap_from: int | None = None  # ask the lane to resend from here
     refusal: str | None = None  # quarantine the batch with this reason
-    card_number: bool = False  # the refusal is a card number: keep the raw bytes out of storage
 
 
 @dataclass(frozen=True, slots=True)
 class CheckedBatch:
     """A batch checked on its own, before head office's state is consulted.
 
-    `entries[:valid]` chain from the batch's prev_hash and carry no card number; the rest is
-    refused for `refusal`. This part needs no database, so ingest runs it on another thread
-    while the writer applies the previous group.
+    `entries[:valid]` chain from the batch's prev_hash; the rest is refused for `refusal`.
+    Of the valid ones, `held` (by seq) cannot be applied; `docs` (by seq) are the checked
+    bodies of the kinds head office projects. This part needs no database, so ingest runs it
+    on another thread while the writer applies the previous group.
     """
 
     batch: JournalBatch
     valid: int
     refusal: str | None = None
-    card_number: bool = False
+    held: dict[int, HeldEntry] = field(default_factory=dict)
+    docs: dict[int, bodies.Parsed] = field(default_factory=dict)
+
+
+def _card_numbers(entries: Sequence[Entry]) -> dict[int, HeldEntry]:
+    """The entries whose body carries a card number, by seq."""
+    held: dict[int, HeldEntry] = {}
+    try:
+        start = 0
+        while (hit := first_pan_body([e.body for e in entries[start:]], unpack)) is not None:
+            i, path = hit
+            e = entries[start + i]
+            held[e.seq] = HeldEntry(
+                e,
+                "card_number",
+                held_reason(
+                    f"entry seq {e.seq}: {path} looks like a full card number; the entry is not "
+                    "applied and only a masked copy of it is kept"
+                ),
+            )
+            start += i + 1
+    except Exception as exc:  # noqa: BLE001 - the screen itself failed: judge entry by entry
+        if len(entries) > 1:
+            log.warning("head office: card-number screen failed on a batch (%r)", type(exc))
+            for one in entries:
+                held |= _card_numbers([one])
+            return held
+        e = entries[0]
+        held[e.seq] = HeldEntry(
+            e,
+            "card_number",
+            f"entry seq {e.seq}: its body could not be screened for card numbers "
+            f"({type(exc).__name__}); only a masked copy of it is kept",
+        )
+    return held
 
 
 def check_batch(batch: JournalBatch) -> CheckedBatch:
@@ -75,21 +157,25 @@ def check_batch(batch: JournalBatch) -> CheckedBatch:
         else f"hash chain broken at seq {broken[0]}: the entry does not match its hash or the "
         "entry before it"
     )
-    pan = first_pan_body([e.body for e in entries[:valid]], unpack)
-    if pan is not None:
-        i, path = pan
-        return CheckedBatch(
-            batch,
-            i,
-            f"entry seq {entries[i].seq}: {path} looks like a full card number; the entry is "
-            "not applied and its bytes are not kept",
-            card_number=True,
-        )
-    return CheckedBatch(batch, valid, refusal)
+    held = _card_numbers(entries[:valid])
+    docs: dict[int, bodies.Parsed] = {}
+    for e in entries[:valid]:
+        if e.kind not in transit_projection.PROJECTED_KINDS or e.seq in held:
+            continue
+        try:
+            docs[e.seq] = bodies.parse(e.kind, e.body, batch.lane.store)
+        except Exception as exc:  # noqa: BLE001 - BodyError, or anything a body provokes
+            problem = str(exc) if isinstance(exc, bodies.BodyError) else repr(type(exc))
+            held[e.seq] = HeldEntry(
+                e,
+                "invalid_body",
+                held_reason(f"entry seq {e.seq}: head office cannot apply a {e.kind}: {problem}"),
+            )
+    return CheckedBatch(batch, valid, refusal, held, docs)
 
 
 def plan_batch(state: LaneState, checked: CheckedBatch | JournalBatch) -> BatchPlan:
-    """Decide what of a batch to apply, given what head office holds for its lane."""
+    """Decide what of a batch to apply and hold, given what head office holds for its lane."""
     if isinstance(checked, JournalBatch):
         checked = check_batch(checked)
     batch = checked.batch
@@ -110,10 +196,17 @@ def plan_batch(state: LaneState, checked: CheckedBatch | JournalBatch) -> BatchP
                 f"chain head office holds up to seq {state.hwm}"
             )
             return plan
-        plan.new = entries[skip : checked.valid]
+        held = checked.held
+        for e in entries[skip : checked.valid]:
+            h = held.get(e.seq)
+            if h is None:
+                plan.new.append(e)
+            else:
+                plan.held.append(h)
+        if checked.valid > skip:
+            plan.advance = entries[checked.valid - 1]
     if checked.refusal is not None and checked.valid < len(entries):
         plan.refusal = checked.refusal
-        plan.card_number = checked.card_number
     return plan
 
 
@@ -127,10 +220,71 @@ class ApplyResult:
     applied: int = 0
     redelivered: int = 0
     duplicate_txn: int = 0
+    held: int = 0  # entries held at their seq (the hwm moved past them)
     resend_from: int | None = None
     reason: str | None = None
-    quarantined: bool = False
-    card_number: bool = False  # the refusal is a card number: do not store the raw bytes
+    quarantined: bool = False  # the batch's tail was refused (a chain break): quarantine it
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineRow:
+    """What a quarantine row keeps of a refused message: never a card number, never more than
+    QUARANTINE_KEEP_BYTES of it, and enough to recognise the original (length, sha256)."""
+
+    reason: str
+    kept: bytes
+    raw_len: int
+    raw_sha256: bytes
+    fingerprint: bytes
+
+    @classmethod
+    def of(cls, topic: str, reason: str, raw: bytes, *, fold: str | None = None) -> QuarantineRow:
+        """`fold`: every refusal on this topic with this key counts on one row, whatever the
+        bytes and the reason (a lane sending new epochs beyond its cap, a store flooding);
+        the row keeps the first one's reason and bytes."""
+        reason = held_reason(reason)
+        kept = pan.mask_bytes(raw[:_MASK_WINDOW])[:QUARANTINE_KEEP_BYTES]
+        return cls(
+            reason,
+            kept,
+            len(raw),
+            hashlib.sha256(raw).digest(),
+            quarantine_fingerprint(topic, reason, raw)
+            if fold is None
+            else quarantine_fingerprint(topic, f"fold:{fold}", b""),
+        )
+
+
+def quarantine_fingerprint(topic: str, reason: str, raw: bytes) -> bytes:
+    """The same refusal of the same bytes on the same topic folds into one quarantine row."""
+    return hashlib.sha256(b"\0".join((topic.encode(), reason.encode(), raw))).digest()
+
+
+def scrub_legacy_quarantine(sql: Sql) -> int:
+    """Mask and cut quarantine rows written before schema 4 (raw kept whole, card numbers
+    included): keep what a row of today keeps. Runs when a store opens the database; each
+    row is rewritten once (`raw_sha256 IS NULL` only until then). Returns the rows rewritten."""
+    done = 0
+    while True:
+        rows = sql.fetchall(
+            "SELECT id, reason, raw FROM quarantine WHERE raw_sha256 IS NULL ORDER BY id LIMIT 200"
+        )
+        if not rows:
+            return done
+        sql.begin()
+        try:
+            for qid, reason, stored in rows:
+                row = QuarantineRow.of("", str(reason), bytes(stored))
+                sql.execute(
+                    "UPDATE quarantine SET reason = ?, raw = ?, raw_len = ?, raw_sha256 = ? "
+                    "WHERE id = ? AND raw_sha256 IS NULL",
+                    (row.reason, row.kept, row.raw_len, row.raw_sha256, qid),
+                )
+            sql.commit()
+        except BaseException:
+            sql.rollback()
+            raise
+        done += len(rows)
 
 
 class Store(Protocol):
@@ -149,20 +303,37 @@ class Store(Protocol):
         self, batch: CheckedBatch | JournalBatch, now_ms: int, *, defer: bool = False
     ) -> ApplyResult:
         """Plan and apply one batch. With `defer` its rows are written by the next `flush`
-        (or `commit`), and the result's applied/duplicate counts are filled in then."""
+        (or `commit`), and the result's applied/duplicate/held counts are filled in then.
+        Raises EpochRefused for a new epoch of a lane that has the most on record."""
+
+    def hold_entry(
+        self, lane: LaneId, epoch: int, prev_hash: bytes, held: HeldEntry, now_ms: int
+    ) -> ApplyResult:
+        """Hold one entry at its seq (ingest's last resort when applying it failed): the
+        lane's mark moves past it if it is the next one and chains from `prev_hash`."""
 
     def flush(self) -> None:
         """Write the rows of deferred batches (before reading what they wrote)."""
 
     def lane_state(self, lane: LaneId, epoch: int) -> LaneState | None: ...
 
-    def note_hello(self, lane: LaneId, epoch: int, last_seq: int, now_ms: int) -> LaneState: ...
+    def note_hello(self, lane: LaneId, epoch: int, last_seq: int, now_ms: int) -> LaneState:
+        """Raises EpochRefused like apply_batch."""
 
     def save_status(self, status: Status) -> None: ...
 
     def quarantine(
-        self, topic: str, lane: LaneId | None, reason: str, raw: bytes, now_ms: int
-    ) -> None: ...
+        self,
+        topic: str,
+        lane: LaneId | None,
+        reason: str,
+        raw: bytes,
+        now_ms: int,
+        *,
+        fold: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Keep a refused message (QuarantineRow: masked, capped, counted `times`)."""
 
     def commit(self) -> None: ...
 
@@ -173,6 +344,49 @@ class Store(Protocol):
 
 JournalRow = tuple[str, str, int, int, str, str, int, bytes, bytes, int, int]
 DocumentRow = tuple[str, str, str, int, int, str, int]
+# store, lane, epoch, seq, kind, txn_id, ts, hash, code, reason, body, body_masked, body_len,
+# body_sha256, held_at
+HeldRow = tuple[
+    str, str, int, int, str, str, int, bytes, str, str, bytes | None, bytes | None, int, bytes, int
+]
+HELD_COLUMNS = (
+    "store, lane, epoch, seq, kind, txn_id, ts, hash, code, reason, body, body_masked, "
+    "body_len, body_sha256, held_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The lane entry that applied a document (its txn_id's owner), and what it carried."""
+
+    store: str
+    lane: str
+    epoch: int
+    seq: int
+    kind: str
+    body: bytes | None  # None when head office holds no journal row for it
+
+
+def held_row(lane: LaneId, epoch: int, h: HeldEntry, now_ms: int) -> HeldRow:
+    e = h.entry
+    card = h.code == "card_number"
+    return (
+        lane.store,
+        lane.lane,
+        epoch,
+        e.seq,
+        e.kind,
+        e.txn_id,
+        e.ts,
+        e.hash,
+        h.code,
+        held_reason(h.reason),
+        None if card else e.body,
+        pan.mask_bytes(e.body) if card else None,
+        len(e.body),
+        hashlib.sha256(e.body).digest(),
+        now_ms,
+    )
 
 
 @dataclass(slots=True)
@@ -183,18 +397,44 @@ class _PendingEntry:
     entry: Entry
     candidate: bool  # the group's first entry with this txn_id
     result: ApplyResult
+    doc: bodies.Parsed | None  # the checked body of a projected kind
 
 
 @dataclass(slots=True)
 class PendingWrites:
-    """The journal and document rows planned since the last flush, in apply order."""
+    """The journal, document and held rows planned since the last flush, in apply order."""
 
     documents: dict[str, DocumentRow] = field(default_factory=dict)  # by txn_id, first wins
     entries: list[_PendingEntry] = field(default_factory=list)
+    held: list[tuple[HeldRow, ApplyResult]] = field(default_factory=list)
 
     def clear(self) -> None:
         self.documents.clear()
         self.entries.clear()
+        self.held.clear()
+
+
+def conflict_reason(e: Entry, lane: LaneId, epoch: int, owner: Owner) -> str:
+    """Why an entry whose txn_id another entry owns is held: both lanes named."""
+    why = (
+        "comes from another store"
+        if owner.store != lane.store
+        else f"has other content (a {e.kind} of {len(e.body)} bytes)"
+    )
+    return held_reason(
+        f"entry seq {e.seq}: txn_id {e.txn_id} belongs to lane {owner.store}/{owner.lane} "
+        f"(epoch {owner.epoch}, seq {owner.seq}); this entry from lane {lane} (epoch {epoch}) "
+        f"{why}; held for an operator, the applied document stands"
+    )
+
+
+def is_duplicate(e: Entry, lane: LaneId, owner: Owner) -> bool:
+    """The same document again from the same store (a resubmission): applied once."""
+    return (
+        owner.store == lane.store
+        and owner.kind == e.kind
+        and (owner.body is None or owner.body == e.body)
+    )
 
 
 class BatchWriter:
@@ -205,8 +445,8 @@ class BatchWriter:
     at once) but leaves its rows to `flush`, which writes every deferred batch of the group
     with one documents statement and one journal statement, and which `commit` calls. Ingest
     defers: a drain's group of 64 small batches then costs the database two statements
-    instead of 128 round trips. The applied and duplicate counts of a deferred result are
-    filled in by the flush (only the database knows whether a txn_id is new).
+    instead of 128 round trips. The applied, duplicate and held counts of a deferred result
+    are filled in by the flush (only the database knows whether a txn_id is new).
     """
 
     _counters: dict[str, int]
@@ -231,10 +471,20 @@ class BatchWriter:
     def _insert_journal(self, journal: list[JournalRow]) -> None:
         raise NotImplementedError
 
+    def _insert_held(self, held: list[HeldRow]) -> None:
+        raise NotImplementedError
+
+    def _owners(self, txn_ids: list[str]) -> dict[str, Owner]:
+        """The owners of documents head office holds, by txn_id (only for the few txn_ids a
+        flush found already applied)."""
+        raise NotImplementedError
+
     def apply_batch(
         self, checked: CheckedBatch | JournalBatch, now_ms: int, *, defer: bool = False
     ) -> ApplyResult:
-        batch = checked.batch if isinstance(checked, CheckedBatch) else checked
+        if isinstance(checked, JournalBatch):
+            checked = check_batch(checked)
+        batch = checked.batch
         state = self._lane_for_write(batch.lane, batch.epoch, now_ms)
         state.lane_last_seq = max(state.lane_last_seq, batch.last_seq)
         plan = plan_batch(state, checked)
@@ -247,9 +497,10 @@ class BatchWriter:
             res.resend_from = plan.gap_from
             res.reason = f"gap: expected seq {plan.gap_from}, batch starts at {batch.first_seq}"
             return res
-        if plan.new:
+        if plan.advance is not None:
             store, lane, epoch = batch.lane.store, batch.lane.lane, batch.epoch
             pending = self._pending
+            docs = checked.docs
             for e in plan.new:
                 # The group's first entry of a txn_id is its candidate; the database says at
                 # flush whether it is new (invariant 3: a txn_id applied anywhere before, or by
@@ -266,53 +517,107 @@ class BatchWriter:
                         e.ts,
                     )
                 row = (store, lane, epoch, e.seq, e.kind, e.txn_id, e.ts, e.body, e.hash, now_ms, 0)
-                pending.entries.append(_PendingEntry(row, e, candidate, res))
-            last = plan.new[-1]
-            state.hwm, state.last_hash = last.seq, last.hash
+                pending.entries.append(_PendingEntry(row, e, candidate, res, docs.get(e.seq)))
+            for h in plan.held:
+                pending.held.append((held_row(batch.lane, epoch, h, now_ms), res))
+                held_log.warning(store, "head office: %s/%s held %s", store, lane, h.reason)
+            state.hwm, state.last_hash = plan.advance.seq, plan.advance.hash
             if not defer:
                 self.flush()
         res.hwm = state.hwm
         if plan.refusal is not None:
             res.reason = plan.refusal
             res.quarantined = True
-            res.card_number = plan.card_number
+        return res
+
+    def hold_entry(
+        self, lane: LaneId, epoch: int, prev_hash: bytes, held: HeldEntry, now_ms: int
+    ) -> ApplyResult:
+        state = self._lane_for_write(lane, epoch, now_ms)
+        e = held.entry
+        res = ApplyResult(lane, epoch, state.hwm)
+        if e.seq <= state.hwm:
+            res.redelivered = 1
+            return res
+        if e.seq != state.hwm + 1 or prev_hash != state.last_hash:
+            res.reason = f"seq {e.seq} is not the next entry of the chain head office holds"
+            return res
+        self._pending.held.append((held_row(lane, epoch, held, now_ms), res))
+        held_log.warning(lane.store, "head office: %s held %s", lane, held.reason)
+        state.hwm, state.last_hash = e.seq, e.hash
+        res.hwm = e.seq
+        self.flush()
         return res
 
     def flush(self) -> None:
         """Write the deferred rows: new documents first, then every journal row (marked
-        applied or not), then the transit projection of the new ones, in apply order. Call it
-        before anything reads what the group wrote (transit requests do); commit calls it."""
+        applied or not), the held entries, then the transit projection of the new ones, in
+        apply order. Call it before anything reads what the group wrote (transit requests do);
+        commit calls it."""
         pending = self._pending
-        if not pending.entries:
+        if not pending.entries and not pending.held:
             return
         # Sorted by txn_id: two workers inserting the same ids take their index locks in one
         # order, so they wait for each other instead of deadlocking.
         inserted = self._insert_new_documents(sorted(pending.documents.values()))
+        # The usual case, every entry a new document: nobody else owns any of them.
+        everything_new = len(inserted) == len(pending.documents) == len(pending.entries)
+        owners = {} if everything_new else self._owners_of_the_rest(inserted)
         rows: list[JournalRow] = []
         projected: list[_PendingEntry] = []  # transit and stock documents: only these decode
-        applied = 0
+        held = [h for h, _ in pending.held]
+        applied = duplicates = 0
         for pe in pending.entries:
-            new = pe.candidate and pe.entry.txn_id in inserted
-            rows.append((*pe.row[:-1], 1) if new else pe.row)
-            if new:
+            e = pe.entry
+            if pe.candidate and e.txn_id in inserted:
+                rows.append((*pe.row[:-1], 1))
                 applied += 1
                 pe.result.applied += 1
-                if pe.entry.kind in transit_projection.PROJECTED_KINDS:
+                if pe.doc is not None:
                     projected.append(pe)
-            else:
+                continue
+            owner = owners.get(e.txn_id)
+            lane = pe.result.lane
+            if owner is None or is_duplicate(e, lane, owner):
+                rows.append(pe.row)
+                duplicates += 1
                 pe.result.duplicate_txn += 1
-        self._insert_journal(rows)
+            else:
+                h = HeldEntry(e, "txn_conflict", conflict_reason(e, lane, pe.result.epoch, owner))
+                held.append(held_row(lane, pe.result.epoch, h, pe.row[9]))
+                pe.result.held += 1
+                held_log.warning(lane.store, "head office: %s held %s", lane, h.reason)
+        for _, res in pending.held:
+            res.held += 1
+        if rows:
+            self._insert_journal(rows)
+        if held:
+            self._insert_held(held)
         for pe in projected:
-            if transit_projection.apply_entry(self.sql, pe.result.lane, pe.entry) is not None:
+            assert pe.doc is not None
+            if transit_projection.apply_entry(self.sql, pe.result.lane, pe.entry, pe.doc):
                 self._count("transit_projection_errors")
         self._count("entries_applied", applied)
-        self._count("duplicate_txn_ids", len(rows) - applied)
+        self._count("duplicate_txn_ids", duplicates)
+        self._count("entries_held", len(held))
         pending.clear()
 
-
-def quarantine_fingerprint(topic: str, reason: str, raw: bytes) -> bytes:
-    """The same refusal of the same bytes on the same topic folds into one quarantine row."""
-    return hashlib.sha256(b"\0".join((topic.encode(), reason.encode(), raw))).digest()
+    def _owners_of_the_rest(self, inserted: set[str]) -> dict[str, Owner]:
+        """For each pending entry that did not insert its document: who owns that txn_id.
+        An earlier entry of this very flush, or a document head office already holds."""
+        owners: dict[str, Owner] = {}
+        ask: set[str] = set()
+        for pe in self._pending.entries:
+            e = pe.entry
+            if pe.candidate and e.txn_id in inserted:
+                r = pe.row
+                owners[e.txn_id] = Owner(r[0], r[1], r[2], r[3], r[4], e.body)
+            elif e.txn_id not in owners:
+                ask.add(e.txn_id)
+        ask -= owners.keys()
+        if ask:
+            owners |= self._owners(sorted(ask))
+        return owners
 
 
 def status_row(status: Status) -> tuple[Any, ...]:

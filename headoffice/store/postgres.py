@@ -41,15 +41,22 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from headoffice.store.base import (
+    DEFAULT_MAX_EPOCHS_PER_LANE,
+    HELD_COLUMNS,
     ApplyResult,
     BatchWriter,
     CheckedBatch,
     DocumentRow,
+    EpochRefused,
+    HeldEntry,
+    HeldRow,
     JournalRow,
     LaneState,
+    Owner,
     PendingWrites,
+    QuarantineRow,
     StoreError,
-    quarantine_fingerprint,
+    scrub_legacy_quarantine,
     status_row,
 )
 from headoffice.store.sql import PgSql
@@ -140,11 +147,13 @@ def migrate(conn: psycopg.Connection[tuple[Any, ...]], what: str) -> None:
 
 
 class PostgresStore(BatchWriter):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE) -> None:
         self.url = url
         self.what = f"head-office database {redact(url)}"
+        self.max_epochs_per_lane = max_epochs_per_lane
         self._sql = PgSql(self._open())
         self._lanes: dict[LaneKey, LaneState] = {}  # locked in this transaction
+        self._refused: dict[LaneKey, int] = {}  # new epochs refused in this transaction
         self._dirty: dict[LaneKey, LaneState] = {}
         self._statuses: dict[tuple[str, str], Status] = {}
         self._counters: dict[str, int] = {}
@@ -158,6 +167,9 @@ class PostgresStore(BatchWriter):
             raise StoreError(f"cannot open {self.what}: {exc}") from exc
         try:
             migrate(conn, self.what)
+            scrubbed = scrub_legacy_quarantine(PgSql(conn))
+            if scrubbed:
+                log.info("%s: %d quarantine rows masked and cut (schema 4)", self.what, scrubbed)
             conn.execute(_DOCUMENTS_STAGE)
         except psycopg.Error as exc:
             conn.close()
@@ -241,6 +253,7 @@ class PostgresStore(BatchWriter):
     def _forget(self) -> None:
         self._pending.clear()
         self._lanes.clear()
+        self._refused.clear()
         self._dirty.clear()
         self._statuses.clear()
         self._counters.clear()
@@ -264,7 +277,11 @@ class PostgresStore(BatchWriter):
 
     def _lock_lanes(self, lanes: Iterable[tuple[LaneId, int]]) -> None:
         self._begin()
-        keys = sorted({(ln.store, ln.lane, epoch) for ln, epoch in lanes} - self._lanes.keys())
+        keys = sorted(
+            {(ln.store, ln.lane, epoch) for ln, epoch in lanes}
+            - self._lanes.keys()
+            - self._refused.keys()
+        )
         if not keys:
             return
         stores, names, epochs = (list(c) for c in zip(*keys, strict=True))
@@ -272,13 +289,22 @@ class PostgresStore(BatchWriter):
         now = time.time_ns() // 1_000_000
         conn = self.conn
         # New lanes first (another worker inserting the same one makes us wait for its commit,
-        # then DO NOTHING), so that every lane has a row to lock.
+        # then DO NOTHING), so that every lane has a row to lock. A lane gets new epochs only
+        # up to the most head office keeps on record for one lane (counted per lane: what it
+        # holds plus the new ones of this statement, in epoch order); two workers inserting
+        # new epochs of one lane at the same instant may together pass it by a few.
         conn.execute(
             "INSERT INTO lanes (store, lane, epoch, hwm, last_hash, first_seen, last_seen) "
-            "SELECT s, l, e, 0, h, %s, %s "
-            "FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bytea[]) AS u (s, l, e, h) "
+            "SELECT s, l, e, 0, h, %s, %s FROM ("
+            " SELECT u.s, u.l, u.e, u.h,"
+            "  row_number() OVER (PARTITION BY u.s, u.l ORDER BY u.e) AS k,"
+            "  (SELECT count(*) FROM lanes m WHERE m.store = u.s AND m.lane = u.l) AS have"
+            " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bytea[]) AS u (s, l, e, h)"
+            " WHERE NOT EXISTS (SELECT 1 FROM lanes x"
+            "  WHERE x.store = u.s AND x.lane = u.l AND x.epoch = u.e)"
+            ") n WHERE n.have + n.k <= %s "
             "ON CONFLICT DO NOTHING",
-            (now, now, stores, names, epochs, hashes),
+            (now, now, stores, names, epochs, hashes, self.max_epochs_per_lane),
         )
         # With ORDER BY, rows are locked in that order (the LockRows step runs on the sorted
         # rows), which is what makes the fixed order deadlock-free.
@@ -293,6 +319,9 @@ class PostgresStore(BatchWriter):
             self._lanes[(store, lane, epoch)] = LaneState(
                 LaneId(store, lane), epoch, hwm, bytes(last_hash), last_seq, gaps, redelivered
             )
+        for key in keys:
+            if key not in self._lanes:
+                self._refused[key] = self.max_epochs_per_lane
 
     def lane_state(self, lane: LaneId, epoch: int) -> LaneState | None:
         key = (lane.store, lane.lane, epoch)
@@ -315,8 +344,14 @@ class PostgresStore(BatchWriter):
     def _lane_for_write(self, lane: LaneId, epoch: int, now_ms: int) -> LaneState:
         self._now = now_ms
         key = (lane.store, lane.lane, epoch)
-        if key not in self._lanes:  # not named to lock_lanes (the importer, tests): lock it now
-            self._lock_lanes([(lane, epoch)])
+        if key not in self._lanes and key not in self._refused:
+            self._lock_lanes([(lane, epoch)])  # not named to lock_lanes (importer, tests)
+        if key in self._refused:
+            self._count("epochs_refused")
+            raise EpochRefused(
+                f"lane {lane} already has {self._refused[key]} epochs on record, the most head "
+                "office keeps for one lane (ingest.max_epochs_per_lane); a new epoch is refused"
+            )
         state = self._lanes[key]
         self._dirty[key] = state
         return state
@@ -339,8 +374,38 @@ class PostgresStore(BatchWriter):
             lambda: BatchWriter.apply_batch(self, checked, now_ms, defer=defer),
         )
 
+    def hold_entry(
+        self, lane: LaneId, epoch: int, prev_hash: bytes, held: HeldEntry, now_ms: int
+    ) -> ApplyResult:
+        return self._guard(
+            "holding an entry",
+            lambda: BatchWriter.hold_entry(self, lane, epoch, prev_hash, held, now_ms),
+        )
+
     def flush(self) -> None:
         self._guard("writing the group's rows", lambda: BatchWriter.flush(self))
+
+    def _insert_held(self, held: list[HeldRow]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO held ({HELD_COLUMNS}) VALUES "  # noqa: S608 - constants only
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (store, lane, epoch, seq) DO NOTHING",
+                held,
+            )
+
+    def _owners(self, txn_ids: list[str]) -> dict[str, Owner]:
+        rows = self.conn.execute(
+            "SELECT d.txn_id, d.store, d.lane, d.epoch, d.seq, d.kind, j.body "
+            "FROM unnest(%s::text[]) AS u (t) JOIN documents d ON d.txn_id = u.t "
+            "LEFT JOIN journal j ON j.store = d.store AND j.lane = d.lane "
+            "AND j.epoch = d.epoch AND j.seq = d.seq",
+            (txn_ids,),
+        ).fetchall()
+        return {
+            r[0]: Owner(r[1], r[2], r[3], r[4], r[5], None if r[6] is None else bytes(r[6]))
+            for r in rows
+        }
 
     def _insert_new_documents(self, documents: list[DocumentRow]) -> set[str]:
         # Staged with a binary COPY, then merged: the unique index decides which are new, with
@@ -377,25 +442,39 @@ class PostgresStore(BatchWriter):
         self._statuses[(status.lane.store, status.lane.lane)] = status
 
     def quarantine(
-        self, topic: str, lane: LaneId | None, reason: str, raw: bytes, now_ms: int
+        self,
+        topic: str,
+        lane: LaneId | None,
+        reason: str,
+        raw: bytes,
+        now_ms: int,
+        *,
+        fold: str | None = None,
+        times: int = 1,
     ) -> None:
+        row = QuarantineRow.of(topic, reason, raw, fold=fold)
+
         def insert() -> None:
             self._begin()
-            self._count("quarantined")
+            self._count("quarantined", times)
             self.conn.execute(
                 "INSERT INTO quarantine (first_at, last_at, topic, store, lane, reason, raw, "
-                "fingerprint) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "raw_len, raw_sha256, fingerprint, times) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (fingerprint) DO UPDATE "
-                "SET times = quarantine.times + 1, last_at = excluded.last_at",
+                "SET times = quarantine.times + excluded.times, last_at = excluded.last_at",
                 (
                     now_ms,
                     now_ms,
                     topic,
                     lane.store if lane else None,
                     lane.lane if lane else None,
-                    reason,
-                    raw,
-                    quarantine_fingerprint(topic, reason, raw),
+                    row.reason,
+                    row.kept,
+                    row.raw_len,
+                    row.raw_sha256,
+                    row.fingerprint,
+                    times,
                 ),
             )
 

@@ -14,13 +14,19 @@ from importlib import resources
 from pathlib import Path
 
 from headoffice.store.base import (
+    DEFAULT_MAX_EPOCHS_PER_LANE,
+    HELD_COLUMNS,
     BatchWriter,
     DocumentRow,
+    EpochRefused,
+    HeldRow,
     JournalRow,
     LaneState,
+    Owner,
     PendingWrites,
+    QuarantineRow,
     StoreError,
-    quarantine_fingerprint,
+    scrub_legacy_quarantine,
     status_row,
 )
 from headoffice.store.sql import SqliteSql
@@ -32,6 +38,10 @@ from protocol.messages import Status
 log = logging.getLogger(__name__)
 
 _IN_CHUNK = 500  # host parameters per IN (...) list, far below SQLite's limit
+# Lane positions cached in memory (this process is the only writer). A store sending hellos for
+# ever new lanes or epochs must not grow head office's memory: beyond this many the oldest half
+# is dropped after a commit, and read back from the database when a lane is heard again.
+MAX_CACHED_LANES = 20_000
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -61,13 +71,20 @@ def migrate(db: sqlite3.Connection, what: str) -> None:
 
 
 class SqliteStore(BatchWriter):
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, *, max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE
+    ) -> None:
         self.path = Path(path)
+        self.max_epochs_per_lane = max_epochs_per_lane
         try:
             self.db = connect(self.path)
             migrate(self.db, f"head-office database {self.path}")
+            scrubbed = scrub_legacy_quarantine(SqliteSql(self.db))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open head-office database {self.path}: {exc}") from exc
+        if scrubbed:
+            log.info("%s: %d quarantine rows masked and cut (schema 4)", self.path, scrubbed)
+        self.max_cached_lanes = MAX_CACHED_LANES
         self._lanes: dict[tuple[str, str, int], LaneState] = {}
         self._dirty: dict[tuple[str, str, int], LaneState] = {}
         self._counters: dict[str, int] = {}
@@ -118,6 +135,9 @@ class SqliteStore(BatchWriter):
             raise StoreError(f"commit failed, nothing acknowledged: {exc}") from exc
         self._dirty.clear()
         self._counters.clear()
+        if len(self._lanes) > self.max_cached_lanes:
+            for key in list(self._lanes)[: len(self._lanes) // 2]:
+                del self._lanes[key]
 
     def rollback(self) -> None:
         if self.db.in_transaction:
@@ -161,6 +181,15 @@ class SqliteStore(BatchWriter):
         self._now = now_ms
         state = self.lane_state(lane, epoch)
         if state is None:
+            (epochs,) = self.db.execute(
+                "SELECT count(*) FROM lanes WHERE store = ? AND lane = ?", (lane.store, lane.lane)
+            ).fetchone()
+            if epochs >= self.max_epochs_per_lane:
+                self._count("epochs_refused")
+                raise EpochRefused(
+                    f"lane {lane} already has {epochs} epochs on record, the most head office "
+                    "keeps for one lane (ingest.max_epochs_per_lane); a new epoch is refused"
+                )
             state = LaneState(lane, epoch, 0, genesis(lane, epoch))
             self.db.execute(
                 "INSERT INTO lanes (store, lane, epoch, hwm, last_hash, first_seen, last_seen) "
@@ -184,6 +213,28 @@ class SqliteStore(BatchWriter):
             "received_at, applied) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             journal,
         )
+
+    def _insert_held(self, held: list[HeldRow]) -> None:
+        self.db.executemany(
+            f"INSERT INTO held ({HELD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "  # noqa: S608
+            "ON CONFLICT (store, lane, epoch, seq) DO NOTHING",
+            held,
+        )
+
+    def _owners(self, txn_ids: list[str]) -> dict[str, Owner]:
+        out: dict[str, Owner] = {}
+        for i in range(0, len(txn_ids), _IN_CHUNK):
+            chunk = txn_ids[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for txn, store, lane, epoch, seq, kind, body in self.db.execute(
+                "SELECT d.txn_id, d.store, d.lane, d.epoch, d.seq, d.kind, j.body "  # noqa: S608
+                "FROM documents d LEFT JOIN journal j ON j.store = d.store AND j.lane = d.lane "
+                f"AND j.epoch = d.epoch AND j.seq = d.seq WHERE d.txn_id IN ({marks})",
+                chunk,
+            ):
+                kept = None if body is None else bytes(body)
+                out[txn] = Owner(store, lane, epoch, seq, kind, kept)
+        return out
 
     def _insert_new_documents(self, documents: list[DocumentRow]) -> set[str]:
         # One writer owns the file, so looking first and inserting the rest cannot race.
@@ -222,23 +273,35 @@ class SqliteStore(BatchWriter):
         )
 
     def quarantine(
-        self, topic: str, lane: LaneId | None, reason: str, raw: bytes, now_ms: int
+        self,
+        topic: str,
+        lane: LaneId | None,
+        reason: str,
+        raw: bytes,
+        now_ms: int,
+        *,
+        fold: str | None = None,
+        times: int = 1,
     ) -> None:
         self._begin()
-        self._count("quarantined")
-        fingerprint = quarantine_fingerprint(topic, reason, raw)
+        self._count("quarantined", times)
+        row = QuarantineRow.of(topic, reason, raw, fold=fold)
         self.db.execute(
             "INSERT INTO quarantine (first_at, last_at, topic, store, lane, reason, raw, "
-            "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE "
-            "SET times = times + 1, last_at = excluded.last_at",
+            "raw_len, raw_sha256, fingerprint, times) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (fingerprint) DO UPDATE SET times = times + excluded.times, "
+            "last_at = excluded.last_at",
             (
                 now_ms,
                 now_ms,
                 topic,
                 lane.store if lane else None,
                 lane.lane if lane else None,
-                reason,
-                raw,
-                fingerprint,
+                row.reason,
+                row.kept,
+                row.raw_len,
+                row.raw_sha256,
+                row.fingerprint,
+                times,
             ),
         )

@@ -16,8 +16,11 @@ Stock moves (thousandths of a unit, location `@transit` for parcels on the road)
 - cancel (head-office CLI): @transit -qty, source +qty.
 - stock_adjustment: the lane's store +qty.
 
-A document head office cannot project (malformed, an SSCC already used by another transit) is
-logged and counted, never raised: one bad document must not stop ingest for every lane.
+Every body is checked by headoffice.transit.bodies before it gets here (a malformed one is held
+at its seq and never reaches the projection), so nothing a store sends makes these statements
+fail. What only the database can tell (an SSCC already used by another transit, an accept for a
+parcel head office does not hold or that is received already) is logged and counted, never
+raised: the document is applied, its projection is not.
 Database errors are never swallowed (on PostgreSQL a failed statement aborts the transaction
 anyway, so nothing here may rely on catching one).
 """
@@ -28,9 +31,8 @@ import logging
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import msgpack
-
 from headoffice.store.sql import Sql
+from headoffice.transit import bodies
 from protocol.identity import LaneId
 from protocol.messages import Entry
 
@@ -174,41 +176,25 @@ def details(db: Sql, t: dict[str, Any]) -> dict[str, Any]:
 # --- writing (inside the caller's transaction) ----------------------------------------------
 
 
-def apply_entry(db: Sql, lane: LaneId, e: Entry) -> str | None:
-    """Project one newly applied journal entry; returns a problem (logged) or None."""
+def apply_entry(db: Sql, lane: LaneId, e: Entry, doc: bodies.Parsed) -> str | None:
+    """Project one newly applied journal entry, its body already checked by `bodies.parse`;
+    returns a problem (logged and counted) or None."""
     try:
-        doc = _decode(e.body)
-        if e.kind == "transit_inventory":
+        if isinstance(doc, bodies.Transit):
             _create(db, lane, e, doc)
-        elif e.kind == "transit_inventory_accept":
+        elif isinstance(doc, bodies.Accept):
             _accept_doc(db, lane, e, doc)
-        elif e.kind == "stock_adjustment":
-            for line in _doc_lines(doc):
-                move(db, lane.store, str(line["item"]), milli(line["qty"]))
-    except (ProjectionError, KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
-        problem = f"{e.kind} {e.txn_id} from {lane} not projected: {exc!r}"
+        else:
+            for line in doc.lines:
+                move(db, lane.store, line.item, line.milli)
+    except ProjectionError as exc:
+        problem = f"{e.kind} {e.txn_id} from {lane} not projected: {exc}"
         log.error("head office: %s", problem)
         return problem
     return None
 
 
-def _decode(body: bytes) -> dict[str, Any]:
-    doc = msgpack.unpackb(body, raw=False, strict_map_key=True)
-    if type(doc) is not dict:
-        raise ProjectionError("body is not a map")
-    return doc
-
-
-def _doc_lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    raw = doc.get("lines") or []
-    if type(raw) is not list or not all(type(x) is dict for x in raw):
-        raise ProjectionError("lines is not a list of maps")
-    return raw
-
-
-def _create(db: Sql, lane: LaneId, e: Entry, doc: dict[str, Any]) -> None:
-    by = doc.get("by") or {}
-    source = str(doc.get("source_store") or lane.store)
+def _create(db: Sql, lane: LaneId, e: Entry, doc: bodies.Transit) -> None:
     # ON CONFLICT DO NOTHING (both dialects) ignores a second txn_id or an SSCC already used.
     inserted = db.execute(
         "INSERT INTO transit_inventory (txn_id, transit_no, sscc, status, source_store, "
@@ -217,36 +203,29 @@ def _create(db: Sql, lane: LaneId, e: Entry, doc: dict[str, Any]) -> None:
         "ON CONFLICT DO NOTHING",
         (
             e.txn_id,
-            str(doc.get("transit_no") or doc["register_no"]),
-            doc.get("sscc"),
-            source,
-            str(doc["dest_store"]),
-            by.get("type") if type(by) is dict else None,
-            by.get("id") if type(by) is dict else None,
-            doc.get("currency"),
+            doc.transit_no,
+            doc.sscc,
+            doc.source_store,
+            doc.dest_store,
+            doc.by_type,
+            doc.by_id,
+            doc.currency,
             lane.store,
             lane.lane,
-            doc.get("staff"),
+            doc.staff,
             e.ts,
         ),
     )
     if inserted != 1:
-        raise ProjectionError(f"SSCC {doc.get('sscc')} already belongs to another transit")
-    for i, line in enumerate(_doc_lines(doc)):
-        qty = milli(line["qty"])
+        raise ProjectionError(f"SSCC {doc.sscc} already belongs to another transit")
+    for line in doc.lines:
         db.execute(
             "INSERT INTO transit_inventory_lines (txn_id, line_no, item, description, qty) "
             "VALUES (?, ?, ?, ?, ?)",
-            (
-                e.txn_id,
-                int(line.get("line_no") or i + 1),
-                str(line["item"]),
-                line.get("description"),
-                fmt_milli(qty),
-            ),
+            (e.txn_id, line.line_no, line.item, line.description, fmt_milli(line.milli)),
         )
-        move(db, source, str(line["item"]), -qty)
-        move(db, IN_TRANSIT, str(line["item"]), qty)
+        move(db, doc.source_store, line.item, -line.milli)
+        move(db, IN_TRANSIT, line.item, line.milli)
 
 
 def accept(
@@ -292,7 +271,7 @@ def cancel(db: Sql, txn_id: str, by: str | None, at_ms: int) -> bool:
     return True
 
 
-def _accept_doc(db: Sql, lane: LaneId, e: Entry, doc: dict[str, Any]) -> None:
+def _accept_doc(db: Sql, lane: LaneId, e: Entry, doc: bodies.Accept) -> None:
     # The normal case: the lane journals its record after head office accepted the request
     # whose id is this document's txn_id. Stock already moved; only record the link.
     linked = db.execute(
@@ -301,19 +280,11 @@ def _accept_doc(db: Sql, lane: LaneId, e: Entry, doc: dict[str, Any]) -> None:
     )
     if linked == 1:
         return
-    sscc = doc.get("sscc")
-    found = find(
-        db,
-        sscc=sscc if type(sscc) is str else None,
-        transit_no=None if type(sscc) is str else str(doc.get("transit_no")),
-        source_store=str(doc["source_store"]),
-    )
+    found = find(db, sscc=doc.sscc, transit_no=doc.transit_no, source_store=doc.source_store)
     if len(found) != 1:
         raise ProjectionError(f"accept names a transit head office does not hold ({len(found)})")
     t = found[0]
-    ext = doc.get("ext")
-    at = ext.get("received_at") if type(ext) is dict else None
-    if accept(db, t["txn_id"], lane, doc.get("staff"), e.txn_id, int(at or e.ts)):
+    if accept(db, t["txn_id"], lane, doc.staff, e.txn_id, doc.received_at or e.ts):
         db.execute(
             "UPDATE transit_inventory SET accept_txn_id = ? WHERE txn_id = ?",
             (e.txn_id, t["txn_id"]),

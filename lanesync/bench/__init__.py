@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from lanesync.bench import api, drain, extract, fleet, transit
+from lanesync.bench import api, drain, extract, fleet, flood, transit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,4 +18,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     drain.register(bsub)
     extract.register(bsub)
     fleet.register(bsub)
+    flood.register(bsub)
     transit.register(bsub)

@@ -8,6 +8,8 @@ and no broker.
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +18,16 @@ from typing import Any
 import msgpack
 import pytest
 from ho_helpers import LANE, LaneSim, sale_doc
-from pgutil import Backend
+from pgutil import Backend, pg_connect
 
 from headoffice.config import load, parse
 from headoffice.ingest import Ingest
-from headoffice.store import Store, StoreError
+from headoffice.store import PostgresStore, SqliteStore, Store, StoreError
 from protocol import codec
 from protocol.errors import ConfigError
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Ack, Hello, Reply, Request, Status
+from protocol.pan import mask_bytes
 
 TOPICS = Topics()
 JOURNAL = TOPICS.topic(LANE, Channel.JOURNAL)
@@ -200,23 +203,41 @@ def test_hash_break_quarantined_with_raw_and_prefix_acked(ingest: Ingest, backen
     assert "hash chain broken at seq 3" in ack.reason
     [(_, _, _, reason, stored, _)] = quarantine(backend)
     assert "hash chain broken at seq 3" in reason
-    assert stored == raw
+    # kept masked (protocol.pan.mask_bytes may zero 8 bytes of a hash after a 0xcf/0xd3 byte
+    # that spell a Luhn-valid number), with the original's length and sha256
+    assert stored == mask_bytes(raw)
+    assert backend.query("SELECT raw_len, raw_sha256 FROM quarantine") == [
+        (len(raw), hashlib.sha256(raw).digest())
+    ]
 
 
-def test_pan_batch_quarantined_without_raw_bytes(ingest: Ingest, backend: Backend) -> None:
+def test_pan_entry_held_masked_and_the_lane_moves_on(ingest: Ingest, backend: Backend) -> None:
+    """Invariant 9: the entry with a card number is held at its seq (only a masked copy and
+    the sha256 of its body kept), the ack moves past it and the next entry applies."""
     sim = LaneSim()
     sim.add()
-    sim.add(sale_doc(2, note="4111111111111111"))
-    raw = codec.encode(sim.batch(1, 2))
+    pan_entry = sim.add(sale_doc(2, note="4111111111111111"))
+    sim.add()
+    raw = codec.encode(sim.batch(1, 3))
     [ack] = ingest.apply_group([(JOURNAL, raw)])
     assert isinstance(ack, Ack)
-    assert ack.hwm == 1
-    [(_, store, lane, reason, stored, _)] = quarantine(backend)
-    assert (store, lane, stored) == ("S001", "L01", b"")
+    assert (ack.hwm, ack.resend_from) == (3, None)
+    assert quarantine(backend) == []
+    [(store, lane, seq, code, reason, body, masked, length, digest, state)] = backend.query(
+        "SELECT store, lane, seq, code, reason, body, body_masked, body_len, body_sha256, state "
+        "FROM held"
+    )
+    assert (store, lane, seq, code, body, state) == ("S001", "L01", 2, "card_number", None, "held")
     assert "entry seq 2" in reason
     assert "card number" in reason
     assert "4111" not in reason
-    assert backend.query("SELECT seq FROM journal") == [(1,)]
+    assert bytes(masked) == mask_bytes(pan_entry.body)
+    assert b"4111111111111111" not in bytes(masked)
+    assert (length, bytes(digest)) == (len(pan_entry.body), hashlib.sha256(pan_entry.body).digest())
+    assert backend.query("SELECT seq FROM journal ORDER BY seq") == [(1,), (3,)]
+    # the chain moved on across the held entry
+    assert backend.query("SELECT hwm, last_hash FROM lanes") == [(3, sim.entries[2].hash)]
+    assert (ingest.stats.entries_applied, ingest.stats.entries_held) == (2, 1)
 
 
 def test_unknown_request_op_replies_not_ok(ingest: Ingest) -> None:
@@ -260,24 +281,69 @@ def test_acks_and_replies_in_one_group(ingest: Ingest) -> None:
     ]
 
 
-def test_failure_rolls_back_the_whole_group(ingest: Ingest, backend: Backend) -> None:
+def test_failure_of_one_message_rolls_back_no_other(ingest: Ingest, backend: Backend) -> None:
+    """A message that fails while being applied (here a request handler's bug) no longer
+    rolls back its group: the group is applied again message by message, the batch commits,
+    the junk is quarantined, and the failing request is quarantined and answered."""
+
     def broken(store: Store, req: Request, now: int) -> Reply:
         raise RuntimeError("handler bug")
 
     ingest.handlers["broken"] = broken
     sim = LaneSim()
     sim.add_many(3)
-    with pytest.raises(StoreError, match="handler bug"):
-        ingest.apply_group(
-            [
-                (JOURNAL, codec.encode(sim.batch(1, 3))),
-                (JOURNAL, b"junk"),
-                (REQUEST, codec.encode(Request(LANE, "c", "broken"))),
-            ]
-        )
+    out = ingest.apply_group(
+        [
+            (JOURNAL, codec.encode(sim.batch(1, 3))),
+            (JOURNAL, b"junk"),
+            (REQUEST, codec.encode(Request(LANE, "c", "broken"))),
+        ]
+    )
+    assert out == [
+        Ack(LANE, sim.epoch, 3),
+        Reply(LANE, "c", False, error="head office could not answer (internal error)"),
+    ]
+    assert backend.query("SELECT count(*) FROM journal") == [(3,)]
+    reasons = [r[3] for r in quarantine(backend)]
+    assert len(reasons) == 2
+    assert reasons[0].startswith("payload: ")  # the junk
+    assert reasons[1] == ("head office could not apply this message: RuntimeError: handler bug")
+    assert (ingest.stats.groups, ingest.stats.groups_split) == (1, 1)
+    # a redelivery of the batch is only redelivered
+    assert ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))]) == [
+        Ack(LANE, sim.epoch, 3)
+    ]
+    assert ingest.stats.entries_redelivered == 3
+
+
+def test_database_failure_still_fails_the_whole_group(ingest: Ingest, backend: Backend) -> None:
+    """A failure of the database itself (here: its lock held elsewhere, or the connection
+    killed) is not one message's fault: nothing is committed or held, lanes resend."""
+    sim = LaneSim()
+    sim.add_many(3)
+    store = ingest._store
+    if backend.is_pg:
+        assert isinstance(store, PostgresStore)
+        store.lock_lanes([])  # a transaction on the connection, then the server kills it
+        with pg_connect() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (store.conn.info.backend_pid,))
+        blocker = None
+    else:
+        assert isinstance(store, SqliteStore)
+        store.db.execute("PRAGMA busy_timeout = 50")
+        blocker = sqlite3.connect(backend.target, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError):
+            ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3))), (JOURNAL, b"junk")])
+    finally:
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
     assert backend.query("SELECT count(*) FROM journal") == [(0,)]
     assert backend.query("SELECT count(*) FROM quarantine") == [(0,)]
-    assert ingest.stats.groups == 0
+    assert backend.query("SELECT count(*) FROM held") == [(0,)]
+    assert (ingest.stats.groups, ingest.stats.groups_split) == (0, 0)
     # nothing was acked, so the lane resends; the retry applies cleanly
     assert ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))]) == [
         Ack(LANE, sim.epoch, 3)
@@ -372,27 +438,39 @@ def test_group_writes_its_batches_together_and_counts_each_txn_once(
     ingest: Ingest, backend: Backend
 ) -> None:
     """A group's batches are written together at commit (one documents and one journal
-    statement); a txn_id in two batches of one group, or held from an earlier group, is
-    applied once and counted as a duplicate after that."""
+    statement); a txn_id in two batches of one group, or applied in an earlier group, is
+    applied once. Again with the same body from the same store it is a duplicate; with other
+    content, or from another store, it is held naming both lanes (stores are isolated)."""
     sim, other = LaneSim(), LaneSim(LaneId("S002", "L01"), epoch=77)
     held = sim.add()
     ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 1)))])
     shared = str(uuid.uuid4())
     sim.add(txn_id=shared)  # seq 2
-    sim.add(txn_id=held.txn_id)  # seq 3: already applied in the first group
+    sim.add(txn_id=held.txn_id)  # seq 3: already applied in the first group, other content
+    sim.add(sale_doc(2), txn_id=shared)  # seq 4: seq 2 again, the same bytes: a duplicate
     other.add(txn_id=shared)  # the same document journaled by another store's lane
     other.add()
     other_topic = TOPICS.topic(other.lane, Channel.JOURNAL)
     out = ingest.apply_group(
-        [(JOURNAL, codec.encode(sim.batch(2, 3))), (other_topic, codec.encode(other.batch(1, 2)))]
+        [(JOURNAL, codec.encode(sim.batch(2, 4))), (other_topic, codec.encode(other.batch(1, 2)))]
     )
     assert sorted((a.lane.store, a.hwm, a.resend_from) for a in out if isinstance(a, Ack)) == [
-        ("S001", 3, None),
+        ("S001", 4, None),
         ("S002", 2, None),
     ]
     assert ingest.stats.entries_applied == 3  # seq 1, shared (S001 seq 2), S002 seq 2
-    assert ingest.stats.duplicate_txn_ids == 2  # S001 seq 3, S002 seq 1
+    assert ingest.stats.duplicate_txn_ids == 1  # S001 seq 4
+    assert ingest.stats.entries_held == 2  # S001 seq 3, S002 seq 1
     rows = backend.query("SELECT store, seq, applied FROM journal ORDER BY store, seq")
-    assert rows == [("S001", 1, 1), ("S001", 2, 1), ("S001", 3, 0), ("S002", 1, 0), ("S002", 2, 1)]
+    assert rows == [("S001", 1, 1), ("S001", 2, 1), ("S001", 4, 0), ("S002", 2, 1)]
     docs = backend.query("SELECT store, seq FROM documents WHERE txn_id = ?", (shared,))
     assert docs == [("S001", 2)]
+    held_rows = backend.query("SELECT store, seq, code, reason, body FROM held ORDER BY store")
+    assert [(r[0], r[1], r[2], bytes(r[4])) for r in held_rows] == [
+        ("S001", 3, "txn_conflict", sim.entries[2].body),
+        ("S002", 1, "txn_conflict", other.entries[0].body),
+    ]
+    assert "belongs to lane S001/L01 (epoch 1001, seq 1)" in held_rows[0][3]
+    assert "from lane S001/L01 (epoch 1001) has other content" in held_rows[0][3]
+    assert "belongs to lane S001/L01 (epoch 1001, seq 2)" in held_rows[1][3]
+    assert "from lane S002/L01 (epoch 77) comes from another store" in held_rows[1][3]

@@ -26,8 +26,9 @@ import msgpack
 import pytest
 from ops_helpers import query
 
+from headoffice.ingest import IngestStats
 from headoffice.metrics import HttpServer
-from headoffice.statuspage import collect, render_fragment, status_app
+from headoffice.statuspage import collect, ingest_figures, render_fragment, status_app
 from headoffice.store import SqliteStore
 from headoffice.store.base import check_batch
 from protocol.chain import entry_hash, genesis
@@ -258,3 +259,36 @@ async def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
         png = base64.b64decode(shot["data"])
         assert png.startswith(b"\x89PNG")
         (ARTIFACTS / "statuspage.png").write_bytes(png)
+
+
+def test_held_entries_and_this_process_figures_on_the_page(tmp_path: Path) -> None:
+    db = tmp_path / "ho.db"
+    _seed(db)
+    store = SqliteStore(db)
+    try:
+        lane = LaneId("S001", "L1")
+        state = store.lane_state(lane, 7)
+        assert state is not None
+        body = msgpack.packb({"kind": "sale", "note": "4111 1111 1111 1111"})
+        txn = "01936f5e-0000-7000-8000-000000000099"
+        now = _now_ms()
+        h = entry_hash(state.last_hash, 41, "sale", txn, now, body)
+        entry = Entry(41, "sale", txn, now, body, h)
+        res = store.apply_batch(check_batch(JournalBatch(lane, 7, state.last_hash, [entry])), now)
+        store.commit()
+        assert (res.held, res.hwm) == (1, 41)
+    finally:
+        store.close()
+    stats = IngestStats()
+    stats.inbox.shed = 1234
+    stats.inbox.shed_by_store["S666"] = 1234
+    data = collect(db)
+    data["ingest"] = ingest_figures(stats)
+    assert data["held_total"] == 1
+    lanes = {(ln["store"], ln["lane"]): ln for ln in data["lanes"]}
+    assert lanes[("S001", "L1")]["held"] == 1
+    html = render_fragment(data)
+    assert "1 held entries" in html
+    assert "1234 shed (S666: 1234)" in html
+    assert "card_number" in html
+    assert "4111" not in html

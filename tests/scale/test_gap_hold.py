@@ -117,7 +117,7 @@ def test_a_real_gap_is_answered_after_the_hold(ingest: Ingest, tmp_path: Path) -
     assert (ack.hwm, ack.resend_from) == (2, 3)
     assert ingest.stats.gaps == 1
     assert journal_seqs(tmp_path / "ho.db") == [1, 2]
-    assert ingest._held == []
+    assert ingest._waiting == []  # renamed from _held: "held" now means held entries
 
 
 def test_without_a_hold_the_gap_is_answered_at_once(tmp_path: Path) -> None:

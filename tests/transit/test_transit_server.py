@@ -197,15 +197,28 @@ def test_expired_accept_does_nothing(store: Store) -> None:
     assert lookup(store, B1, sscc=SSCC1).ok
 
 
-def test_malformed_transit_document_is_counted_not_fatal(store: Store) -> None:
+def test_malformed_transit_document_is_held_not_fatal(store: Store) -> None:
+    """A transit body head office cannot project is held at its seq (invariant 9), with the
+    field at fault; the lane carries on. What only the database can tell (an SSCC already
+    used by another transit) is counted: the document is applied, its projection is not."""
     A1.entries.clear()
-    A1.journal(store, "transit_inventory", {"kind": "transit_inventory", "lines": "x"})
+    doc = {"kind": "transit_inventory", "register_no": "T1", "dest_store": "B", "lines": "x"}
+    bad = A1.batch("transit_inventory", doc)
+    res = store.apply_batch(bad, 1_700_000_000_000)
+    store.commit()
+    assert (res.applied, res.held, res.hwm) == (0, 1, 1)
+    [(code, reason)] = store.sql.fetchall("SELECT code, reason FROM held")
+    assert code == "invalid_body"
+    assert reason.endswith(
+        "head office cannot apply a transit_inventory: $.lines: must be a list, got str"
+    )
     A1.journal(store, "transit_inventory", transit_doc())  # ingest carries on
-    row = store.sql.fetchone("SELECT value FROM counters WHERE name = 'transit_projection_errors'")
-    assert row == (1,)
+    assert stock(store, "@transit", "P1000") == "5.000"
     # the same SSCC twice: the second is refused and counted, the first stands
     A1.journal(store, "transit_inventory", transit_doc(no="T10009"))
     assert [t["transit_no"] for t in projection.find(store.sql, sscc=SSCC1)] == ["T10001"]
+    row = store.sql.fetchone("SELECT value FROM counters WHERE name = 'transit_projection_errors'")
+    assert row == (1,)
 
 
 def test_two_accepts_in_one_ingest_group_one_wins(backend: Backend) -> None:
