@@ -274,10 +274,11 @@ def check_unicode(doc: Any) -> None:
         elif isinstance(value, dict):
             for k, v in value.items():
                 key = str(k)
-                child = f"{path}.{key.encode('utf-8', 'backslashreplace').decode()}"
                 if _text_at_fault(key) is not None:
-                    stack.append((child, key))
-                stack.append((child, v))
+                    # named as protocol.screen names a bad key: the key itself is not text
+                    stack.append((f"{path} (a map key)", key))
+                    continue
+                stack.append((f"{path}.{key}", v))
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
 

@@ -212,20 +212,21 @@ def mask_bytes(raw: bytes) -> bytes:
     in `mask_text` (a multi-byte digit becomes as many `*` as it has bytes, so the UTF-8 stays
     valid), and a 64-bit integer or float whose value is a card number (it needs more than 32
     bits) becomes 0. Headers are never touched, so the result decodes to the same shape. Bytes
-    that are not msgpack (a truncated or corrupt payload, from where it stops parsing) are
-    masked by reading them as text, with every 8 bytes after a uint64 (0xcf) or int64 (0xd3)
-    marker that form a card number zeroed; the result is for reading a refusal, never for
-    applying it.
+    that are not exactly one msgpack value (truncated, corrupt, trailing bytes, plain text) are
+    masked whole by reading them as text, with every 8 bytes after a uint64 (0xcf) or int64
+    (0xd3) marker that form a card number zeroed; the result is for reading a refusal, never
+    for applying it.
     """
     out = bytearray(raw)
-    at = 0
-    while at < len(raw):
-        stop = _mask_msgpack_value(raw, at, out)
-        if stop is None:
-            break
-        at = stop
-    if at < len(raw):
-        _mask_unparsed(raw, at, out)
+    # A payload is ONE msgpack value (the codec refuses trailing bytes), so the bytes are read as
+    # msgpack only when they are exactly one complete value. Anything else is masked as text,
+    # from the first byte: every ASCII byte is also a complete msgpack value (a positive
+    # fixint), so b"4111..." or b"pay 4111..." would otherwise pass for an integer followed by
+    # a tail, and the card number's first digits would escape the mask.
+    if raw and _mask_msgpack_value(raw, 0, out) == len(raw):
+        return bytes(out)
+    out[:] = raw
+    _mask_unparsed(raw, 0, out)
     return bytes(out)
 
 

@@ -178,7 +178,7 @@ def test_depth_scan_ignores_brackets_inside_strings() -> None:
     [
         ('{"kind": "sale", "lines": [{"item": "P\\ud800"}]}', "$.lines[0].item"),
         ('{"kind": "sale", "customer": "\\udfff"}', "$.customer"),
-        ('{"kind": "sale", "ext": {"k\\ud83d": 1}}', "$.ext.k\\ud83d"),
+        ('{"kind": "sale", "ext": {"k\\ud83d": 1}}', "$.ext (a map key)"),
     ],
 )
 def test_lone_surrogates_are_refused_naming_the_field(

@@ -214,3 +214,18 @@ def test_mask_bytes_keeps_any_msgpack_decodable_and_shaped(value: object) -> Non
     from protocol.screen import find_pan  # noqa: PLC0415
 
     assert find_pan(back) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"4111111111111111yyyy",  # starts with a digit: a msgpack fixint, then a tail
+        b"pay 4111111111111111 pay",  # ASCII text: every byte is a msgpack fixint
+        b"\x93\x01\x024111111111111111",  # a complete array, then trailing text
+    ],
+)
+def test_mask_bytes_of_text_that_reads_as_msgpack_fixints(raw: bytes) -> None:
+    masked = mask_bytes(raw)
+    assert len(masked) == len(raw)
+    assert b"4111111111111111" not in masked
+    assert b"1111" in masked
