@@ -40,6 +40,7 @@ Differences from Mosquitto that show in lanesync's tests (checked against Debian
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -50,11 +51,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from lanesync.broker import BrokerError, free_port
 
-__all__ = ["NODE_NAME", "RabbitMQBroker", "find_rabbitmq_server", "process_group_alive"]
+__all__ = [
+    "NODE_NAME",
+    "RabbitMQBroker",
+    "RabbitMQLease",
+    "SharedRabbitMQ",
+    "find_rabbitmq_server",
+    "process_group_alive",
+]
 
 # Debian's /usr/sbin/rabbitmq-server is a wrapper that switches to the `rabbitmq` user, who
 # could not write our work dir; the script it runs starts the node as whoever calls it.
@@ -63,6 +71,7 @@ _DEBIAN_SCRIPT = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 30.0
 _PORT_RETRIES = 3
+_PORT_GRACE = 1.0
 _READY = re.compile(rb"Server startup complete")
 # Every node has the same name: each registers it with an epmd of its own, so no two ever
 # meet, and a node's data directory can only be reused under the name that made it
@@ -112,8 +121,11 @@ class RabbitMQBroker:
         persistence: bool = False,
         extra_config: Sequence[str] = (),
         seed: Path | None = None,
+        vhost_listeners: int = 0,
         binary: str | None = None,
     ) -> None:
+        """`vhost_listeners`: that many more MQTT listeners, each serving a vhost of its own
+        (`vhost_ports`), for SharedRabbitMQ."""
         # Absolute: the node records its data paths (see _copy_seed).
         self.workdir = Path(workdir).absolute()
         self._host = host
@@ -121,6 +133,7 @@ class RabbitMQBroker:
         self._port = port if port is not None else free_port(host)
         self._dist_port = free_port(host)
         self._epmd_port = free_port(host)
+        self._vhost_ports = tuple(free_port(host) for _ in range(vhost_listeners))
         self.persistence = persistence
         self.extra_config = tuple(extra_config)
         self.seed = seed
@@ -140,8 +153,17 @@ class RabbitMQBroker:
         return self._port
 
     @property
+    def vhost_ports(self) -> tuple[int, ...]:
+        """The ports of the vhost listeners; port P serves vhost `vhost-P`."""
+        return self._vhost_ports
+
+    @property
     def conf_path(self) -> Path:
         return self.workdir / "rabbitmq.conf"
+
+    @property
+    def definitions_path(self) -> Path:
+        return self.workdir / "definitions.json"
 
     @property
     def log_path(self) -> Path:
@@ -193,9 +215,40 @@ class RabbitMQBroker:
             "mqtt.subscription_ttl = 86400000",
             # Retained messages on disk (the default), in data_dir: they survive a restart.
             "mqtt.retained_message_store = rabbit_mqtt_retained_msg_store_dets",
-            *self.extra_config,
         ]
+        if self._vhost_ports:
+            lines += [
+                f"mqtt.listeners.tcp.{n} = {self._host}:{port}"
+                for n, port in enumerate(self._vhost_ports, 2)
+            ]
+            # Connection acceptors per listener (default 10): a test connects a few clients.
+            lines.append("mqtt.num_acceptors.tcp = 2")
+            # Imported at every boot: the vhosts, our user's rights on them, and the
+            # mqtt_port_to_vhost_mapping global parameter that puts a connection on a port in
+            # its vhost (site/mqtt.md, "Port to Virtual Host Mapping").
+            lines.append(f"load_definitions = {self.definitions_path}")
+        lines += self.extra_config
         return "\n".join(lines) + "\n"
+
+    def definitions(self) -> dict[str, Any]:
+        """The definitions file for the vhost listeners (site/definitions.md format)."""
+        vhosts = [f"vhost-{port}" for port in self._vhost_ports]
+        return {
+            "users": [{"name": USER, "password": USER, "tags": ""}],
+            "vhosts": [{"name": v} for v in [VHOST, *vhosts]],
+            "permissions": [
+                {"user": USER, "vhost": v, "configure": ".*", "write": ".*", "read": ".*"}
+                for v in [VHOST, *vhosts]
+            ],
+            "global_parameters": [
+                {
+                    "name": "mqtt_port_to_vhost_mapping",
+                    "value": {
+                        str(port): v for port, v in zip(self._vhost_ports, vhosts, strict=True)
+                    },
+                }
+            ],
+        }
 
     def _environment(self) -> dict[str, str]:
         """The node's environment: nothing inherited from the machine's RabbitMQ or Erlang
@@ -245,12 +298,13 @@ class RabbitMQBroker:
             try:
                 self._start_epmd()
                 self._spawn(binary, timeout)
-            except BrokerError:
+            except BrokerError as exc:
                 self._stop_epmd()
-                if attempt + 1 < attempts and "eaddrinuse" in self.log_tail(40):
+                if attempt + 1 < attempts and "eaddrinuse" in str(exc):
                     self._port = free_port(self._host)
                     self._dist_port = free_port(self._host)
                     self._epmd_port = free_port(self._host)
+                    self._vhost_ports = tuple(free_port(self._host) for _ in self._vhost_ports)
                     continue
                 raise
             break
@@ -294,8 +348,32 @@ class RabbitMQBroker:
             epmd.kill()
             epmd.wait()
 
+    def _check_ports(self) -> None:
+        """Refuse a taken port before booting: the node would take its full boot (4 s of CPU)
+        to find out. SO_REUSEADDR as Erlang's listeners use it, so only a bound socket counts.
+        A killed node's listeners linger for some milliseconds after its processes are gone
+        (measured: 11 ms), hence the short grace."""
+        for port in [self._port, self._dist_port, *self._vhost_ports]:
+            deadline = time.monotonic() + _PORT_GRACE
+            while True:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        sock.bind((self._host, port))
+                        break
+                    except OSError as exc:
+                        if time.monotonic() >= deadline:
+                            raise BrokerError(
+                                f"RabbitMQ node cannot listen on {self._host}:{port}: {exc} "
+                                "(eaddrinuse)"
+                            ) from None
+                time.sleep(0.01)
+
     def _spawn(self, binary: str, timeout: float) -> None:
+        self._check_ports()
         self.conf_path.write_text(self.config_text())
+        if self._vhost_ports:
+            self.definitions_path.write_text(json.dumps(self.definitions(), indent=1))
         log: IO[bytes]
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
@@ -438,6 +516,117 @@ class RabbitMQBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class SharedRabbitMQ:
+    """One node whose vhost listeners are handed out, one per test, as `RabbitMQLease`s.
+
+    A node takes 4 s of CPU to boot (10-20 s of a loaded 2-core machine), more than most
+    tests it serves. A test that neither kills nor restarts its broker can have a vhost of a
+    shared node instead: a vhost has its own queues (so its own persistent sessions), its own
+    `amq.topic` exchange and its own retained message store (site/vhosts.md: "logical groups
+    of entities"; site/mqtt.md "Retained Message Stores": "a limit of 2 GB per vhost"), and
+    each lease gets one nobody used before, so no test sees another's sessions or messages.
+    What the vhosts share is the node: its log, its resources, and the MQTT client-id tracker,
+    which is node-wide (3.10 registers the bare client id: rabbit_mqtt_collector:register(
+    ClientId, self()) in rabbit_mqtt_processor), so a client id connecting in one vhost closes
+    the same id in another; leases never overlap in time, so that only ever closes what an
+    earlier test left behind.
+    """
+
+    def __init__(self, workdir: str | os.PathLike[str], *, slots: int, **node: Any) -> None:
+        self.node = RabbitMQBroker(workdir, vhost_listeners=slots, **node)
+        self._free = list(self.node.vhost_ports)
+
+    def lease(self, workdir: str | os.PathLike[str]) -> RabbitMQLease | None:
+        """A vhost of the node nobody used before (the node is started on the first), or
+        None once all are used."""
+        if not self._free:
+            return None
+        if not self.node.is_running:
+            self.node.start()
+        return RabbitMQLease(self.node, self._free.pop(0), Path(workdir))
+
+    def close(self) -> None:
+        self.node.stop()
+
+
+class RabbitMQLease:
+    """A vhost of a SharedRabbitMQ node, seen as a broker of its own (the `Broker` protocol).
+
+    It cannot be stopped, killed or restarted: the node serves other tests. `release()` is
+    the end of the lease; the vhost is never handed out again.
+    """
+
+    kind = "rabbitmq"
+    persistence = False
+
+    def __init__(self, node: RabbitMQBroker, port: int, workdir: Path) -> None:
+        self.node = node
+        self.workdir = workdir
+        self._port = port
+        self._released = False
+
+    @property
+    def host(self) -> str:
+        return self.node.host
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def vhost(self) -> str:
+        return f"vhost-{self._port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._released else self.node.pid
+
+    @property
+    def is_running(self) -> bool:
+        return not self._released and self.node.is_running
+
+    def __repr__(self) -> str:
+        return f"<RabbitMQLease {self.host}:{self._port} vhost {self.vhost} of {self.node!r}>"
+
+    def start(self, timeout: float = _START_TIMEOUT) -> Self:
+        if not self.is_running:
+            raise BrokerError(f"{self!r} was released or its node is down")
+        return self
+
+    def _refuse(self, what: str) -> BrokerError:
+        return BrokerError(
+            f"{self!r} is a vhost of a node shared by other tests and cannot be {what}; "
+            "ask for a node of your own (broker_factory with any option, e.g. persistence=False)"
+        )
+
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        raise self._refuse("stopped")
+
+    def kill(self) -> None:
+        raise self._refuse("killed")
+
+    def restart(self, timeout: float = _START_TIMEOUT) -> Self:
+        raise self._refuse("restarted")
+
+    def release(self) -> None:
+        self._released = True
+
+    def log_tail(self, n: int = 20) -> str:
+        """The node's log, shared with the other vhosts' tests."""
+        return self.node.log_tail(n)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
 
 
 def _copy_seed(seed: Path, data_dir: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 from lanesync.broker import Broker, BrokerError, MosquittoBroker
 from lanesync.nats import NatsBroker
 from lanesync.proxy import TcpProxy
-from lanesync.rabbitmq import RabbitMQBroker
+from lanesync.rabbitmq import RabbitMQBroker, RabbitMQLease, SharedRabbitMQ
 
 # How long a thread or task that is already on its way out gets before we call it leaked.
 _GRACE_S = 2.0
@@ -129,6 +129,27 @@ def rabbitmq_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return RabbitMQBroker.make_seed(tmp_path_factory.mktemp("rabbitmq-seed"))
 
 
+# Vhosts of the shared RabbitMQ node: one per test that takes the default broker (tests/e2e has
+# 12 today). Past them each such test gets a node of its own: slower, never wrong.
+RABBITMQ_SHARED_SLOTS = 32
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_shared(
+    tmp_path_factory: pytest.TempPathFactory, rabbitmq_seed: Path
+) -> Iterator[SharedRabbitMQ]:
+    """One RabbitMQ node for the session whose vhosts are lent to tests that neither kill nor
+    restart their broker (lanesync.rabbitmq.SharedRabbitMQ says why that is sound); started on
+    the first lease."""
+    shared = SharedRabbitMQ(
+        tmp_path_factory.mktemp("rabbitmq-shared"),
+        slots=RABBITMQ_SHARED_SLOTS,
+        seed=rabbitmq_seed,
+    )
+    yield shared
+    shared.close()
+
+
 @pytest.fixture
 def broker_factory(
     request: pytest.FixtureRequest, tmp_path: Path, broker_kind: str
@@ -136,21 +157,33 @@ def broker_factory(
     """Make started brokers, each in its own work dir: `broker_factory(persistence=True)`.
 
     Keyword arguments go to the broker class (MosquittoBroker, NatsBroker or RabbitMQBroker;
-    `persistence`, `port` and `extra_config` mean the same on all). Each RabbitMQ broker is a
-    node of its own, so a test may kill and restart it. All are stopped at teardown.
+    `persistence`, `port` and `extra_config` mean the same on all). All are stopped at
+    teardown. On RabbitMQ, `broker_factory()` without options lends the test a fresh vhost of
+    the session's shared node, which refuses stop, kill and restart; with any option (say
+    `persistence=False`) the test gets a node of its own to kill and restart.
     """
     brokers: list[Broker] = []
+    leases: list[RabbitMQLease] = []
     cls = BROKER_KINDS[broker_kind]
     defaults: dict[str, Any] = {}
     if cls is RabbitMQBroker:
         defaults["seed"] = request.getfixturevalue("rabbitmq_seed")
 
     def make(**options: Any) -> Broker:
-        broker: Broker = cls(tmp_path / f"broker{len(brokers)}", **{**defaults, **options})
+        workdir = tmp_path / f"broker{len(brokers) + len(leases)}"
+        if cls is RabbitMQBroker and not options:
+            shared: SharedRabbitMQ = request.getfixturevalue("rabbitmq_shared")
+            lease = shared.lease(workdir)
+            if lease is not None:
+                leases.append(lease)
+                return lease
+        broker: Broker = cls(workdir, **{**defaults, **options})
         brokers.append(broker)
         return broker.start()
 
     yield make
+    for lease in leases:
+        lease.release()
     errors: list[BrokerError] = []
     for broker in brokers:
         try:

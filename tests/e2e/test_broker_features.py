@@ -22,7 +22,9 @@ from lanesync.broker import Broker, BrokerError
 from lanesync.nats import NatsBroker, find_nats_server
 from lanesync.proxy import ProxyThread
 
-pytestmark = pytest.mark.timeout(60)
+# A RabbitMQ restart test boots two nodes (and the session's seed, if first): 10-25 s each on a
+# loaded 2-core machine.
+pytestmark = pytest.mark.timeout(180)
 
 BrokerFactory = Callable[..., Broker]
 JOURNAL = "lanesync/v1/{store}/{lane}/journal"
@@ -61,7 +63,11 @@ class Mqtt:
         self.client.on_disconnect = lambda *_: self.disconnected.set()
         self.client.connect("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
-        self._connected.wait(10)
+        # Until the CONNACK, or the broker closing the connection instead of sending one.
+        deadline = time.monotonic() + 10
+        while not self._connected.wait(0.02) and not self.disconnected.is_set():
+            if time.monotonic() > deadline:
+                break
 
     def _on_connect(self, _c: object, _u: object, flags: Any, rc: Any, _p: object) -> None:
         self.connack = str(rc)
