@@ -78,10 +78,11 @@ def find_mosquitto() -> str:
 class Broker(Protocol):
     """What tests, the demo and benchmarks need from a broker process, whichever server it is.
 
-    Implemented by MosquittoBroker and lanesync.nats.NatsBroker, so one fault test runs on both.
+    Implemented by MosquittoBroker, lanesync.nats.NatsBroker and lanesync.rabbitmq's
+    RabbitMQBroker (and RabbitMQLease, a vhost of a shared node), so one fault test runs on all.
     """
 
-    kind: str  # "mosquitto" or "nats": for logs, and for tests that know a server's limits
+    kind: str  # "mosquitto", "nats" or "rabbitmq": for logs, and for tests that know its limits
     workdir: Path
     persistence: bool
 

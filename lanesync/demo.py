@@ -1,11 +1,11 @@
 """`lanesync demo`: a chain in miniature, with a WAN outage, reconciled at the end.
 
-Starts a real Mosquitto (or, with `--broker nats`, NATS's MQTT listener) on a free loopback
-port, head office, and two stores with two lanes each, all as separate processes. Each store
-reaches the broker through its own TCP proxy (its WAN link). Tills sell throughout; store S1's
-link is cut (connections reset) and store S2's is blackholed (packets vanish, no FIN, no RST)
-for a while, then both come back. At the end every txn_id the lanes confirmed is compared with
-what head office holds.
+Starts a real Mosquitto (or, with `--broker nats|rabbitmq`, NATS's MQTT listener or a RabbitMQ
+node of its own with the MQTT plugin) on a free loopback port, head office, and two stores with
+two lanes each, all as separate processes. Each store reaches the broker through its own TCP
+proxy (its WAN link). Tills sell throughout; store S1's link is cut (connections reset) and
+store S2's is blackholed (packets vanish, no FIN, no RST) for a while, then both come back. At
+the end every txn_id the lanes confirmed is compared with what head office holds.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from lanesync.broker import Broker, MosquittoBroker
 from lanesync.nats import NatsBroker
 from lanesync.posclient import PosClient
 from lanesync.proxy import ProxyThread
+from lanesync.rabbitmq import RabbitMQBroker
 from lanesync.reconcile import LaneReport, reconcile
 from protocol.identity import LaneId
 
@@ -44,9 +45,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--workdir", help="keep logs and databases here instead of a temp dir")
     p.add_argument(
         "--broker",
-        choices=("mosquitto", "nats"),
+        choices=("mosquitto", "nats", "rabbitmq"),
         default="mosquitto",
-        help="MQTT server to run: mosquitto (default) or nats (NATS's MQTT listener)",
+        help="MQTT server to run: mosquitto (default), nats (NATS's MQTT listener) or rabbitmq "
+        "(RabbitMQ's MQTT plugin)",
     )
     p.set_defaults(handler=cmd_demo)
 
@@ -113,11 +115,12 @@ def run(
     workdir: Path, outage: float, rate: float, quiet: bool, broker_kind: str = "mosquitto"
 ) -> dict[str, Any]:
     say = Narrator(quiet).say
-    server: Broker = (
-        NatsBroker(workdir / "broker")
-        if broker_kind == "nats"
-        else MosquittoBroker(workdir / "broker")
-    )
+    servers: dict[str, type[MosquittoBroker] | type[NatsBroker] | type[RabbitMQBroker]] = {
+        "mosquitto": MosquittoBroker,
+        "nats": NatsBroker,
+        "rabbitmq": RabbitMQBroker,
+    }
+    server: Broker = servers[broker_kind](workdir / "broker")
     with server as broker:
         say(f"broker: {broker.kind} on 127.0.0.1:{broker.port}")
         ho = stack.headoffice(workdir, broker.port)

@@ -1,5 +1,5 @@
-"""Shared fixtures: leak checks, a real broker (Mosquitto, or NATS where a directory opts in),
-a failing-link proxy, and the soak switch."""
+"""Shared fixtures: leak checks, a real broker (Mosquitto, or NATS or RabbitMQ where a directory
+opts in), a failing-link proxy, and the soak switch."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from lanesync.broker import Broker, BrokerError, MosquittoBroker
 from lanesync.nats import NatsBroker
 from lanesync.proxy import TcpProxy
+from lanesync.rabbitmq import RabbitMQBroker, RabbitMQLease, SharedRabbitMQ
 
 # How long a thread or task that is already on its way out gets before we call it leaked.
 _GRACE_S = 2.0
@@ -106,35 +107,83 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
 BrokerFactory = Callable[..., Broker]
 
 # The MQTT servers a test directory can run against, by `broker_kind`.
-BROKER_KINDS: dict[str, type[MosquittoBroker] | type[NatsBroker]] = {
+BROKER_KINDS: dict[str, type[MosquittoBroker] | type[NatsBroker] | type[RabbitMQBroker]] = {
     "mosquitto": MosquittoBroker,
     "nats": NatsBroker,
+    "rabbitmq": RabbitMQBroker,
 }
 
 
 @pytest.fixture
 def broker_kind() -> str:
     """Which server `broker` and `broker_factory` start. Mosquitto here; tests/e2e overrides
-    this fixture to run every test on Mosquitto and on NATS's MQTT listener."""
+    this fixture to run every test on Mosquitto, NATS's MQTT listener and RabbitMQ's."""
     return "mosquitto"
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data directory of a RabbitMQ node that booted once, for every RabbitMQ broker of the
+    session to start from (lanesync.rabbitmq.RabbitMQBroker, `seed`): a fresh node spends 3 to
+    6 s of its first boot waiting for cluster peers that never come."""
+    return RabbitMQBroker.make_seed(tmp_path_factory.mktemp("rabbitmq-seed"))
+
+
+# Vhosts of the shared RabbitMQ node: one per test that takes the default broker (tests/e2e has
+# 12 today). Past them each such test gets a node of its own: slower, never wrong.
+RABBITMQ_SHARED_SLOTS = 32
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_shared(
+    tmp_path_factory: pytest.TempPathFactory, rabbitmq_seed: Path
+) -> Iterator[SharedRabbitMQ]:
+    """One RabbitMQ node for the session whose vhosts are lent to tests that neither kill nor
+    restart their broker (lanesync.rabbitmq.SharedRabbitMQ says why that is sound); started on
+    the first lease."""
+    shared = SharedRabbitMQ(
+        tmp_path_factory.mktemp("rabbitmq-shared"),
+        slots=RABBITMQ_SHARED_SLOTS,
+        seed=rabbitmq_seed,
+    )
+    yield shared
+    shared.close()
+
+
 @pytest.fixture
-def broker_factory(tmp_path: Path, broker_kind: str) -> Iterator[BrokerFactory]:
+def broker_factory(
+    request: pytest.FixtureRequest, tmp_path: Path, broker_kind: str
+) -> Iterator[BrokerFactory]:
     """Make started brokers, each in its own work dir: `broker_factory(persistence=True)`.
 
-    Keyword arguments go to the broker class (MosquittoBroker or NatsBroker; `persistence`,
-    `port` and `extra_config` mean the same on both). All are stopped at teardown.
+    Keyword arguments go to the broker class (MosquittoBroker, NatsBroker or RabbitMQBroker;
+    `persistence`, `port` and `extra_config` mean the same on all). All are stopped at
+    teardown. On RabbitMQ, `broker_factory()` without options lends the test a fresh vhost of
+    the session's shared node, which refuses stop, kill and restart; with any option (say
+    `persistence=False`) the test gets a node of its own to kill and restart.
     """
     brokers: list[Broker] = []
+    leases: list[RabbitMQLease] = []
     cls = BROKER_KINDS[broker_kind]
+    defaults: dict[str, Any] = {}
+    if cls is RabbitMQBroker:
+        defaults["seed"] = request.getfixturevalue("rabbitmq_seed")
 
     def make(**options: Any) -> Broker:
-        broker: Broker = cls(tmp_path / f"broker{len(brokers)}", **options)
+        workdir = tmp_path / f"broker{len(brokers) + len(leases)}"
+        if cls is RabbitMQBroker and not options:
+            shared: SharedRabbitMQ = request.getfixturevalue("rabbitmq_shared")
+            lease = shared.lease(workdir)
+            if lease is not None:
+                leases.append(lease)
+                return lease
+        broker: Broker = cls(workdir, **{**defaults, **options})
         brokers.append(broker)
         return broker.start()
 
     yield make
+    for lease in leases:
+        lease.release()
     errors: list[BrokerError] = []
     for broker in brokers:
         try:
