@@ -15,6 +15,7 @@ from protocol.pan import contains_pan, mask_text
 
 SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 DEFAULT_PREFIX = "lanesync/v1"
+CATALOG_SEGMENT = "catalog"  # {prefix}/{store}/catalog: the store's retained catalog head
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,32}(/[A-Za-z0-9_-]{1,32}){0,7}")
 
 
@@ -77,6 +78,15 @@ class Topics:
     def all_lanes(self, channel: Channel) -> str:
         """Subscription filter for one channel of every lane."""
         return f"{self.prefix}/+/+/{channel.value}"
+
+    def catalog(self, store: str) -> str:
+        """The store's retained catalog head (head office -> the store's lanes): one level
+        above the lanes' topics, so no lane topic or lane filter can name it."""
+        return f"{self.prefix}/{check_segment(store, 'store')}/{CATALOG_SEGMENT}"
+
+    def all_catalogs(self) -> str:
+        """Filter over every store's catalog head (head office's own view)."""
+        return f"{self.prefix}/+/{CATALOG_SEGMENT}"
 
     def shared(self, group: str, channel: Channel) -> str:
         """MQTT 5 / Mosquitto / EMQX shared subscription over every lane's `channel`."""

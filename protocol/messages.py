@@ -78,6 +78,11 @@ def _int(m: Mapping[str, Any], key: str, lo: int = 0, hi: int = U63) -> int:
     return v
 
 
+def _opt_int(m: Mapping[str, Any], key: str) -> int:
+    """A counter added after v1 first shipped: absent (an older lane) reads as 0."""
+    return 0 if m.get(key) is None else _int(m, key)
+
+
 def _str(m: Mapping[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str:
     v = m.get(key)
     if type(v) is not str:
@@ -221,6 +226,7 @@ class Hello:
     first_unacked: int
     version: str
     sent_at: int
+    catalog: int = 0  # the catalog version the lane holds complete (0: none yet)
 
     def to_map(self) -> dict[str, Any]:
         return {
@@ -231,6 +237,7 @@ class Hello:
             "first_unacked": self.first_unacked,
             "version": self.version,
             "sent_at": self.sent_at,
+            "catalog": self.catalog,
         }
 
     @classmethod
@@ -242,6 +249,7 @@ class Hello:
             _int(m, "first_unacked", 1),
             _str(m, "version"),
             _int(m, "sent_at"),
+            _opt_int(m, "catalog"),
         )
 
 
@@ -286,6 +294,7 @@ class Status:
     version: str
     backlog: int = 0
     at: int = 0
+    catalog: int = 0  # the catalog version the lane holds complete (0: none yet)
 
     def to_map(self) -> dict[str, Any]:
         return {
@@ -295,6 +304,7 @@ class Status:
             "version": self.version,
             "backlog": self.backlog,
             "at": self.at,
+            "catalog": self.catalog,
         }
 
     @classmethod
@@ -308,6 +318,7 @@ class Status:
             _str(m, "version"),
             _int(m, "backlog"),
             _int(m, "at"),
+            _opt_int(m, "catalog"),
         )
 
 
@@ -383,10 +394,10 @@ MESSAGE_TYPES: dict[str, Callable[[Mapping[str, Any]], Message]] = {
 _FIELDS: dict[str, frozenset[str]] = {
     "batch": frozenset({"store", "lane", "epoch", "first_seq", "prev_hash", "entries"}),
     "hello": frozenset(
-        {"store", "lane", "epoch", "last_seq", "first_unacked", "version", "sent_at"}
+        {"store", "lane", "epoch", "last_seq", "first_unacked", "version", "sent_at", "catalog"}
     ),
     "ack": frozenset({"store", "lane", "epoch", "hwm", "resend_from", "reason"}),
-    "status": frozenset({"store", "lane", "state", "version", "backlog", "at"}),
+    "status": frozenset({"store", "lane", "state", "version", "backlog", "at", "catalog"}),
     "req": frozenset({"store", "lane", "corr", "op", "args"}),
     "rep": frozenset({"store", "lane", "corr", "ok", "result", "error"}),
 }
