@@ -22,6 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
+from headoffice.catalog import http as catalog_http
+from headoffice.config import CatalogConfig
 from headoffice.ingest import IngestStats
 from headoffice.store import StoreError, Target, describe, open_readonly
 from headoffice.store.sql import Sql
@@ -397,9 +399,10 @@ def status_app(
     offline_after_s: float = 60.0,
     metrics: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
     stats: IngestStats | None = None,
+    catalog: CatalogConfig | None = None,
 ) -> web.Application:
     """The page, `/fragment`, `/api/status` and (when given) `/metrics`; with `stats`, the
-    running ingest's own figures too."""
+    running ingest's own figures too; with `catalog`, the ERP's `POST /api/catalog/...`."""
 
     async def data() -> dict[str, Any]:
         out = await asyncio.to_thread(collect, database, offline_after_s=offline_after_s)
@@ -421,7 +424,9 @@ def status_app(
     async def api(_: web.Request) -> web.Response:
         return web.json_response(await data())
 
-    app = web.Application()
+    app = web.Application(client_max_size=catalog.max_upload_bytes if catalog else 1024**2)
+    if catalog is not None:
+        catalog_http.add_routes(app, database, catalog)
     app.router.add_get("/", page)
     app.router.add_get("/fragment", fragment)
     app.router.add_get("/api/status", api)
