@@ -52,6 +52,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     df.add_argument("--json", action="store_true", help="JSON Lines, one change a line")
     df.set_defaults(handler=cmd_diff)
 
+    pr = cmds.add_parser(
+        "prune", help="drop the history before a version (lanes older than it reload)"
+    )
+    which = pr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--keep", type=int, metavar="N", help="keep the last N versions")
+    which.add_argument("--before", type=int, metavar="V", help="drop versions before V")
+    pr.add_argument("--json", action="store_true", help="machine-readable output")
+    pr.set_defaults(handler=cmd_prune)
+
     hi = cmds.add_parser("history", help="every version: when, what, how many rows")
     hi.add_argument("--json", action="store_true", help="machine-readable output")
     hi.set_defaults(handler=cmd_history)
@@ -161,6 +170,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
         latest = versions.latest_version(db)
         if args.b > latest:
             return _fail(2, f"version {args.b} does not exist (latest is {latest})")
+        oldest = versions.oldest_version(db)
+        if 0 < args.a < oldest or args.b < oldest:
+            return _fail(2, f"the history before version {oldest} was pruned")
         scopes = versions.store_scopes(db, args.store, args.b) if args.store else None
         changes = versions.decode(versions.net_changes(db, scopes, args.a, args.b))
     finally:
@@ -174,6 +186,36 @@ def cmd_diff(args: argparse.Namespace) -> int:
             print(f"~ {dataset} {key} {_dump(row)}")
     if not args.json:
         print(f"{len(changes)} changes from version {args.a} to {args.b}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    n = args.keep if args.keep is not None else args.before
+    if n < 1:
+        return _fail(2, "--keep and --before take a number from 1")
+    try:
+        cfg = ho_config.load(args.config)
+        store = open_target(target(cfg), max_epochs_per_lane=cfg.ingest.max_epochs_per_lane)
+    except LanesyncError as exc:
+        return _fail(2, str(exc))
+    try:
+        before = n
+        if args.keep is not None:
+            before = versions.latest_version(store.sql) - args.keep + 1
+        res = versions.prune(store.sql, before)
+    except LanesyncError as exc:
+        return _fail(2, str(exc))
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(res.as_dict()))
+    elif res.versions == 0:
+        print("nothing to prune")
+    else:
+        print(
+            f"history before version {res.before} dropped: {res.versions} versions, "
+            f"{res.rows} old rows, {res.hashes} scope hashes"
+        )
     return 0
 
 
