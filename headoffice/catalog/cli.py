@@ -31,21 +31,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"head-office TOML ({DEFAULT_CONFIG})")
     cmds = p.add_subparsers(dest="catalog_command", metavar="SUBCOMMAND", required=True)
     names = ", ".join(cat.DATASET_ORDER)
+    # --config also after the subcommand (`lanesync catalog load items f.csv --config X`);
+    # SUPPRESS leaves the value given before it (or the default) when it is not repeated.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="head-office TOML")
 
-    ld = cmds.add_parser("load", help="load a CSV or JSON Lines file as a new version")
+    ld = cmds.add_parser(
+        "load", parents=[common], help="load a CSV or JSON Lines file as a new version"
+    )
     ld.add_argument("dataset", help=f"one of {names}")
     ld.add_argument("file", type=Path, help="a .csv (header row) or .jsonl file")
     ld.add_argument("--upsert", action="store_true", help="add and change rows only, never remove")
     ld.add_argument("--json", action="store_true", help="machine-readable output")
     ld.set_defaults(handler=cmd_load)
 
-    sh = cmds.add_parser("show", help="a dataset's current rows")
+    sh = cmds.add_parser("show", parents=[common], help="a dataset's current rows")
     sh.add_argument("dataset", help=f"one of {names}")
     sh.add_argument("--store", help="only the rows this store's lanes receive")
     sh.add_argument("--json", action="store_true", help="JSON Lines, one row a line")
     sh.set_defaults(handler=cmd_show)
 
-    df = cmds.add_parser("diff", help="what changed from version A to version B")
+    df = cmds.add_parser("diff", parents=[common], help="what changed from version A to version B")
     df.add_argument("a", type=int, help="from this version (0: nothing)")
     df.add_argument("b", type=int, help="to this version")
     df.add_argument("--store", help="only the changes this store's lanes receive")
@@ -53,7 +59,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     df.set_defaults(handler=cmd_diff)
 
     pr = cmds.add_parser(
-        "prune", help="drop the history before a version (lanes older than it reload)"
+        "prune",
+        parents=[common],
+        help="drop the history before a version (lanes older than it reload)",
     )
     which = pr.add_mutually_exclusive_group(required=True)
     which.add_argument("--keep", type=int, metavar="N", help="keep the last N versions")
@@ -61,7 +69,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pr.add_argument("--json", action="store_true", help="machine-readable output")
     pr.set_defaults(handler=cmd_prune)
 
-    hi = cmds.add_parser("history", help="every version: when, what, how many rows")
+    hi = cmds.add_parser(
+        "history", parents=[common], help="every version: when, what, how many rows"
+    )
     hi.add_argument("--json", action="store_true", help="machine-readable output")
     hi.set_defaults(handler=cmd_history)
 

@@ -95,7 +95,7 @@ def test_load_show_diff_history(
     assert [h["version"] for h in json.loads(capsys.readouterr().out)] == [2]
     assert run(["catalog", "--config", cfg, "diff", "1", "2"]) == 2
     assert "before version 2 was pruned" in capsys.readouterr().err
-    assert run(["catalog", "--config", cfg, "prune", "--before", "2"]) == 0
+    assert run(["catalog", "prune", "--before", "2", "--config", cfg]) == 0  # either place
     assert "nothing to prune" in capsys.readouterr().out
 
 
