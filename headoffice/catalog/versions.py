@@ -17,7 +17,7 @@ import hashlib
 import heapq
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -145,9 +145,11 @@ def commit_load(
     upsert: bool,
     source: str,
     now_ms: int,
+    check: Callable[[Sql], None] | None = None,
 ) -> LoadResult:
     """Diff `rows` (checked, keys unique) against the dataset's current rows and commit one
-    new version holding only the delta; a load that changes nothing makes no version."""
+    new version holding only the delta; a load that changes nothing makes no version.
+    `check` runs under the lock first (rules across datasets) and refuses by raising."""
     fresh: dict[str, tuple[str, bytes, bytes]] = {}
     for row in rows:
         body = cat.row_bytes(ds, row)
@@ -156,6 +158,8 @@ def commit_load(
     try:
         if sql.dialect == "postgres":
             sql.execute(_LOCK_SQL)
+        if check is not None:
+            check(sql)
         current: dict[str, tuple[bytes, str]] = {
             key: (bytes(digest), scope)
             for key, digest, scope in sql.iterate(
