@@ -149,9 +149,10 @@ class Replicator:
         failure: str | None = None
         connected_at: float | None = None
         try:
-            async with aiomqtt.Client(
+            async with brokerconn.Client(  # a CONNACK deadline of its own (16.3)
                 b.host,
                 b.port,
+                connack_timeout_s=b.connack_timeout_s,
                 identifier=f"lanesync-{self.lane.store}-{self.lane.lane}",
                 username=b.username,
                 password=b.password,
