@@ -330,7 +330,12 @@ class Replicator:
 
     async def _on_ack(self, ack: Ack) -> None:
         if ack.epoch != self.journal.epoch:
-            log.info("lane %s: ack for old epoch %d ignored", self.lane, ack.epoch)
+            log.info(
+                "lane %s: ack for old epoch %d ignored",
+                self.lane,
+                ack.epoch,
+                extra={"epoch": ack.epoch},  # an identifier: never redacted (logsetup)
+            )
             return
         now = time.monotonic()
         if ack.hwm >= self.journal.acked_seq:
@@ -354,6 +359,7 @@ class Replicator:
                 ack.hwm,
                 self.journal.last_seq,
                 self.journal.epoch,
+                extra={"epoch": self.journal.epoch, "seq": self.journal.last_seq, "hwm": ack.hwm},
             )
         if hwm > self.journal.acked_seq:
             try:

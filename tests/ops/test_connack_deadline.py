@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import struct
 import time
@@ -94,7 +95,7 @@ class ClosingRelay:
 async def relay(mode: str) -> AsyncIterator[ClosingRelay]:
     r = ClosingRelay(mode)
     task = asyncio.create_task(r.serve(), name=f"relay-{mode}")
-    while r._sock is None:  # noqa: ASYNC110 - bound before the first await of serve()
+    while r._sock is None:  # bound before the first await of serve()
         await asyncio.sleep(0)
     try:
         yield r
@@ -113,7 +114,7 @@ async def attempts(r: ClosingRelay, n: int, within: float) -> list[float]:
 
 
 def gaps(times: list[float]) -> list[float]:
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def full_jitter_caps(initial: float, cap: float, n: int) -> list[float]:
