@@ -35,7 +35,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from protocol.pan import pan_spans, redact_text
-from protocol.screen import sscc as _is_sscc
 
 _CREDENTIAL = re.compile(
     r"(?i)\b(password|passwd|pwd|token|secret|api[_-]?key)(\s*[=:]\s*|\"\s*:\s*\")([^\s\",;&]+)"
@@ -67,6 +66,14 @@ def _count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
+def _sscc(value: Any) -> bool:
+    # Imported here: protocol.screen loads biip (16 MB, 0.1 s), and every command imports this
+    # module before it knows whether it will ever log an SSCC.
+    from protocol.screen import sscc  # noqa: PLC0415
+
+    return sscc(value, None)
+
+
 def _txn_id(value: Any) -> bool:
     if type(value) is not str:
         return False
@@ -85,7 +92,7 @@ IDENTIFIERS: Mapping[str, Callable[[Any], bool]] = {
     "last_seq": _count,
     "acked_seq": _count,
     "hwm": _count,
-    "sscc": lambda v: _is_sscc(v, None),
+    "sscc": _sscc,
     "txn_id": _txn_id,
 }
 
