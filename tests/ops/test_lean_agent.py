@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import random
 import re
 import time
 from pathlib import Path
@@ -18,8 +19,12 @@ import pytest
 from agent_proc import READY_LINE, agent, write_config
 
 from lanesync import cli
+from protocol.screen import gs1_check_digit
 
 FORBIDDEN = ("headoffice", "psycopg", "psycopg_binary", "psycopg_pool", "rich")
+# biip (GS1 parsing: 16 MB and 0.1 s at import) is for scans and transit labels; a lane with no
+# [[scanners]] that has printed no label does not load it.
+FORBIDDEN_WITHOUT_SCANNERS = ("biip",)
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$")
 
 
@@ -40,6 +45,19 @@ def test_a_real_agent_never_imports_head_office_psycopg_or_rich(tmp_path: Path) 
         assert needed in imported, needed
     loaded = sorted({name for name in imported if name.split(".")[0] in FORBIDDEN})
     assert loaded == [], f"lanesync agent imported {loaded}"
+    loaded = sorted({name for name in imported if name.split(".")[0] in FORBIDDEN_WITHOUT_SCANNERS})
+    assert loaded == [], f"lanesync agent without scanners imported {loaded}"
+
+
+def test_the_gs1_check_digit_is_biips() -> None:
+    """protocol.screen computes the GS1 check digit itself so the agent need not load biip."""
+    from biip.checksums import gs1_standard_check_digit  # noqa: PLC0415
+
+    rng = random.Random(17)
+    for length in (7, 11, 12, 13, 17):
+        for _ in range(300):
+            payload = "".join(rng.choice("0123456789") for _ in range(length))
+            assert gs1_check_digit(payload) == gs1_standard_check_digit(payload), payload
 
 
 def test_each_component_registers_the_commands_cli_names_for_it() -> None:
