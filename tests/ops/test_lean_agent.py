@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import random
 import re
 import time
@@ -112,3 +113,17 @@ def test_help_still_lists_every_command(capsys: pytest.CaptureFixture[str]) -> N
     for _, commands in cli.COMPONENTS:
         for command in commands:
             assert command in out
+
+
+def test_bench_start_reports_the_agent_beside_its_libraries(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli.main(["bench", "start", "--runs", "1", "--json", "--workdir", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for side in (out["agent"], out["baseline_libraries_only"]):
+        assert 0 < side["ready_s_median"] < 30
+        assert 5 < side["peak_rss_mb_median"] < 1000
+    assert out["ratio_ready"] == round(
+        out["agent"]["ready_s_median"] / out["baseline_libraries_only"]["ready_s_median"], 2
+    )
+    assert set(out["agent_targets_met"]) == set(out["agent_targets"])
