@@ -213,3 +213,16 @@ def test_connack_timeout_is_checked_where_the_broker_table_is_parsed(tmp_path: P
         ho_config.parse({"broker": {"connack_timeout_s": "5"}})
     assert agent_cfg(tmp_path, 1883).broker.connack_timeout_s == 5.0
     assert ho_config.parse({}).broker.connack_timeout_s == 5.0
+
+
+async def test_doctor_names_the_relay_at_once(tmp_path: Path) -> None:
+    from agent.doctor import check_broker_and_clock  # noqa: PLC0415
+
+    async with relay("fin") as r:
+        cfg = agent_cfg(tmp_path, r.port)
+        started = time.monotonic()
+        broker, clock = await check_broker_and_clock(cfg, timeout=5.0)
+        assert time.monotonic() - started < 2.0
+    assert broker.outcome == "fail"
+    assert "before CONNACK" in broker.found, broker
+    assert clock.outcome == "warn"
