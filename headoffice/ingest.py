@@ -214,7 +214,7 @@ class _Outcome:
 READS_PER_WAKEUP = 256  # packets read each time the socket is readable (then others run)
 
 
-class _IngestClient(aiomqtt.Client):
+class _IngestClient(brokerconn.Client):  # a CONNACK deadline of its own (16.3)
     """aiomqtt's client, reading many packets each time head office's socket is readable.
 
     aiomqtt 2.5 registers a reader that calls paho's loop_read() once, and paho reads one
@@ -369,6 +369,7 @@ class Ingest:
             async with _IngestClient(
                 b.host,
                 b.port,
+                connack_timeout_s=b.connack_timeout_s,
                 identifier=b.client_id,
                 username=b.username,
                 password=b.password,
