@@ -23,6 +23,7 @@ one transaction, before anything is acknowledged.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -157,13 +158,22 @@ def check_batch(batch: JournalBatch) -> CheckedBatch:
         else f"hash chain broken at seq {broken[0]}: the entry does not match its hash or the "
         "entry before it"
     )
-    held = _card_numbers(entries[:valid])
+    held, docs = check_entries(batch.lane.store, entries[:valid])
+    return CheckedBatch(batch, valid, refusal, held, docs)
+
+
+def check_entries(
+    store: str, entries: Sequence[Entry]
+) -> tuple[dict[int, HeldEntry], dict[int, bodies.Parsed]]:
+    """The rules of `check_batch` past the chain: which entries are held (by seq) and the
+    checked bodies of the projected kinds. A release runs them again on the held entry."""
+    held = _card_numbers(entries)
     docs: dict[int, bodies.Parsed] = {}
-    for e in entries[:valid]:
+    for e in entries:
         if e.kind not in transit_projection.PROJECTED_KINDS or e.seq in held:
             continue
         try:
-            docs[e.seq] = bodies.parse(e.kind, e.body, batch.lane.store)
+            docs[e.seq] = bodies.parse(e.kind, e.body, store)
         except Exception as exc:  # noqa: BLE001 - BodyError, or anything a body provokes
             problem = str(exc) if isinstance(exc, bodies.BodyError) else repr(type(exc))
             held[e.seq] = HeldEntry(
@@ -171,7 +181,18 @@ def check_batch(batch: JournalBatch) -> CheckedBatch:
                 "invalid_body",
                 held_reason(f"entry seq {e.seq}: head office cannot apply a {e.kind}: {problem}"),
             )
-    return CheckedBatch(batch, valid, refusal, held, docs)
+    return held, docs
+
+
+def hold_all(checked: CheckedBatch, code: str, reason: str) -> CheckedBatch:
+    """The batch with every valid entry held for `reason` (an unregistered store or lane),
+    except those a rule holds already for a card number: their body must stay masked."""
+    held = {
+        e.seq: HeldEntry(e, code, held_reason(reason))
+        for e in checked.batch.entries[: checked.valid]
+        if e.seq not in checked.held or checked.held[e.seq].code != "card_number"
+    }
+    return dataclasses.replace(checked, held=checked.held | held, docs={})
 
 
 def plan_batch(state: LaneState, checked: CheckedBatch | JournalBatch) -> BatchPlan:
@@ -287,6 +308,78 @@ def scrub_legacy_quarantine(sql: Sql) -> int:
         done += len(rows)
 
 
+# --- held entries: what an operator sees, and the outcome of releasing or voiding one ----------
+
+HELD_RECORD_COLUMNS = (
+    "id, store, lane, epoch, seq, kind, txn_id, ts, hash, code, reason, body, body_masked, "
+    "body_len, body_sha256, held_at, state, closed_at, closed_by, close_reason"
+)
+CARD_NUMBER_VOID_ONLY = (
+    "its body carries a card number, so head office keeps only a masked copy of it and can "
+    "never apply it; void it (lanesync held void {id} --reason TEXT) and have the store "
+    "enter the sale again without the card number"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRecord:
+    """One row of `held` (SELECT HELD_RECORD_COLUMNS): `body` is None for a card number."""
+
+    id: int
+    store: str
+    lane: str
+    epoch: int
+    seq: int
+    kind: str
+    txn_id: str
+    ts: int
+    hash: bytes
+    code: str
+    reason: str
+    body: bytes | None
+    body_masked: bytes | None
+    body_len: int
+    body_sha256: bytes
+    held_at: int
+    state: str
+    closed_at: int | None
+    closed_by: str | None
+    close_reason: str | None
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> HeldRecord:
+        r = list(row)
+        for i in (8, 11, 12, 14):  # memoryview on PostgreSQL and for sqlite BLOBs alike
+            if r[i] is not None:
+                r[i] = bytes(r[i])
+        return cls(*r)
+
+    @property
+    def lane_id(self) -> LaneId:
+        return LaneId(self.store, self.lane)
+
+    def entry(self) -> Entry:
+        assert self.body is not None
+        return Entry(self.seq, self.kind, self.txn_id, self.ts, self.body, self.hash)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOutcome:
+    """What releasing or voiding one held entry did. `refused` None: done, now or before
+    (both are idempotent: `changed` says whether this call did it)."""
+
+    id: int
+    action: str  # release, void
+    state: str | None  # the entry's state after the call (None: no such entry)
+    changed: bool = False
+    refused: str | None = None
+    code: str | None = None
+    applied: int = 0  # release: 1 its document applied, 0 it was a duplicate of one applied
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 class Store(Protocol):
     """A head-office storage backend. Methods run on the ingest's single writer thread."""
 
@@ -334,6 +427,20 @@ class Store(Protocol):
         times: int = 1,
     ) -> None:
         """Keep a refused message (QuarantineRow: masked, capped, counted `times`)."""
+
+    def release_held(
+        self, ids: Sequence[int], by: str, note: str, now_ms: int
+    ) -> list[HeldOutcome]:
+        """Apply held entries once, in (store, lane, epoch, seq) order, as if they had arrived
+        in order (journal row, document, projection); the lanes' marks do not move (they moved
+        past the entries already). An entry a rule still holds stays held with today's reason.
+        In the caller's transaction (the caller commits)."""
+
+    def void_held(self, ids: Sequence[int], by: str, reason: str, now_ms: int) -> list[HeldOutcome]:
+        """Close held entries without applying them, recording who, when and why."""
+
+    def held_ids(self, store: str, lane: str | None, code: str) -> list[int]:
+        """The open held entries of a store (or one lane) with `code`, in (epoch, seq) order."""
 
     def commit(self) -> None: ...
 
@@ -601,6 +708,199 @@ class BatchWriter:
         self._count("duplicate_txn_ids", duplicates)
         self._count("entries_held", len(held))
         pending.clear()
+
+    # --- held entries: release and void (issue 16) -----------------------------------------
+
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _lock_held(self, ids: Sequence[int]) -> dict[int, HeldRecord]:
+        """The rows of `ids`, locked for this transaction (SQLite: BEGIN IMMEDIATE already
+        holds the file's write lock; PostgreSQL: FOR UPDATE, in id order). Another releaser
+        of the same entry waits here, then sees it closed: each entry is applied once."""
+        self._begin()
+        found: dict[int, HeldRecord] = {}
+        lock = " FOR UPDATE" if self.sql.dialect == "postgres" else ""
+        wanted = sorted(set(ids))
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.sql.fetchall(
+                f"SELECT {HELD_RECORD_COLUMNS} FROM held WHERE id IN ({marks}) "  # noqa: S608
+                f"ORDER BY id{lock}",
+                chunk,
+            ):
+                rec = HeldRecord.of(row)
+                found[rec.id] = rec
+        return found
+
+    def held_ids(self, store: str, lane: str | None, code: str) -> list[int]:
+        self._begin()
+        if lane is None:
+            rows = self.sql.fetchall(
+                "SELECT id FROM held WHERE state = 'held' AND store = ? AND code = ? "
+                "ORDER BY lane, epoch, seq",
+                (store, code),
+            )
+        else:
+            rows = self.sql.fetchall(
+                "SELECT id FROM held WHERE state = 'held' AND store = ? AND lane = ? "
+                "AND code = ? ORDER BY epoch, seq",
+                (store, lane, code),
+            )
+        return [int(r[0]) for r in rows]
+
+    def release_held(
+        self, ids: Sequence[int], by: str, note: str, now_ms: int
+    ) -> list[HeldOutcome]:
+        self.flush()  # the group's own rows first: an owner among them is seen
+        records = self._lock_held(ids)
+        outcomes = {
+            i: HeldOutcome(i, "release", None, refused=f"no held entry {i}")
+            for i in ids
+            if i not in records
+        }
+        ordered = sorted(records.values(), key=lambda r: (r.store, r.lane, r.epoch, r.seq))
+        for rec in ordered:
+            outcomes[rec.id] = self._release_one(rec, by, note, now_ms)
+        return [outcomes[i] for i in dict.fromkeys(ids)]
+
+    def _release_one(self, rec: HeldRecord, by: str, note: str, now_ms: int) -> HeldOutcome:
+        def refused(why: str, state: str = rec.state, code: str = rec.code) -> HeldOutcome:
+            return HeldOutcome(rec.id, "release", state, refused=why, code=code)
+
+        if rec.state == "released":
+            return HeldOutcome(rec.id, "release", "released", code=rec.code)
+        if rec.state == "voided":
+            return refused(
+                f"held entry {rec.id} was voided by {rec.closed_by} ({rec.close_reason}); a "
+                "voided entry is never applied"
+            )
+        if rec.code == "card_number" or rec.body is None:
+            return refused(
+                f"held entry {rec.id} cannot be released: "
+                + CARD_NUMBER_VOID_ONLY.format(id=rec.id)
+            )
+        e, lane = rec.entry(), rec.lane_id
+        held, docs = check_entries(rec.store, [e])
+        if e.seq in held:
+            h = held[e.seq]
+            self._rehold(rec, h.code, h.reason)
+            return refused(f"held entry {rec.id} is still refused: {h.reason}", "held", h.code)
+        owner = self._owners([e.txn_id]).get(e.txn_id)
+        if owner is not None and not is_duplicate(e, lane, owner):
+            why = conflict_reason(e, lane, rec.epoch, owner)
+            self._rehold(rec, "txn_conflict", why)
+            return refused(f"held entry {rec.id} is still refused: {why}", "held", "txn_conflict")
+        res = ApplyResult(lane, rec.epoch, rec.seq)
+        row: JournalRow = (
+            rec.store,
+            rec.lane,
+            rec.epoch,
+            e.seq,
+            e.kind,
+            e.txn_id,
+            e.ts,
+            e.body,
+            e.hash,
+            now_ms,
+            0,
+        )
+        pending = self._pending
+        candidate = e.txn_id not in pending.documents
+        if candidate:
+            pending.documents[e.txn_id] = (
+                e.txn_id,
+                rec.store,
+                rec.lane,
+                rec.epoch,
+                e.seq,
+                e.kind,
+                e.ts,
+            )
+        pending.entries.append(_PendingEntry(row, e, candidate, res, docs.get(e.seq)))
+        self.flush()
+        if res.held:
+            # another worker applied the same txn_id meanwhile: held again (the insert of the
+            # held row did nothing, it exists), with the owner named
+            owner = self._owners([e.txn_id]).get(e.txn_id)
+            why = (
+                conflict_reason(e, lane, rec.epoch, owner)
+                if owner is not None
+                else f"entry seq {e.seq}: txn_id {e.txn_id} was applied by another entry meanwhile"
+            )
+            self._rehold(rec, "txn_conflict", why)
+            return refused(f"held entry {rec.id} is still refused: {why}", "held", "txn_conflict")
+        changed = self.sql.execute(
+            "UPDATE held SET state = 'released', closed_at = ?, closed_by = ?, "
+            "close_reason = ? WHERE id = ? AND state = 'held'",
+            (now_ms, held_reason(by), held_reason(note), rec.id),
+        )
+        if changed != 1:  # cannot happen under the row lock: refuse loudly rather than apply twice
+            raise StoreError(f"held entry {rec.id} changed while it was being released")
+        self._count("entries_released")
+        held_log.warning(
+            rec.store,
+            "head office: %s released held entry %d (seq %d): %s",
+            by,
+            rec.id,
+            e.seq,
+            note,
+        )
+        return HeldOutcome(rec.id, "release", "released", True, code=rec.code, applied=res.applied)
+
+    def _rehold(self, rec: HeldRecord, code: str, reason: str) -> None:
+        """A release found the entry refused again: keep it held with today's code and reason
+        (a card number found now: only a masked copy of the body stays)."""
+        reason = held_reason(reason)
+        if code == "card_number" and rec.body is not None:
+            self.sql.execute(
+                "UPDATE held SET code = ?, reason = ?, body = NULL, body_masked = ? "
+                "WHERE id = ? AND state = 'held'",
+                (code, reason, pan.mask_bytes(rec.body), rec.id),
+            )
+        else:
+            self.sql.execute(
+                "UPDATE held SET code = ?, reason = ? WHERE id = ? AND state = 'held'",
+                (code, reason, rec.id),
+            )
+
+    def void_held(self, ids: Sequence[int], by: str, reason: str, now_ms: int) -> list[HeldOutcome]:
+        if not reason.strip():
+            raise ValueError("a reason is required to void a held entry")
+        records = self._lock_held(ids)
+        out: list[HeldOutcome] = []
+        for i in dict.fromkeys(ids):
+            rec = records.get(i)
+            if rec is None:
+                out.append(HeldOutcome(i, "void", None, refused=f"no held entry {i}"))
+            elif rec.state == "voided":
+                out.append(HeldOutcome(i, "void", "voided", code=rec.code))
+            elif rec.state == "released":
+                out.append(
+                    HeldOutcome(
+                        i,
+                        "void",
+                        "released",
+                        refused=f"held entry {i} was released by {rec.closed_by}: its document "
+                        "is applied, so it cannot be voided",
+                        code=rec.code,
+                    )
+                )
+            else:
+                changed = self.sql.execute(
+                    "UPDATE held SET state = 'voided', closed_at = ?, closed_by = ?, "
+                    "close_reason = ? WHERE id = ? AND state = 'held'",
+                    (now_ms, held_reason(by), held_reason(reason), i),
+                )
+                if changed != 1:
+                    raise StoreError(f"held entry {i} changed while it was being voided")
+                self._count("entries_voided")
+                held_log.warning(
+                    rec.store, "head office: %s voided held entry %d (seq %d)", by, i, rec.seq
+                )
+                out.append(HeldOutcome(i, "void", "voided", True, code=rec.code))
+        return out
 
     def _owners_of_the_rest(self, inserted: set[str]) -> dict[str, Owner]:
         """For each pending entry that did not insert its document: who owns that txn_id.

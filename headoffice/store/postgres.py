@@ -49,6 +49,7 @@ from headoffice.store.base import (
     DocumentRow,
     EpochRefused,
     HeldEntry,
+    HeldOutcome,
     HeldRow,
     JournalRow,
     LaneState,
@@ -384,6 +385,23 @@ class PostgresStore(BatchWriter):
 
     def flush(self) -> None:
         self._guard("writing the group's rows", lambda: BatchWriter.flush(self))
+
+    def release_held(
+        self, ids: Sequence[int], by: str, note: str, now_ms: int
+    ) -> list[HeldOutcome]:
+        return self._guard(
+            "releasing held entries", lambda: BatchWriter.release_held(self, ids, by, note, now_ms)
+        )
+
+    def void_held(self, ids: Sequence[int], by: str, reason: str, now_ms: int) -> list[HeldOutcome]:
+        return self._guard(
+            "voiding held entries", lambda: BatchWriter.void_held(self, ids, by, reason, now_ms)
+        )
+
+    def held_ids(self, store: str, lane: str | None, code: str) -> list[int]:
+        return self._guard(
+            "reading held entries", lambda: BatchWriter.held_ids(self, store, lane, code)
+        )
 
     def _insert_held(self, held: list[HeldRow]) -> None:
         with self.conn.cursor() as cur:
