@@ -17,6 +17,8 @@ from ho_helpers import LaneSim, journal_msg, sale_doc, writer_ingest
 from pgutil import Backend
 
 from headoffice.held import cli as held_cli
+from headoffice.ingest import IngestStats
+from headoffice.metrics import HoMetrics
 from headoffice.store.base import HeldOutcome
 from headoffice.transit import bodies
 from lanesync import stack
@@ -152,6 +154,35 @@ def test_a_card_number_entry_can_only_be_voided(backend: Backend) -> None:
     [(closed_at,)] = backend.query("SELECT closed_at FROM held")
     assert closed_at == 1_800_000_000_000
     assert dict(backend.query("SELECT name, value FROM counters"))["entries_voided"] == 1
+
+
+async def test_metrics_count_held_entries_by_code_and_their_repairs(
+    backend: Backend, recall_rule: list[bool]
+) -> None:
+    sim = LaneSim(A)
+    sim.add(sale_doc(1, note=f"card {PAN}"))
+    sim.add(adjustment(RECALLED, "1.000"), kind="stock_adjustment")
+    sim.add(adjustment(RECALLED, "2.000"), kind="stock_adjustment")
+    with writer_ingest(backend) as ing:
+        ing.apply_group([journal_msg(sim, 1, 3)])
+    metrics = HoMetrics(IngestStats(), backend.target)
+    text = (await metrics.render()).decode()
+    assert 'lanesync_ho_held_open_entries{code="card_number"} 1.0' in text
+    assert 'lanesync_ho_held_open_entries{code="invalid_body"} 2.0' in text
+    assert 'lanesync_ho_held_open_entries{code="unregistered"} 0.0' in text
+    assert 'lanesync_ho_lane_held_entries{lane="L01",store="S001"} 3.0' in text
+    assert "lanesync_ho_entries_released_total 0.0" in text
+    recall_rule[0] = False
+    ids = [r[0] for r in held(backend)]
+    release(backend, ids[1:2])
+    void(backend, ids[:1])
+    metrics.collector._at = 0.0  # a scrape a second later
+    text = (await metrics.render()).decode()
+    assert 'lanesync_ho_held_open_entries{code="card_number"} 0.0' in text
+    assert 'lanesync_ho_held_open_entries{code="invalid_body"} 1.0' in text
+    assert "lanesync_ho_held_entries 1.0" in text
+    assert "lanesync_ho_entries_released_total 1.0" in text
+    assert "lanesync_ho_entries_voided_total 1.0" in text
 
 
 def test_a_txn_conflict_is_released_only_as_a_duplicate_of_its_own_store(
