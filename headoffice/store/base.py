@@ -442,6 +442,9 @@ class Store(Protocol):
     def held_ids(self, store: str, lane: str | None, code: str) -> list[int]:
         """The open held entries of a store (or one lane) with `code`, in (epoch, seq) order."""
 
+    def held_lanes(self, code: str) -> set[tuple[str, str]]:
+        """The (store, lane) pairs with open held entries of `code`."""
+
     def commit(self) -> None: ...
 
     def rollback(self) -> None: ...
@@ -749,6 +752,13 @@ class BatchWriter:
                 (store, lane, code),
             )
         return [int(r[0]) for r in rows]
+
+    def held_lanes(self, code: str) -> set[tuple[str, str]]:
+        self._begin()
+        rows = self.sql.fetchall(
+            "SELECT DISTINCT store, lane FROM held WHERE state = 'held' AND code = ?", (code,)
+        )
+        return {(str(r[0]), str(r[1])) for r in rows}
 
     def release_held(
         self, ids: Sequence[int], by: str, note: str, now_ms: int

@@ -403,6 +403,9 @@ class PostgresStore(BatchWriter):
             "reading held entries", lambda: BatchWriter.held_ids(self, store, lane, code)
         )
 
+    def held_lanes(self, code: str) -> set[tuple[str, str]]:
+        return self._guard("reading held entries", lambda: BatchWriter.held_lanes(self, code))
+
     def _insert_held(self, held: list[HeldRow]) -> None:
         with self.conn.cursor() as cur:
             cur.executemany(
