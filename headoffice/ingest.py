@@ -814,7 +814,7 @@ class Ingest:
             out.acks[key] = Ack(lane, msg.epoch, res.hwm, res.resend_from, res.reason)
         elif isinstance(msg, Hello):
             try:
-                state = store.note_hello(lane, msg.epoch, msg.last_seq, now)
+                state = store.note_hello(lane, msg.epoch, msg.last_seq, now, catalog=msg.catalog)
             except EpochRefused as exc:
                 self._refuse_epoch(store, p, exc, now, out)
                 return
@@ -859,7 +859,11 @@ class Ingest:
         if refusal is not None:
             self._unregistered.add(key)
             held = hold_all(checked, UNREGISTERED, refusal)
-            out.unregistered += sum(1 for h in held.held.values() if h.code == UNREGISTERED)
+            state = store.lane_state(lane, checked.batch.epoch)  # locked: what is new in it
+            hwm = state.hwm if state is not None else 0
+            out.unregistered += sum(
+                1 for seq, h in held.held.items() if seq > hwm and h.code == UNREGISTERED
+            )
             return held
         if key in self._unregistered:
             self._release_registered(store, key, now, out)

@@ -90,6 +90,16 @@ class HoCollector(Collector):
             "entries_held", "Entries held at their seq instead of applied", st.entries_held
         )
         yield counter(
+            "entries_unregistered",
+            "Entries held because the store registry does not list their store or lane",
+            st.entries_unregistered,
+        )
+        yield counter(
+            "entries_released_registered",
+            "Held entries this process released once their store or lane was registered",
+            st.entries_released,
+        )
+        yield counter(
             "epochs_refused",
             "Hellos and batches for a new epoch beyond ingest.max_epochs_per_lane",
             st.epochs_refused,

@@ -410,10 +410,16 @@ class Store(Protocol):
 
     def lane_state(self, lane: LaneId, epoch: int) -> LaneState | None: ...
 
-    def note_hello(self, lane: LaneId, epoch: int, last_seq: int, now_ms: int) -> LaneState:
-        """Raises EpochRefused like apply_batch."""
+    def note_hello(
+        self, lane: LaneId, epoch: int, last_seq: int, now_ms: int, *, catalog: int | None = None
+    ) -> LaneState:
+        """Raises EpochRefused like apply_batch. `catalog`: the catalog version the lane says
+        it holds complete (stored in lanes.catalog_version at commit)."""
 
-    def save_status(self, status: Status) -> None: ...
+    def save_status(self, status: Status) -> None:
+        """The lane's retained status; an online one also says the catalog version the lane
+        holds (an offline one is the lane's last will, written when it connected: its
+        version may be older than what the lane held when it went away, so it is not used)."""
 
     def quarantine(
         self,
@@ -928,6 +934,20 @@ class BatchWriter:
         if ask:
             owners |= self._owners(sorted(ask))
         return owners
+
+
+def catalog_updates(
+    told: dict[tuple[str, str], int], dialect: str
+) -> tuple[str, list[tuple[Any, ...]]]:
+    """The statement and rows that store what lanes said of their catalog version: on every
+    epoch row of the lane (the version belongs to the till, not to one journal epoch), in
+    (store, lane) order, only where it changed."""
+    distinct = "IS DISTINCT FROM" if dialect == "postgres" else "IS NOT"
+    return (
+        "UPDATE lanes SET catalog_version = ? WHERE store = ? AND lane = ? "  # noqa: S608
+        f"AND catalog_version {distinct} ?",
+        [(v, s, ln, v) for (s, ln), v in sorted(told.items())],
+    )
 
 
 def status_row(status: Status) -> tuple[Any, ...]:

@@ -57,6 +57,7 @@ from headoffice.store.base import (
     PendingWrites,
     QuarantineRow,
     StoreError,
+    catalog_updates,
     scrub_legacy_quarantine,
     status_row,
 )
@@ -158,6 +159,7 @@ class PostgresStore(BatchWriter):
         self._dirty: dict[LaneKey, LaneState] = {}
         self._statuses: dict[tuple[str, str], Status] = {}
         self._counters: dict[str, int] = {}
+        self._catalogs: dict[tuple[str, str], int] = {}  # catalog versions lanes said, by lane
         self._pending = PendingWrites()
         self._now = 0
 
@@ -249,6 +251,10 @@ class PostgresStore(BatchWriter):
                 "ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
                 sorted(self._counters.items()),
             )
+        if self._catalogs:
+            # After the lanes' own rows, in lane order: rows of the lane's other epochs are
+            # locked here, in the order every worker uses.
+            self._sql.executemany(*catalog_updates(self._catalogs, "postgres"))
         conn.execute("COMMIT")
 
     def _forget(self) -> None:
@@ -258,6 +264,7 @@ class PostgresStore(BatchWriter):
         self._dirty.clear()
         self._statuses.clear()
         self._counters.clear()
+        self._catalogs.clear()
 
     def rollback(self) -> None:
         try:
@@ -357,10 +364,14 @@ class PostgresStore(BatchWriter):
         self._dirty[key] = state
         return state
 
-    def note_hello(self, lane: LaneId, epoch: int, last_seq: int, now_ms: int) -> LaneState:
+    def note_hello(
+        self, lane: LaneId, epoch: int, last_seq: int, now_ms: int, *, catalog: int | None = None
+    ) -> LaneState:
         def note() -> LaneState:
             state = self._lane_for_write(lane, epoch, now_ms)
             state.lane_last_seq = max(state.lane_last_seq, last_seq)
+            if catalog is not None:
+                self._catalogs[(lane.store, lane.lane)] = catalog
             return state
 
         return self._guard("noting a hello", note)
@@ -461,6 +472,8 @@ class PostgresStore(BatchWriter):
         """Buffered and written at commit, in lane order (every worker writes these rows)."""
         self._guard("saving a status", self._begin)
         self._statuses[(status.lane.store, status.lane.lane)] = status
+        if status.state == "online":
+            self._catalogs[(status.lane.store, status.lane.lane)] = status.catalog
 
     def quarantine(
         self,
