@@ -144,11 +144,9 @@ def test_an_unregistered_store_is_held_and_applied_once_in_order_when_registered
         assert ing.apply_group([journal_msg(typo, 1, 8)]) == [Ack(S01, typo.epoch, 8)]
         assert ing.apply_group([]) == []
     assert journal_seqs(backend, S01) == [1, 2, 3, 4, 6, 7, 8]
-    if not backend.is_pg:  # the order rows were written in
-        assert [
-            r[0]
-            for r in backend.query("SELECT seq FROM journal WHERE store = 'S01' ORDER BY rowid")
-        ] == [1, 2, 3, 4, 6, 7, 8]
+    order = "id" if backend.is_pg else "rowid"  # the order rows were written in
+    written = backend.query(f"SELECT seq FROM journal WHERE store = 'S01' ORDER BY {order}")
+    assert [r[0] for r in written] == [1, 2, 3, 4, 6, 7, 8]
     ho = backend.query(
         "SELECT seq, txn_id, hash, body FROM journal WHERE store = 'S01' ORDER BY seq"
     )
