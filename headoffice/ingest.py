@@ -797,7 +797,9 @@ class Ingest:
             self._quarantine(store, p.topic, lane, p.refusal or "refused", p.raw, now, out)
             return
         if isinstance(msg, JournalBatch):
-            checked = self._registered(store, p.checked or check_batch(msg), now, out)
+            checked, unregistered = self._registered(store, p.checked or check_batch(msg), now, out)
+            state = store.lane_state(lane, msg.epoch) if unregistered else None
+            low = state.hwm if state is not None else 0  # apply_batch moves state.hwm
             # Deferred: the group's rows are written together at commit (or before a request
             # reads them); applied/duplicate/held counts are known then.
             try:
@@ -806,6 +808,12 @@ class Ingest:
                 self._refuse_epoch(store, p, exc, now, out)
                 return
             out.results.append(res)
+            if unregistered and res.resend_from is None:  # the entries it held: new ones only
+                out.unregistered += sum(
+                    1
+                    for seq, h in checked.held.items()
+                    if low < seq <= res.hwm and h.code == UNREGISTERED
+                )
             key = (lane.store, lane.lane, msg.epoch)
             if res.resend_from is not None:
                 out.gaps[key] = res.reason or "gap"
@@ -850,24 +858,19 @@ class Ingest:
 
     def _registered(
         self, store: Store, checked: CheckedBatch, now: int, out: _Outcome
-    ) -> CheckedBatch:
-        """The batch as ingest applies it: every entry held when the registry does not know
-        its store or lane; otherwise, first, what the lane had held for that (in order)."""
+    ) -> tuple[CheckedBatch, bool]:
+        """The batch as ingest applies it, and whether the registry holds it: every entry
+        held when the registry does not know its store or lane; otherwise, first, what the
+        lane had held for that is released (in order)."""
         lane = checked.batch.lane
         refusal = self.registry.refusal(lane)
         key = (lane.store, lane.lane)
         if refusal is not None:
             self._unregistered.add(key)
-            held = hold_all(checked, UNREGISTERED, refusal)
-            state = store.lane_state(lane, checked.batch.epoch)  # locked: what is new in it
-            hwm = state.hwm if state is not None else 0
-            out.unregistered += sum(
-                1 for seq, h in held.held.items() if seq > hwm and h.code == UNREGISTERED
-            )
-            return held
+            return hold_all(checked, UNREGISTERED, refusal), True
         if key in self._unregistered:
             self._release_registered(store, key, now, out)
-        return checked
+        return checked, False
 
     def _release_registered(
         self, store: Store, key: tuple[str, str], now: int, out: _Outcome
