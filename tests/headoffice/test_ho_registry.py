@@ -315,3 +315,29 @@ def test_a_failed_group_stores_no_catalog_version(backend: Backend) -> None:
     finally:
         store.close()
     assert catalog_versions(backend) == [("S001", "L01", 7, 3)]
+
+
+def test_a_registered_store_s_entries_meet_today_s_rules_when_released(backend: Backend) -> None:
+    """Held for the registry first, an entry another rule refuses stays held after the
+    registration, with that rule's code and reason (released never means unchecked)."""
+    catalog_load(backend, "stores", ["S001"])
+    sim = LaneSim(S01)
+    sim.add()
+    bad = {"kind": "stock_adjustment", "lines": [{"item": "P1", "qty": "Infinity"}]}
+    sim.add(bad, kind="stock_adjustment")
+    sim.add()
+    with writer_ingest(backend) as ing:
+        ing.apply_group([journal_msg(sim, 1, 3)])
+        assert [r[1] for r in held(backend, S01)] == ["unregistered"] * 3
+        catalog_load(backend, "stores", ["S001", "S01"])
+        ing.apply_group([])
+        assert ing.stats.entries_released == 2
+        assert ing._unregistered == set()
+    rows = held(backend, S01)
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        (1, "unregistered", "released"),
+        (2, "invalid_body", "held"),
+        (3, "unregistered", "released"),
+    ]
+    assert "head office cannot apply a stock_adjustment" in rows[1][2]
+    assert journal_seqs(backend, S01) == [1, 3]
