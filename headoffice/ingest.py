@@ -881,7 +881,7 @@ class Ingest:
         if ids:
             what = f"lane {key[0]}/{key[1]}" if key[0] in self.registry.lanes else f"store {key[0]}"
             note = f"{what} registered in catalog version {self.registry.version}"
-            outcomes = store.release_held(ids, "store registry", note, now)
+            outcomes = store.release_held(ids, "store registry", note, now, registry=self.registry)
             out.released += sum(o.changed for o in outcomes)
             log.info(
                 "head office: %s: %d held entries released", note, sum(o.changed for o in outcomes)

@@ -11,16 +11,19 @@ listed, is held entry by entry (ingest, code `unregistered`); before any `stores
 every store is accepted, as before the catalog.
 
 Ingest asks for every batch, so the answer comes from memory: `refresh` reads the catalog's
-version (one indexed read of the newest version per ingest group) and reads the rows again
-only when the version moved.
+newest version (one indexed read, at most every 100 ms in an ingest group's transaction) and
+reads the rows again only when a load of `stores` or `lanes` made a newer one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from headoffice.store.sql import Sql
 from protocol.identity import LaneId
+
+if TYPE_CHECKING:  # the store imports this module (a release checks the registry)
+    from headoffice.store.sql import Sql
 
 KEY_SEP = "|"  # protocol.catalog.KEY_SEP: joins a lane row's key columns (store|lane)
 
@@ -29,10 +32,11 @@ KEY_SEP = "|"  # protocol.catalog.KEY_SEP: joins a lane row's key columns (store
 class Registry:
     """The stores and lanes of one catalog version, cached."""
 
-    version: int | None = None  # None: not read yet
+    version: int | None = None  # of the last load of stores or lanes (None: not read yet)
     stores: frozenset[str] = frozenset()
     lanes: dict[str, frozenset[str]] = field(default_factory=dict)  # by store: its listed lanes
     has_catalog: bool | None = None  # the database has the catalog's tables (schema 5)
+    seen: int | None = None  # the catalog's newest version when last read
 
     @property
     def enforced(self) -> bool:
@@ -58,7 +62,16 @@ class Registry:
         if not self.has_catalog:  # a database before schema 5 (importer tests, old files)
             changed, self.version = self.version is None, 0
             return changed
-        row = sql.fetchone("SELECT max(version) FROM catalog_versions")
+        row = sql.fetchone("SELECT max(version) FROM catalog_versions")  # the primary key
+        latest = int(row[0]) if row is not None and row[0] is not None else 0
+        if latest == self.seen:
+            return False
+        self.seen = latest
+        # The catalog moved; the registry only if a load of stores or lanes moved it (a scan
+        # of the versions table, one row per load, only when a load happened).
+        row = sql.fetchone(
+            "SELECT max(version) FROM catalog_versions WHERE dataset IN ('stores', 'lanes')"
+        )
         version = int(row[0]) if row is not None and row[0] is not None else 0
         if version == self.version:
             return False

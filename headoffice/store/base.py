@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from headoffice.catalog.registry import Registry
 from headoffice.lograte import StoreLog
 from headoffice.store.sql import Sql
 from headoffice.transit import bodies
@@ -435,12 +436,19 @@ class Store(Protocol):
         """Keep a refused message (QuarantineRow: masked, capped, counted `times`)."""
 
     def release_held(
-        self, ids: Sequence[int], by: str, note: str, now_ms: int
+        self,
+        ids: Sequence[int],
+        by: str,
+        note: str,
+        now_ms: int,
+        *,
+        registry: Registry | None = None,
     ) -> list[HeldOutcome]:
         """Apply held entries once, in (store, lane, epoch, seq) order, as if they had arrived
         in order (journal row, document, projection); the lanes' marks do not move (they moved
-        past the entries already). An entry a rule still holds stays held with today's reason.
-        In the caller's transaction (the caller commits)."""
+        past the entries already). An entry a rule still holds stays held with today's reason;
+        the store registry is one of them (`registry`, or the catalog's current one). In the
+        caller's transaction (the caller commits)."""
 
     def void_held(self, ids: Sequence[int], by: str, reason: str, now_ms: int) -> list[HeldOutcome]:
         """Close held entries without applying them, recording who, when and why."""
@@ -767,7 +775,13 @@ class BatchWriter:
         return {(str(r[0]), str(r[1])) for r in rows}
 
     def release_held(
-        self, ids: Sequence[int], by: str, note: str, now_ms: int
+        self,
+        ids: Sequence[int],
+        by: str,
+        note: str,
+        now_ms: int,
+        *,
+        registry: Registry | None = None,
     ) -> list[HeldOutcome]:
         self.flush()  # the group's own rows first: an owner among them is seen
         records = self._lock_held(ids)
@@ -776,12 +790,18 @@ class BatchWriter:
             for i in ids
             if i not in records
         }
+        if registry is None and records:
+            registry = Registry()
+            registry.refresh(self.sql)
         ordered = sorted(records.values(), key=lambda r: (r.store, r.lane, r.epoch, r.seq))
         for rec in ordered:
-            outcomes[rec.id] = self._release_one(rec, by, note, now_ms)
+            assert registry is not None
+            outcomes[rec.id] = self._release_one(rec, by, note, now_ms, registry)
         return [outcomes[i] for i in dict.fromkeys(ids)]
 
-    def _release_one(self, rec: HeldRecord, by: str, note: str, now_ms: int) -> HeldOutcome:
+    def _release_one(
+        self, rec: HeldRecord, by: str, note: str, now_ms: int, registry: Registry
+    ) -> HeldOutcome:
         def refused(why: str, state: str = rec.state, code: str = rec.code) -> HeldOutcome:
             return HeldOutcome(rec.id, "release", state, refused=why, code=code)
 
@@ -798,6 +818,16 @@ class BatchWriter:
                 + CARD_NUMBER_VOID_ONLY.format(id=rec.id)
             )
         e, lane = rec.entry(), rec.lane_id
+        unknown = registry.refusal(lane)
+        if unknown is not None:
+            if rec.code != "unregistered":
+                self._rehold(rec, "unregistered", unknown)
+            return refused(
+                f"held entry {rec.id} is still refused: {unknown}; once the catalog lists it "
+                "(lanesync catalog load stores|lanes FILE) its entries are released by themselves",
+                "held",
+                "unregistered",
+            )
         held, docs = check_entries(rec.store, [e])
         if e.seq in held:
             h = held[e.seq]

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from headoffice.catalog.registry import Registry
 from headoffice.store.base import (
     DEFAULT_MAX_EPOCHS_PER_LANE,
     HELD_COLUMNS,
@@ -398,10 +399,17 @@ class PostgresStore(BatchWriter):
         self._guard("writing the group's rows", lambda: BatchWriter.flush(self))
 
     def release_held(
-        self, ids: Sequence[int], by: str, note: str, now_ms: int
+        self,
+        ids: Sequence[int],
+        by: str,
+        note: str,
+        now_ms: int,
+        *,
+        registry: Registry | None = None,
     ) -> list[HeldOutcome]:
         return self._guard(
-            "releasing held entries", lambda: BatchWriter.release_held(self, ids, by, note, now_ms)
+            "releasing held entries",
+            lambda: BatchWriter.release_held(self, ids, by, note, now_ms, registry=registry),
         )
 
     def void_held(self, ids: Sequence[int], by: str, reason: str, now_ms: int) -> list[HeldOutcome]:

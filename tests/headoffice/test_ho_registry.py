@@ -246,10 +246,14 @@ def test_ingest_sees_registry_changes_cheaply(backend: Backend) -> None:
         ing.apply_group([])
         assert ing.registry.version == first
         assert ing.registry.stores == frozenset({"S001"})
-        catalog_load(backend, "items", ["P1"])  # another dataset: a new version, same stores
+        catalog_load(backend, "items", ["P1"])  # another dataset: the registry stays
         ing.apply_group([])
-        assert ing.registry.version == (first or 0) + 1
+        assert (ing.registry.version, ing.registry.seen) == (first, (first or 0) + 1)
         assert ing.registry.stores == frozenset({"S001"})
+        second = catalog_load(backend, "stores", ["S001", "S002"])
+        ing.apply_group([])
+        assert (ing.registry.version, ing.registry.seen) == (second, second)
+        assert ing.registry.stores == frozenset({"S001", "S002"})
         assert isinstance(ing, Ingest)
 
 
@@ -341,3 +345,23 @@ def test_a_registered_store_s_entries_meet_today_s_rules_when_released(backend: 
     ]
     assert "head office cannot apply a stock_adjustment" in rows[1][2]
     assert journal_seqs(backend, S01) == [1, 3]
+
+
+def test_an_operator_cannot_release_what_the_registry_still_refuses(backend: Backend) -> None:
+    catalog_load(backend, "stores", ["S001"])
+    sim = LaneSim(S01)
+    sim.add_many(2)
+    with writer_ingest(backend) as ing:
+        ing.apply_group([journal_msg(sim, 1, 2)])
+    ids = [r[0] for r in backend.query("SELECT id FROM held ORDER BY seq")]
+    store = backend.store()
+    try:
+        outcomes = store.release_held(ids, "ops", "try", 1)
+        store.commit()
+    finally:
+        store.close()
+    assert [(o.state, o.changed, o.code) for o in outcomes] == [("held", False, "unregistered")] * 2
+    assert outcomes[0].refused is not None
+    assert "still refused: unregistered store S01" in outcomes[0].refused
+    assert "released by themselves" in outcomes[0].refused
+    assert journal_seqs(backend, S01) == []
