@@ -155,6 +155,8 @@ class IngestStats:
     entries_held: int = 0  # held at their seq (card number, bad body, txn_id of another lane)
     entries_unregistered: int = 0  # of those: held because the store registry does not list it
     entries_released: int = 0  # held entries released once their store or lane was registered
+    registry_version: int | None = None  # the catalog version of the registry in use
+    registry_stores: int = 0  # stores it lists (0: not enforced, every store accepted)
     duplicate_txn_ids: int = 0
     gaps: int = 0  # resend requests sent for a gap (after any hold)
     gaps_held: int = 0  # batches that arrived ahead of their predecessor and were held
@@ -851,6 +853,8 @@ class Ingest:
             changed = self.registry.refresh(store.sql)
         if changed:
             log.info("head office: store registry at %s", self.registry.describe())
+            self.stats.registry_version = self.registry.version
+            self.stats.registry_stores = len(self.registry.stores)
             self._recheck_until = clock + REGISTRY_RECHECK_S
             self._unregistered = store.held_lanes(UNREGISTERED)
         elif clock < self._recheck_until:

@@ -99,6 +99,11 @@ class HoCollector(Collector):
             "Held entries this process released once their store or lane was registered",
             st.entries_released,
         )
+        yield GaugeMetricFamily(
+            "lanesync_ho_registry_stores",
+            "Stores the catalog's registry lists (0: not enforced, every store is accepted)",
+            value=st.registry_stores,
+        )
         yield counter(
             "epochs_refused",
             "Hellos and batches for a new epoch beyond ingest.max_epochs_per_lane",

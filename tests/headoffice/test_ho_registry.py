@@ -23,6 +23,7 @@ from pgutil import Backend
 from headoffice import ingest as ingest_module
 from headoffice.catalog import load
 from headoffice.ingest import Ingest
+from headoffice.metrics import HoMetrics
 from headoffice.statuspage import collect
 from protocol import codec
 from protocol.identity import Channel, LaneId
@@ -98,7 +99,7 @@ def test_before_any_stores_row_every_store_is_accepted(backend: Backend) -> None
     assert journal_seqs(backend, S01) == [1, 2, 3]
 
 
-def test_an_unregistered_store_is_held_and_applied_once_in_order_when_registered(
+async def test_an_unregistered_store_is_held_and_applied_once_in_order_when_registered(
     backend: Backend,
 ) -> None:
     catalog_load(backend, "stores", ["S001", "S002"])
@@ -116,6 +117,11 @@ def test_an_unregistered_store_is_held_and_applied_once_in_order_when_registered
         ]
         assert ing.apply_group([journal_msg(typo, 4, 6)]) == [Ack(S01, typo.epoch, 6)]
         assert ing.stats.entries_unregistered == 5  # seq 5 is held for its card number
+        assert ing.stats.registry_stores == 2
+        text = (await HoMetrics(ing.stats, backend.target).render()).decode()
+        assert "lanesync_ho_registry_stores 2.0" in text
+        assert "lanesync_ho_entries_unregistered_total 5.0" in text
+        assert 'lanesync_ho_held_open_entries{code="unregistered"} 5.0' in text
         # never in the journal, documents or projections, so never in an extract
         assert journal_seqs(backend, S01) == []
         assert backend.query("SELECT count(*) FROM documents WHERE store = 'S01'") == [(0,)]
