@@ -187,6 +187,11 @@ REGISTRY_REFRESH_S = 0.1
 # having to send anything.
 REGISTRY_POLL_S = 1.0
 UNREGISTERED = "unregistered"
+# A registration releases a lane's entries this many per transaction (a typo store may have
+# sent for days): the single writer is never held up long, and while more remain, the lane's
+# new entries are held behind them (released next, in order).
+RELEASE_CHUNK = 1000
+RELEASE_IDLE_BUDGET_S = 0.25  # of release transactions after a group, for lanes sending nothing
 ACK_GROUPS_PENDING = 64  # committed groups whose acks may wait for publishing (then ingest waits)
 MAX_WAITING = 5_000  # gapped batches beyond this are answered with a resend at once (memory)
 
@@ -869,19 +874,24 @@ class Ingest:
         lane = checked.batch.lane
         refusal = self.registry.refusal(lane)
         key = (lane.store, lane.lane)
+        pending = refusal is None and key in self._unregistered
+        if pending and not self._release_registered(store, key, now, out):
+            refusal = (
+                f"{lane} waits behind its entries held for the store registry while they are "
+                "released (in order)"
+            )
         if refusal is not None:
             self._unregistered.add(key)
             return hold_all(checked, UNREGISTERED, refusal), True
-        if key in self._unregistered:
-            self._release_registered(store, key, now, out)
         return checked, False
 
     def _release_registered(
         self, store: Store, key: tuple[str, str], now: int, out: _Outcome
-    ) -> None:
+    ) -> bool:
         """Release a lane's `unregistered` entries, once, in (epoch, seq) order, through the
-        operator's release path (today's rules apply: one that fails them stays held)."""
-        ids = store.held_ids(key[0], key[1], UNREGISTERED)
+        operator's release path (today's rules apply: one that fails them stays held), at
+        most RELEASE_CHUNK of them; returns whether that was all."""
+        ids = store.held_ids(key[0], key[1], UNREGISTERED, RELEASE_CHUNK)
         if ids:
             what = f"lane {key[0]}/{key[1]}" if key[0] in self.registry.lanes else f"store {key[0]}"
             note = f"{what} registered in catalog version {self.registry.version}"
@@ -890,7 +900,10 @@ class Ingest:
             log.info(
                 "head office: %s: %d held entries released", note, sum(o.changed for o in outcomes)
             )
+        if len(ids) == RELEASE_CHUNK:
+            return False
         out.registered.add(key)
+        return True
 
     def _release_idle(self, store: Store, now: int, out: _Outcome) -> None:
         """Registered lanes that sent nothing in this group: their entries are released in a
@@ -900,10 +913,14 @@ class Ingest:
             for k in self._unregistered - out.registered
             if self.registry.refusal(LaneId(*k)) is None
         )
+        deadline = time.monotonic() + RELEASE_IDLE_BUDGET_S
         for key in todo:
             one = _Outcome()
             try:
-                self._release_registered(store, key, now, one)
+                while not self._release_registered(store, key, now, one):
+                    store.commit()  # a chunk at a time
+                    if time.monotonic() >= deadline:
+                        break  # the next group or poll goes on
                 store.commit()
             except Exception as exc:  # noqa: BLE001 - one lane must not fail the others
                 store.rollback()
@@ -919,6 +936,8 @@ class Ingest:
                 )
                 continue
             out.merge(one)
+            if time.monotonic() >= deadline:
+                return
 
     def _refuse_epoch(
         self, store: Store, p: Prepared, exc: EpochRefused, now: int, out: _Outcome

@@ -453,8 +453,11 @@ class Store(Protocol):
     def void_held(self, ids: Sequence[int], by: str, reason: str, now_ms: int) -> list[HeldOutcome]:
         """Close held entries without applying them, recording who, when and why."""
 
-    def held_ids(self, store: str, lane: str | None, code: str) -> list[int]:
-        """The open held entries of a store (or one lane) with `code`, in (epoch, seq) order."""
+    def held_ids(
+        self, store: str, lane: str | None, code: str, limit: int | None = None
+    ) -> list[int]:
+        """The open held entries of a store (or one lane) with `code`, in (epoch, seq) order,
+        the first `limit` of them."""
 
     def held_lanes(self, code: str) -> set[tuple[str, str]]:
         """The (store, lane) pairs with open held entries of `code`."""
@@ -751,19 +754,22 @@ class BatchWriter:
                 found[rec.id] = rec
         return found
 
-    def held_ids(self, store: str, lane: str | None, code: str) -> list[int]:
+    def held_ids(
+        self, store: str, lane: str | None, code: str, limit: int | None = None
+    ) -> list[int]:
         self._begin()
+        cut = -1 if limit is None else limit  # LIMIT -1: all (SQLite); PostgreSQL: NULL
         if lane is None:
             rows = self.sql.fetchall(
                 "SELECT id FROM held WHERE state = 'held' AND store = ? AND code = ? "
-                "ORDER BY lane, epoch, seq",
-                (store, code),
+                "ORDER BY lane, epoch, seq LIMIT ?",
+                (store, code, cut if self.sql.dialect == "sqlite" else limit),
             )
         else:
             rows = self.sql.fetchall(
                 "SELECT id FROM held WHERE state = 'held' AND store = ? AND lane = ? "
-                "AND code = ? ORDER BY epoch, seq",
-                (store, lane, code),
+                "AND code = ? ORDER BY epoch, seq LIMIT ?",
+                (store, lane, code, cut if self.sql.dialect == "sqlite" else limit),
             )
         return [int(r[0]) for r in rows]
 
@@ -793,107 +799,143 @@ class BatchWriter:
         if registry is None and records:
             registry = Registry()
             registry.refresh(self.sql)
-        ordered = sorted(records.values(), key=lambda r: (r.store, r.lane, r.epoch, r.seq))
-        for rec in ordered:
+        ready: list[tuple[HeldRecord, Entry, bodies.Parsed | None]] = []
+        for rec in sorted(records.values(), key=lambda r: (r.store, r.lane, r.epoch, r.seq)):
             assert registry is not None
-            outcomes[rec.id] = self._release_one(rec, by, note, now_ms, registry)
-        return [outcomes[i] for i in dict.fromkeys(ids)]
-
-    def _release_one(
-        self, rec: HeldRecord, by: str, note: str, now_ms: int, registry: Registry
-    ) -> HeldOutcome:
-        def refused(why: str, state: str = rec.state, code: str = rec.code) -> HeldOutcome:
-            return HeldOutcome(rec.id, "release", state, refused=why, code=code)
-
-        if rec.state == "released":
-            return HeldOutcome(rec.id, "release", "released", code=rec.code)
-        if rec.state == "voided":
-            return refused(
-                f"held entry {rec.id} was voided by {rec.closed_by} ({rec.close_reason}); a "
-                "voided entry is never applied"
-            )
-        if rec.code == "card_number" or rec.body is None:
-            return refused(
-                f"held entry {rec.id} cannot be released: "
-                + CARD_NUMBER_VOID_ONLY.format(id=rec.id)
-            )
-        e, lane = rec.entry(), rec.lane_id
-        unknown = registry.refusal(lane)
-        if unknown is not None:
-            if rec.code != "unregistered":
-                self._rehold(rec, "unregistered", unknown)
-            return refused(
-                f"held entry {rec.id} is still refused: {unknown}; once the catalog lists it "
-                "(lanesync catalog load stores|lanes FILE) its entries are released by themselves",
-                "held",
-                "unregistered",
-            )
-        held, docs = check_entries(rec.store, [e])
-        if e.seq in held:
-            h = held[e.seq]
-            self._rehold(rec, h.code, h.reason)
-            return refused(f"held entry {rec.id} is still refused: {h.reason}", "held", h.code)
-        owner = self._owners([e.txn_id]).get(e.txn_id)
-        if owner is not None and not is_duplicate(e, lane, owner):
-            why = conflict_reason(e, lane, rec.epoch, owner)
-            self._rehold(rec, "txn_conflict", why)
-            return refused(f"held entry {rec.id} is still refused: {why}", "held", "txn_conflict")
-        res = ApplyResult(lane, rec.epoch, rec.seq)
-        row: JournalRow = (
-            rec.store,
-            rec.lane,
-            rec.epoch,
-            e.seq,
-            e.kind,
-            e.txn_id,
-            e.ts,
-            e.body,
-            e.hash,
-            now_ms,
-            0,
-        )
+            done = self._release_check(rec, registry)
+            if isinstance(done, HeldOutcome):
+                outcomes[rec.id] = done
+            else:
+                ready.append((rec, *done))
+        # One owners read, one flush and one update for them all (a registration may release
+        # thousands), in the order above: the journal rows are written in (epoch, seq) order.
+        owners = self._owners(sorted({e.txn_id for _, e, _ in ready})) if ready else {}
+        applying: list[tuple[HeldRecord, Entry, ApplyResult]] = []
         pending = self._pending
-        candidate = e.txn_id not in pending.documents
-        if candidate:
-            pending.documents[e.txn_id] = (
-                e.txn_id,
+        for rec, e, doc in ready:
+            lane = rec.lane_id
+            owner = owners.get(e.txn_id)
+            if owner is not None and not is_duplicate(e, lane, owner):
+                outcomes[rec.id] = self._still_held(
+                    rec, "txn_conflict", conflict_reason(e, lane, rec.epoch, owner)
+                )
+                continue
+            res = ApplyResult(lane, rec.epoch, rec.seq)
+            candidate = e.txn_id not in pending.documents
+            if candidate:
+                pending.documents[e.txn_id] = (
+                    e.txn_id,
+                    rec.store,
+                    rec.lane,
+                    rec.epoch,
+                    e.seq,
+                    e.kind,
+                    e.ts,
+                )
+            row: JournalRow = (
                 rec.store,
                 rec.lane,
                 rec.epoch,
                 e.seq,
                 e.kind,
+                e.txn_id,
                 e.ts,
+                e.body,
+                e.hash,
+                now_ms,
+                0,
             )
-        pending.entries.append(_PendingEntry(row, e, candidate, res, docs.get(e.seq)))
+            pending.entries.append(_PendingEntry(row, e, candidate, res, doc))
+            applying.append((rec, e, res))
         self.flush()
-        if res.held:
-            # another worker applied the same txn_id meanwhile: held again (the insert of the
-            # held row did nothing, it exists), with the owner named
-            owner = self._owners([e.txn_id]).get(e.txn_id)
-            why = (
-                conflict_reason(e, lane, rec.epoch, owner)
-                if owner is not None
-                else f"entry seq {e.seq}: txn_id {e.txn_id} was applied by another entry meanwhile"
+        released: list[int] = []
+        for rec, e, res in applying:
+            if res.held:
+                # its txn_id was applied by another entry meanwhile (another worker, or an
+                # earlier entry of this release with other content): held again, owner named
+                owner = self._owners([e.txn_id]).get(e.txn_id)
+                why = (
+                    conflict_reason(e, rec.lane_id, rec.epoch, owner)
+                    if owner is not None
+                    else f"entry seq {e.seq}: txn_id {e.txn_id} was applied meanwhile"
+                )
+                outcomes[rec.id] = self._still_held(rec, "txn_conflict", why)
+                continue
+            released.append(rec.id)
+            outcomes[rec.id] = HeldOutcome(
+                rec.id, "release", "released", True, code=rec.code, applied=res.applied
             )
-            self._rehold(rec, "txn_conflict", why)
-            return refused(f"held entry {rec.id} is still refused: {why}", "held", "txn_conflict")
-        changed = self.sql.execute(
-            "UPDATE held SET state = 'released', closed_at = ?, closed_by = ?, "
-            "close_reason = ? WHERE id = ? AND state = 'held'",
-            (now_ms, held_reason(by), held_reason(note), rec.id),
-        )
-        if changed != 1:  # cannot happen under the row lock: refuse loudly rather than apply twice
-            raise StoreError(f"held entry {rec.id} changed while it was being released")
-        self._count("entries_released")
-        held_log.warning(
-            rec.store,
-            "head office: %s released held entry %d (seq %d): %s",
-            by,
+        self._close_released(released, by, note, now_ms)
+        if released:
+            store = records[released[0]].store
+            held_log.warning(
+                store, "head office: %s released %d held entries: %s", by, len(released), note
+            )
+        return [outcomes[i] for i in dict.fromkeys(ids)]
+
+    def _release_check(
+        self, rec: HeldRecord, registry: Registry
+    ) -> HeldOutcome | tuple[Entry, bodies.Parsed | None]:
+        """A held entry's outcome when it is not to be applied (closed already, a card
+        number, a rule refusing it today), else the entry and its checked body."""
+        if rec.state == "released":
+            return HeldOutcome(rec.id, "release", "released", code=rec.code)
+        if rec.state == "voided":
+            return HeldOutcome(
+                rec.id,
+                "release",
+                "voided",
+                refused=f"held entry {rec.id} was voided by {rec.closed_by} "
+                f"({rec.close_reason}); a voided entry is never applied",
+                code=rec.code,
+            )
+        if rec.code == "card_number" or rec.body is None:
+            return HeldOutcome(
+                rec.id,
+                "release",
+                "held",
+                refused=f"held entry {rec.id} cannot be released: "
+                + CARD_NUMBER_VOID_ONLY.format(id=rec.id),
+                code=rec.code,
+            )
+        e = rec.entry()
+        unknown = registry.refusal(rec.lane_id)
+        if unknown is not None:
+            out = self._still_held(rec, "unregistered", unknown)
+            return dataclasses.replace(
+                out,
+                refused=f"{out.refused}; once the catalog lists it (lanesync catalog load "
+                "stores|lanes FILE) its entries are released by themselves",
+            )
+        held, docs = check_entries(rec.store, [e])
+        if e.seq in held:
+            return self._still_held(rec, held[e.seq].code, held[e.seq].reason)
+        return e, docs.get(e.seq)
+
+    def _still_held(self, rec: HeldRecord, code: str, reason: str) -> HeldOutcome:
+        if (code, held_reason(reason)) != (rec.code, rec.reason):
+            self._rehold(rec, code, reason)
+        return HeldOutcome(
             rec.id,
-            e.seq,
-            note,
+            "release",
+            "held",
+            refused=f"held entry {rec.id} is still refused: {held_reason(reason)}",
+            code=code,
         )
-        return HeldOutcome(rec.id, "release", "released", True, code=rec.code, applied=res.applied)
+
+    def _close_released(self, ids: list[int], by: str, note: str, now_ms: int) -> None:
+        changed = 0
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            changed += self.sql.execute(
+                "UPDATE held SET state = 'released', closed_at = ?, closed_by = ?, "  # noqa: S608
+                f"close_reason = ? WHERE id IN ({marks}) AND state = 'held'",
+                (now_ms, held_reason(by), held_reason(note), *chunk),
+            )
+        if changed != len(ids):  # cannot happen under the row locks: fail rather than apply twice
+            raise StoreError(f"{len(ids) - changed} held entries changed while being released")
+        self._count("entries_released", len(ids))
 
     def _rehold(self, rec: HeldRecord, code: str, reason: str) -> None:
         """A release found the entry refused again: keep it held with today's code and reason

@@ -417,9 +417,11 @@ class PostgresStore(BatchWriter):
             "voiding held entries", lambda: BatchWriter.void_held(self, ids, by, reason, now_ms)
         )
 
-    def held_ids(self, store: str, lane: str | None, code: str) -> list[int]:
+    def held_ids(
+        self, store: str, lane: str | None, code: str, limit: int | None = None
+    ) -> list[int]:
         return self._guard(
-            "reading held entries", lambda: BatchWriter.held_ids(self, store, lane, code)
+            "reading held entries", lambda: BatchWriter.held_ids(self, store, lane, code, limit)
         )
 
     def held_lanes(self, code: str) -> set[tuple[str, str]]:

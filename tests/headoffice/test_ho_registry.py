@@ -371,3 +371,50 @@ def test_an_operator_cannot_release_what_the_registry_still_refuses(backend: Bac
     assert "still refused: unregistered store S01" in outcomes[0].refused
     assert "released by themselves" in outcomes[0].refused
     assert journal_seqs(backend, S01) == []
+
+
+def test_a_long_backlog_is_released_a_chunk_at_a_time_in_order(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo store may have sent for days: a registration releases its entries a chunk per
+    transaction, and the lane's new entries wait behind them, held, released next in order."""
+    monkeypatch.setattr(ingest_module, "RELEASE_CHUNK", 3)
+    catalog_load(backend, "stores", ["S001"])
+    sim = LaneSim(S01)
+    sim.add_many(10)
+    with writer_ingest(backend) as ing:
+        ing.apply_group([journal_msg(sim, 1, 4), journal_msg(sim, 5, 8)])
+        catalog_load(backend, "stores", ["S001", "S01"])
+        # the lane's next batch: 3 released first, the batch held behind the 5 still held;
+        # after the group the rest go, a chunk per transaction, the batch last
+        assert ing.apply_group([journal_msg(sim, 9, 10)]) == [Ack(S01, sim.epoch, 10)]
+        rows = held(backend, S01)
+        assert [(r[0], r[3]) for r in rows] == [(n, "released") for n in range(1, 11)]
+        assert {r[2] for r in rows if r[0] >= 9} == {
+            "S01/L1 waits behind its entries held for the store registry while they are "
+            "released (in order)"
+        }
+        assert ing._unregistered == set()
+        assert ing.stats.entries_released == 10
+    order = "id" if backend.is_pg else "rowid"
+    written = backend.query(f"SELECT seq FROM journal WHERE store = 'S01' ORDER BY {order}")
+    assert [r[0] for r in written] == list(range(1, 11))
+
+
+def test_idle_release_stops_at_its_time_budget_and_goes_on_next_time(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_module, "RELEASE_CHUNK", 3)
+    monkeypatch.setattr(ingest_module, "RELEASE_IDLE_BUDGET_S", 0.0)
+    catalog_load(backend, "stores", ["S001"])
+    sim = LaneSim(S01)
+    sim.add_many(7)
+    with writer_ingest(backend) as ing:
+        ing.apply_group([journal_msg(sim, 1, 7)])
+        catalog_load(backend, "stores", ["S001", "S01"])
+        released = []
+        for _ in range(4):
+            ing.apply_group([])
+            released.append(len(journal_seqs(backend, S01)))
+        assert released == [3, 6, 7, 7]
+        assert ing._unregistered == set()
