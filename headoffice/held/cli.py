@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from headoffice import config as ho_config
 from headoffice.held import ops
@@ -28,6 +31,7 @@ from protocol.errors import LanesyncError
 
 DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"  # as `lanesync headoffice` (headoffice.cli)
 PROG = "lanesync held"
+DATABASE_ERRORS = (sqlite3.Error, psycopg.Error)
 
 
 def register(
@@ -112,7 +116,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             code=args.code,
             limit=args.limit,
         )
-    except LanesyncError as exc:
+    except (LanesyncError, *DATABASE_ERRORS) as exc:
         return _fail(2, str(exc))
     finally:
         db.close()
@@ -142,7 +146,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return rc
     try:
         rec = ops.get_held(db, args.id)
-    except LanesyncError as exc:
+    except (LanesyncError, *DATABASE_ERRORS) as exc:
         return _fail(1 if isinstance(exc, ops.HeldError) else 2, str(exc))
     finally:
         db.close()
@@ -187,9 +191,9 @@ def _change(args: argparse.Namespace, action: str) -> int:
         else:
             outcomes = store.void_held(args.id, _who(args), args.reason, now)
         store.commit()
-    except StoreError as exc:
+    except (StoreError, *DATABASE_ERRORS) as exc:  # SQLite busy past its timeout, a lost link
         store.rollback()
-        return _fail(2, str(exc))
+        return _fail(2, f"nothing changed: {exc}")
     finally:
         store.close()
     return _report(args, outcomes)
