@@ -57,6 +57,7 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
                 journal.epoch,
                 journal.last_seq,
                 journal.backlog,
+                extra={"epoch": journal.epoch, "seq": journal.last_seq},  # never redacted
             )
             await notify_soon("READY=1", f"STATUS=lane {config.lane} at seq {journal.last_seq}")
             await stop.wait()
