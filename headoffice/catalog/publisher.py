@@ -197,9 +197,10 @@ class HeadPublisher:
         b = self.config.broker
         connected_at: float | None = None
         try:
-            async with aiomqtt.Client(
+            async with brokerconn.Client(  # a CONNACK deadline of its own, as ingest's
                 b.host,
                 b.port,
+                connack_timeout_s=b.connack_timeout_s,
                 identifier=f"{b.client_id}-catalog",
                 username=b.username,
                 password=b.password,
