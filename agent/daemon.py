@@ -8,6 +8,8 @@ import logging
 import signal
 
 from agent.api import LocalApi
+from agent.catalog.store import CatalogStore
+from agent.catalog.sync import CatalogSync
 from agent.config import AgentConfig
 from agent.journal import Journal
 from agent.operations import Operations
@@ -38,7 +40,10 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
         async with (
             scanners if scanners is not None else contextlib.nullcontext(),
             Journal(config.journal_path, config.lane) as journal,
-            Replicator(journal, config) as replicator,
+            # The catalog keeps its last complete version while head office is unreachable.
+            CatalogStore(config.catalog_path, config.lane.store) as catalog_store,
+            CatalogSync(catalog_store, config.catalog) as catalog,
+            Replicator(journal, config, catalog) as replicator,
             # Disk budget, retention, metrics, live status, watchdog: before the API takes sales.
             Operations(config, journal, replicator) as ops,
             LocalApi(
@@ -51,12 +56,13 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
             ),
         ):
             log.info(
-                "lane %s: journal %s epoch %d at seq %d (%d unacked)",
+                "lane %s: journal %s epoch %d at seq %d (%d unacked); catalog version %d",
                 config.lane,
                 config.journal_path,
                 journal.epoch,
                 journal.last_seq,
                 journal.backlog,
+                catalog.version,
             )
             await notify_soon("READY=1", f"STATUS=lane {config.lane} at seq {journal.last_seq}")
             await stop.wait()
