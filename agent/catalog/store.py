@@ -351,8 +351,7 @@ class CatalogStore:
         """Start staging a new transfer, dropping whatever was staged before."""
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM staged")
-            db.execute("DELETE FROM transfer")
+            self._clear_staging(db)
             db.execute(
                 "INSERT INTO transfer (id, kind, base, target, hash, rows, chunks, size, started)"
                 " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -362,26 +361,66 @@ class CatalogStore:
         await self._run(write)
 
     async def stage(self, part: int, changes: Sequence[Change], after: Any = None) -> None:
-        """Stage one delta page or snapshot chunk, durably (it survives a kill -9)."""
-        blob = _pack(list(changes))
+        """Stage one delta page or snapshot chunk, durably (it survives a kill -9).
+
+        A snapshot chunk's rows are made ready to copy in (canonical bytes, digest, refs) here,
+        while later chunks are still on their way, so `finish` is a copy between tables.
+        """
 
         def write(db: sqlite3.Connection) -> None:
-            if db.execute("SELECT 1 FROM transfer").fetchone() is None:
+            t = db.execute("SELECT kind FROM transfer").fetchone()
+            if t is None:
                 raise CatalogStoreError("no transfer is staged; the part was dropped")
-            db.execute("INSERT OR REPLACE INTO staged (part, changes) VALUES (?, ?)", (part, blob))
+            if t[0] == "snapshot":
+                self._stage_rows(db, part, changes)
+                db.execute("INSERT OR REPLACE INTO staged (part) VALUES (?)", (part,))
+                return
+            db.execute(
+                "INSERT OR REPLACE INTO staged (part, changes) VALUES (?, ?)",
+                (part, _pack([list(c) for c in changes])),
+            )
             if after is not None:
-                db.execute("UPDATE transfer SET after = ?", (_pack(after),))
+                db.execute("UPDATE transfer SET after = ?", (_pack(list(after)),))
 
         await self._run(write)
+
+    def _stage_rows(self, db: sqlite3.Connection, part: int, changes: Iterable[Change]) -> None:
+        rows: list[tuple[str, str, int, bytes, bytes]] = []
+        refs: list[tuple[str, str, str, int]] = []
+        for change in changes:
+            dataset, key, row = self._change(change)
+            if row is None:
+                raise CatalogStoreError(f"a snapshot chunk removes a {dataset} row")
+            ds = contract.DATASETS[dataset]
+            rows.append(
+                (dataset, key, part, contract.row_bytes(ds, row), contract.row_digest(ds, row))
+            )
+            refs.extend((dataset, ref, key, part) for ref in _refs(dataset, row))
+        # A chunk staged again (its reply came twice) replaces its own rows only.
+        db.execute("DELETE FROM staged_rows WHERE part = ?", (part,))
+        db.execute("DELETE FROM staged_refs WHERE part = ?", (part,))
+        try:
+            db.executemany(
+                "INSERT INTO staged_rows (dataset, key, part, body, digest) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        except sqlite3.IntegrityError as exc:
+            raise CatalogStoreError(
+                f"snapshot chunk {part} repeats a row of another chunk: {exc}"
+            ) from exc
+        db.executemany(
+            "INSERT OR IGNORE INTO staged_refs (dataset, ref, key, part) VALUES (?, ?, ?, ?)",
+            refs,
+        )
+
+    @staticmethod
+    def _clear_staging(db: sqlite3.Connection) -> None:
+        for table in ("staged", "staged_rows", "staged_refs", "transfer"):
+            db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
 
     async def drop(self) -> None:
         """Forget the staged transfer (expired, refused, or superseded)."""
-
-        def write(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM staged")
-            db.execute("DELETE FROM transfer")
-
-        await self._run(write)
+        await self._run(self._clear_staging)
 
     async def finish(self) -> Held:
         """Apply the staged transfer whole, in one transaction, and drop its staging.
@@ -403,23 +442,18 @@ class CatalogStore:
                     raise CatalogStoreError(
                         f"snapshot of version {target} has {len(parts)} of {chunks} chunks staged"
                     )
-                db.execute("DELETE FROM rows")
-                db.execute("DELETE FROM refs")
-                h, n = contract.EMPTY_HASH, 0
-                insert = self._insert_all
+                h, n = self._copy_snapshot(db)
             else:
                 if base != held.version:
                     raise CatalogStoreError(
                         f"staged delta starts at version {base}, the lane holds {held.version}"
                     )
                 h, n = held.hash, held.rows
-                insert = self._apply_changes
-            for part in parts:
-                blob = db.execute("SELECT changes FROM staged WHERE part = ?", (part,)).fetchone()
-                h, n = insert(db, h, n, _unpack(blob[0]))
+                for part in parts:
+                    blob = db.execute("SELECT changes FROM staged WHERE part = ?", (part,))
+                    h, n = self._apply_changes(db, h, n, _unpack(blob.fetchone()[0]))
             new = self._commit_version(db, target, h, n, bytes(want), rows)
-            db.execute("DELETE FROM staged")
-            db.execute("DELETE FROM transfer")
+            self._clear_staging(db)
             return new
 
         try:
@@ -430,32 +464,19 @@ class CatalogStore:
         self._became(new)
         return new
 
-    def _insert_all(
-        self, db: sqlite3.Connection, h: bytes, n: int, changes: Iterable[Change]
-    ) -> tuple[bytes, int]:
-        """Snapshot rows into an emptied view: plain inserts, refs in one executemany."""
-        rows: list[tuple[str, str, bytes, bytes]] = []
-        refs: list[tuple[str, str, str]] = []
-        for change in changes:
-            dataset, key, row = self._change(change)
-            if row is None:
-                raise CatalogStoreError(f"a snapshot chunk removes a {dataset} row")
-            k = key
-            ds = contract.DATASETS[dataset]
-            body = contract.row_bytes(ds, row)
-            digest = contract.row_digest(ds, row)
-            rows.append((dataset, k, body, digest))
-            refs.extend((dataset, ref, k) for ref in _refs(dataset, row))
-            h = contract.hash_add(h, digest)
-            n += 1
-        try:
-            db.executemany(
-                "INSERT INTO rows (dataset, key, body, digest) VALUES (?, ?, ?, ?)", rows
-            )
-        except sqlite3.IntegrityError as exc:
-            raise HashMismatch(f"a snapshot chunk repeats a row: {exc}") from exc
-        db.executemany("INSERT OR IGNORE INTO refs (dataset, ref, key) VALUES (?, ?, ?)", refs)
-        return h, n
+    @staticmethod
+    def _copy_snapshot(db: sqlite3.Connection) -> tuple[bytes, int]:
+        """Replace the view by the staged snapshot rows; their hash and count, from scratch."""
+        db.execute("DELETE FROM rows")
+        db.execute("DELETE FROM refs")
+        db.execute(
+            "INSERT INTO rows (dataset, key, body, digest)"
+            " SELECT dataset, key, body, digest FROM staged_rows"
+        )
+        db.execute("INSERT INTO refs (dataset, ref, key) SELECT dataset, ref, key FROM staged_refs")
+        n = int(db.execute("SELECT count(*) FROM staged_rows").fetchone()[0])
+        digests = db.execute("SELECT digest FROM staged_rows")
+        return contract.hash_sum(bytes(d) for (d,) in digests), n
 
 
 @contextlib.contextmanager

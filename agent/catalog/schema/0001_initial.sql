@@ -46,9 +46,32 @@ CREATE TABLE transfer (
     started INTEGER NOT NULL
 );
 
--- The staged parts: delta pages in arrival order, or snapshot chunks by index. `changes` is
--- the msgpack list of [dataset, key, row|nil] exactly as head office sent it.
+-- The staged parts: delta pages in arrival order (`changes`: the msgpack list of
+-- [dataset, key, row|nil] as head office sent it), or snapshot chunks by index (`changes`
+-- NULL: their rows are already in staged_rows, ready to be copied in).
 CREATE TABLE staged (
     part    INTEGER PRIMARY KEY,
-    changes BLOB NOT NULL
+    changes BLOB
 );
+
+-- A snapshot chunk's rows and refs made when the chunk arrives (while later chunks are still
+-- on their way), so applying the snapshot is a copy between tables inside one transaction.
+CREATE TABLE staged_rows (
+    dataset TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    part    INTEGER NOT NULL,
+    body    BLOB NOT NULL,
+    digest  BLOB NOT NULL,
+    PRIMARY KEY (dataset, key)
+) WITHOUT ROWID;
+
+CREATE TABLE staged_refs (
+    dataset TEXT NOT NULL,
+    ref     TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    part    INTEGER NOT NULL,
+    PRIMARY KEY (dataset, ref, key)
+) WITHOUT ROWID;
+
+CREATE INDEX staged_rows_part ON staged_rows (part);
+CREATE INDEX staged_refs_part ON staged_refs (part);
