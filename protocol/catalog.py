@@ -10,6 +10,7 @@ quoting a value that might be a card number.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,7 +24,7 @@ from protocol import screen
 from protocol.codec import unpack
 from protocol.errors import ProtocolError
 from protocol.identity import SEGMENT_RE, check_segment
-from protocol.pan import mask_text
+from protocol.pan import PAN_INT_MIN, is_pan_int, mask_text
 
 CATALOG_TYPE = "cat"  # `t` of a store's retained head
 CATALOG_PROTOCOL_VERSION = 1
@@ -31,8 +32,13 @@ OP_DELTA = "catalog_delta"
 OP_SNAPSHOT = "catalog_snapshot"
 SNAPSHOT_NEEDED = "snapshot_needed"  # refusal code: head office cannot produce that delta
 SNAPSHOT_EXPIRED = "snapshot_expired"  # refusal code: that version's rows are gone
-MAX_DELTA_CHANGES = 2000  # changes per catalog_delta reply
-MAX_SNAPSHOT_CHUNK = 2000  # rows per catalog_snapshot chunk, the most a lane may ask for
+BAD_REQUEST = "bad_request"  # refusal code: args that do not fit (the Reply's error says which)
+# changes per catalog_delta reply (fewer when their rows' bytes pass DELTA_PAGE_BYTES)
+MAX_DELTA_CHANGES = 2000
+DELTA_PAGE_BYTES = 640 * 1024  # a delta page stops once its rows hold this many bytes
+MAX_SNAPSHOT_CHUNK = 500  # rows per catalog_snapshot chunk, the most a lane may ask for: 500
+# of the largest rows (an item of 32 GTINs and 256 four-byte characters, ~1.7 KB) stay under
+# the 1 MiB message limit
 INLINE_CHANGES = 256  # a head carries its delta inline when it is at most this many changes
 HASH_LEN = 32
 EMPTY_HASH = bytes(HASH_LEN)
@@ -100,89 +106,138 @@ def is_gtin(value: str) -> bool:
     return screen.gtin(value, None)
 
 
-def _check_int(value: Any, col: str, hi: int) -> int:
-    if type(value) is not int:
-        return _raise(col, f"must be an integer, got {type(value).__name__}")
-    if not 0 <= value < hi:
-        return _raise(col, f"must be 0..{hi - 1}")
-    if screen.first_problem(value) is not None:
-        return _raise(col, screen.PAN_REASON)
+def _int_check(hi: int) -> Callable[[Column, Any], Any]:
+    def check(column: Column, value: Any) -> int:
+        if type(value) is not int:
+            _raise(column.name, f"must be an integer, got {type(value).__name__}")
+        if not 0 <= value < hi:
+            _raise(column.name, f"must be 0..{hi - 1}")
+        if value >= PAN_INT_MIN and is_pan_int(value):
+            _raise(column.name, screen.PAN_REASON)
+        return value
+
+    return check
+
+
+def _bool_check(column: Column, value: Any) -> bool:
+    if type(value) is not bool:
+        _raise(column.name, f"must be true or false, got {type(value).__name__}")
     return value
+
+
+def _gtins_check(column: Column, value: Any) -> list[str]:
+    col = column.name
+    if type(value) is not list or not value:
+        _raise(col, "must be a non-empty list of GTINs")
+    if len(value) > 32:
+        _raise(col, "holds more than 32 GTINs")
+    for i, g in enumerate(value):
+        if type(g) is not str or not is_gtin(g):
+            _raise(f"{col}[{i}]", "must be a GTIN-8/12/13/14 with a valid check digit")
+    if len(set(value)) != len(value):
+        _raise(col, "lists a GTIN twice")
+    return value
+
+
+def _str_check(pattern: re.Pattern[str] | None, what: str = "text") -> Callable[[Column, Any], Any]:
+    def check(column: Column, value: Any) -> str:
+        if type(value) is not str:
+            _raise(column.name, f"must be a string, got {type(value).__name__}")
+        return _check_text(value, column.name, pattern, what)
+
+    return check
+
+
+@functools.lru_cache(maxsize=4096)
+def _calendar_date(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _date_check(column: Column, value: Any) -> str:
+    if type(value) is not str:
+        _raise(column.name, f"must be a string, got {type(value).__name__}")
+    if not DATE_RE.fullmatch(value):
+        _raise(column.name, "must be a date YYYY-MM-DD")
+    if not _calendar_date(value):
+        _raise(column.name, f"{value} is not a calendar date")
+    return value
+
+
+def _enum_check(column: Column, value: Any) -> str:
+    if type(value) is not str or value not in column.choices:
+        _raise(column.name, f"must be one of {', '.join(column.choices)}")
+    return value
+
+
+def _setting_check(column: Column, value: Any) -> str:
+    if type(value) is not str:
+        _raise(column.name, f"must be a string, got {type(value).__name__}")
+    if value not in SETTINGS:
+        shown = mask_text(value[:40])
+        _raise(column.name, f"unknown setting {shown!r}{_did_you_mean(value, SETTINGS)}")
+    return value
+
+
+_CHECKS: dict[str, Callable[[Column, Any], Any]] = {
+    "money": _int_check(MAX_SAFE),
+    "int": _int_check(MAX_SAFE),
+    "bp": _int_check(100_001),
+    "bool": _bool_check,
+    "gtins": _gtins_check,
+    "code": _str_check(CODE_RE, "1-32 characters of A-Z a-z 0-9 _ . -"),
+    "id": _str_check(SEGMENT_RE, "1-32 characters of A-Z a-z 0-9 _ -"),
+    "text": _str_check(None),
+    "date": _date_check,
+    "currency": _str_check(CURRENCY_RE, "an ISO 4217 code of 3 capital letters"),
+    "timezone": _str_check(TIMEZONE_RE, "an IANA time zone name (Europe/Dublin)"),
+    "enum": _enum_check,
+    "setting": _setting_check,
+}
 
 
 def check_value(column: Column, value: Any) -> Any:
     """`value` if it is what `column` holds on the wire (and in JSON Lines), else CatalogError."""
-    t, col = column.type, column.name
-    if t in ("money", "int"):
-        return _check_int(value, col, MAX_SAFE)
-    if t == "bp":
-        return _check_int(value, col, 100_001)
-    if t == "bool":
-        if type(value) is not bool:
-            return _raise(col, f"must be true or false, got {type(value).__name__}")
-        return value
-    if t == "gtins":
-        if type(value) is not list or not value:
-            return _raise(col, "must be a non-empty list of GTINs")
-        if len(value) > 32:
-            return _raise(col, "holds more than 32 GTINs")
-        for i, g in enumerate(value):
-            if type(g) is not str or not is_gtin(g):
-                return _raise(f"{col}[{i}]", "must be a GTIN-8/12/13/14 with a valid check digit")
-        if len(set(value)) != len(value):
-            return _raise(col, "lists a GTIN twice")
-        return value
-    if type(value) is not str:
-        return _raise(col, f"must be a string, got {type(value).__name__}")
-    if t == "code":
-        return _check_text(value, col, CODE_RE, "1-32 characters of A-Z a-z 0-9 _ . -")
-    if t == "id":
-        return _check_text(value, col, SEGMENT_RE, "1-32 characters of A-Z a-z 0-9 _ -")
-    if t == "text":
-        return _check_text(value, col, None, "text")
-    if t == "date":
-        if not DATE_RE.fullmatch(value):
-            return _raise(col, "must be a date YYYY-MM-DD")
-        try:
-            date.fromisoformat(value)
-        except ValueError:
-            return _raise(col, f"{value} is not a calendar date")
-        return value
-    if t == "currency":
-        return _check_text(value, col, CURRENCY_RE, "an ISO 4217 code of 3 capital letters")
-    if t == "timezone":
-        return _check_text(value, col, TIMEZONE_RE, "an IANA time zone name (Europe/Dublin)")
-    if t == "enum":
-        if value not in column.choices:
-            return _raise(col, f"must be one of {', '.join(column.choices)}")
-        return value
-    if t == "setting":
-        if value not in SETTINGS:
-            return _raise(
-                col, f"unknown setting {mask_text(value[:40])!r}{_did_you_mean(value, SETTINGS)}"
-            )
-        return value
-    raise AssertionError(f"column type {t} is not declared")  # a mistake in DATASETS
+    return _CHECKS[column.type](column, value)
+
+
+def _parse_int(column: Column, cell: str) -> int:
+    if not (cell.isascii() and cell.isdigit()):
+        what = "integer minor units (998 is 9.98)" if column.type == "money" else "a whole number"
+        _raise(column.name, f"must be {what}")
+    if len(cell) > 17:
+        _raise(column.name, f"must be 0..{(100_000 if column.type == 'bp' else MAX_SAFE - 1)}")
+    checked: int = _CHECKS[column.type](column, int(cell))
+    return checked
+
+
+def _parse_bool(column: Column, cell: str) -> bool:
+    v = TRUE_CELLS.get(cell.lower())
+    if v is None:
+        _raise(column.name, "must be 1, 0, true or false")
+    return v
+
+
+def _parse_gtins(column: Column, cell: str) -> list[str]:
+    return _gtins_check(column, cell.split("|"))
+
+
+_PARSES: dict[str, Callable[[Column, str], Any]] = {
+    **_CHECKS,
+    "money": _parse_int,
+    "int": _parse_int,
+    "bp": _parse_int,
+    "bool": _parse_bool,
+    "gtins": _parse_gtins,
+}
 
 
 def parse_cell(column: Column, cell: str) -> Any:
     """The value of a CSV cell (never empty: the caller treats an empty cell as absent)."""
-    t, col = column.type, column.name
-    if t in ("money", "int", "bp"):
-        if not (cell.isascii() and cell.isdigit()):
-            what = "integer minor units (998 is 9.98)" if t == "money" else "a whole number"
-            return _raise(col, f"must be {what}")
-        if len(cell) > 17:
-            return _raise(col, f"must be 0..{(100_000 if t == 'bp' else MAX_SAFE - 1)}")
-        return check_value(column, int(cell))
-    if t == "bool":
-        v = TRUE_CELLS.get(cell.lower())
-        if v is None:
-            return _raise(col, "must be 1, 0, true or false")
-        return v
-    if t == "gtins":
-        return check_value(column, cell.split("|"))
-    return check_value(column, cell)
+    return _PARSES[column.type](column, cell)
 
 
 # --- datasets ----------------------------------------------------------------------------------
@@ -198,17 +253,22 @@ class Dataset:
     scope: Callable[[Mapping[str, Any]], str]
     rule: Callable[[Mapping[str, Any]], None] | None = None
     by_name: dict[str, Column] = field(default_factory=dict, compare=False)
+    names: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         self.by_name.update({c.name: c for c in self.columns})
+        object.__setattr__(self, "names", tuple(c.name for c in self.columns))
 
     @property
     def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
+        return self.names
 
     def key_of(self, row: Mapping[str, Any]) -> str:
-        """The row's key: its key columns joined by `|` (an absent optional one is empty)."""
-        return KEY_SEP.join("" if row.get(k) is None else str(row[k]) for k in self.key)
+        """The row's key: its key columns joined by `|` (an absent optional one is empty).
+        Key columns are all strings (code, id, date, enum, setting)."""
+        if len(self.key) == 1:
+            return str(row[self.key[0]])
+        return KEY_SEP.join([row.get(k) or "" for k in self.key])
 
     def scope_of(self, row: Mapping[str, Any]) -> str:
         return self.scope(row)
@@ -379,34 +439,45 @@ def check_row(ds: Dataset, raw: Mapping[str, Any]) -> Row:
     column type-checked, an absent optional column left out (never None or "")."""
     if not isinstance(raw, Mapping):
         raise CatalogError(f"a row must be a map, got {type(raw).__name__}", "row")
+    _known_columns(ds, raw)
     row: Row = {}
-    for k in raw:
-        if type(k) is not str or k not in ds.by_name:
-            shown = mask_text(str(k)[:40])
-            raise CatalogError(
-                f"unknown column{_did_you_mean(shown, ds.by_name)} for {ds.name}", shown
-            )
     for col in ds.columns:
         value = raw.get(col.name)
         if value is None:
             if not col.optional:
                 raise _fail(col.name, "is required")
             continue
-        row[col.name] = check_value(col, value)
+        row[col.name] = _CHECKS[col.type](col, value)
     if ds.rule is not None:
         ds.rule(row)
     return row
 
 
+def _known_columns(ds: Dataset, raw: Mapping[Any, Any]) -> None:
+    if raw.keys() <= ds.by_name.keys():
+        return
+    for k in raw:
+        if type(k) is not str or k not in ds.by_name:
+            shown = mask_text(str(k)[:40])
+            raise CatalogError(
+                f"unknown column{_did_you_mean(shown, ds.by_name)} for {ds.name}", shown
+            )
+
+
 def parse_cells(ds: Dataset, cells: Mapping[str, str]) -> Row:
     """A row from CSV cells (column -> text): an empty cell is an absent optional column."""
-    typed: Row = {}
-    for k, text in cells.items():
-        if k not in ds.by_name:
-            raise CatalogError(f"unknown column{_did_you_mean(k, ds.by_name)} for {ds.name}", k)
-        if text != "":
-            typed[k] = parse_cell(ds.by_name[k], text)
-    return check_row(ds, typed)
+    _known_columns(ds, cells)
+    row: Row = {}
+    for col in ds.columns:
+        text = cells.get(col.name)
+        if not text:
+            if not col.optional:
+                raise _fail(col.name, "is required")
+            continue
+        row[col.name] = _PARSES[col.type](col, text)
+    if ds.rule is not None:
+        ds.rule(row)
+    return row
 
 
 def check_header(ds: Dataset, header: Sequence[str]) -> None:
@@ -433,7 +504,15 @@ def check_header(ds: Dataset, header: Sequence[str]) -> None:
 
 def row_bytes(ds: Dataset, row: Mapping[str, Any]) -> bytes:
     """The canonical bytes of a row: msgpack [dataset, [values in declared column order]]."""
-    return msgpack.packb([ds.name, [row.get(c.name) for c in ds.columns]], use_bin_type=True)
+    return msgpack.packb([ds.name, [row.get(c) for c in ds.column_names]], use_bin_type=True)
+
+
+def row_from_bytes(ds: Dataset, body: bytes) -> Row:
+    """The row `row_bytes` made (as head office stores it), absent optionals left out."""
+    name, values = msgpack.unpackb(body, raw=False)
+    if name != ds.name or len(values) != len(ds.columns):
+        raise CatalogError(f"stored row bytes are not a row of {ds.name}", "body")
+    return {c.name: v for c, v in zip(ds.columns, values, strict=True) if v is not None}
 
 
 def row_digest(ds: Dataset, row: Mapping[str, Any]) -> bytes:
