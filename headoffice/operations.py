@@ -15,6 +15,7 @@ from typing import Self
 
 from aiohttp import web
 
+from headoffice.catalog import server as catalog_server
 from headoffice.config import HeadOfficeConfig
 from headoffice.ingest import Ingest, RequestHandler
 from headoffice.metrics import HoMetrics, HttpServer
@@ -32,7 +33,11 @@ def time_handler(store: Store, req: Request, now_ms: int) -> Reply:
 
 
 def request_handlers() -> dict[str, RequestHandler]:
-    return {"time": time_handler, **transit_server.request_handlers()}
+    return {
+        "time": time_handler,
+        **transit_server.request_handlers(),
+        **catalog_server.request_handlers(),  # catalog_delta, catalog_snapshot
+    }
 
 
 class Operations:

@@ -331,11 +331,14 @@ def decode(changes: Iterable[Net]) -> list[cat.Change]:
 
 
 class _Lru(OrderedDict[Any, Any]):
-    """A small LRU of immutable results (a version's rows never change once committed)."""
+    """A small LRU of immutable results (a version's rows never change once committed),
+    bounded in entries and in their total length (changes or keys held)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, budget: int = 1_000_000) -> None:
         super().__init__()
         self.size = size
+        self.budget = budget
+        self.weight = 0
 
     def fetch(self, key: Any) -> Any:
         if key in self:
@@ -344,9 +347,13 @@ class _Lru(OrderedDict[Any, Any]):
         return None
 
     def keep(self, key: Any, value: Any) -> Any:
+        if key in self:
+            self.weight -= len(self.pop(key))
         self[key] = value
-        while len(self) > self.size:
-            self.popitem(last=False)
+        self.weight += len(value)
+        while len(self) > 1 and (len(self) > self.size or self.weight > self.budget):
+            _k, old = self.popitem(last=False)
+            self.weight -= len(old)
         return value
 
 
@@ -358,28 +365,40 @@ class Catalog:
 
     def __init__(self, sql: Sql) -> None:
         self.sql = sql
-        self._deltas = _Lru(8)
+        self._deltas = _Lru(16)
+        self._scope_deltas = _Lru(256)
         self._bounds = _Lru(64)
         self._lock = threading.Lock()
 
-    # The delta of a store between two versions, computed once and paged from memory.
+    # The delta of a store between two versions: each scope's part computed once (every
+    # store shares the chain's), merged once per store, and paged from memory.
     def delta(self, store: str, a: int, b: int) -> tuple[View, list[Net]]:
         latest = latest_version(self.sql)
         if a < 1 or a > b or b > latest:
-            raise cat_refused(
+            raise CatalogRefused(
                 cat.SNAPSHOT_NEEDED, f"no delta from {a} to {b} (head office is at {latest})"
             )
         at_b = view(self.sql, store, b)
         if store_scopes(self.sql, store, a) != at_b.scopes:
-            raise cat_refused(cat.SNAPSHOT_NEEDED, "the store changed price zone in between")
+            raise CatalogRefused(cat.SNAPSHOT_NEEDED, "the store changed price zone in between")
         key = (store, at_b.scopes, a, b)
         with self._lock:
             hit = self._deltas.fetch(key)
         if hit is None:
-            hit = net_changes(self.sql, at_b.scopes, a, b)
+            hit = _merge([self._scope_delta(s, a, b) for s in at_b.scopes])
             with self._lock:
                 self._deltas.keep(key, hit)
         return at_b, hit
+
+    def _scope_delta(self, scope: str, a: int, b: int) -> list[Net]:
+        key = (scope, a, b)
+        with self._lock:
+            hit: list[Net] | None = self._scope_deltas.fetch(key)
+        if hit is None:
+            hit = net_changes(self.sql, [scope], a, b)
+            with self._lock:
+                self._scope_deltas.keep(key, hit)
+        return hit
 
     def delta_page(self, store: str, req: cat.DeltaRequest) -> cat.DeltaReply:
         at_b, changes = self.delta(store, req.from_, req.to)
@@ -401,14 +420,16 @@ class Catalog:
         latest = latest_version(self.sql)
         version = view(self.sql, store, latest).version if req.version == 0 else req.version
         if not 1 <= version <= latest:
-            raise cat_refused(
+            raise CatalogRefused(
                 cat.SNAPSHOT_EXPIRED, f"head office holds no version {version} (latest {latest})"
             )
         at = view(self.sql, store, version)
         bounds = self._chunk_bounds(at.scopes, version, req.size)
         chunks = max(1, len(bounds))
         if req.chunk >= chunks:
-            raise cat_refused(cat.BAD_REQUEST, f"chunk {req.chunk} is past the last ({chunks - 1})")
+            raise CatalogRefused(
+                cat.BAD_REQUEST, f"chunk {req.chunk} is past the last ({chunks - 1})"
+            )
         rows: list[tuple[str, str, bytes]] = []
         if bounds:
             first = bounds[req.chunk]
@@ -447,6 +468,20 @@ class Catalog:
         return bounds
 
 
+def _merge(parts: list[list[Net]]) -> list[Net]:
+    """One store's delta from its scopes' parts. A row lives in one scope at a time, so a key
+    in two parts moved between scopes of the view: the part that has its row wins."""
+    filled = [p for p in parts if p]
+    if len(filled) <= 1:
+        return filled[0] if filled else []
+    out: dict[tuple[str, str], bytes | None] = {}
+    for part in filled:
+        for d, k, body in part:
+            if body is not None or (d, k) not in out:
+                out[(d, k)] = body
+    return [(d, k, out[(d, k)]) for d, k in sorted(out)]
+
+
 def _bisect_after(changes: list[Net], after: tuple[str, str]) -> int:
     lo, hi = 0, len(changes)
     while lo < hi:
@@ -456,10 +491,6 @@ def _bisect_after(changes: list[Net], after: tuple[str, str]) -> int:
         else:
             hi = mid
     return lo
-
-
-def cat_refused(code: str, reason: str) -> CatalogRefused:
-    return CatalogRefused(code, reason)
 
 
 _catalogs: WeakKeyDictionary[Any, Catalog] = WeakKeyDictionary()
