@@ -96,8 +96,8 @@ class CatalogConfig:
     """[catalog]: the lane's copy of its store's master data (agent.catalog)."""
 
     path: Path | None = None  # None: next to the journal, "<journal stem>-catalog.db"
-    chunk_rows: int = 2000  # rows per snapshot chunk asked for (head office allows up to 2000)
-    window: int = 4  # snapshot chunk requests in flight at once
+    chunk_rows: int = MAX_SNAPSHOT_CHUNK  # rows per snapshot chunk asked for (head office's most)
+    window: int = 8  # snapshot chunk requests in flight at once
     request_timeout_s: float = 10.0  # a delta page or chunk not answered by then is asked again
     retry_initial_s: float = 0.5  # after a failed attempt; doubles up to retry_max_s
     retry_max_s: float = 30.0

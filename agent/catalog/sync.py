@@ -43,7 +43,8 @@ class Refused(LanesyncError):
 
     def __init__(self, op: str, code: str | None, error: str | None) -> None:
         self.code = code
-        super().__init__(f"head office refused {op}: {code or error or 'no reason given'}")
+        why = ": ".join(x for x in (code, error) if x) or "no reason given"
+        super().__init__(f"head office refused {op}: {why}")
 
 
 @dataclass(slots=True)

@@ -234,7 +234,7 @@ async def test_a_head_for_another_store_or_garbage_is_refused(tmp_path: Path) ->
         assert store.held.version == 0
 
 
-@pytest.mark.parametrize("chunk_rows", [1, 2000])
+@pytest.mark.parametrize("chunk_rows", [1, c.MAX_SNAPSHOT_CHUNK])
 async def test_chunk_sizes_at_both_limits_end_identical(tmp_path: Path, chunk_rows: int) -> None:
     ho = ScriptedHeadOffice()
     ho.publish(items_view(7))
