@@ -426,7 +426,11 @@ async def baseline(
     stores = sorted({lane.store for lane in lanes})
     topic = f"{DEFAULT_PREFIX}/{{}}/bench-whole-catalog"
     async with aiomqtt.Client(
-        "127.0.0.1", port, identifier="baseline-publisher", socket_options=NODELAY
+        "127.0.0.1",
+        port,
+        identifier="baseline-publisher",
+        socket_options=NODELAY,
+        timeout=600,  # a whole catalog per store is megabytes: publishing one takes a while
     ) as pub:
         # The catalog as it stands, retained per store, before the lanes connect.
         t = time.monotonic()
