@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 
 from agent.api import LocalApi
 from agent.catalog.store import CatalogStore
@@ -21,6 +22,16 @@ from protocol.errors import ConfigError
 from protocol.notify import notify_soon
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def _announce_versions(store: CatalogStore, replicator: Replicator) -> AsyncIterator[None]:
+    """Each new catalog version goes out in the lane's status at once."""
+    unsubscribe = store.on_version(lambda _held: replicator.status_soon())
+    try:
+        yield
+    finally:
+        unsubscribe()
 
 
 async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
@@ -44,6 +55,7 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
             CatalogStore(config.catalog_path, config.lane.store) as catalog_store,
             CatalogSync(catalog_store, config.catalog) as catalog,
             Replicator(journal, config, catalog) as replicator,
+            _announce_versions(catalog_store, replicator),
             # Disk budget, retention, metrics, live status, watchdog: before the API takes sales.
             Operations(config, journal, replicator) as ops,
             LocalApi(

@@ -103,6 +103,7 @@ class Replicator:
         self.on_batch: Callable[[int, int], None] | None = None  # (entries, bytes): metrics
         self.catalog = catalog
         self._catalog_topic = self.topics.catalog(self.lane.store)
+        self._status_now = asyncio.Event()
 
     async def __aenter__(self) -> Self:
         self._tasks = asyncio.TaskGroup()
@@ -241,9 +242,17 @@ class Replicator:
             self.topics.topic(self.lane, Channel.STATUS), codec.encode(status), qos=1, retain=True
         )
 
+    def status_soon(self) -> None:
+        """Publish the retained status now rather than at the next 15 s tick (a new catalog
+        version: head office's status page shows which lanes lag)."""
+        self._status_now.set()
+
     async def _status_loop(self, client: aiomqtt.Client) -> None:
         while True:
-            await asyncio.sleep(15)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(15):
+                    await self._status_now.wait()
+            self._status_now.clear()
             await self._publish_status(client, "online")
 
     async def _hello(self, client: aiomqtt.Client) -> None:

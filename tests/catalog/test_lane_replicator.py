@@ -26,7 +26,7 @@ from lanesync.broker import MosquittoBroker
 from lanesync.proxy import TcpProxy
 from protocol import codec
 from protocol.identity import Channel, Topics
-from protocol.messages import Hello, Reply, Request
+from protocol.messages import Hello, Reply, Request, Status
 
 TOPICS = Topics()
 
@@ -57,12 +57,15 @@ class MqttHeadOffice:
         self.client = client
         self.view = view
         self.hellos: asyncio.Queue[Hello] = asyncio.Queue()
+        self.statuses: list[Status] = []
 
     async def run(self) -> None:
         async for m in self.client.messages:
             msg = codec.decode(bytes(m.payload))
             if isinstance(msg, Hello):
                 await self.hellos.put(msg)
+            elif isinstance(msg, Status):
+                self.statuses.append(msg)
             elif isinstance(msg, Request):
                 rep = await self.view.request(msg.op, msg.args, 1.0)
                 reply = Reply(msg.lane, msg.corr, rep.ok, rep.result, rep.error)
@@ -79,7 +82,7 @@ class MqttHeadOffice:
 @contextlib.asynccontextmanager
 async def mqtt_ho(port: int, view: ScriptedHeadOffice) -> AsyncIterator[MqttHeadOffice]:
     async with aiomqtt.Client("127.0.0.1", port, identifier="scripted-catalog-ho") as client:
-        for ch in (Channel.HELLO, Channel.REQUEST):
+        for ch in (Channel.HELLO, Channel.REQUEST, Channel.STATUS):
             await client.subscribe(TOPICS.all_lanes(ch), qos=1)
         ho = MqttHeadOffice(client, view)
         task = asyncio.create_task(ho.run(), name="scripted-catalog-ho")
@@ -109,13 +112,16 @@ async def test_retained_head_loads_a_new_lane_and_hello_says_the_version(
             Journal(cfg.journal_path, LANE) as journal,
             CatalogStore(cfg.catalog_path, LANE.store) as store,
             CatalogSync(store, cfg.catalog) as sync,
-            Replicator(journal, cfg, sync),
+            Replicator(journal, cfg, sync) as rep,
         ):
+            store.on_version(lambda _held: rep.status_soon())  # as the daemon wires it
             first: Hello = await asyncio.wait_for(ho.hellos.get(), 10)
             assert first.catalog == 0
             await wait_for(lambda: sync.version == 1 and sync.caught_up.is_set())
             assert store.held.hash == view_hash(view.versions[1])
             assert sync.stats.chunks == 5  # 120 rows in chunks of 25
+            # The new version goes out in the lane's status at once, not at the 15 s tick.
+            await wait_for(lambda: any(st.catalog == 1 for st in ho.statuses), timeout=3)
         # A restarted agent says in its first hello what it holds, and asks for nothing.
         view.requests.clear()
         async with (
