@@ -9,6 +9,7 @@ date, lane > store > chain > default) are applied here, in one place.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agent.catalog.store import decode_row
 from protocol import catalog as contract
 from protocol.identity import LaneId
+
+log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
@@ -205,5 +208,7 @@ def _zone(name: Any) -> ZoneInfo:
     try:
         return ZoneInfo(str(name))
     except (ZoneInfoNotFoundError, ValueError):
-        # Head office checks the name's form, not that this box's tzdata knows it.
+        # Head office checks the name's form, not that this box's tzdata knows it. Prices and
+        # rates then go by the UTC date (at most a day off), rather than refusing every sale.
+        log.error("catalog: time zone %r is unknown to this box's tzdata; using UTC", name)
         return ZoneInfo("UTC")
