@@ -5,10 +5,12 @@ of its client certificate (with `use_identity_as_username true`) or a password-f
 may write only its own journal, hello, status (retained, and the last will) and request topics
 and read only its own acks and replies. A store hub's bridge has one identity for its whole
 store, user `store-<store>` (`--stores`), with the same rights over all of that store's lanes.
-Head office reads those channels of every lane and writes acks and replies. Nothing else is
-granted: Mosquitto denies what an acl_file does not list (mosquitto.conf(5), acl_file), and on
-MQTT 3.1.1 drops a denied publish without telling the publisher, so a lane cannot even probe
-another's topics.
+Every lane identity, and its store's hub, may also read its store's retained catalog head
+`{prefix}/{store}/catalog` (protocol/CATALOG.md) and no other store's; none may write it.
+Head office reads those channels of every lane and writes acks, replies and every store's
+catalog head. Nothing else is granted: Mosquitto denies what an acl_file does not list
+(mosquitto.conf(5), acl_file), and on MQTT 3.1.1 drops a denied publish without telling the
+publisher, so a lane cannot even probe another's topics.
 
 The ACL decides what an identity may touch, not which MQTT client id it may take: Mosquitto's
 ACL does not bind client ids, and a second connection with a connected client's id closes the
@@ -41,6 +43,7 @@ from typing import TypeVar
 
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import (
+    CATALOG_SEGMENT,
     DEFAULT_PREFIX,
     SEGMENT_RE,
     Channel,
@@ -247,7 +250,8 @@ def render(spec: AclSpec) -> str:
         f"identities '{spec.user_prefix}<store>', head office user {spec.headoffice_user!r}.",
         "# Each identity (a client certificate's CN, with use_identity_as_username, or a",
         "# password-file user) writes only its own lane's (a hub: its store's lanes')",
-        "# journal/hello/status/request topics and reads only their acks and replies.",
+        "# journal/hello/status/request topics and reads only their acks and replies, and",
+        "# its store's catalog head; head office writes every store's catalog head.",
         "# Anything not listed is denied. On the stores' listener use_username_as_clientid",
         "# makes each identity its own client id (systemd/mosquitto-headoffice.example.conf).",
         "",
@@ -255,16 +259,19 @@ def render(spec: AclSpec) -> str:
     ]
     lines += [f"topic read {p}/+/+/{ch.value}" for ch in LANE_WRITES]
     lines += [f"topic write {p}/+/+/{ch.value}" for ch in LANE_READS]
+    lines += [f"topic write {p}/+/{CATALOG_SEGMENT}"]  # every store's retained catalog head
     hubs = set(spec.stores)
     for store in sorted(hubs | lanes_of.keys()):
         if store in hubs:
             lines += ["", f"user {spec.store_user(store)}"]
             lines += [f"topic write {p}/{store}/+/{ch.value}" for ch in LANE_WRITES]
             lines += [f"topic read {p}/{store}/+/{ch.value}" for ch in LANE_READS]
+            lines += [f"topic read {p}/{store}/{CATALOG_SEGMENT}"]
         for lane in sorted(lanes_of.get(store, []), key=lambda lane: lane.lane):
             lines += ["", f"user {spec.lane_user(lane)}"]
             lines += [f"topic write {p}/{lane}/{ch.value}" for ch in LANE_WRITES]
             lines += [f"topic read {p}/{lane}/{ch.value}" for ch in LANE_READS]
+            lines += [f"topic read {p}/{lane.store}/{CATALOG_SEGMENT}"]
     return "\n".join(lines) + "\n"
 
 

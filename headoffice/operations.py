@@ -66,6 +66,7 @@ class Operations:
                     offline_after_s=ops.status_page.offline_after_s,
                     metrics=self.metrics.handle,
                     stats=self.ingest.stats,
+                    catalog=self.config.catalog,
                 )
                 self.page = HttpServer(app, ops.status_page.listen)
                 await self._stack.enter_async_context(self.page)

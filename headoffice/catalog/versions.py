@@ -30,10 +30,13 @@ _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('lanesync-catalog:' || curren
 _LIVE_AT = "since_version <= ? AND (until_version IS NULL OR until_version > ?)"
 _ROW_AT = f"SELECT body FROM catalog_rows WHERE dataset = ? AND key = ? AND {_LIVE_AT}"  # noqa: S608
 _TOUCHED = "SELECT dataset, key, since_version, until_version, body, digest FROM catalog_rows"
-# Rows of one scope live at a version, in key order from a (dataset, key) on (a chunk).
+# Rows of one scope live at a version, in key order from a (dataset, key) on (a chunk). The
+# row value comparison lets both planners range-scan catalog_rows_scope from that key (SQLite:
+# sqlite.org/rowvalue.html; written as `dataset > ? OR ...` SQLite sorted the whole scope,
+# 35 ms a chunk at 100,000 rows, against 0.5 ms).
 _SCOPE_FROM = (
     f"SELECT dataset, key, body FROM catalog_rows WHERE scope = ? AND {_LIVE_AT} "  # noqa: S608
-    "AND (dataset > ? OR (dataset = ? AND key >= ?)) ORDER BY dataset, key LIMIT ?"
+    "AND (dataset, key) >= (?, ?) ORDER BY dataset, key LIMIT ?"
 )
 _SCOPE_KEYS = (
     f"SELECT dataset, key FROM catalog_rows WHERE scope = ? AND {_LIVE_AT} "  # noqa: S608
@@ -446,7 +449,7 @@ class Catalog:
         return [
             (d, k, bytes(body))
             for d, k, body in self.sql.fetchall(
-                _SCOPE_FROM, (scope, at, at, first[0], first[0], first[1], limit)
+                _SCOPE_FROM, (scope, at, at, first[0], first[1], limit)
             )
         ]
 
