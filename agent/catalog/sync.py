@@ -106,6 +106,15 @@ class CatalogSync:
     def on_head(self, payload: bytes, request: RequestFn) -> None:
         """A retained head arrived on the store's catalog topic; `request` asks head office."""
         self.stats.heads += 1
+        if not payload:
+            # Head office cleared the retained head: the store left the registry. The lane
+            # keeps trading on what it holds; a new head (the store listed again) resumes.
+            log.warning(
+                "catalog: head office withdrew store %s's catalog head; keeping version %d",
+                self.store.store,
+                self.version,
+            )
+            return
         try:
             head = contract.decode_head(payload)
         except ProtocolError as exc:

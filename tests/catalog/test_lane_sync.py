@@ -228,8 +228,10 @@ async def test_a_head_for_another_store_or_garbage_is_refused(tmp_path: Path) ->
     ):
         sync.on_head(ho.head(), ho.request)
         sync.on_head(b"\xc1 not msgpack", ho.request)
+        sync.on_head(b"", ho.request)  # a cleared retained head: withdrawn, not refused
         await asyncio.sleep(0.05)
         assert sync.stats.refused_heads == 2
+        assert sync.stats.heads == 3
         assert ho.requests == []
         assert store.held.version == 0
 
