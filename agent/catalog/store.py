@@ -69,21 +69,17 @@ class Transfer:
     parts: frozenset[int]  # staged part numbers (snapshot: chunk indexes)
 
 
-# What the view looks a row up by, per dataset (the `refs` table).
+# What the view looks a row up by other than its key (the `refs` table): an item by each of its
+# GTINs, a setting by its name. Everything else is found by its key or a prefix of it (a price
+# by item, a tax rate by code: protocol.catalog keys are key columns joined by `|`).
 def _refs(dataset: str, row: dict[str, Any]) -> list[str]:
     match dataset:
         case "items":
-            return [str(row["code"]), *(f"gtin:{g}" for g in row.get("gtins") or ())]
-        case "prices":
-            return [str(row["item"])]
-        case "stores" | "staff":
-            return [str(row["id"])]
-        case "lanes":
-            return [f"{row['store']}/{row['lane']}"]
+            return [f"gtin:{g}" for g in row.get("gtins") or ()]
         case "settings":
             return [str(row["name"])]
         case _:
-            return [str(row["code"])]
+            return []
 
 
 def _pack(value: Any) -> bytes:
@@ -185,14 +181,21 @@ class CatalogStore:
 
     # --- running work in the thread -------------------------------------------------------
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run `fn` in one transaction in the worker thread, one at a time.
+
+        `durable=False` commits with synchronous=NORMAL (no fsync of its own; the next durable
+        commit or a checkpoint carries it to disk): for staged parts, which a power cut may lose
+        (WAL drops whole transactions from the tail, never half of one) and which are then
+        simply fetched again. A version, and the head seen, always commit with FULL.
+        """
         async with self._lock:
             db = self._db
             if db is None:
                 raise CatalogStoreError(f"catalog {self.path} is closed")
             # A cancelled await does not stop the thread: wait for it before the lock is let
             # go, so the next write never meets a transaction still open.
-            work = asyncio.ensure_future(asyncio.to_thread(self._tx, db, fn))
+            work = asyncio.ensure_future(asyncio.to_thread(self._tx, db, fn, durable))
             try:
                 return await asyncio.shield(work)
             except asyncio.CancelledError:
@@ -201,14 +204,20 @@ class CatalogStore:
                 raise
 
     @staticmethod
-    def _tx(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db.execute("BEGIN IMMEDIATE")
+    def _tx(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], durable: bool) -> T:
+        if not durable:
+            db.execute("PRAGMA synchronous=NORMAL")  # outside a transaction, as SQLite requires
         try:
-            out = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            if not durable:
+                db.execute("PRAGMA synchronous=FULL")
         return out
 
     def on_version(self, listener: Callable[[Held], None]) -> Callable[[], None]:
@@ -382,7 +391,7 @@ class CatalogStore:
             if after is not None:
                 db.execute("UPDATE transfer SET after = ?", (_pack(list(after)),))
 
-        await self._run(write)
+        await self._run(write, durable=False)
 
     def _stage_rows(self, db: sqlite3.Connection, part: int, changes: Iterable[Change]) -> None:
         rows: list[tuple[str, str, int, bytes, bytes]] = []
@@ -396,9 +405,10 @@ class CatalogStore:
                 (dataset, key, part, contract.row_bytes(ds, row), contract.row_digest(ds, row))
             )
             refs.extend((dataset, ref, key, part) for ref in _refs(dataset, row))
-        # A chunk staged again (its reply came twice) replaces its own rows only.
-        db.execute("DELETE FROM staged_rows WHERE part = ?", (part,))
-        db.execute("DELETE FROM staged_refs WHERE part = ?", (part,))
+        if db.execute("SELECT 1 FROM staged WHERE part = ?", (part,)).fetchone() is not None:
+            # A chunk staged again (its reply came twice) replaces its own rows only.
+            db.execute("DELETE FROM staged_rows WHERE part = ?", (part,))
+            db.execute("DELETE FROM staged_refs WHERE part = ?", (part,))
         try:
             db.executemany(
                 "INSERT INTO staged_rows (dataset, key, part, body, digest) VALUES (?, ?, ?, ?, ?)",

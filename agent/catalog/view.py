@@ -2,9 +2,10 @@
 
 `CatalogView` reads the lane's catalog file (agent.catalog.store) on a connection of its own.
 Every answer comes from one read transaction, so it sees one complete version (WAL: a version
-committed meanwhile shows from the next call on). Lookups are indexed (the `refs` table), a few
-rows each; the rules (store > zone > chain, latest `valid_from` on or before the store's local
-date, lane > store > chain > default) are applied here, in one place.
+committed meanwhile shows from the next call on). Lookups use the primary key (a row's key, or
+the range of its first key column) or the `refs` table (GTINs, setting names), a few rows
+each; the rules (store > zone > chain, latest `valid_from` on or before the store's local date,
+lane > store > chain > default) are applied here, in one place.
 """
 
 from __future__ import annotations
@@ -83,15 +84,33 @@ class CatalogView:
         return [decode_row(dataset, bytes(b)) for (b,) in rows]
 
     @staticmethod
+    def _by_key(db: sqlite3.Connection, dataset: str, key: str) -> list[Row]:
+        found = db.execute(
+            "SELECT body FROM rows WHERE dataset = ? AND key = ?", (dataset, key)
+        ).fetchone()
+        return [] if found is None else [decode_row(dataset, bytes(found[0]))]
+
+    @staticmethod
+    def _by_prefix(db: sqlite3.Connection, dataset: str, first: str) -> list[Row]:
+        """Rows whose first key column is `first` (a range of the primary key)."""
+        sep = contract.KEY_SEP
+        after = chr(ord(sep) + 1)
+        rows = db.execute(
+            "SELECT body FROM rows WHERE dataset = ? AND key >= ? AND key < ? ORDER BY key",
+            (dataset, first + sep, first + after),
+        ).fetchall()
+        return [decode_row(dataset, bytes(b)) for (b,) in rows]
+
+    @staticmethod
     def _all(db: sqlite3.Connection, dataset: str) -> list[Row]:
         rows = db.execute(
             "SELECT body FROM rows WHERE dataset = ? ORDER BY key", (dataset,)
         ).fetchall()
         return [decode_row(dataset, bytes(b)) for (b,) in rows]
 
-    def _one(self, dataset: str, ref: str) -> Row | None:
+    def _one(self, dataset: str, key: str) -> Row | None:
         with self._read() as db:
-            found = self._by_ref(db, dataset, ref)
+            found = self._by_key(db, dataset, key)
         return found[0] if found else None
 
     # --- what the view holds --------------------------------------------------------------
@@ -109,7 +128,9 @@ class CatalogView:
         return self._one("items", code)
 
     def item_by_gtin(self, gtin: str) -> Row | None:
-        return self._one("items", f"gtin:{gtin}")
+        with self._read() as db:
+            found = self._by_ref(db, "items", f"gtin:{gtin}")
+        return found[0] if found else None
 
     def store(self, store_id: str | None = None) -> Row | None:
         """A store's row (this lane's own store by default)."""
@@ -127,9 +148,9 @@ class CatalogView:
         price zone's, else the chain's, each the latest `valid_from` on or before the store's
         local date; None if no price is valid yet."""
         with self._read() as db:
-            stores = self._by_ref(db, "stores", self.lane.store)
+            stores = self._by_key(db, "stores", self.lane.store)
             store = stores[0] if stores else None
-            prices = self._by_ref(db, "prices", item)
+            prices = self._by_prefix(db, "prices", item)
         day = self.local_date(at, store).isoformat()
         zone = None if store is None else store.get("price_zone")
         best: dict[str, Row] = {}
@@ -157,7 +178,7 @@ class CatalogView:
         before it), or None if the code has no rate yet on that day."""
         day = on.isoformat()
         with self._read() as db:
-            rates = [r for r in self._by_ref(db, "tax_rates", code) if r["valid_from"] <= day]
+            rates = [r for r in self._by_prefix(db, "tax_rates", code) if r["valid_from"] <= day]
         if not rates:
             return None
         return int(max(rates, key=lambda r: r["valid_from"])["rate_bp"])
@@ -194,7 +215,7 @@ class CatalogView:
         contract.setting(name)
         with self._read() as db:
             rows = self._by_ref(db, "settings", name)
-            store = self._by_ref(db, "stores", self.lane.store) if name in _FROM_STORE else []
+            store = self._by_key(db, "stores", self.lane.store) if name in _FROM_STORE else []
         value = contract.resolve_setting(rows, name, self.lane.store, self.lane.lane)
         if value is None and store:
             value = store[0].get(_FROM_STORE[name])

@@ -150,3 +150,20 @@ async def test_the_newest_head_seen_is_kept_for_status(tmp_path: Path) -> None:
         await store.note_head(7, 123)
     async with CatalogStore(path, LANE.store) as store:
         assert (store.head_version, store.head_at) == (7, 123)
+
+
+async def test_a_chunk_staged_twice_counts_once(tmp_path: Path) -> None:
+    ho = ScriptedHeadOffice()
+    ho.publish(items_view(20))
+    async with CatalogStore(tmp_path / "catalog.db", LANE.store) as store:
+        chunks = [
+            c.SnapshotReply.from_map(
+                (await ho.request(c.OP_SNAPSHOT, {"version": 1, "chunk": i, "size": 10}, 1)).result
+            )
+            for i in range(2)
+        ]
+        await store.begin("snapshot", 0, 1, chunks[0].hash, 20, chunks=2, size=10)
+        for i in (0, 1, 0):  # chunk 0's reply arrives again (a retried request)
+            await store.stage(i, chunks[i].changes)
+        held = await store.finish()
+        assert (held.rows, held.hash) == (20, view_hash(ho.versions[1]))

@@ -21,8 +21,9 @@ CREATE TABLE rows (
     PRIMARY KEY (dataset, key)
 ) WITHOUT ROWID;
 
--- Lookups the view makes (item by code or GTIN, prices of an item, rates of a tax code,
--- values of a setting): `ref` is the value looked up, maintained with `rows`.
+-- Lookups the view makes other than by key (an item by GTIN, a setting by name): `ref` is the
+-- value looked up, maintained with `rows`. Prices of an item and rates of a tax code are a
+-- range of the primary key (keys are key columns joined by `|`).
 CREATE TABLE refs (
     dataset TEXT NOT NULL,
     ref     TEXT NOT NULL,
