@@ -212,7 +212,10 @@ def check_spec(spec: AclSpec) -> None:
             f"--headoffice-user: {spec.headoffice_user!r} is not 1-32 characters of A-Z a-z 0-9 _ -"
         )
     if not spec.stores and not spec.lanes:
-        raise AclError("give --lanes (each lane's identity) and/or --stores (store hubs)")
+        raise AclError(
+            "give --lanes (each lane's identity), --from-catalog (the catalog's lanes) and/or "
+            "--stores (store hubs)"
+        )
     users = [("--stores", s, spec.store_user(s)) for s in spec.stores]
     users += [("--lanes", str(lane), spec.lane_user(lane)) for lane in spec.lanes]
     for option, entry, user in users:
@@ -324,6 +327,12 @@ def register(headoffice: argparse.ArgumentParser) -> None:
         help="stores whose lanes reach head office through a store hub (S001,S002): the "
         "hub's bridge gets user <user-prefix>STORE for all of the store's lanes",
     )
+    p.add_argument(
+        "--from-catalog",
+        action="store_true",
+        help="also every active lane of the catalog's `lanes` dataset (the store registry, "
+        "read from the database of `lanesync headoffice --config`)",
+    )
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix ({DEFAULT_PREFIX})")
     p.add_argument(
         "--user-prefix",
@@ -339,14 +348,37 @@ def register(headoffice: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_acl)
 
 
+def catalog_lanes(config_path: str) -> list[LaneId]:
+    """Every active lane the catalog's `lanes` dataset lists (protocol/CATALOG.md)."""
+    # Imported here: `lanesync` starts without the database drivers unless this is asked for.
+    from headoffice import config as ho_config  # noqa: PLC0415
+    from headoffice.catalog import versions  # noqa: PLC0415
+    from headoffice.store import describe, open_readonly, target  # noqa: PLC0415
+
+    cfg = ho_config.load(config_path)
+    db = open_readonly(target(cfg))
+    if db is None:
+        raise AclError(f"--from-catalog: {describe(target(cfg))}: no head-office database yet")
+    try:
+        rows = versions.current_rows(db, "lanes")
+    except Exception as exc:  # noqa: BLE001 - sqlite3 or psycopg: no catalog tables yet
+        raise AclError(f"--from-catalog: no catalog in {describe(target(cfg))} ({exc})") from None
+    finally:
+        db.close()
+    return [LaneId(r["store"], r["lane"]) for r in rows if r["active"]]
+
+
 def cmd_acl(args: argparse.Namespace) -> int:
     try:
+        lanes = list(read_lanes(args.lanes)) if args.lanes is not None else []
+        if args.from_catalog:
+            lanes += [ln for ln in catalog_lanes(args.config) if ln not in lanes]
         spec = AclSpec(
             tuple(read_stores(args.stores)) if args.stores is not None else (),
             args.prefix,
             args.user_prefix,
             args.headoffice_user,
-            lanes=tuple(read_lanes(args.lanes)) if args.lanes is not None else (),
+            lanes=tuple(lanes),
         )
         text = render(spec)
         if args.output:
@@ -358,7 +390,7 @@ def cmd_acl(args: argparse.Namespace) -> int:
             )
         else:
             sys.stdout.write(text)
-    except (AclError, OSError) as exc:
+    except (LanesyncError, OSError) as exc:
         print(f"lanesync headoffice acl: {exc}", file=sys.stderr)
         return 2
     return 0

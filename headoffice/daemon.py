@@ -24,14 +24,16 @@ async def run(config: HeadOfficeConfig, stop: asyncio.Event | None = None) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     heads: asyncio.Task[None] | None = None
+    publisher = HeadPublisher(config) if config.catalog.publish else None
     try:
         async with (
             Ingest(config, handlers=request_handlers()) as ingest,
-            Operations(config, ingest),  # status page, metrics, watchdog
+            # status page, metrics, watchdog
+            Operations(config, ingest, publisher=publisher.stats if publisher else None),
         ):
             log.info("head office: ingesting into %s", describe(target(config)))
-            if config.catalog.publish:  # after Ingest: the database is migrated by then
-                heads = asyncio.create_task(HeadPublisher(config).run(), name="catalog-heads")
+            if publisher is not None:  # after Ingest: the database is migrated by then
+                heads = asyncio.create_task(publisher.run(), name="catalog-heads")
             # READY once the database is open: a broker outage is reported, not a failed start.
             await notify_soon("READY=1", "STATUS=waiting for the broker")
             async with asyncio.TaskGroup() as tg:

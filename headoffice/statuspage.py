@@ -25,6 +25,7 @@ from aiohttp import web
 
 from headoffice.catalog import http as catalog_http
 from headoffice.catalog import versions
+from headoffice.catalog.publisher import PublisherStats
 from headoffice.config import CatalogConfig
 from headoffice.ingest import IngestStats
 from headoffice.store import StoreError, Target, describe, open_readonly
@@ -105,6 +106,18 @@ def catalog_figures(db: Sql) -> dict[str, Any]:
         for store, row in registry.items()
     }
     return {"latest": latest, "registry": bool(registry), "heads": heads}
+
+
+def publisher_figures(stats: PublisherStats) -> dict[str, Any]:
+    """This process's head publisher: whether it is connected and what it published."""
+    return {
+        "connected": stats.connected,
+        "connects": stats.connects,
+        "heads_published": stats.heads_published,
+        "heads_cleared": stats.heads_cleared,
+        "version_seen": stats.version_seen,
+        "last_publish_ms": stats.last_publish_ms,
+    }
 
 
 def ingest_figures(stats: IngestStats) -> dict[str, Any]:
@@ -340,6 +353,13 @@ def render_fragment(data: dict[str, Any]) -> str:
                 + (f" and {more} more" if more > 0 else "")
                 + "</p>"
             )
+    pub = (catalog or {}).get("publisher")
+    if pub:
+        link = "connected" if pub["connected"] else "DISCONNECTED from the broker"
+        parts.append(
+            f'<p id="heads">Catalog heads: publisher {link}, {pub["heads_published"]} heads '
+            f"published, up to version {pub['version_seen']}</p>"
+        )
     live = data.get("ingest")
     if live:
         shed = ", ".join(f"{e(x['store'] or '-')}: {x['shed']}" for x in live["shed_by_store"])
@@ -514,6 +534,7 @@ def status_app(
     metrics: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
     stats: IngestStats | None = None,
     catalog: CatalogConfig | None = None,
+    publisher: PublisherStats | None = None,
 ) -> web.Application:
     """The page, `/fragment`, `/api/status` and (when given) `/metrics`; with `stats`, the
     running ingest's own figures too; with `catalog`, the ERP's `POST /api/catalog/...`."""
@@ -522,6 +543,8 @@ def status_app(
         out = await asyncio.to_thread(collect, database, offline_after_s=offline_after_s)
         if stats is not None:
             out["ingest"] = ingest_figures(stats)
+        if publisher is not None and "catalog" in out:
+            out["catalog"]["publisher"] = publisher_figures(publisher)
         return out
 
     async def page(_: web.Request) -> web.Response:

@@ -89,6 +89,54 @@ def latest_version(sql: Sql) -> int:
     return int(row[0]) if row else 0
 
 
+def oldest_version(sql: Sql) -> int:
+    """The oldest version whose history head office keeps (prune drops what is before)."""
+    row = sql.fetchone("SELECT coalesce(min(version), 0) FROM catalog_versions")
+    return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    before: int  # versions before this one are gone
+    versions: int
+    rows: int
+    hashes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prune(sql: Sql, before: int) -> PruneResult:
+    """Drop the history before version `before` (never the latest version): rows no longer
+    live at `before`, the versions' records, and scope hashes a later one (<= `before`)
+    replaces. Views at `before` and later, and deltas between them, are unchanged; a lane
+    asking for anything older gets snapshot_needed / snapshot_expired (CATALOG.md)."""
+    sql.begin()
+    try:
+        if sql.dialect == "postgres":
+            sql.execute(_LOCK_SQL)
+        before = min(before, latest_version(sql))
+        if before <= oldest_version(sql):
+            sql.rollback()
+            return PruneResult(before, 0, 0, 0)
+        rows = sql.execute(
+            "DELETE FROM catalog_rows WHERE until_version IS NOT NULL AND until_version <= ?",
+            (before,),
+        )
+        hashes = sql.execute(
+            "DELETE FROM catalog_scope_hashes WHERE version < ? AND EXISTS (SELECT 1 FROM "
+            "catalog_scope_hashes n WHERE n.scope = catalog_scope_hashes.scope "
+            "AND n.version > catalog_scope_hashes.version AND n.version <= ?)",
+            (before, before),
+        )
+        gone = sql.execute("DELETE FROM catalog_versions WHERE version < ?", (before,))
+        sql.commit()
+    except BaseException:
+        sql.rollback()
+        raise
+    return PruneResult(before, gone, rows, hashes)
+
+
 def commit_load(
     sql: Sql,
     ds: cat.Dataset,
@@ -381,6 +429,14 @@ class Catalog:
             raise CatalogRefused(
                 cat.SNAPSHOT_NEEDED, f"no delta from {a} to {b} (head office is at {latest})"
             )
+        oldest = oldest_version(self.sql)
+        a_kept, b_kept = self._kept(store, a, oldest), self._kept(store, b, oldest)
+        if a_kept is None or b_kept is None:
+            raise CatalogRefused(
+                cat.SNAPSHOT_NEEDED,
+                f"version {a} is older than the history head office keeps (from {oldest})",
+            )
+        a, b = a_kept, b_kept
         at_b = view(self.sql, store, b)
         if store_scopes(self.sql, store, a) != at_b.scopes:
             raise CatalogRefused(cat.SNAPSHOT_NEEDED, "the store changed price zone in between")
@@ -418,14 +474,26 @@ class Catalog:
         more = start + len(page) < len(changes)
         return cat.DeltaReply(req.from_, req.to, at_b.hash, at_b.rows, decode(page), more)
 
+    def _kept(self, store: str, v: int, oldest: int) -> int | None:
+        """The version whose rows stand for `v` in this store's view: `v` itself when its
+        history is kept, else the oldest kept version if the store's view did not change in
+        between (a store untouched since a version whose history was pruned), else None."""
+        if v >= oldest:
+            return v
+        if view(self.sql, store, oldest).version <= v:
+            return oldest
+        return None
+
     # Snapshots: each scope walked in key order from the chunk's first key, merged.
     def snapshot_chunk(self, store: str, req: cat.SnapshotRequest) -> cat.SnapshotReply:
         latest = latest_version(self.sql)
-        version = view(self.sql, store, latest).version if req.version == 0 else req.version
-        if not 1 <= version <= latest:
+        named = view(self.sql, store, latest).version if req.version == 0 else req.version
+        kept = self._kept(store, named, oldest_version(self.sql)) if named >= 1 else None
+        if kept is None or named > latest:
             raise CatalogRefused(
-                cat.SNAPSHOT_EXPIRED, f"head office holds no version {version} (latest {latest})"
+                cat.SNAPSHOT_EXPIRED, f"head office holds no version {named} (latest {latest})"
             )
+        version = kept
         at = view(self.sql, store, version)
         bounds = self._chunk_bounds(at.scopes, version, req.size)
         chunks = max(1, len(bounds))
@@ -441,7 +509,7 @@ class Catalog:
             )
             rows = [r for _, r in zip(range(req.size), merged, strict=False)]
         digest = hashlib.sha256(b"".join(body for _d, _k, body in rows)).digest()
-        return cat.SnapshotReply(version, at.hash, at.rows, chunks, req.chunk, digest, decode(rows))
+        return cat.SnapshotReply(named, at.hash, at.rows, chunks, req.chunk, digest, decode(rows))
 
     def _scope_rows(
         self, scope: str, at: int, first: tuple[str, str], limit: int

@@ -88,6 +88,15 @@ def test_load_show_diff_history(
     ]
     assert run(["catalog", "--config", cfg, "history"]) == 0
     assert "prices" in capsys.readouterr().out
+    # prune: keep the last version only; diff into the dropped history is refused
+    assert run(["catalog", "--config", cfg, "prune", "--keep", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["versions"] == 1
+    assert run(["catalog", "--config", cfg, "history", "--json"]) == 0
+    assert [h["version"] for h in json.loads(capsys.readouterr().out)] == [2]
+    assert run(["catalog", "--config", cfg, "diff", "1", "2"]) == 2
+    assert "before version 2 was pruned" in capsys.readouterr().err
+    assert run(["catalog", "prune", "--before", "2", "--config", cfg]) == 0  # either place
+    assert "nothing to prune" in capsys.readouterr().out
 
 
 def test_no_database_yet_is_said_plainly(

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import pgutil
 from pgutil import Backend
 
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
-from headoffice.statuspage import collect, render_fragment
+from headoffice.catalog.publisher import PublisherStats
+from headoffice.metrics import HttpServer
+from headoffice.statuspage import collect, render_fragment, status_app
+from headoffice.store import SqliteStore
 from protocol.identity import LaneId
 
 backend = pgutil.backend  # the fixture, parametrised over SQLite and PostgreSQL
@@ -74,3 +78,17 @@ def test_lanes_behind_their_stores_head_are_shown(backend: Backend, tmp_path: Pa
     assert "1 lanes behind their store's head: S1/L2" in page
     assert "v1 behind v2" in page
     assert "unregistered" in page
+
+
+async def test_api_status_shows_the_head_publisher(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "ho.db")
+    store.close()
+    stats = PublisherStats(connected=False, heads_published=7, version_seen=3)
+    app = status_app(tmp_path / "ho.db", publisher=stats)
+    async with HttpServer(app, "127.0.0.1:0") as server, aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{server.port}/api/status") as r:
+            pub = (await r.json())["catalog"]["publisher"]
+        assert (pub["connected"], pub["heads_published"], pub["version_seen"]) == (False, 7, 3)
+        stats.connected = True
+        async with http.get(f"http://127.0.0.1:{server.port}/fragment") as r:
+            assert "Catalog heads: publisher connected, 7 heads published" in await r.text()

@@ -201,3 +201,26 @@ async def test_a_restarted_head_office_republishes_heads_a_wiped_broker_lost(
         head = heads.got["S1"]
         assert head is not None
         assert head.hash == view(cfg, "S1").hash
+
+
+async def test_heads_come_back_after_the_broker_restarts_without_its_store(
+    broker_factory: Any, tmp_path: Path
+) -> None:
+    broker: Broker = broker_factory(persistence=False)
+    cfg = ho_config.parse(
+        {"database": {"path": str(tmp_path / "ho.db")}, "broker": {"port": broker.port}}
+    )
+    load(cfg, "stores", write(tmp_path / "s.csv", STORES + "S1,One,UTC,EUR,,1,1\n"))
+    async with head_office(cfg):
+        async with mqtt(broker, "observer") as obs:
+            await obs.subscribe(TOPICS.catalog("S1"), qos=1)
+            await Heads(obs).until(lambda g: g.get("S1") is not None)
+        broker.restart()  # no persistence: every retained message is gone
+        async with mqtt(broker, "observer2") as obs:
+            await obs.subscribe(TOPICS.catalog("S1"), qos=1)
+            heads = Heads(obs)
+            # the publisher reconnects (with backoff) and publishes every head again
+            await heads.until(lambda g: g.get("S1") is not None, timeout=30)
+        head = heads.got["S1"]
+        assert head is not None
+        assert head.hash == view(cfg, "S1").hash

@@ -238,3 +238,37 @@ def test_headoffice_without_subcommand_still_runs_head_office() -> None:
     assert args.config == "/etc/x.toml"
     acl = build_parser().parse_args(["headoffice", "acl", "--stores", "S1"])
     assert acl.handler.__name__ == "cmd_acl"
+
+
+def test_from_catalog_grants_the_active_lanes_of_the_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from headoffice.catalog import load as loader  # noqa: PLC0415
+    from headoffice.store import SqliteStore  # noqa: PLC0415
+
+    db = tmp_path / "ho.db"
+    lanes = tmp_path / "lanes.csv"
+    lanes.write_text("store,lane,active\nS001,L1,1\nS001,L2,0\nS002,L1,1\n", encoding="utf-8")
+    store = SqliteStore(db)
+    try:
+        loader.load_file(store.sql, "lanes", lanes)
+    finally:
+        store.close()
+    cfg = tmp_path / "headoffice.toml"
+    cfg.write_text(f'[database]\npath = "{db}"\n', encoding="utf-8")
+    assert (
+        main(["headoffice", "--config", str(cfg), "acl", "--from-catalog", "--lanes", "S003/L9"])
+        == 0
+    )
+    users = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("user ")]
+    # the inactive lane S001/L2 gets no identity
+    assert users == [
+        "user headoffice",
+        "user store-S001.L1",
+        "user store-S002.L1",
+        "user store-S003.L9",
+    ]
+    missing = tmp_path / "missing.toml"
+    missing.write_text(f'[database]\npath = "{tmp_path / "none.db"}"\n', encoding="utf-8")
+    assert main(["headoffice", "--config", str(missing), "acl", "--from-catalog"]) == 2
+    assert "no head-office database yet" in capsys.readouterr().err
