@@ -14,7 +14,7 @@ from typing import Any
 from agent import opsconfig
 from agent.documents.tax import TaxRate, TaxTable
 from agent.opsconfig import OpsConfig
-from protocol.brokerconn import TlsConfig, parse_credentials
+from protocol.brokerconn import DEFAULT_CONNACK_TIMEOUT_S, TlsConfig, parse_credentials
 from protocol.catalog import MAX_SNAPSHOT_CHUNK
 from protocol.config import Table, load_toml
 from protocol.errors import ConfigError, ProtocolError
@@ -31,6 +31,7 @@ class BrokerConfig:
     topic_prefix: str = DEFAULT_PREFIX
     password_file: str | None = None
     tls: TlsConfig | None = None  # None: plain MQTT (see protocol.brokerconn)
+    connack_timeout_s: float = DEFAULT_CONNACK_TIMEOUT_S  # TCP + TLS + CONNACK, then retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         topic_prefix=b.str("topic_prefix", DEFAULT_PREFIX),
         password_file=login.password_file,
         tls=login.tls,
+        connack_timeout_s=login.connack_timeout_s,
     )
     b.done()
     try:

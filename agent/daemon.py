@@ -75,6 +75,7 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
                 journal.last_seq,
                 journal.backlog,
                 catalog.version,
+                extra={"epoch": journal.epoch, "seq": journal.last_seq},  # never redacted
             )
             await notify_soon("READY=1", f"STATUS=lane {config.lane} at seq {journal.last_seq}")
             await stop.wait()

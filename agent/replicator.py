@@ -165,9 +165,10 @@ class Replicator:
         failure: str | None = None
         connected_at: float | None = None
         try:
-            async with aiomqtt.Client(
+            async with brokerconn.Client(  # a CONNACK deadline of its own (16.3)
                 b.host,
                 b.port,
+                connack_timeout_s=b.connack_timeout_s,
                 identifier=f"lanesync-{self.lane.store}-{self.lane.lane}",
                 username=b.username,
                 password=b.password,
@@ -363,7 +364,12 @@ class Replicator:
 
     async def _on_ack(self, ack: Ack) -> None:
         if ack.epoch != self.journal.epoch:
-            log.info("lane %s: ack for old epoch %d ignored", self.lane, ack.epoch)
+            log.info(
+                "lane %s: ack for old epoch %d ignored",
+                self.lane,
+                ack.epoch,
+                extra={"epoch": ack.epoch},  # an identifier: never redacted (logsetup)
+            )
             return
         now = time.monotonic()
         if ack.hwm >= self.journal.acked_seq:
@@ -387,6 +393,7 @@ class Replicator:
                 ack.hwm,
                 self.journal.last_seq,
                 self.journal.epoch,
+                extra={"epoch": self.journal.epoch, "seq": self.journal.last_seq, "hwm": ack.hwm},
             )
         if hwm > self.journal.acked_seq:
             try:

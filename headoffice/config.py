@@ -11,7 +11,7 @@ from typing import Any
 
 from headoffice import opsconfig
 from headoffice.opsconfig import HoOpsConfig
-from protocol.brokerconn import TlsConfig, parse_credentials
+from protocol.brokerconn import DEFAULT_CONNACK_TIMEOUT_S, TlsConfig, parse_credentials
 from protocol.codec import DEFAULT_MAX_MESSAGE
 from protocol.config import Table, load_toml
 from protocol.errors import ConfigError, ProtocolError
@@ -30,6 +30,7 @@ class HoBrokerConfig:
     share_group: str | None = None  # set to run several ingest workers on one subscription
     password_file: str | None = None
     tls: TlsConfig | None = None  # None: plain MQTT (see protocol.brokerconn)
+    connack_timeout_s: float = DEFAULT_CONNACK_TIMEOUT_S  # TCP + TLS + CONNACK, then retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,7 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
         share_group=b.str("share_group", None) or None,
         password_file=login.password_file,
         tls=login.tls,
+        connack_timeout_s=login.connack_timeout_s,
     )
     b.done()
     try:

@@ -112,6 +112,7 @@ def publisher_figures(stats: PublisherStats) -> dict[str, Any]:
     """This process's head publisher: whether it is connected and what it published."""
     return {
         "connected": stats.connected,
+        "standby": stats.standby,
         "connects": stats.connects,
         "heads_published": stats.heads_published,
         "heads_cleared": stats.heads_cleared,
@@ -356,6 +357,8 @@ def render_fragment(data: dict[str, Any]) -> str:
     pub = (catalog or {}).get("publisher")
     if pub:
         link = "connected" if pub["connected"] else "DISCONNECTED from the broker"
+        if pub.get("standby"):
+            link += ", standing by (another worker publishes)"
         parts.append(
             f'<p id="heads">Catalog heads: publisher {link}, {pub["heads_published"]} heads '
             f"published, up to version {pub['version_seen']}</p>"

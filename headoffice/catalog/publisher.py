@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 HEALTHY_SESSION_S = 5.0
+_LEADER_SQL = "SELECT pg_try_advisory_lock(hashtext('lanesync-catalog-heads:' || current_schema()))"
 PUBLISH_WINDOW = 256  # heads in flight at once (paho keeps 100 unacknowledged, queues the rest)
 
 
@@ -50,6 +51,7 @@ class PublisherStats:
     version_seen: int = 0  # the latest catalog version the publisher has published for
     last_publish_ms: int = 0
     heads: dict[str, int] = field(default_factory=dict)  # store -> version of its head
+    standby: bool = False  # another ingest worker's publisher holds the lock
 
 
 class HeadPublisher:
@@ -64,6 +66,7 @@ class HeadPublisher:
         self._sql: Sql | None = None
         self._catalog: versions.Catalog | None = None
         self._heads: dict[str, cat.CatalogHead] = {}  # the last head published per store
+        self._leader = False
 
     # --- database (its one thread) ------------------------------------------------------------
 
@@ -81,18 +84,36 @@ class HeadPublisher:
         return self._sql, self._catalog
 
     def _drop_connection(self) -> None:
+        self._leader = False  # the lock went with the connection
         if self._sql is not None:
             try:
                 self._sql.close()
             finally:
                 self._sql = self._catalog = None
 
-    def _latest(self) -> int:
+    def _leads(self, sql: Sql) -> bool:
+        """Whether this process publishes. Several ingest workers share one PostgreSQL
+        database: the one holding a session advisory lock publishes, the others stand by and
+        take over when its connection ends (process gone, link cut), so a slow worker never
+        overwrites a newer retained head with an older one. SQLite has one process."""
+        if sql.dialect != "postgres":
+            return True
+        row = sql.fetchone(_LEADER_SQL)
+        return bool(row and row[0])
+
+    def _latest(self) -> int | None:
+        """The latest catalog version, or None while another process publishes."""
         conn = self._connection()
         if conn is None:
             return 0
         try:
             sql = conn[0]
+            if not self._leader:
+                self._leader = self._leads(sql)
+                if self._leader:
+                    log.info("catalog heads: this process publishes them")
+                else:
+                    return None
             version = versions.latest_version(sql)
             sql.rollback()  # a read-only PostgreSQL connection: see the next version next time
             return version
@@ -176,9 +197,10 @@ class HeadPublisher:
         b = self.config.broker
         connected_at: float | None = None
         try:
-            async with aiomqtt.Client(
+            async with brokerconn.Client(  # a CONNACK deadline of its own, as ingest's
                 b.host,
                 b.port,
+                connack_timeout_s=b.connack_timeout_s,
                 identifier=f"{b.client_id}-catalog",
                 username=b.username,
                 password=b.password,
@@ -219,8 +241,12 @@ class HeadPublisher:
         everyone = True  # a new connection: every head again (the broker may have lost them)
         seen = -1
         while True:
-            latest: int = await self._run_db(self._latest)
-            if everyone or latest != seen:
+            latest: int | None = await self._run_db(self._latest)
+            if latest is None:  # another worker publishes; if it stops, all heads again
+                self.stats.standby = True
+                everyone = True
+            elif everyone or latest != seen:
+                self.stats.standby = False
                 found: tuple[list[cat.CatalogHead], list[str]] = await self._run_db(
                     self._changed_heads, latest, everyone
                 )

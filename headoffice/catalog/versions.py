@@ -17,7 +17,7 @@ import hashlib
 import heapq
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -145,9 +145,11 @@ def commit_load(
     upsert: bool,
     source: str,
     now_ms: int,
+    check: Callable[[Sql], None] | None = None,
 ) -> LoadResult:
     """Diff `rows` (checked, keys unique) against the dataset's current rows and commit one
-    new version holding only the delta; a load that changes nothing makes no version."""
+    new version holding only the delta; a load that changes nothing makes no version.
+    `check` runs under the lock first (rules across datasets) and refuses by raising."""
     fresh: dict[str, tuple[str, bytes, bytes]] = {}
     for row in rows:
         body = cat.row_bytes(ds, row)
@@ -156,6 +158,8 @@ def commit_load(
     try:
         if sql.dialect == "postgres":
             sql.execute(_LOCK_SQL)
+        if check is not None:
+            check(sql)
         current: dict[str, tuple[bytes, str]] = {
             key: (bytes(digest), scope)
             for key, digest, scope in sql.iterate(
@@ -418,7 +422,8 @@ class Catalog:
         self.sql = sql
         self._deltas = _Lru(16)
         self._scope_deltas = _Lru(256)
-        self._bounds = _Lru(64)
+        self._bounds = _Lru(1024)
+        self._keys = _Lru(64, budget=400_000)  # ~50 MB at most
         self._lock = threading.Lock()
 
     # The delta of a store between two versions: each scope's part computed once (every
@@ -528,15 +533,27 @@ class Catalog:
             hit = self._bounds.fetch(key)
         if hit is not None:
             return list(hit)
-        walks = [self.sql.fetchall(_SCOPE_KEYS, (s, at, at)) for s in scopes]
-        bounds = [
-            (d, k)
-            for i, (d, k) in enumerate(heapq.merge(*(map(tuple, w) for w in walks)))
-            if i % size == 0
-        ]
+        walks = [w for w in (self._scope_keys(s, at) for s in scopes) if w]
+        if len(walks) == 1:  # the common case: a store with no rows of its own
+            bounds = walks[0][::size]
+        else:
+            merged = heapq.merge(*walks)
+            bounds = [k for i, k in enumerate(merged) if i % size == 0]
         with self._lock:
             self._bounds.keep(key, bounds)
         return bounds
+
+    def _scope_keys(self, scope: str, at: int) -> list[tuple[str, str]]:
+        """A scope's keys at a version, in order: walked once, shared by every store (the
+        chain's 100,000 keys cost 0.25 s to walk; 200 new stores walked it 200 times)."""
+        key = (scope, at)
+        with self._lock:
+            hit: list[tuple[str, str]] | None = self._keys.fetch(key)
+        if hit is None:
+            hit = [(d, k) for d, k in self.sql.fetchall(_SCOPE_KEYS, (scope, at, at))]
+            with self._lock:
+                self._keys.keep(key, hit)
+        return hit
 
 
 def _merge(parts: list[list[Net]]) -> list[Net]:

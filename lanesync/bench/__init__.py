@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from lanesync.bench import api, drain, extract, fleet, flood, transit
+from lanesync.bench import api, drain, extract, fleet, flood, start, transit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,4 +19,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     extract.register(bsub)
     fleet.register(bsub)
     flood.register(bsub)
+    start.register(bsub)
     transit.register(bsub)

@@ -347,3 +347,32 @@ def test_prune_keeps_every_view_from_the_horizon_and_refuses_older(
         assert (snap.version, snap.hash) == (s1, versions.view(sql, "S1").hash)
     finally:
         store.close()
+
+
+def test_a_return_txn_type_setting_names_a_loaded_txn_type(
+    backend: Backend, tmp_path: Path
+) -> None:
+    store = backend.store()
+    try:
+        sql = store.sql
+        setting = [{"scope": "chain", "name": "ReturnTxnType", "value": "RET"}]
+        with pytest.raises(loader.LoadError) as err:
+            load(sql, "settings", jsonl_file(tmp_path / "s.jsonl", setting))
+        assert (err.value.row, err.value.column) == (1, "value")
+        assert "ReturnTxnType RET is not a txn_types code (none loaded yet)" in str(err.value)
+        types = tmp_path / "t.csv"
+        types.write_text(
+            "code,name,inventory_effect\nSALE,Sale,decrease\nRET,Return no stock,none\n",
+            encoding="utf-8",
+        )
+        load(sql, "txn_types", types)
+        assert load(sql, "settings", tmp_path / "s.jsonl").version == 2
+        # a txn_types load that drops RET is refused while the setting names it...
+        types.write_text("code,name,inventory_effect\nSALE,Sale,decrease\n", encoding="utf-8")
+        with pytest.raises(loader.LoadError, match="ReturnTxnType setting of chain"):
+            load(sql, "txn_types", types)
+        # ...an upsert keeps RET, so it may
+        assert load(sql, "txn_types", types, upsert=True).version is None
+        assert versions.latest_version(sql) == 2
+    finally:
+        store.close()
