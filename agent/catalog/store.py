@@ -195,13 +195,22 @@ class CatalogStore:
                 raise CatalogStoreError(f"catalog {self.path} is closed")
             # A cancelled await does not stop the thread: wait for it before the lock is let
             # go, so the next write never meets a transaction still open.
-            work = asyncio.ensure_future(asyncio.to_thread(self._tx, db, fn, durable))
+            work = asyncio.ensure_future(asyncio.to_thread(self._tx_checked, db, fn, durable))
             try:
                 return await asyncio.shield(work)
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await work
                 raise
+
+    def _tx_checked(
+        self, db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], durable: bool
+    ) -> T:
+        try:
+            return self._tx(db, fn, durable)
+        except sqlite3.Error as exc:
+            # A full disk, a locked or damaged file: the version held stays (rolled back).
+            raise CatalogStoreError(f"catalog {self.path}: {exc}") from exc
 
     @staticmethod
     def _tx(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], durable: bool) -> T:

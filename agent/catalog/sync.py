@@ -144,11 +144,14 @@ class CatalogSync:
                 continue
             try:
                 await self._catch_up(head, request)
-            except (LanesyncError, ProtocolError) as exc:
+            except Exception as exc:
                 # RequestTimeout (link down, head office slow), a refusal, a bad reply, or the
-                # catalog file failing: keep the version held and try again later.
+                # catalog file failing: keep the version held and try again later. Anything
+                # else is a defect, logged with its traceback, and must not stop the agent.
                 self.stats.failures += 1
                 self.stats.last_error = str(exc)
+                if not isinstance(exc, LanesyncError | ProtocolError):
+                    log.exception("catalog: unexpected failure bringing the catalog up to date")
                 log.warning(
                     "catalog: store %s holds version %d, head is %d: %s; retrying in %.1fs",
                     self.store.store,

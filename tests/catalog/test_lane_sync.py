@@ -248,3 +248,27 @@ async def test_chunk_sizes_at_both_limits_end_identical(tmp_path: Path, chunk_ro
         sync.on_head(ho.head(), ho.request)
         await settle(sync, 1)
         assert store.held.hash == view_hash(ho.versions[1])
+
+
+async def test_an_unexpected_failure_is_logged_and_retried_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ho = ScriptedHeadOffice()
+    ho.publish(items_view(5))
+    calls = 0
+
+    def broken_once(op: str, args: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a defect somewhere below the sync")
+
+    ho.before = broken_once
+    async with (
+        CatalogStore(tmp_path / "catalog.db", LANE.store) as store,
+        CatalogSync(store, FAST) as sync,
+    ):
+        sync.on_head(ho.head(), ho.request)
+        await settle(sync, 1)
+        assert sync.stats.failures == 1
+        assert "unexpected failure" in caplog.text
