@@ -220,10 +220,13 @@ class CatalogStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 out = fn(db)
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # Also after a failed COMMIT (a full disk leaves the transaction open).
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
         finally:
             if not durable:
                 db.execute("PRAGMA synchronous=FULL")
