@@ -1,4 +1,8 @@
-"""`lanesync agent` and `lanesync journal ...`: run a lane, inspect its journal."""
+"""`lanesync agent` and `lanesync journal ...`: run a lane, inspect its journal.
+
+`register` stays cheap and each handler imports what it alone uses (the daemon's stack for
+`agent`, rich for `journal tail`), so a till's agent process loads no table renderer.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
-from rich.console import Console
-from rich.table import Table
 
 from agent import config as agent_config
-from agent import daemon, opscli
+from agent import opscli
 from agent.verify import open_readonly, verify
 from protocol.errors import LanesyncError
 
@@ -46,6 +48,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from agent import daemon  # noqa: PLC0415 - only this command runs the lane
+
     try:
         cfg = agent_config.load(args.config)
         asyncio.run(daemon.run(cfg))
@@ -110,6 +114,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
+    from rich.console import Console  # noqa: PLC0415 - only this table needs rich
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table("seq", "time (UTC)", "kind", "register", "total", "txn_id", "acked")
     for e in out:
         table.add_row(

@@ -189,9 +189,10 @@ async def check_broker_and_clock(cfg: AgentConfig, timeout: float = 5.0) -> list
     try:
         async with (
             asyncio.timeout(timeout * 2),
-            aiomqtt.Client(
+            brokerconn.Client(
                 b.host,
                 b.port,
+                connack_timeout_s=min(b.connack_timeout_s, timeout),
                 identifier=f"lanesync-doctor-{cfg.lane.store}-{cfg.lane.lane}-{uuid.uuid4().hex[:6]}",
                 username=b.username,
                 password=b.password,

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from biip.rcn import RcnRegion
-
 from hardware.framing import FRAMINGS, FramingMode, FramingSpec
 from hardware.keymaps import LAYOUTS
 from hardware.wedge import WedgeConfig
@@ -138,6 +136,8 @@ def _parse_one(index: int, entry: object, seen: set[str]) -> ScannerConfig:
         fields["path"] = path
     if "rcn_region" in entry:
         region = _str(entry, where, "rcn_region").lower()
+        from biip.rcn import RcnRegion  # noqa: PLC0415 - biip (16 MB) only with scanners
+
         regions = sorted(r.value for r in RcnRegion)
         if region not in regions:
             raise _choice_error(f"{where}.rcn_region", "region", region, regions)

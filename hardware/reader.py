@@ -17,7 +17,6 @@ from typing import Any, Self
 from hardware.backoff import Backoff
 from hardware.config import ScannerConfig
 from hardware.events import DeviceEvent, DeviceState, ScanEvent
-from hardware.interpret import interpret
 from hardware.queue import ScanQueue
 
 __all__ = ["ReaderBase", "ScannerStatus"]
@@ -68,6 +67,10 @@ class ReaderBase:
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
+        # biip, which interprets scans, costs a lane 16 MB: loaded when a reader starts,
+        # so a lane without scanners never loads it and the first scan does not wait for it.
+        import hardware.interpret  # noqa: PLC0415, F401
+
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._task = self._tg.create_task(self.run(), name=f"{self.kind}:{self.config.name}")
@@ -87,6 +90,8 @@ class ReaderBase:
     # -- reporting ----------------------------------------------------------------------
 
     def emit_scan(self, raw: str, when: datetime) -> ScanEvent:
+        from hardware.interpret import interpret  # noqa: PLC0415 - loaded by __aenter__
+
         event = interpret(
             raw, source=self.config.name, time=when, rcn_region=self.config.rcn_region
         )

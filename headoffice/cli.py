@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import sys
 
-from headoffice import acl, daemon, opscli
+from headoffice import acl, opscli
 from headoffice import config as ho_config
 from headoffice.transit import cli as transit_cli
 from protocol.errors import ConfigError, LanesyncError
@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_headoffice(args: argparse.Namespace) -> int:
+    from headoffice import daemon  # noqa: PLC0415 - ingest's stack only for this command
+
     try:
         cfg = as_worker(opscli.apply_daemon_options(ho_config.load(args.config), args), args)
         asyncio.run(daemon.run(cfg))

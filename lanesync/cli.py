@@ -1,26 +1,59 @@
 """Entry point of the `lanesync` console script.
 
 Each component registers its own subcommands (`register(subparsers)`), so this module stays a
-dispatcher and agent/ and headoffice/ never import each other.
+dispatcher and agent/ and headoffice/ never import each other. Only the component of the
+command being run is imported: `lanesync agent` on a till never loads head office, psycopg or
+rich (73 MB and most of a second before any command ran, when this module imported them all);
+`lanesync --help` and an unknown command import every component, to list them all.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from agent import cli as agent_cli
-from hardware import cli as hardware_cli
-from headoffice import cli as headoffice_cli
-from headoffice.extract import cli as extract_cli
-from lanesync import __version__, bench, demo
+from lanesync import __version__
 from protocol import logsetup
 
 Handler = Callable[[argparse.Namespace], int]
 
+# Each component's command-line module (it has `register(subparsers)`) and the top-level
+# commands that register adds; tests/ops/test_lean_agent.py checks the two agree. A command
+# missing here still works: it costs importing every component.
+COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("agent.cli", ("agent", "journal", "status", "doctor")),
+    ("headoffice.cli", ("headoffice", "import", "transits")),
+    ("headoffice.extract.cli", ("extract",)),
+    ("headoffice.held.cli", ("held",)),
+    ("headoffice.catalog.cli", ("catalog",)),
+    ("hardware.cli", ("scanners",)),
+    ("lanesync.demo", ("demo",)),
+    ("lanesync.bench", ("bench",)),
+)
 
-def build_parser() -> argparse.ArgumentParser:
+_OPTIONS_WITH_VALUE = ("--log-level", "--log-format")
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command `argv` names (its first word that is not a global option), if any."""
+    words = iter(argv)
+    for word in words:
+        if word in _OPTIONS_WITH_VALUE:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def components_for(command: str | None) -> list[str]:
+    """The modules to import for `command`: its own, or all when it is none of theirs."""
+    own = [module for module, commands in COMPONENTS if command in commands]
+    return own or [module for module, _ in COMPONENTS]
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lanesync",
         description="Store-and-forward sync for point-of-sale lanes and head office.",
@@ -36,21 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="json: one redacted JSON object a line; auto: json under systemd (default auto)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for register in (
-        agent_cli.register,
-        headoffice_cli.register,
-        extract_cli.register,
-        hardware_cli.register,
-        demo.register,
-        bench.register,
-    ):
-        register(sub)
+    for module in components_for(command):
+        importlib.import_module(module).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_of(words))
+    args = parser.parse_args(words)
     # Redacts card numbers and credentials from every record (protocol.logsetup).
     logsetup.configure(str(args.log_level), str(args.log_format))
     handler: Handler = args.handler

@@ -16,21 +16,41 @@ Files are checked when the config is loaded (each error names the key), and the 
 built again for every connection, so a certificate renewed in place is used at the next
 reconnect without a restart. A file that breaks later (removed, wrong key) fails that connection
 attempt like a dead link: the lane keeps journaling sales and retries with backoff.
+
+`Client` is aiomqtt's client with a CONNACK deadline of its own (`connack_timeout_s`, a
+`[broker]` key of both daemons), so a relay that accepts and closes costs one backoff step, not
+the publish timeout (see the class).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import aiomqtt
+from paho.mqtt.client import Client as PahoClient
+from paho.mqtt.client import DisconnectFlags
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from protocol.config import Table
 from protocol.errors import ConfigError
 
 PLAIN_PORT = 1883
 TLS_PORT = 8883  # IANA's secure-mqtt port
+# From opening TCP to the broker's CONNACK (TLS handshake included). A broker on a LAN or over
+# TLS across the country answers in well under a second; a relay whose far side is down never
+# does. Separate from the publish timeout, which waits for PUBACKs of large batches.
+DEFAULT_CONNACK_TIMEOUT_S = 5.0
+
+_T = TypeVar("_T")
 
 
 class BrokerFileError(ConfigError, OSError):
@@ -59,6 +79,7 @@ class Credentials:
     password: str | None = None
     password_file: str | None = None
     tls: TlsConfig | None = None
+    connack_timeout_s: float = DEFAULT_CONNACK_TIMEOUT_S
 
     @property
     def default_port(self) -> int:
@@ -66,7 +87,9 @@ class Credentials:
 
 
 def parse_credentials(b: Table) -> Credentials:
-    """Read and check the security keys of a [broker] table (`b`), naming the key at fault."""
+    """Read and check the security keys of a [broker] table (`b`), naming the key at fault,
+    and `connack_timeout_s`, which both daemons' connections share."""
+    connack_timeout_s = float(b.num("connack_timeout_s", DEFAULT_CONNACK_TIMEOUT_S, 0.1, 600))
     username = b.str("username", None) or None
     password = b.str("password", None) or None
     password_file = b.str("password_file", None) or None
@@ -99,7 +122,7 @@ def parse_credentials(b: Table) -> Credentials:
     tls_config = TlsConfig(ca_file, cert_file, key_file, server_name) if tls else None
     if tls_config is not None:
         tls_context(tls_config)  # fail at start, naming the key, not at the first connect
-    return Credentials(username, password, password_file, tls_config)
+    return Credentials(username, password, password_file, tls_config, connack_timeout_s)
 
 
 def read_password(path: str) -> str:
@@ -245,3 +268,104 @@ def socket_race_failure(group: BaseExceptionGroup[AttributeError]) -> str:
         raise bugs
     assert races is not None
     return "; ".join(f"socket closed under the client ({e})" for e in races.exceptions)
+
+
+class Client(aiomqtt.Client):
+    """aiomqtt's client with a CONNACK deadline of its own, separate from `timeout`.
+
+    aiomqtt 2.5 waits for CONNACK with its one `timeout` for all communication (`__aenter__`
+    awaits `self._connected` through `_wait_for(..., timeout=None)`, i.e. `self.timeout`, 10 s
+    by default), and its `_on_disconnect` returns early while `_connected` is not done ("Return
+    early if we are not connected yet", empicano/aiomqtt aiomqtt/client.py). paho does report a
+    connection closed before CONNACK: its reader sees EOF or ECONNRESET, `_loop_rc_handle`
+    closes the socket and calls on_disconnect (paho/mqtt/client.py). So behind a load balancer,
+    TLS terminator or TCP relay whose broker is down, every attempt waited the whole publish
+    timeout for a CONNACK that could never come. Here:
+
+    - a close before CONNACK fails the connect at once (MqttError naming it);
+    - TCP connect, TLS handshake and CONNACK together get `connack_timeout_s` (paho's blocking
+      connect on aiomqtt's executor thread is bounded by paho's `connect_timeout`, the wait for
+      CONNACK by what is left of the deadline), then MqttError;
+    - a failed attempt closes paho's socket (aiomqtt leaves it open after a CONNACK timeout,
+      until paho's keepalive check closes it);
+
+    and `timeout` keeps its meaning for publish, subscribe and disconnect.
+    """
+
+    def __init__(self, *args: Any, connack_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connack_timeout_s = connack_timeout_s
+        self._connack_deadline: float | None = None
+        self._client.connect_timeout = connack_timeout_s
+
+    @property
+    def _where(self) -> str:
+        return f"{self._hostname}:{self._port}"
+
+    async def __aenter__(self) -> Self:
+        self._connack_deadline = time.monotonic() + self.connack_timeout_s
+        try:
+            return await super().__aenter__()
+        except AttributeError as exc:
+            self._abandon()
+            if not is_client_socket_race(exc):
+                raise
+            raise aiomqtt.MqttError(
+                f"connection to {self._where} closed before CONNACK (socket closed under "
+                f"the client: {exc})"
+            ) from None
+        except aiomqtt.MqttError as exc:
+            self._abandon()
+            if type(exc) is not aiomqtt.MqttError or "CONNACK" in str(exc):
+                raise  # a broker's refusal (MqttConnectError), or ours, already named
+            # aiomqtt's text of an OSError from paho's connect (a reset during the send of
+            # CONNECT, a refused port, a TLS failure) does not say where or when.
+            raise aiomqtt.MqttError(
+                f"connection to {self._where} failed before CONNACK: {exc}"
+            ) from None
+        except BaseException:
+            self._abandon()
+            raise
+        finally:
+            self._connack_deadline = None
+
+    def _abandon(self) -> None:
+        """Close paho's socket of a failed attempt (its callbacks remove aiomqtt's reader
+        and misc task first)."""
+        self._client._sock_close()
+
+    async def _wait_for(self, fut: Awaitable[_T], timeout: float | None) -> _T:
+        deadline = self._connack_deadline
+        if fut is not self._connected or deadline is None or timeout is not None:
+            return await super()._wait_for(fut, timeout)
+        left = max(0.0, deadline - time.monotonic())
+        try:
+            return await asyncio.wait_for(fut, left)
+        except TimeoutError:
+            raise aiomqtt.MqttError(
+                f"no CONNACK from {self._where} within {self.connack_timeout_s:g}s "
+                "(broker.connack_timeout_s)"
+            ) from None
+
+    def _on_disconnect(
+        self,
+        client: PahoClient,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        fut = self._connected
+        if not fut.done():
+            fut.set_exception(
+                aiomqtt.MqttError(
+                    f"connection to {self._where} closed before CONNACK ({reason_code}); "
+                    "a relay or load balancer whose broker is down, or a broker refusing "
+                    "this client"
+                )
+            )
+            # Seen: __aenter__ raises it when it awaits; when the attempt failed otherwise
+            # first (connect() itself got the reset), asyncio would log it as never retrieved.
+            fut.exception()
+            return
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)

@@ -3,18 +3,16 @@
 SSCC-18 = extension digit + company prefix + serial reference + check digit. The serial
 reference starts with this lane's `sscc_lane_prefix` (unique per lane across the chain, from
 configuration) followed by a counter kept in the journal database, so no two lanes and no two
-parcels of one lane share a number. The check digit and the printed form come from biip.
+parcels of one lane share a number. The check digit is protocol.screen's (GS1 7.9.1); the
+printed form comes from biip.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from biip import ParseError
-from biip.checksums import gs1_standard_check_digit
-from biip.sscc import Sscc
-
 from protocol.errors import ProtocolError
+from protocol.screen import gs1_check_digit
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +42,11 @@ class SsccScheme:
             f"{self.extension_digit}{self.company_prefix}{self.lane_prefix}"
             f"{serial:0{self.counter_digits}d}"
         )
-        return payload + str(gs1_standard_check_digit(payload))
+        return payload + str(gs1_check_digit(payload))
 
     def hri(self, sscc: str) -> str:
+        from biip.sscc import Sscc  # noqa: PLC0415 - biip costs a lane 16 MB: only for labels
+
         return Sscc.parse(sscc).as_hri(company_prefix_length=len(self.company_prefix))
 
 
@@ -62,10 +62,8 @@ def check_sscc(value: object, field: str) -> str:
         raise ProtocolError("must not have surrounding spaces", field)
     if len(value) != 18 or not value.isascii() or not value.isdigit():
         raise ProtocolError(f"an SSCC is 18 digits, got {len(value)} characters", field)
-    try:
-        Sscc.parse(value)
-    except ParseError:
-        raise ProtocolError("not an SSCC: the GS1 check digit does not match", field) from None
+    if gs1_check_digit(value[:-1]) != int(value[-1]):
+        raise ProtocolError("not an SSCC: the GS1 check digit does not match", field)
     return value
 
 

@@ -27,6 +27,7 @@ import uuid6
 from agent.journal import Journal
 from lanesync import samples, stack
 from lanesync.bench.common import in_workdir, print_result
+from lanesync.bench.drain import AGENT_TARGETS
 from protocol.identity import LaneId
 
 LANE = LaneId("S1", "L1")
@@ -143,7 +144,9 @@ def run(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     max_docs = documents(args.docs, args.seed + 1)
     agent = stack.Component("bench-agent", ["agent", "--config", str(cfg)], workdir)
     try:
+        t_spawn = time.perf_counter()
         agent.start().wait_notify("READY=1")
+        ready_s = time.perf_counter() - t_spawn
         paced = asyncio.run(through_api(sock, paced_docs, args.clients, args.rate))
         flat = asyncio.run(through_api(sock, max_docs, args.clients, None))
         rss = agent.peak_rss_mb()
@@ -165,7 +168,9 @@ def run(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "ratio_vs_journal": round(max_s["docs_per_s"] / base_s["docs_per_s"], 2),
         "p99_target_met": paced_s["p99_ms"] < 20.0 and paced_s["docs_per_s"] >= 0.95 * args.rate,
         "errors": paced[2] + flat[2],
-        "agent_peak_rss_mb": round(rss, 1),
+        "agent_peak_rss_mb": round(rss, 1),  # VmHWM over start and both runs
+        "agent_start_to_ready_s": round(ready_s, 3),
+        "agent_targets": AGENT_TARGETS,
         "baseline": "the same documents appended straight to a Journal in this process by the "
         "same number of concurrent appenders: group commit, no HTTP, no validation",
         "transport": "HTTP/1.1 over the agent's Unix socket (aiohttp client), agent in its own "
