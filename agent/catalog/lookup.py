@@ -242,6 +242,8 @@ class Lookup:
         active_only: bool = False,
     ) -> Row:
         """A page of a dataset by key; `next` is the `after` of the following page."""
+        if active_only and "active" not in contract.DATASETS[dataset].column_names:
+            raise bad_query("active", f"{dataset} have no active column")
         keep: Callable[[Row], bool] | None = (lambda r: bool(r["active"])) if active_only else None
         with self._snapshot() as (view, db, version):
             rows, more = _range(db, dataset, prefix, after, limit, keep)

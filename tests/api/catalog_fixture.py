@@ -92,8 +92,6 @@ class CatalogFile:
             if self.view.get(k) != new.get(k)
         ]
         async with CatalogStore(self.path, self.store) as store:
-            held = await store.apply_delta(
-                self.version, target, changes, view_hash(new), len(new)
-            )
+            held = await store.apply_delta(self.version, target, changes, view_hash(new), len(new))
         self.view, self.version = dict(new), target
         return held
