@@ -407,14 +407,14 @@ def _key_path(summary: str, name: str, key: str) -> dict[str, Any]:
 
 
 def _list_path(summary: str, field: str, name: str, *extra: dict[str, Any]) -> dict[str, Any]:
-    active = _q("active", {"type": "integer", "enum": [0, 1]}, "1: active rows only")
+    active = [_q("active", {"type": "integer", "enum": [0, 1]}, "1: active rows only")]
     if "active" not in CATALOG_SCHEMAS[name]["properties"]:
-        active = None  # transaction types are never inactive
+        active = []  # transaction types are never inactive
     return {
         "get": {
             "summary": summary,
             "description": NO_CATALOG,
-            "parameters": [*PAGE, *([active] if active else []), *extra],
+            "parameters": [*PAGE, *active, *extra],
             "responses": {
                 "200": _json(_page_of(field, name), "a page, in key order"),
                 **_problems(*CATALOG_CODES),
