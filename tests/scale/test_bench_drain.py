@@ -1,0 +1,47 @@
+"""`lanesync bench drain` as a user runs it, briefly: the agent is READY with its link down,
+the backlog is filled through its API, nothing reaches head office until the link opens, then
+every entry arrives once and in order, and the ceiling replays the same commits. The figures
+themselves are for the benchmark, never for a test."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from lanesync.bench.drain import transactions
+
+
+def test_transactions_are_the_seq_ranges_between_acked_hwms() -> None:
+    # A redelivered ack repeats a hwm; acks may be seen out of order; the last covers n.
+    assert transactions([3, 10, 3, 7, 12], 12) == [(1, 3), (4, 7), (8, 10), (11, 12)]
+    assert transactions([], 5) == []
+
+
+def test_bench_drain_opens_the_link_only_after_the_fill(tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    args = ["--entries", "300", "--no-paho", "--json", "--workdir", str(work)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "lanesync.cli", "bench", "drain", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["confirmed"] == out["entries"] == 300
+    assert (out["lost"], out["duplicated"], out["order_kept"]) == (0, 0, True)
+    assert out["entries_per_s"] > 0
+    assert out["ceiling_per_s"] > 0
+    assert out["ratio"] == round(out["entries_per_s"] / out["ceiling_per_s"], 2)
+    assert out["transactions"] >= 1
+    assert 0 < out["first_ack_s"] <= out["drain_s"]
+    # The ceiling wrote the very rows head office committed: same journal, same documents.
+    with sqlite3.connect(work / "headoffice.db") as ho, sqlite3.connect(work / "ceiling.db") as c:
+        for table in ("journal", "documents"):
+            q = f"SELECT * FROM {table} ORDER BY seq"
+            assert c.execute(q).fetchall() == ho.execute(q).fetchall()
+        assert c.execute("SELECT hwm FROM lanes").fetchone() == (300,)
