@@ -45,11 +45,19 @@ from typing import Any, Self
 import aiomqtt
 import tenacity
 
+from headoffice.catalog.registry import Registry
 from headoffice.config import HeadOfficeConfig
 from headoffice.inbox import Inbox, InboxStats, store_of
 from headoffice.lograte import StoreLog
 from headoffice.store import EpochRefused, Store, StoreError, open_store, transient
-from headoffice.store.base import ApplyResult, CheckedBatch, HeldEntry, check_batch, held_reason
+from headoffice.store.base import (
+    ApplyResult,
+    CheckedBatch,
+    HeldEntry,
+    check_batch,
+    held_reason,
+    hold_all,
+)
 from protocol import brokerconn, codec
 from protocol.errors import ProtocolError
 from protocol.identity import Channel, LaneId
@@ -145,6 +153,10 @@ class IngestStats:
     entries_applied: int = 0
     entries_redelivered: int = 0
     entries_held: int = 0  # held at their seq (card number, bad body, txn_id of another lane)
+    entries_unregistered: int = 0  # of those: held because the store registry does not list it
+    entries_released: int = 0  # held entries released once their store or lane was registered
+    registry_version: int | None = None  # the catalog version of the registry in use
+    registry_stores: int = 0  # stores it lists (0: not enforced, every store accepted)
     duplicate_txn_ids: int = 0
     gaps: int = 0  # resend requests sent for a gap (after any hold)
     gaps_held: int = 0  # batches that arrived ahead of their predecessor and were held
@@ -162,6 +174,24 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# After the catalog's version moved, the lanes with open `unregistered` entries are read again
+# with every group for this long: another worker may have held one under the old version in a
+# transaction that committed just after this worker looked (its later batches must wait for
+# those to be released first, in order).
+REGISTRY_RECHECK_S = 5.0
+# The catalog's version is read at most this often (a group's transaction: one indexed read).
+# A registration seen this much later only holds a batch that is released right after.
+REGISTRY_REFRESH_S = 0.1
+# While the registry holds anything, ingest looks at the catalog's version at least this often
+# even when no message comes, so registering a store releases its entries without its lanes
+# having to send anything.
+REGISTRY_POLL_S = 1.0
+UNREGISTERED = "unregistered"
+# A registration releases a lane's entries this many per transaction (a typo store may have
+# sent for days): the single writer is never held up long, and while more remain, the lane's
+# new entries are held behind them (released next, in order).
+RELEASE_CHUNK = 1000
+RELEASE_IDLE_BUDGET_S = 0.25  # of release transactions after a group, for lanes sending nothing
 ACK_GROUPS_PENDING = 64  # committed groups whose acks may wait for publishing (then ingest waits)
 MAX_WAITING = 5_000  # gapped batches beyond this are answered with a resend at once (memory)
 
@@ -198,6 +228,9 @@ class _Outcome:
     gaps_held: int = 0
     gaps_closed: int = 0
     flooded: dict[str, _Flooded] = field(default_factory=dict)  # by topic, written at commit
+    unregistered: int = 0  # entries held for the store registry
+    released: int = 0  # held entries released because their store or lane got registered
+    registered: set[tuple[str, str]] = field(default_factory=set)  # lanes whose were released
 
     def merge(self, other: _Outcome) -> None:
         self.acks.update(other.acks)
@@ -209,6 +242,9 @@ class _Outcome:
         self.epochs_refused += other.epochs_refused
         self.gaps_held += other.gaps_held
         self.gaps_closed += other.gaps_closed
+        self.unregistered += other.unregistered
+        self.released += other.released
+        self.registered |= other.registered
 
 
 READS_PER_WAKEUP = 256  # packets read each time the socket is readable (then others run)
@@ -308,6 +344,11 @@ class Ingest:
         # a held batch is retried with every group, and at least this often when none come
         self._hold_retry_s = min(0.05, max(0.005, self._hold_s / 10))
         self.ready = asyncio.Event()  # set once subscribed: used by sd_notify READY and tests
+        # The store registry and the lanes with open `unregistered` entries (writer thread).
+        self.registry = Registry()
+        self._unregistered: set[tuple[str, str]] = set()
+        self._recheck_until = 0.0
+        self._registry_due = 0.0
 
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
@@ -449,8 +490,9 @@ class Ingest:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                # With batches held for a gap, wake up to retry them even when nothing arrives.
-                async with asyncio.timeout(self._hold_retry_s if self._waiting else None):
+                # With batches held for a gap, wake up to retry them even when nothing arrives;
+                # with entries held for the registry, to notice the store's registration.
+                async with asyncio.timeout(self._wake_after()):
                     group = await prepared.get()
             except TimeoutError:
                 group = []
@@ -464,6 +506,11 @@ class Ingest:
             self._crash_point_after_commit()
             if out:
                 await acks.put(out)  # waits only when ACK_GROUPS_PENDING groups are behind
+
+    def _wake_after(self) -> float | None:
+        if self._waiting:
+            return self._hold_retry_s
+        return REGISTRY_POLL_S if self._unregistered or self.registry.enforced else None
 
     async def _ack_loop(
         self, client: aiomqtt.Client, acks: asyncio.Queue[list[Ack | Reply]]
@@ -581,6 +628,7 @@ class Ingest:
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"ingest failed: {_describe(exc)}") from exc
+        self._release_idle(store, now, out)
         return self._finish(out)
 
     def _finish(self, out: _Outcome) -> list[Ack | Reply]:
@@ -595,6 +643,9 @@ class Ingest:
         st.epochs_refused += out.epochs_refused
         st.gaps_held += out.gaps_held
         st.gaps_closed += out.gaps_closed
+        st.entries_unregistered += out.unregistered
+        st.entries_released += out.released
+        self._unregistered -= out.registered
         st.groups += 1
         st.last_commit_at = time.time()
         self._waiting = out.waiting
@@ -619,6 +670,7 @@ class Ingest:
             (p.msg.lane, p.msg.epoch) for p, _ in work if isinstance(p.msg, JournalBatch | Hello)
         }
         store.lock_lanes(sorted(touched, key=lambda k: (k[0].store, k[0].lane, k[1])))
+        self._check_registry(store, clock)  # after the lock: sees every hold of these lanes
         gapped: list[_Waiting] = []
         for p, since in work:
             if self._gapped(store, p):
@@ -753,14 +805,23 @@ class Ingest:
             self._quarantine(store, p.topic, lane, p.refusal or "refused", p.raw, now, out)
             return
         if isinstance(msg, JournalBatch):
+            checked, unregistered = self._registered(store, p.checked or check_batch(msg), now, out)
+            state = store.lane_state(lane, msg.epoch) if unregistered else None
+            low = state.hwm if state is not None else 0  # apply_batch moves state.hwm
             # Deferred: the group's rows are written together at commit (or before a request
             # reads them); applied/duplicate/held counts are known then.
             try:
-                res = store.apply_batch(p.checked or msg, now, defer=True)
+                res = store.apply_batch(checked, now, defer=True)
             except EpochRefused as exc:
                 self._refuse_epoch(store, p, exc, now, out)
                 return
             out.results.append(res)
+            if unregistered and res.resend_from is None:  # the entries it held: new ones only
+                out.unregistered += sum(
+                    1
+                    for seq, h in checked.held.items()
+                    if low < seq <= res.hwm and h.code == UNREGISTERED
+                )
             key = (lane.store, lane.lane, msg.epoch)
             if res.resend_from is not None:
                 out.gaps[key] = res.reason or "gap"
@@ -769,7 +830,7 @@ class Ingest:
             out.acks[key] = Ack(lane, msg.epoch, res.hwm, res.resend_from, res.reason)
         elif isinstance(msg, Hello):
             try:
-                state = store.note_hello(lane, msg.epoch, msg.last_seq, now)
+                state = store.note_hello(lane, msg.epoch, msg.last_seq, now, catalog=msg.catalog)
             except EpochRefused as exc:
                 self._refuse_epoch(store, p, exc, now, out)
                 return
@@ -785,6 +846,99 @@ class Ingest:
             else:
                 store.flush()  # a transit request may read what this group's batches projected
                 out.replies.append(handler(store, msg, now))
+
+    # --- the store registry (issue 14 item 4) -------------------------------------------------
+
+    def _check_registry(self, store: Store, clock: float) -> None:
+        """The registry at the catalog's current version (read at most every
+        REGISTRY_REFRESH_S); the lanes with open `unregistered` entries read again when it
+        moved, and with every group for REGISTRY_RECHECK_S after."""
+        changed = False
+        if clock >= self._registry_due:
+            self._registry_due = clock + REGISTRY_REFRESH_S
+            changed = self.registry.refresh(store.sql)
+        if changed:
+            log.info("head office: store registry at %s", self.registry.describe())
+            self.stats.registry_version = self.registry.version
+            self.stats.registry_stores = len(self.registry.stores)
+            self._recheck_until = clock + REGISTRY_RECHECK_S
+            self._unregistered = store.held_lanes(UNREGISTERED)
+        elif clock < self._recheck_until:
+            self._unregistered = store.held_lanes(UNREGISTERED)
+
+    def _registered(
+        self, store: Store, checked: CheckedBatch, now: int, out: _Outcome
+    ) -> tuple[CheckedBatch, bool]:
+        """The batch as ingest applies it, and whether the registry holds it: every entry
+        held when the registry does not know its store or lane; otherwise, first, what the
+        lane had held for that is released (in order)."""
+        lane = checked.batch.lane
+        refusal = self.registry.refusal(lane)
+        key = (lane.store, lane.lane)
+        pending = refusal is None and key in self._unregistered
+        if pending and not self._release_registered(store, key, now, out):
+            refusal = (
+                f"{lane} waits behind its entries held for the store registry while they are "
+                "released (in order)"
+            )
+        if refusal is not None:
+            self._unregistered.add(key)
+            return hold_all(checked, UNREGISTERED, refusal), True
+        return checked, False
+
+    def _release_registered(
+        self, store: Store, key: tuple[str, str], now: int, out: _Outcome
+    ) -> bool:
+        """Release a lane's `unregistered` entries, once, in (epoch, seq) order, through the
+        operator's release path (today's rules apply: one that fails them stays held), at
+        most RELEASE_CHUNK of them; returns whether that was all."""
+        ids = store.held_ids(key[0], key[1], UNREGISTERED, RELEASE_CHUNK)
+        if ids:
+            what = f"lane {key[0]}/{key[1]}" if key[0] in self.registry.lanes else f"store {key[0]}"
+            note = f"{what} registered in catalog version {self.registry.version}"
+            outcomes = store.release_held(ids, "store registry", note, now, registry=self.registry)
+            out.released += sum(o.changed for o in outcomes)
+            log.info(
+                "head office: %s: %d held entries released", note, sum(o.changed for o in outcomes)
+            )
+        if len(ids) == RELEASE_CHUNK:
+            return False
+        out.registered.add(key)
+        return True
+
+    def _release_idle(self, store: Store, now: int, out: _Outcome) -> None:
+        """Registered lanes that sent nothing in this group: their entries are released in a
+        transaction of their own each (the next group retries one that failed)."""
+        todo = sorted(
+            k
+            for k in self._unregistered - out.registered
+            if self.registry.refusal(LaneId(*k)) is None
+        )
+        deadline = time.monotonic() + RELEASE_IDLE_BUDGET_S
+        for key in todo:
+            one = _Outcome()
+            try:
+                while not self._release_registered(store, key, now, one):
+                    store.commit()  # a chunk at a time
+                    if time.monotonic() >= deadline:
+                        break  # the next group or poll goes on
+                store.commit()
+            except Exception as exc:  # noqa: BLE001 - one lane must not fail the others
+                store.rollback()
+                if transient(exc):
+                    return  # the database is failing: the next group tries again
+                refusals.log(
+                    logging.ERROR,
+                    key[0],
+                    "head office: releasing the held entries of %s/%s failed: %s",
+                    key[0],
+                    key[1],
+                    _describe(exc),
+                )
+                continue
+            out.merge(one)
+            if time.monotonic() >= deadline:
+                return
 
     def _refuse_epoch(
         self, store: Store, p: Prepared, exc: EpochRefused, now: int, out: _Outcome

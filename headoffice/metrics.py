@@ -2,8 +2,9 @@
 
 Counters come from the live IngestStats (entries held, epochs refused, messages shed by store,
 the inbox's depth); per-lane values (lag, backlog, online, gaps, quarantine, held entries,
-epochs on record) from the status page's read-only `collect`, refreshed in a worker thread at
-most once a second at scrape time. A registry per instance keeps tests independent. Store
+epochs on record) from the status page's read-only `collect`, and held entries by code with the
+releases and voids of every process (headoffice.held.ops.summary), refreshed in a worker thread
+at most once a second at scrape time. A registry per instance keeps tests independent. Store
 labels of shed messages are bounded (headoffice.inbox.MAX_SHED_LABELS).
 """
 
@@ -22,9 +23,27 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from headoffice.held import ops as held_ops
 from headoffice.ingest import IngestStats
 from headoffice.statuspage import collect
-from headoffice.store import Target
+from headoffice.store import StoreError, Target, open_readonly
+
+HELD_CODES = ("card_number", "invalid_body", "txn_conflict", "apply_failed", "unregistered")
+
+
+def held_figures(database: Target) -> dict[str, Any] | None:
+    """Held entries by code, and how many were released or voided (by any process: the
+    operator's commands write the database's counters), for the scrape."""
+    try:
+        db = open_readonly(database)
+    except StoreError:
+        return None  # the status page's collect says why
+    if db is None:
+        return None
+    try:
+        return held_ops.summary(db)
+    finally:
+        db.close()
 
 
 class HoCollector(Collector):
@@ -33,6 +52,7 @@ class HoCollector(Collector):
         self.database = database
         self.offline_after_s = offline_after_s
         self.snapshot: dict[str, Any] | None = None
+        self.held: dict[str, Any] | None = None
         self._at = 0.0
 
     async def refresh(self) -> None:
@@ -40,6 +60,7 @@ class HoCollector(Collector):
             self.snapshot = await asyncio.to_thread(
                 collect, self.database, offline_after_s=self.offline_after_s
             )
+            self.held = await asyncio.to_thread(held_figures, self.database)
             self._at = time.monotonic()
 
     def collect(self) -> Iterator[Metric]:
@@ -67,6 +88,21 @@ class HoCollector(Collector):
         yield counter("quarantined", "Messages quarantined by this process", st.quarantined)
         yield counter(
             "entries_held", "Entries held at their seq instead of applied", st.entries_held
+        )
+        yield counter(
+            "entries_unregistered",
+            "Entries held because the store registry does not list their store or lane",
+            st.entries_unregistered,
+        )
+        yield counter(
+            "entries_released_registered",
+            "Held entries this process released once their store or lane was registered",
+            st.entries_released,
+        )
+        yield GaugeMetricFamily(
+            "lanesync_ho_registry_stores",
+            "Stores the catalog's registry lists (0: not enforced, every store is accepted)",
+            value=st.registry_stores,
         )
         yield counter(
             "epochs_refused",
@@ -162,6 +198,23 @@ class HoCollector(Collector):
             "Entries held at their seq, waiting for an operator",
             value=snap.get("held_total", 0),
         )
+        held = self.held
+        if held is None:
+            return
+        by_code = GaugeMetricFamily(
+            "lanesync_ho_held_open_entries",
+            "Entries held at their seq, waiting for an operator, by the rule that holds them",
+            labels=["code"],
+        )
+        for code in HELD_CODES:
+            by_code.add_metric([code], held["open_by_code"].get(code, 0))
+        yield by_code
+        yield counter(
+            "entries_released",
+            "Held entries released (applied once), by operators and the store registry",
+            held["released"],
+        )
+        yield counter("entries_voided", "Held entries voided by operators", held["voided"])
 
 
 class HoMetrics:

@@ -26,6 +26,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("agent.cli", ("agent", "journal", "status", "doctor")),
     ("headoffice.cli", ("headoffice", "import", "transits")),
     ("headoffice.extract.cli", ("extract",)),
+    ("headoffice.held.cli", ("held",)),
     ("hardware.cli", ("scanners",)),
     ("lanesync.demo", ("demo",)),
     ("lanesync.bench", ("bench",)),

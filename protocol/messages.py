@@ -51,6 +51,8 @@ REPLY_FIELDS = screen.declare(
         **{f"transit.{k}": v for k, v in _TRANSIT_DETAILS.items()},
         "received.at": screen.ms_time,
         "cancelled.at": screen.ms_time,
+        # catalog_delta / catalog_snapshot pages (protocol.catalog): items' GTINs
+        "changes[][].gtins[]": screen.gtin,
     }
 )
 

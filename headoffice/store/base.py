@@ -23,12 +23,14 @@ one transaction, before anything is acknowledged.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from headoffice.catalog.registry import Registry
 from headoffice.lograte import StoreLog
 from headoffice.store.sql import Sql
 from headoffice.transit import bodies
@@ -157,13 +159,22 @@ def check_batch(batch: JournalBatch) -> CheckedBatch:
         else f"hash chain broken at seq {broken[0]}: the entry does not match its hash or the "
         "entry before it"
     )
-    held = _card_numbers(entries[:valid])
+    held, docs = check_entries(batch.lane.store, entries[:valid])
+    return CheckedBatch(batch, valid, refusal, held, docs)
+
+
+def check_entries(
+    store: str, entries: Sequence[Entry]
+) -> tuple[dict[int, HeldEntry], dict[int, bodies.Parsed]]:
+    """The rules of `check_batch` past the chain: which entries are held (by seq) and the
+    checked bodies of the projected kinds. A release runs them again on the held entry."""
+    held = _card_numbers(entries)
     docs: dict[int, bodies.Parsed] = {}
-    for e in entries[:valid]:
+    for e in entries:
         if e.kind not in transit_projection.PROJECTED_KINDS or e.seq in held:
             continue
         try:
-            docs[e.seq] = bodies.parse(e.kind, e.body, batch.lane.store)
+            docs[e.seq] = bodies.parse(e.kind, e.body, store)
         except Exception as exc:  # noqa: BLE001 - BodyError, or anything a body provokes
             problem = str(exc) if isinstance(exc, bodies.BodyError) else repr(type(exc))
             held[e.seq] = HeldEntry(
@@ -171,7 +182,18 @@ def check_batch(batch: JournalBatch) -> CheckedBatch:
                 "invalid_body",
                 held_reason(f"entry seq {e.seq}: head office cannot apply a {e.kind}: {problem}"),
             )
-    return CheckedBatch(batch, valid, refusal, held, docs)
+    return held, docs
+
+
+def hold_all(checked: CheckedBatch, code: str, reason: str) -> CheckedBatch:
+    """The batch with every valid entry held for `reason` (an unregistered store or lane),
+    except those a rule holds already for a card number: their body must stay masked."""
+    held = {
+        e.seq: HeldEntry(e, code, held_reason(reason))
+        for e in checked.batch.entries[: checked.valid]
+        if e.seq not in checked.held or checked.held[e.seq].code != "card_number"
+    }
+    return dataclasses.replace(checked, held=checked.held | held, docs={})
 
 
 def plan_batch(state: LaneState, checked: CheckedBatch | JournalBatch) -> BatchPlan:
@@ -287,6 +309,78 @@ def scrub_legacy_quarantine(sql: Sql) -> int:
         done += len(rows)
 
 
+# --- held entries: what an operator sees, and the outcome of releasing or voiding one ----------
+
+HELD_RECORD_COLUMNS = (
+    "id, store, lane, epoch, seq, kind, txn_id, ts, hash, code, reason, body, body_masked, "
+    "body_len, body_sha256, held_at, state, closed_at, closed_by, close_reason"
+)
+CARD_NUMBER_VOID_ONLY = (
+    "its body carries a card number, so head office keeps only a masked copy of it and can "
+    "never apply it; void it (lanesync held void {id} --reason TEXT) and have the store "
+    "enter the sale again without the card number"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRecord:
+    """One row of `held` (SELECT HELD_RECORD_COLUMNS): `body` is None for a card number."""
+
+    id: int
+    store: str
+    lane: str
+    epoch: int
+    seq: int
+    kind: str
+    txn_id: str
+    ts: int
+    hash: bytes
+    code: str
+    reason: str
+    body: bytes | None
+    body_masked: bytes | None
+    body_len: int
+    body_sha256: bytes
+    held_at: int
+    state: str
+    closed_at: int | None
+    closed_by: str | None
+    close_reason: str | None
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> HeldRecord:
+        r = list(row)
+        for i in (8, 11, 12, 14):  # memoryview on PostgreSQL and for sqlite BLOBs alike
+            if r[i] is not None:
+                r[i] = bytes(r[i])
+        return cls(*r)
+
+    @property
+    def lane_id(self) -> LaneId:
+        return LaneId(self.store, self.lane)
+
+    def entry(self) -> Entry:
+        assert self.body is not None
+        return Entry(self.seq, self.kind, self.txn_id, self.ts, self.body, self.hash)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOutcome:
+    """What releasing or voiding one held entry did. `refused` None: done, now or before
+    (both are idempotent: `changed` says whether this call did it)."""
+
+    id: int
+    action: str  # release, void
+    state: str | None  # the entry's state after the call (None: no such entry)
+    changed: bool = False
+    refused: str | None = None
+    code: str | None = None
+    applied: int = 0  # release: 1 its document applied, 0 it was a duplicate of one applied
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 class Store(Protocol):
     """A head-office storage backend. Methods run on the ingest's single writer thread."""
 
@@ -317,10 +411,16 @@ class Store(Protocol):
 
     def lane_state(self, lane: LaneId, epoch: int) -> LaneState | None: ...
 
-    def note_hello(self, lane: LaneId, epoch: int, last_seq: int, now_ms: int) -> LaneState:
-        """Raises EpochRefused like apply_batch."""
+    def note_hello(
+        self, lane: LaneId, epoch: int, last_seq: int, now_ms: int, *, catalog: int | None = None
+    ) -> LaneState:
+        """Raises EpochRefused like apply_batch. `catalog`: the catalog version the lane says
+        it holds complete (stored in lanes.catalog_version at commit)."""
 
-    def save_status(self, status: Status) -> None: ...
+    def save_status(self, status: Status) -> None:
+        """The lane's retained status; an online one also says the catalog version the lane
+        holds (an offline one is the lane's last will, written when it connected: its
+        version may be older than what the lane held when it went away, so it is not used)."""
 
     def quarantine(
         self,
@@ -334,6 +434,33 @@ class Store(Protocol):
         times: int = 1,
     ) -> None:
         """Keep a refused message (QuarantineRow: masked, capped, counted `times`)."""
+
+    def release_held(
+        self,
+        ids: Sequence[int],
+        by: str,
+        note: str,
+        now_ms: int,
+        *,
+        registry: Registry | None = None,
+    ) -> list[HeldOutcome]:
+        """Apply held entries once, in (store, lane, epoch, seq) order, as if they had arrived
+        in order (journal row, document, projection); the lanes' marks do not move (they moved
+        past the entries already). An entry a rule still holds stays held with today's reason;
+        the store registry is one of them (`registry`, or the catalog's current one). In the
+        caller's transaction (the caller commits)."""
+
+    def void_held(self, ids: Sequence[int], by: str, reason: str, now_ms: int) -> list[HeldOutcome]:
+        """Close held entries without applying them, recording who, when and why."""
+
+    def held_ids(
+        self, store: str, lane: str | None, code: str, limit: int | None = None
+    ) -> list[int]:
+        """The open held entries of a store (or one lane) with `code`, in (epoch, seq) order,
+        the first `limit` of them."""
+
+    def held_lanes(self, code: str) -> set[tuple[str, str]]:
+        """The (store, lane) pairs with open held entries of `code`."""
 
     def commit(self) -> None: ...
 
@@ -602,6 +729,267 @@ class BatchWriter:
         self._count("entries_held", len(held))
         pending.clear()
 
+    # --- held entries: release and void (issue 16) -----------------------------------------
+
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _lock_held(self, ids: Sequence[int]) -> dict[int, HeldRecord]:
+        """The rows of `ids`, locked for this transaction (SQLite: BEGIN IMMEDIATE already
+        holds the file's write lock; PostgreSQL: FOR UPDATE, in id order). Another releaser
+        of the same entry waits here, then sees it closed: each entry is applied once."""
+        self._begin()
+        found: dict[int, HeldRecord] = {}
+        lock = " FOR UPDATE" if self.sql.dialect == "postgres" else ""
+        wanted = sorted(set(ids))
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.sql.fetchall(
+                f"SELECT {HELD_RECORD_COLUMNS} FROM held WHERE id IN ({marks}) "  # noqa: S608
+                f"ORDER BY id{lock}",
+                chunk,
+            ):
+                rec = HeldRecord.of(row)
+                found[rec.id] = rec
+        return found
+
+    def held_ids(
+        self, store: str, lane: str | None, code: str, limit: int | None = None
+    ) -> list[int]:
+        self._begin()
+        cut = -1 if limit is None else limit  # LIMIT -1: all (SQLite); PostgreSQL: NULL
+        if lane is None:
+            rows = self.sql.fetchall(
+                "SELECT id FROM held WHERE state = 'held' AND store = ? AND code = ? "
+                "ORDER BY lane, epoch, seq LIMIT ?",
+                (store, code, cut if self.sql.dialect == "sqlite" else limit),
+            )
+        else:
+            rows = self.sql.fetchall(
+                "SELECT id FROM held WHERE state = 'held' AND store = ? AND lane = ? "
+                "AND code = ? ORDER BY epoch, seq LIMIT ?",
+                (store, lane, code, cut if self.sql.dialect == "sqlite" else limit),
+            )
+        return [int(r[0]) for r in rows]
+
+    def held_lanes(self, code: str) -> set[tuple[str, str]]:
+        self._begin()
+        rows = self.sql.fetchall(
+            "SELECT DISTINCT store, lane FROM held WHERE state = 'held' AND code = ?", (code,)
+        )
+        return {(str(r[0]), str(r[1])) for r in rows}
+
+    def release_held(
+        self,
+        ids: Sequence[int],
+        by: str,
+        note: str,
+        now_ms: int,
+        *,
+        registry: Registry | None = None,
+    ) -> list[HeldOutcome]:
+        self.flush()  # the group's own rows first: an owner among them is seen
+        records = self._lock_held(ids)
+        outcomes = {
+            i: HeldOutcome(i, "release", None, refused=f"no held entry {i}")
+            for i in ids
+            if i not in records
+        }
+        if registry is None and records:
+            registry = Registry()
+            registry.refresh(self.sql)
+        ready: list[tuple[HeldRecord, Entry, bodies.Parsed | None]] = []
+        for rec in sorted(records.values(), key=lambda r: (r.store, r.lane, r.epoch, r.seq)):
+            assert registry is not None
+            done = self._release_check(rec, registry)
+            if isinstance(done, HeldOutcome):
+                outcomes[rec.id] = done
+            else:
+                ready.append((rec, *done))
+        # One owners read, one flush and one update for them all (a registration may release
+        # thousands), in the order above: the journal rows are written in (epoch, seq) order.
+        owners = self._owners(sorted({e.txn_id for _, e, _ in ready})) if ready else {}
+        applying: list[tuple[HeldRecord, Entry, ApplyResult]] = []
+        pending = self._pending
+        for rec, e, doc in ready:
+            lane = rec.lane_id
+            owner = owners.get(e.txn_id)
+            if owner is not None and not is_duplicate(e, lane, owner):
+                outcomes[rec.id] = self._still_held(
+                    rec, "txn_conflict", conflict_reason(e, lane, rec.epoch, owner)
+                )
+                continue
+            res = ApplyResult(lane, rec.epoch, rec.seq)
+            candidate = e.txn_id not in pending.documents
+            if candidate:
+                pending.documents[e.txn_id] = (
+                    e.txn_id,
+                    rec.store,
+                    rec.lane,
+                    rec.epoch,
+                    e.seq,
+                    e.kind,
+                    e.ts,
+                )
+            row: JournalRow = (
+                rec.store,
+                rec.lane,
+                rec.epoch,
+                e.seq,
+                e.kind,
+                e.txn_id,
+                e.ts,
+                e.body,
+                e.hash,
+                now_ms,
+                0,
+            )
+            pending.entries.append(_PendingEntry(row, e, candidate, res, doc))
+            applying.append((rec, e, res))
+        self.flush()
+        released: list[int] = []
+        for rec, e, res in applying:
+            if res.held:
+                # its txn_id was applied by another entry meanwhile (another worker, or an
+                # earlier entry of this release with other content): held again, owner named
+                owner = self._owners([e.txn_id]).get(e.txn_id)
+                why = (
+                    conflict_reason(e, rec.lane_id, rec.epoch, owner)
+                    if owner is not None
+                    else f"entry seq {e.seq}: txn_id {e.txn_id} was applied meanwhile"
+                )
+                outcomes[rec.id] = self._still_held(rec, "txn_conflict", why)
+                continue
+            released.append(rec.id)
+            outcomes[rec.id] = HeldOutcome(
+                rec.id, "release", "released", True, code=rec.code, applied=res.applied
+            )
+        self._close_released(released, by, note, now_ms)
+        if released:
+            store = records[released[0]].store
+            held_log.warning(
+                store, "head office: %s released %d held entries: %s", by, len(released), note
+            )
+        return [outcomes[i] for i in dict.fromkeys(ids)]
+
+    def _release_check(
+        self, rec: HeldRecord, registry: Registry
+    ) -> HeldOutcome | tuple[Entry, bodies.Parsed | None]:
+        """A held entry's outcome when it is not to be applied (closed already, a card
+        number, a rule refusing it today), else the entry and its checked body."""
+        if rec.state == "released":
+            return HeldOutcome(rec.id, "release", "released", code=rec.code)
+        if rec.state == "voided":
+            return HeldOutcome(
+                rec.id,
+                "release",
+                "voided",
+                refused=f"held entry {rec.id} was voided by {rec.closed_by} "
+                f"({rec.close_reason}); a voided entry is never applied",
+                code=rec.code,
+            )
+        if rec.code == "card_number" or rec.body is None:
+            return HeldOutcome(
+                rec.id,
+                "release",
+                "held",
+                refused=f"held entry {rec.id} cannot be released: "
+                + CARD_NUMBER_VOID_ONLY.format(id=rec.id),
+                code=rec.code,
+            )
+        e = rec.entry()
+        unknown = registry.refusal(rec.lane_id)
+        if unknown is not None:
+            out = self._still_held(rec, "unregistered", unknown)
+            return dataclasses.replace(
+                out,
+                refused=f"{out.refused}; once the catalog lists it (lanesync catalog load "
+                "stores|lanes FILE) its entries are released by themselves",
+            )
+        held, docs = check_entries(rec.store, [e])
+        if e.seq in held:
+            return self._still_held(rec, held[e.seq].code, held[e.seq].reason)
+        return e, docs.get(e.seq)
+
+    def _still_held(self, rec: HeldRecord, code: str, reason: str) -> HeldOutcome:
+        if (code, held_reason(reason)) != (rec.code, rec.reason):
+            self._rehold(rec, code, reason)
+        return HeldOutcome(
+            rec.id,
+            "release",
+            "held",
+            refused=f"held entry {rec.id} is still refused: {held_reason(reason)}",
+            code=code,
+        )
+
+    def _close_released(self, ids: list[int], by: str, note: str, now_ms: int) -> None:
+        changed = 0
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            changed += self.sql.execute(
+                "UPDATE held SET state = 'released', closed_at = ?, closed_by = ?, "  # noqa: S608
+                f"close_reason = ? WHERE id IN ({marks}) AND state = 'held'",
+                (now_ms, held_reason(by), held_reason(note), *chunk),
+            )
+        if changed != len(ids):  # cannot happen under the row locks: fail rather than apply twice
+            raise StoreError(f"{len(ids) - changed} held entries changed while being released")
+        self._count("entries_released", len(ids))
+
+    def _rehold(self, rec: HeldRecord, code: str, reason: str) -> None:
+        """A release found the entry refused again: keep it held with today's code and reason
+        (a card number found now: only a masked copy of the body stays)."""
+        reason = held_reason(reason)
+        if code == "card_number" and rec.body is not None:
+            self.sql.execute(
+                "UPDATE held SET code = ?, reason = ?, body = NULL, body_masked = ? "
+                "WHERE id = ? AND state = 'held'",
+                (code, reason, pan.mask_bytes(rec.body), rec.id),
+            )
+        else:
+            self.sql.execute(
+                "UPDATE held SET code = ?, reason = ? WHERE id = ? AND state = 'held'",
+                (code, reason, rec.id),
+            )
+
+    def void_held(self, ids: Sequence[int], by: str, reason: str, now_ms: int) -> list[HeldOutcome]:
+        if not reason.strip():
+            raise ValueError("a reason is required to void a held entry")
+        records = self._lock_held(ids)
+        out: list[HeldOutcome] = []
+        for i in dict.fromkeys(ids):
+            rec = records.get(i)
+            if rec is None:
+                out.append(HeldOutcome(i, "void", None, refused=f"no held entry {i}"))
+            elif rec.state == "voided":
+                out.append(HeldOutcome(i, "void", "voided", code=rec.code))
+            elif rec.state == "released":
+                out.append(
+                    HeldOutcome(
+                        i,
+                        "void",
+                        "released",
+                        refused=f"held entry {i} was released by {rec.closed_by}: its document "
+                        "is applied, so it cannot be voided",
+                        code=rec.code,
+                    )
+                )
+            else:
+                changed = self.sql.execute(
+                    "UPDATE held SET state = 'voided', closed_at = ?, closed_by = ?, "
+                    "close_reason = ? WHERE id = ? AND state = 'held'",
+                    (now_ms, held_reason(by), held_reason(reason), i),
+                )
+                if changed != 1:
+                    raise StoreError(f"held entry {i} changed while it was being voided")
+                self._count("entries_voided")
+                held_log.warning(
+                    rec.store, "head office: %s voided held entry %d (seq %d)", by, i, rec.seq
+                )
+                out.append(HeldOutcome(i, "void", "voided", True, code=rec.code))
+        return out
+
     def _owners_of_the_rest(self, inserted: set[str]) -> dict[str, Owner]:
         """For each pending entry that did not insert its document: who owns that txn_id.
         An earlier entry of this very flush, or a document head office already holds."""
@@ -618,6 +1006,20 @@ class BatchWriter:
         if ask:
             owners |= self._owners(sorted(ask))
         return owners
+
+
+def catalog_updates(
+    told: dict[tuple[str, str], int], dialect: str
+) -> tuple[str, list[tuple[Any, ...]]]:
+    """The statement and rows that store what lanes said of their catalog version: on every
+    epoch row of the lane (the version belongs to the till, not to one journal epoch), in
+    (store, lane) order, only where it changed."""
+    distinct = "IS DISTINCT FROM" if dialect == "postgres" else "IS NOT"
+    return (
+        "UPDATE lanes SET catalog_version = ? WHERE store = ? AND lane = ? "  # noqa: S608
+        f"AND catalog_version {distinct} ?",
+        [(v, s, ln, v) for (s, ln), v in sorted(told.items())],
+    )
 
 
 def status_row(status: Status) -> tuple[Any, ...]:

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from headoffice.catalog.registry import Registry
 from headoffice.store.base import (
     DEFAULT_MAX_EPOCHS_PER_LANE,
     HELD_COLUMNS,
@@ -49,6 +50,7 @@ from headoffice.store.base import (
     DocumentRow,
     EpochRefused,
     HeldEntry,
+    HeldOutcome,
     HeldRow,
     JournalRow,
     LaneState,
@@ -56,6 +58,7 @@ from headoffice.store.base import (
     PendingWrites,
     QuarantineRow,
     StoreError,
+    catalog_updates,
     scrub_legacy_quarantine,
     status_row,
 )
@@ -157,6 +160,7 @@ class PostgresStore(BatchWriter):
         self._dirty: dict[LaneKey, LaneState] = {}
         self._statuses: dict[tuple[str, str], Status] = {}
         self._counters: dict[str, int] = {}
+        self._catalogs: dict[tuple[str, str], int] = {}  # catalog versions lanes said, by lane
         self._pending = PendingWrites()
         self._now = 0
 
@@ -248,6 +252,10 @@ class PostgresStore(BatchWriter):
                 "ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
                 sorted(self._counters.items()),
             )
+        if self._catalogs:
+            # After the lanes' own rows, in lane order: rows of the lane's other epochs are
+            # locked here, in the order every worker uses.
+            self._sql.executemany(*catalog_updates(self._catalogs, "postgres"))
         conn.execute("COMMIT")
 
     def _forget(self) -> None:
@@ -257,6 +265,7 @@ class PostgresStore(BatchWriter):
         self._dirty.clear()
         self._statuses.clear()
         self._counters.clear()
+        self._catalogs.clear()
 
     def rollback(self) -> None:
         try:
@@ -356,10 +365,14 @@ class PostgresStore(BatchWriter):
         self._dirty[key] = state
         return state
 
-    def note_hello(self, lane: LaneId, epoch: int, last_seq: int, now_ms: int) -> LaneState:
+    def note_hello(
+        self, lane: LaneId, epoch: int, last_seq: int, now_ms: int, *, catalog: int | None = None
+    ) -> LaneState:
         def note() -> LaneState:
             state = self._lane_for_write(lane, epoch, now_ms)
             state.lane_last_seq = max(state.lane_last_seq, last_seq)
+            if catalog is not None:
+                self._catalogs[(lane.store, lane.lane)] = catalog
             return state
 
         return self._guard("noting a hello", note)
@@ -384,6 +397,35 @@ class PostgresStore(BatchWriter):
 
     def flush(self) -> None:
         self._guard("writing the group's rows", lambda: BatchWriter.flush(self))
+
+    def release_held(
+        self,
+        ids: Sequence[int],
+        by: str,
+        note: str,
+        now_ms: int,
+        *,
+        registry: Registry | None = None,
+    ) -> list[HeldOutcome]:
+        return self._guard(
+            "releasing held entries",
+            lambda: BatchWriter.release_held(self, ids, by, note, now_ms, registry=registry),
+        )
+
+    def void_held(self, ids: Sequence[int], by: str, reason: str, now_ms: int) -> list[HeldOutcome]:
+        return self._guard(
+            "voiding held entries", lambda: BatchWriter.void_held(self, ids, by, reason, now_ms)
+        )
+
+    def held_ids(
+        self, store: str, lane: str | None, code: str, limit: int | None = None
+    ) -> list[int]:
+        return self._guard(
+            "reading held entries", lambda: BatchWriter.held_ids(self, store, lane, code, limit)
+        )
+
+    def held_lanes(self, code: str) -> set[tuple[str, str]]:
+        return self._guard("reading held entries", lambda: BatchWriter.held_lanes(self, code))
 
     def _insert_held(self, held: list[HeldRow]) -> None:
         with self.conn.cursor() as cur:
@@ -440,6 +482,8 @@ class PostgresStore(BatchWriter):
         """Buffered and written at commit, in lane order (every worker writes these rows)."""
         self._guard("saving a status", self._begin)
         self._statuses[(status.lane.store, status.lane.lane)] = status
+        if status.state == "online":
+            self._catalogs[(status.lane.store, status.lane.lane)] = status.catalog
 
     def quarantine(
         self,

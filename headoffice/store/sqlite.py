@@ -26,6 +26,7 @@ from headoffice.store.base import (
     PendingWrites,
     QuarantineRow,
     StoreError,
+    catalog_updates,
     scrub_legacy_quarantine,
     status_row,
 )
@@ -88,6 +89,7 @@ class SqliteStore(BatchWriter):
         self._lanes: dict[tuple[str, str, int], LaneState] = {}
         self._dirty: dict[tuple[str, str, int], LaneState] = {}
         self._counters: dict[str, int] = {}
+        self._catalogs: dict[tuple[str, str], int] = {}  # catalog versions lanes said, by lane
         self._pending = PendingWrites()
         self._sql = SqliteSql(self.db)
 
@@ -129,12 +131,15 @@ class SqliteStore(BatchWriter):
                 "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
                 list(self._counters.items()),
             )
+            if self._catalogs:
+                self.db.executemany(*catalog_updates(self._catalogs, "sqlite"))
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self.rollback()
             raise StoreError(f"commit failed, nothing acknowledged: {exc}") from exc
         self._dirty.clear()
         self._counters.clear()
+        self._catalogs.clear()
         if len(self._lanes) > self.max_cached_lanes:
             for key in list(self._lanes)[: len(self._lanes) // 2]:
                 del self._lanes[key]
@@ -146,6 +151,7 @@ class SqliteStore(BatchWriter):
         self._lanes.clear()
         self._dirty.clear()
         self._counters.clear()
+        self._catalogs.clear()
 
     def close(self) -> None:
         self.rollback()
@@ -200,9 +206,13 @@ class SqliteStore(BatchWriter):
         self._dirty[(lane.store, lane.lane, epoch)] = state
         return state
 
-    def note_hello(self, lane: LaneId, epoch: int, last_seq: int, now_ms: int) -> LaneState:
+    def note_hello(
+        self, lane: LaneId, epoch: int, last_seq: int, now_ms: int, *, catalog: int | None = None
+    ) -> LaneState:
         state = self._lane_for_write(lane, epoch, now_ms)
         state.lane_last_seq = max(state.lane_last_seq, last_seq)
+        if catalog is not None:
+            self._catalogs[(lane.store, lane.lane)] = catalog
         return state
 
     # --- ingest ---------------------------------------------------------------------------
@@ -264,6 +274,8 @@ class SqliteStore(BatchWriter):
 
     def save_status(self, status: Status) -> None:
         self._begin()
+        if status.state == "online":
+            self._catalogs[(status.lane.store, status.lane.lane)] = status.catalog
         self.db.execute(
             "INSERT INTO lane_status (store, lane, state, version, backlog, at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (store, lane) DO UPDATE SET "
