@@ -724,6 +724,8 @@ class BatchWriter:
             assert pe.doc is not None
             if transit_projection.apply_entry(self.sql, pe.result.lane, pe.entry, pe.doc):
                 self._count("transit_projection_errors")
+        if applied:
+            _project_for_extract(self.sql, pending.entries, inserted)
         self._count("entries_applied", applied)
         self._count("duplicate_txn_ids", duplicates)
         self._count("entries_held", len(held))
@@ -1020,6 +1022,23 @@ def catalog_updates(
         f"AND catalog_version {distinct} ?",
         [(v, s, ln, v) for (s, ln), v in sorted(told.items())],
     )
+
+
+def _project_for_extract(sql: Sql, entries: list[_PendingEntry], inserted: set[str]) -> None:
+    """Issue 17.3's hook: the extract's rows of the sale documents this flush applied, in its
+    transaction (headoffice/extract/projection.py; imported here because headoffice.extract
+    imports the store)."""
+    from headoffice.extract import projection  # noqa: PLC0415
+
+    if projection.ENABLED:
+        projection.project(
+            sql,
+            [
+                (pe.result.lane, pe.result.epoch, pe.entry)
+                for pe in entries
+                if pe.candidate and pe.entry.txn_id in inserted
+            ],
+        )
 
 
 def status_row(status: Status) -> tuple[Any, ...]:
