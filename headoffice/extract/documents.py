@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from headoffice.extract.db import JOBS_OF, JOURNAL_ID
+from headoffice.extract.dialect import JOBS_OF, JOURNAL_ID
 from headoffice.extract.money import parse_qty
 from headoffice.store.sql import Sql
 from protocol.documents import SALE_KINDS

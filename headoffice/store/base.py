@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from headoffice.catalog.registry import Registry
+from headoffice.extract import projection as extract_projection
 from headoffice.lograte import StoreLog
 from headoffice.store.sql import Sql
 from headoffice.transit import bodies
@@ -1026,12 +1027,9 @@ def catalog_updates(
 
 def _project_for_extract(sql: Sql, entries: list[_PendingEntry], inserted: set[str]) -> None:
     """Issue 17.3's hook: the extract's rows of the sale documents this flush applied, in its
-    transaction (headoffice/extract/projection.py; imported here because headoffice.extract
-    imports the store)."""
-    from headoffice.extract import projection  # noqa: PLC0415
-
-    if projection.ENABLED:
-        projection.project(
+    transaction (headoffice/extract/projection.py)."""
+    if extract_projection.ENABLED:
+        extract_projection.project(
             sql,
             [
                 (pe.result.lane, pe.result.epoch, pe.entry)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 import threading
 import time
@@ -61,6 +62,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--no-paho", action="store_true", help="skip the paho-mqtt reference (broker only)"
     )
+    p.add_argument(
+        "--projection",
+        choices=("on", "off", "both"),
+        default="on",
+        help="head office's extract projection (issue 17.3); both: drain the same backlog "
+        "without it, then with it, and report the slowdown (on)",
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON result")
     p.add_argument("--workdir", help="keep files here instead of a temporary directory")
     p.add_argument("--seed", type=int, default=1, help="random seed for the documents")
@@ -74,7 +82,14 @@ def cmd_drain(args: argparse.Namespace) -> int:
     result = in_workdir(
         args.workdir,
         "drain",
-        lambda d: run(d, args.entries, args.seed, quiet=args.json, paho_ref=not args.no_paho),
+        lambda d: run(
+            d,
+            args.entries,
+            args.seed,
+            quiet=args.json,
+            paho_ref=not args.no_paho,
+            projection=args.projection,
+        ),
     )
     print_result(result, args.json)
     return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
@@ -189,6 +204,11 @@ def transactions(hwms: list[int], n: int) -> list[tuple[int, int]]:
     return out
 
 
+def _insert_sql(table: str, columns: list[str]) -> str:
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+
+
 def sqlite_ceiling(drained: Path, path: Path, lane: LaneId, txns: list[tuple[int, int]]) -> float:
     """Seconds for head office's SQLite (its schema, WAL, synchronous=FULL) to insert the rows
     the drain committed for `lane`, in the drain's transactions, and nothing else.
@@ -207,14 +227,14 @@ def sqlite_ceiling(drained: Path, path: Path, lane: LaneId, txns: list[tuple[int
                 (lane.store, lane.lane),
             ).fetchall()
             tables.append((name, cols, rows))
+    lane_cols = [r[1] for r in src.execute("PRAGMA table_info(lanes)")]
     lane_row = src.execute(
         "SELECT * FROM lanes WHERE store = ? AND lane = ?", (lane.store, lane.lane)
     ).fetchone()
     src.close()
     db = sqlite_store.connect(path)
     sqlite_store.migrate(db, f"ceiling database {path}")
-    marks = ", ".join("?" * len(lane_row))
-    db.execute(f"INSERT INTO lanes VALUES ({marks})", lane_row)  # noqa: S608
+    db.execute(_insert_sql("lanes", lane_cols), lane_row)
     by_txn: list[list[tuple[str, list[tuple[Any, ...]]]]] = []
     for first, last in txns:
         parts = []
@@ -222,8 +242,7 @@ def sqlite_ceiling(drained: Path, path: Path, lane: LaneId, txns: list[tuple[int
             seq = cols.index("seq")
             chunk = [r for r in rows if first <= r[seq] <= last]
             if chunk:
-                marks = ", ".join("?" * len(cols))
-                parts.append((f"INSERT INTO {name} VALUES ({marks})", chunk))  # noqa: S608
+                parts.append((_insert_sql(name, cols), chunk))
         by_txn.append(parts)
     t0 = time.perf_counter()
     for (_, last), parts in zip(txns, by_txn, strict=True):
@@ -256,55 +275,141 @@ def fill_through_agent(sock: Path, n: int, seed: int) -> tuple[float, int]:
     return wall, errors
 
 
-def run(workdir: Path, n: int, seed: int, *, quiet: bool, paho_ref: bool = True) -> dict[str, Any]:
+def _journal_files(workdir: Path, lane: LaneId) -> list[Path]:
+    path = stack.journal_path(workdir, lane)
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
+def _snapshot(workdir: Path, lane: LaneId, *, restore: bool) -> None:
+    """Keep (or put back) the filled journal, so each phase drains the very same backlog."""
+    for f in _journal_files(workdir, lane):
+        kept = f.with_name(f.name + ".filled")
+        src, dst = (kept, f) if restore else (f, kept)
+        dst.unlink(missing_ok=True)
+        if src.exists():
+            shutil.copyfile(src, dst)
+
+
+def _phase(
+    workdir: Path,
+    broker_port: int,
+    link: ProxyThread,
+    ag: stack.Component,
+    lane: LaneId,
+    n: int,
+    projection: str,
+    name: str,
+) -> dict[str, Any]:
+    """One drain: head office `name` (extract projection on or off) subscribed, the agent READY
+    behind the closed link, then the link opens; the clock runs until the ack of seq n."""
+    ho = stack.headoffice(workdir, broker_port, name=name)
+    ho.env = {"LANESYNC_EXTRACT_PROJECTION": projection}
+    watcher = AckWatcher(broker_port, lane, n)
+    try:
+        ho.start().wait_notify("STATUS=subscribed")
+        watcher.start()
+        if ag.proc is None or ag.proc.poll() is not None:
+            t_spawn = time.perf_counter()
+            ag.start()
+            ag.wait_notify("READY=1")
+            ready_s = time.perf_counter() - t_spawn
+        else:
+            ready_s = float("nan")
+        if watcher.acks:
+            raise stack.StackError("head office acked entries while the link was down")
+        cpu0 = ag.cpu_s(), ho.cpu_s()
+        t_open = time.perf_counter()
+        link.resume()
+        if not watcher.wait(timeout=max(120.0, n / 1000)):
+            raise stack.StackError(
+                f"head office did not ack seq {n}; agent log:\n{ag.log_tail()}\n"
+                f"head office log:\n{ho.log_tail()}"
+            )
+        assert watcher.done_at is not None
+        assert watcher.first_at is not None
+        drain_s = watcher.done_at - t_open
+        cpu = ag.cpu_s() - cpu0[0], ho.cpu_s() - cpu0[1]
+        rss = ag.peak_rss_mb()
+        first_ack_s = watcher.first_at - t_open
+    finally:
+        watcher.stop()
+        link.cut()
+        ag.stop()
+        ho.stop()
+    db = workdir / f"{name}.db"
+    report = reconcile(stack.journal_path(workdir, lane), db, lane)
+    txns = transactions(watcher.hwms, n)
+    sizes = [last - first + 1 for first, last in txns]
+    return {
+        "projection": projection,
+        "drain_s": drain_s,
+        "first_ack_s": first_ack_s,
+        "cpu": cpu,
+        "rss": rss,
+        "ready_s": ready_s,
+        "report": report,
+        "txns": txns,
+        "sizes": sizes,
+        "db": db,
+    }
+
+
+def _start_and_fill(
+    workdir: Path, ag: stack.Component, lane: LaneId, n: int, seed: int, quiet: bool
+) -> tuple[float, float]:
+    """Start the agent (link down) and journal n documents through it: (start to READY, fill)."""
+    t_spawn = time.perf_counter()
+    ag.start()
+    ag.wait_notify("READY=1")
+    ready_s = time.perf_counter() - t_spawn
+    _say(quiet, f"{n} sale documents through the agent's API, link down ...")
+    fill_s, errors = fill_through_agent(stack.api_socket_path(workdir, lane), n, seed)
+    if errors:
+        raise stack.StackError(f"the agent refused {errors} documents:\n{ag.log_tail()}")
+    return ready_s, fill_s
+
+
+def run(
+    workdir: Path,
+    n: int,
+    seed: int,
+    *,
+    quiet: bool,
+    paho_ref: bool = True,
+    projection: str = "on",
+) -> dict[str, Any]:
+    """`projection` on, off, or both: off then on, each draining the same filled journal."""
     lane = LaneId("S1", "L1")
     workdir.mkdir(parents=True, exist_ok=True)
+    modes = ["off", "on"] if projection == "both" else [projection]
     with (
         MosquittoBroker(workdir / "broker") as broker,
         ProxyThread("127.0.0.1", broker.port, name="bench-link") as link,
     ):
         link.cut()  # the link is down: every connection the agent opens is reset
-        ho = stack.headoffice(workdir, broker.port)
         # Retries every 10-50 ms while the link is down, so the clock measures the drain, not
         # the field default's backoff (up to 30 s) after the link's return.
         ag = stack.agent(workdir, lane, link.port, replication=RECONNECT)
-        watcher = AckWatcher(broker.port, lane, n)
         try:
-            ho.start().wait_notify("STATUS=subscribed")
-            watcher.start()
-            t_spawn = time.perf_counter()
-            ag.start()
-            ag.wait_notify("READY=1")
-            ready_s = time.perf_counter() - t_spawn
-            _say(quiet, f"{n} sale documents through the agent's API, link down ...")
-            fill_s, errors = fill_through_agent(stack.api_socket_path(workdir, lane), n, seed)
-            if errors:
-                raise stack.StackError(f"the agent refused {errors} documents:\n{ag.log_tail()}")
-            if watcher.acks:
-                raise stack.StackError("head office acked entries while the link was down")
-            _say(quiet, "link open: draining to head office ...")
-            cpu0 = ag.cpu_s(), ho.cpu_s()
-            t_open = time.perf_counter()
-            link.resume()
-            if not watcher.wait(timeout=max(120.0, n / 1000)):
-                raise stack.StackError(
-                    f"head office did not ack seq {n}; agent log:\n{ag.log_tail()}\n"
-                    f"head office log:\n{ho.log_tail()}"
-                )
-            assert watcher.done_at is not None
-            assert watcher.first_at is not None
-            drain_s = watcher.done_at - t_open
-            cpu = ag.cpu_s() - cpu0[0], ho.cpu_s() - cpu0[1]
-            rss = ag.peak_rss_mb()
-        finally:
-            watcher.stop()
+            ready_s, fill_s = _start_and_fill(workdir, ag, lane, n, seed, quiet)
+            if len(modes) > 1:
+                ag.stop()  # a restart with the backlog: the same journal for every phase
+                _snapshot(workdir, lane, restore=False)
+        except BaseException:
             ag.stop()
-            ho.stop()
-        report = reconcile(stack.journal_path(workdir, lane), workdir / "headoffice.db", lane)
-        txns = transactions(watcher.hwms, n)
-        _say(quiet, f"ceiling: the same rows in the same {len(txns)} transactions ...")
-        ceiling_s = sqlite_ceiling(workdir / "headoffice.db", workdir / "ceiling.db", lane, txns)
+            raise
+        phases = []
+        for i, mode in enumerate(modes):
+            if i:
+                _snapshot(workdir, lane, restore=True)
+            _say(quiet, f"link open: draining to head office (extract projection {mode}) ...")
+            name = "headoffice" if len(modes) == 1 else f"headoffice-projection-{mode}"
+            phases.append(_phase(workdir, broker.port, link, ag, lane, n, mode, name))
+        main = phases[-1]
+        _say(quiet, f"ceiling: the same rows in the same {len(main['txns'])} transactions ...")
+        ceiling_s = sqlite_ceiling(main["db"], workdir / "ceiling.db", lane, main["txns"])
         paho: dict[str, Any] = {}
+        drain_s = main["drain_s"]
         if paho_ref:
             _say(quiet, "reference: paho-mqtt, one QoS 1 message per document ...")
             bodies = [encode_body(d) for d in _documents(n, seed)]
@@ -321,35 +426,51 @@ def run(workdir: Path, n: int, seed: int, *, quiet: bool, paho_ref: bool = True)
             }
     entries_per_s = n / drain_s
     ceiling_per_s = n / ceiling_s
-    sizes = [last - first + 1 for first, last in txns]
-    return {
+    report, cpu, sizes = main["report"], main["cpu"], main["sizes"]
+    lost = sum(p["report"].lost for p in phases)
+    duplicated = sum(p["report"].duplicated for p in phases)
+    out: dict[str, Any] = {
         "bench": "drain",
         "entries": n,
         "confirmed": report.confirmed,
+        "extract_projection": main["projection"],
         "entries_per_s": round(entries_per_s),
         "ceiling_per_s": round(ceiling_per_s),
         "ratio": round(entries_per_s / ceiling_per_s, 2),
         "targets": DRAIN_TARGETS,
-        "lost": report.lost,
-        "duplicated": report.duplicated,
-        "order_kept": report.order_kept,
+        "lost": lost,
+        "duplicated": duplicated,
+        "order_kept": all(p["report"].order_kept for p in phases),
         "drain_s": round(drain_s, 3),
-        "first_ack_s": round(watcher.first_at - t_open, 3),  # reconnect, hello, first group
+        "first_ack_s": round(main["first_ack_s"], 3),  # reconnect, hello, first group
         "agent_cpu_us_per_entry": round(cpu[0] / n * 1e6, 1),
         "headoffice_cpu_us_per_entry": round(cpu[1] / n * 1e6, 1),
         "agent_cpu_s": round(cpu[0], 2),
         "headoffice_cpu_s": round(cpu[1], 2),
-        "transactions": len(txns),
+        "transactions": len(main["txns"]),
         "entries_per_transaction": {
-            "mean": round(n / max(1, len(txns))),
+            "mean": round(n / max(1, len(main["txns"]))),
             "min": min(sizes, default=0),
             "max": max(sizes, default=0),
         },
         "ceiling_s": round(ceiling_s, 3),
         "ceiling": "head office's SQLite schema in a fresh file (WAL, synchronous=FULL) "
         "inserting the rows this drain committed, in its transactions, and nothing else",
+    }
+    if len(phases) > 1:
+        off, on = phases
+        out["projection_off_entries_per_s"] = round(n / off["drain_s"])
+        out["projection_off_headoffice_cpu_us_per_entry"] = round(off["cpu"][1] / n * 1e6, 1)
+        out["projection_slowdown"] = round(on["drain_s"] / off["drain_s"] - 1, 3)
+        out["projection_slowdown_at_most"] = 0.10
+        out["projection_comparison"] = (
+            "the same filled journal drained twice in this run, to a head office without the "
+            "extract projection, then to one with it (each a fresh database; the agent "
+            "restarted with its backlog before each)"
+        )
+    out |= {
         **paho,
-        "agent_peak_rss_mb": round(rss, 1),  # VmHWM over start, the API fill and the drain
+        "agent_peak_rss_mb": round(main["rss"], 1),  # VmHWM of the last agent process
         "agent_start_to_ready_s": round(ready_s, 3),
         "agent_targets": AGENT_TARGETS,
         "fill_through_api_s": round(fill_s, 3),
@@ -357,3 +478,4 @@ def run(workdir: Path, n: int, seed: int, *, quiet: bool, paho_ref: bool = True)
         "reconnect_backoff_s": [RECONNECT["backoff_initial_s"], RECONNECT["backoff_max_s"]],
         "broker": "mosquitto (loopback), agent behind a TCP proxy",
     }
+    return out
