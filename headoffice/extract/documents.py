@@ -8,15 +8,17 @@ and parses them into small typed records. A body that breaks the document schema
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
 from headoffice.extract.dialect import JOBS_OF, JOURNAL_ID
 from headoffice.extract.money import parse_qty
-from headoffice.store.sql import Sql
 from protocol.documents import SALE_KINDS
 from protocol.errors import LanesyncError
+
+if TYPE_CHECKING:  # the store imports this module (projection.py): no import back
+    from headoffice.store.sql import Sql
 
 # The roll-up seed's kinds that are rolled up; every other sale kind goes one to one.
 ROLLUP_KINDS = frozenset({"sale", "sale_refund", "sale_exchange"})
@@ -321,7 +323,9 @@ _SAME_ENTRY = (
 )
 
 
-def read_rows(db: Sql, after_rowid: int, up_to: int | None = None) -> Iterator[Row]:
+def read_rows(
+    db: Sql, after_rowid: int, up_to: int | None = None, *, projected: bool = True
+) -> Iterator[Row]:
     """Applied sale-family rows after `after_rowid` (and up to `up_to`, the run's horizon),
     in journal order, with the jobs that already emitted them.
 
@@ -330,12 +334,25 @@ def read_rows(db: Sql, after_rowid: int, up_to: int | None = None) -> Iterator[R
     decoded. Its body is read only when the ERP recorded corrections for it (they are merged
     over the body). Any other document comes with its body, for `to_doc` to decode as before.
     `body` is bytes on both backends (psycopg loads bytea as bytes).
+
+    `projected=False` ignores the projection and reads every body: the extract's path before
+    schema 6, kept for `lanesync bench extract` to compare with in the same run.
     """
     rid, jobs = JOURNAL_ID[db.dialect], JOBS_OF[db.dialect]
     marks = ",".join("?" * len(SALE_KINDS))
     bound = "" if up_to is None else f" AND j.{rid} <= ?"
     where = f"j.{rid} > ?{bound} AND j.applied = 1 AND j.kind IN ({marks})"
     params = (after_rowid, *(() if up_to is None else (up_to,)), *sorted(SALE_KINDS))
+    if not projected:
+        return map(
+            Row._make,
+            db.iterate(
+                f"SELECT j.{rid}, j.store, j.lane, j.epoch, j.seq, j.kind, j.txn_id, j.ts, "  # noqa: S608
+                f"j.body, (SELECT {jobs} FROM extract_done d WHERE d.txn_id = j.txn_id), NULL "
+                f"FROM journal j WHERE {where} ORDER BY j.{rid}",
+                params,
+            ),
+        )
     heads = db.iterate(
         f"SELECT j.{rid}, j.store, j.lane, j.epoch, j.seq, j.kind, j.txn_id, j.ts, "  # noqa: S608
         "CASE WHEN x.seq IS NULL OR EXISTS (SELECT 1 FROM extract_erp_postings e "

@@ -6,13 +6,15 @@ decoding bodies. Today's path, decoding every body, stays for documents without 
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from extract_helpers import T0, HeadOffice, card, config, line, sale
+from extract_helpers import LATER, T0, HeadOffice, card, config, line, sale
 from pgutil import Backend, pg_schema
-from test_extract_backends import _bookkeeping, _scenario
+from test_extract_backends import BATCHES, _bookkeeping, _day_one, _scenario
 
 from headoffice.extract import job, projection
 from headoffice.extract.documents import DocumentError, read_rows, to_doc
@@ -103,3 +105,49 @@ def test_projected_documents_carry_their_doc_and_no_body(ho: HeadOffice) -> None
         to_doc(bad)
     decoded = good._replace(doc=None, body=ho.entries[LaneId("S1", "L1")][0].body)
     assert to_doc(decoded) == good.doc
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "headoffice.extract.db",
+        "headoffice.extract.documents",
+        "headoffice.extract.projection",
+        "headoffice.extract.job",
+        "headoffice.store",
+        "headoffice.store.base",
+        "headoffice.store.sql",
+        "headoffice.ingest",
+    ],
+)
+def test_store_and_extract_import_each_other_in_any_order(module: str) -> None:
+    """The store imports the projection, which reads documents.py, which the extract's db
+    module (importing the store) also serves: whichever a process imports first must work."""
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_both_read_paths_give_the_same_plan(ho: HeadOffice) -> None:
+    """read_rows with the projection and with bodies only (today's path, kept for the bench):
+    one plan, job by job, on the reference scenario's first day and the odd documents."""
+    _odd_ones(ho)
+    _day_one(ho)
+    cfg = config(ho, **BATCHES)  # type: ignore[arg-type]
+    db = job.open_db(cfg)
+    try:
+        plans = [
+            job.compute(
+                read_rows(db, 0, projected=p), cfg, now_ms=LATER, cursors={}, erp={}, next_tc=1
+            )
+            for p in (True, False)
+        ]
+        rows = list(read_rows(db, 0))
+    finally:
+        db.close()
+    assert sum(r.doc is not None for r in rows) == 36 + 1
+    assert plans[0].rollups
+    assert plans[0].postings
+    assert plans[0].rejects
+    assert plans[0] == plans[1]
