@@ -16,7 +16,7 @@ the ingest transaction, which is why values are checked before they reach the da
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -144,15 +144,30 @@ def rows_of(lane: LaneId, epoch: int, e: Entry) -> Rows | None:
     return head, lines, pays
 
 
-def project(sql: Sql, entries: Sequence[tuple[LaneId, int, Entry]]) -> int:
+def rows_by_seq(
+    lane: LaneId, epoch: int, entries: Sequence[Entry], held: Mapping[int, object]
+) -> dict[int, Rows | None]:
+    """The projection rows of a checked batch's sale entries, by seq (on ingest's decoder
+    thread, beside the card-number screen); the held ones are not applied, so not projected."""
+    if not ENABLED:
+        return {}
+    return {
+        e.seq: rows_of(lane, epoch, e)
+        for e in entries
+        if e.kind in SALE_KINDS and e.seq not in held
+    }
+
+
+def project(sql: Sql, entries: Sequence[tuple[LaneId, int, Entry, Rows | bool | None]]) -> int:
     """Write the projection of these applied entries inside the caller's transaction; returns
-    how many documents were projected."""
+    how many documents were projected. Each comes with its rows from rows_by_seq, or False
+    when they are still to be made."""
     heads: list[tuple[Any, ...]] = []
     lines: list[tuple[Any, ...]] = []
     pays: list[tuple[Any, ...]] = []
-    for lane, epoch, e in entries:
-        rows = rows_of(lane, epoch, e)
-        if rows is not None:
+    for lane, epoch, e, made in entries:
+        rows = rows_of(lane, epoch, e) if made is False else made
+        if isinstance(rows, tuple):
             heads.append(rows[0])
             lines += rows[1]
             pays += rows[2]

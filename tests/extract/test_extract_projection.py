@@ -151,3 +151,20 @@ def test_both_read_paths_give_the_same_plan(ho: HeadOffice) -> None:
     assert plans[0].postings
     assert plans[0].rejects
     assert plans[0] == plans[1]
+
+
+def test_entries_without_rows_are_projected_at_flush(ho: HeadOffice) -> None:
+    """A held entry released later reaches the flush without rows from check_batch: project
+    makes them itself, and skips what it cannot hold."""
+    good = ho.prepare(sale("T7", "C1", [line("P1", "2.000", 300)]))[0].entries[0]
+    nul = ho.prepare(sale("T8", "C1", [line("P1", "1.000", 300, description="\x00")]))[0]
+    store = ho.store()
+    lane = LaneId("S1", "L1")
+    made = projection.rows_of(lane, 7, good)
+    assert made is not None
+    assert projection.project(store.sql, [(lane, 7, good, False)]) == 1
+    assert projection.project(store.sql, [(lane, 7, nul.entries[0], False)]) == 0
+    assert projection.project(store.sql, [(lane, 7, good._replace(seq=99), None)]) == 0
+    store.commit()
+    assert _count(ho, "extract_docs") == 1
+    assert _count(ho, "extract_lines") == len(made[1]) == 1
