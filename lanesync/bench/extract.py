@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 
 from headoffice.extract import db as xdb
-from headoffice.extract import job
+from headoffice.extract import job, projection
 from headoffice.extract.config import ExtractConfig
 from headoffice.extract.documents import read_rows
 from headoffice.store import Target, describe, open_target
@@ -119,8 +119,10 @@ def documents(n: int, seed: int) -> list[tuple[LaneId, dict[str, Any]]]:
 
 
 def load(where: Target, docs: list[tuple[LaneId, dict[str, Any]]]) -> None:
-    """Apply the documents through the store as chained batches, one epoch per lane."""
+    """Apply the documents through the store as chained batches, one epoch per lane, with the
+    extract projection on (off by default in head office: headoffice/extract/projection.py)."""
     store = open_target(where)
+    was, projection.ENABLED = projection.ENABLED, True
     try:
         per_lane: dict[LaneId, list[Entry]] = {}
         for i, (lane, doc) in enumerate(docs):
@@ -146,6 +148,7 @@ def load(where: Target, docs: list[tuple[LaneId, dict[str, Any]]]) -> None:
                 store.apply_batch(JournalBatch(lane, 1, prev, entries[k : k + 5000]), DAY0)
                 store.commit()
     finally:
+        projection.ENABLED = was
         store.close()
 
 

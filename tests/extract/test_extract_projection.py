@@ -21,6 +21,12 @@ from headoffice.extract.documents import DocumentError, read_rows, to_doc
 from protocol.identity import LaneId
 
 
+@pytest.fixture(autouse=True)
+def projecting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Head office projects here (it does not by default: projection.ENABLED)."""
+    monkeypatch.setattr(projection, "ENABLED", True)
+
+
 def _odd_ones(ho: HeadOffice) -> None:
     """Documents the projection must skip (a value its columns cannot hold as it came) or
     that the extract rejects; the extract must treat them exactly as before."""

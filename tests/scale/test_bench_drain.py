@@ -20,9 +20,10 @@ def test_transactions_are_the_seq_ranges_between_acked_hwms() -> None:
     assert transactions([], 5) == []
 
 
-def test_bench_drain_opens_the_link_only_after_the_fill(tmp_path: Path) -> None:
+def test_bench_drain_after_the_fill_with_and_without_the_projection(tmp_path: Path) -> None:
     work = tmp_path / "w"
-    args = ["--entries", "300", "--no-paho", "--json", "--workdir", str(work)]
+    args = ["--entries", "300", "--no-paho", "--projection", "both", "--json", "--workdir"]
+    args.append(str(work))
     proc = subprocess.run(
         [sys.executable, "-m", "lanesync.cli", "bench", "drain", *args],
         capture_output=True,
@@ -39,9 +40,18 @@ def test_bench_drain_opens_the_link_only_after_the_fill(tmp_path: Path) -> None:
     assert out["ratio"] == round(out["entries_per_s"] / out["ceiling_per_s"], 2)
     assert out["transactions"] >= 1
     assert 0 < out["first_ack_s"] <= out["drain_s"]
-    # The ceiling wrote the very rows head office committed: same journal, same documents.
-    with sqlite3.connect(work / "headoffice.db") as ho, sqlite3.connect(work / "ceiling.db") as c:
-        for table in ("journal", "documents"):
-            q = f"SELECT * FROM {table} ORDER BY seq"
+    # Both phases drained the same backlog, each to its own head office.
+    assert out["extract_projection"] == "on"
+    assert out["projection_off_entries_per_s"] > 0
+    assert isinstance(out["projection_slowdown"], float)
+    with sqlite3.connect(work / "headoffice-projection-off.db") as off:
+        assert off.execute("SELECT count(*), max(seq) FROM journal").fetchone() == (300, 300)
+        assert off.execute("SELECT count(*) FROM extract_docs").fetchone() == (0,)
+    # The ceiling wrote the very rows head office committed: journal, documents, projection.
+    ho_db = work / "headoffice-projection-on.db"
+    with sqlite3.connect(ho_db) as ho, sqlite3.connect(work / "ceiling.db") as c:
+        assert ho.execute("SELECT count(*) FROM extract_docs").fetchone() == (300,)
+        for table in ("journal", "documents", "extract_docs", "extract_lines"):
+            q = f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4, 5"
             assert c.execute(q).fetchall() == ho.execute(q).fetchall()
         assert c.execute("SELECT hwm FROM lanes").fetchone() == (300,)
