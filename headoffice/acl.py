@@ -5,10 +5,12 @@ of its client certificate (with `use_identity_as_username true`) or a password-f
 may write only its own journal, hello, status (retained, and the last will) and request topics
 and read only its own acks and replies. A store hub's bridge has one identity for its whole
 store, user `store-<store>` (`--stores`), with the same rights over all of that store's lanes.
-Head office reads those channels of every lane and writes acks and replies. Nothing else is
-granted: Mosquitto denies what an acl_file does not list (mosquitto.conf(5), acl_file), and on
-MQTT 3.1.1 drops a denied publish without telling the publisher, so a lane cannot even probe
-another's topics.
+Every lane identity, and its store's hub, may also read its store's retained catalog head
+`{prefix}/{store}/catalog` (protocol/CATALOG.md) and no other store's; none may write it.
+Head office reads those channels of every lane and writes acks, replies and every store's
+catalog head. Nothing else is granted: Mosquitto denies what an acl_file does not list
+(mosquitto.conf(5), acl_file), and on MQTT 3.1.1 drops a denied publish without telling the
+publisher, so a lane cannot even probe another's topics.
 
 The ACL decides what an identity may touch, not which MQTT client id it may take: Mosquitto's
 ACL does not bind client ids, and a second connection with a connected client's id closes the
@@ -41,6 +43,7 @@ from typing import TypeVar
 
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import (
+    CATALOG_SEGMENT,
     DEFAULT_PREFIX,
     SEGMENT_RE,
     Channel,
@@ -209,7 +212,10 @@ def check_spec(spec: AclSpec) -> None:
             f"--headoffice-user: {spec.headoffice_user!r} is not 1-32 characters of A-Z a-z 0-9 _ -"
         )
     if not spec.stores and not spec.lanes:
-        raise AclError("give --lanes (each lane's identity) and/or --stores (store hubs)")
+        raise AclError(
+            "give --lanes (each lane's identity), --from-catalog (the catalog's lanes) and/or "
+            "--stores (store hubs)"
+        )
     users = [("--stores", s, spec.store_user(s)) for s in spec.stores]
     users += [("--lanes", str(lane), spec.lane_user(lane)) for lane in spec.lanes]
     for option, entry, user in users:
@@ -247,7 +253,8 @@ def render(spec: AclSpec) -> str:
         f"identities '{spec.user_prefix}<store>', head office user {spec.headoffice_user!r}.",
         "# Each identity (a client certificate's CN, with use_identity_as_username, or a",
         "# password-file user) writes only its own lane's (a hub: its store's lanes')",
-        "# journal/hello/status/request topics and reads only their acks and replies.",
+        "# journal/hello/status/request topics and reads only their acks and replies, and",
+        "# its store's catalog head; head office writes every store's catalog head.",
         "# Anything not listed is denied. On the stores' listener use_username_as_clientid",
         "# makes each identity its own client id (systemd/mosquitto-headoffice.example.conf).",
         "",
@@ -255,16 +262,19 @@ def render(spec: AclSpec) -> str:
     ]
     lines += [f"topic read {p}/+/+/{ch.value}" for ch in LANE_WRITES]
     lines += [f"topic write {p}/+/+/{ch.value}" for ch in LANE_READS]
+    lines += [f"topic write {p}/+/{CATALOG_SEGMENT}"]  # every store's retained catalog head
     hubs = set(spec.stores)
     for store in sorted(hubs | lanes_of.keys()):
         if store in hubs:
             lines += ["", f"user {spec.store_user(store)}"]
             lines += [f"topic write {p}/{store}/+/{ch.value}" for ch in LANE_WRITES]
             lines += [f"topic read {p}/{store}/+/{ch.value}" for ch in LANE_READS]
+            lines += [f"topic read {p}/{store}/{CATALOG_SEGMENT}"]
         for lane in sorted(lanes_of.get(store, []), key=lambda lane: lane.lane):
             lines += ["", f"user {spec.lane_user(lane)}"]
             lines += [f"topic write {p}/{lane}/{ch.value}" for ch in LANE_WRITES]
             lines += [f"topic read {p}/{lane}/{ch.value}" for ch in LANE_READS]
+            lines += [f"topic read {p}/{lane.store}/{CATALOG_SEGMENT}"]
     return "\n".join(lines) + "\n"
 
 
@@ -317,6 +327,12 @@ def register(headoffice: argparse.ArgumentParser) -> None:
         help="stores whose lanes reach head office through a store hub (S001,S002): the "
         "hub's bridge gets user <user-prefix>STORE for all of the store's lanes",
     )
+    p.add_argument(
+        "--from-catalog",
+        action="store_true",
+        help="also every active lane of the catalog's `lanes` dataset (the store registry, "
+        "read from the database of `lanesync headoffice --config`)",
+    )
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"topic prefix ({DEFAULT_PREFIX})")
     p.add_argument(
         "--user-prefix",
@@ -332,14 +348,37 @@ def register(headoffice: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_acl)
 
 
+def catalog_lanes(config_path: str) -> list[LaneId]:
+    """Every active lane the catalog's `lanes` dataset lists (protocol/CATALOG.md)."""
+    # Imported here: `lanesync` starts without the database drivers unless this is asked for.
+    from headoffice import config as ho_config  # noqa: PLC0415
+    from headoffice.catalog import versions  # noqa: PLC0415
+    from headoffice.store import describe, open_readonly, target  # noqa: PLC0415
+
+    cfg = ho_config.load(config_path)
+    db = open_readonly(target(cfg))
+    if db is None:
+        raise AclError(f"--from-catalog: {describe(target(cfg))}: no head-office database yet")
+    try:
+        rows = versions.current_rows(db, "lanes")
+    except Exception as exc:  # noqa: BLE001 - sqlite3 or psycopg: no catalog tables yet
+        raise AclError(f"--from-catalog: no catalog in {describe(target(cfg))} ({exc})") from None
+    finally:
+        db.close()
+    return [LaneId(r["store"], r["lane"]) for r in rows if r["active"]]
+
+
 def cmd_acl(args: argparse.Namespace) -> int:
     try:
+        lanes = list(read_lanes(args.lanes)) if args.lanes is not None else []
+        if args.from_catalog:
+            lanes += [ln for ln in catalog_lanes(args.config) if ln not in lanes]
         spec = AclSpec(
             tuple(read_stores(args.stores)) if args.stores is not None else (),
             args.prefix,
             args.user_prefix,
             args.headoffice_user,
-            lanes=tuple(read_lanes(args.lanes)) if args.lanes is not None else (),
+            lanes=tuple(lanes),
         )
         text = render(spec)
         if args.output:
@@ -351,7 +390,7 @@ def cmd_acl(args: argparse.Namespace) -> int:
             )
         else:
             sys.stdout.write(text)
-    except (AclError, OSError) as exc:
+    except (LanesyncError, OSError) as exc:
         print(f"lanesync headoffice acl: {exc}", file=sys.stderr)
         return 2
     return 0

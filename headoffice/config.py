@@ -51,6 +51,34 @@ class IngestConfig:
     queue_bytes_per_store: int = 64 * 1024 * 1024
 
 
+MIN_TOKEN_CHARS = 24
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogConfig:
+    """[catalog]: the head publisher and the ERP's load endpoint (headoffice.catalog)."""
+
+    publish: bool = True  # publish each store's retained catalog head
+    poll_ms: int = 100  # how often the publisher looks for a new version
+    api_token_file: str | None = None  # bearer token of POST /api/catalog/...; None: no endpoint
+    api_token: str | None = field(default=None, repr=False)  # read from api_token_file
+    max_upload_bytes: int = 256 * 1024 * 1024
+
+
+def read_token(path: str) -> str:
+    """The ERP's bearer token: one line of at least MIN_TOKEN_CHARS, read at start."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"catalog.api_token_file: cannot read {path}: {exc}") from None
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"catalog.api_token_file: {path} must hold one token of at least {MIN_TOKEN_CHARS} "
+            "characters and no spaces (make one with: openssl rand -hex 32)"
+        )
+    return token
+
+
 @dataclass(frozen=True, slots=True)
 class HeadOfficeConfig:
     database: Path
@@ -58,6 +86,7 @@ class HeadOfficeConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     ops: HoOpsConfig = field(default_factory=HoOpsConfig)  # [status_page], [metrics], [import]
     database_url: str | None = None  # postgresql://...: PostgreSQL instead of the SQLite file
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
 
     @property
     def topics(self) -> Topics:
@@ -111,10 +140,22 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
         ),
     )
     i.done()
+    c = root.table("catalog")
+    token_file = c.str("api_token_file", None)
+    catalog = CatalogConfig(
+        publish=c.bool("publish", True),
+        poll_ms=c.int("poll_ms", 100, 10, 60_000),
+        api_token_file=token_file,
+        api_token=None if token_file is None else read_token(token_file),
+        max_upload_bytes=c.int("max_upload_bytes", 256 * 1024 * 1024, 1024, 4 * 1024**3),
+    )
+    c.done()
     root.used.add("extract")  # [extract] is read by headoffice.extract.config
     ops = opsconfig.parse(root)
     root.done()
-    return HeadOfficeConfig(database, broker, ingest, ops=ops, database_url=database_url)
+    return HeadOfficeConfig(
+        database, broker, ingest, ops=ops, database_url=database_url, catalog=catalog
+    )
 
 
 def load(path: str | Path) -> HeadOfficeConfig:

@@ -1,4 +1,5 @@
-"""Runs head office: ingest (and what is built on it) until SIGTERM or SIGINT."""
+"""Runs head office: ingest (and what is built on it) and the catalog's head publisher until
+SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import asyncio
 import logging
 import signal
 
+from headoffice.catalog.publisher import HeadPublisher
 from headoffice.config import HeadOfficeConfig
 from headoffice.ingest import Ingest
 from headoffice.operations import Operations, request_handlers
 from headoffice.store import describe, target
 from protocol.notify import notify_soon
+from protocol.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +23,17 @@ async def run(config: HeadOfficeConfig, stop: asyncio.Event | None = None) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    heads: asyncio.Task[None] | None = None
+    publisher = HeadPublisher(config) if config.catalog.publish else None
     try:
         async with (
             Ingest(config, handlers=request_handlers()) as ingest,
-            Operations(config, ingest),  # status page, metrics, watchdog
+            # status page, metrics, watchdog
+            Operations(config, ingest, publisher=publisher.stats if publisher else None),
         ):
             log.info("head office: ingesting into %s", describe(target(config)))
+            if publisher is not None:  # after Ingest: the database is migrated by then
+                heads = asyncio.create_task(publisher.run(), name="catalog-heads")
             # READY once the database is open: a broker outage is reported, not a failed start.
             await notify_soon("READY=1", "STATUS=waiting for the broker")
             async with asyncio.TaskGroup() as tg:
@@ -37,6 +45,8 @@ async def run(config: HeadOfficeConfig, stop: asyncio.Event | None = None) -> No
                 else:
                     subscribed.cancel()
             await notify_soon("STOPPING=1")
+            if heads is not None:
+                await cancel_and_wait(heads)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

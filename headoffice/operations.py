@@ -15,6 +15,8 @@ from typing import Self
 
 from aiohttp import web
 
+from headoffice.catalog import server as catalog_server
+from headoffice.catalog.publisher import PublisherStats
 from headoffice.config import HeadOfficeConfig
 from headoffice.ingest import Ingest, RequestHandler
 from headoffice.metrics import HoMetrics, HttpServer
@@ -32,15 +34,25 @@ def time_handler(store: Store, req: Request, now_ms: int) -> Reply:
 
 
 def request_handlers() -> dict[str, RequestHandler]:
-    return {"time": time_handler, **transit_server.request_handlers()}
+    return {
+        "time": time_handler,
+        **transit_server.request_handlers(),
+        **catalog_server.request_handlers(),  # catalog_delta, catalog_snapshot
+    }
 
 
 class Operations:
     def __init__(
-        self, config: HeadOfficeConfig, ingest: Ingest, *, watchdog_interval: float | None = None
+        self,
+        config: HeadOfficeConfig,
+        ingest: Ingest,
+        *,
+        watchdog_interval: float | None = None,
+        publisher: PublisherStats | None = None,
     ) -> None:
         self.config = config
         self.ingest = ingest
+        self.publisher = publisher  # the catalog head publisher's figures, for the page
         self.watchdog_interval = watchdog_interval
         ops = config.ops
         self.metrics = HoMetrics(ingest.stats, target(config), ops.status_page.offline_after_s)
@@ -61,6 +73,8 @@ class Operations:
                     offline_after_s=ops.status_page.offline_after_s,
                     metrics=self.metrics.handle,
                     stats=self.ingest.stats,
+                    catalog=self.config.catalog,
+                    publisher=self.publisher,
                 )
                 self.page = HttpServer(app, ops.status_page.listen)
                 await self._stack.enter_async_context(self.page)

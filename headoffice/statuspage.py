@@ -1,5 +1,6 @@
 """Head-office status page: stores and lanes, online, backlog, lag, gaps, quarantine, held
-entries, transits, and what this process's ingest shed or refused.
+entries, transits, the catalog (each lane's version against its store's head, and which
+lanes lag behind it), and what this process's ingest shed or refused.
 
 `collect` reads the head-office database read-only (so it never competes with the ingest
 writer), the SQLite file or PostgreSQL (`database.url`), and returns plain data; `/api/status`
@@ -22,10 +23,15 @@ from typing import Any
 
 from aiohttp import web
 
+from headoffice.catalog import http as catalog_http
+from headoffice.catalog import versions
+from headoffice.catalog.publisher import PublisherStats
+from headoffice.config import CatalogConfig
 from headoffice.ingest import IngestStats
 from headoffice.store import StoreError, Target, describe, open_readonly
 from headoffice.store.sql import Sql
 from headoffice.transit import report as transit_report
+from protocol import catalog as cat
 
 TransitSource = Callable[[Sql], list[dict[str, Any]]]
 RECENT = 20
@@ -59,6 +65,16 @@ _LANES_SQLITE = """
 """
 
 
+# What each lane said it holds of the catalog (hello/status), from its latest epoch row.
+_LANE_CATALOG = """
+    SELECT store, lane, catalog_version, max(last_seen) FROM lanes GROUP BY store, lane
+"""
+_LANE_CATALOG_PG = """
+    SELECT DISTINCT ON (store, lane) store, lane, catalog_version FROM lanes
+    ORDER BY store, lane, last_seen DESC, epoch DESC
+"""
+
+
 def has_table(db: Sql, name: str) -> bool:
     """Whether the database has `name` yet (a database older than its schema version)."""
     if db.dialect == "postgres":
@@ -68,6 +84,41 @@ def has_table(db: Sql, name: str) -> bool:
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
         )
     return bool(row and row[0])
+
+
+def catalog_figures(db: Sql) -> dict[str, Any]:
+    """The catalog's latest version, whether the store registry is enforced yet, and each
+    registered store's head version (the last version that touched its view), from two
+    queries whatever the number of stores: the latest version of every scope, and the
+    registry's rows (for each store's price zone)."""
+    if not has_table(db, "catalog_versions"):
+        return {"latest": 0, "registry": False, "heads": {}}
+    latest = versions.latest_version(db)
+    touched = {
+        str(scope): int(v)
+        for scope, v in db.fetchall(
+            "SELECT scope, max(version) FROM catalog_scope_hashes GROUP BY scope"
+        )
+    }
+    registry = versions.stores(db)
+    heads = {
+        store: max(touched.get(s, 0) for s in cat.store_scopes(store, row.get("price_zone")))
+        for store, row in registry.items()
+    }
+    return {"latest": latest, "registry": bool(registry), "heads": heads}
+
+
+def publisher_figures(stats: PublisherStats) -> dict[str, Any]:
+    """This process's head publisher: whether it is connected and what it published."""
+    return {
+        "connected": stats.connected,
+        "standby": stats.standby,
+        "connects": stats.connects,
+        "heads_published": stats.heads_published,
+        "heads_cleared": stats.heads_cleared,
+        "version_seen": stats.version_seen,
+        "last_publish_ms": stats.last_publish_ms,
+    }
 
 
 def ingest_figures(stats: IngestStats) -> dict[str, Any]:
@@ -147,6 +198,15 @@ def collect(
             )
         counters = {str(k): int(v) for k, v in db.fetchall("SELECT name, value FROM counters")}
         open_tr = transits(db)
+        catalog = catalog_figures(db)
+        lane_catalog: dict[tuple[str, str], int | None] = {}
+        if catalog["latest"] or catalog["registry"]:
+            lane_catalog = {
+                (r[0], r[1]): r[2]
+                for r in db.fetchall(
+                    _LANE_CATALOG_PG if db.dialect == "postgres" else _LANE_CATALOG
+                )
+            }
     finally:
         db.close()
     out_lanes: list[dict[str, Any]] = []
@@ -176,19 +236,32 @@ def collect(
                 "quarantined": quarantine.get((store, lane), 0),
                 "held": held.get((store, lane), 0),
                 "version": version,
+                **_lane_catalog(lane_catalog.get((store, lane)), catalog["heads"].get(store)),
             }
         )
     stores: dict[str, dict[str, Any]] = {}
     for ln in out_lanes:
         s = stores.setdefault(
             ln["store"],
-            {"store": ln["store"], "lanes": 0, "online": 0, "backlog": 0, "lag": 0, "held": 0},
+            {
+                "store": ln["store"],
+                "lanes": 0,
+                "online": 0,
+                "backlog": 0,
+                "lag": 0,
+                "held": 0,
+                "catalog_head": catalog["heads"].get(ln["store"]),
+                "registered": ln["store"] in catalog["heads"],
+                "catalog_lagging": 0,
+            },
         )
         s["lanes"] += 1
         s["online"] += ln["online"] == "online"
         s["backlog"] += ln["backlog"] or 0
         s["lag"] += ln["lag_entries"]
         s["held"] += ln["held"]
+        s["catalog_lagging"] += ln["catalog_lag"]
+    lagging = [f"{ln['store']}/{ln['lane']}" for ln in out_lanes if ln["catalog_lag"]]
     return {
         "at": now,
         "stores": list(stores.values()),
@@ -200,6 +273,24 @@ def collect(
         "held_recent": held_recent,
         "epochs_refused": counters.get("epochs_refused", 0),
         "open_transits": open_tr,
+        "catalog": {
+            "latest": catalog["latest"],
+            "registry_enforced": catalog["registry"],
+            "stores_registered": len(catalog["heads"]),
+            "heads": catalog["heads"],
+            "lanes_lagging": len(lagging),
+            "lagging": lagging[: RECENT * 5],
+        },
+    }
+
+
+def _lane_catalog(held: int | None, head: int | None) -> dict[str, Any]:
+    """A lane's catalog version against its store's head: it lags while it holds less (or
+    has not said: an older lane, or one that never connected since head office learnt it)."""
+    return {
+        "catalog": held,
+        "catalog_head": head,
+        "catalog_lag": head is not None and head > 0 and (held or 0) < head,
     }
 
 
@@ -245,6 +336,33 @@ def render_fragment(data: dict[str, Any]) -> str:
         f"{data.get('held_total', 0)} held entries, "
         f"{data.get('epochs_refused', 0)} new epochs refused</p>"
     )
+    catalog = data.get("catalog")
+    if catalog:
+        if not catalog["registry_enforced"]:
+            parts.append(
+                '<p id="catalog" class="warn">No store registry yet: every store is accepted. '
+                "Load the stores dataset (lanesync catalog load stores FILE) to enforce it.</p>"
+            )
+        else:
+            behind = ", ".join(e(x) for x in catalog["lagging"][:20])
+            more = catalog["lanes_lagging"] - min(20, len(catalog["lagging"]))
+            parts.append(
+                f'<p id="catalog">Catalog version {catalog["latest"]}, '
+                f"{catalog['stores_registered']} stores registered, "
+                f"{catalog['lanes_lagging']} lanes behind their store's head"
+                + (f": {behind}" if behind else "")
+                + (f" and {more} more" if more > 0 else "")
+                + "</p>"
+            )
+    pub = (catalog or {}).get("publisher")
+    if pub:
+        link = "connected" if pub["connected"] else "DISCONNECTED from the broker"
+        if pub.get("standby"):
+            link += ", standing by (another worker publishes)"
+        parts.append(
+            f'<p id="heads">Catalog heads: publisher {link}, {pub["heads_published"]} heads '
+            f"published, up to version {pub['version_seen']}</p>"
+        )
     live = data.get("ingest")
     if live:
         shed = ", ".join(f"{e(x['store'] or '-')}: {x['shed']}" for x in live["shed_by_store"])
@@ -258,7 +376,7 @@ def render_fragment(data: dict[str, Any]) -> str:
     parts.append(
         _table(
             "stores",
-            ["Store", "Lanes", "Online", "Backlog", "Lag (entries)", "Held"],
+            ["Store", "Lanes", "Online", "Backlog", "Lag (entries)", "Held", "Catalog head"],
             [
                 [
                     s["store"],
@@ -267,6 +385,7 @@ def render_fragment(data: dict[str, Any]) -> str:
                     s["backlog"],
                     s["lag"],
                     s.get("held", 0),
+                    _store_catalog(s, bool(catalog and catalog["registry_enforced"])),
                 ]
                 for s in data["stores"]
             ],
@@ -289,6 +408,7 @@ def render_fragment(data: dict[str, Any]) -> str:
                 "Quarantine",
                 "Held",
                 "Epochs",
+                "Catalog",
             ],
             [
                 [
@@ -303,6 +423,7 @@ def render_fragment(data: dict[str, Any]) -> str:
                     ln["quarantined"],
                     ln.get("held", 0),
                     ln.get("epochs", 1),
+                    _lane_catalog_cell(ln),
                 ]
                 for ln in lanes
             ],
@@ -359,6 +480,23 @@ def render_fragment(data: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _store_catalog(s: dict[str, Any], enforced: bool) -> Any:
+    if s.get("catalog_head") is None:
+        if enforced:
+            return _Raw('<span class="state offline">unregistered</span>')
+        return "-"
+    lagging = s.get("catalog_lagging", 0)
+    return f"v{s['catalog_head']}" + (f" ({lagging} lanes behind)" if lagging else "")
+
+
+def _lane_catalog_cell(ln: dict[str, Any]) -> Any:
+    held, head = ln.get("catalog"), ln.get("catalog_head")
+    shown = "-" if held is None else f"v{held}"
+    if ln.get("catalog_lag"):
+        return _Raw(f'<span class="state stale">{html.escape(shown)} behind v{head}</span>')
+    return shown
+
+
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -374,6 +512,7 @@ text-align: left; }} th {{ background: #f3f3f3; }}
 .offline {{ background: #f8d7d7; color: #8a1414; }}
 .stale, .unknown {{ background: #fbefc9; color: #6b5200; }}
 .error {{ color: #8a1414; font-weight: 600; }} .empty {{ color: #666; }}
+.warn {{ color: #6b5200; }}
 #updated {{ color: #666; font-size: .9em; }}
 </style></head>
 <body><h1>lanesync head office</h1>
@@ -397,14 +536,18 @@ def status_app(
     offline_after_s: float = 60.0,
     metrics: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
     stats: IngestStats | None = None,
+    catalog: CatalogConfig | None = None,
+    publisher: PublisherStats | None = None,
 ) -> web.Application:
     """The page, `/fragment`, `/api/status` and (when given) `/metrics`; with `stats`, the
-    running ingest's own figures too."""
+    running ingest's own figures too; with `catalog`, the ERP's `POST /api/catalog/...`."""
 
     async def data() -> dict[str, Any]:
         out = await asyncio.to_thread(collect, database, offline_after_s=offline_after_s)
         if stats is not None:
             out["ingest"] = ingest_figures(stats)
+        if publisher is not None and "catalog" in out:
+            out["catalog"]["publisher"] = publisher_figures(publisher)
         return out
 
     async def page(_: web.Request) -> web.Response:
@@ -421,7 +564,9 @@ def status_app(
     async def api(_: web.Request) -> web.Response:
         return web.json_response(await data())
 
-    app = web.Application()
+    app = web.Application(client_max_size=catalog.max_upload_bytes if catalog else 1024**2)
+    if catalog is not None:
+        catalog_http.add_routes(app, database, catalog)
     app.router.add_get("/", page)
     app.router.add_get("/fragment", fragment)
     app.router.add_get("/api/status", api)

@@ -27,6 +27,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("headoffice.cli", ("headoffice", "import", "transits")),
     ("headoffice.extract.cli", ("extract",)),
     ("headoffice.held.cli", ("held",)),
+    ("headoffice.catalog.cli", ("catalog",)),
     ("hardware.cli", ("scanners",)),
     ("lanesync.demo", ("demo",)),
     ("lanesync.bench", ("bench",)),

@@ -32,6 +32,7 @@ OP_DELTA = "catalog_delta"
 OP_SNAPSHOT = "catalog_snapshot"
 SNAPSHOT_NEEDED = "snapshot_needed"  # refusal code: head office cannot produce that delta
 SNAPSHOT_EXPIRED = "snapshot_expired"  # refusal code: that version's rows are gone
+UNREGISTERED = "unregistered"  # refusal code: a store the registry does not list
 BAD_REQUEST = "bad_request"  # refusal code: args that do not fit (the Reply's error says which)
 # changes per catalog_delta reply (fewer when their rows' bytes pass DELTA_PAGE_BYTES)
 MAX_DELTA_CHANGES = 2000

@@ -31,28 +31,47 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"head-office TOML ({DEFAULT_CONFIG})")
     cmds = p.add_subparsers(dest="catalog_command", metavar="SUBCOMMAND", required=True)
     names = ", ".join(cat.DATASET_ORDER)
+    # --config also after the subcommand (`lanesync catalog load items f.csv --config X`);
+    # SUPPRESS leaves the value given before it (or the default) when it is not repeated.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="head-office TOML")
 
-    ld = cmds.add_parser("load", help="load a CSV or JSON Lines file as a new version")
+    ld = cmds.add_parser(
+        "load", parents=[common], help="load a CSV or JSON Lines file as a new version"
+    )
     ld.add_argument("dataset", help=f"one of {names}")
     ld.add_argument("file", type=Path, help="a .csv (header row) or .jsonl file")
     ld.add_argument("--upsert", action="store_true", help="add and change rows only, never remove")
     ld.add_argument("--json", action="store_true", help="machine-readable output")
     ld.set_defaults(handler=cmd_load)
 
-    sh = cmds.add_parser("show", help="a dataset's current rows")
+    sh = cmds.add_parser("show", parents=[common], help="a dataset's current rows")
     sh.add_argument("dataset", help=f"one of {names}")
     sh.add_argument("--store", help="only the rows this store's lanes receive")
     sh.add_argument("--json", action="store_true", help="JSON Lines, one row a line")
     sh.set_defaults(handler=cmd_show)
 
-    df = cmds.add_parser("diff", help="what changed from version A to version B")
+    df = cmds.add_parser("diff", parents=[common], help="what changed from version A to version B")
     df.add_argument("a", type=int, help="from this version (0: nothing)")
     df.add_argument("b", type=int, help="to this version")
     df.add_argument("--store", help="only the changes this store's lanes receive")
     df.add_argument("--json", action="store_true", help="JSON Lines, one change a line")
     df.set_defaults(handler=cmd_diff)
 
-    hi = cmds.add_parser("history", help="every version: when, what, how many rows")
+    pr = cmds.add_parser(
+        "prune",
+        parents=[common],
+        help="drop the history before a version (lanes older than it reload)",
+    )
+    which = pr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--keep", type=int, metavar="N", help="keep the last N versions")
+    which.add_argument("--before", type=int, metavar="V", help="drop versions before V")
+    pr.add_argument("--json", action="store_true", help="machine-readable output")
+    pr.set_defaults(handler=cmd_prune)
+
+    hi = cmds.add_parser(
+        "history", parents=[common], help="every version: when, what, how many rows"
+    )
     hi.add_argument("--json", action="store_true", help="machine-readable output")
     hi.set_defaults(handler=cmd_history)
 
@@ -161,6 +180,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
         latest = versions.latest_version(db)
         if args.b > latest:
             return _fail(2, f"version {args.b} does not exist (latest is {latest})")
+        oldest = versions.oldest_version(db)
+        if 0 < args.a < oldest or args.b < oldest:
+            return _fail(2, f"the history before version {oldest} was pruned")
         scopes = versions.store_scopes(db, args.store, args.b) if args.store else None
         changes = versions.decode(versions.net_changes(db, scopes, args.a, args.b))
     finally:
@@ -174,6 +196,36 @@ def cmd_diff(args: argparse.Namespace) -> int:
             print(f"~ {dataset} {key} {_dump(row)}")
     if not args.json:
         print(f"{len(changes)} changes from version {args.a} to {args.b}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    n = args.keep if args.keep is not None else args.before
+    if n < 1:
+        return _fail(2, "--keep and --before take a number from 1")
+    try:
+        cfg = ho_config.load(args.config)
+        store = open_target(target(cfg), max_epochs_per_lane=cfg.ingest.max_epochs_per_lane)
+    except LanesyncError as exc:
+        return _fail(2, str(exc))
+    try:
+        before = n
+        if args.keep is not None:
+            before = versions.latest_version(store.sql) - args.keep + 1
+        res = versions.prune(store.sql, before)
+    except LanesyncError as exc:
+        return _fail(2, str(exc))
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(res.as_dict()))
+    elif res.versions == 0:
+        print("nothing to prune")
+    else:
+        print(
+            f"history before version {res.before} dropped: {res.versions} versions, "
+            f"{res.rows} old rows, {res.hashes} scope hashes"
+        )
     return 0
 
 

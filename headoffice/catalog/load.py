@@ -14,7 +14,7 @@ import io
 import json
 import time
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +67,7 @@ class Parsed:
     dataset: cat.Dataset
     rows: list[cat.Row]
     file: str
+    numbers: list[int]  # each row's data row (CSV) or line (JSON Lines), for errors
 
 
 def format_of(name: str) -> Format:
@@ -108,6 +109,7 @@ def parse(data: bytes, fmt: Format, dataset: str, file: str) -> Parsed:
     rows = _csv_rows(ds, text, file) if fmt == "csv" else _jsonl_rows(ds, text, file)
     seen: dict[str, int] = {}
     out: list[cat.Row] = []
+    numbers: list[int] = []
     for n, row in rows:
         key = ds.key_of(row)
         if key in seen:
@@ -117,7 +119,8 @@ def parse(data: bytes, fmt: Format, dataset: str, file: str) -> Parsed:
         seen[key] = n
         _check_zones(ds, row, file, n)
         out.append(row)
-    return Parsed(ds, out, file)
+        numbers.append(n)
+    return Parsed(ds, out, file, numbers)
 
 
 def _csv_rows(ds: cat.Dataset, text: str, file: str) -> Iterator[tuple[int, cat.Row]]:
@@ -183,6 +186,56 @@ def _check_zones(ds: cat.Dataset, row: cat.Row, file: str, n: int) -> None:
         raise LoadError(file, n, column, f"{zone} is not a known IANA time zone") from None
 
 
+def _references(parsed: Parsed, upsert: bool) -> Callable[[Sql], None] | None:
+    """The check across datasets a load needs, run under the catalog's lock against the
+    current rows: a ReturnTxnType setting names a txn_types code, and a txn_types load keeps
+    every code a ReturnTxnType setting names."""
+    if parsed.dataset.name == "settings":
+        named = [
+            (n, row["value"])
+            for n, row in zip(parsed.numbers, parsed.rows, strict=True)
+            if row["name"] == "ReturnTxnType"
+        ]
+        if not named:
+            return None
+
+        def check_settings(sql: Sql) -> None:
+            known = {r["code"] for r in versions.current_rows(sql, "txn_types")}
+            for n, code in named:
+                if code not in known:
+                    listed = ", ".join(sorted(known)[:10]) or "none loaded yet"
+                    raise LoadError(
+                        parsed.file,
+                        n,
+                        "value",
+                        f"ReturnTxnType {code} is not a txn_types code ({listed})",
+                    )
+
+        return check_settings
+    if parsed.dataset.name == "txn_types":
+        codes = {row["code"] for row in parsed.rows}
+
+        def check_types(sql: Sql) -> None:
+            kept = codes | (
+                {r["code"] for r in versions.current_rows(sql, "txn_types")} if upsert else set()
+            )
+            for row in versions.current_rows(sql, "settings"):
+                if row["name"] == "ReturnTxnType" and row["value"] not in kept:
+                    where = row["scope"] + "".join(
+                        f" {row[k]}" for k in ("store", "lane") if k in row
+                    )
+                    raise LoadError(
+                        parsed.file,
+                        None,
+                        "code",
+                        f"txn_types code {row['value']} is the "
+                        f"ReturnTxnType setting of {where}: change that setting first",
+                    )
+
+        return check_types
+    return None
+
+
 def load_parsed(sql: Sql, parsed: Parsed, *, upsert: bool, source: str | None = None) -> LoadResult:
     return versions.commit_load(
         sql,
@@ -191,6 +244,7 @@ def load_parsed(sql: Sql, parsed: Parsed, *, upsert: bool, source: str | None = 
         upsert=upsert,
         source=source or parsed.file,
         now_ms=time.time_ns() // 1_000_000,
+        check=_references(parsed, upsert),
     )
 
 

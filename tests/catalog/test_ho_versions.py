@@ -286,3 +286,93 @@ def test_delta_pages_stop_at_the_change_limit(backend: Backend, tmp_path: Path) 
         assert err.value.code == cat.SNAPSHOT_EXPIRED
     finally:
         store.close()
+
+
+def test_prune_keeps_every_view_from_the_horizon_and_refuses_older(
+    backend: Backend, tmp_path: Path
+) -> None:
+    store = backend.store()
+    try:
+        sql = store.sql
+        _scenario(sql, tmp_path, random.Random(3))
+        latest = versions.latest_version(sql)
+        before = {
+            (s, at): recompute(sql, s, at)[:2]
+            for s in ("S1", "S2", "S3")
+            for at in range(1, latest + 1)
+        }
+        heads = {s: versions.view(sql, s).version for s in ("S1", "S2", "S3")}
+        horizon = latest - 3
+        res = versions.prune(sql, horizon)
+        assert res.versions == horizon - 1
+        assert res.rows > 0  # prices and staff rows replaced before the horizon
+        assert versions.oldest_version(sql) == horizon
+        assert versions.prune(sql, horizon).versions == 0  # nothing more to drop
+        assert backend.query(
+            "SELECT count(*) FROM catalog_rows WHERE until_version <= ?", (horizon,)
+        ) == [(0,)]
+        catalog = versions.Catalog(sql)
+        for s in ("S1", "S2", "S3"):
+            for at in range(horizon, latest + 1):
+                v = versions.view(sql, s, at)
+                assert (v.hash, v.rows) == before[(s, at)], (s, at)
+            assert versions.view(sql, s).version == heads[s]
+            full_hash = before[(s, latest)][0]
+            snap = catalog.snapshot_chunk(s, cat.SnapshotRequest(0, 0, 500))
+            assert snap.hash == full_hash
+            assert len(snap.changes) == snap.rows
+            if versions.store_scopes(sql, s, horizon) == versions.store_scopes(sql, s, latest):
+                page = catalog.delta_page(s, cat.DeltaRequest(horizon, latest))
+                assert page.hash == full_hash
+            else:  # S3 joined a price zone after the horizon
+                with pytest.raises(versions.CatalogRefused, match="price zone"):
+                    catalog.delta_page(s, cat.DeltaRequest(horizon, latest))
+            with pytest.raises(versions.CatalogRefused) as err:
+                catalog.delta_page(s, cat.DeltaRequest(1, latest))
+            assert err.value.code == cat.SNAPSHOT_NEEDED
+            with pytest.raises(versions.CatalogRefused) as err:
+                catalog.snapshot_chunk(s, cat.SnapshotRequest(1, 0, 500))
+            assert err.value.code == cat.SNAPSHOT_EXPIRED
+        # a version whose store view did not change up to the horizon stands for it
+        path = tmp_path / "lone.csv"
+        path.write_text("item,store,valid_from,price\nA1,S3,2026-01-01,1\n", encoding="utf-8")
+        load(sql, "prices", path, upsert=True)  # touches S3 only
+        last = versions.latest_version(sql)
+        versions.prune(sql, last)
+        s1 = versions.view(sql, "S1").version
+        assert s1 < last  # S1's head is from before the new horizon
+        page = catalog.delta_page("S1", cat.DeltaRequest(s1, s1))
+        assert (page.changes, page.hash) == ([], versions.view(sql, "S1").hash)
+        snap = catalog.snapshot_chunk("S1", cat.SnapshotRequest(s1, 0, 500))
+        assert (snap.version, snap.hash) == (s1, versions.view(sql, "S1").hash)
+    finally:
+        store.close()
+
+
+def test_a_return_txn_type_setting_names_a_loaded_txn_type(
+    backend: Backend, tmp_path: Path
+) -> None:
+    store = backend.store()
+    try:
+        sql = store.sql
+        setting = [{"scope": "chain", "name": "ReturnTxnType", "value": "RET"}]
+        with pytest.raises(loader.LoadError) as err:
+            load(sql, "settings", jsonl_file(tmp_path / "s.jsonl", setting))
+        assert (err.value.row, err.value.column) == (1, "value")
+        assert "ReturnTxnType RET is not a txn_types code (none loaded yet)" in str(err.value)
+        types = tmp_path / "t.csv"
+        types.write_text(
+            "code,name,inventory_effect\nSALE,Sale,decrease\nRET,Return no stock,none\n",
+            encoding="utf-8",
+        )
+        load(sql, "txn_types", types)
+        assert load(sql, "settings", tmp_path / "s.jsonl").version == 2
+        # a txn_types load that drops RET is refused while the setting names it...
+        types.write_text("code,name,inventory_effect\nSALE,Sale,decrease\n", encoding="utf-8")
+        with pytest.raises(loader.LoadError, match="ReturnTxnType setting of chain"):
+            load(sql, "txn_types", types)
+        # ...an upsert keeps RET, so it may
+        assert load(sql, "txn_types", types, upsert=True).version is None
+        assert versions.latest_version(sql) == 2
+    finally:
+        store.close()

@@ -33,6 +33,7 @@ def test_one_block_per_identity_sorted_and_nothing_else() -> None:
         "topic read lanesync/v1/+/+/request",
         "topic write lanesync/v1/+/+/ack",
         "topic write lanesync/v1/+/+/reply",
+        "topic write lanesync/v1/+/catalog",
         # Each lane's identity: its own lane's topics only.
         "user store-S001.L1",
         "topic write lanesync/v1/S001/L1/journal",
@@ -41,6 +42,7 @@ def test_one_block_per_identity_sorted_and_nothing_else() -> None:
         "topic write lanesync/v1/S001/L1/request",
         "topic read lanesync/v1/S001/L1/ack",
         "topic read lanesync/v1/S001/L1/reply",
+        "topic read lanesync/v1/S001/catalog",
         "user store-S001.L2",
         "topic write lanesync/v1/S001/L2/journal",
         "topic write lanesync/v1/S001/L2/hello",
@@ -48,6 +50,7 @@ def test_one_block_per_identity_sorted_and_nothing_else() -> None:
         "topic write lanesync/v1/S001/L2/request",
         "topic read lanesync/v1/S001/L2/ack",
         "topic read lanesync/v1/S001/L2/reply",
+        "topic read lanesync/v1/S001/catalog",
         # A store hub's identity: all of its store's lanes; then that store's lanes.
         "user store-S002",
         "topic write lanesync/v1/S002/+/journal",
@@ -56,6 +59,7 @@ def test_one_block_per_identity_sorted_and_nothing_else() -> None:
         "topic write lanesync/v1/S002/+/request",
         "topic read lanesync/v1/S002/+/ack",
         "topic read lanesync/v1/S002/+/reply",
+        "topic read lanesync/v1/S002/catalog",
         "user store-S002.L1",
         "topic write lanesync/v1/S002/L1/journal",
         "topic write lanesync/v1/S002/L1/hello",
@@ -63,6 +67,7 @@ def test_one_block_per_identity_sorted_and_nothing_else() -> None:
         "topic write lanesync/v1/S002/L1/request",
         "topic read lanesync/v1/S002/L1/ack",
         "topic read lanesync/v1/S002/L1/reply",
+        "topic read lanesync/v1/S002/catalog",
     ]
     assert text.startswith("# Mosquitto acl_file written by `lanesync headoffice acl`")
     # Anonymous clients get nothing: no topic line comes before the first user line.
@@ -233,3 +238,37 @@ def test_headoffice_without_subcommand_still_runs_head_office() -> None:
     assert args.config == "/etc/x.toml"
     acl = build_parser().parse_args(["headoffice", "acl", "--stores", "S1"])
     assert acl.handler.__name__ == "cmd_acl"
+
+
+def test_from_catalog_grants_the_active_lanes_of_the_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from headoffice.catalog import load as loader  # noqa: PLC0415
+    from headoffice.store import SqliteStore  # noqa: PLC0415
+
+    db = tmp_path / "ho.db"
+    lanes = tmp_path / "lanes.csv"
+    lanes.write_text("store,lane,active\nS001,L1,1\nS001,L2,0\nS002,L1,1\n", encoding="utf-8")
+    store = SqliteStore(db)
+    try:
+        loader.load_file(store.sql, "lanes", lanes)
+    finally:
+        store.close()
+    cfg = tmp_path / "headoffice.toml"
+    cfg.write_text(f'[database]\npath = "{db}"\n', encoding="utf-8")
+    assert (
+        main(["headoffice", "--config", str(cfg), "acl", "--from-catalog", "--lanes", "S003/L9"])
+        == 0
+    )
+    users = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("user ")]
+    # the inactive lane S001/L2 gets no identity
+    assert users == [
+        "user headoffice",
+        "user store-S001.L1",
+        "user store-S002.L1",
+        "user store-S003.L9",
+    ]
+    missing = tmp_path / "missing.toml"
+    missing.write_text(f'[database]\npath = "{tmp_path / "none.db"}"\n', encoding="utf-8")
+    assert main(["headoffice", "--config", str(missing), "acl", "--from-catalog"]) == 2
+    assert "no head-office database yet" in capsys.readouterr().err

@@ -1,0 +1,88 @@
+"""The catalog requests head office answers for lanes: `catalog_delta` and `catalog_snapshot`.
+
+They run in ingest's writer thread with the Store's connection (headoffice.operations
+registers them), so each reply costs a few index range scans: a delta is computed once per
+(store, from, to) and paged from memory, a snapshot chunk walks each scope of the view from
+the chunk's first key (headoffice.catalog.versions.Catalog). A reply stays under the 1 MiB
+message limit: at most 2,000 changes and DELTA_PAGE_BYTES of rows a delta page, at most
+MAX_SNAPSHOT_CHUNK rows a chunk.
+
+A lane of a store the registry does not list (once the `stores` dataset holds a row) is
+refused with code `unregistered`: head office publishes nothing for such a store either.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from headoffice.catalog import versions
+from headoffice.ingest import RequestHandler
+from headoffice.store import Store
+from protocol import catalog as cat
+from protocol.errors import ProtocolError
+from protocol.messages import Reply, Request
+
+log = logging.getLogger(__name__)
+
+
+def _refused(req: Request, code: str, reason: str, field: str | None = None) -> Reply:
+    result = cat.refusal(code)
+    if field is not None:
+        result["field"] = field
+    return Reply(req.lane, req.corr, False, result, reason)
+
+
+def _unregistered(store: Store, req: Request) -> Reply | None:
+    sql = store.sql
+    if sql.fetchone("SELECT 1 FROM catalog_rows WHERE dataset = 'stores' LIMIT 1") is None:
+        return None  # no registry yet: every store is accepted (CATALOG.md)
+    found = sql.fetchone(
+        "SELECT 1 FROM catalog_rows WHERE dataset = 'stores' AND key = ? AND until_version IS NULL",
+        (req.lane.store,),
+    )
+    if found is not None:
+        return None
+    return _refused(req, cat.UNREGISTERED, f"unregistered store {req.lane.store}")
+
+
+def delta(store: Store, req: Request, now_ms: int) -> Reply:
+    try:
+        args = cat.DeltaRequest.from_map(req.args)
+    except ProtocolError as exc:
+        return _refused(req, cat.BAD_REQUEST, str(exc), exc.field)
+    refused = _unregistered(store, req)
+    if refused is not None:
+        return refused
+    try:
+        page = versions.catalog_for(store.sql).delta_page(req.lane.store, args)
+    except versions.CatalogRefused as r:
+        return _refused(req, r.code, str(r))
+    return Reply(req.lane, req.corr, True, page.to_map())
+
+
+def snapshot(store: Store, req: Request, now_ms: int) -> Reply:
+    try:
+        args = cat.SnapshotRequest.from_map(req.args)
+    except ProtocolError as exc:
+        return _refused(req, cat.BAD_REQUEST, str(exc), exc.field)
+    refused = _unregistered(store, req)
+    if refused is not None:
+        return refused
+    try:
+        chunk = versions.catalog_for(store.sql).snapshot_chunk(req.lane.store, args)
+    except versions.CatalogRefused as r:
+        return _refused(req, r.code, str(r))
+    if args.chunk == 0:
+        log.info(
+            "catalog snapshot of %s at version %d for %s: %d rows in %d chunks",
+            req.lane.store,
+            chunk.version,
+            req.lane,
+            chunk.rows,
+            chunk.chunks,
+        )
+    return Reply(req.lane, req.corr, True, chunk.to_map())
+
+
+def request_handlers() -> dict[str, RequestHandler]:
+    return {cat.OP_DELTA: delta, cat.OP_SNAPSHOT: snapshot}
