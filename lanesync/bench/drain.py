@@ -459,7 +459,10 @@ def run(
     }
     if len(phases) > 1:
         off, on = phases
+        off_ceiling_s = sqlite_ceiling(off["db"], workdir / "ceiling-off.db", lane, off["txns"])
         out["projection_off_entries_per_s"] = round(n / off["drain_s"])
+        out["projection_off_ceiling_per_s"] = round(n / off_ceiling_s)
+        out["projection_off_ratio"] = round(off_ceiling_s / off["drain_s"], 2)
         out["projection_off_headoffice_cpu_us_per_entry"] = round(off["cpu"][1] / n * 1e6, 1)
         out["projection_slowdown"] = round(on["drain_s"] / off["drain_s"] - 1, 3)
         out["projection_slowdown_at_most"] = 0.10

@@ -43,6 +43,7 @@ def test_bench_drain_after_the_fill_with_and_without_the_projection(tmp_path: Pa
     # Both phases drained the same backlog, each to its own head office.
     assert out["extract_projection"] == "on"
     assert out["projection_off_entries_per_s"] > 0
+    assert out["projection_off_ratio"] > 0
     assert isinstance(out["projection_slowdown"], float)
     with sqlite3.connect(work / "headoffice-projection-off.db") as off:
         assert off.execute("SELECT count(*), max(seq) FROM journal").fetchone() == (300, 300)
