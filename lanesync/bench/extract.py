@@ -243,6 +243,11 @@ def _run(workdir: Path, url: str | None, n: int, seed: int, *, quiet: bool) -> d
     bodies_s, bodies_plan = _engine(cfg, now, projected=False)
     if bodies_plan != plan:
         raise RuntimeError("the projection and the bodies gave different plans")
+    rollups, posting_rows = (
+        len([r for r in plan.rollups if r["consolidated_no"]]),
+        len(plan.postings),
+    )
+    del plan, bodies_plan  # millions of posting rows each: not kept through the full run
     _say(quiet, "full run: purchases too, files written, bookkeeping committed ...")
     t0 = time.perf_counter()
     report = job.run(full_cfg, now_ms=now)
@@ -265,8 +270,8 @@ def _run(workdir: Path, url: str | None, n: int, seed: int, *, quiet: bool) -> d
         "ratio_vs_bodies": round(bodies_s / engine_s, 2),
         "bodies": "the same engine reading and decoding every journal body (the path before "
         "the projection, and today's for documents without one), same run, same plan",
-        "rollups": len([r for r in plan.rollups if r["consolidated_no"]]),
-        "postings": len(plan.postings),
+        "rollups": rollups,
+        "postings": posting_rows,
         "full_run_s": round(full_s, 3),
         "full_run_entries_per_s": round(n / full_s),
         "full_run_purchases": report.purchases,
