@@ -15,6 +15,7 @@ from agent import opsconfig
 from agent.documents.tax import TaxRate, TaxTable
 from agent.opsconfig import OpsConfig
 from protocol.brokerconn import DEFAULT_CONNACK_TIMEOUT_S, TlsConfig, parse_credentials
+from protocol.catalog import MAX_SNAPSHOT_CHUNK
 from protocol.config import Table, load_toml
 from protocol.errors import ConfigError, ProtocolError
 from protocol.identity import DEFAULT_PREFIX, LaneId, Topics
@@ -92,6 +93,25 @@ class TransitConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogConfig:
+    """[catalog]: the lane's copy of its store's master data (agent.catalog)."""
+
+    path: Path | None = None  # None: next to the journal, "<journal stem>-catalog.db"
+    chunk_rows: int = MAX_SNAPSHOT_CHUNK  # rows per snapshot chunk asked for (head office's most)
+    window: int = 8  # snapshot chunk requests in flight at once
+    request_timeout_s: float = 10.0  # a delta page or chunk not answered by then is asked again
+    retry_initial_s: float = 0.5  # after a failed attempt; doubles up to retry_max_s
+    retry_max_s: float = 30.0
+
+
+def catalog_path(journal_path: Path, config: CatalogConfig) -> Path:
+    """Where the lane's catalog file lives: `catalog.path`, else beside the journal."""
+    if config.path is not None:
+        return config.path
+    return journal_path.with_name(f"{journal_path.stem}-catalog.db")
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     lane: LaneId
     journal_path: Path
@@ -104,6 +124,11 @@ class AgentConfig:
     transit: TransitConfig = field(default_factory=TransitConfig)
     tax: TaxTable = field(default_factory=TaxTable)
     ops: OpsConfig = field(default_factory=OpsConfig)  # [retention], [metrics], [export]
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+
+    @property
+    def catalog_path(self) -> Path:
+        return catalog_path(self.journal_path, self.catalog)
 
     @property
     def topics(self) -> Topics:
@@ -172,6 +197,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
     transit = _transit(root.table("transit"))
     tax = _tax(root.table("tax"))
     ops = opsconfig.parse(root)
+    catalog = _catalog(root.table("catalog"))
     root.done()
     return AgentConfig(
         lane,
@@ -185,7 +211,23 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         transit,
         tax,
         ops=ops,
+        catalog=catalog,
     )
+
+
+def _catalog(t: Table) -> CatalogConfig:
+    d = CatalogConfig()
+    path = t.str("path", None)
+    cfg = CatalogConfig(
+        path=Path(path) if path else None,
+        chunk_rows=t.int("chunk_rows", d.chunk_rows, 1, MAX_SNAPSHOT_CHUNK),
+        window=t.int("window", d.window, 1, 32),
+        request_timeout_s=t.num("request_timeout_s", d.request_timeout_s, 0.1, 600),
+        retry_initial_s=t.num("retry_initial_s", d.retry_initial_s, 0.01, 600),
+        retry_max_s=t.num("retry_max_s", d.retry_max_s, 0.01, 3600),
+    )
+    t.done()
+    return cfg
 
 
 def _documents(t: Table) -> DocumentsConfig:

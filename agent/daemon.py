@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 
 from agent.api import LocalApi
+from agent.catalog.store import CatalogStore
+from agent.catalog.sync import CatalogSync
 from agent.config import AgentConfig
 from agent.journal import Journal
 from agent.operations import Operations
@@ -19,6 +22,16 @@ from protocol.errors import ConfigError
 from protocol.notify import notify_soon
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def _announce_versions(store: CatalogStore, replicator: Replicator) -> AsyncIterator[None]:
+    """Each new catalog version goes out in the lane's status at once."""
+    unsubscribe = store.on_version(lambda _held: replicator.status_soon())
+    try:
+        yield
+    finally:
+        unsubscribe()
 
 
 async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
@@ -38,13 +51,17 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
         async with (
             scanners if scanners is not None else contextlib.nullcontext(),
             Journal(config.journal_path, config.lane) as journal,
+            # The catalog keeps its last complete version while head office is unreachable.
+            CatalogStore(config.catalog_path, config.lane.store) as catalog_store,
+            CatalogSync(catalog_store, config.catalog) as catalog,
         ):
             # Built now (the API and operations read its stats and send requests through it,
             # LinkDown until it connects) but started only after READY: READY means the lane
             # takes sales, not that it has begun to drain (issue 17.1's clock starts at READY
             # or at the link's return, and sending before it hid part of the drain).
-            replicator = Replicator(journal, config)
+            replicator = Replicator(journal, config, catalog)
             async with (
+                _announce_versions(catalog_store, replicator),
                 # Disk budget, retention, metrics, live status, watchdog: before the API takes
                 # sales.
                 Operations(config, journal, replicator) as ops,
@@ -58,12 +75,13 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
                 ),
             ):
                 log.info(
-                    "lane %s: journal %s epoch %d at seq %d (%d unacked)",
+                    "lane %s: journal %s epoch %d at seq %d (%d unacked); catalog version %d",
                     config.lane,
                     config.journal_path,
                     journal.epoch,
                     journal.last_seq,
                     journal.backlog,
+                    catalog.version,
                     extra={"epoch": journal.epoch, "seq": journal.last_seq},  # never redacted
                 )
                 await notify_soon("READY=1", f"STATUS=lane {config.lane} at seq {journal.last_seq}")

@@ -17,10 +17,10 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import aiomqtt
 import tenacity
@@ -64,10 +64,23 @@ class ReplicatorStats:
     ho_hwm: int | None = None
 
 
+class CatalogHeads(Protocol):
+    """Who takes the store's retained catalog heads (agent.catalog.sync.CatalogSync)."""
+
+    @property
+    def version(self) -> int: ...
+
+    def on_head(
+        self, payload: bytes, request: Callable[[str, dict[str, Any], float], Awaitable[Reply]]
+    ) -> None: ...
+
+
 class Replicator:
     """Async context manager that runs the replication loop in its own task group."""
 
-    def __init__(self, journal: Journal, config: AgentConfig) -> None:
+    def __init__(
+        self, journal: Journal, config: AgentConfig, catalog: CatalogHeads | None = None
+    ) -> None:
         self.journal = journal
         self.config = config
         self.lane = config.lane
@@ -88,6 +101,9 @@ class Replicator:
         self._main: asyncio.Task[None] | None = None
         self._unlisten = journal.on_commit(self._wake.set)
         self.on_batch: Callable[[int, int], None] | None = None  # (entries, bytes): metrics
+        self.catalog = catalog
+        self._catalog_topic = self.topics.catalog(self.lane.store)
+        self._status_now = asyncio.Event()
 
     async def __aenter__(self) -> Self:
         self._tasks = asyncio.TaskGroup()
@@ -175,6 +191,10 @@ class Replicator:
                 log.info("lane %s: connected to %s:%d", self.lane, b.host, b.port)
                 await client.subscribe(self.topics.topic(self.lane, Channel.ACK), qos=1)
                 await client.subscribe(self.topics.topic(self.lane, Channel.REPLY), qos=1)
+                if self.catalog is not None:
+                    # Retained: the broker hands over the store's current head at every
+                    # (re)connect, so a lane that was offline learns what it missed.
+                    await client.subscribe(self._catalog_topic, qos=1)
                 await self._publish_status(client, "online")
                 self._start_from_acked()
                 await self._hello(client)
@@ -217,14 +237,23 @@ class Replicator:
             VERSION,
             self.journal.backlog,
             int(time.time() * 1000),
+            self.catalog.version if self.catalog is not None else 0,
         )
         await client.publish(
             self.topics.topic(self.lane, Channel.STATUS), codec.encode(status), qos=1, retain=True
         )
 
+    def status_soon(self) -> None:
+        """Publish the retained status now rather than at the next 15 s tick (a new catalog
+        version: head office's status page shows which lanes lag)."""
+        self._status_now.set()
+
     async def _status_loop(self, client: aiomqtt.Client) -> None:
         while True:
-            await asyncio.sleep(15)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(15):
+                    await self._status_now.wait()
+            self._status_now.clear()
             await self._publish_status(client, "online")
 
     async def _hello(self, client: aiomqtt.Client) -> None:
@@ -235,6 +264,7 @@ class Replicator:
             self.journal.acked_seq + 1,
             VERSION,
             int(time.time() * 1000),
+            self.catalog.version if self.catalog is not None else 0,
         )
         await client.publish(
             self.topics.topic(self.lane, Channel.HELLO), codec.encode(hello), qos=1
@@ -310,6 +340,10 @@ class Replicator:
 
     async def _receiver(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            if self.catalog is not None and message.topic.matches(self._catalog_topic):
+                # Not a lanesync message: the head's own schema (protocol.catalog) checks it.
+                self.catalog.on_head(bytes(message.payload), self.request)
+                continue
             try:
                 msg = codec.decode(bytes(message.payload))
             except ProtocolError as exc:

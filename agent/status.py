@@ -27,6 +27,9 @@ from agent.config import AgentConfig
 from agent.verify import open_readonly
 
 LIVE_INTERVAL_S = 5.0
+# A lane behind its store's head for longer than this is a problem (a version normally
+# arrives within seconds; behind for a minute means it cannot fetch it).
+CATALOG_LAG_S = 60.0
 STALE_AFTER_S = 3 * LIVE_INTERVAL_S
 # The live file is padded to this size, so that on a full disk it can still be rewritten in
 # place (a new file for the atomic rename needs free blocks; overwriting allocated ones not).
@@ -103,6 +106,60 @@ def journal_facts(path: str | Path) -> JournalFacts:
             facts.quarantined = int(db.execute("SELECT count(*) FROM quarantine").fetchone()[0])
     except (sqlite3.Error, KeyError, TypeError) as exc:
         facts.error = f"{p}: cannot read journal: {exc}"
+    finally:
+        db.close()
+    return facts
+
+
+@dataclass(slots=True)
+class CatalogFacts:
+    """The lane's catalog file read-only: the version held and the newest head it has seen."""
+
+    path: str
+    exists: bool = False
+    version: int = 0  # complete version held (0: none yet)
+    rows: int = 0
+    applied_at: int | None = None  # ms since the Unix epoch
+    head_version: int = 0  # the store's head as last received from head office
+    head_at: int | None = None  # when head office published that head (ms)
+    staging: str | None = None  # "snapshot of version 9: 12/50 chunks", "delta 7 -> 9: 3 pages"
+    error: str | None = None
+
+    @property
+    def behind(self) -> bool:
+        return self.head_version > self.version
+
+
+def catalog_facts(path: str | Path) -> CatalogFacts:
+    """Read the catalog file read-only; safe while the agent writes it (WAL)."""
+    p = Path(path)
+    facts = CatalogFacts(str(p))
+    if not p.exists():
+        return facts
+    facts.exists = True
+    try:
+        db = open_readonly(p)
+    except (FileNotFoundError, sqlite3.Error) as exc:
+        facts.error = f"{p}: cannot open read-only: {exc}"
+        return facts
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        facts.version = int(meta.get("version", 0))
+        facts.rows = int(meta.get("rows", 0))
+        facts.applied_at = meta.get("applied_at")
+        facts.head_version = int(meta.get("head_version", 0))
+        facts.head_at = meta.get("head_at")
+        t = db.execute("SELECT kind, base, target, chunks FROM transfer").fetchone()
+        if t is not None:
+            parts = int(db.execute("SELECT count(*) FROM staged").fetchone()[0])
+            kind, base, target, chunks = t
+            facts.staging = (
+                f"snapshot of version {target}: {parts}/{chunks} chunks"
+                if kind == "snapshot"
+                else f"delta {base} -> {target}: {parts} page(s)"
+            )
+    except (sqlite3.Error, TypeError, ValueError) as exc:
+        facts.error = f"{p}: cannot read catalog: {exc}"
     finally:
         db.close()
     return facts
@@ -225,10 +282,14 @@ class StatusReport:
     quarantined: int | None = None
     scan_errors: int | None = None
     scanners: list[dict[str, Any]] = field(default_factory=list)
+    catalog: CatalogFacts | None = None
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.catalog is not None:
+            d["catalog"]["behind"] = self.catalog.behind
+        return d
 
 
 def _scanner_rows(cfg: AgentConfig) -> list[dict[str, Any]]:
@@ -280,7 +341,27 @@ def collect(cfg: AgentConfig, now: float | None = None) -> StatusReport:
     if facts.free_disk_bytes is not None:
         rep.disk.setdefault("free_disk_bytes", facts.free_disk_bytes)
     rep.scanners = (live or {}).get("scanners") or _scanner_rows(cfg)
+    rep.catalog = cat = catalog_facts(cfg.catalog_path)
+    if cat.error:
+        rep.problems.append(cat.error)
+    elif cat.behind and cat.head_at is not None and now - cat.head_at / 1000 > CATALOG_LAG_S:
+        rep.problems.append(
+            f"catalog behind: holds version {cat.version}, the store's head is "
+            f"{cat.head_version} since {_age(now - cat.head_at / 1000)}"
+            + (f" ({cat.staging})" if cat.staging else "")
+        )
     return rep
+
+
+def _catalog_line(cat: CatalogFacts | None) -> str:
+    if cat is None or not cat.exists:
+        return "catalog     none yet (the agent has not run, or head office sent nothing)"
+    line = f"catalog     version {cat.version} ({cat.rows} rows)"
+    if cat.head_version:
+        line += f", head {cat.head_version}" + (": BEHIND" if cat.behind else ": up to date")
+    if cat.staging:
+        line += f", staging {cat.staging}"
+    return line
 
 
 def _age(seconds: float | None) -> str:
@@ -326,6 +407,7 @@ def render(rep: StatusReport) -> str:
         f"disk        {_mib(rep.disk.get('free_disk_bytes'))} free"
         + (f", budget {rep.disk['level']}" if rep.disk.get("level") else ""),
     ]
+    lines.append(_catalog_line(rep.catalog))
     lines += [
         f"scanner     {s.get('name') or '(unconfigured)'}: {s.get('state')}" for s in rep.scanners
     ]

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-from lanesync.bench import api, drain, extract, fleet, flood, start, transit
+from lanesync.bench import api, catalog, drain, extract, fleet, flood, lookup, start, transit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="benchmarks (print JSON)")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
     api.register(bsub)
+    catalog.register(bsub)
     drain.register(bsub)
     extract.register(bsub)
     fleet.register(bsub)
+    lookup.register(bsub)
     flood.register(bsub)
     start.register(bsub)
     transit.register(bsub)
