@@ -9,4 +9,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "headoffice"))
 
-from pgutil import backend  # noqa: E402, F401 - the fixture, parametrised over both backends
+from pgutil import backend  # noqa: F401 - the fixture, parametrised over both backends
