@@ -485,6 +485,8 @@ class Replicator:
             self.stats.protocol = ack.protocol
         if ack.proof is not None:
             self.stats.proof = ack.proof
+        if self.stats.refused is not None and ack.refused is None:
+            return  # refused: no ack may mark this journal's entries as held by head office
         if ack.refused is not None:
             if self.stats.refused is None:
                 log.error("lane %s: head office refuses this journal: %s", self.lane, ack.refused)
@@ -518,17 +520,24 @@ class Replicator:
             return
         self.stats.ho_hwm = ack.hwm
         self.stats.last_ack_at = time.time()
-        hwm = min(ack.hwm, self.journal.last_seq)
+        hwm = ack.hwm
         if ack.hwm > self.journal.last_seq:
+            # The journal was restored from an old copy: its entries past the copy are other
+            # documents at seqs head office holds. Marking them acked would drop them from
+            # the outbox unsent (an older head office says no more than this ack), so the
+            # lane refuses itself, as a v2 head office does in its answer to the hello.
+            self.stats.refused = (
+                f"head office holds seq {ack.hwm} of epoch {self.journal.epoch} but this "
+                f"journal ends at seq {self.journal.last_seq}: it was restored from an old copy"
+            )
             log.error(
-                "lane %s: head office holds seq %d but the journal ends at %d in epoch %d; "
-                "the journal looks restored from an old copy",
+                "lane %s: %s; nothing more is sent",
                 self.lane,
-                ack.hwm,
-                self.journal.last_seq,
-                self.journal.epoch,
+                self.stats.refused,
                 extra={"epoch": self.journal.epoch, "seq": self.journal.last_seq, "hwm": ack.hwm},
             )
+            self._wake.set()
+            return
         if hwm > self.journal.acked_seq:
             try:
                 await self.journal.mark_acked(hwm)
