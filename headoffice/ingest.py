@@ -931,8 +931,8 @@ class Ingest:
                 f"the journal of {lane} (epoch {epoch}) ends at seq {msg.last_seq} but head "
                 f"office already holds seq {hwm} of that epoch: the journal was restored from an "
                 "old copy, and sending on would fork its chain. Move this journal aside so the "
-                "agent starts a new epoch (what head office holds stays; the documents confirmed "
-                "since the copy are in the old file: export it with lanesync journal export)"
+                "agent starts a new epoch; what head office holds stays, and the documents "
+                "journaled since the copy stay unsent in the moved file, to be submitted again"
             )
             self._note_proof(lane, epoch, "refused", why, acked, hwm)
             log.error("head office: %s refused: %s", lane, why, extra={"epoch": epoch})
