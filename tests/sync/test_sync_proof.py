@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from ho_helpers import LANE as LANE_ID
 from ho_helpers import LaneSim, journal_msg, topic, writer_ingest
 from pgutil import Backend
 
@@ -21,8 +23,9 @@ from headoffice.ingest import Ingest
 from headoffice.statuspage import collect, live_view, render_fragment, status_app
 from protocol import codec
 from protocol.chain import genesis
+from protocol.errors import ProtocolError
 from protocol.identity import Channel
-from protocol.messages import Ack, Hello, Status
+from protocol.messages import Ack, HeadOffice, Hello, Status
 
 V2 = (1, 2)
 
@@ -161,3 +164,23 @@ async def test_status_page_shows_proof_version_and_broker_banner(backend: Backen
         assert body["lanes"][0]["online"] == "unknown"
         assert body["lanes"][0]["sync"]["state"] == "identical"
         assert body["lanes"][0]["version"] == "9.9.9"
+
+
+def test_headoffice_announcement_decodes_and_stays_off_lane_topics(backend: Backend) -> None:
+    msg = HeadOffice("online", 12345, "lanesync-headoffice-w1", "9.9.9", (1, 2), 7)
+    raw = codec.encode(msg)
+    assert codec.decode(raw) == msg
+    assert msgpack.unpackb(raw)["v"] == 2  # a type v1 does not have
+    # A v1 map may not carry v2's fields, nor be a v2-only type.
+    bad = msgpack.unpackb(raw) | {"v": 1}
+    with pytest.raises(ProtocolError, match="unknown message type"):
+        codec.decode(msgpack.packb(bad))
+    hello_v1 = msgpack.unpackb(codec.encode(Hello(LANE_ID, 1, 0, 1, "x", 0, protocols=V2)))
+    with pytest.raises(ProtocolError, match="unknown field"):
+        codec.decode(msgpack.packb(hello_v1 | {"v": 1}))
+    # Published on a lane's topic by a lane, it is quarantined with the reason.
+    with writer_ingest(backend) as ing:
+        assert ing.apply_group([(topic(LANE_ID, Channel.HELLO), raw)]) == []
+        assert ing.stats.quarantined == 1
+    (reason,) = backend.query("SELECT reason FROM quarantine")
+    assert reason == ("a ho message does not belong on hello",)
