@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -725,7 +726,7 @@ class Ingest:
             st.lane_hwm[key] = ack.hwm
             reason = out.gaps.get(key)
             if reason is not None and ack.resend_from is None:
-                acks.append(Ack(ack.lane, ack.epoch, ack.hwm, ack.hwm + 1, reason))
+                acks.append(dataclasses.replace(ack, resend_from=ack.hwm + 1, reason=reason))
             else:
                 acks.append(ack)
         return acks + list(out.replies)
@@ -898,7 +899,8 @@ class Ingest:
                 out.gaps[key] = res.reason or "gap"
             elif res.quarantined:
                 self._quarantine(store, p.topic, lane, res.reason or "refused", p.raw, now, out)
-            out.acks[key] = Ack(lane, msg.epoch, res.hwm, res.resend_from, res.reason)
+            ack = Ack(lane, msg.epoch, res.hwm, res.resend_from, res.reason)
+            out.acks[key] = _after_hello(out.acks.get(key), ack)
         elif isinstance(msg, Hello):
             try:
                 state = store.note_hello(lane, msg.epoch, msg.last_seq, now, catalog=msg.catalog)
@@ -1145,6 +1147,17 @@ class Ingest:
             )
             store.quarantine(topic, f.lane, reason, f.raw, now, fold="flooding", times=f.times)
         out.flooded.clear()
+
+
+def _after_hello(hello: Ack | None, batch: Ack) -> Ack:
+    """A batch's ack where the same group answered the lane's hello (one ack per lane and
+    group): the hello's refusal or rewind stands; otherwise the batch's mark, with the
+    hello's version and proof (they were lost with it before, and the lane never learnt)."""
+    if hello is None or hello.protocol is None:
+        return batch
+    if hello.refused is not None or hello.rewind:
+        return hello
+    return dataclasses.replace(batch, protocol=hello.protocol, proof=hello.proof)
 
 
 def _describe(exc: BaseException) -> str:
