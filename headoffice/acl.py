@@ -45,6 +45,7 @@ from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import (
     CATALOG_SEGMENT,
     DEFAULT_PREFIX,
+    HEADOFFICE_SEGMENT,
     SEGMENT_RE,
     Channel,
     LaneId,
@@ -249,7 +250,8 @@ def render(spec: AclSpec) -> str:
         "# Each identity (a client certificate's CN, with use_identity_as_username, or a",
         "# password-file user) writes only its own lane's (a hub: its store's lanes')",
         "# journal/hello/status/request topics and reads only their acks and replies, and",
-        "# its store's catalog head; head office writes every store's catalog head.",
+        "# its store's catalog head and head office's announcement; head office writes",
+        "# every store's catalog head and its announcement.",
         "# Anything not listed is denied. On the stores' listener use_username_as_clientid",
         "# makes each identity its own client id (systemd/mosquitto-headoffice.example.conf).",
         "",
@@ -258,6 +260,7 @@ def render(spec: AclSpec) -> str:
     lines += [f"topic read {p}/+/+/{ch.value}" for ch in LANE_WRITES]
     lines += [f"topic write {p}/+/+/{ch.value}" for ch in LANE_READS]
     lines += [f"topic write {p}/+/{CATALOG_SEGMENT}"]  # every store's retained catalog head
+    lines += [f"topic write {p}/{HEADOFFICE_SEGMENT}"]  # its retained announcement (16.2)
     hubs = set(spec.stores)
     for store in sorted(hubs | lanes_of.keys()):
         if store in hubs:
@@ -265,11 +268,13 @@ def render(spec: AclSpec) -> str:
             lines += [f"topic write {p}/{store}/+/{ch.value}" for ch in LANE_WRITES]
             lines += [f"topic read {p}/{store}/+/{ch.value}" for ch in LANE_READS]
             lines += [f"topic read {p}/{store}/{CATALOG_SEGMENT}"]
+            lines += [f"topic read {p}/{HEADOFFICE_SEGMENT}"]
         for lane in sorted(lanes_of.get(store, []), key=lambda lane: lane.lane):
             lines += ["", f"user {spec.lane_user(lane)}"]
             lines += [f"topic write {p}/{lane}/{ch.value}" for ch in LANE_WRITES]
             lines += [f"topic read {p}/{lane}/{ch.value}" for ch in LANE_READS]
             lines += [f"topic read {p}/{lane.store}/{CATALOG_SEGMENT}"]
+            lines += [f"topic read {p}/{HEADOFFICE_SEGMENT}"]
     return "\n".join(lines) + "\n"
 
 

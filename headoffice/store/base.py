@@ -467,6 +467,10 @@ class Store(Protocol):
     def held_lanes(self, code: str) -> set[tuple[str, str]]:
         """The (store, lane) pairs with open held entries of `code`."""
 
+    def chain_hashes(self, lane: LaneId, epoch: int, seqs: Sequence[int]) -> dict[int, bytes]:
+        """Head office's chain hash at each of `seqs` of a lane's epoch (applied or held);
+        seqs it holds no row for are left out (issue 16.7: the hello's proof)."""
+
     def commit(self) -> None: ...
 
     def rollback(self) -> None: ...
@@ -740,6 +744,23 @@ class BatchWriter:
         self._count("duplicate_txn_ids", duplicates)
         self._count("entries_held", len(held))
         pending.clear()
+
+    def chain_hashes(self, lane: LaneId, epoch: int, seqs: Sequence[int]) -> dict[int, bytes]:
+        # wave/sync's one method here (issue 16.7): journal rows, then held ones (never both
+        # differ: a released entry has both rows, with the same hash)
+        want = sorted({s for s in seqs if s > 0})[:64]
+        out: dict[int, bytes] = {}
+        if not want:
+            return out
+        marks = ",".join("?" * len(want))
+        for table in ("journal", "held"):
+            for seq, h in self.sql.fetchall(
+                f"SELECT seq, hash FROM {table} WHERE store = ? AND lane = ? AND epoch = ? "  # noqa: S608
+                f"AND seq IN ({marks})",
+                (lane.store, lane.lane, epoch, *want),
+            ):
+                out.setdefault(int(seq), bytes(h))
+        return out
 
     # --- held entries: release and void (issue 16) -----------------------------------------
 
