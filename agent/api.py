@@ -32,6 +32,7 @@ from agent.apiedge import (
     problem,
     read_json,
 )
+from agent.catalog.view import CatalogView
 from agent.config import AgentConfig, ApiConfig
 from agent.documents.envelope import DocContext, validate
 from agent.journal import Journal, JournalError
@@ -110,17 +111,23 @@ class LocalApi:
         agent: AgentConfig | None = None,
         scans: ScanQueue | None = None,
         counters: AgentCounters | None = None,
+        catalog: CatalogView | None = None,
     ) -> None:
         self.config = config
         self.counters = counters or AgentCounters()
         self.journal = journal
         self.replicator = replicator
+        # Documents are checked against the lane's catalog (agent.documents.rules).
         if agent is not None:
             self.ctx = DocContext(
-                journal.lane, agent.documents, agent.purchasing, agent.transit, agent.tax
+                journal.lane,
+                agent.documents,
+                agent.transit,
+                catalog=catalog,
+                trade_without=agent.catalog.trade_without,
             )
         else:
-            self.ctx = DocContext(journal.lane)
+            self.ctx = DocContext(journal.lane, catalog=catalog)
         self.store = LaneStore(journal.path)
         self.service = DocumentService(self.ctx, journal, self.store)
         self.sales = OpenSales(self.ctx, self.store, self.service)

@@ -51,6 +51,7 @@ class CatalogView:
         self._db = sqlite3.connect(
             f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
         )
+        self._depth = 0  # nested _read()s share the outer read transaction (snapshot())
 
     def __enter__(self) -> Self:
         return self
@@ -68,11 +69,27 @@ class CatalogView:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
+        if self._depth:
+            yield self._db
+            return
         self._db.execute("BEGIN")
+        self._depth = 1
         try:
             yield self._db
         finally:
+            self._depth = 0
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Self]:
+        """Every lookup made inside sees one version: a document is checked against one
+        catalog version, never half of one and half of the next (WAL keeps the read's
+        snapshot until it ends). One caller at a time: the document rules run on the
+        event loop, synchronously."""
+        with self._read():
+            # A deferred BEGIN takes its snapshot at the first read: read now.
+            self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+            yield self
 
     @staticmethod
     def _by_ref(db: sqlite3.Connection, dataset: str, ref: str) -> list[Row]:
