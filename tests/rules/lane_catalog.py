@@ -118,11 +118,15 @@ ITEMS = [  # code, tax code, price (lanesync.samples' items, and P1 of the API s
 ]
 
 
+GTIN_P1000 = "5901234123457"  # tests/pan's GTIN-13 whose digits also pass Luhn
+
+
 def standard(path: Path, lane: LaneId, *, publish: bool = True) -> LaneCatalog:
     cat = LaneCatalog(path, lane)
     for code, tax, price in ITEMS:
+        gtins = {"gtins": [GTIN_P1000]} if code == "P1000" else {}
         cat.put("items", code=code, description=f"Item {code}", tax_code=tax, variant=False,
-                active=True)  # fmt: skip
+                active=True, **gtins)  # fmt: skip
         cat.put("prices", item=code, valid_from="2000-01-01", price=price)
     cat.put("tax_rates", code="VAT_STD", valid_from="2000-01-01", rate_bp=1900)
     cat.put("tax_rates", code="VAT_STD", valid_from="2024-07-01", rate_bp=2000)
