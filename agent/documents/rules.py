@@ -156,10 +156,12 @@ class Rules:
 
     # --- people and stores ----------------------------------------------------------------
 
-    def _active(self, what: str, code: Any, path: str, lookup: Callable[[str], Any]) -> Any:
+    def _active(
+        self, what: str, code: Any, path: str, lookup: Callable[[CatalogView, str], Any]
+    ) -> Any:
         if self.catalog is None or code is None:
             return None
-        row = lookup(code)
+        row = lookup(self.catalog, code)
         if row is None:
             raise ProtocolError(f"no {what} {f.shown(code)} {self._where()}", path)
         if not row["active"]:
@@ -167,16 +169,16 @@ class Rules:
         return row
 
     def staff(self, code: Any, path: str) -> Any:
-        return self._active("staff", code, path, self._view().staff)
+        return self._active("staff", code, path, lambda v, c: v.staff(c))
 
     def customer(self, code: Any, path: str) -> Any:
-        return self._active("customer", code, path, self._view().customer)
+        return self._active("customer", code, path, lambda v, c: v.customer(c))
 
     def supplier(self, code: Any, path: str) -> Any:
-        return self._active("supplier", code, path, self._view().supplier)
+        return self._active("supplier", code, path, lambda v, c: v.supplier(c))
 
     def courier(self, code: Any, path: str) -> Any:
-        return self._active("courier", code, path, self._view().courier)
+        return self._active("courier", code, path, lambda v, c: v.courier(c))
 
     def person(self, kind: str, code: str, path: str) -> Any:
         return {
@@ -207,10 +209,6 @@ class Rules:
     def known_store(self, store: str, path: str) -> None:
         if self.catalog is not None and self.catalog.store(store) is None:
             raise ProtocolError(f"no store {f.shown(store)} {self._where()}", path)
-
-    def _view(self) -> CatalogView:
-        assert self.catalog is not None
-        return self.catalog
 
 
 @contextmanager
