@@ -224,7 +224,7 @@ def test_a_scheduled_price_applies_at_its_time_with_no_new_version(
 
     def on(day: str, price: int) -> dict[str, Any]:
         line = {"item": "P3000", "qty": "1.000", "unit_price": price, "tax_code": "VAT_RED",
-                "amount": price, "tax": round(price * 700 / 10700)}  # fmt: skip
+                "amount": price, "tax": (price * 700 + 5350) // 10700}  # fmt: skip
         return sale(business_day=day, time=f"{day}T12:00:00+00:00", lines=[line], total=price,
                     payments=[{"tender": "cash", "amount": price}])  # fmt: skip
 
