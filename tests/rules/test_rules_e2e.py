@@ -107,7 +107,7 @@ class Lane:
                     "unit_price": price,
                     "tax_code": "VAT_STD",
                     "amount": price,
-                    "tax": (price * 2000 + 6000) // 12000,  # half up, integer minor units,
+                    "tax": (price * 2000 + 6000) // 12000,  # half up, integer minor units
                 }
             ],
             "payments": [{"tender": "cash", "amount": price}],
