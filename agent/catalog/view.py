@@ -238,6 +238,20 @@ class CatalogView:
             value = store[0].get(_FROM_STORE[name])
         return value
 
+    def settings(self) -> dict[str, Any]:
+        """Every declared setting's value for this lane, as `setting` resolves each, read in
+        one pass (a document reads them all: one query, not one per name)."""
+        with self._read() as db:
+            rows = self._all(db, "settings")
+            store = self._by_key(db, "stores", self.lane.store)
+        values: dict[str, Any] = {}
+        for name in contract.SETTINGS:
+            value = contract.resolve_setting(rows, name, self.lane.store, self.lane.lane)
+            if value is None and store and name in _FROM_STORE:
+                value = store[0].get(_FROM_STORE[name])
+            values[name] = value
+        return values
+
 
 _FROM_STORE = {"Currency": "currency", "Timezone": "timezone"}
 

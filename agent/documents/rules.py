@@ -71,10 +71,15 @@ class Rules:
     def __init__(self, catalog: CatalogView | None) -> None:
         self.catalog = catalog
         self.version = 0 if catalog is None else catalog.version
-        if catalog is None:
-            self.settings = defaults()
-        else:
-            self.settings = Settings({name: catalog.setting(name) for name in contract.SETTINGS})
+        self._settings: Settings | None = None if catalog is not None else defaults()
+
+    @property
+    def settings(self) -> Settings:
+        """Read on first use, from the same snapshot as every other lookup."""
+        if self._settings is None:
+            assert self.catalog is not None
+            self._settings = Settings(self.catalog.settings())
+        return self._settings
 
     @property
     def checks(self) -> bool:
