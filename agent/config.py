@@ -126,9 +126,11 @@ class CatalogConfig:
     request_timeout_s: float = 10.0  # a delta page or chunk not answered by then is asked again
     retry_initial_s: float = 0.5  # after a failed attempt; doubles up to retry_max_s
     retry_max_s: float = 30.0
-    # A lane holding no catalog version refuses documents (503 "no catalog yet"); true lets
-    # a lab's or benchmark's lane journal them on their own figures (agent.documents.rules).
-    trade_without: bool = False
+    # false: a lane holding no catalog version refuses documents (503 "No catalog yet"), as a
+    # chain's must (systemd/agent.example.toml sets it); true: it journals them on their own
+    # figures (agent.documents.rules). The built-in default is true while lab configs with no
+    # [catalog] table (test suites, `lanesync fleet`, benches) load no catalog yet.
+    trade_without: bool = True
 
 
 def catalog_path(journal_path: Path, config: CatalogConfig) -> Path:

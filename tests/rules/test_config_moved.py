@@ -63,6 +63,14 @@ def test_what_stays_in_the_lanes_toml(tmp_path: Path) -> None:
     assert config.load_toml is not None
 
 
+def test_a_config_without_a_catalog_table_trades_without_one(tmp_path: Path) -> None:
+    """The built-in default is a lab's (see agent.config.CatalogConfig); a chain's lanes set
+    trade_without = false, as the example does."""
+    path = tmp_path / "agent.toml"
+    path.write_text(BASE, encoding="utf-8")
+    assert config.load(path).catalog.trade_without is True
+
+
 def test_the_example_config_loads() -> None:
     example = Path(__file__).parents[2] / "systemd" / "agent.example.toml"
     cfg = config.load(example)
