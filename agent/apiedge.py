@@ -38,7 +38,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
-from agent.documents.rules import NoCatalog
+from agent.catalog.lookup import LookupRefused
 from agent.journal import JournalConflict, JournalError, JournalFull
 from agent.open_docs.sales import OpenDocError
 from protocol.errors import ProtocolError
@@ -142,14 +142,14 @@ def answer(exc: BaseException) -> Problem:
         return problem(exc.status, exc.title, exc.detail, exc.field)
     if isinstance(exc, web.HTTPException):
         return problem(exc.status, exc.reason, exc.text or exc.reason)
+    if isinstance(exc, LookupRefused):
+        # A lookup names the catalog version it looked in (null: none could be read).
+        return problem(exc.status, exc.title, exc.detail, exc.field, catalog_version=exc.version)
     if isinstance(exc, ProtocolError):
         return problem(422, "Invalid document", exc.reason, exc.field)
     if isinstance(exc, OpenDocError):
         title = "Not Found" if exc.status == 404 else "Conflict"
         return problem(exc.status, title, exc.reason, exc.field)
-    if isinstance(exc, NoCatalog):
-        # Not journaled, nothing lost: the POS retries once the lane holds its catalog.
-        return problem(503, "No catalog yet", str(exc))
     if isinstance(exc, JournalConflict):
         return problem(409, "Conflicting txn_id", str(exc), "txn_id")
     if isinstance(exc, JournalFull):
@@ -530,7 +530,7 @@ def edge_middleware(
             if exc.status < 400:
                 raise
             return answer(exc)
-        except (EdgeError, OpenDocError, JournalError, NoCatalog) as exc:
+        except (EdgeError, OpenDocError, JournalError, LookupRefused) as exc:
             return answer(exc)
         except Exception as exc:
             log.exception("local API: %s %s failed", request.method, mask_text(request.path))

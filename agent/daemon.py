@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from agent.api import LocalApi
 from agent.catalog.store import CatalogStore
 from agent.catalog.sync import CatalogSync
-from agent.catalog.view import CatalogView
 from agent.config import AgentConfig
 from agent.journal import Journal
 from agent.operations import Operations
@@ -35,13 +34,6 @@ async def _announce_versions(store: CatalogStore, replicator: Replicator) -> Asy
         unsubscribe()
 
 
-@contextlib.asynccontextmanager
-async def _catalog_view(config: AgentConfig) -> AsyncIterator[CatalogView]:
-    """The documents' read-only view of the catalog file (CatalogStore made it)."""
-    with CatalogView(config.catalog_path, config.lane) as view:
-        yield view
-
-
 async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,9 +54,6 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
             # The catalog keeps its last complete version while head office is unreachable.
             CatalogStore(config.catalog_path, config.lane.store) as catalog_store,
             CatalogSync(catalog_store, config.catalog) as catalog,
-            # Documents are checked against the version the file holds at each document, so
-            # a new version (prices, settings) counts from the next document, no restart.
-            _catalog_view(config) as catalog_view,
             Replicator(journal, config, catalog) as replicator,
             _announce_versions(catalog_store, replicator),
             # Disk budget, retention, metrics, live status, watchdog: before the API takes sales.
@@ -76,7 +65,6 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
                 agent=config,
                 scans=scanners.queue if scanners is not None else None,
                 counters=ops.counters,
-                catalog=catalog_view,
             ),
         ):
             log.info(

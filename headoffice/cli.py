@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import sys
 
-from headoffice import acl, opscli
+from headoffice import acl, enrol, opscli
 from headoffice import config as ho_config
 from headoffice.transit import cli as transit_cli
 from protocol.errors import ConfigError, LanesyncError
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "'-wN' so the workers' sessions stay apart",
     )
     p.set_defaults(handler=cmd_headoffice)
-    acl.register(p)  # lanesync headoffice acl --stores ... (without it: run head office)
+    sub_of_ho = acl.register(p)  # lanesync headoffice acl --stores ... (none: run head office)
+    enrol.register(sub_of_ho)  # lanesync headoffice store add|remove, pki init|crl
     opscli.register(sub, DEFAULT_CONFIG)  # lanesync import FILE
     transit_cli.register(sub, DEFAULT_CONFIG)  # lanesync transits [--json] [--cancel ...]
 

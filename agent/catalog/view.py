@@ -51,7 +51,7 @@ class CatalogView:
         self._db = sqlite3.connect(
             f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
         )
-        self._depth = 0  # nested _read()s share the outer read transaction (snapshot())
+        self._depth = 0  # nested _read()s share the outer read transaction (one_version())
 
     def __enter__(self) -> Self:
         return self
@@ -81,7 +81,7 @@ class CatalogView:
             self._db.execute("COMMIT")
 
     @contextmanager
-    def snapshot(self) -> Iterator[Self]:
+    def one_version(self) -> Iterator[Self]:
         """Every lookup made inside sees one version: a document is checked against one
         catalog version, never half of one and half of the next (WAL keeps the read's
         snapshot until it ends). One caller at a time: the document rules run on the

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.config import DocumentsConfig, TransitConfig
 from agent.documents import fields as f
-from agent.documents.rules import Rules, checking
+from agent.documents.rules import CatalogFile, Rules, checking
 from protocol.documents import DOCUMENT_KINDS as KINDS
 from protocol.documents import SALE_KINDS, check_document
 from protocol.errors import ProtocolError
@@ -61,7 +61,7 @@ class DocContext:
     lane: LaneId
     documents: DocumentsConfig = field(default_factory=DocumentsConfig)
     transit: TransitConfig = field(default_factory=TransitConfig)
-    catalog: CatalogView | None = None
+    catalog: CatalogView | CatalogFile | None = None
     trade_without: bool = False  # [catalog] trade_without: see agent.documents.rules
     clock: Callable[[], datetime] = _now
 

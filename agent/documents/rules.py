@@ -21,18 +21,23 @@ Refusals name the field and the rule: `$.lines[2].item: no item 'P9999' in catal
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.catalog.lookup import NoCatalog
+from agent.catalog.view import CatalogView
 from agent.documents import fields as f
 from protocol import catalog as contract
 from protocol.errors import ProtocolError
+from protocol.identity import LaneId
 
 if TYPE_CHECKING:
-    from agent.catalog.view import CatalogView, Price
+    from agent.catalog.view import Price
 
 BY_SETTINGS = {
     "staff": "PurchTransitAllowStaff",
@@ -43,8 +48,27 @@ BY_SETTINGS = {
 PRICE_REASON = "price_reason"  # a line's key: why its unit_price is not the catalog's
 
 
-class NoCatalog(Exception):
-    """The lane holds no catalog version yet: nothing can be priced or checked (503)."""
+__all__ = ["CatalogFile", "NoCatalog", "Rules", "checking"]
+
+
+class CatalogFile:
+    """The lane's catalog file, opened read-only on first use once it exists (the agent's
+    catalog sync creates it; a lane that never reached head office has none)."""
+
+    def __init__(self, path: str | Path | None, lane: LaneId) -> None:
+        self.path = None if path is None else Path(path)
+        self.lane = lane
+        self._view: CatalogView | None = None
+
+    def view(self) -> CatalogView | None:
+        if self._view is None and self.path is not None and self.path.exists():
+            self._view = CatalogView(self.path, self.lane)
+        return self._view
+
+    def close(self) -> None:
+        if self._view is not None:
+            self._view.close()
+            self._view = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,15 +241,26 @@ class Rules:
 
 
 @contextmanager
-def checking(catalog: CatalogView | None, trade_without: bool) -> Iterator[Rules]:
-    """The rules of one document, inside one read snapshot of the catalog."""
+def checking(source: CatalogView | CatalogFile | None, trade_without: bool) -> Iterator[Rules]:
+    """The rules of one document, inside one read snapshot of the catalog (raises
+    agent.catalog.lookup.NoCatalog, 503, when the lane holds none and may not trade without)."""
+    catalog = source.view() if isinstance(source, CatalogFile) else source
     if catalog is None:
         if not trade_without:
-            raise NoCatalog("this lane has no catalog; it cannot check documents")
+            raise NoCatalog(
+                "no catalog yet: this lane has not received its store's master data from head "
+                "office (see `lanesync status`); documents are refused until it has"
+            )
         yield Rules(None)
         return
-    with catalog.snapshot():
-        if catalog.version == 0:
+    with catalog.one_version():
+        try:
+            version = catalog.version
+        except sqlite3.OperationalError as exc:  # the file exists, its tables not yet
+            if "no such table" not in str(exc):
+                raise
+            version = 0
+        if version == 0:
             if not trade_without:
                 raise NoCatalog(
                     "no catalog yet: this lane has not received its store's master data from "

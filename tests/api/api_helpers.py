@@ -85,30 +85,25 @@ async def running_api(
     *,
     scans: ScanQueue | None = None,
     settings: dict[str, str] | None = None,
+    standard_catalog: bool = True,
     **kw: Any,
 ) -> AsyncIterator[tuple[LocalApi, Client]]:
-    """The local API over a journal in `tmp`, checking documents against the standard
-    catalog (tests/rules/lane_catalog.py) written to the lane's catalog file."""
+    """The local API over a journal in `tmp`, checking documents against the lane's catalog
+    file: the standard one (tests/rules/lane_catalog.py) unless the test wrote its own first,
+    or none with `standard_catalog=False` (a lane that never reached head office)."""
     cfg = agent_config(tmp, **kw)
     path = catalog_path(cfg.journal_path, cfg.catalog)
-    if not path.exists():
+    if standard_catalog and not path.exists():
         cat = standard(path, cfg.lane, publish=False)
         for name, value in (settings or {}).items():
             cat.setting(name, value)
         cat.publish()
     async with (
         Journal(cfg.journal_path, cfg.lane) as journal,
-        _view(path, cfg.lane) as view,
-        LocalApi(cfg.api, journal, None, agent=cfg, scans=scans, catalog=view) as api,
+        LocalApi(cfg.api, journal, None, agent=cfg, scans=scans) as api,
         aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(cfg.api.socket))) as s,
     ):
         yield api, Client(s)
-
-
-@contextlib.asynccontextmanager
-async def _view(path: Path, lane: LaneId) -> AsyncIterator[CatalogView]:
-    with CatalogView(path, lane) as view:
-        yield view
 
 
 def sale(**kw: Any) -> dict[str, Any]:
