@@ -48,6 +48,7 @@ from agent.catalog.lookup import (
 )
 from agent.config import AgentConfig, ApiConfig
 from agent.documents.envelope import DocContext, validate
+from agent.documents.rules import CatalogFile
 from agent.journal import Journal, JournalError
 from agent.metrics import AgentCounters
 from agent.open_docs.sales import Completed, OpenSales, view
@@ -155,12 +156,20 @@ class LocalApi:
         self.counters = counters or AgentCounters()
         self.journal = journal
         self.replicator = replicator
+        if catalog is None and agent is not None:
+            catalog = agent.catalog_path
+        # Documents are checked against the lane's catalog (agent.documents.rules).
+        self.catalog_file = CatalogFile(catalog, journal.lane)
         if agent is not None:
             self.ctx = DocContext(
-                journal.lane, agent.documents, agent.purchasing, agent.transit, agent.tax
+                journal.lane,
+                agent.documents,
+                agent.transit,
+                catalog=self.catalog_file,
+                trade_without=agent.catalog.trade_without,
             )
         else:
-            self.ctx = DocContext(journal.lane)
+            self.ctx = DocContext(journal.lane, catalog=self.catalog_file)
         self.store = LaneStore(journal.path)
         self.service = DocumentService(self.ctx, journal, self.store)
         self.sales = OpenSales(self.ctx, self.store, self.service)
@@ -284,6 +293,7 @@ class LocalApi:
                     await self.service.close()
             await self.store.__aexit__(None, None, None)
             self.lookup.close()
+            self.catalog_file.close()
 
     # --- the edge (agent.apiedge) ----------------------------------------------------------
 

@@ -82,7 +82,10 @@ class Till:
         try:
             while not self._stop.wait(1 / self.rate):
                 n += 1
-                doc = samples.sale(rng, self.lane.store, self.lane.lane, n)
+                # Priced as the lane's catalog says today (GET /v1/items/CODE), as a till does.
+                doc = samples.sale(
+                    rng, self.lane.store, self.lane.lane, n, lambda code: _price(client, code)
+                )
                 # The till names the txn_id, so a retry after a lost answer is not a new sale.
                 doc["txn_id"] = str(uuid6.uuid7())
                 try:
@@ -91,6 +94,18 @@ class Till:
                     self.refused.append(str(exc))
         finally:
             client.close()
+
+
+def _price(client: PosClient, code: str) -> int | None:
+    """The lane's price of `code` now, or None (no catalog yet: the list price is sent)."""
+    try:
+        status, item = client.request("GET", f"/v1/items/{code}")
+    except OSError:
+        return None
+    if status != 200 or not isinstance(item, dict) or not isinstance(item.get("price"), dict):
+        return None
+    amount = item["price"].get("amount")
+    return amount if type(amount) is int else None
 
 
 class Narrator:

@@ -106,6 +106,14 @@ class DemoCatalog:
                 ),
             ),
             ("prices", self._prices_file()),
+            (
+                "customers",
+                self._write(
+                    "customers",
+                    ("code", "name", "account_allowed", "active"),
+                    [(c, f"Customer {c}", 1, 1) for c in samples.CUSTOMERS if c is not None],
+                ),
+            ),
         ]
         for dataset, path in files:
             self.load(dataset, path)

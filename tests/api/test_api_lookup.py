@@ -32,7 +32,7 @@ async def get(c: Client, path: str) -> tuple[int, Any, str]:
 
 
 async def test_no_catalog_yet_is_503_naming_it(tmp_path: Path) -> None:
-    async with running_api(tmp_path) as (_api, c):
+    async with running_api(tmp_path, standard_catalog=False) as (_api, c):
         for path in ("/v1/items/TEA", "/v1/items?gtin=4006381333931", "/v1/settings",
                      "/v1/stores?can_receive_stock=1", "/v1/catalog"):  # fmt: skip
             status, body, ctype = await get(c, path)
@@ -272,7 +272,7 @@ async def test_a_gtin_scan_carries_its_item_or_says_unknown(tmp_path: Path) -> N
 async def test_a_scan_before_any_catalog_says_so(tmp_path: Path) -> None:
     queue = ScanQueue()
     read = interpret("]E0" + TEA_GTINS[0], source="s1", time=datetime.now(UTC))
-    async with running_api(tmp_path, scans=queue) as (api, c):
+    async with running_api(tmp_path, scans=queue, standard_catalog=False) as (api, c):
         (event,) = await scan_events(queue, c, api, [read])
     assert (event["item_status"], event["item"], event["catalog_version"]) == (
         "no_catalog", None, 0
