@@ -20,6 +20,7 @@ from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch
 
+LANESYNC = str(Path(sys.executable).parent / "lanesync")  # the console script, as installed
 TYPES = (
     "code,name,inventory_effect\n"
     "SALE,Sale,decrease\n"
@@ -54,8 +55,7 @@ def adjust(store: str, item: str, q: str) -> dict[str, Any]:
 
 
 def refund(no: str, store: str, item: str, q: str, **kw: Any) -> dict[str, Any]:
-    doc = sale(no, None, [line(item, q, 500)], kind="sale_refund", store=store, **kw)
-    return doc
+    return sale(no, None, [line(item, q, 500)], kind="sale_refund", store=store, **kw)
 
 
 def test_sales_are_counted_five_sold_after_an_adjustment_of_ten(ho: HeadOffice) -> None:
@@ -112,7 +112,9 @@ def test_a_return_checked_against_an_older_catalog_uses_that_versions_type(
 ) -> None:
     v1 = catalog(ho, tmp_path, [{"scope": "chain", "name": "ReturnTxnType", "value": "RETI"}])
     v2 = catalog(ho, tmp_path, [{"scope": "chain", "name": "ReturnTxnType", "value": "RETN"}])
-    assert v1 is not None and v2 is not None and v2 > v1
+    assert v1 is not None
+    assert v2 is not None
+    assert v2 > v1
     ho.add(refund("T1", "S1", "P1", "2.000", catalog_version=v1))  # the lane was offline on v1
     ho.add(refund("T2", "S1", "P1", "5.000", catalog_version=v2))
     ho.add(refund("T3", "S1", "P1", "7.000"))  # no version recorded: today's catalog (RETN)
@@ -231,7 +233,7 @@ def test_extract_postings_agree_with_stock(ho: HeadOffice, tmp_path: Path) -> No
         for r in report.levels(ho.store().sql)
     }
     assert {k: v for k, v in posted.items() if v} == {k: v for k, v in held.items() if v}
-    assert held[("S1", "P1")] == -2000 - 1000 + 1000 - 3000  # 2 sold, 1 back, layaway 3 taken
+    assert held[("S1", "P1")] == -2000 + 1000 - 3000  # 2 sold, 1 back, layaway: 3 of 4 taken
     assert held[("S2", "P2")] == -3000  # RETW: decrease
 
 
@@ -245,14 +247,14 @@ def test_lanesync_stock_command(ho: HeadOffice, tmp_path: Path) -> None:
         cfg.write_text(f'[database]\nurl = "{ho.target}"\n', encoding="utf-8")
     else:
         cfg.write_text(f'[database]\npath = "{ho.target}"\n', encoding="utf-8")
-    run = [sys.executable, "-m", "lanesync", "stock", "--config", str(cfg), "--json"]
+    run = [LANESYNC, "stock", "--config", str(cfg), "--json"]
     out = subprocess.run([*run, "--store", "S1"], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["stock"] == [
         {"location": "S1", "item": "P1", "qty": "5.000", "in_transit": False}
     ]
     tr = subprocess.run(
-        [sys.executable, "-m", "lanesync", "transits", "--config", str(cfg), "--stock", "--json"],
+        [LANESYNC, "transits", "--config", str(cfg), "--stock", "--json"],
         capture_output=True,
         text=True,
         check=False,
@@ -263,6 +265,10 @@ def test_lanesync_stock_command(ho: HeadOffice, tmp_path: Path) -> None:
         ("S2", "P9", "1.000"),
     }
     missing = subprocess.run(
-        [*run[:-3], "--config", str(tmp_path / "nope.toml")], capture_output=True, text=True
+        [*run[:-3], "--config", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    assert missing.returncode == 2 and "nope.toml" in missing.stderr
+    assert missing.returncode == 2
+    assert "nope.toml" in missing.stderr
