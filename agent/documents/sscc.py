@@ -39,6 +39,7 @@ OP_LEASE = "sscc_lease"  # head office's request op (headoffice.sscc.server)
 DEFAULT_BLOCK = 1000  # serials per lease
 DEFAULT_LOW_WATER = 250  # ask for the next block when fewer than this remain
 POLL_S = 1.0
+EMPTY_RETRY_S = 0.2
 REQUEST_TIMEOUT_S = 10.0
 
 
@@ -264,13 +265,19 @@ class SsccLeases:
                 self.last_error = str(exc)
                 log.warning("lane: SSCC lease not renewed yet: %s", exc)
             self._wake.clear()
+            # With nothing left a transit is refused: ask again soon (the link may just be
+            # coming up at start), else look every poll_s.
+            pause = min(self.poll_s, EMPTY_RETRY_S) if await self.remaining() == 0 else self.poll_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                await asyncio.wait_for(self._wake.wait(), pause)
 
     async def lease_once(self) -> tuple[int, int]:
         """Ask head office for one block and keep it durably; returns (first, last)."""
         assert self._db is not None
-        args = {"count": self.block, "epoch": self.epoch, "max": self.scheme.max_serial}
+        # The epoch as [high, low] 32-bit halves: request args are screened for card numbers,
+        # and a 63-bit integer has 19 digits that pass Luhn one time in ten.
+        epoch = [self.epoch >> 32, self.epoch & 0xFFFFFFFF]
+        args = {"count": self.block, "epoch": epoch, "max": self.scheme.max_serial}
         reply = await self.request(OP_LEASE, args, REQUEST_TIMEOUT_S)
         if not reply.ok:
             raise ProtocolError(

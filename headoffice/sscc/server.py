@@ -1,8 +1,8 @@
 """The `sscc_lease` request: the next block of SSCC serial references for one lane.
 
-Args `{count, epoch, max?}` (count 1..MAX_BLOCK serials; epoch the lane's journal epoch, kept
-for the record; max the highest serial the lane's SSCC scheme can print) -> result `{first,
-last}`. Serials come from one chain-wide counter (the greatest `last` in `sscc_leases`), so
+Args `{count, epoch, max?}` (count 1..MAX_BLOCK serials; epoch the lane's journal epoch as
+[high, low] 32-bit halves, kept for the record; max the highest serial the lane's SSCC scheme
+can print) -> result `{first, last}`. Serials come from one chain-wide counter (the greatest `last` in `sscc_leases`), so
 no two blocks ever overlap, whichever store, lane, epoch or box asks: a lane whose journal was
 recreated, or a box replaced with an empty disk, asks again and gets serials nobody has had.
 The block is recorded (store, lane, epoch, first, last, request id, at) in the transaction of
@@ -42,7 +42,7 @@ class LeaseArgs:
         if unknown:
             raise _Bad(sorted(unknown)[0], "unknown field")
         self.count = _int(args, "count", 1, MAX_BLOCK)
-        self.epoch = _int(args, "epoch", 0, U63)
+        self.epoch = _epoch(args)
         self.max = _int(args, "max", 1, U63) if "max" in args else U63
 
 
@@ -57,6 +57,20 @@ def _int(args: dict[str, Any], key: str, lo: int, hi: int) -> int:
     if type(v) is not int or not lo <= v <= hi:
         raise _Bad(key, f"must be an integer {lo}..{hi}")
     return v
+
+
+def _epoch(args: dict[str, Any]) -> int:
+    """The lane's epoch, sent as [high, low] 32-bit halves: request args are screened for card
+    numbers and a 63-bit integer's 19 digits pass Luhn one time in ten."""
+    v = args.get("epoch")
+    if (
+        type(v) is not list
+        or len(v) != 2
+        or any(type(h) is not int or not 0 <= h <= 0xFFFFFFFF for h in v)
+        or v[0] > 0x7FFFFFFF
+    ):
+        raise _Bad("epoch", "must be [high, low]: the epoch's two 32-bit halves")
+    return int(v[0]) << 32 | int(v[1])
 
 
 def _refused(req: Request, code: str, reason: str, field: str | None = None) -> Reply:

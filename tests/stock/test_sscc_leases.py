@@ -32,7 +32,11 @@ def store(backend: Any) -> Any:
     s.close()
 
 
-def ask(store: Store, lane: LaneId, corr: str | None = None, **args: Any) -> Reply:
+def ask(
+    store: Store, lane: LaneId, corr: str | None = None, *, raw: bool = False, **args: Any
+) -> Reply:
+    if type(args.get("epoch")) is int and not raw:
+        args["epoch"] = [args["epoch"] >> 32, args["epoch"] & 0xFFFFFFFF]
     req = Request(lane, corr or str(uuid.uuid4()), srv.OP_LEASE, args)
     reply = srv.lease(store, req, 1_700_000_000_000)
     store.commit()
@@ -42,18 +46,19 @@ def ask(store: Store, lane: LaneId, corr: str | None = None, **args: Any) -> Rep
 def test_blocks_never_overlap_across_lanes_epochs_and_retries(store: Store) -> None:
     assert request_handlers()["sscc_lease"] is srv.lease  # registered with head office
     a = ask(store, A1, count=10, epoch=1)
-    b = ask(store, B1, count=5, epoch=9)
+    b = ask(store, B1, count=5, epoch=(1 << 62) | 9)
     retry_corr = str(uuid.uuid4())
     c = ask(store, A1, retry_corr, count=3, epoch=2)  # A/L1's journal recreated: epoch 2
     again = ask(store, A1, retry_corr, count=3, epoch=2)  # the same request retried
     d = ask(store, A2, count=1, epoch=1)
     blocks = [(r.result["first"], r.result["last"]) for r in (a, b, c, d)]
     assert blocks == [(1, 10), (11, 15), (16, 18), (19, 19)]
-    assert again.ok and (again.result["first"], again.result["last"]) == (16, 18)
+    assert again.ok
+    assert (again.result["first"], again.result["last"]) == (16, 18)
     rows = srv.leases(store)
     assert [(r["store"], r["lane"], r["epoch"], r["first"], r["last"]) for r in rows] == [
         ("A", "L1", 1, 1, 10),
-        ("B", "L1", 9, 11, 15),
+        ("B", "L1", (1 << 62) | 9, 11, 15),
         ("A", "L1", 2, 16, 18),
         ("A", "L2", 1, 19, 19),
     ]
@@ -69,9 +74,11 @@ def test_refusals_name_the_field_and_the_exhausted_range(store: Store) -> None:
         ({"count": srv.MAX_BLOCK + 1, "epoch": 1}, "count"),
         ({"count": "5", "epoch": 1}, "count"),
         ({"count": 5}, "epoch"),
+        ({"count": 5, "epoch": 4611686018427387905}, "epoch"),  # not as halves
+        ({"count": 5, "epoch": [1 << 31, 0]}, "epoch"),
         ({"count": 5, "epoch": 1, "size": 2}, "size"),
     ):
-        r = ask(store, A1, **args)
+        r = ask(store, A1, raw=True, **args)
         assert not r.ok, args
         assert (r.result["code"], r.result["field"]) == ("bad_request", field), r
         assert field in (r.error or "")
@@ -96,7 +103,8 @@ async def test_lane_leases_blocks_uses_them_offline_and_asks_before_running_out(
     async def request(op: str, args: dict[str, Any], timeout: float) -> Reply:
         if not online:
             raise TimeoutError("head office is unreachable (test: link down)")
-        asked.append(args["epoch"])
+        hi, lo = args["epoch"]
+        asked.append(hi << 32 | lo)
         reply = srv.lease(store, Request(A1, str(uuid.uuid4()), op, args), 1)
         store.commit()
         return reply
