@@ -3,8 +3,9 @@
 Args `{count, epoch, max?}` (count 1..MAX_BLOCK serials; epoch the lane's journal epoch as
 [high, low] 32-bit halves, kept for the record; max the highest serial the lane's SSCC scheme
 can print) -> result `{first, last}`. Serials come from one chain-wide counter (the greatest
-`last` in `sscc_leases`), so no two blocks ever overlap, whichever store, lane, epoch or box asks: a lane whose journal was
-recreated, or a box replaced with an empty disk, asks again and gets serials nobody has had.
+`last` in `sscc_leases`), so no two blocks ever overlap, whichever store, lane, epoch or box
+asks: a lane whose journal was recreated, or a box replaced with an empty disk, asks again
+and gets serials nobody has had.
 The block is recorded (store, lane, epoch, first, last, request id, at) in the transaction of
 ingest's group and the reply is sent only after that commits. A retried request (same
 correlation id) gets the block it was given; a lane that gave up waiting and asks anew gets
