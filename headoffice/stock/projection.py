@@ -78,8 +78,29 @@ def effect_of(
     return EFFECTS[str(row["inventory_effect"])], None
 
 
-def apply_entry(db: Sql, lane: LaneId, e: Entry, doc: StockDoc | Unreadable) -> str | None:
-    """Move the stock of one newly applied document; returns a problem (logged) or None."""
+Deltas = dict[tuple[str, str], int]  # (location, item) -> thousandths, summed over a flush
+
+
+def write(db: Sql, deltas: Deltas) -> None:
+    """Apply a flush's summed moves: one statement for the group, in key order (two
+    PostgreSQL workers then lock the rows they share in one order), zero sums skipped."""
+    rows = [(loc, item, q) for (loc, item), q in sorted(deltas.items()) if q]
+    if rows:
+        # `stock.qty`, qualified: PostgreSQL calls a bare `qty` in DO UPDATE ambiguous.
+        db.executemany(
+            "INSERT INTO stock (location, item, qty) VALUES (?, ?, ?) "
+            "ON CONFLICT (location, item) DO UPDATE SET qty = stock.qty + excluded.qty",
+            rows,
+        )
+    deltas.clear()
+
+
+def apply_entry(
+    db: Sql, lane: LaneId, e: Entry, doc: StockDoc | Unreadable, deltas: Deltas | None = None
+) -> str | None:
+    """Move the stock of one newly applied document (into `deltas` when given, for `write`
+    once per flush: a drain's sales then cost one statement, not one per line); returns a
+    problem (logged) or None."""
     if isinstance(doc, Unreadable):
         unread = f"{e.kind} {e.txn_id} from {lane}: stock not moved: {doc.problem}"
         log.error("head office: %s", unread)
@@ -88,7 +109,11 @@ def apply_entry(db: Sql, lane: LaneId, e: Entry, doc: StockDoc | Unreadable) -> 
     effects: dict[str | None, int] = {}
     for m in doc.moves:
         if not m.returned:
-            move(db, lane.store, m.item, m.milli)
+            if deltas is None:
+                move(db, lane.store, m.item, m.milli)
+            else:
+                key = (lane.store, m.item)
+                deltas[key] = deltas.get(key, 0) + m.milli
             continue
         if m.return_type not in effects:
             effects[m.return_type], why = effect_of(db, lane, m.return_type, doc.catalog_version)
@@ -96,6 +121,11 @@ def apply_entry(db: Sql, lane: LaneId, e: Entry, doc: StockDoc | Unreadable) -> 
                 problem = f"{e.kind} {e.txn_id} from {lane}: {why}"
                 log.error("head office: %s", problem)
         effect = effects[m.return_type]
-        if effect:
+        if not effect:
+            continue
+        if deltas is None:
             move(db, lane.store, m.item, effect * m.milli)
+        else:
+            key = (lane.store, m.item)
+            deltas[key] = deltas.get(key, 0) + effect * m.milli
     return problem

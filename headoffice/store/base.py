@@ -747,14 +747,16 @@ class BatchWriter:
             self._insert_journal(rows)
         if held:
             self._insert_held(held)
+        deltas: stock_projection.Deltas = {}
         for pe in projected:
             doc = pe.doc
             assert doc is not None
             if isinstance(doc, stock_moves.StockDoc | stock_moves.Unreadable):
-                if stock_projection.apply_entry(self.sql, pe.result.lane, pe.entry, doc):
+                if stock_projection.apply_entry(self.sql, pe.result.lane, pe.entry, doc, deltas):
                     self._count("stock_projection_errors")
             elif transit_projection.apply_entry(self.sql, pe.result.lane, pe.entry, doc):
                 self._count("transit_projection_errors")
+        stock_projection.write(self.sql, deltas)
         self._count("entries_applied", applied)
         self._count("duplicate_txn_ids", duplicates)
         self._count("entries_held", len(held))
