@@ -95,6 +95,12 @@ def test_returns_move_by_their_return_types_inventory_effect(
     assert qty(ho, "S2", "P1") == "9.000"
     ho.add(refund("T4", "S2", "P1", "4.000", return_type="RETI"))  # the document's own type
     assert qty(ho, "S2", "P1") == "13.000"
+    # a type the catalog does not list: applied, nothing moved (logged and counted)
+    ho.add(refund("T4b", "S2", "P1", "4.000", return_type="NOPE"))
+    assert qty(ho, "S2", "P1") == "13.000"
+    assert ho.store().sql.fetchone("SELECT count(*) FROM documents WHERE kind = 'sale_refund'") == (
+        5,
+    )
     # an exchange: the positive line is sold, the negative one returned by S1's type (RETI)
     ho.add(
         sale(
