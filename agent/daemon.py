@@ -12,6 +12,7 @@ from agent.api import LocalApi
 from agent.catalog.store import CatalogStore
 from agent.catalog.sync import CatalogSync
 from agent.config import AgentConfig
+from agent.documents.sscc import SsccLeases, SsccScheme
 from agent.journal import Journal
 from agent.operations import Operations
 from agent.replicator import Replicator
@@ -32,6 +33,16 @@ async def _announce_versions(store: CatalogStore, replicator: Replicator) -> Asy
         yield
     finally:
         unsubscribe()
+
+
+def _sscc_leases(
+    config: AgentConfig, epoch: int, replicator: Replicator
+) -> contextlib.AbstractAsyncContextManager[object]:
+    t = config.transit
+    if t.gs1_company_prefix is None:
+        return contextlib.nullcontext()
+    scheme = SsccScheme(t.gs1_company_prefix, t.sscc_lane_prefix, t.sscc_extension_digit)
+    return SsccLeases(config.journal_path, epoch, replicator.request, scheme)
 
 
 async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
@@ -62,6 +73,9 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
             replicator = Replicator(journal, config, catalog)
             async with (
                 _announce_versions(catalog_store, replicator),
+                # SSCC serials leased from head office in blocks (issue 15.5), when transits
+                # are on; offline the lane uses what remains of its block.
+                _sscc_leases(config, journal.epoch, replicator),
                 # Disk budget, retention, metrics, live status, watchdog: before the API takes
                 # sales.
                 Operations(config, journal, replicator) as ops,

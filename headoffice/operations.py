@@ -20,6 +20,7 @@ from headoffice.catalog.publisher import PublisherStats
 from headoffice.config import HeadOfficeConfig
 from headoffice.ingest import Ingest, RequestHandler
 from headoffice.metrics import HoMetrics, HttpServer
+from headoffice.sscc import server as sscc_server
 from headoffice.statuspage import status_app
 from headoffice.store import Store, target
 from headoffice.transit import server as transit_server
@@ -38,6 +39,7 @@ def request_handlers() -> dict[str, RequestHandler]:
         "time": time_handler,
         **transit_server.request_handlers(),
         **catalog_server.request_handlers(),  # catalog_delta, catalog_snapshot
+        **sscc_server.request_handlers(),  # sscc_lease
     }
 
 

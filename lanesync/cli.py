@@ -24,7 +24,7 @@ Handler = Callable[[argparse.Namespace], int]
 # missing here still works: it costs importing every component.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("agent.cli", ("agent", "journal", "status", "doctor")),
-    ("headoffice.cli", ("headoffice", "import", "transits")),
+    ("headoffice.cli", ("headoffice", "import", "transits", "stock")),
     ("headoffice.extract.cli", ("extract",)),
     ("headoffice.held.cli", ("held",)),
     ("headoffice.catalog.cli", ("catalog",)),

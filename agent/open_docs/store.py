@@ -20,6 +20,7 @@ from typing import Any, Self
 import aiosqlite
 import msgpack
 
+from agent.documents import sscc
 from agent.journal import JournalError
 from agent.journal.journal import now_ms
 
@@ -146,7 +147,7 @@ class LaneStore:
             )
         )
         out = await self._write(stmts)
-        return int(out[1][0][0]) if sscc_serial else None
+        return sscc.taken_serial(out[1]) if sscc_serial else None
 
     async def delete_open(self, doc_id: str) -> None:
         await self._write([("DELETE FROM open_docs WHERE id=?", (doc_id,))])
@@ -155,15 +156,12 @@ class LaneStore:
 
     @staticmethod
     def _next_serial_stmts() -> list[tuple[str, tuple[Any, ...]]]:
-        return [
-            ("INSERT OR IGNORE INTO counters (name, value) VALUES ('sscc', 0)", ()),
-            ("UPDATE counters SET value = value + 1 WHERE name = 'sscc' RETURNING value", ()),
-        ]
+        return list(sscc.TAKE_SERIAL)  # from the blocks leased from head office (issue 15.5)
 
     async def next_sscc_serial(self) -> int:
         """The next SSCC serial, committed before it is returned: never handed out twice."""
         out = await self._write(self._next_serial_stmts())
-        return int(out[1][0][0])
+        return sscc.taken_serial(out[1])
 
     async def register_checkpoint(self, name: str) -> tuple[int, int]:
         rows = list(

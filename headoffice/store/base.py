@@ -33,16 +33,18 @@ from typing import Any, Protocol
 from headoffice.catalog.registry import Registry
 from headoffice.extract import projection as extract_projection
 from headoffice.lograte import StoreLog
+from headoffice.stock import moves as stock_moves
+from headoffice.stock import projection as stock_projection
 from headoffice.store.sql import Sql
 from headoffice.transit import bodies
 from headoffice.transit import projection as transit_projection
 from protocol import pan
 from protocol.chain import first_break
 from protocol.codec import unpack
-from protocol.documents import first_pan_body
-from protocol.errors import LanesyncError
+from protocol.documents import DOCUMENT_KINDS, first_pan_body
+from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import LaneId
-from protocol.messages import Entry, JournalBatch, Status
+from protocol.messages import MAX_ENTRY_BODY, Entry, JournalBatch, Status
 
 log = logging.getLogger(__name__)
 held_log = StoreLog(log)  # held entries: a few lines per store and 10 s
@@ -106,15 +108,17 @@ class CheckedBatch:
 
     `entries[:valid]` chain from the batch's prev_hash; the rest is refused for `refusal`.
     Of the valid ones, `held` (by seq) cannot be applied; `docs` (by seq) are the checked
-    bodies of the kinds head office projects. This part needs no database, so ingest runs it
-    on another thread while the writer applies the previous group.
+    bodies of the kinds head office projects (transits and stock); `versions` (by seq) the
+    catalog version each document says it was checked against. This part needs no database,
+    so ingest runs it on another thread while the writer applies the previous group.
     """
 
     batch: JournalBatch
     valid: int
     refusal: str | None = None
     held: dict[int, HeldEntry] = field(default_factory=dict)
-    docs: dict[int, bodies.Parsed] = field(default_factory=dict)
+    docs: dict[int, Projected] = field(default_factory=dict)
+    versions: dict[int, int] = field(default_factory=dict)
     # The extract projection's rows of the sale documents, by seq (issue 17.3), made here on
     # the decoder thread so the writer only inserts them; None: not projected.
     sales: dict[int, extract_projection.Rows | None] = field(default_factory=dict)
@@ -163,20 +167,41 @@ def check_batch(batch: JournalBatch) -> CheckedBatch:
         else f"hash chain broken at seq {broken[0]}: the entry does not match its hash or the "
         "entry before it"
     )
-    held, docs = check_entries(batch.lane.store, entries[:valid])
+    held, docs, versions = check_entries(batch.lane.store, entries[:valid])
     sales = extract_projection.rows_by_seq(batch.lane, batch.epoch, entries[:valid], held)
-    return CheckedBatch(batch, valid, refusal, held, docs, sales)
+    return CheckedBatch(batch, valid, refusal, held, docs, versions, sales)
+
+
+Projected = bodies.Parsed | stock_moves.StockDoc | stock_moves.Unreadable
 
 
 def check_entries(
     store: str, entries: Sequence[Entry]
-) -> tuple[dict[int, HeldEntry], dict[int, bodies.Parsed]]:
-    """The rules of `check_batch` past the chain: which entries are held (by seq) and the
-    checked bodies of the projected kinds. A release runs them again on the held entry."""
+) -> tuple[dict[int, HeldEntry], dict[int, Projected], dict[int, int]]:
+    """The rules of `check_batch` past the chain: which entries are held (by seq), the
+    checked bodies of the projected kinds and the documents' catalog versions (by seq). A
+    release runs them again on the held entry."""
     held = _card_numbers(entries)
-    docs: dict[int, bodies.Parsed] = {}
+    docs: dict[int, Projected] = {}
+    versions: dict[int, int] = {}
     for e in entries:
-        if e.kind not in transit_projection.PROJECTED_KINDS or e.seq in held:
+        if e.kind not in DOCUMENT_KINDS or e.seq in held:
+            continue
+        try:
+            decoded = unpack(e.body, MAX_ENTRY_BODY)
+        except ProtocolError:
+            decoded = None
+        version = stock_moves.catalog_version(decoded) if type(decoded) is dict else None
+        if version is not None:
+            versions[e.seq] = version
+        if e.kind in stock_moves.STOCK_KINDS:
+            docs[e.seq] = (
+                stock_moves.read(e.kind, decoded)
+                if type(decoded) is dict
+                else stock_moves.Unreadable(e.kind, "$: not a msgpack map", version)
+            )
+            continue
+        if e.kind not in transit_projection.PROJECTED_KINDS:
             continue
         try:
             docs[e.seq] = bodies.parse(e.kind, e.body, store)
@@ -187,7 +212,7 @@ def check_entries(
                 "invalid_body",
                 held_reason(f"entry seq {e.seq}: head office cannot apply a {e.kind}: {problem}"),
             )
-    return held, docs
+    return held, docs, versions
 
 
 def hold_all(checked: CheckedBatch, code: str, reason: str) -> CheckedBatch:
@@ -198,7 +223,7 @@ def hold_all(checked: CheckedBatch, code: str, reason: str) -> CheckedBatch:
         for e in checked.batch.entries[: checked.valid]
         if e.seq not in checked.held or checked.held[e.seq].code != "card_number"
     }
-    return dataclasses.replace(checked, held=checked.held | held, docs={})
+    return dataclasses.replace(checked, held=checked.held | held, docs={}, versions={})
 
 
 def plan_batch(state: LaneState, checked: CheckedBatch | JournalBatch) -> BatchPlan:
@@ -479,7 +504,8 @@ class Store(Protocol):
 
 
 JournalRow = tuple[str, str, int, int, str, str, int, bytes, bytes, int, int]
-DocumentRow = tuple[str, str, str, int, int, str, int]
+# txn_id, store, lane, epoch, seq, kind, ts, catalog_version (None: the body says none)
+DocumentRow = tuple[str, str, str, int, int, str, int, int | None]
 # store, lane, epoch, seq, kind, txn_id, ts, hash, code, reason, body, body_masked, body_len,
 # body_sha256, held_at
 HeldRow = tuple[
@@ -533,7 +559,7 @@ class _PendingEntry:
     entry: Entry
     candidate: bool  # the group's first entry with this txn_id
     result: ApplyResult
-    doc: bodies.Parsed | None  # the checked body of a projected kind
+    doc: Projected | None  # the checked body of a projected kind
     sale: extract_projection.Rows | bool | None = False  # False: not made yet (held releases)
 
 
@@ -637,7 +663,7 @@ class BatchWriter:
         if plan.advance is not None:
             store, lane, epoch = batch.lane.store, batch.lane.lane, batch.epoch
             pending = self._pending
-            docs = checked.docs
+            docs, versions = checked.docs, checked.versions
             for e in plan.new:
                 # The group's first entry of a txn_id is its candidate; the database says at
                 # flush whether it is new (invariant 3: a txn_id applied anywhere before, or by
@@ -652,6 +678,7 @@ class BatchWriter:
                         e.seq,
                         e.kind,
                         e.ts,
+                        versions.get(e.seq),
                     )
                 row = (store, lane, epoch, e.seq, e.kind, e.txn_id, e.ts, e.body, e.hash, now_ms, 0)
                 pending.entries.append(
@@ -734,10 +761,16 @@ class BatchWriter:
             self._insert_journal(rows)
         if held:
             self._insert_held(held)
+        deltas: stock_projection.Deltas = {}
         for pe in projected:
-            assert pe.doc is not None
-            if transit_projection.apply_entry(self.sql, pe.result.lane, pe.entry, pe.doc):
+            doc = pe.doc
+            assert doc is not None
+            if isinstance(doc, stock_moves.StockDoc | stock_moves.Unreadable):
+                if stock_projection.apply_entry(self.sql, pe.result.lane, pe.entry, doc, deltas):
+                    self._count("stock_projection_errors")
+            elif transit_projection.apply_entry(self.sql, pe.result.lane, pe.entry, doc):
                 self._count("transit_projection_errors")
+        stock_projection.write(self.sql, deltas)
         if applied:
             _project_for_extract(self.sql, pending.entries, inserted)
         self._count("entries_applied", applied)
@@ -832,7 +865,7 @@ class BatchWriter:
         if registry is None and records:
             registry = Registry()
             registry.refresh(self.sql)
-        ready: list[tuple[HeldRecord, Entry, bodies.Parsed | None]] = []
+        ready: list[tuple[HeldRecord, Entry, Projected | None, int | None]] = []
         for rec in sorted(records.values(), key=lambda r: (r.store, r.lane, r.epoch, r.seq)):
             assert registry is not None
             done = self._release_check(rec, registry)
@@ -842,10 +875,10 @@ class BatchWriter:
                 ready.append((rec, *done))
         # One owners read, one flush and one update for them all (a registration may release
         # thousands), in the order above: the journal rows are written in (epoch, seq) order.
-        owners = self._owners(sorted({e.txn_id for _, e, _ in ready})) if ready else {}
+        owners = self._owners(sorted({e.txn_id for _, e, _, _ in ready})) if ready else {}
         applying: list[tuple[HeldRecord, Entry, ApplyResult]] = []
         pending = self._pending
-        for rec, e, doc in ready:
+        for rec, e, doc, version in ready:
             lane = rec.lane_id
             owner = owners.get(e.txn_id)
             if owner is not None and not is_duplicate(e, lane, owner):
@@ -864,6 +897,7 @@ class BatchWriter:
                     e.seq,
                     e.kind,
                     e.ts,
+                    version,
                 )
             row: JournalRow = (
                 rec.store,
@@ -908,7 +942,7 @@ class BatchWriter:
 
     def _release_check(
         self, rec: HeldRecord, registry: Registry
-    ) -> HeldOutcome | tuple[Entry, bodies.Parsed | None]:
+    ) -> HeldOutcome | tuple[Entry, Projected | None, int | None]:
         """A held entry's outcome when it is not to be applied (closed already, a card
         number, a rule refusing it today), else the entry and its checked body."""
         if rec.state == "released":
@@ -940,10 +974,10 @@ class BatchWriter:
                 refused=f"{out.refused}; once the catalog lists it (lanesync catalog load "
                 "stores|lanes FILE) its entries are released by themselves",
             )
-        held, docs = check_entries(rec.store, [e])
+        held, docs, versions = check_entries(rec.store, [e])
         if e.seq in held:
             return self._still_held(rec, held[e.seq].code, held[e.seq].reason)
-        return e, docs.get(e.seq)
+        return e, docs.get(e.seq), versions.get(e.seq)
 
     def _still_held(self, rec: HeldRecord, code: str, reason: str) -> HeldOutcome:
         if (code, held_reason(reason)) != (rec.code, rec.reason):

@@ -83,12 +83,13 @@ _JOURNAL_TYPES += ["bytea", "bytea", "int8", "int2"]
 _DOCUMENTS_STAGE = (
     "CREATE TEMPORARY TABLE documents_in (txn_id TEXT NOT NULL, store TEXT NOT NULL, "
     "lane TEXT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, "
-    "ts BIGINT NOT NULL)"
+    "ts BIGINT NOT NULL, catalog_version BIGINT)"
 )
 _DOCUMENTS_STAGE_COPY = (
-    "COPY documents_in (txn_id, store, lane, epoch, seq, kind, ts) FROM STDIN (FORMAT BINARY)"
+    "COPY documents_in (txn_id, store, lane, epoch, seq, kind, ts, catalog_version) "
+    "FROM STDIN (FORMAT BINARY)"
 )
-_DOCUMENTS_TYPES = ["text", "text", "text", "int8", "int8", "text", "int8"]
+_DOCUMENTS_TYPES = ["text", "text", "text", "int8", "int8", "text", "int8", "int8"]
 _LANE_COLS = "store, lane, epoch, hwm, last_hash, lane_last_seq, gaps, redelivered"
 # Lock order: byte order ("C" collation), the order Python sorts the same keys in.
 _LANE_ORDER = 'store COLLATE "C", lane COLLATE "C", epoch'
@@ -465,8 +466,9 @@ class PostgresStore(BatchWriter):
                 for row in documents:
                     copy.write_row(row)
             rows = cur.execute(
-                "INSERT INTO documents (txn_id, store, lane, epoch, seq, kind, ts) "
-                "SELECT txn_id, store, lane, epoch, seq, kind, ts FROM documents_in "
+                "INSERT INTO documents (txn_id, store, lane, epoch, seq, kind, ts, "
+                "catalog_version) SELECT txn_id, store, lane, epoch, seq, kind, ts, "
+                "catalog_version FROM documents_in "
                 "ORDER BY txn_id ON CONFLICT (txn_id) DO NOTHING RETURNING txn_id"
             ).fetchall()
             cur.execute("TRUNCATE documents_in")

@@ -251,8 +251,8 @@ class SqliteStore(BatchWriter):
         held = self._existing_txn_ids(d[0] for d in documents)
         rows = [d for d in documents if d[0] not in held]
         self.db.executemany(
-            "INSERT INTO documents (txn_id, store, lane, epoch, seq, kind, ts) "
-            "VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO documents (txn_id, store, lane, epoch, seq, kind, ts, "
+            "catalog_version) VALUES (?,?,?,?,?,?,?,?)",
             rows,
         )
         return {d[0] for d in rows}

@@ -1,7 +1,8 @@
 """`lanesync transits`: open transits at head office (and `cancel` one still on the road).
 
-Registered from headoffice/cli.py. Exit codes: 0 done, 1 refused, 2 could not run. Reads and
-writes whichever database the config names (SQLite file or `database.url`).
+Registered from headoffice/cli.py; registers `lanesync stock` beside it (headoffice.stock.cli).
+Exit codes: 0 done, 1 refused, 2 could not run. Reads and writes whichever database the
+config names (SQLite file or `database.url`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 
 from headoffice import config as ho_config
 from headoffice.config import HeadOfficeConfig
+from headoffice.stock import cli as stock_cli
+from headoffice.stock import report as stock_report
 from headoffice.store import StoreError, describe, open_readonly, open_store, target
 from headoffice.transit import projection, report
 from protocol.errors import LanesyncError
@@ -28,6 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_c
     p.add_argument("--source-store", help="with --cancel by transit number: its source store")
     p.add_argument("--by", help="with --cancel: who cancels (recorded)")
     p.set_defaults(handler=cmd_transits)
+    stock_cli.register(sub, default_config)  # lanesync stock: every kind, not only transits
 
 
 def cmd_transits(args: argparse.Namespace) -> int:
@@ -50,7 +54,7 @@ def cmd_transits(args: argparse.Namespace) -> int:
     try:
         out = {"open_transits": report.open_transits(db)}
         if args.stock:
-            out["stock"] = report.stock_levels(db)
+            out["stock"] = stock_report.levels(db)
     finally:
         db.close()
     if args.json:

@@ -1,4 +1,4 @@
-"""Open transits and stock per location, for `lanesync transits` and the status page.
+"""Open transits, for `lanesync transits` and the status page (stock: headoffice.stock.report).
 
 Reads only; works on a read-only connection and on a database older than schema 3 (empty),
 on SQLite and PostgreSQL alike (headoffice.store.sql).
@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from headoffice.store.sql import Sql
-from headoffice.transit.projection import IN_TRANSIT, fmt_milli
 
 
 def _has_tables(db: Sql) -> bool:
@@ -39,13 +38,3 @@ def open_transits(db: Sql, limit: int = 500) -> list[dict[str, Any]]:
         """,
         (limit,),
     )
-
-
-def stock_levels(db: Sql) -> list[dict[str, Any]]:
-    """Stock per location and item (qty as a three-place decimal string)."""
-    if not _has_tables(db):
-        return []
-    return [
-        {"location": loc, "item": item, "qty": fmt_milli(int(q)), "in_transit": loc == IN_TRANSIT}
-        for loc, item, q in db.fetchall("SELECT location, item, qty FROM stock ORDER BY 1, 2")
-    ]

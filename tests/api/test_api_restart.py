@@ -1,40 +1,64 @@
-"""kill -9 in the middle of a sale and of a transit entry: the agent resumes where it was."""
+"""kill -9 in the middle of a sale and of a transit entry: the agent resumes where it was.
+
+The lane leases SSCC serials from head office (issue 15.5): it gets a block while head office
+is up, then everything after runs offline (head office stopped), the transit's SSCC coming
+from the block the lane keeps in its journal database.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import msgpack
+import pytest
 from rules.lane_catalog import standard
 
 from lanesync import stack
+from lanesync.broker import Broker
 from lanesync.posclient import PosClient
 from protocol.identity import LaneId
 
 
-def agent_toml(tmp: Path) -> Path:
+def agent_toml(tmp: Path, port: int) -> Path:
     return stack.write_toml(
         tmp / "agent.toml",
         {
             "store": "S1",
             "lane": "L1",
             "journal": {"path": str(tmp / "journal.db")},
-            "broker": {"host": "127.0.0.1", "port": 9, "keepalive": 5},  # no broker: offline
+            "broker": {"host": "127.0.0.1", "port": port, "keepalive": 5},
             "api": {"socket": str(tmp / "api.sock")},
             "transit": {"gs1_company_prefix": "5703538", "sscc_lane_prefix": "01"},
         },
     )
 
 
-def test_open_sale_and_transit_survive_kill_9(tmp_path: Path) -> None:
-    cfg = agent_toml(tmp_path)
+def _leased(db_path: Path) -> bool:
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+            return db.execute("SELECT count(*) FROM sscc_leases").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
+def test_open_sale_and_transit_survive_kill_9(tmp_path: Path, broker: Broker) -> None:
+    cfg = agent_toml(tmp_path, broker.port)
     # The lane's catalog file (beside the journal), as head office would have sent it.
     standard(tmp_path / "journal-catalog.db", LaneId("S1", "L1"))
+    ho = stack.headoffice(tmp_path, broker.port)
     agent = stack.Component("agent", ["agent", "--config", str(cfg)], tmp_path)
     client = PosClient(str(tmp_path / "api.sock"))
     try:
+        ho.start().wait_notify("STATUS=subscribed", timeout=30)
         agent.start().wait_notify("READY=1")
+        deadline = time.monotonic() + 20
+        while not _leased(tmp_path / "headoffice.db"):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no SSCC lease within 20 s:\n{agent.log_tail(20)}")
+            time.sleep(0.05)
+        ho.stop()  # from here on the lane is offline
         _, sale = client.request("POST", "/v1/sales", {"customer": "C1000"})
         _, transit = client.request("POST", "/v1/sales", {"mode": 8, "staff": "E042"})
         s, t = sale["id"], transit["id"]
@@ -95,6 +119,7 @@ def test_open_sale_and_transit_survive_kill_9(tmp_path: Path) -> None:
     finally:
         client.close()
         agent.stop()
+        ho.stop()
     with sqlite3.connect(tmp_path / "journal.db") as db:
         rows = db.execute("SELECT kind, txn_id, body FROM entries ORDER BY seq").fetchall()
     assert [(r[0], r[1]) for r in rows] == [("transit_inventory", t), ("sale", s)]

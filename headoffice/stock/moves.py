@@ -1,0 +1,143 @@
+"""What a journaled document does to stock, read on ingest's decoder thread.
+
+Seed 001 (the POS save rules) and the purchasing seed: a sale reduces each item's stock by its
+line quantity; a return moves it by the inventory effect of its return transaction type
+(resolved against the catalog at apply time, headoffice.stock.projection); a purchase receive
+adds what was counted; a supplier return takes it away. Transits and stock adjustments keep
+their own parser (headoffice.transit.bodies). Quantities follow the extract's postings
+(headoffice.extract.postings) line for line, so the two agree: `moved = |qty| - open_qty`
+(open quantities move on delivery), a negative line of a sale is a line returned.
+
+A body this module cannot read is not held: the document still applies (its kind's rules are
+the lane's and the extract's), only its stock is not moved, and that is logged and counted
+(`stock_projection_errors`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from headoffice.transit.bodies import MAX_ITEM, MAX_LINES, BodyError, milli
+
+SALE_STOCK_KINDS = frozenset(
+    {
+        "sale",
+        "sale_refund",
+        "sale_exchange",
+        "special_order",
+        "layaway",
+        "layaway_cancellation",
+        "delivery",
+        "sale_with_fulfilment",
+    }
+)
+RETURN_KINDS = frozenset({"sale_refund", "layaway_cancellation"})  # as the extract's
+PURCHASE_KINDS = frozenset({"receive_purchase_order", "supplier_return"})
+STOCK_KINDS = SALE_STOCK_KINDS | PURCHASE_KINDS
+MAX_VERSION = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    item: str
+    milli: int  # signed for sold, received and sent back; unsigned (>= 0) when `returned`
+    returned: bool  # moves by the return type's inventory effect (resolved at apply)
+    return_type: str | None  # the line's or the document's; None: the ReturnTxnType setting
+
+
+@dataclass(frozen=True, slots=True)
+class StockDoc:
+    kind: str
+    moves: tuple[Move, ...]
+    catalog_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A stock-moving document whose lines cannot be read: applied, not projected."""
+
+    kind: str
+    problem: str
+    catalog_version: int | None = None
+
+
+def catalog_version(doc: dict[str, Any]) -> int | None:
+    """The body's `catalog_version` (issue 15.1), or None when absent or not a version."""
+    v = doc.get("catalog_version")
+    if type(v) is int and 0 <= v <= MAX_VERSION:
+        return v
+    return None
+
+
+def _code(m: dict[str, Any], key: str, path: str) -> str | None:
+    v = m.get(key)
+    if v is None:
+        return None
+    if type(v) is not str or not 1 <= len(v) <= 32:
+        raise BodyError(f"{path}.{key}", "must be a code of 1..32 characters")
+    return v
+
+
+def _lines(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    raw = doc.get("lines")
+    if raw is None:
+        return []
+    if type(raw) is not list or len(raw) > MAX_LINES:
+        raise BodyError("$.lines", f"must be a list of at most {MAX_LINES} lines")
+    out = []
+    for i, line in enumerate(raw):
+        p = f"$.lines[{i}]"
+        if type(line) is not dict:
+            raise BodyError(p, "must be a map")
+        item = line.get("item")
+        if type(item) is not str or not 1 <= len(item) <= MAX_ITEM:
+            raise BodyError(f"{p}.item", f"must be a string of 1..{MAX_ITEM} characters")
+        out.append((p, line))
+    return out
+
+
+def _sale(kind: str, doc: dict[str, Any]) -> tuple[Move, ...]:
+    is_return = kind in RETURN_KINDS
+    doc_type = _code(doc, "return_type", "$")
+    moves = []
+    for p, line in _lines(doc):
+        qty = milli(line.get("qty"), f"{p}.qty")
+        oq = line.get("open_qty")
+        open_qty = 0 if oq is None else milli(oq, f"{p}.open_qty")
+        if not 0 <= open_qty <= abs(qty):
+            raise BodyError(f"{p}.open_qty", "must be 0..|qty|")
+        moved = abs(qty) - open_qty
+        returned = is_return or qty < 0
+        if moved == 0:
+            continue
+        if returned:
+            rt = _code(line, "return_type", p) or doc_type
+            moves.append(Move(line["item"], moved, True, rt))
+        else:
+            moves.append(Move(line["item"], -moved, False, None))
+    return tuple(moves)
+
+
+def _purchase(kind: str, doc: dict[str, Any]) -> tuple[Move, ...]:
+    sign = 1 if kind == "receive_purchase_order" else -1
+    moves = []
+    for p, line in _lines(doc):
+        if line.get("qty") is None:
+            continue  # counted_zero, or a line not counted: nothing received
+        qty = milli(line["qty"], f"{p}.qty")
+        if qty < 0:
+            raise BodyError(f"{p}.qty", "must not be negative")
+        if qty:
+            moves.append(Move(line["item"], sign * qty, False, None))
+    return tuple(moves)
+
+
+def read(kind: str, doc: dict[str, Any]) -> StockDoc | Unreadable:
+    """The stock moves of a document of one of STOCK_KINDS (its body already decoded)."""
+    version = catalog_version(doc)
+    try:
+        moves = _sale(kind, doc) if kind in SALE_STOCK_KINDS else _purchase(kind, doc)
+    except BodyError as exc:
+        return Unreadable(kind, str(exc), version)
+    return StockDoc(kind, moves, version)
