@@ -28,7 +28,7 @@ import aiomqtt
 from agent import config as agent_config
 from agent.config import AgentConfig, BrokerConfig
 from agent.export import ExportError, load_key
-from agent.status import journal_facts, live_path, read_live
+from agent.status import head_office_silent, journal_facts, live_path, read_live
 from agent.verify import verify
 from protocol import brokerconn, codec
 from protocol.brokerconn import BrokerFileError
@@ -512,8 +512,18 @@ def running_agent_link(cfg: AgentConfig, live: dict[str, Any]) -> list[Check]:
     b = live.get("broker", {})
     where = f"{cfg.broker.host}:{cfg.broker.port}"
     error = b.get("last_error") or "no error yet"
+    silent = head_office_silent(b, time.time())
     link = (
-        Check("broker", "ok", f"the running agent is connected and logged in to {where}")
+        Check(
+            "broker",
+            "fail",
+            f"the running agent is connected to {where}, but no head office has answered it "
+            f"for {int(silent)}s (not even its hello)",
+            "Check head office: `lanesync headoffice status` there; it must run, reach this "
+            "broker and use the lane's topic prefix. Sales wait in the journal meanwhile.",
+        )
+        if silent is not None
+        else Check("broker", "ok", f"the running agent is connected and logged in to {where}")
         if b.get("connected")
         else Check(
             "broker",

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import sys
 
-from headoffice import acl, opscli
+from headoffice import acl, health, opscli
 from headoffice import config as ho_config
 from headoffice.transit import cli as transit_cli
 from protocol.errors import ConfigError, LanesyncError
@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.set_defaults(handler=cmd_headoffice)
     acl.register(p)  # lanesync headoffice acl --stores ... (without it: run head office)
+    # One subparsers action per parser (argparse): `status` joins the one acl added.
+    subs = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    subs.metavar = "{acl,status}"
+    health.register(subs, DEFAULT_CONFIG)  # lanesync headoffice status [--json]
     opscli.register(sub, DEFAULT_CONFIG)  # lanesync import FILE
     transit_cli.register(sub, DEFAULT_CONFIG)  # lanesync transits [--json] [--cancel ...]
 
@@ -69,12 +73,4 @@ def as_worker(
     return dataclasses.replace(cfg, broker=broker, ops=ops)
 
 
-def _shift(listen: str | None, by: int) -> str | None:
-    if listen is None or by == 0:
-        return listen
-    host, _, port = listen.rpartition(":")
-    if int(port) == 0:
-        return listen  # any free port
-    if int(port) + by > 65535:
-        raise ConfigError(f"--worker: {listen} + {by} is beyond port 65535")
-    return f"{host}:{int(port) + by}"
+_shift = health.shift_listen
