@@ -157,3 +157,22 @@ async def test_refused_counts_only_documents_refused_at_journaling_and_says_what
         text = lane_status.render(st)
         assert "refused     1 document(s) refused at journaling since start; last" in text
         assert "/v1/documents: " in text
+
+
+async def test_doctor_with_the_agent_stopped_fails_when_no_head_office_answers(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    cfg = lane_config(tmp_path, broker.port)
+    checks = {c.name: c for c in await doctor.check_broker_and_clock(cfg, timeout=1.0)}
+    assert checks["broker"].outcome == "ok"
+    assert checks["head office"].outcome == "fail"
+    assert "no head office answered within 1s" in checks["head office"].found
+    assert "lanesync headoffice status" in checks["head office"].fix
+    ho_cfg = ho_config.parse(
+        {"database": {"path": str(tmp_path / "ho.db")}, "broker": {"port": broker.port}}
+    )
+    async with Ingest(ho_cfg, handlers=request_handlers()) as ingest:
+        await asyncio.wait_for(ingest.ready.wait(), 10)
+        checks = {c.name: c for c in await doctor.check_broker_and_clock(cfg, timeout=5.0)}
+    assert checks["clock"].outcome == "ok", checks["clock"]
+    assert "head office" not in checks
