@@ -195,7 +195,7 @@ class Operations:
     async def _link_loop(self) -> None:
         while True:
             if self.link.observe(self.replicator.stats, time.time()) and self._live is not None:
-                self._live._write_logged()  # the change shows at once, not at the next tick
+                self._live.write_logged()  # the change shows at once, not at the next tick
             await asyncio.sleep(LINK_WATCH_INTERVAL_S)
 
     async def check_clock(self, timeout: float = 5.0) -> float | None:

@@ -236,14 +236,14 @@ class LiveStatus:
         except OSError:
             return False
 
-    def _write_logged(self) -> None:
+    def write_logged(self) -> None:
         try:
             self.write()
         except OSError as exc:  # a full disk must not stop the agent; status shows stale
             log.warning("cannot write %s: %s", self.path, exc)
 
     async def __aenter__(self) -> Self:
-        self._write_logged()
+        self.write_logged()
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._task = self._tasks.create_task(self._loop(), name="live-status")
@@ -266,7 +266,7 @@ class LiveStatus:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(LIVE_INTERVAL_S)
-            self._write_logged()
+            self.write_logged()
 
 
 # --- the report -------------------------------------------------------------------------------
