@@ -65,7 +65,9 @@ class SoakPlan:
 
 
 QUICK = SoakPlan(40, 0.5, 1, 2, 4.0, 70.0, 15.0, 6.0, 12.0)
-LONG = SoakPlan(200, 0.25, 2, 4, 2.0, 1800.0, 60.0, 15.0, 120.0)
+# LANESYNC_SOAK_MINUTES shortens (or lengthens) the long run; the bar is 30.
+LONG_MINUTES = float(os.environ.get("LANESYNC_SOAK_MINUTES", "30"))
+LONG = SoakPlan(200, 0.25, 2, 4, 2.0, LONG_MINUTES * 60, 60.0, 15.0, 120.0)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -344,6 +346,7 @@ def test_two_minutes_of_faults_lose_nothing_and_stall_no_lane(tmp_path: Path) ->
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(LONG.run_s + 900)  # the suite's 300 s is for ordinary tests
 def test_soak_200_lanes_30_minutes_a_fault_a_minute(tmp_path: Path) -> None:
     out = soak(tmp_path, LONG, pg_url())
     print(out)
