@@ -6,6 +6,11 @@ change, so a restart resumes them. Scans stream to the POS as server-sent events
 RFC 9457 `application/problem+json` naming the field at fault. The Unix socket is protected by
 its file mode; the TCP listener requires `Authorization: Bearer TOKEN`. The OpenAPI document
 is served at /v1/openapi.json.
+
+Master data for the till (items with today's price and tax, staff, customers, suppliers,
+couriers, stores, transaction types, settings) is read from the lane's own catalog file
+(agent.catalog.lookup), so it answers while head office is unreachable; each answer names the
+catalog version it comes from. A scan of a GTIN carries the matching item on the event stream.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -32,8 +39,16 @@ from agent.apiedge import (
     problem,
     read_json,
 )
+from agent.catalog.lookup import (
+    BY_KEY,
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Lookup,
+    bad_query,
+)
 from agent.config import AgentConfig, ApiConfig
 from agent.documents.envelope import DocContext, validate
+from agent.documents.rules import CatalogFile
 from agent.journal import Journal, JournalError
 from agent.metrics import AgentCounters
 from agent.open_docs.sales import Completed, OpenSales, view
@@ -44,13 +59,28 @@ from agent.replicator import Replicator
 from agent.transit import TransitEvent, TransitReceiver
 from hardware.events import DeviceEvent, HardwareEvent, ScanEvent
 from hardware.queue import ScanQueue
+from protocol.catalog import CODE_RE
 from protocol.pan import mask_text
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 15.0
 SUBSCRIBER_BACKLOG = 256
-HubEvent = HardwareEvent | TransitEvent  # transit: an SSCC scan's lookup result (agent.transit)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemScan:
+    """A scan of a GTIN with what the lane's catalog says of it (agent.catalog.lookup.scan)."""
+
+    scan: ScanEvent
+    lookup: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.scan.to_json(), **self.lookup}
+
+
+# transit: an SSCC scan's lookup result (agent.transit); ItemScan: a GTIN's item
+HubEvent = HardwareEvent | TransitEvent | ItemScan
 
 
 class ScanHub:
@@ -65,6 +95,7 @@ class ScanHub:
         self.counters = counters or AgentCounters()
         self.subscribers: set[asyncio.Queue[HubEvent | None]] = set()
         self.on_sscc: Callable[[ScanEvent], None] | None = None  # starts the transit receive
+        self.describe: Callable[[str], dict[str, Any]] | None = None  # a GTIN's catalog item
         self.delivered = 0
         self.dropped = 0
 
@@ -81,11 +112,19 @@ class ScanHub:
             isinstance(event, DeviceEvent) and event.state in ("error", "overflow")
         ):
             self.counters.scan_errors += 1
+        sent: HubEvent | None = event
+        if (
+            isinstance(event, ScanEvent)
+            and event.gtin is not None
+            and not event.is_sscc
+            and self.describe is not None
+        ):
+            sent = ItemScan(event, self.describe(event.gtin))  # one lookup, every subscriber
         for q in list(self.subscribers):
             if q.full():
                 q.get_nowait()
                 self.dropped += 1
-            q.put_nowait(event)
+            q.put_nowait(sent)
         if event is not None:
             self.delivered += 1
         if isinstance(event, ScanEvent) and event.is_sscc and self.on_sscc is not None:
@@ -110,17 +149,27 @@ class LocalApi:
         agent: AgentConfig | None = None,
         scans: ScanQueue | None = None,
         counters: AgentCounters | None = None,
+        catalog: str | Path | None = None,
     ) -> None:
+        """`catalog`: the lane's catalog file (default `agent.catalog_path`)."""
         self.config = config
         self.counters = counters or AgentCounters()
         self.journal = journal
         self.replicator = replicator
+        if catalog is None and agent is not None:
+            catalog = agent.catalog_path
+        # Documents are checked against the lane's catalog (agent.documents.rules).
+        self.catalog_file = CatalogFile(catalog, journal.lane)
         if agent is not None:
             self.ctx = DocContext(
-                journal.lane, agent.documents, agent.purchasing, agent.transit, agent.tax
+                journal.lane,
+                agent.documents,
+                agent.transit,
+                catalog=self.catalog_file,
+                trade_without=agent.catalog.trade_without,
             )
         else:
-            self.ctx = DocContext(journal.lane)
+            self.ctx = DocContext(journal.lane, catalog=self.catalog_file)
         self.store = LaneStore(journal.path)
         self.service = DocumentService(self.ctx, journal, self.store)
         self.sales = OpenSales(self.ctx, self.store, self.service)
@@ -129,6 +178,10 @@ class LocalApi:
             self.ctx, replicator, self.service, self.store, self.hub.publish
         )
         self.hub.on_sscc = self.transit.on_scan
+        if catalog is None and agent is not None:
+            catalog = agent.catalog_path
+        self.lookup = Lookup(catalog, journal.lane)
+        self.hub.describe = self.lookup.scan
         self._closing = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._hub_task: asyncio.Task[None] | None = None
@@ -156,6 +209,15 @@ class LocalApi:
         # Transit receive (agent.transit): by exact SSCC or number only; no list, no search.
         r.add_post("/v1/transit/receive", self.transit_receive)
         r.add_post("/v1/transit/receive/{id}/accept", self.transit_accept)
+        # Master data from the lane's catalog (agent.catalog.lookup): reads only, offline.
+        r.add_get("/v1/catalog", self.get_catalog)
+        r.add_get("/v1/items", self.list_items)
+        r.add_get("/v1/items/{code}", self.get_item)
+        for path, dataset in LISTS.items():
+            r.add_get(path, self._lister(dataset))
+            r.add_get(path + "/{key}", self._getter(dataset))
+        r.add_get("/v1/settings", self.get_settings)
+        r.add_get("/v1/settings/{name}", self.get_setting)
         r.add_get("/v1/status", self.get_status)
         r.add_get("/v1/openapi.json", self.get_openapi)
         self._runner = web.AppRunner(
@@ -230,6 +292,8 @@ class LocalApi:
                 with contextlib.suppress(JournalError):
                     await self.service.close()
             await self.store.__aexit__(None, None, None)
+            self.lookup.close()
+            self.catalog_file.close()
 
     # --- the edge (agent.apiedge) ----------------------------------------------------------
 
@@ -341,6 +405,51 @@ class LocalApi:
         body = await read_json(request, optional=True)
         return await self.transit.http_accept(request.match_info["id"], body)
 
+    # --- master data (agent.catalog.lookup) -----------------------------------------------
+
+    async def get_catalog(self, request: web.Request) -> web.Response:
+        return web.json_response(self.lookup.catalog())
+
+    async def get_item(self, request: web.Request) -> web.Response:
+        return web.json_response(self.lookup.item(request.match_info["code"], _at(request)))
+
+    async def list_items(self, request: web.Request) -> web.Response:
+        """By GTIN (`?gtin=`, an exact lookup: 404 if unknown) or a page by code prefix."""
+        at = _at(request)
+        gtin = request.query.get("gtin")
+        if gtin is not None:
+            if "prefix" in request.query or "after" in request.query:
+                raise bad_query("gtin", "a GTIN lookup takes no prefix or after")
+            return web.json_response(self.lookup.items_by_gtin(gtin, at))
+        prefix, after, limit = _page(request)
+        return web.json_response(self.lookup.items(prefix, after, limit, at))
+
+    def _lister(self, dataset: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.Response:
+            if dataset == "stores" and "can_receive_stock" in request.query:
+                if _flag(request, "can_receive_stock") is not True:
+                    raise bad_query("can_receive_stock", "only can_receive_stock=1 is a selector")
+                return web.json_response(self.lookup.receiving_stores())
+            prefix, after, limit = _page(request)
+            active = _flag(request, "active") is True
+            return web.json_response(
+                self.lookup.rows(dataset, prefix, after, limit, active_only=active)
+            )
+
+        return handler
+
+    def _getter(self, dataset: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response(self.lookup.one(dataset, request.match_info["key"]))
+
+        return handler
+
+    async def get_settings(self, request: web.Request) -> web.Response:
+        return web.json_response(self.lookup.settings())
+
+    async def get_setting(self, request: web.Request) -> web.Response:
+        return web.json_response(self.lookup.setting(request.match_info["name"]))
+
     # --- scans, status, schema ------------------------------------------------------------
 
     async def scans(self, request: web.Request) -> web.StreamResponse:
@@ -403,6 +512,62 @@ class LocalApi:
 
     async def get_openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
+
+
+# The datasets served by key and as pages, by path (items have their own handlers).
+LISTS = {
+    "/v1/staff": "staff",
+    "/v1/customers": "customers",
+    "/v1/suppliers": "suppliers",
+    "/v1/couriers": "couriers",
+    "/v1/stores": "stores",
+    "/v1/txn-types": "txn_types",
+}
+assert set(LISTS.values()) | {"items"} == set(BY_KEY)
+
+
+def _at(request: web.Request) -> datetime | None:
+    """`?at=`: the moment prices and tax rates are read for (RFC 3339 with offset; now)."""
+    raw = request.query.get("at")
+    if raw is None:
+        return None
+    try:
+        at = datetime.fromisoformat(raw) if len(raw) <= 40 else None
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise bad_query("at", "must be a date-time with its offset, e.g. 2026-07-01T09:30:00+02:00")
+    if not 1970 <= at.year <= 9998:  # any time zone's local date of it stays a real date
+        raise bad_query("at", "must be a date-time between the years 1970 and 9998")
+    return at
+
+
+def _page(request: web.Request) -> tuple[str, str | None, int]:
+    """`prefix`, `after` (a key: the `next` of the previous page) and `limit` of a page."""
+    q = request.query
+    prefix = q.get("prefix", "")
+    if prefix and not CODE_RE.fullmatch(prefix):
+        raise bad_query("prefix", "must be 1-32 characters of A-Z a-z 0-9 _ . -")
+    after = q.get("after")
+    if after is not None and not (0 < len(after) <= 128 and after.isprintable()):
+        raise bad_query("after", "must be the `next` of the previous page")
+    raw = q.get("limit")
+    if raw is None:
+        return prefix, after, DEFAULT_LIMIT
+    if not (raw.isascii() and raw.isdigit() and 1 <= len(raw) <= 4 and 1 <= int(raw) <= MAX_LIMIT):
+        raise bad_query("limit", f"must be a whole number 1..{MAX_LIMIT}")
+    return prefix, after, int(raw)
+
+
+def _flag(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw in ("1", "true"):
+        return True
+    if raw in ("0", "false"):
+        return False
+    raise bad_query(name, "must be 1 or 0")
 
 
 def _confirmation(res: Any, doc: dict[str, Any]) -> dict[str, Any]:

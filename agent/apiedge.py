@@ -38,6 +38,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
+from agent.catalog.lookup import LookupRefused
 from agent.journal import JournalConflict, JournalError, JournalFull
 from agent.open_docs.sales import OpenDocError
 from protocol.errors import ProtocolError
@@ -141,6 +142,9 @@ def answer(exc: BaseException) -> Problem:
         return problem(exc.status, exc.title, exc.detail, exc.field)
     if isinstance(exc, web.HTTPException):
         return problem(exc.status, exc.reason, exc.text or exc.reason)
+    if isinstance(exc, LookupRefused):
+        # A lookup names the catalog version it looked in (null: none could be read).
+        return problem(exc.status, exc.title, exc.detail, exc.field, catalog_version=exc.version)
     if isinstance(exc, ProtocolError):
         return problem(422, "Invalid document", exc.reason, exc.field)
     if isinstance(exc, OpenDocError):
@@ -527,7 +531,7 @@ def edge_middleware(
             if exc.status < 400:
                 raise
             return answer(exc)
-        except (EdgeError, OpenDocError, JournalError) as exc:
+        except (EdgeError, OpenDocError, JournalError, LookupRefused) as exc:
             return answer(exc)
         except Exception as exc:
             log.exception("local API: %s %s failed", request.method, mask_text(request.path))

@@ -1,18 +1,21 @@
 """Agent configuration (`/etc/lanesync/agent.toml`), validated at start.
 
 Every key is documented in systemd/agent.example.toml; an error names the key at fault.
+
+The TOML keeps what is the lane's own: identity, connection, paths and numbering. Master data
+and settings come from head office in the lane's catalog (protocol/CATALOG.md); the keys that
+used to hold them are refused by name with where the value lives now (MOVED), so a lane
+never trades on a stale hand-edited copy.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from agent import opsconfig
-from agent.documents.tax import TaxRate, TaxTable
 from agent.opsconfig import OpsConfig
 from protocol.brokerconn import DEFAULT_CONNACK_TIMEOUT_S, TlsConfig, parse_credentials
 from protocol.catalog import MAX_SNAPSHOT_CHUNK
@@ -56,40 +59,61 @@ class ApiConfig:
     request_timeout_s: float = 10.0
 
 
+_LOAD = "lanesync catalog load"
+_SETTING = f"a row of the settings dataset at head office ({_LOAD} settings FILE)"
+_STORE = f"the store's row of the stores dataset at head office ({_LOAD} stores FILE)"
+# Keys that moved to head office's catalog, and where each value lives now.
+MOVED: dict[str, str] = {
+    "documents.currency": f"the store's currency moved to head office: {_STORE}, column "
+    "currency (or the Currency setting)",
+    "documents.timezone": f"the store's time zone moved to head office: {_STORE}, column "
+    "timezone (or the Timezone setting)",
+    "tax": f"[tax] rates moved to head office: {_LOAD} tax_rates FILE",
+    "purchasing": "[purchasing] moved to head office's settings: PurchRecvAmountVariation, "
+    f"PurchReceiveNoUnexp, PurchAutoCompleteReturn, {_SETTING}",
+    "purchasing.recv_amount_variation": f"moved to head office: PurchRecvAmountVariation, "
+    f"{_SETTING}",
+    "purchasing.receive_no_unexp": f"moved to head office: PurchReceiveNoUnexp, {_SETTING}",
+    "purchasing.auto_complete_return": f"moved to head office: PurchAutoCompleteReturn, {_SETTING}",
+    "transit.allow_staff": f"moved to head office: PurchTransitAllowStaff, {_SETTING}",
+    "transit.allow_customer": f"moved to head office: PurchTransitAllowCustomer, {_SETTING}",
+    "transit.allow_supplier": f"moved to head office: PurchTransitAllowSupplier, {_SETTING}",
+    "transit.allow_courier": f"moved to head office: PurchTransitAllowCourier, {_SETTING}",
+    "transit.prompt_qty": f"moved to head office: SaleTransitPromptQty, {_SETTING}",
+}
+
+
+def refuse_moved(data: dict[str, Any]) -> None:
+    """A key whose value now comes from head office is refused, saying where it lives."""
+    for name, where in MOVED.items():
+        table, _, key = name.partition(".")
+        value = data.get(table)
+        if key and isinstance(value, dict) and key in value:
+            raise ConfigError(f"{name}: {where}")
+        if not key and value is not None:
+            # A whole table that moved: name its first key, as for any other key.
+            first = next(iter(value), None) if isinstance(value, dict) else None
+            shown = f"{table}.{first}" if first is not None else table
+            raise ConfigError(f"{shown}: {where}")
+
+
 @dataclass(frozen=True, slots=True)
 class DocumentsConfig:
-    """[documents]: what the agent fills in and how it numbers documents."""
+    """[documents]: how this lane numbers its documents (its currency and time zone are its
+    store's, from head office's catalog)."""
 
-    currency: str | None = None  # ISO 4217 filled into documents that name none
     register_prefix: str | None = None  # "T1" -> T10001; default "T" + the lane's last digit
-    timezone: str | None = None  # IANA zone for business_day/time; default the host's zone
-
-
-@dataclass(frozen=True, slots=True)
-class PurchasingConfig:
-    """[purchasing]: the purchasing seed's Purch* settings."""
-
-    recv_amount_variation: int = 11  # PurchRecvAmountVariation, minor units
-    receive_no_unexp: bool = False  # PurchReceiveNoUnexp: refuse receives without a PO
-    auto_complete_return: bool = False  # PurchAutoCompleteReturn: supplier returns completed
 
 
 @dataclass(frozen=True, slots=True)
 class TransitConfig:
-    """[transit]: transit inventory data capture (the purchasing seed's Transit settings)."""
+    """[transit]: the lane's SSCC numbering and how long it waits for head office (which
+    "by" tabs are allowed, and whether a quantity is asked, are head office's settings)."""
 
-    allow_staff: bool = True  # PurchTransitAllowStaff
-    allow_customer: bool = True  # PurchTransitAllowCustomer
-    allow_supplier: bool = True  # PurchTransitAllowSupplier
-    allow_courier: bool = True  # PurchTransitAllowCourier
-    prompt_qty: bool = True  # SaleTransitPromptQty: a scanned transit item needs a quantity
     gs1_company_prefix: str | None = None  # 7..10 digits; transits need it for their SSCC
     sscc_lane_prefix: str = ""  # digits unique to this lane across the chain
     sscc_extension_digit: int = 0
     receive_timeout_s: float = 5.0  # a transit lookup/accept fails after this without head office
-
-    def allows(self, by: str) -> bool:
-        return bool(getattr(self, f"allow_{by}", False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +126,11 @@ class CatalogConfig:
     request_timeout_s: float = 10.0  # a delta page or chunk not answered by then is asked again
     retry_initial_s: float = 0.5  # after a failed attempt; doubles up to retry_max_s
     retry_max_s: float = 30.0
+    # false: a lane holding no catalog version refuses documents (503 "No catalog yet"), as a
+    # chain's must (systemd/agent.example.toml sets it); true: it journals them on their own
+    # figures (agent.documents.rules). The built-in default is true while lab configs with no
+    # [catalog] table (test suites, `lanesync fleet`, benches) load no catalog yet.
+    trade_without: bool = True
 
 
 def catalog_path(journal_path: Path, config: CatalogConfig) -> Path:
@@ -120,9 +149,7 @@ class AgentConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     scanners: list[dict[str, Any]] = field(default_factory=list)
     documents: DocumentsConfig = field(default_factory=DocumentsConfig)
-    purchasing: PurchasingConfig = field(default_factory=PurchasingConfig)
     transit: TransitConfig = field(default_factory=TransitConfig)
-    tax: TaxTable = field(default_factory=TaxTable)
     ops: OpsConfig = field(default_factory=OpsConfig)  # [retention], [metrics], [export]
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
 
@@ -136,6 +163,7 @@ class AgentConfig:
 
 
 def parse(data: dict[str, Any]) -> AgentConfig:
+    refuse_moved(data)
     root = Table(data)
     try:
         lane = LaneId(root.str("store"), root.str("lane"))
@@ -193,9 +221,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
     a.done()
     scanners = root.array("scanners")
     documents = _documents(root.table("documents"))
-    purchasing = _purchasing(root.table("purchasing"))
     transit = _transit(root.table("transit"))
-    tax = _tax(root.table("tax"))
     ops = opsconfig.parse(root)
     catalog = _catalog(root.table("catalog"))
     root.done()
@@ -207,9 +233,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         api,
         scanners,
         documents,
-        purchasing,
         transit,
-        tax,
         ops=ops,
         catalog=catalog,
     )
@@ -225,44 +249,19 @@ def _catalog(t: Table) -> CatalogConfig:
         request_timeout_s=t.num("request_timeout_s", d.request_timeout_s, 0.1, 600),
         retry_initial_s=t.num("retry_initial_s", d.retry_initial_s, 0.01, 600),
         retry_max_s=t.num("retry_max_s", d.retry_max_s, 0.01, 3600),
+        trade_without=t.bool("trade_without", d.trade_without),
     )
     t.done()
     return cfg
 
 
 def _documents(t: Table) -> DocumentsConfig:
-    cfg = DocumentsConfig(
-        currency=t.str("currency", None),
-        register_prefix=t.str("register_prefix", None),
-        timezone=t.str("timezone", None),
-    )
-    if cfg.currency is not None and not re.fullmatch(r"[A-Z]{3}", cfg.currency):
-        raise ConfigError(
-            f"documents.currency: must be an ISO 4217 code like EUR, got {cfg.currency!r}"
-        )
+    cfg = DocumentsConfig(register_prefix=t.str("register_prefix", None))
     if cfg.register_prefix is not None and not re.fullmatch(r"[A-Z][0-9]?", cfg.register_prefix):
         raise ConfigError(
             "documents.register_prefix: must be a capital letter and an optional digit (T1), "
             f"got {cfg.register_prefix!r}"
         )
-    if cfg.timezone is not None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
-
-        try:
-            ZoneInfo(cfg.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"documents.timezone: unknown time zone {cfg.timezone!r}") from None
-    t.done()
-    return cfg
-
-
-def _purchasing(t: Table) -> PurchasingConfig:
-    d = PurchasingConfig()
-    cfg = PurchasingConfig(
-        recv_amount_variation=t.int("recv_amount_variation", d.recv_amount_variation, 0, 10**9),
-        receive_no_unexp=t.bool("receive_no_unexp", d.receive_no_unexp),
-        auto_complete_return=t.bool("auto_complete_return", d.auto_complete_return),
-    )
     t.done()
     return cfg
 
@@ -270,11 +269,6 @@ def _purchasing(t: Table) -> PurchasingConfig:
 def _transit(t: Table) -> TransitConfig:
     d = TransitConfig()
     cfg = TransitConfig(
-        allow_staff=t.bool("allow_staff", d.allow_staff),
-        allow_customer=t.bool("allow_customer", d.allow_customer),
-        allow_supplier=t.bool("allow_supplier", d.allow_supplier),
-        allow_courier=t.bool("allow_courier", d.allow_courier),
-        prompt_qty=t.bool("prompt_qty", d.prompt_qty),
         gs1_company_prefix=t.str("gs1_company_prefix", None),
         sscc_lane_prefix=t.str("sscc_lane_prefix", d.sscc_lane_prefix),
         sscc_extension_digit=t.int("sscc_extension_digit", 0, 0, 9),
@@ -299,33 +293,6 @@ def _transit(t: Table) -> TransitConfig:
         )
     t.done()
     return cfg
-
-
-def _tax(t: Table) -> TaxTable:
-    """[[tax.rates]] code, from (date), rate_bp (basis points: 2000 = 20 %)."""
-    rates = []
-    for i, raw in enumerate(t.array("rates")):
-        r = Table(raw, f"tax.rates[{i}]")
-        code = r.str("code")
-        if not re.fullmatch(r"[A-Z0-9_]{1,16}", code):
-            raise ConfigError(f"tax.rates[{i}].code: must match [A-Z0-9_]{{1,16}}, got {code!r}")
-        start = r._get("from", ...)  # TOML dates arrive as datetime.date
-        if type(start) is not date:
-            raise ConfigError(
-                f"tax.rates[{i}].from: must be a TOML date (2024-01-01), got {start!r}"
-            )
-        rate = r.int("rate_bp", ..., 0, 100_000)
-        r.done()
-        rates.append(TaxRate(code, start, rate))
-    seen = set()
-    for i, rate_ in enumerate(rates):
-        if (rate_.code, rate_.valid_from) in seen:
-            raise ConfigError(
-                f"tax.rates[{i}].from: {rate_.code} already has a rate from {rate_.valid_from}"
-            )
-        seen.add((rate_.code, rate_.valid_from))
-    t.done()
-    return TaxTable(rates)
 
 
 def load(path: str | Path) -> AgentConfig:

@@ -54,33 +54,41 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
             # The catalog keeps its last complete version while head office is unreachable.
             CatalogStore(config.catalog_path, config.lane.store) as catalog_store,
             CatalogSync(catalog_store, config.catalog) as catalog,
-            Replicator(journal, config, catalog) as replicator,
-            _announce_versions(catalog_store, replicator),
-            # Disk budget, retention, metrics, live status, watchdog: before the API takes sales.
-            Operations(config, journal, replicator) as ops,
-            LocalApi(
-                config.api,
-                journal,
-                replicator,
-                agent=config,
-                scans=scanners.queue if scanners is not None else None,
-                counters=ops.counters,
-            ),
         ):
-            log.info(
-                "lane %s: journal %s epoch %d at seq %d (%d unacked); catalog version %d",
-                config.lane,
-                config.journal_path,
-                journal.epoch,
-                journal.last_seq,
-                journal.backlog,
-                catalog.version,
-                extra={"epoch": journal.epoch, "seq": journal.last_seq},  # never redacted
-            )
-            await notify_soon("READY=1", f"STATUS=lane {config.lane} at seq {journal.last_seq}")
-            await stop.wait()
-            await notify_soon("STOPPING=1")
-            await replicator.close_gracefully()
+            # Built now (the API and operations read its stats and send requests through it,
+            # LinkDown until it connects) but started only after READY: READY means the lane
+            # takes sales, not that it has begun to drain (issue 17.1's clock starts at READY
+            # or at the link's return, and sending before it hid part of the drain).
+            replicator = Replicator(journal, config, catalog)
+            async with (
+                _announce_versions(catalog_store, replicator),
+                # Disk budget, retention, metrics, live status, watchdog: before the API takes
+                # sales.
+                Operations(config, journal, replicator) as ops,
+                LocalApi(
+                    config.api,
+                    journal,
+                    replicator,
+                    agent=config,
+                    scans=scanners.queue if scanners is not None else None,
+                    counters=ops.counters,
+                ),
+            ):
+                log.info(
+                    "lane %s: journal %s epoch %d at seq %d (%d unacked); catalog version %d",
+                    config.lane,
+                    config.journal_path,
+                    journal.epoch,
+                    journal.last_seq,
+                    journal.backlog,
+                    catalog.version,
+                    extra={"epoch": journal.epoch, "seq": journal.last_seq},  # never redacted
+                )
+                await notify_soon("READY=1", f"STATUS=lane {config.lane} at seq {journal.last_seq}")
+                async with replicator:
+                    await stop.wait()
+                    await notify_soon("STOPPING=1")
+                    await replicator.close_gracefully()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

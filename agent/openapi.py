@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocol.catalog import SETTINGS
 from protocol.documents import DOCUMENT_KINDS
 
 PROBLEM = "application/problem+json"
@@ -203,6 +204,311 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+# --- master data (agent.catalog.lookup) --------------------------------------------------------
+
+VERSION = {
+    "type": "integer",
+    "minimum": 1,
+    "description": "the catalog version the answer was read from (one complete version)",
+}
+_STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_NEXT = {
+    "type": ["string", "null"],
+    "description": "pass as `after` for the next page; null: this was the last",
+}
+_SETTING_TYPES: dict[str, dict[str, Any]] = {
+    "bool": {"type": ["boolean", "null"]},
+    "money": {"type": ["integer", "null"], "minimum": 0},
+    "currency": {"type": ["string", "null"], "pattern": "^[A-Z]{3}$"},
+    "timezone": {"type": ["string", "null"]},
+    "code": {"type": ["string", "null"]},
+}
+
+
+def _row(required: list[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+CATALOG_SCHEMAS: dict[str, Any] = {
+    "Money": _row(
+        ["amount", "currency"],
+        amount={"type": "integer", "minimum": 0, "description": "integer minor units"},
+        currency={"type": ["string", "null"], "description": "ISO 4217 (the Currency setting)"},
+    ),
+    "ItemPrice": {
+        "allOf": [
+            _ref("Money"),
+            _row(
+                ["valid_from", "scope"],
+                valid_from={"type": "string", "format": "date"},
+                scope={
+                    "type": "string",
+                    "enum": ["store", "zone", "chain"],
+                    "description": "which price row applies: the store's, its zone's or the "
+                    "chain's",
+                },
+            ),
+        ]
+    },
+    "Item": _row(
+        ["code", "description", "gtins", "tax_code", "variant", "active", "on", "price", "tax"],
+        code=_STR,
+        description=_STR,
+        gtins={"type": "array", "items": {"type": "string", "pattern": "^[0-9]{8,14}$"}},
+        tax_code=_STR,
+        variant=_BOOL,
+        active=_BOOL,
+        on={
+            "type": "string",
+            "format": "date",
+            "description": "the store's local date the price and tax rate are read for",
+        },
+        price={
+            "oneOf": [_ref("ItemPrice"), {"type": "null"}],
+            "description": "null: no price is valid yet on that date",
+        },
+        tax=_row(
+            ["code", "rate_bp"],
+            code=_STR,
+            rate_bp={
+                "type": ["integer", "null"],
+                "description": "basis points (2000 is 20 %); null: no rate yet on that date",
+            },
+        ),
+    ),
+    "Staff": _row(["id", "name", "active"], id=_STR, name=_STR, store=_STR, active=_BOOL),
+    "Customer": _row(
+        ["code", "name", "account_allowed", "active"],
+        code=_STR,
+        name=_STR,
+        account_allowed=_BOOL,
+        active=_BOOL,
+    ),
+    "Party": _row(["code", "name", "active"], code=_STR, name=_STR, active=_BOOL),
+    "Store": _row(
+        ["id", "name", "timezone", "currency", "can_receive_stock", "active", "this_store"],
+        id=_STR,
+        name=_STR,
+        timezone=_STR,
+        currency=_STR,
+        price_zone=_STR,
+        can_receive_stock=_BOOL,
+        active=_BOOL,
+        this_store={"type": "boolean", "description": "the store this lane belongs to"},
+    ),
+    "TxnType": _row(
+        ["code", "name", "inventory_effect"],
+        code=_STR,
+        name=_STR,
+        inventory_effect={"type": "string", "enum": ["increase", "decrease", "none"]},
+    ),
+    "Settings": _row(
+        ["catalog_version", "store", "lane", "settings"],
+        catalog_version=VERSION,
+        store=_STR,
+        lane=_STR,
+        settings={
+            "type": "object",
+            "description": "every declared setting, resolved lane > store > chain > default "
+            "(Currency and Timezone default to the store's own)",
+            "properties": {
+                name: {
+                    **_SETTING_TYPES.get(
+                        s.type, {"type": ["string", "null"], "enum": [*s.choices, None]}
+                    ),
+                    "description": s.doc or name,
+                }
+                for name, s in SETTINGS.items()
+            },
+            "additionalProperties": False,
+        },
+        errors={
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "settings whose value this lane cannot read (then null), and why",
+        },
+    ),
+    "Setting": _row(
+        ["catalog_version", "name", "value"],
+        catalog_version=VERSION,
+        name={"type": "string", "enum": sorted(SETTINGS)},
+        value={"type": ["boolean", "integer", "string", "null"]},
+    ),
+    "CatalogHeld": _row(
+        ["catalog_version", "store", "rows", "hash", "head_version", "datasets"],
+        catalog_version=VERSION,
+        store=_STR,
+        rows={"type": "integer"},
+        hash={"type": ["string", "null"], "description": "the view hash, hex"},
+        applied_at={"type": ["integer", "null"], "description": "ms since the epoch"},
+        head_version={"type": "integer", "description": "the newest head seen from head office"},
+        datasets={"type": "object", "additionalProperties": {"type": "integer"}},
+    ),
+}
+SCHEMAS.update(CATALOG_SCHEMAS)
+
+
+def _one_of(name: str) -> dict[str, Any]:
+    return {"allOf": [_ref(name), {"type": "object", "required": ["catalog_version"],
+                                   "properties": {"catalog_version": VERSION}}]}  # fmt: skip
+
+
+def _page_of(field: str, name: str) -> dict[str, Any]:
+    return _row(
+        ["catalog_version", field, "next"],
+        catalog_version=VERSION,
+        **{field: {"type": "array", "items": _ref(name)}},
+        next=_NEXT,
+    )
+
+
+def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+AT = _q(
+    "at",
+    {"type": "string", "format": "date-time"},
+    "the moment to price for, with its offset (default now); the store's local date decides",
+)
+PAGE = [
+    _q("prefix", {"type": "string", "maxLength": 32}, "keys that start with this"),
+    _q("after", {"type": "string"}, "the `next` of the previous page"),
+    _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "at most this many (50)"),
+]
+CATALOG_CODES = (404, 422, 503)
+NO_CATALOG = (
+    "Read from the lane's own copy of head office's master data, so it answers offline. 503 "
+    "`No catalog yet` until the lane holds a complete version; a 404 names what was not found "
+    "and the `catalog_version` it looked in."
+)
+
+
+def _key_path(summary: str, name: str, key: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "description": NO_CATALOG,
+            "parameters": [{"name": key, "in": "path", "required": True, "schema": _STR}],
+            "responses": {
+                "200": _json(_one_of(name), "the row (an inactive one too: see `active`)"),
+                **_problems(*CATALOG_CODES),
+            },
+        }
+    }
+
+
+def _list_path(summary: str, field: str, name: str, *extra: dict[str, Any]) -> dict[str, Any]:
+    active = [_q("active", {"type": "integer", "enum": [0, 1]}, "1: active rows only")]
+    if "active" not in CATALOG_SCHEMAS[name]["properties"]:
+        active = []  # transaction types are never inactive
+    return {
+        "get": {
+            "summary": summary,
+            "description": NO_CATALOG,
+            "parameters": [*PAGE, *active, *extra],
+            "responses": {
+                "200": _json(_page_of(field, name), "a page, in key order"),
+                **_problems(*CATALOG_CODES),
+            },
+        }
+    }
+
+
+def catalog_paths() -> dict[str, Any]:
+    items_page = _page_of("items", "Item")
+    return {
+        "/v1/catalog": {
+            "get": {
+                "summary": "The catalog version this lane holds",
+                "responses": {
+                    "200": _json(_ref("CatalogHeld"), "what the lane holds"),
+                    **_problems(503),
+                },
+            }
+        },
+        "/v1/items": {
+            "get": {
+                "summary": "Items by GTIN, or a page of items by code prefix",
+                "description": NO_CATALOG + " `gtin` is an exact lookup (404 if no item has it; "
+                "a GTIN matches at any length it is written in: 12, 13 or 14 digits). Each item "
+                "comes with its price and tax rate at `at`.",
+                "parameters": [
+                    _q(
+                        "gtin",
+                        {"type": "string", "pattern": "^[0-9]{8,14}$"},
+                        "a GTIN-8/12/13/14 with a valid check digit",
+                    ),
+                    *PAGE,
+                    AT,
+                ],
+                "responses": {
+                    "200": _json(items_page, "the items (`next` is null for a GTIN)"),
+                    **_problems(*CATALOG_CODES),
+                },
+            }
+        },
+        "/v1/items/{code}": {
+            "get": {
+                **_key_path("An item with today's price and tax", "Item", "code")["get"],
+                "parameters": [
+                    {"name": "code", "in": "path", "required": True, "schema": _STR},
+                    AT,
+                ],
+            }
+        },
+        "/v1/staff": _list_path("Staff of this store and the chain", "staff", "Staff"),
+        "/v1/staff/{key}": _key_path("A staff member by id", "Staff", "key"),
+        "/v1/customers": _list_path("Customers", "customers", "Customer"),
+        "/v1/customers/{key}": _key_path("A customer by code", "Customer", "key"),
+        "/v1/suppliers": _list_path("Suppliers", "suppliers", "Party"),
+        "/v1/suppliers/{key}": _key_path("A supplier by code", "Party", "key"),
+        "/v1/couriers": _list_path("Couriers", "couriers", "Party"),
+        "/v1/couriers/{key}": _key_path("A courier by code", "Party", "key"),
+        "/v1/stores": _list_path(
+            "Stores; `can_receive_stock=1` is the transit destination selector",
+            "stores",
+            "Store",
+            _q(
+                "can_receive_stock",
+                {"type": "integer", "enum": [1]},
+                "1: the active stores that can receive stock (this one marked `this_store`)",
+            ),
+        ),
+        "/v1/stores/{key}": _key_path("A store by id", "Store", "key"),
+        "/v1/txn-types": _list_path("Transaction types", "txn_types", "TxnType"),
+        "/v1/txn-types/{key}": _key_path("A transaction type by code", "TxnType", "key"),
+        "/v1/settings": {
+            "get": {
+                "summary": "Every setting as this lane resolves it",
+                "description": NO_CATALOG,
+                "responses": {
+                    "200": _json(_ref("Settings"), "lane > store > chain > default"),
+                    **_problems(503),
+                },
+            }
+        },
+        "/v1/settings/{name}": {
+            "get": {
+                "summary": "One setting",
+                "description": NO_CATALOG + ' An undeclared name is 404 with "did you mean".',
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
+                "responses": {
+                    "200": _json(_ref("Setting"), "its value"),
+                    **_problems(404, 503),
+                },
+            }
+        },
+    }
+
 
 ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -423,6 +729,9 @@ def openapi_document() -> dict[str, Any]:
             "/v1/scans": {
                 "get": {
                     "summary": "Scans as server-sent events (event: scan | device | transit)",
+                    "description": "A scan of a GTIN carries what the lane's catalog says of it: "
+                    "`item_status` (found, unknown, no_catalog, unavailable), `catalog_version` "
+                    "and `item` (an Item with its price and tax now, or null).",
                     "parameters": [
                         {
                             "name": "limit",
@@ -441,6 +750,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **catalog_paths(),
             "/v1/status": {
                 "get": {
                     "summary": "Lane status",

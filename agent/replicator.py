@@ -7,6 +7,16 @@ an entry leaves the outbox only when head office's ack moves the high-water mark
 (invariant 2). If acks stop coming, or head office asks for a resend, the lane rewinds to the
 acked mark and sends again: head office drops what it already has. Reconnects back off
 exponentially with full jitter, capped (tenacity).
+
+Head office announces each of its processes, retained on `{prefix}/headoffice` (issue 16.2):
+when the lane sees an incarnation it has not seen before, head office restarted and may have
+lost batches it had received but not committed, so the lane rewinds to its acked mark and says
+hello at once rather than waiting `ack_timeout_s`. The hello says which protocol versions the
+lane speaks and carries its chain hashes at its acked seq and a few below (the proof, issue
+16.7); head office answers with the version to use and its verdict, or with a rewind (it was
+restored from an older copy: resend what it lost, from the retention) or a refusal (this
+journal is behind head office's copy of its own epoch: sending on would fork the chain, so
+nothing more is sent and `stats.refused` says why).
 """
 
 from __future__ import annotations
@@ -31,7 +41,16 @@ from agent.journal.journal import new_txn_id
 from protocol import brokerconn, codec
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
-from protocol.messages import Ack, Hello, JournalBatch, Reply, Request, Status
+from protocol.messages import (
+    SUPPORTED_VERSIONS,
+    Ack,
+    HeadOffice,
+    Hello,
+    JournalBatch,
+    Reply,
+    Request,
+    Status,
+)
 from protocol.tasks import cancel_and_wait
 from protocol.version import VERSION
 
@@ -62,6 +81,13 @@ class ReplicatorStats:
     last_error: str | None = None
     last_ack_at: float | None = None
     ho_hwm: int | None = None
+    ho_incarnation: int | None = None  # head office's latest announced process (16.2)
+    ho_online: bool | None = None  # what its announcement or last will said
+    ho_restarts_seen: int = 0  # new incarnations seen, each answered with a resend at once
+    protocol: int | None = None  # the version head office said to use
+    proof: str | None = None  # head office's verdict on the chains (16.7)
+    restores_seen: int = 0  # head office restored from an older copy: resent from its mark
+    refused: str | None = None  # head office refuses this journal's epoch: nothing is sent
 
 
 class CatalogHeads(Protocol):
@@ -104,6 +130,10 @@ class Replicator:
         self.catalog = catalog
         self._catalog_topic = self.topics.catalog(self.lane.store)
         self._status_now = asyncio.Event()
+        self._ho_topic = self.topics.headoffice()
+        self._incarnations: set[int] = set()
+        self._hello_due = False
+        self._recovering = False  # resending below the acked mark for a restored head office
 
     async def __aenter__(self) -> Self:
         self._tasks = asyncio.TaskGroup()
@@ -191,6 +221,7 @@ class Replicator:
                 log.info("lane %s: connected to %s:%d", self.lane, b.host, b.port)
                 await client.subscribe(self.topics.topic(self.lane, Channel.ACK), qos=1)
                 await client.subscribe(self.topics.topic(self.lane, Channel.REPLY), qos=1)
+                await client.subscribe(self._ho_topic, qos=1)  # retained: who runs head office
                 if self.catalog is not None:
                     # Retained: the broker hands over the store's current head at every
                     # (re)connect, so a lane that was offline learns what it missed.
@@ -257,18 +288,40 @@ class Replicator:
             await self._publish_status(client, "online")
 
     async def _hello(self, client: aiomqtt.Client) -> None:
+        acked = self.journal.acked_seq
+        v1 = self.stats.protocol == 1  # head office said to speak 1: a v1 hello
         hello = Hello(
             self.lane,
             self.journal.epoch,
             self.journal.last_seq,
-            self.journal.acked_seq + 1,
+            acked + 1,
             VERSION,
             int(time.time() * 1000),
             self.catalog.version if self.catalog is not None else 0,
+            () if v1 else SUPPORTED_VERSIONS,
+            () if v1 else await self._proof(acked),
         )
         await client.publish(
             self.topics.topic(self.lane, Channel.HELLO), codec.encode(hello), qos=1
         )
+
+    async def _proof(self, acked: int) -> tuple[tuple[int, bytes], ...]:
+        """Chain hashes at the acked seq, then 1, 2, 4 ... below it, and the genesis (seq 0):
+        head office finds up to where both chains agree (pruned seqs are left out)."""
+        seqs = [acked]
+        step = 1
+        while acked - step > 0 and len(seqs) < 60:
+            seqs.append(acked - step)
+            step *= 2
+        if acked > 0:
+            seqs.append(0)
+        out: list[tuple[int, bytes]] = []
+        for seq in seqs:
+            try:
+                out.append((seq, await self.journal.hash_before(seq + 1)))
+            except JournalError:
+                continue  # pruned (retention): that checkpoint is not offered
+        return tuple(out)
 
     def _start_from_acked(self) -> None:
         self._sent = self.journal.acked_seq
@@ -283,6 +336,15 @@ class Replicator:
         topic = self.topics.topic(self.lane, Channel.JOURNAL)
         while True:
             self._wake.clear()
+            if self._hello_due:
+                self._hello_due = False
+                await self._hello(client)
+            if self.stats.refused is not None:
+                # Head office refused this epoch: sending on would fork the chain. Wait for
+                # a reconnect (its hello asks again) or the agent's restart.
+                self._inflight.clear()
+                await self._wake.wait()
+                continue
             if self._rewind_to is not None:
                 self._sent = self._rewind_to - 1
                 self._inflight.clear()
@@ -340,6 +402,9 @@ class Replicator:
 
     async def _receiver(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            if message.topic.matches(self._ho_topic):
+                self._on_headoffice(bytes(message.payload))
+                continue
             if self.catalog is not None and message.topic.matches(self._catalog_topic):
                 # Not a lanesync message: the head's own schema (protocol.catalog) checks it.
                 self.catalog.on_head(bytes(message.payload), self.request)
@@ -349,7 +414,11 @@ class Replicator:
             except ProtocolError as exc:
                 log.error("lane %s: refused message on %s: %s", self.lane, message.topic, exc)
                 continue
-            if msg.lane != self.lane:
+            if isinstance(msg, HeadOffice):
+                log.error(
+                    "lane %s: head-office announcement on %s ignored", self.lane, message.topic
+                )
+            elif msg.lane != self.lane:
                 log.error(
                     "lane %s: message for %s on %s ignored", self.lane, msg.lane, message.topic
                 )
@@ -362,6 +431,46 @@ class Replicator:
             else:
                 log.error("lane %s: unexpected %s message ignored", self.lane, msg.TYPE)
 
+    def _on_headoffice(self, payload: bytes) -> None:
+        """A head-office process announced itself (or its last will fired). A new incarnation
+        is a restart: resend from the acked mark now, and say hello (issue 16.2)."""
+        if not payload:
+            return  # a retained message cleared
+        try:
+            msg = codec.decode(payload)
+        except ProtocolError as exc:
+            log.error("lane %s: refused head-office announcement: %s", self.lane, exc)
+            return
+        if not isinstance(msg, HeadOffice):
+            log.error("lane %s: a %s message on %s ignored", self.lane, msg.TYPE, self._ho_topic)
+            return
+        self.stats.ho_online = msg.state == "online"
+        if msg.state != "online":
+            log.warning("lane %s: head office %s went offline", self.lane, msg.worker)
+            return
+        self.stats.ho_incarnation = msg.incarnation
+        if msg.incarnation in self._incarnations:
+            return
+        first = not self._incarnations
+        if len(self._incarnations) > 64:
+            self._incarnations.clear()
+        self._incarnations.add(msg.incarnation)
+        if first:
+            return  # what this session's hello already asked for
+        self.stats.ho_restarts_seen += 1
+        self.stats.refused = None  # a new head office may judge this journal again
+        log.info(
+            "lane %s: head office restarted (%s); resending from seq %d",
+            self.lane,
+            msg.worker,
+            self.journal.acked_seq + 1,
+            extra={"incarnation": msg.incarnation, "seq": self.journal.acked_seq + 1},
+        )
+        self._rewind_to = self.journal.acked_seq + 1
+        self._hello_due = True
+        self.stats.rewinds += 1
+        self._wake.set()
+
     async def _on_ack(self, ack: Ack) -> None:
         if ack.epoch != self.journal.epoch:
             log.info(
@@ -372,8 +481,35 @@ class Replicator:
             )
             return
         now = time.monotonic()
+        if ack.protocol is not None:
+            self.stats.protocol = ack.protocol
+        if ack.proof is not None:
+            self.stats.proof = ack.proof
+        if self.stats.refused is not None and ack.refused is None:
+            return  # refused: no ack may mark this journal's entries as held by head office
+        if ack.refused is not None:
+            if self.stats.refused is None:
+                log.error("lane %s: head office refuses this journal: %s", self.lane, ack.refused)
+            self.stats.refused = ack.refused
+            self._wake.set()
+            return
+        if ack.rewind and ack.resend_from is not None:
+            # Head office lost entries it had acknowledged (restored from an older copy): send
+            # them again from the retention, below the acked mark; its acks are current here.
+            log.warning("lane %s: %s", self.lane, ack.reason)
+            self.stats.restores_seen += 1
+            self.stats.ho_hwm = ack.hwm
+            self._recovering = True
+            self._rewind_to = ack.resend_from
+            self._last_rewind = (ack.resend_from, now)
+            self.stats.rewinds += 1
+            self._wake.set()
+            return
         if ack.hwm >= self.journal.acked_seq:
             self._last_current_ack = now
+            self._recovering = False
+        elif self._recovering:
+            pass  # the resends for a restored head office: these acks are current
         elif now - self._last_current_ack < self.config.replication.ack_timeout_s:
             # Several ingest workers on a shared subscription each publish acks, so one
             # committed earlier can arrive after a later one. It says nothing new; obeying its
@@ -384,17 +520,24 @@ class Replicator:
             return
         self.stats.ho_hwm = ack.hwm
         self.stats.last_ack_at = time.time()
-        hwm = min(ack.hwm, self.journal.last_seq)
+        hwm = ack.hwm
         if ack.hwm > self.journal.last_seq:
+            # The journal was restored from an old copy: its entries past the copy are other
+            # documents at seqs head office holds. Marking them acked would drop them from
+            # the outbox unsent (an older head office says no more than this ack), so the
+            # lane refuses itself, as a v2 head office does in its answer to the hello.
+            self.stats.refused = (
+                f"head office holds seq {ack.hwm} of epoch {self.journal.epoch} but this "
+                f"journal ends at seq {self.journal.last_seq}: it was restored from an old copy"
+            )
             log.error(
-                "lane %s: head office holds seq %d but the journal ends at %d in epoch %d; "
-                "the journal looks restored from an old copy",
+                "lane %s: %s; nothing more is sent",
                 self.lane,
-                ack.hwm,
-                self.journal.last_seq,
-                self.journal.epoch,
+                self.stats.refused,
                 extra={"epoch": self.journal.epoch, "seq": self.journal.last_seq, "hwm": ack.hwm},
             )
+            self._wake.set()
+            return
         if hwm > self.journal.acked_seq:
             try:
                 await self.journal.mark_acked(hwm)

@@ -245,10 +245,12 @@ class TransitReceiver:
     async def _journal(self, txn_id: str, t: dict[str, Any], staff: str | None) -> dict[str, Any]:
         """Journal the lane's transit_inventory_accept record (durable before the POS hears)."""
         received = t.get("received") or {}
+        with self.ctx.rules() as r:  # the store's own currency, from head office's catalog
+            currency = r.settings["Currency"] or t.get("currency") or "XXX"
         doc: dict[str, Any] = {
             "kind": "transit_inventory_accept",
             "txn_id": txn_id,
-            "currency": t.get("currency") or self.ctx.documents.currency or "XXX",
+            "currency": currency,
             "staff": staff if staff is not None else received.get("by"),
             "transit_no": t["transit_no"],
             "source_store": t["source_store"],

@@ -45,6 +45,7 @@ from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import (
     CATALOG_SEGMENT,
     DEFAULT_PREFIX,
+    HEADOFFICE_SEGMENT,
     SEGMENT_RE,
     Channel,
     LaneId,
@@ -211,11 +212,6 @@ def check_spec(spec: AclSpec) -> None:
         raise AclError(
             f"--headoffice-user: {spec.headoffice_user!r} is not 1-32 characters of A-Z a-z 0-9 _ -"
         )
-    if not spec.stores and not spec.lanes:
-        raise AclError(
-            "give --lanes (each lane's identity), --from-catalog (the catalog's lanes) and/or "
-            "--stores (store hubs)"
-        )
     users = [("--stores", s, spec.store_user(s)) for s in spec.stores]
     users += [("--lanes", str(lane), spec.lane_user(lane)) for lane in spec.lanes]
     for option, entry, user in users:
@@ -254,7 +250,8 @@ def render(spec: AclSpec) -> str:
         "# Each identity (a client certificate's CN, with use_identity_as_username, or a",
         "# password-file user) writes only its own lane's (a hub: its store's lanes')",
         "# journal/hello/status/request topics and reads only their acks and replies, and",
-        "# its store's catalog head; head office writes every store's catalog head.",
+        "# its store's catalog head and head office's announcement; head office writes",
+        "# every store's catalog head and its announcement.",
         "# Anything not listed is denied. On the stores' listener use_username_as_clientid",
         "# makes each identity its own client id (systemd/mosquitto-headoffice.example.conf).",
         "",
@@ -263,6 +260,7 @@ def render(spec: AclSpec) -> str:
     lines += [f"topic read {p}/+/+/{ch.value}" for ch in LANE_WRITES]
     lines += [f"topic write {p}/+/+/{ch.value}" for ch in LANE_READS]
     lines += [f"topic write {p}/+/{CATALOG_SEGMENT}"]  # every store's retained catalog head
+    lines += [f"topic write {p}/{HEADOFFICE_SEGMENT}"]  # its retained announcement (16.2)
     hubs = set(spec.stores)
     for store in sorted(hubs | lanes_of.keys()):
         if store in hubs:
@@ -270,11 +268,13 @@ def render(spec: AclSpec) -> str:
             lines += [f"topic write {p}/{store}/+/{ch.value}" for ch in LANE_WRITES]
             lines += [f"topic read {p}/{store}/+/{ch.value}" for ch in LANE_READS]
             lines += [f"topic read {p}/{store}/{CATALOG_SEGMENT}"]
+            lines += [f"topic read {p}/{HEADOFFICE_SEGMENT}"]
         for lane in sorted(lanes_of.get(store, []), key=lambda lane: lane.lane):
             lines += ["", f"user {spec.lane_user(lane)}"]
             lines += [f"topic write {p}/{lane}/{ch.value}" for ch in LANE_WRITES]
             lines += [f"topic read {p}/{lane}/{ch.value}" for ch in LANE_READS]
             lines += [f"topic read {p}/{lane.store}/{CATALOG_SEGMENT}"]
+            lines += [f"topic read {p}/{HEADOFFICE_SEGMENT}"]
     return "\n".join(lines) + "\n"
 
 
@@ -303,10 +303,13 @@ _LIST_HELP = (
 )
 
 
-def register(headoffice: argparse.ArgumentParser) -> None:
-    """Add `acl` under `lanesync headoffice`, which keeps running head office without one."""
+def register(
+    headoffice: argparse.ArgumentParser,
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add `acl` under `lanesync headoffice`, which keeps running head office without one;
+    returns the subcommands, for the others (headoffice.enrol: `store`, `pki`)."""
     sub = headoffice.add_subparsers(
-        dest="headoffice_command", title="subcommands (optional)", metavar="{acl}"
+        dest="headoffice_command", title="subcommands (optional)", metavar="{acl,store,pki}"
     )
     p = sub.add_parser(
         "acl",
@@ -346,6 +349,7 @@ def register(headoffice: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--output", "-o", help="write here (atomically) instead of to stdout")
     p.set_defaults(handler=cmd_acl)
+    return sub
 
 
 def catalog_lanes(config_path: str) -> list[LaneId]:
@@ -380,6 +384,11 @@ def cmd_acl(args: argparse.Namespace) -> int:
             args.headoffice_user,
             lanes=tuple(lanes),
         )
+        if not spec.stores and not spec.lanes:  # a typo'd call, not an ACL for head office only
+            raise AclError(
+                "give --lanes (each lane's identity), --from-catalog (the catalog's lanes) "
+                "and/or --stores (store hubs)"
+            )
         text = render(spec)
         if args.output:
             write_atomically(Path(args.output), text)

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import sys
 
-from headoffice import acl, health, opscli
+from headoffice import acl, enrol, health, opscli
 from headoffice import config as ho_config
 from headoffice.transit import cli as transit_cli
 from protocol.errors import ConfigError, LanesyncError
@@ -27,11 +27,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "'-wN' so the workers' sessions stay apart",
     )
     p.set_defaults(handler=cmd_headoffice)
-    acl.register(p)  # lanesync headoffice acl --stores ... (without it: run head office)
-    # One subparsers action per parser (argparse): `status` joins the one acl added.
-    subs = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    subs.metavar = "{acl,status}"
-    health.register(subs, DEFAULT_CONFIG)  # lanesync headoffice status [--json]
+    sub_of_ho = acl.register(p)  # lanesync headoffice acl --stores ... (none: run head office)
+    enrol.register(sub_of_ho)  # lanesync headoffice store add|remove, pki init|crl
+    health.register(sub_of_ho, DEFAULT_CONFIG)  # lanesync headoffice status [--json]
+    sub_of_ho.metavar = "{acl,store,pki,status}"
     opscli.register(sub, DEFAULT_CONFIG)  # lanesync import FILE
     transit_cli.register(sub, DEFAULT_CONFIG)  # lanesync transits [--json] [--cancel ...]
 

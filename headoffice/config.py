@@ -80,6 +80,22 @@ def read_token(path: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class EnrolConfig:
+    """[enrol]: where `lanesync headoffice store add|remove` keeps the broker's identities and
+    what it writes into each lane's agent.toml (headoffice.enrol)."""
+
+    login: str = "cert"  # cert: a client certificate per lane; password: a password-file entry
+    pki_dir: str = "/etc/lanesync/pki"  # the stores' CA (lanesync headoffice pki init)
+    password_file: str = "/etc/mosquitto/lanesync-stores.passwd"  # noqa: S105 - a path
+    acl_file: str = "/etc/mosquitto/lanesync.acl"
+    out_dir: str = "/etc/lanesync/stores"  # <out_dir>/<store>/<lane>/: agent.toml and secrets
+    lane_broker_host: str | None = None  # the broker's address as the lanes reach it
+    lane_broker_port: int = 8883
+    lane_ca_file: str = "/etc/lanesync/broker-ca.pem"  # on the lane: CA of the broker's cert
+    lane_journal: str = "/var/lib/lanesync/journal.db"  # on the lane
+
+
+@dataclass(frozen=True, slots=True)
 class HeadOfficeConfig:
     database: Path
     broker: HoBrokerConfig = field(default_factory=HoBrokerConfig)
@@ -87,6 +103,7 @@ class HeadOfficeConfig:
     ops: HoOpsConfig = field(default_factory=HoOpsConfig)  # [status_page], [metrics], [import]
     database_url: str | None = None  # postgresql://...: PostgreSQL instead of the SQLite file
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    enrol: EnrolConfig = field(default_factory=EnrolConfig)
 
     @property
     def topics(self) -> Topics:
@@ -150,11 +167,33 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
         max_upload_bytes=c.int("max_upload_bytes", 256 * 1024 * 1024, 1024, 4 * 1024**3),
     )
     c.done()
+    e = root.table("enrol")
+    d_e = EnrolConfig()  # the defaults (a slots dataclass has no class-level values)
+    enrol = EnrolConfig(
+        login=e.str("login", "cert"),
+        pki_dir=e.str("pki_dir", d_e.pki_dir),
+        password_file=e.str("password_file", d_e.password_file),
+        acl_file=e.str("acl_file", d_e.acl_file),
+        out_dir=e.str("out_dir", d_e.out_dir),
+        lane_broker_host=e.str("lane_broker_host", None),
+        lane_broker_port=e.int("lane_broker_port", 8883, 1, 65535),
+        lane_ca_file=e.str("lane_ca_file", d_e.lane_ca_file),
+        lane_journal=e.str("lane_journal", d_e.lane_journal),
+    )
+    if enrol.login not in ("cert", "password"):
+        raise ConfigError(f"enrol.login: must be 'cert' or 'password', got {enrol.login!r}")
+    e.done()
     root.used.add("extract")  # [extract] is read by headoffice.extract.config
     ops = opsconfig.parse(root)
     root.done()
     return HeadOfficeConfig(
-        database, broker, ingest, ops=ops, database_url=database_url, catalog=catalog
+        database,
+        broker,
+        ingest,
+        ops=ops,
+        database_url=database_url,
+        catalog=catalog,
+        enrol=enrol,
     )
 
 

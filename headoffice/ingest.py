@@ -24,6 +24,20 @@ reach worker B while worker A still holds batch k. The store locks the lane rows
 each group, which serialises the two when A already holds the lock; otherwise B sees a gap. B
 holds such a batch and retries it with its next groups for up to `ingest.gap_hold_ms` before it
 asks the lane to resend: asking at once would turn every such race into a resend storm.
+
+Every process announces itself (issue 16.2): once subscribed it publishes, retained on
+`{prefix}/headoffice`, a HeadOffice message with an incarnation of its own, and the broker
+publishes the offline twin as its last will. A lane resends from its acked mark as soon as it
+sees a new incarnation instead of after its ack timeout.
+
+A hello is answered with the protocol version to use (issue 18.3) and with the proof that both
+sides hold the same chain (issue 16.7): the lane's chain hashes at its acked seq and below are
+compared with head office's (`chain_hashes`), giving "identical up to seq N" or the first seq
+where they differ (kept per lane in `IngestStats.proofs`, shown by the status page). A lane
+that had more acked than head office holds finds head office restored from an older copy: it
+is asked to resend from head office's mark (`rewind`). A lane whose journal ends before what
+head office holds of its own epoch was restored from an old copy: it is refused (`refused`)
+before it can fork its chain.
 """
 
 from __future__ import annotations
@@ -31,8 +45,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
+import re
+import secrets
 import select
 import socket
 import time
@@ -59,10 +76,23 @@ from headoffice.store.base import (
     hold_all,
 )
 from protocol import brokerconn, codec
+from protocol.chain import genesis
 from protocol.errors import ProtocolError
 from protocol.identity import Channel, LaneId
-from protocol.messages import Ack, Hello, JournalBatch, Message, Reply, Request, Status
+from protocol.messages import (
+    SUPPORTED_VERSIONS,
+    Ack,
+    HeadOffice,
+    Hello,
+    JournalBatch,
+    Message,
+    Reply,
+    Request,
+    Status,
+    choose_version,
+)
 from protocol.tasks import cancel_and_wait
+from protocol.version import VERSION
 
 log = logging.getLogger(__name__)
 refusals = StoreLog(log)  # quarantined messages: a few lines per store and 10 s
@@ -166,6 +196,11 @@ class IngestStats:
     commit_failures: int = 0
     groups_split: int = 0  # groups that failed and were applied again message by message
     last_commit_at: float | None = None
+    broker_lost_at: float | None = None  # when the broker link last broke (None: never)
+    incarnation: int = 0  # this process's, announced on {prefix}/headoffice
+    restores_detected: int = 0  # hellos of lanes that had more acked than head office holds
+    lanes_refused: int = 0  # hellos of lanes whose journal is behind head office's copy
+    proofs: OrderedDict[tuple[str, str], dict[str, Any]] = field(default_factory=OrderedDict)
     lane_hwm: LaneMarks = field(default_factory=LaneMarks)
     inbox: InboxStats = field(default_factory=InboxStats)
 
@@ -320,10 +355,16 @@ class Ingest:
         config: HeadOfficeConfig,
         store_factory: Callable[[], Store] | None = None,
         handlers: dict[str, RequestHandler] | None = None,
+        *,
+        announce: bool = True,
     ) -> None:
+        """`announce=False` leaves out the retained announcement (issue 16.2's "before" in
+        tests/sync: lanes then notice a restart only by their ack timeout)."""
         self.config = config
+        self.announce = announce
+        self.incarnation = secrets.randbits(63) | 1
         self.topics = config.topics
-        self.stats = IngestStats()
+        self.stats = IngestStats(incarnation=self.incarnation)
         self.handlers = dict(handlers or {})
         self._store_factory = store_factory or (lambda: open_store(config))
         self._store: Store | None = None
@@ -412,6 +453,13 @@ class Ingest:
                 b.port,
                 connack_timeout_s=b.connack_timeout_s,
                 identifier=b.client_id,
+                will=(
+                    aiomqtt.Will(
+                        self.topics.headoffice(), self._announcement("offline"), qos=1, retain=True
+                    )
+                    if self.announce
+                    else None
+                ),
                 username=b.username,
                 password=b.password,
                 tls_context=brokerconn.tls_context(b.tls),  # fresh: picks up renewed certs
@@ -437,6 +485,11 @@ class Ingest:
                     )
                     await client.subscribe(filt, qos=1)
                 log.info("head office: subscribed on %s:%d", b.host, b.port)
+                if self.announce:
+                    # after subscribing: the resends this triggers must find us listening
+                    await client.publish(
+                        self.topics.headoffice(), self._announcement("online"), qos=1, retain=True
+                    )
                 self.ready.set()
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._receive(client), name="ingest-receive")
@@ -452,7 +505,22 @@ class Ingest:
             # retried by _run like any failed connection
             raise aiomqtt.MqttError(brokerconn.socket_race_failure(eg)) from None
         finally:
+            if self.stats.connected:
+                self.stats.broker_lost_at = time.time()
             self.stats.connected = False
+
+    def _announcement(self, state: str) -> bytes:
+        worker = re.sub(r"[^A-Za-z0-9_.:-]", "_", self.config.broker.client_id)[:64] or "ho"
+        return codec.encode(
+            HeadOffice(
+                "online" if state == "online" else "offline",
+                self.incarnation,
+                worker,
+                VERSION,
+                SUPPORTED_VERSIONS,
+                now_ms(),
+            )
+        )
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Messages reach the inbox as paho delivers them (`_inbox_queue`); aiomqtt's message
@@ -496,6 +564,7 @@ class Ingest:
                     group = await prepared.get()
             except TimeoutError:
                 group = []
+            applied_before = self.stats.entries_applied
             try:
                 out = await loop.run_in_executor(self._writer, self.apply_group, group)
             except StoreError as exc:
@@ -503,7 +572,8 @@ class Ingest:
                 self.stats.commit_failures += 1
                 log.error("head office: %d messages not committed: %s", len(group), exc)
                 continue
-            self._crash_point_after_commit()
+            if self.stats.entries_applied > applied_before:
+                self._crash_point_after_commit()
             if out:
                 await acks.put(out)  # waits only when ACK_GROUPS_PENDING groups are behind
 
@@ -536,8 +606,10 @@ class Ingest:
 
     def _crash_point_after_commit(self) -> None:
         """Fault injection for the end-to-end tests: with LANESYNC_FAULT_CRASH_AFTER_COMMIT=N
-        head office dies abruptly (as under kill -9) right after its Nth commit, before that
-        commit's acks leave: the one instant a test cannot hit from outside on purpose."""
+        head office dies abruptly (as under kill -9) right after its Nth commit that applied
+        journal entries, before that commit's acks leave: the one instant a test cannot hit
+        from outside on purpose. (Hellos, statuses and a lane's catalog requests commit too,
+        in an order no test controls, so they are not counted.)"""
         self._commits += 1
         if self._commits == _CRASH_AFTER_COMMIT:
             log.critical("fault injection: exiting after commit %d, before its acks", self._commits)
@@ -578,6 +650,10 @@ class Ingest:
             msg = codec.decode(raw, self.config.ingest.max_message_bytes)
         except ProtocolError as exc:
             return Prepared(topic, raw, lane, refusal=str(exc))
+        if isinstance(msg, HeadOffice):
+            return Prepared(
+                topic, raw, lane, refusal=f"a {msg.TYPE} message does not belong on {channel}"
+            )
         if msg.lane != lane:
             return Prepared(
                 topic,
@@ -654,7 +730,7 @@ class Ingest:
             st.lane_hwm[key] = ack.hwm
             reason = out.gaps.get(key)
             if reason is not None and ack.resend_from is None:
-                acks.append(Ack(ack.lane, ack.epoch, ack.hwm, ack.hwm + 1, reason))
+                acks.append(dataclasses.replace(ack, resend_from=ack.hwm + 1, reason=reason))
             else:
                 acks.append(ack)
         return acks + list(out.replies)
@@ -827,14 +903,15 @@ class Ingest:
                 out.gaps[key] = res.reason or "gap"
             elif res.quarantined:
                 self._quarantine(store, p.topic, lane, res.reason or "refused", p.raw, now, out)
-            out.acks[key] = Ack(lane, msg.epoch, res.hwm, res.resend_from, res.reason)
+            ack = Ack(lane, msg.epoch, res.hwm, res.resend_from, res.reason)
+            out.acks[key] = _after_hello(out.acks.get(key), ack)
         elif isinstance(msg, Hello):
             try:
                 state = store.note_hello(lane, msg.epoch, msg.last_seq, now, catalog=msg.catalog)
             except EpochRefused as exc:
                 self._refuse_epoch(store, p, exc, now, out)
                 return
-            out.acks[(lane.store, lane.lane, msg.epoch)] = Ack(lane, msg.epoch, state.hwm)
+            out.acks[(lane.store, lane.lane, msg.epoch)] = self._answer_hello(store, msg, state.hwm)
         elif isinstance(msg, Status):
             store.save_status(msg)
         elif isinstance(msg, Request):
@@ -846,6 +923,87 @@ class Ingest:
             else:
                 store.flush()  # a transit request may read what this group's batches projected
                 out.replies.append(handler(store, msg, now))
+
+    # --- hello: version, proof, restores (issues 16.7 and 18.3) -------------------------------
+
+    def _answer_hello(self, store: Store, msg: Hello, hwm: int) -> Ack:
+        """The ack for a hello: head office's mark, and for a lane that said what it speaks
+        (v2) the version to use, the proof's verdict, a rewind or a refusal."""
+        lane, epoch, acked = msg.lane, msg.epoch, msg.acked_seq
+        v2 = bool(msg.protocols)
+        if msg.last_seq < hwm:
+            self.stats.lanes_refused += 1
+            why = (
+                f"the journal of {lane} (epoch {epoch}) ends at seq {msg.last_seq} but head "
+                f"office already holds seq {hwm} of that epoch: the journal was restored from an "
+                "old copy, and sending on would fork its chain. Move this journal aside so the "
+                "agent starts a new epoch; what head office holds stays, and the documents "
+                "journaled since the copy stay unsent in the moved file, to be submitted again"
+            )
+            self._note_proof(lane, epoch, "refused", why, acked, hwm)
+            log.error("head office: %s refused: %s", lane, why, extra={"epoch": epoch})
+            if not v2:
+                return Ack(lane, epoch, hwm, None, why)
+            return Ack(lane, epoch, hwm, None, why, choose_version(msg.protocols), why, False, why)
+        if acked > hwm:
+            self.stats.restores_detected += 1
+            why = (
+                f"head office holds seq {hwm} of {lane} epoch {epoch}, less than the {acked} "
+                f"the lane had acknowledged: head office was restored from an older copy; "
+                f"resend from seq {hwm + 1}"
+            )
+            self._note_proof(lane, epoch, "restored", why, min(acked, hwm), hwm)
+            log.warning("head office: %s", why, extra={"epoch": epoch})
+            if not v2:
+                return Ack(lane, epoch, hwm, hwm + 1, why)
+            return Ack(lane, epoch, hwm, hwm + 1, why, choose_version(msg.protocols), why, True)
+        verdict, state, upto = self._compare(store, msg, hwm)
+        self._note_proof(lane, epoch, state, verdict, upto, hwm)
+        if not v2:
+            return Ack(lane, epoch, hwm)
+        return Ack(lane, epoch, hwm, None, None, choose_version(msg.protocols), verdict)
+
+    @staticmethod
+    def _compare(store: Store, msg: Hello, hwm: int) -> tuple[str, str, int]:
+        """(verdict, state, identical-up-to seq) from the hello's checkpoints."""
+        points = [(seq, h) for seq, h in msg.proof if seq <= hwm]
+        if not points:
+            what = "said no chain hashes (a v1 lane)" if not msg.proof else "has none we hold"
+            return f"not compared: the lane {what}", "unknown", 0
+        store.flush()  # this group's batches may hold the entries at the checkpoints
+        ours = store.chain_hashes(msg.lane, msg.epoch, [s for s, _ in points])
+        ours[0] = genesis(msg.lane, msg.epoch)
+        same = [s for s, h in points if ours.get(s) == h]
+        differ = [s for s, h in points if s in ours and ours[s] != h]
+        top = msg.acked_seq
+        if ours.get(top) is not None and top in same:
+            return f"identical up to seq {top}", "identical", top
+        if not differ:
+            upto = max(same, default=0)
+            return (
+                f"identical up to seq {upto}; head office holds no entry above to compare",
+                ("identical" if same else "unknown"),
+                upto,
+            )
+        first_bad = min(differ)
+        good = max((s for s in same if s < first_bad), default=0)
+        if first_bad == good + 1:
+            return f"identical up to seq {good}; differ at seq {first_bad}", "differ", good
+        return (
+            f"identical up to seq {good}; first difference between seq {good + 1} and {first_bad}",
+            "differ",
+            good,
+        )
+
+    def _note_proof(
+        self, lane: LaneId, epoch: int, state: str, text: str, upto: int, hwm: int
+    ) -> None:
+        proofs = self.stats.proofs
+        key = (lane.store, lane.lane)
+        proofs[key] = {"epoch": epoch, "state": state, "text": text, "upto": upto, "hwm": hwm}
+        proofs.move_to_end(key)
+        while len(proofs) > MAX_LANES_TRACKED:
+            proofs.popitem(last=False)
 
     # --- the store registry (issue 14 item 4) -------------------------------------------------
 
@@ -993,6 +1151,17 @@ class Ingest:
             )
             store.quarantine(topic, f.lane, reason, f.raw, now, fold="flooding", times=f.times)
         out.flooded.clear()
+
+
+def _after_hello(hello: Ack | None, batch: Ack) -> Ack:
+    """A batch's ack where the same group answered the lane's hello (one ack per lane and
+    group): the hello's refusal or rewind stands; otherwise the batch's mark, with the
+    hello's version and proof (they were lost with it before, and the lane never learnt)."""
+    if hello is None or hello.protocol is None:
+        return batch
+    if hello.refused is not None or hello.rewind:
+        return hello
+    return dataclasses.replace(batch, protocol=hello.protocol, proof=hello.proof)
 
 
 def _describe(exc: BaseException) -> str:

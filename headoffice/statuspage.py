@@ -8,6 +8,12 @@ serves it as JSON, `/` as a page that fetches
 `/fragment` (the same data rendered and escaped here, one renderer) every `refresh_s` seconds.
 Without JavaScript the page falls back to a meta refresh.
 
+In the head-office process the page also knows the live ingest (`live_view`): when ingest has
+lost its broker link a banner says so first and lanes the database last saw online show as
+"unknown" (issue 16.4b: green while nothing arrives would be a lie), and each lane's proof from
+its last hello says whether both sides hold the same chain (issue 16.7): "identical up to seq
+N", where they differ, a head office restored from an older copy, or a refused journal.
+
 Its queries stay linear in what is on record: one pass over `lanes` picks each lane's latest
 epoch and counts its epochs (a correlated max() per row made 11,300 epochs take 29 s), and
 quarantine and held rows are read by index.
@@ -139,7 +145,40 @@ def ingest_figures(stats: IngestStats) -> dict[str, Any]:
         "shed_by_store": [{"store": k, "shed": v} for k, v in top],
         "lane_epochs_tracked": len(stats.lane_hwm),
         "lane_epochs_forgotten": stats.lane_hwm.dropped,
+        "broker_lost_at": stats.broker_lost_at,
+        "incarnation": stats.incarnation,
+        "restores_detected": stats.restores_detected,
+        "lanes_refused": stats.lanes_refused,
     }
+
+
+def live_view(data: dict[str, Any], stats: IngestStats) -> dict[str, Any]:
+    """What the running ingest knows on top of the database: its broker link (a banner, and
+    lanes "unknown" instead of "online" while it is down) and each lane's proof."""
+    if not stats.connected:
+        lost = stats.broker_lost_at
+        data["broker_link"] = {
+            "connected": False,
+            "lost_at": lost,
+            "text": (
+                "Head office is not connected to the broker"
+                + (f" since {time.strftime('%H:%M:%S', time.localtime(lost))}" if lost else "")
+                + ": nothing arrives from the lanes, so their state is unknown (the last "
+                "state head office recorded is kept as last_reported)."
+            ),
+        }
+        for ln in data["lanes"]:
+            ln["last_reported"] = ln["online"]
+            if ln["online"] in ("online", "stale"):
+                ln["online"] = "unknown"
+        for st in data["stores"]:
+            st["online"] = 0
+    else:
+        data["broker_link"] = {"connected": True, "lost_at": stats.broker_lost_at, "text": ""}
+    for ln in data["lanes"]:
+        proof = stats.proofs.get((ln["store"], ln["lane"]))
+        ln["sync"] = proof if proof is not None and proof["epoch"] == ln["epoch"] else None
+    return data
 
 
 def open_transits(db: Sql) -> list[dict[str, Any]]:
@@ -326,6 +365,9 @@ def render_fragment(data: dict[str, Any]) -> str:
     """The page's content; every value from the database is escaped."""
     e = html.escape
     parts = [f'<p id="updated">Updated {time.strftime("%H:%M:%S", time.localtime(data["at"]))}</p>']
+    link = data.get("broker_link")
+    if link and not link["connected"]:
+        parts.append(f'<p id="broker-link" class="error banner">{e(link["text"])}</p>')
     if data.get("error"):
         parts.append(f'<p class="error">{e(data["error"])}</p>')
     lanes = data["lanes"]
@@ -409,6 +451,8 @@ def render_fragment(data: dict[str, Any]) -> str:
                 "Held",
                 "Epochs",
                 "Catalog",
+                "Version",
+                "Sync",
             ],
             [
                 [
@@ -424,6 +468,8 @@ def render_fragment(data: dict[str, Any]) -> str:
                     ln.get("held", 0),
                     ln.get("epochs", 1),
                     _lane_catalog_cell(ln),
+                    ln.get("version") or "-",
+                    _sync_cell(ln.get("sync")),
                 ]
                 for ln in lanes
             ],
@@ -497,6 +543,13 @@ def _lane_catalog_cell(ln: dict[str, Any]) -> Any:
     return shown
 
 
+def _sync_cell(sync: dict[str, Any] | None) -> Any:
+    if sync is None:
+        return "-"
+    cls = {"identical": "online", "unknown": "unknown"}.get(sync["state"], "offline")
+    return _Raw(f'<span class="state {cls}">{html.escape(sync["text"])}</span>')
+
+
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -513,6 +566,7 @@ text-align: left; }} th {{ background: #f3f3f3; }}
 .stale, .unknown {{ background: #fbefc9; color: #6b5200; }}
 .error {{ color: #8a1414; font-weight: 600; }} .empty {{ color: #666; }}
 .warn {{ color: #6b5200; }}
+.banner {{ background: #f8d7d7; padding: .5em .8em; border-radius: .3em; }}
 #updated {{ color: #666; font-size: .9em; }}
 </style></head>
 <body><h1>lanesync head office</h1>
@@ -546,6 +600,7 @@ def status_app(
         out = await asyncio.to_thread(collect, database, offline_after_s=offline_after_s)
         if stats is not None:
             out["ingest"] = ingest_figures(stats)
+            live_view(out, stats)
         if publisher is not None and "catalog" in out:
             out["catalog"]["publisher"] = publisher_figures(publisher)
         return out

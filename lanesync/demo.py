@@ -27,6 +27,7 @@ from rich.table import Table
 
 from lanesync import samples, stack
 from lanesync.broker import Broker, MosquittoBroker
+from lanesync.democatalog import DemoCatalog
 from lanesync.nats import NatsBroker
 from lanesync.posclient import PosClient
 from lanesync.proxy import ProxyThread
@@ -81,7 +82,10 @@ class Till:
         try:
             while not self._stop.wait(1 / self.rate):
                 n += 1
-                doc = samples.sale(rng, self.lane.store, self.lane.lane, n)
+                # Priced as the lane's catalog says today (GET /v1/items/CODE), as a till does.
+                doc = samples.sale(
+                    rng, self.lane.store, self.lane.lane, n, lambda code: _price(client, code)
+                )
                 # The till names the txn_id, so a retry after a lost answer is not a new sale.
                 doc["txn_id"] = str(uuid6.uuid7())
                 try:
@@ -90,6 +94,18 @@ class Till:
                     self.refused.append(str(exc))
         finally:
             client.close()
+
+
+def _price(client: PosClient, code: str) -> int | None:
+    """The lane's price of `code` now, or None (no catalog yet: the list price is sent)."""
+    try:
+        status, item = client.request("GET", f"/v1/items/{code}")
+    except OSError:
+        return None
+    if status != 200 or not isinstance(item, dict) or not isinstance(item.get("price"), dict):
+        return None
+    amount = item["price"].get("amount")
+    return amount if type(amount) is int else None
 
 
 class Narrator:
@@ -124,6 +140,12 @@ def run(
     with server as broker:
         say(f"broker: {broker.kind} on 127.0.0.1:{broker.port}")
         ho = stack.headoffice(workdir, broker.port)
+        catalog = DemoCatalog(workdir, workdir / "headoffice.toml", LANES)
+        version = catalog.load_initial()
+        say(
+            f"head office: catalog version {version} loaded (2 stores, 4 lanes, "
+            f"{len(samples.ITEMS)} items, prices, tax rates) with lanesync catalog load"
+        )
         links = {
             store: ProxyThread("127.0.0.1", broker.port, name=f"wan-{store}").start()
             for store in ("S1", "S2")
@@ -152,19 +174,47 @@ def run(
                 a.start()
             for a in agents:
                 a.wait_notify("READY=1")
-            say("lanes: S1/L1 S1/L2 S2/L1 S2/L2 ready; tills start selling")
+            say("lanes: S1/L1 S1/L2 S2/L1 S2/L2 ready")
+            loaded = catalog.wait_all(version, 30)
+            say(f"catalog version {version} on {len(loaded)} of 4 lanes; tills start selling")
             for t in tills:
                 t.start()
-            time.sleep(4)
+            time.sleep(2)
+            changes = [price_change(catalog, "P1000", 1949, say, online=True)]
+            time.sleep(2)
             links["S1"].cut()
             links["S2"].blackhole()
             say(f"WAN down: S1 link cut (reset), S2 link blackholed (silent) for {outage:g}s")
-            time.sleep(outage)
+            time.sleep(outage / 2)
+            offline_change = catalog.change_price("P2000", 259)
+            say(
+                f"head office: P2000 2.49 -> 2.59 EUR (version {offline_change}) while both "
+                "stores are offline; their lanes keep trading on the version they hold"
+            )
+            time.sleep(outage / 2)
             peak = {str(lane): backlog(workdir, lane) for lane in LANES}
             say("backlog while offline: " + ", ".join(f"{k} {v}" for k, v in peak.items()))
+            behind = {str(x): catalog.held(x) for x in LANES}
+            restored = time.monotonic()
             links["S1"].resume()
             links["S2"].resume()
             say("WAN restored; lanes reconnect and drain")
+            caught_up = catalog.wait_all(offline_change, 30, restored)
+            changes.append(
+                {
+                    "item": "P2000",
+                    "price": 259,
+                    "version": offline_change,
+                    "while_offline": True,
+                    "lanes_before_restore": behind,
+                    "reached_s": caught_up,
+                    "price_on_lanes": {str(x): catalog.price_on(x, "P2000") for x in LANES},
+                }
+            )
+            say(
+                f"price change of version {offline_change} reached {len(caught_up)} of 4 lanes "
+                f"within {max(caught_up.values(), default=0):.2f}s of the link coming back"
+            )
             time.sleep(3)
             for t in tills:
                 t.stop()
@@ -183,10 +233,38 @@ def run(
     reports = [
         reconcile(stack.journal_path(workdir, x), workdir / "headoffice.db", x) for x in LANES
     ]
-    return summary(reports, tills, peak)
+    return summary(reports, tills, peak, changes)
 
 
-def summary(reports: list[LaneReport], tills: list[Till], peak: dict[str, int]) -> dict[str, Any]:
+def price_change(
+    catalog: DemoCatalog, item: str, price: int, say: Any, *, online: bool
+) -> dict[str, Any]:
+    """Change one price at head office and time it to every lane (from the load's start)."""
+    before = catalog.prices[item]
+    started = time.monotonic()
+    version = catalog.change_price(item, price)
+    reached = catalog.wait_all(version, 15, started)
+    slowest = max(reached.values(), default=0.0)
+    say(
+        f"head office: {item} {before / 100:.2f} -> {price / 100:.2f} EUR (version {version}): "
+        f"on {len(reached)} of 4 lanes within {slowest * 1000:.0f} ms of the load"
+    )
+    return {
+        "item": item,
+        "price": price,
+        "version": version,
+        "while_offline": not online,
+        "reached_s": reached,
+        "price_on_lanes": {str(x): catalog.price_on(x, item) for x in LANES},
+    }
+
+
+def summary(
+    reports: list[LaneReport],
+    tills: list[Till],
+    peak: dict[str, int],
+    changes: list[dict[str, Any]],
+) -> dict[str, Any]:
     lanes = []
     for r, t in zip(reports, tills, strict=True):
         d = r.as_dict()
@@ -198,13 +276,19 @@ def summary(reports: list[LaneReport], tills: list[Till], peak: dict[str, int]) 
         k: sum(int(x[k]) for x in lanes)
         for k in ("confirmed", "confirmed_to_pos", "at_head_office", "lost", "duplicated")
     }
+    prices_everywhere = all(
+        len(c["reached_s"]) == len(LANES) and set(c["price_on_lanes"].values()) == {c["price"]}
+        for c in changes
+    )
     return {
         "lanes": lanes,
         "total": total,
         "order_kept": all(r.order_kept for r in reports),
+        "price_changes": changes,
         "ok": total["lost"] == 0
         and total["duplicated"] == 0
-        and all(r.order_kept for r in reports),
+        and all(r.order_kept for r in reports)
+        and prices_everywhere,
     }
 
 
@@ -242,7 +326,27 @@ def print_table(result: dict[str, Any]) -> None:
         style="bold",
     )
     Console().print(table)
-    verdict = "[green]OK: nothing lost, nothing duplicated, order kept[/green]"
+    prices = Table(title="price changes at head office, as each lane charges them")
+    for col in ("item", "version", "when", *(str(x) for x in LANES)):
+        prices.add_column(col, justify="left" if col in ("item", "when") else "right")
+    for c in result["price_changes"]:
+        prices.add_row(
+            c["item"],
+            str(c["version"]),
+            "stores offline" if c["while_offline"] else "online",
+            *(
+                f"{(c['price_on_lanes'][str(x)] or 0) / 100:.2f} after "
+                f"{c['reached_s'][str(x)]:.2f}s"
+                if str(x) in c["reached_s"]
+                else "NOT reached"
+                for x in LANES
+            ),
+        )
+    Console().print(prices)
+    verdict = (
+        "[green]OK: nothing lost, nothing duplicated, order kept, every price change on every "
+        "lane[/green]"
+    )
     Console().print(verdict if result["ok"] else "[red]FAILED[/red]")
 
 

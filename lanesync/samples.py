@@ -7,6 +7,7 @@ tender carries a token, scheme and last four digits, never a card number.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 ITEMS = [
@@ -22,11 +23,20 @@ CUSTOMERS = ["C1000", "C2000", "C3000", None]
 LETTERS = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ"
 
 
-def sale(rng: random.Random, store: str, lane: str, register_no: int) -> dict[str, Any]:
+def sale(
+    rng: random.Random,
+    store: str,
+    lane: str,
+    register_no: int,
+    price_of: Callable[[str], int | None] | None = None,
+) -> dict[str, Any]:
+    """A sale of ITEMS; `price_of`: today's price of an item as the lane's catalog says (a
+    till asks its lane), else ITEMS' list price."""
     lines = []
     total = 0
     for line_no in range(1, rng.randint(1, 5) + 1):
-        code, name, price, tax = rng.choice(ITEMS)
+        code, name, list_price, tax = rng.choice(ITEMS)
+        price = (price_of(code) if price_of is not None else None) or list_price
         qty = rng.randint(1, 3)
         amount = price * qty
         total += amount

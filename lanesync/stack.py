@@ -238,7 +238,12 @@ def agent(
     *,
     replication: dict[str, Any] | None = None,
     keepalive: int = 5,
+    trade_without_catalog: bool = True,
+    catalog: dict[str, Any] | None = None,
 ) -> Component:
+    """An agent's config and process. `trade_without_catalog`: the lane journals documents
+    before it holds a catalog (a lab's lane; `[catalog] trade_without`); False as a chain's
+    lanes, which refuse documents until head office's master data has arrived."""
     name = f"agent-{lane.store}-{lane.lane}"
     cfg = write_toml(
         workdir / f"{name}.toml",
@@ -254,6 +259,7 @@ def agent(
             },
             "replication": replication or {},
             "api": {"socket": str(api_socket_path(workdir, lane))},
+            "catalog": {"trade_without": trade_without_catalog, **(catalog or {})},
         },
     )
     return Component(name, ["agent", "--config", str(cfg)], workdir)

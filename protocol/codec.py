@@ -8,6 +8,7 @@ raises anything else, whatever bytes arrive.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, NoReturn
 
@@ -16,13 +17,13 @@ import msgpack
 from protocol import screen
 from protocol.errors import ProtocolError
 from protocol.messages import (
-    PROTOCOL_VERSION,
     REPLY_FIELDS,
     Ack,
     Message,
     Reply,
     from_map,
     reason_text,
+    wire_version,
 )
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,9 @@ def encode(msg: Message) -> bytes:
     if isinstance(msg, Reply):
         msg = _safe_reply(msg)
     elif isinstance(msg, Ack) and msg.reason is not None:
-        msg = Ack(msg.lane, msg.epoch, msg.hwm, msg.resend_from, reason_text(msg.reason))
+        msg = dataclasses.replace(msg, reason=reason_text(msg.reason))
     m = msg.to_map()
-    m["v"] = PROTOCOL_VERSION
+    m["v"] = wire_version(msg.TYPE, m)  # the lowest version that holds it (messages.py)
     m["t"] = msg.TYPE
     return msgpack.packb(m, use_bin_type=True)
 

@@ -50,6 +50,7 @@ STOCK_KINDS = frozenset(
     }
 )
 DOCUMENT_KINDS = SALE_KINDS | STOCK_KINDS
+MAX_CATALOG_VERSION = 2**53  # as protocol.catalog's int columns: exact in every JSON reader
 
 # Fields declared to hold a GS1 key or a timestamp, whose digits may pass Luhn by chance; a
 # value there is exempt from the card-number rule only if it is what the field is declared
@@ -90,6 +91,13 @@ def check_document(doc: Any) -> None:
     txn_id = doc.get("txn_id")
     if txn_id is not None and (type(txn_id) is not str or not UUID_RE.fullmatch(txn_id)):
         raise ProtocolError("must be a lowercase canonical UUID (UUIDv7 recommended)", "txn_id")
+    version = doc.get("catalog_version")
+    if version is not None and (type(version) is not int or not 0 <= version < MAX_CATALOG_VERSION):
+        # The catalog version the lane checked the document against (DOCUMENTS.md); absent
+        # in documents journaled before lanes had a catalog.
+        raise ProtocolError(
+            "must be a catalog version: an integer 0 <= v < 2^53", "catalog_version"
+        )
     screen.check(doc, "$", DOCUMENT_FIELDS[kind])
 
 

@@ -16,6 +16,7 @@ from protocol.pan import contains_pan, mask_text
 SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 DEFAULT_PREFIX = "lanesync/v1"
 CATALOG_SEGMENT = "catalog"  # {prefix}/{store}/catalog: the store's retained catalog head
+HEADOFFICE_SEGMENT = "headoffice"  # {prefix}/headoffice: head office's retained announcement
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_-]{1,32}(/[A-Za-z0-9_-]{1,32}){0,7}")
 
 
@@ -83,6 +84,11 @@ class Topics:
         """The store's retained catalog head (head office -> the store's lanes): one level
         above the lanes' topics, so no lane topic or lane filter can name it."""
         return f"{self.prefix}/{check_segment(store, 'store')}/{CATALOG_SEGMENT}"
+
+    def headoffice(self) -> str:
+        """Head office's retained announcement and last will (messages.HeadOffice): one level
+        below the prefix, a depth no store, lane or catalog topic has, so no id can name it."""
+        return f"{self.prefix}/{HEADOFFICE_SEGMENT}"
 
     def all_catalogs(self) -> str:
         """Filter over every store's catalog head (head office's own view)."""

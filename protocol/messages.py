@@ -10,6 +10,16 @@ fields below declared to hold SSCCs, GTINs and millisecond timestamps). A Reques
 be made with one, so a lane never sends it and head office refuses it on decoding; free-text
 reasons (Ack.reason, Reply.error) are masked instead of refused, so an answer a lane needs is
 never lost over a quoted number.
+
+Versions (issue 18): a message is encoded at the lowest protocol version that can express it
+(`wire_version`), so whatever a v1 peer could read stays byte-for-byte v1. Version 2 adds, all
+optional: to Hello the versions the lane speaks and its chain proof (hashes at its acked seq and
+a few seqs below it); to Ack the version to use, the proof's verdict, a `rewind` (head office
+lost entries the lane had acked: resend them) and a `refused` reason (the lane's journal is
+behind head office's copy of its own epoch); and the HeadOffice message, retained on
+`{prefix}/headoffice`, that announces each head-office process (its incarnation) and, as its
+last will, its end. Head office of version N decodes N and N-1, and answers a lane that has not
+said what it speaks in v1 only.
 """
 
 from __future__ import annotations
@@ -25,7 +35,9 @@ from protocol.errors import ProtocolError
 from protocol.identity import LaneId, check_segment
 from protocol.pan import mask_text
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # the highest this side speaks
+SUPPORTED_VERSIONS = (1, 2)  # what it decodes: this version and the one before (issue 18)
+MAX_CHECKPOINTS = 64
 U63 = (1 << 63) - 1
 MAX_ENTRY_BODY = 64 * 1024
 MAX_BATCH_ENTRIES = 10_000
@@ -229,9 +241,18 @@ class Hello:
     version: str
     sent_at: int
     catalog: int = 0  # the catalog version the lane holds complete (0: none yet)
+    # v2: the protocol versions the lane speaks (empty: a v1 lane, which speaks 1 only)
+    protocols: tuple[int, ...] = ()
+    # v2: (seq, chain hash) at the acked seq first, then at a few seqs below it (seq 0: the
+    # epoch's genesis), so head office can say up to where both hold the same chain
+    proof: tuple[tuple[int, bytes], ...] = ()
+
+    @property
+    def acked_seq(self) -> int:
+        return self.first_unacked - 1
 
     def to_map(self) -> dict[str, Any]:
-        return {
+        m: dict[str, Any] = {
             "store": self.lane.store,
             "lane": self.lane.lane,
             "epoch": self.epoch,
@@ -241,6 +262,11 @@ class Hello:
             "sent_at": self.sent_at,
             "catalog": self.catalog,
         }
+        if self.protocols:
+            m["protocols"] = list(self.protocols)
+        if self.proof:
+            m["proof"] = [[seq, h] for seq, h in self.proof]
+        return m
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> Hello:
@@ -252,6 +278,8 @@ class Hello:
             _str(m, "version"),
             _int(m, "sent_at"),
             _opt_int(m, "catalog"),
+            _versions(m, "protocols"),
+            _proof(m, "proof"),
         )
 
 
@@ -269,9 +297,13 @@ class Ack:
     hwm: int
     resend_from: int | None = None
     reason: str | None = None
+    protocol: int | None = None  # v2, answering a hello: the protocol version to use
+    proof: str | None = None  # v2, answering a hello: "identical up to seq N" or where not
+    rewind: bool = False  # v2: head office lost entries the lane had acked; resend_from them
+    refused: str | None = None  # v2: the lane must not send this epoch on (why, for people)
 
     def to_map(self) -> dict[str, Any]:
-        return {
+        m: dict[str, Any] = {
             "store": self.lane.store,
             "lane": self.lane.lane,
             "epoch": self.epoch,
@@ -279,11 +311,34 @@ class Ack:
             "resend_from": self.resend_from,
             "reason": self.reason,
         }
+        if self.protocol is not None:
+            m["protocol"] = self.protocol
+        if self.proof is not None:
+            m["proof"] = self.proof
+        if self.rewind:
+            m["rewind"] = True
+        if self.refused is not None:
+            m["refused"] = self.refused
+        return m
 
     @classmethod
     def from_map(cls, m: Mapping[str, Any]) -> Ack:
         resend = None if m.get("resend_from") is None else _int(m, "resend_from", 1)
-        return cls(_lane(m), _int(m, "epoch", 1), _int(m, "hwm"), resend, _opt_text(m, "reason"))
+        protocol = None if m.get("protocol") is None else _int(m, "protocol", 1, 255)
+        rewind = m.get("rewind", False)
+        if type(rewind) is not bool:
+            raise ProtocolError("must be true or false", "rewind")
+        return cls(
+            _lane(m),
+            _int(m, "epoch", 1),
+            _int(m, "hwm"),
+            resend,
+            _opt_text(m, "reason"),
+            protocol,
+            _opt_text(m, "proof"),
+            rewind,
+            _opt_text(m, "refused"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +376,49 @@ class Status:
             _int(m, "backlog"),
             _int(m, "at"),
             _opt_int(m, "catalog"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HeadOffice:
+    """Retained on `{prefix}/headoffice` (v2): a head-office process announces itself at every
+    connect with a fresh `incarnation`; its `offline` twin is its MQTT last will.
+
+    A lane that sees an incarnation it has not seen before resends from its acked mark at once
+    (issue 16.2): the process that ended may have taken received but uncommitted batches with
+    it, and waiting for the ack timeout cost every lane 10 s after each head-office restart.
+    """
+
+    TYPE: ClassVar[str] = "ho"
+    state: Literal["online", "offline"]
+    incarnation: int
+    worker: str
+    version: str
+    protocols: tuple[int, ...] = SUPPORTED_VERSIONS
+    at: int = 0
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "incarnation": self.incarnation,
+            "worker": self.worker,
+            "version": self.version,
+            "protocols": list(self.protocols),
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_map(cls, m: Mapping[str, Any]) -> HeadOffice:
+        state = _str(m, "state")
+        if state not in ("online", "offline"):
+            raise ProtocolError("must be online or offline", "state")
+        return cls(
+            "online" if state == "online" else "offline",
+            _int(m, "incarnation", 1),
+            _str(m, "worker", CORR_RE),
+            _str(m, "version"),
+            _versions(m, "protocols"),
+            _int(m, "at"),
         )
 
 
@@ -387,13 +485,13 @@ class Reply:
         return cls(_lane(m), _str(m, "corr", CORR_RE), ok, result, _opt_text(m, "error"))
 
 
-Message = JournalBatch | Hello | Ack | Status | Request | Reply
+Message = JournalBatch | Hello | Ack | Status | Request | Reply | HeadOffice
 
 MESSAGE_TYPES: dict[str, Callable[[Mapping[str, Any]], Message]] = {
-    cls.TYPE: cls.from_map for cls in (JournalBatch, Hello, Ack, Status, Request, Reply)
+    cls.TYPE: cls.from_map for cls in (JournalBatch, Hello, Ack, Status, Request, Reply, HeadOffice)
 }
 
-_FIELDS: dict[str, frozenset[str]] = {
+_FIELDS_V1: dict[str, frozenset[str]] = {
     "batch": frozenset({"store", "lane", "epoch", "first_seq", "prev_hash", "entries"}),
     "hello": frozenset(
         {"store", "lane", "epoch", "last_seq", "first_unacked", "version", "sent_at", "catalog"}
@@ -403,6 +501,61 @@ _FIELDS: dict[str, frozenset[str]] = {
     "req": frozenset({"store", "lane", "corr", "op", "args"}),
     "rep": frozenset({"store", "lane", "corr", "ok", "result", "error"}),
 }
+_FIELDS: dict[int, dict[str, frozenset[str]]] = {
+    1: _FIELDS_V1,
+    2: {
+        **_FIELDS_V1,
+        "hello": _FIELDS_V1["hello"] | {"protocols", "proof"},
+        "ack": _FIELDS_V1["ack"] | {"protocol", "proof", "rewind", "refused"},
+        "ho": frozenset({"state", "incarnation", "worker", "version", "protocols", "at"}),
+    },
+}
+
+
+def wire_version(msg_type: str, m: Mapping[str, Any]) -> int:
+    """The lowest protocol version whose schema holds map `m` of type `msg_type`: what a v1
+    peer can read is sent as v1 (protocol.codec stamps it)."""
+    for v in SUPPORTED_VERSIONS:
+        fields = _FIELDS[v].get(msg_type)
+        if fields is not None and m.keys() <= fields:
+            return v
+    return PROTOCOL_VERSION
+
+
+def choose_version(spoken: tuple[int, ...]) -> int:
+    """What head office answers a lane that speaks `spoken` (empty: a v1 lane)."""
+    common = set(spoken or (1,)) & set(SUPPORTED_VERSIONS)
+    return max(common) if common else 0
+
+
+def _versions(m: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    v = m.get(key)
+    if v is None:
+        return ()
+    if type(v) is not list or not 0 < len(v) <= 16 or any(type(x) is not int for x in v):
+        raise ProtocolError("must be an array of 1-16 integers", key)
+    if any(not 1 <= x <= 255 for x in v):
+        raise ProtocolError("holds a version outside 1..255", key)
+    return tuple(v)
+
+
+def _proof(m: Mapping[str, Any], key: str) -> tuple[tuple[int, bytes], ...]:
+    v = m.get(key)
+    if v is None:
+        return ()
+    if type(v) is not list or len(v) > MAX_CHECKPOINTS:
+        raise ProtocolError(f"must be an array of at most {MAX_CHECKPOINTS} [seq, hash]", key)
+    out: list[tuple[int, bytes]] = []
+    for i, pair in enumerate(v):
+        if type(pair) is not list or len(pair) != 2:
+            raise ProtocolError("must be [seq, hash]", f"{key}[{i}]")
+        seq, h = pair
+        if type(seq) is not int or not 0 <= seq <= U63:
+            raise ProtocolError("seq must be an integer 0..2**63-1", f"{key}[{i}]")
+        if type(h) is not bytes or len(h) != HASH_LEN:
+            raise ProtocolError("must be a 32-byte hash", f"{key}[{i}]")
+        out.append((seq, h))
+    return tuple(out)
 
 
 def from_map(m: Mapping[str, Any]) -> Message:
@@ -410,15 +563,17 @@ def from_map(m: Mapping[str, Any]) -> Message:
     v = m.get("v")
     # type check first: 1.0 == 1 and True == 1 in Python, but neither is an integer on the wire
     # Values are quoted only through mask_text: whatever was sent may hold a card number.
-    if type(v) is not int or v != PROTOCOL_VERSION:
+    if type(v) is not int or v not in SUPPORTED_VERSIONS:
         shown = mask_text(repr(v)[:40]) if type(v) in (int, str) else type(v).__name__
-        raise ProtocolError(f"unsupported protocol version {shown}; this side speaks 1", "v")
+        speaks = " and ".join(str(x) for x in SUPPORTED_VERSIONS)
+        raise ProtocolError(f"unsupported protocol version {shown}; this side speaks {speaks}", "v")
+    fields = _FIELDS[v]
     t = m.get("t")
-    if type(t) is not str or t not in MESSAGE_TYPES:
+    if type(t) is not str or t not in fields:
         shown = mask_text(repr(t)[:40]) if type(t) is str else type(t).__name__
         raise ProtocolError(f"unknown message type {shown}", "t")
     build = MESSAGE_TYPES[t]
-    unknown = m.keys() - _FIELDS[t] - {"v", "t"}
+    unknown = m.keys() - fields[t] - {"v", "t"}
     if unknown:
         names = sorted(unknown)
         raise ProtocolError(f"unknown field(s) {mask_text(repr(names)[:200])} for {t}", names[0])

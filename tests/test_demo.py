@@ -39,3 +39,13 @@ def test_demo_json_reports_nothing_lost(tmp_path: Path) -> None:
     assert total["at_head_office"] == total["confirmed"]
     # the tills kept trading while the links were down
     assert all(lane["backlog_during_outage"] > 0 for lane in result["lanes"])
+    # master data down: a price changed online and one changed while both stores were
+    # offline reached every lane, each charging the new price from its own catalog copy
+    online, offline = result["price_changes"]
+    assert (online["item"], online["while_offline"]) == ("P1000", False)
+    assert (offline["item"], offline["while_offline"]) == ("P2000", True)
+    for change in (online, offline):
+        assert set(change["reached_s"]) == {"S1/L1", "S1/L2", "S2/L1", "S2/L2"}
+        assert set(change["price_on_lanes"].values()) == {change["price"]}
+    # while offline the lanes still held the version before it
+    assert all(v < offline["version"] for v in offline["lanes_before_restore"].values())

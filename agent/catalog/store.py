@@ -408,8 +408,7 @@ class CatalogStore:
     def _stage_rows(self, db: sqlite3.Connection, part: int, changes: Iterable[Change]) -> None:
         rows: list[tuple[str, str, int, bytes, bytes]] = []
         refs: list[tuple[str, str, str, int]] = []
-        for change in changes:
-            dataset, key, row = self._change(change)
+        for dataset, key, row in changes:  # checked whole by SnapshotReply.from_map
             if row is None:
                 raise CatalogStoreError(f"a snapshot chunk removes a {dataset} row")
             ds = contract.DATASETS[dataset]
@@ -421,18 +420,12 @@ class CatalogStore:
             # A chunk staged again (its reply came twice) replaces its own rows only.
             db.execute("DELETE FROM staged_rows WHERE part = ?", (part,))
             db.execute("DELETE FROM staged_refs WHERE part = ?", (part,))
-        try:
-            db.executemany(
-                "INSERT INTO staged_rows (dataset, key, part, body, digest) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-        except sqlite3.IntegrityError as exc:
-            raise CatalogStoreError(
-                f"snapshot chunk {part} repeats a row of another chunk: {exc}"
-            ) from exc
         db.executemany(
-            "INSERT OR IGNORE INTO staged_refs (dataset, ref, key, part) VALUES (?, ?, ?, ?)",
-            refs,
+            "INSERT INTO staged_rows (dataset, key, part, body, digest) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        db.executemany(
+            "INSERT INTO staged_refs (dataset, ref, key, part) VALUES (?, ?, ?, ?)", refs
         )
 
     @staticmethod
@@ -491,11 +484,18 @@ class CatalogStore:
         """Replace the view by the staged snapshot rows; their hash and count, from scratch."""
         db.execute("DELETE FROM rows")
         db.execute("DELETE FROM refs")
+        try:
+            db.execute(
+                "INSERT INTO rows (dataset, key, body, digest)"
+                " SELECT dataset, key, body, digest FROM staged_rows"
+            )
+        except sqlite3.IntegrityError as exc:
+            # Two chunks hold the same row: not head office's view; refused like a bad hash.
+            raise HashMismatch(f"the snapshot's chunks repeat a row ({exc})") from exc
         db.execute(
-            "INSERT INTO rows (dataset, key, body, digest)"
-            " SELECT dataset, key, body, digest FROM staged_rows"
+            "INSERT OR IGNORE INTO refs (dataset, ref, key)"
+            " SELECT dataset, ref, key FROM staged_refs"
         )
-        db.execute("INSERT INTO refs (dataset, ref, key) SELECT dataset, ref, key FROM staged_refs")
         n = int(db.execute("SELECT count(*) FROM staged_rows").fetchone()[0])
         digests = db.execute("SELECT digest FROM staged_rows")
         return contract.hash_sum(bytes(d) for (d,) in digests), n

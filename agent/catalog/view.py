@@ -51,6 +51,7 @@ class CatalogView:
         self._db = sqlite3.connect(
             f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
         )
+        self._depth = 0  # nested _read()s share the outer read transaction (one_version())
 
     def __enter__(self) -> Self:
         return self
@@ -68,11 +69,27 @@ class CatalogView:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
+        if self._depth:
+            yield self._db
+            return
         self._db.execute("BEGIN")
+        self._depth = 1
         try:
             yield self._db
         finally:
+            self._depth = 0
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def one_version(self) -> Iterator[Self]:
+        """Every lookup made inside sees one version: a document is checked against one
+        catalog version, never half of one and half of the next (WAL keeps the read's
+        snapshot until it ends). One caller at a time: the document rules run on the
+        event loop, synchronously."""
+        with self._read():
+            # A deferred BEGIN takes its snapshot at the first read: read now.
+            self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+            yield self
 
     @staticmethod
     def _by_ref(db: sqlite3.Connection, dataset: str, ref: str) -> list[Row]:
@@ -220,6 +237,20 @@ class CatalogView:
         if value is None and store:
             value = store[0].get(_FROM_STORE[name])
         return value
+
+    def settings(self) -> dict[str, Any]:
+        """Every declared setting's value for this lane, as `setting` resolves each, read in
+        one pass (a document reads them all: one query, not one per name)."""
+        with self._read() as db:
+            rows = self._all(db, "settings")
+            store = self._by_key(db, "stores", self.lane.store)
+        values: dict[str, Any] = {}
+        for name in contract.SETTINGS:
+            value = contract.resolve_setting(rows, name, self.lane.store, self.lane.lane)
+            if value is None and store and name in _FROM_STORE:
+                value = store[0].get(_FROM_STORE[name])
+            values[name] = value
+        return values
 
 
 _FROM_STORE = {"Currency": "currency", "Timezone": "timezone"}

@@ -1,27 +1,32 @@
 """The envelope every document kind shares, and dispatch to the per-kind rules.
 
-`validate` is pure: it refuses a document naming the JSON path at fault, or returns the document
-to journal with what the agent owns filled in (store, lane, business_day, time, currency, line
-numbers, computed amounts). txn_id, register_no and SSCC are allocated by the caller afterwards,
-so a refused document never burns a number.
+`validate` refuses a document naming the JSON path at fault, or returns the document to journal
+with what the agent owns filled in (store, lane, business_day, time, currency, line numbers,
+computed amounts, and `catalog_version`: the version of the lane's catalog it was checked
+against, agent.documents.rules). It writes nothing: txn_id, register_no and SSCC are allocated
+by the caller afterwards, so a refused document never burns a number.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent.config import DocumentsConfig, PurchasingConfig, TransitConfig
+from agent.config import DocumentsConfig, TransitConfig
 from agent.documents import fields as f
-from agent.documents.tax import TaxTable
+from agent.documents.rules import CatalogFile, Rules, checking
 from protocol.documents import DOCUMENT_KINDS as KINDS
 from protocol.documents import SALE_KINDS, check_document
 from protocol.errors import ProtocolError
 from protocol.identity import LaneId
+
+if TYPE_CHECKING:
+    from agent.catalog.view import CatalogView
 
 REGISTER_RE = re.compile(r"[A-Z][0-9]?[0-9]{4,12}")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
@@ -38,6 +43,7 @@ ENVELOPE_KEYS = frozenset(
         "customer",
         "staff",
         "ext",
+        "catalog_version",
     }
 )
 DocumentError = ProtocolError
@@ -49,19 +55,32 @@ def _now() -> datetime:
 
 @dataclass(frozen=True)
 class DocContext:
-    """Everything validation needs besides the document: lane identity and the settings."""
+    """Everything validation needs besides the document: the lane's identity and numbering
+    (its TOML) and its catalog (master data and settings from head office)."""
 
     lane: LaneId
     documents: DocumentsConfig = field(default_factory=DocumentsConfig)
-    purchasing: PurchasingConfig = field(default_factory=PurchasingConfig)
     transit: TransitConfig = field(default_factory=TransitConfig)
-    tax: TaxTable = field(default_factory=TaxTable)
+    catalog: CatalogView | CatalogFile | None = None
+    trade_without: bool = False  # [catalog] trade_without: see agent.documents.rules
     clock: Callable[[], datetime] = _now
 
-    def local_now(self) -> datetime:
+    @contextmanager
+    def rules(self) -> Iterator[Rules]:
+        """One document's catalog version and settings (raises rules.NoCatalog)."""
+        with checking(self.catalog, self.trade_without) as r:
+            yield r
+
+    def local_now(self, rules: Rules) -> datetime:
+        """Now in the store's time zone (its Timezone setting, else its `stores` row), else
+        the host's."""
         now = self.clock()
-        if self.documents.timezone:
-            return now.astimezone(ZoneInfo(self.documents.timezone))
+        zone = rules.settings["Timezone"]
+        if zone:
+            try:
+                return now.astimezone(ZoneInfo(str(zone)))
+            except (ZoneInfoNotFoundError, ValueError):
+                pass  # agent.catalog.view logs it; the host's zone is the best guess left
         return now.astimezone()
 
 
@@ -84,23 +103,30 @@ def validate(doc: Any, ctx: DocContext, *, screened: bool = False) -> dict[str, 
         screen(doc)
     assert type(doc) is dict
     kind: str = doc["kind"]
-    _envelope(doc, ctx)
-    if kind in SALE_KINDS:
-        from agent.documents import sales  # noqa: PLC0415 - kept apart to avoid a cycle
+    with ctx.rules() as rules:
+        _envelope(doc, ctx, rules)
+        if kind in SALE_KINDS:
+            from agent.documents import sales  # noqa: PLC0415 - kept apart to avoid a cycle
 
-        sales.validate(doc, ctx)
-    else:
-        from agent.documents import stock  # noqa: PLC0415
+            sales.validate(doc, ctx, rules)
+        else:
+            from agent.documents import stock  # noqa: PLC0415
 
-        stock.validate(doc, ctx)
+            stock.validate(doc, ctx, rules)
+        doc["catalog_version"] = rules.version
     return doc
+
+
+def moment(doc: dict[str, Any]) -> datetime:
+    """The document's `time` (filled and checked by the envelope) as an aware datetime."""
+    return datetime.fromisoformat(doc["time"])
 
 
 def business_day(doc: dict[str, Any]) -> date:
     return date.fromisoformat(doc["business_day"])
 
 
-def _envelope(doc: dict[str, Any], ctx: DocContext) -> None:
+def _envelope(doc: dict[str, Any], ctx: DocContext, rules: Rules) -> None:
     f.text(doc, "register_no", "$", required=False, pattern=REGISTER_RE, max_len=16)
     for key, own in (("store", ctx.lane.store), ("lane", ctx.lane.lane)):
         if key in doc:
@@ -120,18 +146,38 @@ def _envelope(doc: dict[str, Any], ctx: DocContext) -> None:
         if when.tzinfo is None:
             raise ProtocolError("needs a UTC offset (e.g. +02:00 or Z)", "$.time")
     else:
-        when = ctx.local_now()
+        when = ctx.local_now(rules)
         doc["time"] = when.isoformat(timespec="milliseconds")
     if f.day(doc, "business_day", "$") is None:
         if "business_day" in doc:
             raise ProtocolError("must be a date YYYY-MM-DD, not null", "$.business_day")
         doc["business_day"] = when.date().isoformat()
-    if "currency" not in doc and ctx.documents.currency:
-        doc["currency"] = ctx.documents.currency
+    store_currency = rules.settings["Currency"]
+    if "currency" not in doc and store_currency:
+        doc["currency"] = store_currency
     if "currency" not in doc:
-        raise ProtocolError("required: ISO 4217 code (or set documents.currency)", "$.currency")
+        raise ProtocolError(
+            "required: ISO 4217 code (this lane has no catalog to take its store's from)",
+            "$.currency",
+        )
     f.text(doc, "currency", "$", pattern=CURRENCY_RE, max_len=3)
+    if store_currency and doc["currency"] != store_currency:
+        raise ProtocolError(
+            f"store {ctx.lane.store} trades in {store_currency} in catalog version "
+            f"{rules.version} (its Currency), not {f.shown(doc['currency'])}",
+            "$.currency",
+        )
     f.text(doc, "customer", "$", nullable=True, pattern=f.CODE_RE, max_len=64)
     f.text(doc, "staff", "$", nullable=True, pattern=f.CODE_RE, max_len=64)
+    rules.customer(doc.get("customer"), "$.customer")
+    rules.staff(doc.get("staff"), "$.staff")
+    if "catalog_version" in doc:
+        # Filled by the agent; a POS resending a confirmed document sends it back (its
+        # txn_id then finds the original), so any sent value is replaced, never trusted.
+        v = doc["catalog_version"]
+        if type(v) is not int or v < 0:
+            raise ProtocolError(
+                "filled by the agent: a catalog version number", "$.catalog_version"
+            )
     if "ext" in doc:
         f.mapping(doc["ext"], "$.ext")

@@ -1,20 +1,22 @@
 """The sale family (the roll-up seed's transaction types): lines, tenders, totals that reconcile.
 
 Prices are tax inclusive. A line's `amount` is qty x unit_price rounded half away from zero,
-its `tax` the tax contained in that amount at the rate valid on the business day (checked
-when [tax] rates are configured). Payments must settle the total the way the kind says.
+its `tax` the tax contained in that amount at the catalog's rate of the item's tax code valid
+on the business day. A sold line's unit_price is the catalog's price at the document's moment,
+or an override the PriceOverride setting allows (agent.documents.rules); a returned line keeps
+the price it was sold at. Payments must settle the total the way the kind says.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from agent.documents import fields as f
 from agent.documents import money
-from agent.documents.envelope import ENVELOPE_KEYS, DocContext, business_day
-from agent.documents.tax import TaxTable
+from agent.documents.envelope import ENVELOPE_KEYS, DocContext, business_day, moment
+from agent.documents.rules import PRICE_REASON, Rules
 from protocol.errors import ProtocolError
 from protocol.messages import UUID_RE
 
@@ -55,6 +57,7 @@ LINE_KEYS = frozenset(
         "tax",
         "open_qty",
         "return_type",
+        PRICE_REASON,
         "ext",
     }
 )
@@ -70,12 +73,13 @@ def keys_for(kind: str) -> frozenset[str]:
     return SALE_KEYS | extra
 
 
-def validate(doc: dict[str, Any], ctx: DocContext) -> None:
+def validate(doc: dict[str, Any], ctx: DocContext, rules: Rules) -> None:
     kind = doc["kind"]
     f.only_keys(doc, keys_for(kind), "$")
     if kind in NEEDS_CUSTOMER and doc.get("customer") is None:
         raise ProtocolError(f"a {kind} needs a customer code", "$.customer")
     f.text(doc, "return_type", "$", required=False, pattern=f.CODE_RE, max_len=32)
+    check_return_type(doc, "$", rules)
     if doc.get("original_txn_id") is not None and (
         type(doc["original_txn_id"]) is not str or not UUID_RE.fullmatch(doc["original_txn_id"])
     ):
@@ -86,13 +90,14 @@ def validate(doc: dict[str, Any], ctx: DocContext) -> None:
     if kind not in NO_LINES and not lines:
         raise ProtocolError(f"a {kind} needs at least one line", "$.lines")
     day = business_day(doc)
-    line_total = sum(check_line(kind, line, i, day, ctx.tax) for i, line in enumerate(lines))
+    at = moment(doc)
+    line_total = sum(check_line(kind, line, i, day, rules, at) for i, line in enumerate(lines))
     f.line_numbers(lines, "$.lines")
     payments = f.items(doc, "payments", "$", f.MAX_PAYMENTS)
     paid = 0
     cash = 0
     for i, pay in enumerate(payments):
-        amount = check_payment(pay, f"$.payments[{i}]", doc.get("customer"))
+        amount = check_payment(pay, f"$.payments[{i}]", doc.get("customer"), rules)
         paid += amount
         if pay["tender"] == "cash":
             cash += amount
@@ -101,11 +106,27 @@ def validate(doc: dict[str, Any], ctx: DocContext) -> None:
     reconcile(kind, doc.get("customer"), lines, line_total, total, paid, cash, change)
 
 
-def check_line(kind: str, line: Any, i: int, day: date, tax: TaxTable) -> int:
+def check_return_type(m: dict[str, Any], p: str, rules: Rules) -> None:
+    code = m.get("return_type")
+    if rules.catalog is not None and code is not None and rules.catalog.txn_type(code) is None:
+        raise ProtocolError(
+            f"no transaction type {f.shown(code)} in catalog version {rules.version}",
+            f"{p}.return_type",
+        )
+
+
+def returned(kind: str, line: dict[str, Any]) -> bool:
+    """Goods coming back: a refund's or cancellation's lines, an exchange's negative ones."""
+    return kind in PAYBACK or str(line.get("qty", "")).startswith("-")
+
+
+def check_line(kind: str, line: Any, i: int, day: date, rules: Rules, at: datetime) -> int:
     p = f"$.lines[{i}]"
     f.mapping(line, p)
     f.only_keys(line, LINE_KEYS, p)
-    f.req_text(line, "item", p, f.CODE_RE, 64)
+    code_sent = f.req_text(line, "item", p, f.CODE_RE, 64)
+    back = returned(kind, line)
+    item = rules.item(code_sent, f"{p}.item", sold=not back)
     f.text(line, "description", p, required=False, max_len=200)
     q = f.quantity(line, "qty", p)
     if q == 0:
@@ -118,8 +139,15 @@ def check_line(kind: str, line: Any, i: int, day: date, tax: TaxTable) -> int:
     if "return_type" in line and (kind != "sale_exchange" or q > 0):
         raise ProtocolError("only returned (negative) lines of a sale_exchange", f"{p}.return_type")
     f.text(line, "return_type", p, required=False, pattern=f.CODE_RE, max_len=32)
+    check_return_type(line, p, rules)
     price = f.amount(line, "unit_price", p)
     code = f.req_text(line, "tax_code", p, f.TAX_CODE_RE, 16)
+    rules.check_tax_code(line, item, p)
+    if back:
+        # Paid back at the price it was sold for, whatever today's price is.
+        f.text(line, PRICE_REASON, p, required=False, max_len=200)
+    else:
+        rules.check_price(line, item, at, p)
     expected = money.line_amount(q, price)
     amount = f.amount(line, "amount", p, lo=-1)
     if amount != expected:
@@ -129,17 +157,15 @@ def check_line(kind: str, line: Any, i: int, day: date, tax: TaxTable) -> int:
             f"{p}.amount",
         )
     t = f.amount(line, "tax", p, lo=-1)
-    rate = tax.rate(code, day)
+    rate = rules.tax_rate(code, day, f"{p}.tax_code")
     if rate is not None:
         want = money.tax_included(amount, rate)
         if t != want:
             raise ProtocolError(
-                f"{t} is not the tax in {amount} at {code} {rate / 100:g} % valid on {day}: "
-                f"expected {want}",
+                f"{t} is not the tax in {amount} at {code} {rate / 100:g} % valid on {day} "
+                f"in catalog version {rules.version}: expected {want}",
                 f"{p}.tax",
             )
-    elif tax:
-        raise ProtocolError(f"no {code} rate is configured for {day}", f"{p}.tax_code")
     elif abs(t) > abs(amount) or (t and (t < 0) != (amount < 0)):
         raise ProtocolError(f"{t} cannot be the tax contained in {amount}", f"{p}.tax")
     if "open_qty" in line:
@@ -153,7 +179,7 @@ def check_line(kind: str, line: Any, i: int, day: date, tax: TaxTable) -> int:
     return amount
 
 
-def check_payment(pay: Any, p: str, customer: str | None) -> int:
+def check_payment(pay: Any, p: str, customer: str | None, rules: Rules) -> int:
     f.mapping(pay, p)
     f.only_keys(pay, PAYMENT_KEYS, p)
     tender = f.req_text(pay, "tender", p, max_len=16)
@@ -174,6 +200,14 @@ def check_payment(pay: Any, p: str, customer: str | None) -> int:
                 raise ProtocolError(f"only card tenders carry {key}", f"{p}.{key}")
     if tender == "account" and customer is None:
         raise ProtocolError("an account tender needs the document's customer", f"{p}.tender")
+    if tender == "account" and rules.catalog is not None:
+        row = rules.catalog.customer(customer or "")
+        if row is not None and not row["account_allowed"]:
+            raise ProtocolError(
+                f"customer {customer!r} has no account in catalog version {rules.version} "
+                "(account_allowed 0)",
+                f"{p}.tender",
+            )
     f.text(pay, "reference", p, required=False, pattern=f.CODE_RE, max_len=64)
     if "ext" in pay:
         f.mapping(pay["ext"], f"{p}.ext")

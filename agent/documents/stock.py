@@ -13,6 +13,7 @@ from typing import Any
 from agent.documents import fields as f
 from agent.documents import money
 from agent.documents.envelope import ENVELOPE_KEYS, DocContext
+from agent.documents.rules import BY_SETTINGS, Rules
 from agent.documents.sscc import SsccScheme, check_sscc, label_text
 from protocol.errors import ProtocolError
 
@@ -30,28 +31,36 @@ RETURN_LINE_KEYS = LINE_KEYS | {"unit_cost", "line_cost", "reason"}
 ADJUST_LINE_KEYS = LINE_KEYS | {"reason"}
 
 
-def validate(doc: dict[str, Any], ctx: DocContext) -> None:
+def validate(doc: dict[str, Any], ctx: DocContext, rules: Rules) -> None:
     kind = doc["kind"]
     if kind == "receive_purchase_order":
         from agent.documents import purchase  # noqa: PLC0415
 
-        purchase.validate(doc, ctx)
+        purchase.validate(doc, ctx, rules)
         return
     f.only_keys(doc, KEYS[kind], "$")
     if kind == "transit_inventory":
-        _transit(doc, ctx)
+        _transit(doc, ctx, rules)
     elif kind == "transit_inventory_accept":
-        _accept(doc, ctx)
+        _accept(doc, ctx, rules)
     elif kind == "supplier_return":
-        _supplier_return(doc, ctx)
+        _supplier_return(doc, ctx, rules)
     else:
         f.req_text(doc, "reason", "$", f.CODE_RE, 64)
-        _lines(doc, ADJUST_LINE_KEYS, sign="nonzero")
+        _lines(doc, ADJUST_LINE_KEYS, rules, sign="nonzero", sold=False)
         for i, line in enumerate(doc["lines"]):
             f.text(line, "reason", f"$.lines[{i}]", required=False, pattern=f.CODE_RE, max_len=64)
 
 
-def _lines(doc: dict[str, Any], keys: frozenset[str], sign: str = "positive") -> Decimal:
+def _lines(
+    doc: dict[str, Any],
+    keys: frozenset[str],
+    rules: Rules,
+    sign: str = "positive",
+    *,
+    sold: bool,
+) -> Decimal:
+    """Lines of items the catalog holds (`sold`: active ones only: stock sent on)."""
     lines = f.items(doc, "lines", "$", f.MAX_LINES)
     if not lines:
         raise ProtocolError(f"a {doc['kind']} needs at least one line", "$.lines")
@@ -60,7 +69,7 @@ def _lines(doc: dict[str, Any], keys: frozenset[str], sign: str = "positive") ->
         p = f"$.lines[{i}]"
         f.mapping(line, p)
         f.only_keys(line, keys, p)
-        f.req_text(line, "item", p, f.CODE_RE, 64)
+        rules.item(f.req_text(line, "item", p, f.CODE_RE, 64), f"{p}.item", sold=sold)
         f.text(line, "description", p, required=False, max_len=200)
         q = f.quantity(line, "qty", p)
         if (sign == "positive" and q <= 0) or q == 0:
@@ -72,43 +81,45 @@ def _lines(doc: dict[str, Any], keys: frozenset[str], sign: str = "positive") ->
     return units
 
 
-def check_by(by: Any, ctx: DocContext, path: str = "$.by") -> None:
-    """How the parcel travels: by staff, customer, supplier or courier, each allowed by setting."""
+def check_by(by: Any, rules: Rules, path: str = "$.by") -> None:
+    """How the parcel travels: by staff, customer, supplier or courier, each tab allowed by
+    its PurchTransitAllow* setting, the one named an active row of the catalog."""
     f.mapping(by, path)
     f.only_keys(by, {"type", "id", "name"}, path)
     kind = f.req_text(by, "type", path, max_len=16)
     if kind not in BY_TYPES:
         raise ProtocolError(f"must be one of {', '.join(BY_TYPES)}", f"{path}.type")
-    if not ctx.transit.allows(kind):
+    if not rules.allows_by(kind):
         raise ProtocolError(
-            f"transits by {kind} are disabled here (transit.allow_{kind}, "
-            f"PurchTransitAllow{kind.capitalize()}=0)",
+            f"transits by {kind} are disabled here ({BY_SETTINGS[kind]}=0 in catalog "
+            f"version {rules.version})",
             f"{path}.type",
         )
-    f.req_text(by, "id", path, f.CODE_RE, 64)
+    rules.person(kind, f.req_text(by, "id", path, f.CODE_RE, 64), f"{path}.id")
     f.text(by, "name", path, required=False, max_len=100)
 
 
-def check_dest(doc: dict[str, Any], ctx: DocContext) -> None:
+def check_dest(doc: dict[str, Any], ctx: DocContext, rules: Rules) -> None:
     dest = f.req_text(doc, "dest_store", "$", f.SEGMENT_RE, 32)
     if dest == ctx.lane.store:
         raise ProtocolError("a transit goes to another store, not this one", "$.dest_store")
+    rules.dest_store(dest, "$.dest_store")
 
 
-def _transit(doc: dict[str, Any], ctx: DocContext) -> None:
+def _transit(doc: dict[str, Any], ctx: DocContext, rules: Rules) -> None:
     source = f.text(doc, "source_store", "$", required=False, pattern=f.SEGMENT_RE, max_len=32)
     if source is not None and source != ctx.lane.store:
         raise ProtocolError(
             f"a transit is created at its source, {ctx.lane.store}", "$.source_store"
         )
     doc["source_store"] = ctx.lane.store
-    check_dest(doc, ctx)
+    check_dest(doc, ctx, rules)
     if "by" not in doc:
         raise ProtocolError(
             "required: {type, id} of the staff, customer, supplier or courier", "$.by"
         )
-    check_by(doc["by"], ctx)
-    _lines(doc, LINE_KEYS)
+    check_by(doc["by"], rules)
+    _lines(doc, LINE_KEYS, rules, sold=True)
     if "sscc" in doc:
         check_sscc(doc["sscc"], "$.sscc")
     f.text(doc, "transit_no", "$", required=False, pattern=f.CODE_RE, max_len=32)
@@ -149,7 +160,7 @@ def complete_transit(doc: dict[str, Any], sscc: str, ctx: DocContext) -> None:
         )
 
 
-def _accept(doc: dict[str, Any], ctx: DocContext) -> None:
+def _accept(doc: dict[str, Any], ctx: DocContext, rules: Rules) -> None:
     if "sscc" in doc:
         check_sscc(doc["sscc"], "$.sscc")
     f.text(doc, "transit_no", "$", required=False, pattern=f.CODE_RE, max_len=32)
@@ -158,6 +169,7 @@ def _accept(doc: dict[str, Any], ctx: DocContext) -> None:
     source = f.req_text(doc, "source_store", "$", f.SEGMENT_RE, 32)
     if source == ctx.lane.store:
         raise ProtocolError("a store cannot accept its own transit", "$.source_store")
+    rules.known_store(source, "$.source_store")
     dest = f.text(doc, "dest_store", "$", required=False, pattern=f.SEGMENT_RE, max_len=32)
     if dest is not None and dest != ctx.lane.store:
         raise ProtocolError(f"this transit goes to {dest}, not to {ctx.lane.store}", "$.dest_store")
@@ -168,17 +180,17 @@ def _accept(doc: dict[str, Any], ctx: DocContext) -> None:
             p = f"$.lines[{i}]"
             f.mapping(line, p)
             f.only_keys(line, LINE_KEYS, p)
-            f.req_text(line, "item", p, f.CODE_RE, 64)
+            rules.item(f.req_text(line, "item", p, f.CODE_RE, 64), f"{p}.item", sold=False)
             if f.quantity(line, "qty", p) < 0:
                 raise ProtocolError("an accepted quantity is not negative", f"{p}.qty")
         f.line_numbers(lines, "$.lines")
 
 
-def _supplier_return(doc: dict[str, Any], ctx: DocContext) -> None:
-    f.req_text(doc, "supplier", "$", f.CODE_RE, 64)
+def _supplier_return(doc: dict[str, Any], ctx: DocContext, rules: Rules) -> None:
+    rules.supplier(f.req_text(doc, "supplier", "$", f.CODE_RE, 64), "$.supplier")
     f.text(doc, "po_id", "$", required=False, nullable=True, pattern=f.CODE_RE, max_len=64)
     f.text(doc, "reason", "$", required=False, pattern=f.CODE_RE, max_len=64)
-    _lines(doc, RETURN_LINE_KEYS)
+    _lines(doc, RETURN_LINE_KEYS, rules, sold=False)
     total = 0
     for i, line in enumerate(doc["lines"]):
         p = f"$.lines[{i}]"
@@ -195,11 +207,11 @@ def _supplier_return(doc: dict[str, Any], ctx: DocContext) -> None:
         raise ProtocolError(f"disagrees with the sum of line costs, {total}", "$.total")
     doc["total"] = total
     # PurchAutoCompleteReturn: pending by default so a repaired item can be receipted back.
-    want = "completed" if ctx.purchasing.auto_complete_return else "pending"
+    want = "completed" if rules.settings["PurchAutoCompleteReturn"] else "pending"
     if "status" in doc and doc["status"] != want:
         raise ProtocolError(
             f"this lane records supplier returns as {want!r} "
-            "(purchasing.auto_complete_return, PurchAutoCompleteReturn)",
+            f"(PurchAutoCompleteReturn in catalog version {rules.version})",
             "$.status",
         )
     doc["status"] = want

@@ -138,13 +138,20 @@ class OpenSales:
             raise OpenDocError(409, f"{MAX_OPEN} documents are open already; complete some", "$")
         f.text(req, "customer", "$", nullable=True, pattern=f.CODE_RE, max_len=64)
         f.text(req, "staff", "$", nullable=True, pattern=f.CODE_RE, max_len=64)
-        currency = req.get("currency", self.ctx.documents.currency)
+        with self.ctx.rules() as r:
+            r.customer(req.get("customer"), "$.customer")
+            r.staff(req.get("staff"), "$.staff")
+            currency = req.get("currency", r.settings["Currency"])
+            today = self.ctx.local_now(r).date().isoformat()
         if currency is None:
-            raise ProtocolError("required: ISO 4217 code (or set documents.currency)", "$.currency")
+            raise ProtocolError(
+                "required: ISO 4217 code (this lane has no catalog to take its store's from)",
+                "$.currency",
+            )
         f.text({"currency": currency}, "currency", "$", pattern=CURRENCY_RE, max_len=3)
         body: dict[str, Any] = {
             "register_no": self.service.registers.allocate(),
-            "business_day": self.ctx.local_now().date().isoformat(),
+            "business_day": today,
             "customer": req.get("customer"),
             "staff": req.get("staff"),
             "currency": currency,
@@ -199,11 +206,14 @@ class OpenSales:
             if key in req:
                 raise ProtocolError("a transit line is an item and a quantity", f"$.{key}")
         item = f.req_text(req, "item", "$", f.CODE_RE, 64)
+        with self.ctx.rules() as r:
+            r.item(item, "$.item")
+            prompt = r.settings["SaleTransitPromptQty"]
         if "qty" not in req:
-            if self.ctx.transit.prompt_qty:
+            if prompt:
                 raise ProtocolError(
-                    "transit mode asks for the quantity of every item (transit.prompt_qty, "
-                    "SaleTransitPromptQty)",
+                    "transit mode asks for the quantity of every item (SaleTransitPromptQty=1 "
+                    f"in catalog version {r.version})",
                     "$.qty",
                 )
             req = {**req, "qty": "1.000"}
@@ -216,20 +226,31 @@ class OpenSales:
         return line
 
     def _sale_line(self, kind: str, req: dict[str, Any], n: int, body_day: str) -> dict[str, Any]:
+        """A line priced and taxed from the catalog: unit_price and tax_code default to the
+        item's (the catalog's price now), the tax is computed at the business day's rate."""
         line = dict(req)
         line.setdefault("qty", "1.000")
         q = f.quantity(line, "qty", "$")
-        price = f.amount(line, "unit_price", "$")
-        code = f.req_text(line, "tax_code", "$", f.TAX_CODE_RE, 16)
-        line["amount"] = money.line_amount(q, price)
         day = date.fromisoformat(body_day)
-        rate = self.ctx.tax.rate(code, day)
-        if rate is not None:
-            line["tax"] = money.tax_included(line["amount"], rate)
-        elif "tax" not in line:
-            raise ProtocolError(f"no {code} rate is configured here; send the line's tax", "$.tax")
+        now = self.ctx.clock()
         try:
-            rules.check_line(kind, line, n, day, self.ctx.tax)
+            with self.ctx.rules() as r:
+                code_sent = f.req_text(line, "item", "$", f.CODE_RE, 64)
+                item = r.item(code_sent, "$.item", sold=not rules.returned(kind, line))
+                if item is not None:
+                    price_now = r.price(item, now)
+                    if "unit_price" not in line and price_now is not None:
+                        line["unit_price"] = price_now.price
+                    line.setdefault("tax_code", item["tax_code"])
+                price = f.amount(line, "unit_price", "$")
+                code = f.req_text(line, "tax_code", "$", f.TAX_CODE_RE, 16)
+                line["amount"] = money.line_amount(q, price)
+                rate = r.tax_rate(code, day, "$.tax_code")
+                if rate is not None:
+                    line["tax"] = money.tax_included(line["amount"], rate)
+                else:
+                    f.amount(line, "tax", "$", lo=-1)  # no catalog: the POS's own figure
+                rules.check_line(kind, line, n, day, r, now)
         except ProtocolError as exc:  # report against the request, not the future document
             field = (exc.field or "$").replace(f"$.lines[{n}]", "$")
             raise ProtocolError(exc.reason, field) from None
@@ -294,13 +315,14 @@ class OpenSales:
         req = f.mapping(req, path)
         f.only_keys(req, TRANSIT_IN, path)
         probe = {"dest_store": req.get("dest_store")}
-        try:
-            check_dest(probe, self.ctx)
-        except ProtocolError as exc:
-            raise ProtocolError(exc.reason, f"{path}.dest_store") from None
-        if "by" not in req:
-            raise ProtocolError("required: {type, id}", f"{path}.by")
-        check_by(req["by"], self.ctx, f"{path}.by")
+        with self.ctx.rules() as r:
+            try:
+                check_dest(probe, self.ctx, r)
+            except ProtocolError as exc:
+                raise ProtocolError(exc.reason, f"{path}.dest_store") from None
+            if "by" not in req:
+                raise ProtocolError("required: {type, id}", f"{path}.by")
+            check_by(req["by"], r, f"{path}.by")
         return {"dest_store": req["dest_store"], "by": dict(req["by"])}
 
     async def add_payment(self, doc_id: str, req: Any) -> OpenRow | Completed:
@@ -316,7 +338,8 @@ class OpenSales:
             if not row.body["lines"] and row.kind not in rules.NO_LINES:
                 raise OpenDocError(409, "add lines before payments", "lines")
             try:
-                rules.check_payment(req, "$", row.body.get("customer"))
+                with self.ctx.rules() as r:
+                    rules.check_payment(req, "$", row.body.get("customer"), r)
             except ProtocolError as exc:
                 raise ProtocolError(exc.reason, exc.field) from None
             body = _copy(row.body)

@@ -20,17 +20,21 @@ from typing import Any
 
 import psycopg
 
+from headoffice.extract.dialect import JOBS_OF, JOURNAL_ID
 from headoffice.store import postgres, sqlite
 from headoffice.store.base import StoreError
-from headoffice.store.sql import Dialect, PgSql, Sql, SqliteSql
+from headoffice.store.sql import PgSql, Sql, SqliteSql
 
 DB_ERRORS = (sqlite3.Error, psycopg.Error)
-
-JOURNAL_ID: dict[Dialect, str] = {"sqlite": "rowid", "postgres": "id"}
-JOBS_OF: dict[Dialect, str] = {
-    "sqlite": "group_concat(d.job)",
-    "postgres": "string_agg(d.job, ',')",
-}
+__all__ = [
+    "DB_ERRORS",
+    "JOBS_OF",
+    "JOURNAL_ID",
+    "horizon",
+    "insert_rows",
+    "open_sql",
+    "try_run_lock",
+]
 
 # How long a run waits for ingest transactions in flight before it gives up (PostgreSQL).
 HORIZON_LOCK_TIMEOUT = "30s"

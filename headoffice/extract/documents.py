@@ -8,15 +8,17 @@ and parses them into small typed records. A body that breaks the document schema
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
-from headoffice.extract.db import JOBS_OF, JOURNAL_ID
+from headoffice.extract.dialect import JOBS_OF, JOURNAL_ID
 from headoffice.extract.money import parse_qty
-from headoffice.store.sql import Sql
 from protocol.documents import SALE_KINDS
 from protocol.errors import LanesyncError
+
+if TYPE_CHECKING:  # the store imports this module (projection.py): no import back
+    from headoffice.store.sql import Sql
 
 # The roll-up seed's kinds that are rolled up; every other sale kind goes one to one.
 ROLLUP_KINDS = frozenset({"sale", "sale_refund", "sale_exchange"})
@@ -307,37 +309,135 @@ class Row(NamedTuple):
     kind: str
     txn_id: str
     ts: int
-    body: bytes
+    body: bytes | None  # None when `doc` is there and no ERP correction needs the body
     done: str | None  # the jobs that already emitted it, comma-separated; None: none did
+    doc: SaleDoc | None = None  # read from the projection (headoffice/extract/projection.py)
 
 
 def done_jobs(row: Row) -> frozenset[str]:
     return frozenset() if row.done is None else frozenset(row.done.split(","))
 
 
-def read_rows(db: Sql, after_rowid: int, up_to: int | None = None) -> Iterator[Row]:
+_SAME_ENTRY = (
+    "{t}.store = j.store AND {t}.lane = j.lane AND {t}.epoch = j.epoch AND {t}.seq = j.seq"
+)
+
+
+def read_rows(
+    db: Sql, after_rowid: int, up_to: int | None = None, *, projected: bool = True
+) -> Iterator[Row]:
     """Applied sale-family rows after `after_rowid` (and up to `up_to`, the run's horizon),
     in journal order, with the jobs that already emitted them.
 
-    Rows are built by the cursor and `Row._make` (C loops, no Python frame per row): the read
-    is part of every run's critical path. `body` is bytes on both backends (psycopg loads
-    bytea as bytes).
+    A document ingest projected (schema 6) comes with its SaleDoc built from the projection's
+    rows: three ordered reads (headers, lines, payments) merged by journal position, no body
+    decoded. Its body is read only when the ERP recorded corrections for it (they are merged
+    over the body). Any other document comes with its body, for `to_doc` to decode as before.
+    `body` is bytes on both backends (psycopg loads bytea as bytes).
+
+    `projected=False` ignores the projection and reads every body: the extract's path before
+    schema 6, kept for `lanesync bench extract` to compare with in the same run.
     """
     rid, jobs = JOURNAL_ID[db.dialect], JOBS_OF[db.dialect]
     marks = ",".join("?" * len(SALE_KINDS))
     bound = "" if up_to is None else f" AND j.{rid} <= ?"
-    sql = (
-        f"SELECT j.{rid}, j.store, j.lane, j.epoch, j.seq, j.kind, j.txn_id, j.ts, j.body, "  # noqa: S608
-        f"(SELECT {jobs} FROM extract_done d WHERE d.txn_id = j.txn_id) "
-        f"FROM journal j WHERE j.{rid} > ?{bound} AND j.applied = 1 AND j.kind IN ({marks}) "
-        f"ORDER BY j.{rid}"
-    )
+    where = f"j.{rid} > ?{bound} AND j.applied = 1 AND j.kind IN ({marks})"
     params = (after_rowid, *(() if up_to is None else (up_to,)), *sorted(SALE_KINDS))
-    return map(Row._make, db.iterate(sql, params))
+    if not projected:
+        return map(
+            Row._make,
+            db.iterate(
+                f"SELECT j.{rid}, j.store, j.lane, j.epoch, j.seq, j.kind, j.txn_id, j.ts, "  # noqa: S608
+                f"j.body, (SELECT {jobs} FROM extract_done d WHERE d.txn_id = j.txn_id), NULL "
+                f"FROM journal j WHERE {where} ORDER BY j.{rid}",
+                params,
+            ),
+        )
+    heads = db.iterate(
+        f"SELECT j.{rid}, j.store, j.lane, j.epoch, j.seq, j.kind, j.txn_id, j.ts, "  # noqa: S608
+        "CASE WHEN x.seq IS NULL OR EXISTS (SELECT 1 FROM extract_erp_postings e "
+        "WHERE e.txn_id = j.txn_id AND e.corrections IS NOT NULL) THEN j.body END, "
+        f"(SELECT {jobs} FROM extract_done d WHERE d.txn_id = j.txn_id), "
+        "x.seq, x.register_no, x.business_day, x.currency, x.customer, x.total, x.change, "
+        "x.return_type, x.original_txn_id "
+        f"FROM journal j LEFT JOIN extract_docs x ON {_SAME_ENTRY.format(t='x')} "
+        f"WHERE {where} ORDER BY j.{rid}",
+        params,
+    )
+    lines = db.iterate(
+        f"SELECT j.{rid}, l.line_no, l.item, l.description, l.qty, l.unit_price, l.tax_code, "  # noqa: S608
+        f"l.amount, l.tax, l.open_qty FROM journal j JOIN extract_lines l "
+        f"ON {_SAME_ENTRY.format(t='l')} WHERE {where} ORDER BY j.{rid}, l.idx",
+        params,
+    )
+    pays = db.iterate(
+        f"SELECT j.{rid}, p.tender, p.amount, p.scheme, p.token, p.last4, p.banked "  # noqa: S608
+        f"FROM journal j JOIN extract_payments p ON {_SAME_ENTRY.format(t='p')} "
+        f"WHERE {where} ORDER BY j.{rid}, p.idx",
+        params,
+    )
+    return _merge(heads, lines, pays)
+
+
+_END: tuple[Any, ...] = (float("inf"),)  # after the last row: equals no position
+
+
+def _merge(heads: Iterator[Any], lines: Iterator[Any], pays: Iterator[Any]) -> Iterator[Row]:
+    """Rows from the three reads, each in journal order: a document's lines and payments are
+    the ones at its position. A hot loop (once per document and per line): locals, no calls."""
+    new = _new
+    ln: tuple[Any, ...] = next(lines, _END)
+    pm: tuple[Any, ...] = next(pays, _END)
+    for h in heads:
+        if h[10] is None:  # not projected: the body decodes later
+            yield new(Row, (*h[:10], None))
+            continue
+        pos = h[0]
+        got_lines = []
+        while ln[0] == pos:
+            got_lines.append(new(Line, ln[1:]))
+            ln = next(lines, _END)
+        got_pays = []
+        while pm[0] == pos:
+            got_pays.append(new(Payment, (pm[1], pm[2], pm[3], pm[4], pm[5], pm[6] == 1)))
+            pm = next(pays, _END)
+        doc = new(
+            SaleDoc,
+            (
+                pos,
+                h[1],
+                h[2],
+                h[3],
+                h[4],
+                h[7],
+                h[6],
+                h[5],
+                h[11],
+                h[12],
+                h[13],
+                h[14],
+                tuple(got_lines),
+                tuple(got_pays),
+                h[15],
+                h[16],
+                h[17],
+                h[18],
+            ),
+        )
+        yield new(Row, (*h[:10], doc))
 
 
 def to_doc(row: Row, corrections: Mapping[str, Any] | None = None) -> SaleDoc:
-    """Decode and parse a row's body, with ERP corrections (if any) merged over it."""
+    """The row's document (from the projection, or its body decoded and parsed), with ERP
+    corrections (if any) merged over the body."""
+    if row.doc is not None and not corrections:
+        return row.doc
+    if row.body is None:
+        # read_rows reads the body of every row the ERP had corrected when it read; only a
+        # correction recorded between the run's two reads can get here.
+        raise DocumentError(
+            row.txn_id, "$", "ERP corrections were recorded during the run: run it again"
+        )
     try:
         body = unpack(row.body)
     except (ValueError, msgpack.UnpackException) as exc:

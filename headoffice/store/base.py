@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from headoffice.catalog.registry import Registry
+from headoffice.extract import projection as extract_projection
 from headoffice.lograte import StoreLog
 from headoffice.store.sql import Sql
 from headoffice.transit import bodies
@@ -114,6 +115,9 @@ class CheckedBatch:
     refusal: str | None = None
     held: dict[int, HeldEntry] = field(default_factory=dict)
     docs: dict[int, bodies.Parsed] = field(default_factory=dict)
+    # The extract projection's rows of the sale documents, by seq (issue 17.3), made here on
+    # the decoder thread so the writer only inserts them; None: not projected.
+    sales: dict[int, extract_projection.Rows | None] = field(default_factory=dict)
 
 
 def _card_numbers(entries: Sequence[Entry]) -> dict[int, HeldEntry]:
@@ -160,7 +164,8 @@ def check_batch(batch: JournalBatch) -> CheckedBatch:
         "entry before it"
     )
     held, docs = check_entries(batch.lane.store, entries[:valid])
-    return CheckedBatch(batch, valid, refusal, held, docs)
+    sales = extract_projection.rows_by_seq(batch.lane, batch.epoch, entries[:valid], held)
+    return CheckedBatch(batch, valid, refusal, held, docs, sales)
 
 
 def check_entries(
@@ -462,6 +467,10 @@ class Store(Protocol):
     def held_lanes(self, code: str) -> set[tuple[str, str]]:
         """The (store, lane) pairs with open held entries of `code`."""
 
+    def chain_hashes(self, lane: LaneId, epoch: int, seqs: Sequence[int]) -> dict[int, bytes]:
+        """Head office's chain hash at each of `seqs` of a lane's epoch (applied or held);
+        seqs it holds no row for are left out (issue 16.7: the hello's proof)."""
+
     def commit(self) -> None: ...
 
     def rollback(self) -> None: ...
@@ -525,6 +534,7 @@ class _PendingEntry:
     candidate: bool  # the group's first entry with this txn_id
     result: ApplyResult
     doc: bodies.Parsed | None  # the checked body of a projected kind
+    sale: extract_projection.Rows | bool | None = False  # False: not made yet (held releases)
 
 
 @dataclass(slots=True)
@@ -644,7 +654,11 @@ class BatchWriter:
                         e.ts,
                     )
                 row = (store, lane, epoch, e.seq, e.kind, e.txn_id, e.ts, e.body, e.hash, now_ms, 0)
-                pending.entries.append(_PendingEntry(row, e, candidate, res, docs.get(e.seq)))
+                pending.entries.append(
+                    _PendingEntry(
+                        row, e, candidate, res, docs.get(e.seq), checked.sales.get(e.seq, False)
+                    )
+                )
             for h in plan.held:
                 pending.held.append((held_row(batch.lane, epoch, h, now_ms), res))
                 held_log.warning(store, "head office: %s/%s held %s", store, lane, h.reason)
@@ -724,10 +738,29 @@ class BatchWriter:
             assert pe.doc is not None
             if transit_projection.apply_entry(self.sql, pe.result.lane, pe.entry, pe.doc):
                 self._count("transit_projection_errors")
+        if applied:
+            _project_for_extract(self.sql, pending.entries, inserted)
         self._count("entries_applied", applied)
         self._count("duplicate_txn_ids", duplicates)
         self._count("entries_held", len(held))
         pending.clear()
+
+    def chain_hashes(self, lane: LaneId, epoch: int, seqs: Sequence[int]) -> dict[int, bytes]:
+        # wave/sync's one method here (issue 16.7): journal rows, then held ones (never both
+        # differ: a released entry has both rows, with the same hash)
+        want = sorted({s for s in seqs if s > 0})[:64]
+        out: dict[int, bytes] = {}
+        if not want:
+            return out
+        marks = ",".join("?" * len(want))
+        for table in ("journal", "held"):
+            for seq, h in self.sql.fetchall(
+                f"SELECT seq, hash FROM {table} WHERE store = ? AND lane = ? AND epoch = ? "  # noqa: S608
+                f"AND seq IN ({marks})",
+                (lane.store, lane.lane, epoch, *want),
+            ):
+                out.setdefault(int(seq), bytes(h))
+        return out
 
     # --- held entries: release and void (issue 16) -----------------------------------------
 
@@ -1020,6 +1053,21 @@ def catalog_updates(
         f"AND catalog_version {distinct} ?",
         [(v, s, ln, v) for (s, ln), v in sorted(told.items())],
     )
+
+
+def _project_for_extract(sql: Sql, entries: list[_PendingEntry], inserted: set[str]) -> None:
+    """Issue 17.3's hook: the extract's rows of the sale documents this flush applied, in its
+    transaction (headoffice/extract/projection.py); made by check_batch, or here for entries
+    that did not come through it (held entries released)."""
+    if extract_projection.ENABLED:
+        extract_projection.project(
+            sql,
+            [
+                (pe.result.lane, pe.result.epoch, pe.entry, pe.sale)
+                for pe in entries
+                if pe.candidate and pe.entry.txn_id in inserted
+            ],
+        )
 
 
 def status_row(status: Status) -> tuple[Any, ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from lanesync.bench import api, catalog, drain, extract, fleet, flood, start, transit
+from lanesync.bench import api, catalog, drain, extract, fleet, flood, lookup, start, transit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     drain.register(bsub)
     extract.register(bsub)
     fleet.register(bsub)
+    lookup.register(bsub)
     flood.register(bsub)
     start.register(bsub)
     transit.register(bsub)

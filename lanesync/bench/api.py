@@ -137,7 +137,8 @@ def run(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
             # No broker listens here: the replicator backs off, the lane trades offline.
             "broker": {"host": "127.0.0.1", "port": 9, "keepalive": 5},
             "api": {"socket": str(sock)},
-            "documents": {"currency": "EUR"},
+            # No head office, so no catalog: the bench measures the API, not the rules.
+            "catalog": {"trade_without": True},
         },
     )
     paced_docs = documents(args.docs, args.seed)

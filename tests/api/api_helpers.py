@@ -7,44 +7,47 @@ import contextlib
 import http.client
 import json
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from rules.lane_catalog import standard
 
 from agent.api import LocalApi
-from agent.config import (
-    AgentConfig,
-    ApiConfig,
-    DocumentsConfig,
-    PurchasingConfig,
-    TransitConfig,
-)
+from agent.catalog.view import CatalogView
+from agent.config import AgentConfig, ApiConfig, TransitConfig, catalog_path
 from agent.documents.envelope import DocContext
-from agent.documents.tax import TaxRate, TaxTable
 from agent.journal import Journal
 from hardware.queue import ScanQueue
 from protocol.identity import LaneId
 
 LANE = LaneId("S1", "L1")
-TAX = TaxTable(
-    [
-        TaxRate("VAT_STD", date(2000, 1, 1), 1900),
-        TaxRate("VAT_STD", date(2024, 7, 1), 2000),  # a rate change: documents before keep 19 %
-        TaxRate("VAT_RED", date(2000, 1, 1), 700),
-        TaxRate("ZERO", date(2000, 1, 1), 0),
-    ]
-)
 TRANSIT = TransitConfig(gs1_company_prefix="5703538", sscc_lane_prefix="01")
+_VIEWS: dict[frozenset[tuple[str, str]], CatalogView] = {}
 
 
-def context(**kw: Any) -> DocContext:
-    base: dict[str, Any] = {"lane": LANE, "tax": TAX, "transit": TRANSIT}
+def catalog_view(settings: dict[str, str] | None = None) -> CatalogView:
+    """A lane catalog file of tests/rules/lane_catalog.standard() (tax rates with the VAT_STD
+    change of 2024-07-01: documents before it keep 19 %), with `settings` (chain scope) on
+    top; one file per set of settings for the whole run (documents only read it)."""
+    key = frozenset((settings or {}).items())
+    if key not in _VIEWS:
+        path = Path(tempfile.mkdtemp(prefix="lanesync-catalog-")) / "catalog.db"
+        cat = standard(path, LANE, publish=False)
+        for name, value in (settings or {}).items():
+            cat.setting(name, value)
+        cat.publish()
+        _VIEWS[key] = cat.view()
+    return _VIEWS[key]
+
+
+def context(*, settings: dict[str, str] | None = None, **kw: Any) -> DocContext:
+    base: dict[str, Any] = {"lane": LANE, "transit": TRANSIT, "catalog": catalog_view(settings)}
     base.update(kw)
     return DocContext(**base)
 
@@ -54,10 +57,7 @@ def agent_config(tmp: Path, **kw: Any) -> AgentConfig:
         "lane": LANE,
         "journal_path": tmp / "journal.db",
         "api": ApiConfig(socket=str(tmp / "api.sock")),
-        "documents": DocumentsConfig(currency="EUR"),
-        "purchasing": PurchasingConfig(),
         "transit": TRANSIT,
-        "tax": TAX,
     }
     base.update(kw)
     return AgentConfig(**base)
@@ -81,9 +81,23 @@ class Client:
 
 @contextlib.asynccontextmanager
 async def running_api(
-    tmp: Path, *, scans: ScanQueue | None = None, **kw: Any
+    tmp: Path,
+    *,
+    scans: ScanQueue | None = None,
+    settings: dict[str, str] | None = None,
+    standard_catalog: bool = True,
+    **kw: Any,
 ) -> AsyncIterator[tuple[LocalApi, Client]]:
+    """The local API over a journal in `tmp`, checking documents against the lane's catalog
+    file: the standard one (tests/rules/lane_catalog.py) unless the test wrote its own first,
+    or none with `standard_catalog=False` (a lane that never reached head office)."""
     cfg = agent_config(tmp, **kw)
+    path = catalog_path(cfg.journal_path, cfg.catalog)
+    if standard_catalog and not path.exists():
+        cat = standard(path, cfg.lane, publish=False)
+        for name, value in (settings or {}).items():
+            cat.setting(name, value)
+        cat.publish()
     async with (
         Journal(cfg.journal_path, cfg.lane) as journal,
         LocalApi(cfg.api, journal, None, agent=cfg, scans=scans) as api,

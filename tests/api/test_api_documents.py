@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from api_helpers import context, sale
 
-from agent.config import PurchasingConfig, TransitConfig
 from agent.documents.envelope import validate
 from protocol.errors import ProtocolError
 
@@ -194,8 +193,8 @@ TRANSIT = {
 def test_stock_movements_validate() -> None:
     validate(dict(TRANSIT), context())
     refused({**TRANSIT, "dest_store": "S1"}, "$.dest_store")
-    no_staff = TransitConfig(gs1_company_prefix="5703538", sscc_lane_prefix="01", allow_staff=False)
-    assert "PurchTransitAllowStaff" in refused(dict(TRANSIT), "$.by.type", transit=no_staff)
+    no_staff = {"PurchTransitAllowStaff": "0"}
+    assert "PurchTransitAllowStaff" in refused(dict(TRANSIT), "$.by.type", settings=no_staff)
     accept = {
         "kind": "transit_inventory_accept",
         "currency": "EUR",
@@ -211,8 +210,8 @@ def test_stock_movements_validate() -> None:
         "lines": [{"item": "P4000", "qty": "2.000", "unit_cost": 600}],
     }
     assert validate(dict(ret), context())["status"] == "pending"
-    auto = PurchasingConfig(auto_complete_return=True)
-    assert validate(dict(ret), context(purchasing=auto))["status"] == "completed"
+    auto = {"PurchAutoCompleteReturn": "1"}
+    assert validate(dict(ret), context(settings=auto))["status"] == "completed"
     refused({**ret, "status": "completed"}, "$.status")
     adj = {
         "kind": "stock_adjustment",

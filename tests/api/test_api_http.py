@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 from api_helpers import running_api, sale
 
-from agent.config import ApiConfig, TransitConfig
+from agent.config import ApiConfig
 from hardware.events import ScanEvent
 from hardware.queue import ScanQueue
 
@@ -130,10 +130,8 @@ async def test_open_sale_runs_beside_a_transit(tmp_path: Path) -> None:
 
 
 async def test_transit_carriers_follow_the_settings(tmp_path: Path) -> None:
-    transit = TransitConfig(
-        gs1_company_prefix="5703538", sscc_lane_prefix="01", allow_courier=False
-    )
-    async with running_api(tmp_path, transit=transit) as (_api, c):
+    no_courier = {"PurchTransitAllowCourier": "0"}
+    async with running_api(tmp_path, settings=no_courier) as (_api, c):
         _, t, _ = await c.call("POST", "/v1/sales", {"mode": 8})
         status, prob, _ = await c.call("PUT", f"/v1/sales/{t['id']}/transit", COURIER)
         assert (status, prob["field"]) == (422, "$.by.type")

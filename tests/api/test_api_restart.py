@@ -6,9 +6,11 @@ import sqlite3
 from pathlib import Path
 
 import msgpack
+from rules.lane_catalog import standard
 
 from lanesync import stack
 from lanesync.posclient import PosClient
+from protocol.identity import LaneId
 
 
 def agent_toml(tmp: Path) -> Path:
@@ -20,7 +22,6 @@ def agent_toml(tmp: Path) -> Path:
             "journal": {"path": str(tmp / "journal.db")},
             "broker": {"host": "127.0.0.1", "port": 9, "keepalive": 5},  # no broker: offline
             "api": {"socket": str(tmp / "api.sock")},
-            "documents": {"currency": "EUR"},
             "transit": {"gs1_company_prefix": "5703538", "sscc_lane_prefix": "01"},
         },
     )
@@ -28,6 +29,8 @@ def agent_toml(tmp: Path) -> Path:
 
 def test_open_sale_and_transit_survive_kill_9(tmp_path: Path) -> None:
     cfg = agent_toml(tmp_path)
+    # The lane's catalog file (beside the journal), as head office would have sent it.
+    standard(tmp_path / "journal-catalog.db", LaneId("S1", "L1"))
     agent = stack.Component("agent", ["agent", "--config", str(cfg)], tmp_path)
     client = PosClient(str(tmp_path / "api.sock"))
     try:

@@ -2,7 +2,8 @@
 
 The agent runs on loopback TCP with a token in a thread of its own (schemathesis calls are
 synchronous). Every operation but the endless scan stream is generated, bounded by
-max_examples so the run stays well under a minute.
+max_examples so the run stays well under a minute. The lane holds a catalog (tests/api/
+catalog_fixture.py), so the master-data lookups answer 200 and 404 as well as 422.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from api_helpers import running_api
+from api_helpers import LANE, agent_config, running_api
+from catalog_fixture import CatalogFile, sample_view
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -30,6 +32,8 @@ from agent.openapi import openapi_document
 
 TOKEN = "schemathesis-token"
 schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path="/v1/scans")
+# The master-data reads (agent.catalog.lookup): many operations of one shape, so fewer examples.
+LOOKUPS = r"^/v1/(catalog|items|staff|customers|suppliers|couriers|stores|txn-types|settings)"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +45,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     async def serve() -> None:
         api_cfg = ApiConfig(socket=str(tmp / "api.sock"), tcp="127.0.0.1:0", token=TOKEN)
+        await CatalogFile(agent_config(tmp).catalog_path, LANE.store).apply(sample_view())
         async with running_api(tmp, api=api_cfg) as (api, _client):
             assert api.tcp_port is not None
             port.append(api.tcp_port)
@@ -63,17 +68,29 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     thread.join(20)
 
 
-@schema.parametrize()
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[
+SETTINGS = {
+    "deadline": None,
+    "suppress_health_check": [
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,
         HealthCheck.filter_too_much,
     ],
-)
+}
+
+
+@schema.exclude(path_regex=LOOKUPS).parametrize()
+@settings(max_examples=30, **SETTINGS)
 def test_no_server_error(case: schemathesis.Case, base_url: str) -> None:
+    _call(case, base_url)
+
+
+@schema.include(path_regex=LOOKUPS).parametrize()
+@settings(max_examples=12, **SETTINGS)
+def test_lookups_no_server_error(case: schemathesis.Case, base_url: str) -> None:
+    _call(case, base_url)
+
+
+def _call(case: schemathesis.Case, base_url: str) -> None:
     conformance = [status_code_conformance, content_type_conformance, response_schema_conformance]
     if case.path.startswith("/v1/transit/"):
         # This API runs without a replicator: a well-formed receive is answered with the

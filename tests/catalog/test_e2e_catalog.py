@@ -94,13 +94,11 @@ class Stack:
         if via_proxy:
             self.proxy = ProxyThread(self.broker.host, self.broker.port, name="wan").start()
             port = self.proxy.port
-        comp = stack.agent(self.workdir, LANE, port, replication=FAST_REPLICATION, keepalive=2)
+        comp = stack.agent(
+            self.workdir, LANE, port, replication=FAST_REPLICATION, keepalive=2, catalog=catalog
+        )
         # INFO: the catalog sync says in the log how it got each version (and what it resumed).
         comp = Component(comp.name, ["--log-level", "INFO", *comp.argv], comp.workdir)
-        toml = self.workdir / f"{comp.name}.toml"
-        if catalog:
-            lines = "".join(f"{k} = {v!r}\n" for k, v in catalog.items())
-            toml.write_text(toml.read_text(encoding="utf-8") + f"\n[catalog]\n{lines}")
         self.agent = comp
         return comp
 

@@ -167,3 +167,19 @@ async def test_a_chunk_staged_twice_counts_once(tmp_path: Path) -> None:
             await store.stage(i, chunks[i].changes)
         held = await store.finish()
         assert (held.rows, held.hash) == (20, view_hash(ho.versions[1]))
+
+
+async def test_chunks_that_repeat_a_row_are_refused_whole(tmp_path: Path) -> None:
+    ho = ScriptedHeadOffice()
+    ho.publish(items_view(20))
+    async with CatalogStore(tmp_path / "catalog.db", LANE.store) as store:
+        first = c.SnapshotReply.from_map(
+            (await ho.request(c.OP_SNAPSHOT, {"version": 1, "chunk": 0, "size": 10}, 1)).result
+        )
+        await store.begin("snapshot", 0, 1, first.hash, 20, chunks=2, size=10)
+        await store.stage(0, first.changes)
+        await store.stage(1, first.changes)  # chunk 1 "holds" chunk 0's rows again
+        with pytest.raises(HashMismatch, match="repeat a row"):
+            await store.finish()
+        assert store.held.version == 0
+        assert await store.transfer() is None  # dropped: it cannot become right

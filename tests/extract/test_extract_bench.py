@@ -26,6 +26,7 @@ def test_bench_extract_reports_a_whole_run(
     assert out["postings"] > 400
     assert out["baseline_groups"] > 0
     assert out["ratio"] == pytest.approx(out["entries_per_s"] / out["baseline_per_s"], abs=0.001)
+    assert out["bodies_per_s"] > 0  # the bodies' path ran too, and gave the same plan
     if backend == "postgres":
         with pg_connect() as conn:
             left = conn.execute(

@@ -364,11 +364,11 @@ def test_replayed_txn_under_new_epoch_via_ingest(ingest: Ingest, backend: Backen
 
 
 def test_non_map_payloads_quarantined(ingest: Ingest, backend: Backend) -> None:
-    ingest.apply_group([(JOURNAL, msgpack.packb([1, 2])), (HELLO, msgpack.packb({"v": 2}))])
+    ingest.apply_group([(JOURNAL, msgpack.packb([1, 2])), (HELLO, msgpack.packb({"v": 3}))])
     reasons = [r[3] for r in quarantine(backend)]
     assert reasons == [
         "payload: must be a map, got list",
-        "v: unsupported protocol version 2; this side speaks 1",
+        "v: unsupported protocol version 3; this side speaks 1 and 2",
     ]
 
 

@@ -183,7 +183,7 @@ def documents() -> dict[str, dict[str, Any]]:
             "packaging": 0,
             "lines": [
                 {"item": GTIN13_LUHN, "qty": "10.000", "unit_cost": 1000, "tax_code": "VAT_STD"},
-                {"item": "P2000", "qty": "20.000", "unit_cost": 150, "tax_code": "VAT_STD"},
+                {"item": "P5000", "qty": "20.000", "unit_cost": 150, "tax_code": "VAT_STD"},
             ],
         },
         "transit_inventory": {

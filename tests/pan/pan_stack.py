@@ -16,6 +16,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from e2e_helpers import FAST_REPLICATION, wait_drained
 from paho.mqtt.enums import CallbackAPIVersion
+from rules.lane_catalog import standard
 
 from lanesync import stack
 from lanesync.posclient import PosClient
@@ -64,9 +65,12 @@ class MqttTap:
 
 
 def agent_toml(workdir: Path, lane: LaneId, port: int) -> Path:
-    """The agent's configuration: stack.agent's, plus transit numbering and tax rates (the
-    rates of tests/api/api_helpers.TAX) that every document kind needs."""
+    """The agent's configuration: stack.agent's, plus transit numbering; its catalog file (the
+    items, tax rates and stores every document kind needs: tests/rules/lane_catalog.py) is
+    written beside the journal, as head office would have sent it."""
     name = f"agent-{lane.store}-{lane.lane}"
+    journal = stack.journal_path(workdir, lane)
+    standard(journal.with_name(f"{journal.stem}-catalog.db"), lane)
     replication = "\n".join(f"{k} = {v!r}" for k, v in FAST_REPLICATION.items())
     text = f"""store = "{lane.store}"
 lane = "{lane.lane}"
@@ -86,27 +90,9 @@ topic_prefix = "{DEFAULT_PREFIX}"
 [api]
 socket = "{stack.api_socket_path(workdir, lane)}"
 
-[documents]
-currency = "EUR"
-
 [transit]
 gs1_company_prefix = "5703538"
 sscc_lane_prefix = "{SSCC_LANE_PREFIX[lane]}"
-
-[[tax.rates]]
-code = "VAT_STD"
-from = 2000-01-01
-rate_bp = 1900
-
-[[tax.rates]]
-code = "VAT_STD"
-from = 2024-07-01
-rate_bp = 2000
-
-[[tax.rates]]
-code = "VAT_RED"
-from = 2000-01-01
-rate_bp = 700
 """
     path = workdir / f"{name}.toml"
     path.write_text(text, encoding="utf-8")

@@ -173,8 +173,10 @@ def test_reply_nested_args_round_trip() -> None:
 
 def test_encode_stamps_version_and_type() -> None:
     raw = msgpack.unpackb(codec.encode(Hello(LANE, 1, 0, 1, "x", 0)))
-    assert raw["v"] == PROTOCOL_VERSION
+    assert raw["v"] == 1  # what a v1 peer can read is sent as v1 (messages.wire_version)
     assert raw["t"] == "hello"
+    raw = msgpack.unpackb(codec.encode(Hello(LANE, 1, 0, 1, "x", 0, protocols=(1, 2))))
+    assert raw["v"] == PROTOCOL_VERSION == 2  # a v2 field: stamped v2
 
 
 # --- nothing but ProtocolError, whatever arrives --------------------------------------------
@@ -290,7 +292,7 @@ def test_msgpack_timestamp_refused() -> None:
     assert "Timestamp values are not allowed" in err.reason
 
 
-@pytest.mark.parametrize("v", [2, 0, None, "1", 1.0, True])
+@pytest.mark.parametrize("v", [3, 0, None, "1", 1.0, True])  # 2 is spoken since issue 18
 def test_unknown_version_refused(v: Any) -> None:
     m = hello_map(v=v)
     if v is None:

@@ -34,6 +34,7 @@ def test_one_block_per_identity_sorted_and_nothing_else() -> None:
         "topic write lanesync/v1/+/+/ack",
         "topic write lanesync/v1/+/+/reply",
         "topic write lanesync/v1/+/catalog",
+        "topic write lanesync/v1/headoffice",
         # Each lane's identity: its own lane's topics only.
         "user store-S001.L1",
         "topic write lanesync/v1/S001/L1/journal",
@@ -43,6 +44,7 @@ def test_one_block_per_identity_sorted_and_nothing_else() -> None:
         "topic read lanesync/v1/S001/L1/ack",
         "topic read lanesync/v1/S001/L1/reply",
         "topic read lanesync/v1/S001/catalog",
+        "topic read lanesync/v1/headoffice",
         "user store-S001.L2",
         "topic write lanesync/v1/S001/L2/journal",
         "topic write lanesync/v1/S001/L2/hello",
@@ -51,6 +53,7 @@ def test_one_block_per_identity_sorted_and_nothing_else() -> None:
         "topic read lanesync/v1/S001/L2/ack",
         "topic read lanesync/v1/S001/L2/reply",
         "topic read lanesync/v1/S001/catalog",
+        "topic read lanesync/v1/headoffice",
         # A store hub's identity: all of its store's lanes; then that store's lanes.
         "user store-S002",
         "topic write lanesync/v1/S002/+/journal",
@@ -60,6 +63,7 @@ def test_one_block_per_identity_sorted_and_nothing_else() -> None:
         "topic read lanesync/v1/S002/+/ack",
         "topic read lanesync/v1/S002/+/reply",
         "topic read lanesync/v1/S002/catalog",
+        "topic read lanesync/v1/headoffice",
         "user store-S002.L1",
         "topic write lanesync/v1/S002/L1/journal",
         "topic write lanesync/v1/S002/L1/hello",
@@ -68,6 +72,7 @@ def test_one_block_per_identity_sorted_and_nothing_else() -> None:
         "topic read lanesync/v1/S002/L1/ack",
         "topic read lanesync/v1/S002/L1/reply",
         "topic read lanesync/v1/S002/catalog",
+        "topic read lanesync/v1/headoffice",
     ]
     assert text.startswith("# Mosquitto acl_file written by `lanesync headoffice acl`")
     # Anonymous clients get nothing: no topic line comes before the first user line.
@@ -226,10 +231,13 @@ def test_refuses_an_unsafe_spec(capsys: pytest.CaptureFixture[str]) -> None:
     long = L("S" * 32, "L" * 32)
     with pytest.raises(AclError, match="71 characters; a certificate's CN holds at most 64"):
         render(AclSpec(lanes=(long,)))
-    with pytest.raises(AclError, match=r"give --lanes .* and/or --stores"):
-        render(AclSpec())
+    # No identities is a mistyped command, not an ACL: the command refuses it. (`store remove`
+    # of the last store renders head office's block alone: nobody else may connect.)
     assert main(["headoffice", "acl"]) == 2
     assert "give --lanes" in capsys.readouterr().err
+    only_ho = render(AclSpec())
+    assert "user headoffice" in only_ho
+    assert "user store-" not in only_ho
 
 
 def test_headoffice_without_subcommand_still_runs_head_office() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from e2e_cluster import Cluster
 from e2e_helpers import FAST_REPLICATION, ro, wait_until
+from rules.lane_catalog import standard
 
 from lanesync import stack
 from lanesync.posclient import PosClient
@@ -36,7 +37,6 @@ def start_agent(c: Cluster, lane: LaneId, n: int) -> Component:
             "broker": {"host": "127.0.0.1", "port": c.broker.port, "keepalive": 5},
             "replication": dict(FAST_REPLICATION),
             "api": {"socket": str(c.socket(lane))},
-            "documents": {"currency": "EUR"},
             "transit": {
                 "gs1_company_prefix": "5703538",
                 "sscc_lane_prefix": f"{n:02d}",
@@ -44,6 +44,9 @@ def start_agent(c: Cluster, lane: LaneId, n: int) -> Component:
             },
         },
     )
+    # The lane's catalog (stores A and B, the items and rates), as head office sends it.
+    journal = c.journal(lane)
+    standard(journal.with_name(f"{journal.stem}-catalog.db"), lane)
     comp = Component(name, ["agent", "--config", str(cfg)], c.workdir)
     c.agents[lane] = comp
     return c.start(comp)

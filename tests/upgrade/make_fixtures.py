@@ -34,11 +34,15 @@ RELEASES = {
     "71e821e": (2, 2),  # documents, open sales (journal 2), extract (head office 2)
     "32965ea": (2, 3),  # transit (head office 3)
     "cab7114": (2, 4),  # held entries, capped quarantine (head office 4)
+    "2b3b336": (2, 5),  # the catalog: master data down, the store registry (head office 5)
+    "ce4f612": (2, 6),  # the extract's projected lines and payments (head office 6)
 }
 # commit -> head-office PostgreSQL schema its code writes (schema_pg/ started at version 3)
 PG_RELEASES = {
     "4660787": 3,  # the PostgreSQL store (issue 7)
     "cab7114": 4,  # held entries
+    "2b3b336": 5,  # the catalog
+    "ce4f612": 6,  # the extract's projected tables
 }
 PG_URL = os.environ.get("LANESYNC_TEST_PG_URL", "postgresql://127.0.0.1:5432/test")
 PG_SCHEMA = "lanesync_fixture"  # the dump names it; the tests load it under a fresh name

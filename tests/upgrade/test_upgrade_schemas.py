@@ -38,6 +38,8 @@ RELEASES = {
     "71e821e": ("journal_v2_71e821e.db", "headoffice_v2_71e821e.db"),
     "32965ea": ("journal_v2_32965ea.db", "headoffice_v3_32965ea.db"),
     "cab7114": ("journal_v2_cab7114.db", "headoffice_v4_cab7114.db"),
+    "2b3b336": ("journal_v2_2b3b336.db", "headoffice_v5_2b3b336.db"),
+    "ce4f612": ("journal_v2_ce4f612.db", "headoffice_v6_ce4f612.db"),
 }
 JOURNAL_LATEST = max(schema.load(resources.files("agent.journal.schema").iterdir()))
 HO_LATEST = max(schema.load(resources.files("headoffice.store.schema").iterdir()))
@@ -139,6 +141,8 @@ def test_upgraded_lane_drains_its_backlog_to_upgraded_head_office(
 PG_RELEASES = {  # commit: (journal fixture, dump of head office's schema)
     "4660787": ("journal_for_pg_v3_4660787.db", "headoffice_pg_v3_4660787.sql"),
     "cab7114": ("journal_for_pg_v4_cab7114.db", "headoffice_pg_v4_cab7114.sql"),
+    "2b3b336": ("journal_for_pg_v5_2b3b336.db", "headoffice_pg_v5_2b3b336.sql"),
+    "ce4f612": ("journal_for_pg_v6_ce4f612.db", "headoffice_pg_v6_ce4f612.sql"),
 }
 PG_LATEST = max(schema.load(resources.files("headoffice.store.schema_pg").iterdir()))
 DUMPED_AS = "lanesync_fixture"  # the schema name inside the dumps (make_fixtures.PG_SCHEMA)

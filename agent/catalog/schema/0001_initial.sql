@@ -57,22 +57,22 @@ CREATE TABLE staged (
 
 -- A snapshot chunk's rows and refs made when the chunk arrives (while later chunks are still
 -- on their way), so applying the snapshot is a copy between tables inside one transaction.
+-- Plain rowid tables: appending is cheap; a row staged twice by two chunks is caught by the
+-- primary key of `rows` when the snapshot is applied (and the snapshot refused).
 CREATE TABLE staged_rows (
     dataset TEXT NOT NULL,
     key     TEXT NOT NULL,
     part    INTEGER NOT NULL,
     body    BLOB NOT NULL,
-    digest  BLOB NOT NULL,
-    PRIMARY KEY (dataset, key)
-) WITHOUT ROWID;
+    digest  BLOB NOT NULL
+);
 
 CREATE TABLE staged_refs (
     dataset TEXT NOT NULL,
     ref     TEXT NOT NULL,
     key     TEXT NOT NULL,
-    part    INTEGER NOT NULL,
-    PRIMARY KEY (dataset, ref, key)
-) WITHOUT ROWID;
+    part    INTEGER NOT NULL
+);
 
 CREATE INDEX staged_rows_part ON staged_rows (part);
 CREATE INDEX staged_refs_part ON staged_refs (part);

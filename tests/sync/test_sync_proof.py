@@ -1,0 +1,186 @@
+"""Proof that both sides hold the same chain, and versions, in the hello's answer (issues 16.7
+and 18.3), on SQLite and PostgreSQL: ingest's writer driven by the test (ho_helpers).
+
+A lane that says what it speaks (v2) gets the version to use and head office's verdict on its
+chain hashes; a v1 lane gets exactly the v1 ack it always got. A lane whose journal ends before
+what head office holds of its epoch is refused; a lane that had more acked than head office
+holds is asked to resend, below its acked mark. The status page shows each verdict, each lane's
+version and, when ingest has lost the broker, a banner and lanes "unknown" (16.4b).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from ho_helpers import LANE as LANE_ID
+from ho_helpers import LaneSim, journal_msg, topic, writer_ingest
+from pgutil import Backend
+
+from headoffice.ingest import Ingest
+from headoffice.statuspage import collect, live_view, render_fragment, status_app
+from protocol import codec
+from protocol.chain import genesis
+from protocol.errors import ProtocolError
+from protocol.identity import Channel
+from protocol.messages import Ack, HeadOffice, Hello, Status
+
+V2 = (1, 2)
+
+
+def proof_of(sim: LaneSim, acked: int) -> tuple[tuple[int, bytes], ...]:
+    """The checkpoints a lane sends (agent.replicator: acked, 1, 2, 4 ... below, genesis)."""
+    seqs = [acked]
+    step = 1
+    while acked - step > 0:
+        seqs.append(acked - step)
+        step *= 2
+    seqs.append(0)
+    at = {0: genesis(sim.lane, sim.epoch)} | {e.seq: e.hash for e in sim.entries}
+    return tuple((s, at[s]) for s in seqs)
+
+
+def hello(sim: LaneSim, last: int, acked: int, **kw: Any) -> tuple[str, bytes]:
+    msg = Hello(sim.lane, sim.epoch, last, acked + 1, "9.9.9", 0, 0, **kw)
+    return topic(sim.lane, Channel.HELLO), codec.encode(msg)
+
+
+def answer(ing: Ingest, msg: tuple[str, bytes]) -> Ack:
+    (ack,) = ing.apply_group([msg])
+    assert isinstance(ack, Ack)
+    # what travels: decoded again, at the version it is stamped with
+    again = codec.decode(codec.encode(ack))
+    assert again == ack
+    return ack
+
+
+def stamped(ack: Ack) -> int:
+    v = msgpack.unpackb(codec.encode(ack))["v"]
+    assert isinstance(v, int)
+    return v
+
+
+def test_hello_answers_version_proof_restores_and_refusals(backend: Backend) -> None:
+    sim = LaneSim()
+    sim.add_many(20)
+    with writer_ingest(backend) as ing:
+        ing.apply_group([journal_msg(sim, 1, 20)])
+
+        ack = answer(ing, hello(sim, 20, 20, protocols=V2, proof=proof_of(sim, 20)))
+        assert (ack.hwm, ack.protocol, ack.proof) == (20, 2, "identical up to seq 20")
+        assert stamped(ack) == 2
+        assert ing.stats.proofs[(sim.lane.store, sim.lane.lane)]["state"] == "identical"
+
+        # A v1 lane (the recorded wire_v1 hello has no protocols): the v1 ack, as ever.
+        ack = answer(ing, hello(sim, 20, 20))
+        assert ack == Ack(sim.lane, sim.epoch, 20)
+        assert stamped(ack) == 1
+
+        # A chain that forked after seq 18: the first difference, exactly (checkpoints 18, 19).
+        fork = LaneSim(sim.lane, sim.epoch)
+        fork.entries = sim.entries[:18]
+        fork.add()
+        fork.add()
+        ack = answer(ing, hello(fork, 20, 20, protocols=V2, proof=proof_of(fork, 20)))
+        assert ack.proof == "identical up to seq 18; differ at seq 19"
+        assert ack.refused is None
+        assert ack.resend_from is None
+        # Further down, the checkpoints bound where: 16 agrees, 17 not offered, 18 differs.
+        fork = LaneSim(sim.lane, sim.epoch)
+        fork.entries = sim.entries[:16]
+        fork.add_many(4)
+        ack = answer(ing, hello(fork, 20, 20, protocols=V2, proof=proof_of(fork, 20)))
+        assert ack.proof == "identical up to seq 16; first difference between seq 17 and 18"
+
+        # The lane's journal ends before what head office holds: restored from an old copy.
+        ack = answer(ing, hello(sim, 15, 15, protocols=V2, proof=proof_of(sim, 15)))
+        assert ack.refused is not None
+        assert "restored from an old copy" in ack.refused
+        assert "ends at seq 15 but head office already holds seq 20" in ack.refused
+        assert ack.resend_from is None
+        assert ing.stats.lanes_refused == 1
+        v1_refused = answer(ing, hello(sim, 15, 15))
+        assert v1_refused.refused is None
+        assert v1_refused.reason == ack.refused
+        assert stamped(v1_refused) == 1
+
+        # The lane had 25 acked, head office holds 20: restored from an older backup.
+        sim.add_many(5)
+        ack = answer(ing, hello(sim, 25, 25, protocols=V2, proof=proof_of(sim, 25)))
+        assert (ack.rewind, ack.resend_from, ack.hwm) == (True, 21, 20)
+        assert ack.reason is not None
+        assert "restored from an older copy" in ack.reason
+        assert ing.stats.restores_detected == 1
+        # ... and what the lane resends from its retention closes it.
+        ing.apply_group([journal_msg(sim, 21, 25)])
+        ack = answer(ing, hello(sim, 25, 25, protocols=V2, proof=proof_of(sim, 25)))
+        assert ack.proof == "identical up to seq 25"
+        assert backend.query("SELECT count(*), max(seq) FROM journal") == [(25, 25)]
+
+
+async def test_status_page_shows_proof_version_and_broker_banner(backend: Backend) -> None:
+    sim = LaneSim()
+    sim.add_many(5)
+    with writer_ingest(backend) as ing:
+        status = Status(sim.lane, "online", "9.9.9", 0, 0)
+        ing.apply_group(
+            [
+                journal_msg(sim, 1, 5),
+                (topic(sim.lane, Channel.STATUS), codec.encode(status)),
+                hello(sim, 5, 5, protocols=V2, proof=proof_of(sim, 5)),
+            ]
+        )
+        ing.stats.connected = True
+        data = live_view(collect(backend.target, now=None), ing.stats)
+        (lane,) = data["lanes"]
+        assert lane["online"] == "online"
+        assert lane["version"] == "9.9.9"
+        assert lane["sync"]["text"] == "identical up to seq 5"
+        page = render_fragment(data)
+        assert "identical up to seq 5" in page
+        assert "9.9.9" in page
+        assert 'id="broker-link"' not in page
+
+        # Head office loses its broker: a banner first, and the lane is unknown, not online.
+        ing.stats.connected = False
+        ing.stats.broker_lost_at = 1_700_000_000.0
+        data = live_view(collect(backend.target), ing.stats)
+        (lane,) = data["lanes"]
+        assert (lane["online"], lane["last_reported"]) == ("unknown", "online")
+        page = render_fragment(data)
+        assert page.index('id="broker-link"') < page.index('id="summary"')
+        assert "not connected to the broker" in page
+        assert "0 online" in page
+
+        # The same through /api/status of the head-office process's page.
+        app = status_app(backend.target, stats=ing.stats)
+        async with TestClient(TestServer(app)) as client:
+            resp = await client.get("/api/status")
+            assert resp.status == 200
+            body = await resp.json()
+        assert body["broker_link"]["connected"] is False
+        assert body["lanes"][0]["online"] == "unknown"
+        assert body["lanes"][0]["sync"]["state"] == "identical"
+        assert body["lanes"][0]["version"] == "9.9.9"
+
+
+def test_headoffice_announcement_decodes_and_stays_off_lane_topics(backend: Backend) -> None:
+    msg = HeadOffice("online", 12345, "lanesync-headoffice-w1", "9.9.9", (1, 2), 7)
+    raw = codec.encode(msg)
+    assert codec.decode(raw) == msg
+    assert msgpack.unpackb(raw)["v"] == 2  # a type v1 does not have
+    # A v1 map may not carry v2's fields, nor be a v2-only type.
+    bad = msgpack.unpackb(raw) | {"v": 1}
+    with pytest.raises(ProtocolError, match="unknown message type"):
+        codec.decode(msgpack.packb(bad))
+    hello_v1 = msgpack.unpackb(codec.encode(Hello(LANE_ID, 1, 0, 1, "x", 0, protocols=V2)))
+    with pytest.raises(ProtocolError, match="unknown field"):
+        codec.decode(msgpack.packb(hello_v1 | {"v": 1}))
+    # Published on a lane's topic by a lane, it is quarantined with the reason.
+    with writer_ingest(backend) as ing:
+        assert ing.apply_group([(topic(LANE_ID, Channel.HELLO), raw)]) == []
+        assert ing.stats.quarantined == 1
+    (reason,) = backend.query("SELECT reason FROM quarantine")
+    assert reason == ("a ho message does not belong on hello",)
