@@ -308,8 +308,16 @@ class LocalApi:
                 return problem(401, "Unauthorized", "send Authorization: Bearer <api.token>")
         return None
 
-    def _count_refusal(self) -> None:
-        self.counters.quarantined += 1  # refused with its reason: shown by `lanesync status`
+    def _count_refusal(self, request: web.Request, exc: Exception) -> None:
+        """Count a body refused where it would have been journaled (a document, or an open
+        sale's completion): `lanesync status` shows how many and the last reason. A refused
+        check or lookup journals nothing and is not counted."""
+        path = request.path
+        if request.method == "POST" and (
+            path == "/v1/documents"
+            or (path.startswith("/v1/sales/") and path.endswith("/complete"))
+        ):
+            self.counters.refused_at_journaling(path, str(exc))
 
     # --- documents ------------------------------------------------------------------------
 

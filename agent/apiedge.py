@@ -496,7 +496,8 @@ class GuardedSite(web.BaseSite):
 
 
 def edge_middleware(
-    authorize: Callable[[web.Request], Problem | None], on_refused_body: Callable[[], None]
+    authorize: Callable[[web.Request], Problem | None],
+    on_refused_body: Callable[[web.Request, Exception], None],
 ) -> Any:
     """The outermost middleware: auth, the deadline, the body, the path, and every error."""
 
@@ -521,10 +522,10 @@ def edge_middleware(
             check_path(request)
             return remask(await handler(request))
         except BodyError as exc:
-            on_refused_body()
+            on_refused_body(request, exc)
             return answer(exc)
         except ProtocolError as exc:
-            on_refused_body()  # refused with its reason: shown by `lanesync status`
+            on_refused_body(request, exc)  # the caller counts those refused at journaling
             return answer(exc)
         except web.HTTPException as exc:
             if exc.status < 400:

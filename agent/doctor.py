@@ -28,7 +28,7 @@ import aiomqtt
 from agent import config as agent_config
 from agent.config import AgentConfig, BrokerConfig
 from agent.export import ExportError, load_key
-from agent.status import journal_facts, live_path, read_live
+from agent.status import head_office_silent, journal_facts, live_path, read_live
 from agent.verify import verify
 from protocol import brokerconn, codec
 from protocol.brokerconn import BrokerFileError
@@ -181,6 +181,9 @@ def _others_can_read(path: str) -> bool:
         return False
 
 
+NO_HEAD_OFFICE = "head office did not answer"
+
+
 async def check_broker_and_clock(cfg: AgentConfig, timeout: float = 5.0) -> list[Check]:
     """Connect and log in as the lane does, then ask head office for its time."""
     b = cfg.broker
@@ -202,7 +205,21 @@ async def check_broker_and_clock(cfg: AgentConfig, timeout: float = 5.0) -> list
             ) as client,
         ):
             checks.append(Check("broker", "ok", f"connected and logged in to {where}"))
-            checks.append(await _clock(cfg, client, timeout))
+            clock = await _clock(cfg, client, timeout)
+            checks.append(clock)
+            if clock.found.startswith(NO_HEAD_OFFICE):
+                # The broker is up but nobody reads this lane's topics: sales would wait in
+                # the journal while the link looks fine (issue 16 item 4 a).
+                checks.append(
+                    Check(
+                        "head office",
+                        "fail",
+                        f"connected to {where}, but no head office answered within {timeout:g}s",
+                        "Check head office: `lanesync headoffice status` there; it must run, "
+                        "reach this broker and use this lane's topic prefix "
+                        f"({cfg.broker.topic_prefix}).",
+                    )
+                )
     except TimeoutError:
         checks.append(
             Check(
@@ -283,7 +300,7 @@ async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Ch
     return Check(
         "clock",
         "warn",
-        f"head office did not answer a time request within {timeout:g}s",
+        f"{NO_HEAD_OFFICE} a time request within {timeout:g}s",
         "Head office may be down or too old to answer; the store keeps trading. Check again "
         "later or call head office.",
     )
@@ -512,8 +529,18 @@ def running_agent_link(cfg: AgentConfig, live: dict[str, Any]) -> list[Check]:
     b = live.get("broker", {})
     where = f"{cfg.broker.host}:{cfg.broker.port}"
     error = b.get("last_error") or "no error yet"
+    silent = head_office_silent(b, time.time())
     link = (
-        Check("broker", "ok", f"the running agent is connected and logged in to {where}")
+        Check(
+            "broker",
+            "fail",
+            f"the running agent is connected to {where}, but no head office has answered it "
+            f"for {int(silent)}s (not even its hello)",
+            "Check head office: `lanesync headoffice status` there; it must run, reach this "
+            "broker and use the lane's topic prefix. Sales wait in the journal meanwhile.",
+        )
+        if silent is not None
+        else Check("broker", "ok", f"the running agent is connected and logged in to {where}")
         if b.get("connected")
         else Check(
             "broker",

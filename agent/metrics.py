@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -24,6 +24,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from agent.status import JournalFacts, journal_facts
+from protocol.pan import redact_text
 from protocol.version import VERSION
 
 if TYPE_CHECKING:
@@ -36,9 +37,16 @@ if TYPE_CHECKING:
 class AgentCounters:
     """Counts other parts of the agent bump (scanner wiring, document refusals)."""
 
-    quarantined: int = 0
+    quarantined: int = 0  # documents refused at journaling (never journaled), since start
     scan_errors: int = 0
     clock_skew_s: float | None = None  # head office minus lane, when last measured
+    last_refusal: dict[str, Any] | None = None  # {"at", "path", "reason"}: what was refused
+
+    def refused_at_journaling(self, path: str, reason: str) -> None:
+        """A document the till sent to be journaled was refused with this reason (the till
+        got it too); `lanesync status` shows the count and the last one."""
+        self.quarantined += 1
+        self.last_refusal = {"at": time.time(), "path": path, "reason": redact_text(reason)}
 
 
 class AgentCollector(Collector):
@@ -105,7 +113,7 @@ class AgentCollector(Collector):
         yield counter("journal_commits", "Journal append transactions", j.commits)
         yield counter(
             "quarantined",
-            "Inputs refused with a reason (invalid documents)",
+            "Documents refused at journaling with a reason (never journaled)",
             self.counters.quarantined,
         )
         yield counter(

@@ -19,7 +19,7 @@ import aiosqlite
 from agent.config import AgentConfig
 from agent.journal import Journal
 from agent.metrics import AgentCounters, AgentMetrics, HttpServer, metrics_app
-from agent.replicator import Replicator, RequestTimeout
+from agent.replicator import Replicator, ReplicatorStats, RequestTimeout
 from agent.retention import Retention
 from agent.status import LiveStatus, live_path
 from protocol.logsetup import add_secret
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CLOCK_CHECK_INTERVAL_S = 600.0
 CLOCK_SKEW_WARN_S = 5.0
+LINK_WATCH_INTERVAL_S = 0.5
 
 
 async def _ping(db: aiosqlite.Connection) -> None:
@@ -38,6 +39,36 @@ async def _ping(db: aiosqlite.Connection) -> None:
 def skew_from_reply(result: dict[str, Any], sent: float, received: float) -> float:
     """Head office clock minus ours, assuming the reply took half the round trip."""
     return float(result["now_ms"]) / 1000 - (sent + received) / 2
+
+
+class LinkWatch:
+    """Whether head office answers this broker session, read from the replicator's public
+    stats (it keeps no "hello acked at" of its own): a session began when `connects` moved,
+    and head office answered it once `last_ack_at` moved after that (its hello's ack first).
+    Looked at every LINK_WATCH_INTERVAL_S, so a session is dated to within that."""
+
+    def __init__(self) -> None:
+        self.connects = 0
+        self.connected_at: float | None = None  # wall clock, when this watch saw the session
+        self.answered = False
+        self._session_mark: float | None = None  # last_ack_at before this session
+        self._last_seen_ack: float | None = None
+
+    def observe(self, st: ReplicatorStats, now: float) -> bool:
+        """Take a look; True when what `lanesync status` would say changed."""
+        before = (self.connected_at, self.answered)
+        if st.connects != self.connects:  # a new session since the last look
+            self.connects = st.connects
+            self._session_mark = self._last_seen_ack
+            self.connected_at, self.answered = now, False
+        if not st.connected:
+            self.connected_at, self.answered = None, False
+        elif not self.answered:
+            if self.connected_at is None:
+                self.connected_at = now
+            self.answered = st.last_ack_at is not None and st.last_ack_at != self._session_mark
+        self._last_seen_ack = st.last_ack_at
+        return before != (self.connected_at, self.answered)
 
 
 class Operations:
@@ -63,6 +94,8 @@ class Operations:
         self._stack = contextlib.AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
         self._jobs: list[asyncio.Task[None]] = []
+        self._live: LiveStatus | None = None
+        self.link = LinkWatch()
 
     async def __aenter__(self) -> Self:
         try:
@@ -70,9 +103,8 @@ class Operations:
             if self.config.ops.metrics.listen:
                 self.http = HttpServer(metrics_app(self.metrics), self.config.ops.metrics.listen)
                 await self._stack.enter_async_context(self.http)
-            await self._stack.enter_async_context(
-                LiveStatus(live_path(self.config.journal_path), self.snapshot)
-            )
+            self._live = LiveStatus(live_path(self.config.journal_path), self.snapshot)
+            await self._stack.enter_async_context(self._live)
             self._tasks = asyncio.TaskGroup()
             await self._tasks.__aenter__()
         except BaseException:
@@ -85,6 +117,7 @@ class Operations:
                 name=f"watchdog {lane}",
             ),
             self._tasks.create_task(self._clock_loop(), name=f"clock-check {lane}"),
+            self._tasks.create_task(self._link_loop(), name=f"link-watch {lane}"),
         ]
         return self
 
@@ -109,7 +142,9 @@ class Operations:
 
     def status_line(self) -> str:
         st, j = self.replicator.stats, self.journal
-        link = "broker connected" if st.connected else "broker DISCONNECTED"
+        link = "broker DISCONNECTED"
+        if st.connected:
+            link = "broker connected" + ("" if self.link.answered else ", head office silent")
         budget = self.retention.state.level
         return f"lane {self.config.lane} seq {j.last_seq}, backlog {j.backlog}, {link}" + (
             "" if budget == "ok" else f", disk budget {budget}"
@@ -127,6 +162,10 @@ class Operations:
                 "last_error": st.last_error,
                 "last_ack_at": st.last_ack_at,
                 "ho_hwm": st.ho_hwm,
+                # When this session began, and whether head office acked anything (its hello
+                # first) since: connected but unanswered is a problem in `lanesync status`.
+                "connected_at": self.link.connected_at,
+                "head_office_answered": self.link.answered,
             },
             "journal": {
                 "epoch": self.journal.epoch,
@@ -149,8 +188,15 @@ class Operations:
                 "quarantined": self.counters.quarantined,
                 "scan_errors": self.counters.scan_errors,
                 "clock_skew_s": self.counters.clock_skew_s,
+                "last_refusal": self.counters.last_refusal,
             },
         }
+
+    async def _link_loop(self) -> None:
+        while True:
+            if self.link.observe(self.replicator.stats, time.time()) and self._live is not None:
+                self._live.write_logged()  # the change shows at once, not at the next tick
+            await asyncio.sleep(LINK_WATCH_INTERVAL_S)
 
     async def check_clock(self, timeout: float = 5.0) -> float | None:
         """Ask head office for its time; returns and records the skew, None if no answer."""

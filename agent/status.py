@@ -31,6 +31,10 @@ LIVE_INTERVAL_S = 5.0
 # arrives within seconds; behind for a minute means it cannot fetch it).
 CATALOG_LAG_S = 60.0
 STALE_AFTER_S = 3 * LIVE_INTERVAL_S
+# Head office acks a lane's hello within milliseconds; a session this old with no ack at all
+# means no head office reads this broker (down, or subscribed elsewhere): a problem, whatever
+# the broker link itself says.
+HEAD_OFFICE_SILENT_S = 15.0
 # The live file is padded to this size, so that on a full disk it can still be rewritten in
 # place (a new file for the atomic rename needs free blocks; overwriting allocated ones not).
 LIVE_FILE_BYTES = 8192
@@ -232,14 +236,14 @@ class LiveStatus:
         except OSError:
             return False
 
-    def _write_logged(self) -> None:
+    def write_logged(self) -> None:
         try:
             self.write()
         except OSError as exc:  # a full disk must not stop the agent; status shows stale
             log.warning("cannot write %s: %s", self.path, exc)
 
     async def __aenter__(self) -> Self:
-        self._write_logged()
+        self.write_logged()
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._task = self._tasks.create_task(self._loop(), name="live-status")
@@ -262,7 +266,7 @@ class LiveStatus:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(LIVE_INTERVAL_S)
-            self._write_logged()
+            self.write_logged()
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -279,7 +283,9 @@ class StatusReport:
     last_ack_age_s: float | None = None
     oldest_unacked_age_s: float | None = None
     disk: dict[str, Any] = field(default_factory=dict)
-    quarantined: int | None = None
+    quarantined: int | None = None  # documents refused at journaling since the agent started
+    last_refusal: dict[str, Any] | None = None  # {"at", "path", "reason"} of the last one
+    head_office_silent_s: float | None = None  # connected, and no ack since for this long
     scan_errors: int | None = None
     scanners: list[dict[str, Any]] = field(default_factory=list)
     catalog: CatalogFacts | None = None
@@ -314,13 +320,25 @@ def collect(cfg: AgentConfig, now: float | None = None) -> StatusReport:
         rep.oldest_unacked_age_s = round(now - facts.oldest_unacked_ts / 1000, 1)
     if facts.acked_at is not None:
         rep.last_ack_age_s = round(now - facts.acked_at / 1000, 1)
-    rep.quarantined = facts.quarantined
     if live is not None:
         rep.broker.update(live.get("broker", {}))
         rep.disk = dict(live.get("disk", {}))
         counters = live.get("counters", {})
-        rep.quarantined = (rep.quarantined or 0) + int(counters.get("quarantined", 0))
+        # Only documents refused where they would have been journaled (the running agent's
+        # count): a refused check or lookup journals nothing, and what head office holds is
+        # `lanesync held` at head office, not this lane's.
+        rep.quarantined = int(counters.get("quarantined", 0))
+        rep.last_refusal = counters.get("last_refusal")
         rep.scan_errors = int(counters.get("scan_errors", 0))
+        silent = head_office_silent(rep.broker, now)
+        if silent is not None:
+            rep.head_office_silent_s = round(silent, 1)
+            rep.problems.append(
+                f"connected to the broker {cfg.broker.host}:{cfg.broker.port}, but no head "
+                f"office has answered this lane for {int(silent)}s (not even its hello): "
+                "head office is down or reads another broker or topic prefix; sales wait in "
+                "the journal (`lanesync headoffice status` at head office)"
+            )
         if not rep.broker.get("connected"):
             rep.problems.append(
                 f"not connected to the broker {cfg.broker.host}:{cfg.broker.port}"
@@ -351,6 +369,28 @@ def collect(cfg: AgentConfig, now: float | None = None) -> StatusReport:
             + (f" ({cat.staging})" if cat.staging else "")
         )
     return rep
+
+
+def head_office_silent(broker: dict[str, Any], now: float) -> float | None:
+    """Seconds this session has gone without any ack from head office, when that is a
+    problem (beyond HEAD_OFFICE_SILENT_S); None while it answers, or if not connected."""
+    if not broker.get("connected") or broker.get("head_office_answered", True):
+        return None  # an agent older than the field reads as answering: no false alarm
+    since = broker.get("connected_at")
+    if since is None or now - float(since) < HEAD_OFFICE_SILENT_S:
+        return None
+    return now - float(since)
+
+
+def _refused_line(rep: StatusReport) -> str:
+    if rep.quarantined is None:
+        return "refused     unknown (agent not running; counted by the running agent)"
+    line = f"refused     {rep.quarantined} document(s) refused at journaling since start"
+    last = rep.last_refusal
+    if rep.quarantined and last:
+        line += f"; last {_age(time.time() - float(last['at']))} on {last['path']}: "
+        line += str(last["reason"])[:300]
+    return line
 
 
 def _catalog_line(cat: CatalogFacts | None) -> str:
@@ -390,6 +430,10 @@ def render(rep: StatusReport) -> str:
         if broker.get("connected") is None
         else ("connected" if broker["connected"] else "DISCONNECTED")
     )
+    if rep.head_office_silent_s is not None:
+        link += f", but head office NOT ANSWERING for {int(rep.head_office_silent_s)}s"
+    elif broker.get("connected") and broker.get("head_office_answered") is False:
+        link += ", waiting for head office's first ack"
     state = "running" if rep.running else "NOT RUNNING"
     if rep.journal_full:
         free = rep.disk.get("free_disk_bytes")
@@ -402,8 +446,8 @@ def render(rep: StatusReport) -> str:
         f"backlog     {f.backlog} entries, {_mib(f.backlog_bytes)}, oldest unacked "
         f"{_age(rep.oldest_unacked_age_s)}",
         f"last ack    seq {f.acked_seq}, {_age(rep.last_ack_age_s)}",
-        f"quarantine  {rep.quarantined if rep.quarantined is not None else 0}"
-        + (f", scan errors {rep.scan_errors}" if rep.scan_errors is not None else ""),
+        _refused_line(rep),
+        f"scan errors {rep.scan_errors if rep.scan_errors is not None else '-'}",
         f"disk        {_mib(rep.disk.get('free_disk_bytes'))} free"
         + (f", budget {rep.disk['level']}" if rep.disk.get("level") else ""),
     ]

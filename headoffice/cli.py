@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import sys
 
-from headoffice import acl, enrol, opscli
+from headoffice import acl, enrol, health, opscli
 from headoffice import config as ho_config
 from headoffice.transit import cli as transit_cli
 from protocol.errors import ConfigError, LanesyncError
@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_headoffice)
     sub_of_ho = acl.register(p)  # lanesync headoffice acl --stores ... (none: run head office)
     enrol.register(sub_of_ho)  # lanesync headoffice store add|remove, pki init|crl
+    health.register(sub_of_ho, DEFAULT_CONFIG)  # lanesync headoffice status [--json]
+    sub_of_ho.metavar = "{acl,store,pki,status}"
     opscli.register(sub, DEFAULT_CONFIG)  # lanesync import FILE
     transit_cli.register(sub, DEFAULT_CONFIG)  # lanesync transits [--json] [--cancel ...]
 
@@ -70,12 +72,4 @@ def as_worker(
     return dataclasses.replace(cfg, broker=broker, ops=ops)
 
 
-def _shift(listen: str | None, by: int) -> str | None:
-    if listen is None or by == 0:
-        return listen
-    host, _, port = listen.rpartition(":")
-    if int(port) == 0:
-        return listen  # any free port
-    if int(port) + by > 65535:
-        raise ConfigError(f"--worker: {listen} + {by} is beyond port 65535")
-    return f"{host}:{int(port) + by}"
+_shift = health.shift_listen

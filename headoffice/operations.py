@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiohttp import web
 
 from headoffice.catalog import server as catalog_server
 from headoffice.catalog.publisher import PublisherStats
 from headoffice.config import HeadOfficeConfig
+from headoffice.health import HEALTH_PATH
 from headoffice.ingest import Ingest, RequestHandler
 from headoffice.metrics import HoMetrics, HttpServer
 from headoffice.sscc import server as sscc_server
@@ -63,6 +65,7 @@ class Operations:
         self._stack = contextlib.AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
         self._job: asyncio.Task[None] | None = None
+        self._started_at = time.time()
         add_secret(config.broker.password)
 
     async def __aenter__(self) -> Self:
@@ -78,6 +81,7 @@ class Operations:
                     catalog=self.config.catalog,
                     publisher=self.publisher,
                 )
+                app.router.add_get(HEALTH_PATH, self._health)  # `lanesync headoffice status`
                 self.page = HttpServer(app, ops.status_page.listen)
                 await self._stack.enter_async_context(self.page)
             if ops.metrics.listen:
@@ -110,6 +114,34 @@ class Operations:
                     await self._tasks.__aexit__(None, None, None)
         finally:
             await self._stack.aclose()
+
+    def health(self) -> dict[str, Any]:
+        """This process's own view, for `lanesync headoffice status` (headoffice.health): is
+        it subscribed, is its writer moving, what does it hold in memory."""
+        st = self.ingest.stats
+        return {
+            "pid": os.getpid(),
+            "at": time.time(),
+            "started_at": self._started_at,
+            "client_id": self.config.broker.client_id,
+            "broker": {
+                "host": self.config.broker.host,
+                "port": self.config.broker.port,
+                "connected": st.connected,
+                "connects": st.connects,
+            },
+            "messages": st.messages,
+            "entries_applied": st.entries_applied,
+            "entries_held": st.entries_held,
+            "quarantined": st.quarantined,
+            "commit_failures": st.commit_failures,
+            "last_commit_at": st.last_commit_at,
+            "inbox_queued": st.inbox.queued,
+            "messages_shed": st.inbox.shed,
+        }
+
+    async def _health(self, _: web.Request) -> web.Response:
+        return web.json_response(self.health())
 
     def status_line(self) -> str:
         st = self.ingest.stats

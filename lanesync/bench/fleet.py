@@ -397,6 +397,11 @@ class FleetProcesses:
     def cpu_s(self) -> float:
         return sum(stack.process_cpu_s(proc.pid) for proc in self._procs)
 
+    @property
+    def pids(self) -> list[int]:
+        """The fleet's processes (memory and CPU figures of a soak)."""
+        return [proc.pid for proc in self._procs if proc.pid is not None]
+
     def close(self) -> None:
         for conn in self._conns:
             with contextlib.suppress(OSError):
