@@ -20,12 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from protocol.catalog import KEY_SEP  # joins a lane row's key columns (store|lane)
 from protocol.identity import LaneId
 
 if TYPE_CHECKING:  # the store imports this module (a release checks the registry)
     from headoffice.store.sql import Sql
-
-KEY_SEP = "|"  # protocol.catalog.KEY_SEP: joins a lane row's key columns (store|lane)
 
 
 @dataclass(slots=True)

@@ -14,8 +14,10 @@ refused with code `unregistered`: head office publishes nothing for such a store
 from __future__ import annotations
 
 import logging
+import weakref
 
 from headoffice.catalog import versions
+from headoffice.catalog.registry import Registry
 from headoffice.ingest import RequestHandler
 from headoffice.store import Store
 from protocol import catalog as cat
@@ -32,17 +34,16 @@ def _refused(req: Request, code: str, reason: str, field: str | None = None) -> 
     return Reply(req.lane, req.corr, False, result, reason)
 
 
+# The store registry's one rule (headoffice/catalog/registry.py), cached per open database
+# as ingest's is: a request costs one indexed read of the catalog's newest version.
+_registries: weakref.WeakKeyDictionary[Store, Registry] = weakref.WeakKeyDictionary()
+
+
 def _unregistered(store: Store, req: Request) -> Reply | None:
-    sql = store.sql
-    if sql.fetchone("SELECT 1 FROM catalog_rows WHERE dataset = 'stores' LIMIT 1") is None:
-        return None  # no registry yet: every store is accepted (CATALOG.md)
-    found = sql.fetchone(
-        "SELECT 1 FROM catalog_rows WHERE dataset = 'stores' AND key = ? AND until_version IS NULL",
-        (req.lane.store,),
-    )
-    if found is not None:
-        return None
-    return _refused(req, cat.UNREGISTERED, f"unregistered store {req.lane.store}")
+    registry = _registries.setdefault(store, Registry())
+    registry.refresh(store.sql)
+    reason = registry.refusal(req.lane)
+    return None if reason is None else _refused(req, cat.UNREGISTERED, reason)
 
 
 def delta(store: Store, req: Request, now_ms: int) -> Reply:
