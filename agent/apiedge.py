@@ -31,7 +31,7 @@ import json
 import logging
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -41,7 +41,9 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 from agent.catalog.lookup import LookupRefused
 from agent.journal import JournalConflict, JournalError, JournalFull
 from agent.open_docs.sales import OpenDocError
+from protocol import screen
 from protocol.errors import ProtocolError
+from protocol.messages import REPLY_FIELDS
 from protocol.pan import is_pan_digits, mask_text
 
 log = logging.getLogger(__name__)
@@ -71,22 +73,36 @@ class Problem(web.Response):
     """A problem+json answer made by `problem()`: masked, so the middleware lets it out."""
 
 
-def _masked(value: Any) -> Any:
+def _masked(value: Any, declared: Any = None, root: Any = None) -> Any:
+    """`value` with card numbers masked, except where `declared` (a protocol.screen
+    declaration) says a field holds something else that the rule would take for one: a
+    millisecond time (`received.at` passes Luhn one time in ten), a GTIN, an SSCC."""
+    exempt = declared if callable(declared) else None
     if isinstance(value, str):
-        return mask_text(value)
+        return value if exempt is not None and exempt(value, root) else mask_text(value)
     if isinstance(value, bool) or not isinstance(value, int):
+        sub = declared if isinstance(declared, Mapping) else {}
         if isinstance(value, dict):
-            return {mask_text(str(k)): _masked(v) for k, v in value.items()}
+            return {mask_text(str(k)): _masked(v, sub.get(k), root) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [_masked(v) for v in value]
+            return [_masked(v, sub.get(screen.LIST), root) for v in value]
+        return value
+    if exempt is not None and exempt(value, root):
         return value
     return mask_text(str(value)) if is_pan_digits(str(abs(value))) else value
 
 
 def problem(
-    status: int, title: str, detail: str, field: str | None = None, **extra: Any
+    status: int,
+    title: str,
+    detail: str,
+    field: str | None = None,
+    *,
+    declared: screen.Declared | None = None,
+    **extra: Any,
 ) -> Problem:
-    """The one place that builds problem+json; detail, field and extras never carry a PAN."""
+    """The one place that builds problem+json; detail, field and extras never carry a PAN
+    (extras named in `declared` are screened as protocol.screen screens a message)."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title,
@@ -96,7 +112,7 @@ def problem(
     if field is not None:
         body["field"] = mask_text(field)
     for key, value in extra.items():
-        body[key] = _masked(value)
+        body[key] = _masked(value, (declared or {}).get(key), extra)
     return Problem(status=status, text=json.dumps(body), content_type=PROBLEM)
 
 
@@ -117,7 +133,16 @@ def remask(resp: web.StreamResponse) -> web.StreamResponse:
     title = str(data.pop("title", resp.reason))
     detail = str(data.pop("detail", ""))
     field = data.pop("field", None)
-    out = problem(resp.status, title, detail, None if field is None else str(field), **data)
+    # agent.transit's refusals carry head office's transit details and receive record, the
+    # fields a Reply declares (protocol.messages.REPLY_FIELDS: times, GTINs, the SSCC).
+    out = problem(
+        resp.status,
+        title,
+        detail,
+        None if field is None else str(field),
+        declared=REPLY_FIELDS,
+        **data,
+    )
     for name, value in resp.headers.items():
         if name.lower() not in ("content-type", "content-length"):
             out.headers[name] = value

@@ -27,9 +27,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from agent.api import LocalApi
-from agent.apiedge import MAX_JSON_DEPTH, check_depth, decode_json
+from agent.apiedge import MAX_JSON_DEPTH, check_depth, decode_json, problem
 from agent.config import ApiConfig
 from agent.transit import TransitEvent
+from protocol.messages import REPLY_FIELDS
 from protocol.pan import contains_pan, luhn_ok
 
 PROBLEM = "application/problem+json"
@@ -567,3 +568,23 @@ async def test_the_tcp_listener_refuses_any_authorization_bytes_with_401(tmp_pat
                 assert PROBLEM.encode() in head
             finally:
                 writer.close()
+
+
+def test_problem_extras_keep_declared_times_and_mask_card_numbers() -> None:
+    """A transit refusal repeats head office's receive record: its millisecond time passes the
+    Luhn check one time in ten and must come back as the number it is, while a card number in
+    an undeclared extra (or in the same record's free text) is still masked."""
+    at = 1764633600002  # a real ms time that passes Luhn
+    resp = problem(
+        409,
+        "Conflict",
+        "already received",
+        declared=REPLY_FIELDS,
+        received={"store": "B", "lane": "L1", "at": at, "by": "4111 1111 1111 1111"},
+        echo=at,
+    )
+    assert resp.text is not None
+    body = json.loads(resp.text)
+    assert body["received"]["at"] == at
+    assert "4111 1111 1111 1111" not in resp.text
+    assert body["echo"] != at  # not declared: screened like any other number
