@@ -49,6 +49,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> tuple[int, ...]:
+    """Return `count` distinct TCP ports that were free a moment ago.
+
+    Each socket stays bound until all are picked: calling free_port() in a row can hand back
+    the same port twice, since the kernel may give a just-closed ephemeral port out again (two
+    equal listener ports made a RabbitMQ node fail its boot with duplicate_child_name)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(sock.getsockname()[1])
+        return tuple(ports)
+
+
 def wait_port(host: str, port: int, timeout: float) -> None:
     """Block until `host:port` accepts a TCP connection; raise TimeoutError after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -53,7 +53,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from lanesync.broker import BrokerError, free_port
+from lanesync.broker import BrokerError, free_ports
 
 __all__ = [
     "NODE_NAME",
@@ -130,10 +130,8 @@ class RabbitMQBroker:
         self.workdir = Path(workdir).absolute()
         self._host = host
         self._fixed_port = port is not None
-        self._port = port if port is not None else free_port(host)
-        self._dist_port = free_port(host)
-        self._epmd_port = free_port(host)
-        self._vhost_ports = tuple(free_port(host) for _ in range(vhost_listeners))
+        self._vhost_ports: tuple[int, ...] = ()
+        self._pick_ports(port, vhost_listeners)
         self.persistence = persistence
         self.extra_config = tuple(extra_config)
         self.seed = seed
@@ -301,15 +299,22 @@ class RabbitMQBroker:
             except BrokerError as exc:
                 self._stop_epmd()
                 if attempt + 1 < attempts and "eaddrinuse" in str(exc):
-                    self._port = free_port(self._host)
-                    self._dist_port = free_port(self._host)
-                    self._epmd_port = free_port(self._host)
-                    self._vhost_ports = tuple(free_port(self._host) for _ in self._vhost_ports)
+                    self._pick_ports(None, len(self._vhost_ports))
                     continue
                 raise
             break
         self._started_once = True
         return self
+
+    def _pick_ports(self, port: int | None, vhost_listeners: int) -> None:
+        """Pick the MQTT, distribution, epmd and vhost listener ports, all distinct."""
+        picked = list(free_ports(3 + vhost_listeners, self._host))
+        if port is not None:
+            while port in picked:
+                picked = list(free_ports(3 + vhost_listeners, self._host))
+        self._port = port if port is not None else picked[0]
+        self._dist_port, self._epmd_port = picked[1], picked[2]
+        self._vhost_ports = tuple(picked[3:])
 
     def _start_epmd(self) -> None:
         epmd = shutil.which("epmd") or "/usr/bin/epmd"
