@@ -17,11 +17,11 @@ from typing import Any
 
 from agent import opsconfig
 from agent.opsconfig import OpsConfig
-from protocol.brokerconn import DEFAULT_CONNACK_TIMEOUT_S, TlsConfig, parse_credentials
 from protocol.catalog import MAX_SNAPSHOT_CHUNK
-from protocol.config import Table, load_toml
 from protocol.errors import ConfigError, ProtocolError
 from protocol.identity import DEFAULT_PREFIX, LaneId, Topics
+from protocol.runtime.brokerconn import DEFAULT_CONNACK_TIMEOUT_S, TlsConfig, parse_credentials
+from protocol.runtime.config import Table, load_toml
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class BrokerConfig:
     keepalive: int = 15  # s; a dead (blackholed) link is noticed after 1.5 x keepalive
     topic_prefix: str = DEFAULT_PREFIX
     password_file: str | None = None
-    tls: TlsConfig | None = None  # None: plain MQTT (see protocol.brokerconn)
+    tls: TlsConfig | None = None  # None: plain MQTT (see protocol.runtime.brokerconn)
     connack_timeout_s: float = DEFAULT_CONNACK_TIMEOUT_S  # TCP + TLS + CONNACK, then retry
 
 

@@ -20,7 +20,7 @@ from agent.retention import DiskReserve
 from hardware.config import ScannerConfigError, parse_scanners
 from hardware.manager import ScannerManager
 from protocol.errors import ConfigError
-from protocol.notify import notify_soon
+from protocol.runtime.notify import notify_soon
 
 log = logging.getLogger(__name__)
 

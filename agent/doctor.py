@@ -30,11 +30,12 @@ from agent.config import AgentConfig, BrokerConfig
 from agent.export import ExportError, load_key
 from agent.status import head_office_silent, journal_facts, live_path, read_live
 from agent.verify import verify
-from protocol import brokerconn, codec
-from protocol.brokerconn import BrokerFileError
+from protocol import codec
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
 from protocol.messages import Reply, Request
+from protocol.runtime import brokerconn
+from protocol.runtime.brokerconn import BrokerFileError
 
 Outcome = Literal["ok", "warn", "fail"]
 SERVICE_USER = "lanesync"
@@ -105,7 +106,7 @@ def check_certificates(cfg: AgentConfig, now: float | None = None) -> list[Check
     """The [broker] TLS files: not expired (warn 30 days ahead), secrets not world-readable.
 
     Loading the config already proved each file readable and the key the certificate's own
-    (protocol.brokerconn); check_config turns a failure there into a certificate check.
+    (protocol.runtime.brokerconn); check_config turns a failure there into a certificate check.
     """
     now = time.time() if now is None else now
     b = cfg.broker

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from agent.status import JournalFacts, journal_facts
 from protocol.pan import redact_text
-from protocol.version import VERSION
+from protocol.runtime.version import VERSION
 
 if TYPE_CHECKING:
     from agent.journal import Journal

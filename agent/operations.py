@@ -22,8 +22,8 @@ from agent.metrics import AgentCounters, AgentMetrics, HttpServer, metrics_app
 from agent.replicator import Replicator, ReplicatorStats, RequestTimeout
 from agent.retention import Retention
 from agent.status import LiveStatus, live_path
-from protocol.logsetup import add_secret
-from protocol.watchdog import run_watchdog
+from protocol.runtime.logsetup import add_secret
+from protocol.runtime.watchdog import run_watchdog
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ import tenacity
 from agent.config import AgentConfig
 from agent.journal import Journal, JournalError
 from agent.journal.journal import new_txn_id
-from protocol import brokerconn, codec
+from protocol import codec
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
 from protocol.messages import (
@@ -51,8 +51,9 @@ from protocol.messages import (
     Request,
     Status,
 )
-from protocol.tasks import cancel_and_wait
-from protocol.version import VERSION
+from protocol.runtime import brokerconn
+from protocol.runtime.tasks import cancel_and_wait
+from protocol.runtime.version import VERSION
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from protocol.identity import (
     LaneId,
     check_prefix,
 )
-from protocol.version import VERSION
+from protocol.runtime.version import VERSION
 
 T = TypeVar("T")
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from headoffice import opsconfig
 from headoffice.opsconfig import HoOpsConfig
-from protocol.brokerconn import DEFAULT_CONNACK_TIMEOUT_S, TlsConfig, parse_credentials
 from protocol.codec import DEFAULT_MAX_MESSAGE
-from protocol.config import Table, load_toml
 from protocol.errors import ConfigError, ProtocolError
 from protocol.identity import DEFAULT_PREFIX, Topics, check_segment
+from protocol.runtime.brokerconn import DEFAULT_CONNACK_TIMEOUT_S, TlsConfig, parse_credentials
+from protocol.runtime.config import Table, load_toml
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class HoBrokerConfig:
     client_id: str = "lanesync-headoffice"
     share_group: str | None = None  # set to run several ingest workers on one subscription
     password_file: str | None = None
-    tls: TlsConfig | None = None  # None: plain MQTT (see protocol.brokerconn)
+    tls: TlsConfig | None = None  # None: plain MQTT (see protocol.runtime.brokerconn)
     connack_timeout_s: float = DEFAULT_CONNACK_TIMEOUT_S  # TCP + TLS + CONNACK, then retry
 
 

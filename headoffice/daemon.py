@@ -12,8 +12,8 @@ from headoffice.config import HeadOfficeConfig
 from headoffice.ingest import Ingest
 from headoffice.operations import Operations, request_handlers
 from headoffice.store import describe, target
-from protocol.notify import notify_soon
-from protocol.tasks import cancel_and_wait
+from protocol.runtime.notify import notify_soon
+from protocol.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

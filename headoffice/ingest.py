@@ -75,7 +75,7 @@ from headoffice.store.base import (
     held_reason,
     hold_all,
 )
-from protocol import brokerconn, codec
+from protocol import codec
 from protocol.chain import genesis
 from protocol.errors import ProtocolError
 from protocol.identity import Channel, LaneId
@@ -91,8 +91,9 @@ from protocol.messages import (
     Status,
     choose_version,
 )
-from protocol.tasks import cancel_and_wait
-from protocol.version import VERSION
+from protocol.runtime import brokerconn
+from protocol.runtime.tasks import cancel_and_wait
+from protocol.runtime.version import VERSION
 
 log = logging.getLogger(__name__)
 refusals = StoreLog(log)  # quarantined messages: a few lines per store and 10 s
@@ -617,6 +618,11 @@ class Ingest:
 
     async def _publish(self, client: aiomqtt.Client, msg: Ack | Reply) -> None:
         channel = Channel.ACK if isinstance(msg, Ack) else Channel.REPLY
+        if isinstance(msg, Reply):
+            safe = codec.safe_reply(msg)
+            if safe is not msg and not safe.ok and msg.ok:
+                log.error("reply to %s withheld: %s", msg.lane, safe.error)
+            msg = safe
         await client.publish(self.topics.topic(msg.lane, channel), codec.encode(msg), qos=1)
 
     # --- preparing (decoder thread): no database --------------------------------------------

@@ -26,9 +26,9 @@ from headoffice.sscc import server as sscc_server
 from headoffice.statuspage import status_app
 from headoffice.store import Store, target
 from headoffice.transit import server as transit_server
-from protocol.logsetup import add_secret
 from protocol.messages import Reply, Request
-from protocol.watchdog import run_watchdog
+from protocol.runtime.logsetup import add_secret
+from protocol.runtime.watchdog import run_watchdog
 
 
 def time_handler(store: Store, req: Request, now_ms: int) -> Reply:

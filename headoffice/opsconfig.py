@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.config import Table
 from protocol.errors import ConfigError
+from protocol.runtime.config import Table
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,6 @@ It may import every package because it only dispatches; `demo` and `bench` orche
 components as separate processes, the way they run in the field.
 """
 
-from protocol.version import VERSION
+from protocol.runtime.version import VERSION
 
 __version__ = VERSION

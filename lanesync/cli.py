@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from lanesync import __version__
-from protocol import logsetup
+from protocol.runtime import logsetup
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(command_of(words))
     args = parser.parse_args(words)
-    # Redacts card numbers and credentials from every record (protocol.logsetup).
+    # Redacts card numbers and credentials from every record (protocol.runtime.logsetup).
     logsetup.configure(str(args.log_level), str(args.log_format))
     handler: Handler = args.handler
     try:

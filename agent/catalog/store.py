@@ -28,8 +28,8 @@ from typing import Any, Self, TypeVar
 import msgpack
 
 from protocol import catalog as contract
-from protocol import schema
 from protocol.errors import LanesyncError
+from protocol.runtime import migrations as schema
 
 log = logging.getLogger(__name__)
 

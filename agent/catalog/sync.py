@@ -31,7 +31,7 @@ from agent.config import CatalogConfig
 from protocol import catalog as contract
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.messages import Reply
-from protocol.tasks import cancel_and_wait
+from protocol.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

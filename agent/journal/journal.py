@@ -24,12 +24,12 @@ from typing import Any, Self, TypeVar
 import aiosqlite
 import uuid6
 
-from protocol import schema
 from protocol.chain import entry_hash, genesis
 from protocol.documents import encode_body
 from protocol.errors import LanesyncError
 from protocol.identity import LaneId
 from protocol.messages import Entry
+from protocol.runtime import migrations as schema
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from headoffice.catalog import versions
 from headoffice.config import HeadOfficeConfig
 from headoffice.store import StoreError, open_readonly, target
 from headoffice.store.sql import Sql
-from protocol import brokerconn
 from protocol import catalog as cat
+from protocol.runtime import brokerconn
 
 log = logging.getLogger(__name__)
 

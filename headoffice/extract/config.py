@@ -12,8 +12,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from protocol.config import Table, load_toml
 from protocol.errors import ConfigError
+from protocol.runtime.config import Table, load_toml
 
 SCHEDULES = ("business_day", "each_run")
 LINE_STATUSES = ("proforma", "active")

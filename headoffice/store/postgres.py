@@ -63,10 +63,10 @@ from headoffice.store.base import (
     status_row,
 )
 from headoffice.store.sql import PgSql
-from protocol import schema
 from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import JournalBatch, Status
+from protocol.runtime import migrations as schema
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ def migrate(conn: psycopg.Connection[tuple[Any, ...]], what: str) -> None:
                 "SELECT pg_advisory_xact_lock(hashtext('lanesync-headoffice:' || current_schema()))"
             )
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            # protocol.schema plans (and refuses a newer database); its scripts carry SQLite's
-            # BEGIN IMMEDIATE / PRAGMA user_version, so the bare SQL of each version runs here.
+            # protocol.runtime.migrations plans (and refuses a newer database); its scripts
+            # carry SQLite's BEGIN IMMEDIATE / PRAGMA user_version, so the bare SQL runs here.
             pending = schema.plan(schema_version(conn), migrations, what)
             if not pending:
                 conn.execute("COMMIT")

@@ -31,10 +31,10 @@ from headoffice.store.base import (
     status_row,
 )
 from headoffice.store.sql import SqliteSql
-from protocol import schema
 from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import Status
+from protocol.runtime import migrations as schema
 
 log = logging.getLogger(__name__)
 

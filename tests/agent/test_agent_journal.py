@@ -14,10 +14,10 @@ import pytest
 
 from agent.journal import Journal, JournalConflict, JournalError
 from agent.journal.journal import new_txn_id
-from protocol import schema
 from protocol.chain import first_break, genesis
 from protocol.identity import LaneId
-from protocol.schema import SchemaError
+from protocol.runtime import migrations as schema
+from protocol.runtime.migrations import SchemaError
 
 # The newest journal schema version (0002 added lane-local tables for open documents).
 LATEST = max(schema.load(resources.files("agent.journal.schema").iterdir()))

@@ -22,9 +22,9 @@ from agent.replicator import Replicator
 from lanesync.broker import MosquittoBroker
 from lanesync.proxy import TcpProxy
 from protocol import codec
-from protocol.brokerconn import is_client_socket_race
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Ack, Hello, JournalBatch, Message, Status
+from protocol.runtime.brokerconn import is_client_socket_race
 
 LANE = LaneId("S1", "L1")
 TOPICS = Topics()

@@ -12,7 +12,7 @@ import pytest
 from pgutil import pg_connect, pg_schema
 
 from headoffice.store import PostgresStore, SqliteStore
-from protocol import schema
+from protocol.runtime import migrations as schema
 
 # The latest head-office schema version (this suite checks schema 5's migration, not that it
 # is the last one).

@@ -24,10 +24,11 @@ from headoffice.ingest import Ingest, LaneMarks
 from headoffice.store import SqliteStore
 from headoffice.store.base import QUARANTINE_KEEP_BYTES
 from headoffice.transit import projection
-from protocol import codec, schema
+from protocol import codec
 from protocol.identity import Channel, LaneId
 from protocol.messages import Ack, Hello
 from protocol.pan import mask_bytes
+from protocol.runtime import migrations as schema
 
 PAN = "4111111111111111"
 SSCC = "357035380100000010"

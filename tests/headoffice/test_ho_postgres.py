@@ -27,9 +27,10 @@ from headoffice.ingest import Ingest, IngestStats
 from headoffice.metrics import HoMetrics
 from headoffice.statuspage import collect, render_fragment
 from headoffice.store import PostgresStore, StoreError
-from protocol import codec, schema
+from protocol import codec
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Ack, Status
+from protocol.runtime import migrations as schema
 
 NOW = 1_700_000_000_000
 LATEST = max(schema.load(resources.files("headoffice.store.schema_pg").iterdir()))

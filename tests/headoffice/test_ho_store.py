@@ -14,10 +14,10 @@ from pgutil import Backend
 
 from headoffice.store import SqliteStore, Store
 from headoffice.store.base import LaneState, plan_batch
-from protocol import schema
 from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import JournalBatch, Status
+from protocol.runtime import migrations as schema
 
 NOW = 1_700_000_000_000
 

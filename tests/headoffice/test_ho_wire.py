@@ -124,7 +124,7 @@ async def test_socket_race_inside_the_mqtt_client_is_retried(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The aiomqtt/paho connect race (a None socket handed to aiomqtt's socket callback, see
-    protocol.brokerconn.is_client_socket_race) fails one attempt; head office retries."""
+    protocol.runtime.brokerconn.is_client_socket_race) fails one attempt; head office retries."""
     real = aiomqtt.Client._on_socket_register_write
     races = 0
 

@@ -25,8 +25,8 @@ from agent.journal import Journal
 from agent.replicator import Replicator
 from headoffice import config as ho_config
 from headoffice.ingest import Ingest
-from protocol import brokerconn
 from protocol.errors import ConfigError
+from protocol.runtime import brokerconn
 
 PUBLISH_TIMEOUT_S = 10.0  # what each attempt cost before: far beyond every bound below
 SLACK_S = 0.5  # connect, close and scheduling overhead per attempt on a busy test machine

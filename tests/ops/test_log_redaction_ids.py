@@ -3,7 +3,7 @@
 A lane's epoch is 63 random bits (agent/journal/schema/0001_initial.sql), a 19-digit number that
 passes the Luhn check in about 6 % of lanes; it was logged as "[PAN redacted]" there, though it
 is the key a technician matches a lane with head office by. Identifiers are declared in
-`extra=` (protocol.logsetup.IDENTIFIERS): they are JSON fields and the message shows them,
+`extra=` (protocol.runtime.logsetup.IDENTIFIERS): they are JSON fields and the message shows them,
 while card numbers in the free text around them are still redacted, in text and JSON output.
 """
 
@@ -23,9 +23,9 @@ import pytest
 from agent_proc import READY_LINE, agent, write_config
 
 from agent.journal import Journal
-from protocol import logsetup
 from protocol.identity import LaneId
 from protocol.pan import luhn_ok
+from protocol.runtime import logsetup
 from protocol.screen import sscc as is_sscc
 
 PAN = "4111 1111 1111 1111"

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from protocol import logsetup
+from protocol.runtime import logsetup
 
 PAN = "4111 1111 1111 1111"
 

@@ -19,8 +19,8 @@ from agent import status as lane_status
 from headoffice import config as ho_config
 from headoffice import daemon as ho_daemon
 from lanesync.broker import MosquittoBroker
-from protocol.notify import notify, notify_soon
-from protocol.watchdog import run_watchdog, watchdog_interval
+from protocol.runtime.notify import notify, notify_soon
+from protocol.runtime.watchdog import run_watchdog, watchdog_interval
 
 
 class FakeSystemd:

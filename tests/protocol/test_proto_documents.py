@@ -13,9 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from proto_strategies import FAST
 
-from protocol import schema, screen
+from protocol import screen
 from protocol.codec import unpack
-from protocol.config import Table
 from protocol.documents import (
     DOCUMENT_KINDS,
     check_document,
@@ -27,6 +26,8 @@ from protocol.documents import (
 from protocol.errors import ConfigError, ProtocolError
 from protocol.messages import MAX_ENTRY_BODY
 from protocol.pan import contains_pan, is_pan_digits, is_pan_int
+from protocol.runtime import migrations as schema
+from protocol.runtime.config import Table
 
 TXN = "0190f3a4-7b2c-7def-8a01-23456789abcd"
 

@@ -24,10 +24,10 @@ from agent.config import AgentConfig
 from headoffice import config as ho_config
 from headoffice.config import HeadOfficeConfig
 from lanesync.broker import MosquittoBroker
-from protocol.brokerconn import TlsConfig, tls_context
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch
+from protocol.runtime.brokerconn import TlsConfig, tls_context
 
 STORES = ("S001", "S002")  # each also has a store hub identity (store-S001)
 LANES = (LaneId("S001", "L1"), LaneId("S001", "L2"), LaneId("S002", "L1"))

@@ -25,8 +25,8 @@ from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
 from lanesync.cli import main
 from protocol import codec
-from protocol.brokerconn import TlsConfig
 from protocol.identity import LaneId
+from protocol.runtime.brokerconn import TlsConfig
 
 P = "lanesync/v1"
 QUIET_S = 0.5  # after the positive control arrived, how long a forbidden message gets too

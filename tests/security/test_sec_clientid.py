@@ -29,8 +29,8 @@ from headoffice import config as ho_config
 from headoffice.cli import as_worker
 from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
-from protocol.brokerconn import TlsConfig
 from protocol.identity import LaneId
+from protocol.runtime.brokerconn import TlsConfig
 
 VICTIM_LANES = (LaneId("S001", "L1"), LaneId("S002", "L1"))
 ATTACKERS = ("store-S001", "store-S001.L2")  # the victim's store's hub, a lane of that store

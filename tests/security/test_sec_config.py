@@ -14,8 +14,8 @@ from sec_helpers import Pki
 
 from agent import config as agent_config
 from headoffice import config as ho_config
-from protocol.brokerconn import BrokerFileError, TlsConfig, tls_context
 from protocol.errors import ConfigError
+from protocol.runtime.brokerconn import BrokerFileError, TlsConfig, tls_context
 
 
 def agent(broker: dict[str, Any]) -> Any:

@@ -31,7 +31,7 @@ from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
 from lanesync.cli import main
 from lanesync.stack import write_toml
-from protocol.brokerconn import TlsConfig
+from protocol.runtime.brokerconn import TlsConfig
 
 
 def ho_toml(tmp_path: Path, login: str, broker: dict[str, Any] | None = None) -> Path:

@@ -17,7 +17,7 @@ from agent.replicator import Replicator
 from headoffice import config as ho_config
 from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
-from protocol.brokerconn import TlsConfig
+from protocol.runtime.brokerconn import TlsConfig
 
 
 async def test_lane_logs_in_with_its_password_file(

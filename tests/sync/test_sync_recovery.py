@@ -30,7 +30,7 @@ from headoffice import config as ho_config
 from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
 from protocol.identity import LaneId
-from protocol.tasks import cancel_and_wait
+from protocol.runtime.tasks import cancel_and_wait
 
 LANE = LaneId("S7", "L1")
 ACK_TIMEOUT_S = 4.0

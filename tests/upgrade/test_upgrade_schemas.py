@@ -26,8 +26,8 @@ from agent.verify import verify
 from headoffice.store import SqliteStore
 from headoffice.store.postgres import PostgresStore
 from lanesync import stack
-from protocol import schema
 from protocol.identity import LaneId
+from protocol.runtime import migrations as schema
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LANE = LaneId("S001", "L1")

@@ -1,1 +1,1 @@
-"""The lane catalog's schema: one SQL file per version (protocol.schema runs them)."""
+"""The lane catalog's schema: one SQL file per version (protocol.runtime.migrations runs them)."""

@@ -40,8 +40,8 @@ from paho.mqtt.client import DisconnectFlags
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from protocol.config import Table
 from protocol.errors import ConfigError
+from protocol.runtime.config import Table
 
 PLAIN_PORT = 1883
 TLS_PORT = 8883  # IANA's secure-mqtt port

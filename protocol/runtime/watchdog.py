@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
-from protocol.notify import notify
+from protocol.runtime.notify import notify
 
 log = logging.getLogger(__name__)
 
