@@ -41,10 +41,11 @@ RequestFn = Callable[[str, dict[str, Any], float], Awaitable[Reply]]
 class Refused(LanesyncError):
     """Head office refused a catalog request; `code` says why (snapshot_needed, ...)."""
 
+    code = "refused"
+
     def __init__(self, op: str, code: str | None, error: str | None) -> None:
-        self.code = code
         why = ": ".join(x for x in (code, error) if x) or "no reason given"
-        super().__init__(f"head office refused {op}: {why}")
+        super().__init__(f"head office refused {op}: {why}", code=code)
 
 
 @dataclass(slots=True)
