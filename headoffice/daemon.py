@@ -9,9 +9,9 @@ import signal
 
 from headoffice.catalog.publisher import HeadPublisher
 from headoffice.config import HeadOfficeConfig
+from headoffice.db import describe, target
 from headoffice.ingest import Ingest
 from headoffice.operations import Operations, request_handlers
-from headoffice.store import describe, target
 from protocol.runtime.notify import notify_soon
 from protocol.runtime.tasks import cancel_and_wait
 

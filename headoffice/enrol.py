@@ -61,6 +61,8 @@ def _ca(directory: str, *, init_name: str | None = None) -> CertificateAuthority
 class EnrolError(LanesyncError):
     """A store that cannot be enrolled or removed as asked; nothing was half done."""
 
+    code = "enrol"
+
 
 @dataclass(frozen=True, slots=True)
 class LaneFiles:
@@ -124,7 +126,7 @@ def _load_rows(cfg: Any, dataset: str, rows: list[dict[str, Any]], source: str) 
     """Upsert rows through the catalog's checked loader; the version made, if any."""
     # Imported here: `lanesync` starts without the database drivers unless this is asked for.
     from headoffice.catalog import load as loader  # noqa: PLC0415
-    from headoffice.store import open_target, target  # noqa: PLC0415
+    from headoffice.db import open_target, target  # noqa: PLC0415
 
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
     parsed = loader.parse(data, "jsonl", dataset, source)
@@ -137,7 +139,7 @@ def _load_rows(cfg: Any, dataset: str, rows: list[dict[str, Any]], source: str) 
 
 def _current(cfg: Any, dataset: str) -> list[dict[str, Any]]:
     from headoffice.catalog import versions  # noqa: PLC0415
-    from headoffice.store import open_readonly, target  # noqa: PLC0415
+    from headoffice.db import open_readonly, target  # noqa: PLC0415
 
     db = open_readonly(target(cfg))
     if db is None:

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from headoffice.store import Store, Target, open_target
-from headoffice.store.base import StoreError, check_batch
+from headoffice.db import Database, Target, open_target
+from headoffice.db.base import DatabaseError, check_batch
 from protocol.chain import first_break
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import LaneId
@@ -54,7 +54,7 @@ class ImportResult:
     redelivered: int
     duplicate_txn: int
     hwm: int
-    held: int = 0  # entries held at their seq (headoffice.store.base), as MQTT ingest holds them
+    held: int = 0  # entries held at their seq (headoffice.db.base), as MQTT ingest holds them
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,7 +144,7 @@ def read(path: Path, key_dir: Path) -> tuple[LaneId, int, bytes, list[Entry]]:
 
 def apply(path: Path, database: Target, key_dir: Path, now_ms: int | None = None) -> ImportResult:
     """Verify and apply one export file in one transaction (database: a SQLite file or a
-    postgresql:// URL, headoffice.store.target)."""
+    postgresql:// URL, headoffice.db.target)."""
     lane, epoch, prev, entries = read(path, key_dir)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     res = ImportResult(str(path), lane.store, lane.lane, epoch, len(entries), 0, 0, 0, 0)
@@ -162,7 +162,7 @@ def apply(path: Path, database: Target, key_dir: Path, now_ms: int | None = None
 
 
 def _apply_entries(
-    store: Store,
+    store: Database,
     res: ImportResult,
     path: Path,
     lane: LaneId,
@@ -192,4 +192,4 @@ def _apply_entries(
         res.hwm = r.hwm
 
 
-__all__ = ["ImportFailed", "ImportResult", "StoreError", "apply", "read"]
+__all__ = ["DatabaseError", "ImportFailed", "ImportResult", "apply", "read"]

@@ -9,13 +9,13 @@ resend-from on a gap) are published only after that commit returned (invariant 2
 before the commit loses nothing: lanes resend from the last ack.
 
 No one message can take the others down with it. Entries head office cannot apply are held at
-their seq (headoffice.store.base, invariant 9), so a valid chain always moves on. Should a
+their seq (headoffice.db.base, invariant 9), so a valid chain always moves on. Should a
 group still fail for a reason that lies in one of its messages (a bug, a database constraint
 nobody foresaw), it is rolled back and applied again message by message, each in its own
 transaction, so the good ones commit; a batch that fails on its own is applied entry by
 entry and the entry that fails is held (`apply_failed`); any other message that fails is
 quarantined (a request is answered with an error). A failure of the database itself (disk
-full, connection lost: headoffice.store.transient) fails the group as before, and lanes
+full, connection lost: headoffice.db.transient) fails the group as before, and lanes
 resend.
 
 Several ingest processes (workers) can share one MQTT shared subscription (`broker.share_group`)
@@ -64,10 +64,8 @@ import tenacity
 
 from headoffice.catalog.registry import Registry
 from headoffice.config import HeadOfficeConfig
-from headoffice.inbox import Inbox, InboxStats, store_of
-from headoffice.lograte import StoreLog
-from headoffice.store import EpochRefused, Store, StoreError, open_store, transient
-from headoffice.store.base import (
+from headoffice.db import Database, DatabaseError, EpochRefused, open_database, transient
+from headoffice.db.base import (
     ApplyResult,
     CheckedBatch,
     HeldEntry,
@@ -75,6 +73,8 @@ from headoffice.store.base import (
     held_reason,
     hold_all,
 )
+from headoffice.inbox import Inbox, InboxStats, store_of
+from headoffice.lograte import StoreLog
 from protocol import codec
 from protocol.chain import genesis
 from protocol.errors import ProtocolError
@@ -101,7 +101,7 @@ refusals = StoreLog(log)  # quarantined messages: a few lines per store and 10 s
 
 _CRASH_AFTER_COMMIT = int(os.environ.get("LANESYNC_FAULT_CRASH_AFTER_COMMIT") or 0)
 
-RequestHandler = Callable[[Store, Request, int], Reply]
+RequestHandler = Callable[[Database, Request, int], Reply]
 HEALTHY_SESSION_S = 5.0  # a broker session that lasted this long resets the reconnect backoff
 
 
@@ -354,7 +354,7 @@ class Ingest:
     def __init__(
         self,
         config: HeadOfficeConfig,
-        store_factory: Callable[[], Store] | None = None,
+        store_factory: Callable[[], Database] | None = None,
         handlers: dict[str, RequestHandler] | None = None,
         *,
         announce: bool = True,
@@ -367,8 +367,8 @@ class Ingest:
         self.topics = config.topics
         self.stats = IngestStats(incarnation=self.incarnation)
         self.handlers = dict(handlers or {})
-        self._store_factory = store_factory or (lambda: open_store(config))
-        self._store: Store | None = None
+        self._store_factory = store_factory or (lambda: open_database(config))
+        self._store: Database | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-writer")
         self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-decoder")
         ing = config.ingest
@@ -568,7 +568,7 @@ class Ingest:
             applied_before = self.stats.entries_applied
             try:
                 out = await loop.run_in_executor(self._writer, self.apply_group, group)
-            except StoreError as exc:
+            except DatabaseError as exc:
                 # Nothing committed, nothing acked: lanes resend after their ack timeout.
                 self.stats.commit_failures += 1
                 log.error("head office: %d messages not committed: %s", len(group), exc)
@@ -707,9 +707,9 @@ class Ingest:
         except Exception as exc:
             store.rollback()
             self._waiting = waiting  # retried with the next group; the new ones come again
-            if isinstance(exc, StoreError):
+            if isinstance(exc, DatabaseError):
                 raise
-            raise StoreError(f"ingest failed: {_describe(exc)}") from exc
+            raise DatabaseError(f"ingest failed: {_describe(exc)}") from exc
         self._release_idle(store, now, out)
         return self._finish(out)
 
@@ -742,7 +742,7 @@ class Ingest:
         return acks + list(out.replies)
 
     def _transaction(
-        self, store: Store, work: list[tuple[Prepared, float]], clock: float, now: int
+        self, store: Database, work: list[tuple[Prepared, float]], clock: float, now: int
     ) -> _Outcome:
         """Apply `work` in one transaction and commit it; raises (nothing committed) if any
         of it fails."""
@@ -766,7 +766,7 @@ class Ingest:
         return out
 
     def _one_by_one(
-        self, store: Store, work: list[tuple[Prepared, float]], clock: float, now: int
+        self, store: Database, work: list[tuple[Prepared, float]], clock: float, now: int
     ) -> _Outcome:
         """The group again, each message in its own transaction: the good ones commit."""
         out = _Outcome()
@@ -781,7 +781,7 @@ class Ingest:
         return out
 
     def _isolate(
-        self, store: Store, p: Prepared, since: float, exc: Exception, clock: float, now: int
+        self, store: Database, p: Prepared, since: float, exc: Exception, clock: float, now: int
     ) -> _Outcome:
         """One message that fails on its own: a batch entry by entry, holding the entry that
         fails; anything else quarantined (a request answered with an error)."""
@@ -809,7 +809,7 @@ class Ingest:
 
     def _entry_by_entry(
         self,
-        store: Store,
+        store: Database,
         p: Prepared,
         msg: JournalBatch,
         since: float,
@@ -845,7 +845,7 @@ class Ingest:
         return out
 
     @staticmethod
-    def _gapped(store: Store, p: Prepared) -> bool:
+    def _gapped(store: Database, p: Prepared) -> bool:
         """A batch that starts beyond what head office holds for its lane (after the lock)."""
         msg = p.msg
         if not isinstance(msg, JournalBatch) or p.lane is None:
@@ -854,7 +854,7 @@ class Ingest:
         return msg.first_seq > (state.hwm if state is not None else 0) + 1
 
     def _settle_gapped(
-        self, store: Store, waiting: list[_Waiting], clock: float, now: int, out: _Outcome
+        self, store: Database, waiting: list[_Waiting], clock: float, now: int, out: _Outcome
     ) -> None:
         """Apply the gapped batches whose predecessor this group brought; hold the others
         until `gap_hold_ms` has passed, then apply them, which answers with a resend."""
@@ -881,7 +881,7 @@ class Ingest:
                     out.gaps_held += 1
                 out.waiting.append(h)
 
-    def _apply_one(self, store: Store, p: Prepared, now: int, out: _Outcome) -> None:
+    def _apply_one(self, store: Database, p: Prepared, now: int, out: _Outcome) -> None:
         msg, lane = p.msg, p.lane
         if msg is None or lane is None:
             self._quarantine(store, p.topic, lane, p.refusal or "refused", p.raw, now, out)
@@ -932,7 +932,7 @@ class Ingest:
 
     # --- hello: version, proof, restores (issues 16.7 and 18.3) -------------------------------
 
-    def _answer_hello(self, store: Store, msg: Hello, hwm: int) -> Ack:
+    def _answer_hello(self, store: Database, msg: Hello, hwm: int) -> Ack:
         """The ack for a hello: head office's mark, and for a lane that said what it speaks
         (v2) the version to use, the proof's verdict, a rewind or a refusal."""
         lane, epoch, acked = msg.lane, msg.epoch, msg.acked_seq
@@ -970,7 +970,7 @@ class Ingest:
         return Ack(lane, epoch, hwm, None, None, choose_version(msg.protocols), verdict)
 
     @staticmethod
-    def _compare(store: Store, msg: Hello, hwm: int) -> tuple[str, str, int]:
+    def _compare(store: Database, msg: Hello, hwm: int) -> tuple[str, str, int]:
         """(verdict, state, identical-up-to seq) from the hello's checkpoints."""
         points = [(seq, h) for seq, h in msg.proof if seq <= hwm]
         if not points:
@@ -1013,7 +1013,7 @@ class Ingest:
 
     # --- the store registry (issue 14 item 4) -------------------------------------------------
 
-    def _check_registry(self, store: Store, clock: float) -> None:
+    def _check_registry(self, store: Database, clock: float) -> None:
         """The registry at the catalog's current version (read at most every
         REGISTRY_REFRESH_S); the lanes with open `unregistered` entries read again when it
         moved, and with every group for REGISTRY_RECHECK_S after."""
@@ -1031,7 +1031,7 @@ class Ingest:
             self._unregistered = store.held_lanes(UNREGISTERED)
 
     def _registered(
-        self, store: Store, checked: CheckedBatch, now: int, out: _Outcome
+        self, store: Database, checked: CheckedBatch, now: int, out: _Outcome
     ) -> tuple[CheckedBatch, bool]:
         """The batch as ingest applies it, and whether the registry holds it: every entry
         held when the registry does not know its store or lane; otherwise, first, what the
@@ -1051,7 +1051,7 @@ class Ingest:
         return checked, False
 
     def _release_registered(
-        self, store: Store, key: tuple[str, str], now: int, out: _Outcome
+        self, store: Database, key: tuple[str, str], now: int, out: _Outcome
     ) -> bool:
         """Release a lane's `unregistered` entries, once, in (epoch, seq) order, through the
         operator's release path (today's rules apply: one that fails them stays held), at
@@ -1070,7 +1070,7 @@ class Ingest:
         out.registered.add(key)
         return True
 
-    def _release_idle(self, store: Store, now: int, out: _Outcome) -> None:
+    def _release_idle(self, store: Database, now: int, out: _Outcome) -> None:
         """Registered lanes that sent nothing in this group: their entries are released in a
         transaction of their own each (the next group retries one that failed)."""
         todo = sorted(
@@ -1105,7 +1105,7 @@ class Ingest:
                 return
 
     def _refuse_epoch(
-        self, store: Store, p: Prepared, exc: EpochRefused, now: int, out: _Outcome
+        self, store: Database, p: Prepared, exc: EpochRefused, now: int, out: _Outcome
     ) -> None:
         """A new epoch beyond the lane's cap: quarantined on one row per lane and channel
         (the reason names no epoch, and the row folds whatever the bytes), no ack."""
@@ -1114,7 +1114,7 @@ class Ingest:
 
     def _quarantine(
         self,
-        store: Store,
+        store: Database,
         topic: str,
         lane: LaneId | None,
         reason: str,
@@ -1146,7 +1146,7 @@ class Ingest:
         store.quarantine(topic, lane, reason, raw, now, fold=fold)
 
     @staticmethod
-    def _write_flooded(store: Store, out: _Outcome, now: int) -> None:
+    def _write_flooded(store: Database, out: _Outcome, now: int) -> None:
         """One row per topic for what a flooding store's refused messages (QuarantineRow
         folds them: the first's reason and bytes, and how many)."""
         for topic, f in out.flooded.items():

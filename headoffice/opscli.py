@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from headoffice import config as ho_config
+from headoffice import db as ho_db
 from headoffice import importer
-from headoffice import store as ho_store
 from headoffice.config import HeadOfficeConfig
 from headoffice.opsconfig import check_listen
 from protocol.errors import LanesyncError
@@ -53,7 +53,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 2
     key_dir = Path(args.key_dir) if args.key_dir else cfg.ops.import_.key_dir
     try:
-        res = importer.apply(Path(args.file), ho_store.target(cfg), key_dir)
+        res = importer.apply(Path(args.file), ho_db.target(cfg), key_dir)
     except LanesyncError as exc:
         print(f"lanesync import: {exc}", file=sys.stderr)
         return 1

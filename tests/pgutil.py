@@ -23,8 +23,8 @@ import psycopg
 import pytest
 
 from headoffice.config import HeadOfficeConfig, parse
-from headoffice.store import Store, open_target
-from headoffice.store.sql import to_pyformat
+from headoffice.db import Database, open_target
+from headoffice.db.sql import to_pyformat
 
 PG_URL = os.environ.get("LANESYNC_TEST_PG_URL", "postgresql://127.0.0.1:5432/test")
 
@@ -78,7 +78,7 @@ class Backend:
     def is_pg(self) -> bool:
         return self.name == "postgres"
 
-    def store(self) -> Store:
+    def store(self) -> Database:
         return open_target(self.target)
 
     def database_table(self) -> dict[str, str]:

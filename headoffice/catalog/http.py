@@ -25,7 +25,7 @@ from aiohttp import web
 from headoffice.catalog import load as loader
 from headoffice.catalog.versions import LoadResult
 from headoffice.config import CatalogConfig
-from headoffice.store import Target, open_target
+from headoffice.db import Target, open_target
 from protocol.errors import LanesyncError
 from protocol.pan import mask_text
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from headoffice.catalog import versions
 from headoffice.catalog.versions import LoadResult
-from headoffice.store.sql import Sql
+from headoffice.db.sql import Sql
 from protocol import catalog as cat
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.pan import mask_text
@@ -43,6 +43,8 @@ CONTENT_TYPES: dict[str, Format] = {
 
 class LoadError(LanesyncError):
     """A file refused whole: where (file, row, column) and why; nothing was changed."""
+
+    code = "catalog_load"
 
     def __init__(self, file: str, row: int | None, column: str | None, reason: str) -> None:
         self.file = mask_text(file)

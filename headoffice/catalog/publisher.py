@@ -29,8 +29,8 @@ import tenacity
 
 from headoffice.catalog import versions
 from headoffice.config import HeadOfficeConfig
-from headoffice.store import StoreError, open_readonly, target
-from headoffice.store.sql import Sql
+from headoffice.db import DatabaseError, open_readonly, target
+from headoffice.db.sql import Sql
 from protocol import catalog as cat
 from protocol.runtime import brokerconn
 
@@ -177,7 +177,7 @@ class HeadPublisher:
                 retrying = tenacity.AsyncRetrying(
                     wait=tenacity.wait_random_exponential(multiplier=0.5, max=15),
                     retry=tenacity.retry_if_exception_type(
-                        (aiomqtt.MqttError, OSError, StoreError, sqlite3.Error, psycopg.Error)
+                        (aiomqtt.MqttError, OSError, DatabaseError, sqlite3.Error, psycopg.Error)
                     ),
                     before_sleep=lambda s: log.warning(
                         "catalog heads: %s; retrying", s.outcome.exception() if s.outcome else None

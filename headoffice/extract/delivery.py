@@ -21,18 +21,23 @@ from tenacity import (
     wait_exponential,
 )
 
+from headoffice.db.sql import Sql
 from headoffice.extract.config import DeliveryConfig
-from headoffice.store.sql import Sql
+from protocol.errors import LanesyncError
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-class TransientError(Exception):
+class TransientError(LanesyncError):
     """A failure worth retrying."""
 
+    code = "delivery_transient"
 
-class PermanentError(Exception):
+
+class PermanentError(LanesyncError):
     """The receiver refused the record (4xx); retrying the same bytes will not help."""
+
+    code = "delivery_refused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from headoffice.db import describe
+from headoffice.db.base import DatabaseError
+from headoffice.db.sql import Sql
 from headoffice.extract import db as xdb
 from headoffice.extract import output, postings, purchases, rollup
 from headoffice.extract.config import ExtractConfig
@@ -44,9 +47,6 @@ from headoffice.extract.documents import (
     read_rows,
     to_doc,
 )
-from headoffice.store import describe
-from headoffice.store.base import StoreError
-from headoffice.store.sql import Sql
 from protocol.errors import LanesyncError
 
 JOBS = ("purchases", "rollup", "postings")
@@ -56,6 +56,8 @@ FailPoint = Callable[[str], None]
 
 class ExtractError(LanesyncError):
     """An extract run that could not complete; nothing of it was recorded."""
+
+    code = "extract"
 
 
 @dataclass
@@ -435,7 +437,7 @@ def open_db(cfg: ExtractConfig) -> Sql:
         raise ExtractError(f"database.path: {cfg.database} does not exist (run head office first)")
     try:
         return xdb.open_sql(cfg.target, f"head-office database {describe(cfg.target)}")
-    except StoreError as exc:
+    except DatabaseError as exc:
         raise ExtractError(f"{cfg.database_key}: {exc}") from exc
 
 
@@ -495,7 +497,7 @@ def run(
             return _run(db, cfg, now, progress, fail_point or (lambda _p: None))
         except xdb.DB_ERRORS as exc:
             _rollback(db)
-            raise StoreError(f"extract run failed, nothing recorded: {exc}") from exc
+            raise DatabaseError(f"extract run failed, nothing recorded: {exc}") from exc
         except BaseException:
             _rollback(db)
             raise
@@ -662,7 +664,7 @@ def record_posting(
         db.commit()
     except xdb.DB_ERRORS as exc:
         _rollback(db)
-        raise StoreError(f"recording the ERP posting failed: {exc}") from exc
+        raise DatabaseError(f"recording the ERP posting failed: {exc}") from exc
     finally:
         db.close()
     if done is not None:
@@ -685,7 +687,7 @@ async def deliver_pending(cfg: ExtractConfig) -> tuple[int, int]:
         delivery.save(db, outcomes)
     except xdb.DB_ERRORS as exc:
         _rollback(db)
-        raise StoreError(f"recording delivery outcomes failed: {exc}") from exc
+        raise DatabaseError(f"recording delivery outcomes failed: {exc}") from exc
     finally:
         db.close()
     ok = sum(1 for o in outcomes if o.ok)

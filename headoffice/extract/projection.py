@@ -1,7 +1,7 @@
 """The extract's projection: sale-family documents parsed once, at ingest, into rows.
 
 When it is on (ENABLED, below), head office calls `project` from the ingest transaction that
-applies the documents (the hook in headoffice/store/base.py BatchWriter.flush; the rows are made
+applies the documents (the hook in headoffice/db/base.py BatchWriter.flush; the rows are made
 by check_batch on the decoder thread), so a document and its projection commit or vanish
 together. An extract run then reads headers, lines and payments as rows (documents.read_rows)
 instead of decoding and checking every body again (issue 17.3).
@@ -22,8 +22,8 @@ from typing import Any
 
 import msgpack
 
+from headoffice.db.sql import PgSql, Sql
 from headoffice.extract.documents import DocumentError, parse, unpack
-from headoffice.store.sql import PgSql, Sql
 from protocol.documents import SALE_KINDS
 from protocol.identity import LaneId
 from protocol.messages import Entry

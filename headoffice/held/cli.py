@@ -24,9 +24,9 @@ from typing import Any
 import psycopg
 
 from headoffice import config as ho_config
+from headoffice.db import DatabaseError, describe, is_url, open_database, open_readonly, target
+from headoffice.db.base import CARD_NUMBER_VOID_ONLY, HeldOutcome
 from headoffice.held import ops
-from headoffice.store import StoreError, describe, is_url, open_readonly, open_store, target
-from headoffice.store.base import CARD_NUMBER_VOID_ONLY, HeldOutcome
 from protocol.errors import LanesyncError
 
 DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"  # as `lanesync headoffice` (headoffice.cli)
@@ -181,7 +181,7 @@ def _change(args: argparse.Namespace, action: str) -> int:
         where = target(cfg)
         if not is_url(where) and not Path(where).exists():
             return _fail(2, f"{describe(where)}: no head-office database yet")
-        store = open_store(cfg)
+        store = open_database(cfg)
     except LanesyncError as exc:
         return _fail(2, str(exc))
     now = time.time_ns() // 1_000_000
@@ -191,7 +191,7 @@ def _change(args: argparse.Namespace, action: str) -> int:
         else:
             outcomes = store.void_held(args.id, _who(args), args.reason, now)
         store.commit()
-    except (StoreError, *DATABASE_ERRORS) as exc:  # SQLite busy past its timeout, a lost link
+    except (DatabaseError, *DATABASE_ERRORS) as exc:  # SQLite busy past its timeout, a lost link
         store.rollback()
         return _fail(2, f"nothing changed: {exc}")
     finally:

@@ -22,8 +22,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from headoffice.db import Database
 from headoffice.ingest import RequestHandler
-from headoffice.store import Store
+from protocol.errors import LanesyncError
 from protocol.messages import U63, Reply, Request
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,11 @@ class LeaseArgs:
         self.max = _int(args, "max", 1, U63) if "max" in args else U63
 
 
-class _Bad(ValueError):
+class _Bad(LanesyncError, ValueError):
+    """A request argument out of its range; refused as `bad_request` naming the field."""
+
+    code = "bad_request"
+
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
@@ -81,7 +86,7 @@ def _refused(req: Request, code: str, reason: str, field: str | None = None) -> 
     return Reply(req.lane, req.corr, False, result, reason)
 
 
-def lease(store: Store, req: Request, now_ms: int) -> Reply:
+def lease(store: Database, req: Request, now_ms: int) -> Reply:
     try:
         args = LeaseArgs(req.args)
     except _Bad as exc:
@@ -128,7 +133,7 @@ def lease(store: Store, req: Request, now_ms: int) -> Reply:
     return Reply(req.lane, req.corr, True, {"first": first, "last": last})
 
 
-def leases(store: Store, lane_store: str | None = None) -> list[dict[str, Any]]:
+def leases(store: Database, lane_store: str | None = None) -> list[dict[str, Any]]:
     """Every block on record (for reports and tests), in serial order."""
     sql = store.sql
     cols = "first, last, store, lane, epoch, request_id, at"

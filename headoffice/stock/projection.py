@@ -1,6 +1,6 @@
 """Stock moves of sales, returns and purchases, applied inside the ingest transaction.
 
-Called by the store's flush (headoffice.store.base) for each newly applied document of
+Called by the store's flush (headoffice.db.base) for each newly applied document of
 headoffice.stock.moves.STOCK_KINDS, on the writer thread, in the transaction that writes its
 journal and documents rows: a document moves stock exactly when it is committed, and a
 duplicate (a txn_id applied before) never reaches here, so the projection is idempotent with
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 
+from headoffice.db.sql import Sql
 from headoffice.stock.moves import StockDoc, Unreadable
-from headoffice.store.sql import Sql
 from headoffice.transit.projection import move
 from protocol import catalog as cat
 from protocol.identity import LaneId

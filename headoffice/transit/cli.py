@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 from headoffice import config as ho_config
 from headoffice.config import HeadOfficeConfig
+from headoffice.db import DatabaseError, describe, open_database, open_readonly, target
 from headoffice.stock import cli as stock_cli
 from headoffice.stock import report as stock_report
-from headoffice.store import StoreError, describe, open_readonly, open_store, target
 from headoffice.transit import projection, report
 from protocol.errors import LanesyncError
 
@@ -44,7 +44,7 @@ def cmd_transits(args: argparse.Namespace) -> int:
         if args.cancel:
             return _cancel(cfg, args)
         db = open_readonly(target(cfg))
-    except StoreError as exc:
+    except DatabaseError as exc:
         print(f"lanesync transits: {exc}", file=sys.stderr)
         return 2
     if db is None:
@@ -84,7 +84,7 @@ def cmd_transits(args: argparse.Namespace) -> int:
 
 
 def _cancel(cfg: HeadOfficeConfig, args: argparse.Namespace) -> int:
-    store = open_store(cfg)
+    store = open_database(cfg)
     db = store.sql
     try:
         key = args.cancel

@@ -1,10 +1,10 @@
 """Transit tables and stock per location, built from journaled documents in the ingest transaction.
 
-`apply_entry` is called by the store's apply_batch (headoffice.store.base, SQLite and
+`apply_entry` is called by the store's apply_batch (headoffice.db.base, SQLite and
 PostgreSQL alike) for the few kinds in PROJECTED_KINDS (only their bodies are decoded, so bulk
 sale ingest is not slowed down), on the writer thread, inside the transaction that inserts the
 journal rows: a transit exists at head office exactly when its document is committed there.
-The SQL is written once for both backends through headoffice.store.sql.
+The SQL is written once for both backends through headoffice.db.sql.
 
 Stock moves (thousandths of a unit, location `@transit` for parcels on the road):
 - transit_inventory (create): source -qty, @transit +qty; the transit is `in_transit`.
@@ -31,8 +31,9 @@ import logging
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from headoffice.store.sql import Sql
+from headoffice.db.sql import Sql
 from headoffice.transit import bodies
+from protocol.errors import LanesyncError
 from protocol.identity import LaneId
 from protocol.messages import Entry
 
@@ -47,8 +48,10 @@ _COLS = (
 )
 
 
-class ProjectionError(ValueError):
+class ProjectionError(LanesyncError, ValueError):
     """A document that cannot be projected; its reason is logged and counted."""
+
+    code = "projection"
 
 
 def milli(qty: object) -> int:

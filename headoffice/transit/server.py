@@ -32,10 +32,11 @@ import os
 import re
 from typing import Any
 
+from headoffice.db import Database
+from headoffice.db.sql import Sql
 from headoffice.ingest import RequestHandler
-from headoffice.store import Store
-from headoffice.store.sql import Sql
 from headoffice.transit import projection as p
+from protocol.errors import LanesyncError
 from protocol.messages import UUID_RE, Reply, Request
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,12 @@ EXPIRED_GRACE_MS = 30_000
 _CRASH_AFTER_ACCEPT = os.environ.get("LANESYNC_FAULT_TRANSIT_CRASH_AFTER_ACCEPT") == "1"
 
 
-class Refusal(Exception):
+class Refusal(LanesyncError):
+    """A transit request refused with the contract's refusal `code`; `extra` goes in the reply."""
+
     def __init__(self, code: str, reason: str, **extra: Any) -> None:
-        super().__init__(reason)
-        self.code, self.reason, self.extra = code, reason, extra
+        super().__init__(reason, code=code)
+        self.reason, self.extra = reason, extra
 
 
 def _key(args: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
@@ -145,14 +148,14 @@ def _refused(req: Request, r: Refusal) -> Reply:
     return Reply(req.lane, req.corr, False, {"code": r.code, **r.extra}, r.reason)
 
 
-def lookup(store: Store, req: Request, now_ms: int) -> Reply:
+def lookup(store: Database, req: Request, now_ms: int) -> Reply:
     try:
         return _lookup(store, req)
     except Refusal as r:
         return _refused(req, r)
 
 
-def _lookup(store: Store, req: Request) -> Reply:
+def _lookup(store: Database, req: Request) -> Reply:
     if req.args.get("mode") != "receive":
         raise Refusal("bad_request", "mode must be 'receive' (lanes do not search)", field="mode")
     db = store.sql
@@ -160,7 +163,7 @@ def _lookup(store: Store, req: Request) -> Reply:
     return Reply(req.lane, req.corr, True, {"transit": p.details(db, t)})
 
 
-def accept(store: Store, req: Request, now_ms: int) -> Reply:
+def accept(store: Database, req: Request, now_ms: int) -> Reply:
     try:
         reply = _accept(store, req, now_ms)
     except Refusal as r:
@@ -174,7 +177,7 @@ def accept(store: Store, req: Request, now_ms: int) -> Reply:
     return reply
 
 
-def _accept(store: Store, req: Request, now_ms: int) -> Reply:
+def _accept(store: Database, req: Request, now_ms: int) -> Reply:
     db = store.sql
     rid = req.args.get("request_id")
     if type(rid) is not str or not UUID_RE.fullmatch(rid):

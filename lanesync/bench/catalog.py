@@ -44,7 +44,7 @@ from agent.replicator import Replicator
 from headoffice import config as ho_config
 from headoffice.catalog import load as ho_load
 from headoffice.catalog import versions as ho_versions
-from headoffice.store import open_target, target
+from headoffice.db import open_target, target
 from lanesync import stack
 from lanesync.bench.common import in_workdir, print_result
 from lanesync.broker import MosquittoBroker

@@ -1,7 +1,7 @@
 """`lanesync bench extract`: journal entries rolled up and posted per second.
 
 N realistic sale documents (some refunds) from 4 stores x 2 lanes are applied to a real
-head-office database through its store (SqliteStore, or PostgresStore with `--backend
+head-office database through its store (SqliteDatabase, or PostgresDatabase with `--backend
 postgres` in a scratch schema that is dropped afterwards), as ingest would, which also writes
 the extract's projection (schema 6: headers, lines, payments as rows). Timed: the extract's
 engine reading the projection, rolling up and posting; the same engine reading and decoding the
@@ -30,11 +30,11 @@ from typing import Any
 
 import psycopg
 
+from headoffice.db import Target, describe, open_target
 from headoffice.extract import db as xdb
 from headoffice.extract import job, projection
 from headoffice.extract.config import ExtractConfig
 from headoffice.extract.documents import read_rows
-from headoffice.store import Target, describe, open_target
 from lanesync import samples
 from lanesync.bench.common import in_workdir, print_result
 from protocol.chain import entry_hash, genesis

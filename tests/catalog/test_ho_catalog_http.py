@@ -13,9 +13,9 @@ from pgutil import Backend
 
 from headoffice.catalog import versions
 from headoffice.config import CatalogConfig, parse, read_token
+from headoffice.db import open_readonly
 from headoffice.metrics import HttpServer
 from headoffice.statuspage import status_app
-from headoffice.store import open_readonly
 from protocol.errors import ConfigError
 
 backend = pgutil.backend  # the fixture, parametrised over SQLite and PostgreSQL

@@ -12,9 +12,9 @@ from pgutil import Backend
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
 from headoffice.catalog.publisher import PublisherStats
+from headoffice.db import SqliteDatabase
 from headoffice.metrics import HttpServer
 from headoffice.statuspage import collect, render_fragment, status_app
-from headoffice.store import SqliteStore
 from protocol.identity import LaneId
 
 backend = pgutil.backend  # the fixture, parametrised over SQLite and PostgreSQL
@@ -81,7 +81,7 @@ def test_lanes_behind_their_stores_head_are_shown(backend: Backend, tmp_path: Pa
 
 
 async def test_api_status_shows_the_head_publisher(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "ho.db")
+    store = SqliteDatabase(tmp_path / "ho.db")
     store.close()
     stats = PublisherStats(connected=False, heads_published=7, version_seen=3)
     app = status_app(tmp_path / "ho.db", publisher=stats)

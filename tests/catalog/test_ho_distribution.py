@@ -18,7 +18,7 @@ from headoffice import daemon as ho_daemon
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
 from headoffice.config import HeadOfficeConfig
-from headoffice.store import open_target
+from headoffice.db import open_target
 from lanesync.broker import Broker
 from protocol import catalog as cat
 from protocol import codec

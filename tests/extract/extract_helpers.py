@@ -9,8 +9,8 @@ from typing import Any
 
 import msgpack
 
+from headoffice.db import Database, open_target
 from headoffice.extract.config import ExtractConfig
-from headoffice.store import Store, open_target
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch
@@ -31,7 +31,7 @@ class HeadOffice:
         self.work = work
         self.entries: dict[LaneId, list[Entry]] = {}
         self.n = 0
-        self._store: Store | None = None
+        self._store: Database | None = None
 
     @property
     def is_pg(self) -> bool:
@@ -42,7 +42,7 @@ class HeadOffice:
             self._store.close()
             self._store = None
 
-    def store(self) -> Store:
+    def store(self) -> Database:
         if self._store is None:
             self._store = open_target(self.target)
         return self._store

@@ -16,12 +16,12 @@ import pytest
 from extract_helpers import DAY, LATER, T0, HeadOffice, card, config, line, sale
 from pgutil import pg_connect, pg_schema
 
+from headoffice.db import open_target
+from headoffice.db.base import DatabaseError
 from headoffice.extract import config as x_config
 from headoffice.extract import job
 from headoffice.extract.config import ExtractConfig, PosBatch, TaxDefinition
 from headoffice.extract.job import ExtractError
-from headoffice.store import open_target
-from headoffice.store.base import StoreError
 from protocol.errors import ConfigError
 
 BATCHES = {
@@ -140,7 +140,7 @@ def test_a_failing_commit_records_nothing_and_the_rerun_emits_everything(
             "INSERT INTO extract_purchases (record_id, txn_id, run, body) VALUES (?, ?, ?, ?)",
             (f"pur-{txns[3]}", "someone-else", 99, "{}"),
         )
-        with pytest.raises(StoreError, match="nothing recorded"):
+        with pytest.raises(DatabaseError, match="nothing recorded"):
             job.run(cfg, now_ms=LATER)
         for table in ("extract_done", "extract_cursor", "extract_runs", "extract_counters"):
             assert db.fetchall(f"SELECT * FROM {table}") == [], table

@@ -13,8 +13,8 @@ from typing import Any
 import msgpack
 from pgutil import Backend
 
+from headoffice.db import open_database
 from headoffice.ingest import Ingest
-from headoffice.store import open_store
 from protocol import codec
 from protocol.chain import entry_hash, genesis
 from protocol.identity import Channel, LaneId, Topics
@@ -88,7 +88,7 @@ def writer_ingest(backend: Backend, **ingest: Any) -> Iterator[Ingest]:
     """An Ingest whose writer thread is the test: apply_group called directly, a real store
     on the backend, no broker (what Ingest.__aenter__ sets up, minus the MQTT session)."""
     cfg = backend.config(ingest=ingest)
-    store = open_store(cfg)
+    store = open_database(cfg)
     ing = Ingest(cfg, store_factory=lambda: store)
     ing._store = store
     try:

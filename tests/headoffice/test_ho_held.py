@@ -20,9 +20,9 @@ from ho_helpers import LaneSim, deep_sale, journal_msg, sale_doc, topic, writer_
 from pgutil import Backend
 
 from headoffice import ingest as ingest_module
+from headoffice.db import SqliteDatabase
+from headoffice.db.base import QUARANTINE_KEEP_BYTES
 from headoffice.ingest import Ingest, LaneMarks
-from headoffice.store import SqliteStore
-from headoffice.store.base import QUARANTINE_KEEP_BYTES
 from headoffice.transit import projection
 from protocol import codec
 from protocol.identity import Channel, LaneId
@@ -422,7 +422,7 @@ def test_hellos_for_ever_new_lanes_do_not_grow_memory(tmp_path: Any) -> None:
     assert marks.dropped == 5000 - len(marks)
     assert [k[2] for k in marks if k[1] == "L249"] == [4996, 4997, 4998, 4999]
     assert not any(k[1] == "L149" for k in marks)  # the 101st most recent lane
-    store = SqliteStore(tmp_path / "ho.db")
+    store = SqliteDatabase(tmp_path / "ho.db")
     store.max_cached_lanes = 50
     try:
         for n in range(120):
@@ -499,7 +499,7 @@ def test_a_schema_3_database_migrates_with_its_rows(tmp_path: Any) -> None:
     """An existing head-office file (schema 3) with a whole, unmasked quarantine row."""
     path = tmp_path / "ho.db"
     db = sqlite3.connect(path, isolation_level=None)
-    migrations = schema.load(resources.files("headoffice.store.schema").iterdir())
+    migrations = schema.load(resources.files("headoffice.db.schema").iterdir())
     for _, script in schema.plan(0, {v: s for v, s in migrations.items() if v <= 3}, "test"):
         db.executescript(script)
     raw = PAN.encode() + b"y" * 5000
@@ -509,7 +509,7 @@ def test_a_schema_3_database_migrates_with_its_rows(tmp_path: Any) -> None:
         (raw, b"f" * 32),
     )
     db.close()
-    SqliteStore(path).close()
+    SqliteDatabase(path).close()
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA user_version").fetchone()[0] == max(migrations)

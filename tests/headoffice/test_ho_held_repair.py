@@ -1,6 +1,6 @@
 """An operator repairs held entries (issue 16 item 1): release applies one once, as if it had
 arrived in order; void closes it with who, when and why. Both idempotent, on SQLite and
-PostgreSQL (the `backend` fixture), through the store (Store.release_held / void_held) and the
+PostgreSQL (the `backend` fixture), through the store (Database.release_held / void_held) and the
 `lanesync held` command.
 """
 
@@ -16,10 +16,10 @@ import pytest
 from ho_helpers import LaneSim, journal_msg, sale_doc, writer_ingest
 from pgutil import Backend
 
+from headoffice.db.base import HeldOutcome
 from headoffice.held import cli as held_cli
 from headoffice.ingest import IngestStats
 from headoffice.metrics import HoMetrics
-from headoffice.store.base import HeldOutcome
 from headoffice.transit import bodies
 from lanesync import stack
 from protocol.identity import LaneId

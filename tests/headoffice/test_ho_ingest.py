@@ -21,8 +21,8 @@ from ho_helpers import LANE, LaneSim, sale_doc
 from pgutil import Backend, pg_connect
 
 from headoffice.config import load, parse
+from headoffice.db import Database, DatabaseError, PostgresDatabase, SqliteDatabase
 from headoffice.ingest import Ingest
-from headoffice.store import PostgresStore, SqliteStore, Store, StoreError
 from protocol import codec
 from protocol.errors import ConfigError
 from protocol.identity import Channel, LaneId, Topics
@@ -247,7 +247,7 @@ def test_unknown_request_op_replies_not_ok(ingest: Ingest) -> None:
 
 
 def test_request_handler_reply(ingest: Ingest) -> None:
-    def echo(store: Store, req: Request, now: int) -> Reply:
+    def echo(store: Database, req: Request, now: int) -> Reply:
         return Reply(req.lane, req.corr, True, {"echo": req.args})
 
     ingest.handlers["echo"] = echo
@@ -286,7 +286,7 @@ def test_failure_of_one_message_rolls_back_no_other(ingest: Ingest, backend: Bac
     rolls back its group: the group is applied again message by message, the batch commits,
     the junk is quarantined, and the failing request is quarantined and answered."""
 
-    def broken(store: Store, req: Request, now: int) -> Reply:
+    def broken(store: Database, req: Request, now: int) -> Reply:
         raise RuntimeError("handler bug")
 
     ingest.handlers["broken"] = broken
@@ -323,18 +323,18 @@ def test_database_failure_still_fails_the_whole_group(ingest: Ingest, backend: B
     sim.add_many(3)
     store = ingest._store
     if backend.is_pg:
-        assert isinstance(store, PostgresStore)
+        assert isinstance(store, PostgresDatabase)
         store.lock_lanes([])  # a transaction on the connection, then the server kills it
         with pg_connect() as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (store.conn.info.backend_pid,))
         blocker = None
     else:
-        assert isinstance(store, SqliteStore)
+        assert isinstance(store, SqliteDatabase)
         store.db.execute("PRAGMA busy_timeout = 50")
         blocker = sqlite3.connect(backend.target, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(StoreError):
+        with pytest.raises(DatabaseError):
             ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3))), (JOURNAL, b"junk")])
     finally:
         if blocker is not None:

@@ -26,11 +26,11 @@ import msgpack
 import pytest
 from ops_helpers import query
 
+from headoffice.db import SqliteDatabase
+from headoffice.db.base import check_batch
 from headoffice.ingest import IngestStats
 from headoffice.metrics import HttpServer
 from headoffice.statuspage import collect, ingest_figures, render_fragment, status_app
-from headoffice.store import SqliteStore
-from headoffice.store.base import check_batch
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch, Status
@@ -44,7 +44,7 @@ def _now_ms() -> int:
 
 def _seed(db_path: Path) -> None:
     """Two stores: S001 with two online lanes (one lagging), S002 offline with a quarantine."""
-    store = SqliteStore(db_path)
+    store = SqliteDatabase(db_path)
     now = _now_ms()
     try:
         for lane_id, n_applied, lane_last in (
@@ -80,7 +80,7 @@ def _seed(db_path: Path) -> None:
 
 def _journal_transit(db_path: Path, lane: LaneId, seq: int) -> None:
     """The lane's next journal entry: a transit-inventory document, ingested as usual."""
-    store = SqliteStore(db_path)
+    store = SqliteDatabase(db_path)
     try:
         state = store.lane_state(lane, 7)
         assert state is not None
@@ -234,7 +234,7 @@ async def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
         assert "No open transits." in text
 
         # The lane S002/L1 comes back: the page shows it without a reload.
-        store = SqliteStore(db)
+        store = SqliteDatabase(db)
         try:
             store.save_status(Status(LaneId("S002", "L1"), "online", "0.1.0", 0, _now_ms()))
             store.commit()
@@ -264,7 +264,7 @@ async def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
 def test_held_entries_and_this_process_figures_on_the_page(tmp_path: Path) -> None:
     db = tmp_path / "ho.db"
     _seed(db)
-    store = SqliteStore(db)
+    store = SqliteDatabase(db)
     try:
         lane = LaneId("S001", "L1")
         state = store.lane_state(lane, 7)

@@ -21,7 +21,7 @@ import pytest
 from agent import config as agent_config
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
-from headoffice.store import open_target
+from headoffice.db import open_target
 from lanesync import stack
 from lanesync.broker import Broker
 from lanesync.posclient import PosClient

@@ -1,7 +1,7 @@
 """Ingest as a shared-subscription worker: a batch that arrives ahead of its predecessor is held
 and retried for `ingest.gap_hold_ms` before the lane is asked to resend.
 
-The test is the ingest's writer thread (apply_group called directly) over a real SqliteStore;
+The test is the ingest's writer thread (apply_group called directly) over a real SqliteDatabase;
 what another worker would commit in between is played by applying the predecessor later.
 """
 
@@ -17,8 +17,8 @@ import msgpack
 import pytest
 
 from headoffice.config import parse
+from headoffice.db import SqliteDatabase
 from headoffice.ingest import Ingest
-from headoffice.store import SqliteStore
 from protocol import codec
 from protocol.chain import entry_hash, genesis
 from protocol.identity import Channel, LaneId, Topics
@@ -57,7 +57,7 @@ def make_ingest(path: Path, **ingest: int) -> Ingest:
         }
     )
     ing = Ingest(cfg)
-    ing._store = SqliteStore(path)  # what __aenter__ does on the writer thread, minus MQTT
+    ing._store = SqliteDatabase(path)  # what __aenter__ does on the writer thread, minus MQTT
     return ing
 
 

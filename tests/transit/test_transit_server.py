@@ -16,9 +16,9 @@ import pytest
 from pgutil import Backend, pg_connect, pg_schema
 from transit_helpers import SSCC1, SSCC2, Lane, stock, transit_doc
 
+from headoffice.db import Database, PostgresDatabase, open_readonly
 from headoffice.ingest import Ingest
 from headoffice.operations import request_handlers
-from headoffice.store import PostgresStore, Store, open_readonly
 from headoffice.transit import projection, report
 from headoffice.transit import server as srv
 from protocol import codec
@@ -29,7 +29,7 @@ A1, B1, B2, C1 = Lane("A", "L1"), Lane("B", "L1"), Lane("B", "L2"), Lane("C", "L
 
 
 @pytest.fixture
-def store(backend: Backend) -> Iterator[Store]:
+def store(backend: Backend) -> Iterator[Database]:
     s = backend.store()
     yield s
     s.close()
@@ -39,17 +39,17 @@ def rid() -> str:
     return str(uuid.uuid4())
 
 
-def lookup(store: Store, lane: Lane, **args: object) -> Reply:
+def lookup(store: Database, lane: Lane, **args: object) -> Reply:
     return srv.lookup(store, lane.request("transit_lookup", mode="receive", **args), 1)
 
 
-def accept(store: Store, lane: Lane, request_id: str, now: int = 5_000, **args: object) -> Reply:
+def accept(store: Database, lane: Lane, request_id: str, now: int = 5_000, **args: object) -> Reply:
     r = srv.accept(store, lane.request("transit_accept", request_id=request_id, **args), now)
     store.commit()
     return r
 
 
-def test_create_moves_stock_out_of_source_into_transit(store: Store) -> None:
+def test_create_moves_stock_out_of_source_into_transit(store: Database) -> None:
     A1.entries.clear()
     A1.journal(
         store,
@@ -78,7 +78,7 @@ def test_create_moves_stock_out_of_source_into_transit(store: Store) -> None:
     assert [r["transit_no"] for r in report.open_transits(store.sql)] == ["T10001"]
 
 
-def test_lookup_and_refusals(store: Store) -> None:
+def test_lookup_and_refusals(store: Database) -> None:
     A1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc())
     ok = lookup(store, B1, sscc=SSCC1)
@@ -102,7 +102,7 @@ def test_lookup_and_refusals(store: Store) -> None:
     assert lookup(store, B1, sscc="3570").result["code"] == "bad_request"
 
 
-def test_not_yet_known_when_a_lane_lags(store: Store) -> None:
+def test_not_yet_known_when_a_lane_lags(store: Database) -> None:
     store.note_hello(A1.lane, 99, 5, 1)  # A/L1 holds 5 entries head office has not got
     store.commit()
     r = lookup(store, B1, sscc=SSCC1)
@@ -113,7 +113,7 @@ def test_not_yet_known_when_a_lane_lags(store: Store) -> None:
     assert a.result["code"] == "not_yet_known"
 
 
-def test_accept_exactly_once_retry_and_link(store: Store) -> None:
+def test_accept_exactly_once_retry_and_link(store: Database) -> None:
     A1.entries.clear()
     B1.entries.clear()
     txn = A1.journal(store, "transit_inventory", transit_doc())
@@ -159,7 +159,7 @@ def test_accept_exactly_once_retry_and_link(store: Store) -> None:
     assert stock(store, "B", "P1000") == "5.000"
 
 
-def test_accept_document_without_head_office_acceptance_applies_once(store: Store) -> None:
+def test_accept_document_without_head_office_acceptance_applies_once(store: Database) -> None:
     A1.entries.clear()
     B1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc(sscc=SSCC2, no="T10002"))
@@ -176,7 +176,7 @@ def test_accept_document_without_head_office_acceptance_applies_once(store: Stor
     assert accept(store, B2, rid(), sscc=SSCC2).result["code"] == "already_received"
 
 
-def test_cancel_returns_stock_and_refuses_receive(store: Store) -> None:
+def test_cancel_returns_stock_and_refuses_receive(store: Database) -> None:
     A1.entries.clear()
     txn = A1.journal(store, "transit_inventory", transit_doc())
     store.sql.begin()
@@ -189,7 +189,7 @@ def test_cancel_returns_stock_and_refuses_receive(store: Store) -> None:
     assert r.result["cancelled"]["by"] == "HQ1"
 
 
-def test_expired_accept_does_nothing(store: Store) -> None:
+def test_expired_accept_does_nothing(store: Database) -> None:
     A1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc())
     r = accept(store, B1, rid(), 100_000, sscc=SSCC1, deadline_ms=1_000)
@@ -197,7 +197,7 @@ def test_expired_accept_does_nothing(store: Store) -> None:
     assert lookup(store, B1, sscc=SSCC1).ok
 
 
-def test_malformed_transit_document_is_held_not_fatal(store: Store) -> None:
+def test_malformed_transit_document_is_held_not_fatal(store: Database) -> None:
     """A transit body head office cannot project is held at its seq (invariant 9), with the
     field at fault; the lane carries on. What only the database can tell (an SSCC already
     used by another transit) is counted: the document is applied, its projection is not."""
@@ -273,7 +273,7 @@ def test_parcel_journaled_and_accepted_in_the_same_ingest_group(backend: Backend
         ing._decoder.shutdown()
 
 
-def test_cli_report_json_and_cancel(tmp_path: Path, store: Store, backend: Backend) -> None:
+def test_cli_report_json_and_cancel(tmp_path: Path, store: Database, backend: Backend) -> None:
     A1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc())
     cfg = tmp_path / "ho.toml"
@@ -295,7 +295,7 @@ def test_cli_report_json_and_cancel(tmp_path: Path, store: Store, backend: Backe
         db.close()
 
 
-def accept_blocked(first: PostgresStore, second: PostgresStore, req: Request) -> Reply:
+def accept_blocked(first: PostgresDatabase, second: PostgresDatabase, req: Request) -> Reply:
     """`second` answers `req` while `first` holds an uncommitted accept of the same parcel;
     returns its answer once `first` committed. Proves `second` really waited on the row."""
     out: list[Reply] = []
@@ -322,7 +322,7 @@ def test_two_postgres_workers_accept_a_parcel_once() -> None:
     """Two ingest workers (two connections) get accepts for the same parcel at the same time:
     the conditional UPDATE of the second waits for the first's commit and changes nothing."""
     with pg_schema() as url:
-        w1, w2 = PostgresStore(url), PostgresStore(url)
+        w1, w2 = PostgresDatabase(url), PostgresDatabase(url)
         try:
             A1.entries.clear()
             A1.journal(w1, "transit_inventory", transit_doc())

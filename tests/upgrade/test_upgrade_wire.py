@@ -16,8 +16,8 @@ from typing import Any
 
 import aiomqtt
 
+from headoffice.db.base import check_batch
 from headoffice.operations import time_handler
-from headoffice.store.base import check_batch
 from lanesync import stack
 from protocol import codec
 from protocol.identity import Channel, LaneId, Topics

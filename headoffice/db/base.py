@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from headoffice.catalog.registry import Registry
+from headoffice.db.sql import Sql
 from headoffice.extract import projection as extract_projection
 from headoffice.lograte import StoreLog
 from headoffice.stock import moves as stock_moves
 from headoffice.stock import projection as stock_projection
-from headoffice.store.sql import Sql
 from headoffice.transit import bodies
 from headoffice.transit import projection as transit_projection
 from protocol import pan
@@ -57,12 +57,16 @@ MAX_REASON_CHARS = 1000
 _MASK_WINDOW = QUARANTINE_KEEP_BYTES + 64
 
 
-class StoreError(LanesyncError):
+class DatabaseError(LanesyncError):
     """The database refused a write; nothing of the group was committed or acknowledged."""
+
+    code = "database"
 
 
 class EpochRefused(LanesyncError):
     """A lane already has the most epochs head office keeps on record for one lane."""
+
+    code = "epoch_refused"
 
 
 @dataclass(slots=True)
@@ -411,7 +415,7 @@ class HeldOutcome:
         return dataclasses.asdict(self)
 
 
-class Store(Protocol):
+class Database(Protocol):
     """A head-office storage backend. Methods run on the ingest's single writer thread."""
 
     @property
@@ -1001,7 +1005,7 @@ class BatchWriter:
                 (now_ms, held_reason(by), held_reason(note), *chunk),
             )
         if changed != len(ids):  # cannot happen under the row locks: fail rather than apply twice
-            raise StoreError(f"{len(ids) - changed} held entries changed while being released")
+            raise DatabaseError(f"{len(ids) - changed} held entries changed while being released")
         self._count("entries_released", len(ids))
 
     def _rehold(self, rec: HeldRecord, code: str, reason: str) -> None:
@@ -1049,7 +1053,7 @@ class BatchWriter:
                     (now_ms, held_reason(by), held_reason(reason), i),
                 )
                 if changed != 1:
-                    raise StoreError(f"held entry {i} changed while it was being voided")
+                    raise DatabaseError(f"held entry {i} changed while it was being voided")
                 self._count("entries_voided")
                 held_log.warning(
                     rec.store, "head office: %s voided held entry %d (seq %d)", by, i, rec.seq

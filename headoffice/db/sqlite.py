@@ -13,10 +13,11 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
-from headoffice.store.base import (
+from headoffice.db.base import (
     DEFAULT_MAX_EPOCHS_PER_LANE,
     HELD_COLUMNS,
     BatchWriter,
+    DatabaseError,
     DocumentRow,
     EpochRefused,
     HeldRow,
@@ -25,12 +26,11 @@ from headoffice.store.base import (
     Owner,
     PendingWrites,
     QuarantineRow,
-    StoreError,
     catalog_updates,
     scrub_legacy_quarantine,
     status_row,
 )
-from headoffice.store.sql import SqliteSql
+from headoffice.db.sql import SqliteSql
 from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import Status
@@ -60,18 +60,18 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 def migrate(db: sqlite3.Connection, what: str) -> None:
     current = int(db.execute("PRAGMA user_version").fetchone()[0])
-    files = resources.files("headoffice.store.schema").iterdir()
+    files = resources.files("headoffice.db.schema").iterdir()
     for version, script in schema.plan(current, schema.load(files), what):
         try:
             db.executescript(script)
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise StoreError(f"migrating {what} to schema {version}: {exc}") from exc
+            raise DatabaseError(f"migrating {what} to schema {version}: {exc}") from exc
         log.info("%s migrated to schema version %d", what, version)
 
 
-class SqliteStore(BatchWriter):
+class SqliteDatabase(BatchWriter):
     def __init__(
         self, path: str | Path, *, max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE
     ) -> None:
@@ -82,7 +82,7 @@ class SqliteStore(BatchWriter):
             migrate(self.db, f"head-office database {self.path}")
             scrubbed = scrub_legacy_quarantine(SqliteSql(self.db))
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open head-office database {self.path}: {exc}") from exc
+            raise DatabaseError(f"cannot open head-office database {self.path}: {exc}") from exc
         if scrubbed:
             log.info("%s: %d quarantine rows masked and cut (schema 4)", self.path, scrubbed)
         self.max_cached_lanes = MAX_CACHED_LANES
@@ -136,7 +136,7 @@ class SqliteStore(BatchWriter):
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self.rollback()
-            raise StoreError(f"commit failed, nothing acknowledged: {exc}") from exc
+            raise DatabaseError(f"commit failed, nothing acknowledged: {exc}") from exc
         self._dirty.clear()
         self._counters.clear()
         self._catalogs.clear()
