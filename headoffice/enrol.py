@@ -41,6 +41,7 @@ from headoffice.acl import (
     render,
     write_atomically,
 )
+from headoffice.projections import PROJECTIONS
 from protocol.errors import LanesyncError
 from protocol.identity import LaneId, check_segment
 
@@ -130,7 +131,7 @@ def _load_rows(cfg: Any, dataset: str, rows: list[dict[str, Any]], source: str) 
 
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
     parsed = loader.parse(data, "jsonl", dataset, source)
-    store = open_target(target(cfg))
+    store = open_target(target(cfg), projections=PROJECTIONS)
     try:
         return loader.load_parsed(store.sql, parsed, upsert=True, source=source).version
     finally:

@@ -30,6 +30,7 @@ from typing import Any
 
 from headoffice.db import Database, Target, open_target
 from headoffice.db.base import DatabaseError, check_batch
+from headoffice.projections import PROJECTIONS
 from protocol.chain import first_break
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import LaneId
@@ -148,7 +149,7 @@ def apply(path: Path, database: Target, key_dir: Path, now_ms: int | None = None
     lane, epoch, prev, entries = read(path, key_dir)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     res = ImportResult(str(path), lane.store, lane.lane, epoch, len(entries), 0, 0, 0, 0)
-    store = open_target(database)
+    store = open_target(database, projections=PROJECTIONS)
     try:
         store.lock_lanes([(lane, epoch)])
         _apply_entries(store, res, path, lane, prev, entries, now_ms)
@@ -182,7 +183,9 @@ def _apply_entries(
     for i in range(0, len(entries), MAX_BATCH):
         chunk = entries[i : i + MAX_BATCH]
         link = prev if i == 0 else entries[i - 1].hash
-        r = store.apply_batch(check_batch(JournalBatch(lane, epoch, link, chunk)), now_ms)
+        r = store.apply_batch(
+            check_batch(JournalBatch(lane, epoch, link, chunk), store.projections), now_ms
+        )
         if r.resend_from is not None or r.quarantined:
             raise ImportFailed(f"{path}: refused at seq {chunk[0].seq}: {r.reason}")
         res.applied += r.applied

@@ -73,8 +73,10 @@ from headoffice.db.base import (
     held_reason,
     hold_all,
 )
+from headoffice.db.projection import Projections
 from headoffice.inbox import Inbox, InboxStats, store_of
 from headoffice.lograte import StoreLog
+from headoffice.projections import PROJECTIONS
 from protocol import codec
 from protocol.chain import genesis
 from protocol.errors import ProtocolError
@@ -92,7 +94,7 @@ from protocol.messages import (
     choose_version,
 )
 from protocol.runtime import brokerconn
-from protocol.runtime.tasks import cancel_and_wait
+from protocol.runtime.tasks import Tasks
 from protocol.runtime.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -358,16 +360,19 @@ class Ingest:
         handlers: dict[str, RequestHandler] | None = None,
         *,
         announce: bool = True,
+        projections: Projections = PROJECTIONS,
     ) -> None:
         """`announce=False` leaves out the retained announcement (issue 16.2's "before" in
-        tests/sync: lanes then notice a restart only by their ack timeout)."""
+        tests/sync: lanes then notice a restart only by their ack timeout). `projections`
+        check batches on the decoder thread and go to the database it opens."""
         self.config = config
+        self.projections = projections
         self.announce = announce
         self.incarnation = secrets.randbits(63) | 1
         self.topics = config.topics
         self.stats = IngestStats(incarnation=self.incarnation)
         self.handlers = dict(handlers or {})
-        self._store_factory = store_factory or (lambda: open_database(config))
+        self._store_factory = store_factory or (lambda: open_database(config, self.projections))
         self._store: Database | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-writer")
         self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-decoder")
@@ -378,7 +383,7 @@ class Ingest:
             total_bytes=4 * ing.queue_bytes_per_store,
             stats=self.stats.inbox,
         )
-        self._tasks: asyncio.TaskGroup | None = None
+        self._tasks = Tasks("ingest")
         self._main: asyncio.Task[None] | None = None
         self._commits = 0
         self._waiting: list[_Waiting] = []  # touched only on the writer thread
@@ -395,10 +400,15 @@ class Ingest:
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
         self._store = await loop.run_in_executor(self._writer, self._store_factory)
-        self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._main = self._tasks.create_task(self._run(), name="ingest")
+        self._main = self._tasks.start(self._run(), "broker session")
         return self
+
+    @property
+    def session(self) -> asyncio.Task[None] | None:
+        """The task running the broker session (None before `async with`); cancelling it
+        stops ingest like a crash, its received groups never applied (tests/sync)."""
+        return self._main
 
     async def ping(self) -> None:
         """A round trip through the single writer thread (the watchdog's probe): it is not
@@ -411,11 +421,7 @@ class Ingest:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._main is not None:
-            await cancel_and_wait(self._main)
-        if self._tasks is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tasks.__aexit__(None, None, None)
+        await self._tasks.stop()
         store = self._store
         if store is not None:
             await asyncio.get_running_loop().run_in_executor(self._writer, store.close)
@@ -672,7 +678,7 @@ class Ingest:
             return Prepared(
                 topic, raw, lane, refusal=f"a {msg.TYPE} message does not belong on {channel}"
             )
-        checked = check_batch(msg) if isinstance(msg, JournalBatch) else None
+        checked = check_batch(msg, self.projections) if isinstance(msg, JournalBatch) else None
         return Prepared(topic, raw, lane, msg, checked)
 
     # --- applying (writer thread) ---------------------------------------------------------
@@ -817,12 +823,12 @@ class Ingest:
         now: int,
     ) -> _Outcome:
         out = _Outcome()
-        checked = p.checked or check_batch(msg)
+        checked = p.checked or check_batch(msg, self.projections)
         entries = msg.entries
         for i, e in enumerate(entries[: checked.valid]):
             prev = msg.prev_hash if i == 0 else entries[i - 1].hash
             one = JournalBatch(msg.lane, msg.epoch, prev, [e])
-            sub = Prepared(p.topic, p.raw, p.lane, one, check_batch(one))
+            sub = Prepared(p.topic, p.raw, p.lane, one, check_batch(one, self.projections))
             try:
                 out.merge(self._transaction(store, [(sub, since)], clock, now))
             except Exception as exc:
@@ -887,7 +893,9 @@ class Ingest:
             self._quarantine(store, p.topic, lane, p.refusal or "refused", p.raw, now, out)
             return
         if isinstance(msg, JournalBatch):
-            checked, unregistered = self._registered(store, p.checked or check_batch(msg), now, out)
+            checked, unregistered = self._registered(
+                store, p.checked or check_batch(msg, self.projections), now, out
+            )
             state = store.lane_state(lane, msg.epoch) if unregistered else None
             low = state.hwm if state is not None else 0  # apply_batch moves state.hwm
             # Deferred: the group's rows are written together at commit (or before a request

@@ -25,6 +25,7 @@ import pytest
 from headoffice.config import HeadOfficeConfig, parse
 from headoffice.db import Database, open_target
 from headoffice.db.sql import to_pyformat
+from headoffice.projections import PROJECTIONS
 
 PG_URL = os.environ.get("LANESYNC_TEST_PG_URL", "postgresql://127.0.0.1:5432/test")
 
@@ -79,7 +80,7 @@ class Backend:
         return self.name == "postgres"
 
     def store(self) -> Database:
-        return open_target(self.target)
+        return open_target(self.target, projections=PROJECTIONS)
 
     def database_table(self) -> dict[str, str]:
         """The [database] table of a headoffice.toml for this backend."""

@@ -20,6 +20,7 @@ from headoffice.catalog import load as loader
 from headoffice.catalog import versions
 from headoffice.db import DatabaseError, describe, open_readonly, open_target, target
 from headoffice.db.sql import Sql
+from headoffice.projections import PROJECTIONS
 from protocol import catalog as cat
 from protocol.errors import LanesyncError
 
@@ -84,7 +85,9 @@ def _fail(code: int, message: str) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     try:
         cfg = ho_config.load(args.config)
-        store = open_target(target(cfg), max_epochs_per_lane=cfg.ingest.max_epochs_per_lane)
+        store = open_target(
+            target(cfg), projections=PROJECTIONS, max_epochs_per_lane=cfg.ingest.max_epochs_per_lane
+        )
     except LanesyncError as exc:
         return _fail(2, str(exc))
     try:
@@ -205,7 +208,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         return _fail(2, "--keep and --before take a number from 1")
     try:
         cfg = ho_config.load(args.config)
-        store = open_target(target(cfg), max_epochs_per_lane=cfg.ingest.max_epochs_per_lane)
+        store = open_target(
+            target(cfg), projections=PROJECTIONS, max_epochs_per_lane=cfg.ingest.max_epochs_per_lane
+        )
     except LanesyncError as exc:
         return _fail(2, str(exc))
     try:

@@ -21,7 +21,8 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import aiomqtt
 import psycopg
@@ -33,6 +34,7 @@ from headoffice.db import DatabaseError, open_readonly, target
 from headoffice.db.sql import Sql
 from protocol import catalog as cat
 from protocol.runtime import brokerconn
+from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,8 @@ class PublisherStats:
 
 
 class HeadPublisher:
-    """Publishes store heads until cancelled; reconnects with backoff like ingest."""
+    """Publishes store heads while entered (`async with`); reconnects with backoff like
+    ingest. Its one task runs through protocol.runtime.tasks.Tasks."""
 
     def __init__(self, config: HeadOfficeConfig, *, poll_s: float | None = None) -> None:
         self.config = config
@@ -67,6 +70,20 @@ class HeadPublisher:
         self._catalog: versions.Catalog | None = None
         self._heads: dict[str, cat.CatalogHead] = {}  # the last head published per store
         self._leader = False
+        self._tasks = Tasks("catalog heads")
+
+    async def __aenter__(self) -> Self:
+        await self._tasks.__aenter__()
+        self._tasks.start(self.run(), "publish")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._tasks.stop()
 
     # --- database (its one thread) ------------------------------------------------------------
 

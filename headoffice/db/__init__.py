@@ -22,6 +22,7 @@ from headoffice.db.base import (
     LaneState,
 )
 from headoffice.db.postgres import PostgresDatabase
+from headoffice.db.projection import Projections
 from headoffice.db.sql import PgSql, Sql, SqliteSql
 from headoffice.db.sqlite import SqliteDatabase
 
@@ -42,17 +43,27 @@ def is_url(where: Target) -> bool:
     return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
 
 
-def open_database(config: HeadOfficeConfig) -> Database:
-    """The writing store the configuration names (ingest, import)."""
-    return open_target(target(config), max_epochs_per_lane=config.ingest.max_epochs_per_lane)
+def open_database(config: HeadOfficeConfig, projections: Projections) -> Database:
+    """The writing database the configuration names (ingest, import), applying entries
+    through `projections` (headoffice.projections.PROJECTIONS)."""
+    return open_target(
+        target(config),
+        projections=projections,
+        max_epochs_per_lane=config.ingest.max_epochs_per_lane,
+    )
 
 
 def open_target(
-    where: Target, *, max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE
+    where: Target,
+    *,
+    projections: Projections,
+    max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE,
 ) -> Database:
     if is_url(where):
-        return PostgresDatabase(str(where), max_epochs_per_lane=max_epochs_per_lane)
-    return SqliteDatabase(where, max_epochs_per_lane=max_epochs_per_lane)
+        return PostgresDatabase(
+            str(where), projections=projections, max_epochs_per_lane=max_epochs_per_lane
+        )
+    return SqliteDatabase(where, projections=projections, max_epochs_per_lane=max_epochs_per_lane)
 
 
 _TRANSIENT = (

@@ -62,6 +62,7 @@ from headoffice.db.base import (
     scrub_legacy_quarantine,
     status_row,
 )
+from headoffice.db.projection import Projections
 from headoffice.db.sql import PgSql
 from protocol.chain import genesis
 from protocol.identity import LaneId
@@ -151,8 +152,15 @@ def migrate(conn: psycopg.Connection[tuple[Any, ...]], what: str) -> None:
 
 
 class PostgresDatabase(BatchWriter):
-    def __init__(self, url: str, *, max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        projections: Projections,
+        max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE,
+    ) -> None:
         self.url = url
+        self.projections = projections
         self.what = f"head-office database {redact(url)}"
         self.max_epochs_per_lane = max_epochs_per_lane
         self._sql = PgSql(self._open())

@@ -30,6 +30,7 @@ from headoffice.db.base import (
     scrub_legacy_quarantine,
     status_row,
 )
+from headoffice.db.projection import Projections
 from headoffice.db.sql import SqliteSql
 from protocol.chain import genesis
 from protocol.identity import LaneId
@@ -73,9 +74,14 @@ def migrate(db: sqlite3.Connection, what: str) -> None:
 
 class SqliteDatabase(BatchWriter):
     def __init__(
-        self, path: str | Path, *, max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE
+        self,
+        path: str | Path,
+        *,
+        projections: Projections,
+        max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE,
     ) -> None:
         self.path = Path(path)
+        self.projections = projections
         self.max_epochs_per_lane = max_epochs_per_lane
         try:
             self.db = connect(self.path)

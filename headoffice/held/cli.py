@@ -27,6 +27,7 @@ from headoffice import config as ho_config
 from headoffice.db import DatabaseError, describe, is_url, open_database, open_readonly, target
 from headoffice.db.base import CARD_NUMBER_VOID_ONLY, HeldOutcome
 from headoffice.held import ops
+from headoffice.projections import PROJECTIONS
 from protocol.errors import LanesyncError
 
 DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"  # as `lanesync headoffice` (headoffice.cli)
@@ -181,7 +182,7 @@ def _change(args: argparse.Namespace, action: str) -> int:
         where = target(cfg)
         if not is_url(where) and not Path(where).exists():
             return _fail(2, f"{describe(where)}: no head-office database yet")
-        store = open_database(cfg)
+        store = open_database(cfg, PROJECTIONS)
     except LanesyncError as exc:
         return _fail(2, str(exc))
     now = time.time_ns() // 1_000_000

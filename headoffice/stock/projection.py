@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 
 from headoffice.db.sql import Sql
-from headoffice.stock.moves import StockDoc, Unreadable
+from headoffice.stock.moves import STOCK_KINDS, StockDoc, Unreadable, read
 from headoffice.transit.projection import move
 from protocol import catalog as cat
 from protocol.identity import LaneId
@@ -129,3 +129,35 @@ def apply_entry(
             key = (lane.store, m.item)
             deltas[key] = deltas.get(key, 0) + effect * m.milli
     return problem
+
+
+class _StockRun:
+    """One flush's stock moves, summed by (location, item) and written once (`write`)."""
+
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+        self.deltas: Deltas = {}
+
+    def apply(self, lane: LaneId, epoch: int, entry: Entry, doc: StockDoc | Unreadable) -> bool:
+        return apply_entry(self.sql, lane, entry, doc, self.deltas) is not None
+
+    def finish(self) -> None:
+        write(self.sql, self.deltas)
+
+
+class StockProjection:
+    """Stock on hand from sales, returns and purchases (headoffice.db.projection)."""
+
+    name = "stock"
+
+    def check(
+        self, lane: LaneId, epoch: int, entry: Entry, decoded: object
+    ) -> StockDoc | Unreadable | None:
+        if entry.kind not in STOCK_KINDS:
+            return None
+        if type(decoded) is not dict:
+            return Unreadable(entry.kind, "$: not a msgpack map", None)
+        return read(entry.kind, decoded)
+
+    def start(self, sql: Sql) -> _StockRun:
+        return _StockRun(sql)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from headoffice import config as ho_config
 from headoffice.config import HeadOfficeConfig
 from headoffice.db import DatabaseError, describe, open_database, open_readonly, target
+from headoffice.projections import PROJECTIONS
 from headoffice.stock import cli as stock_cli
 from headoffice.stock import report as stock_report
 from headoffice.transit import projection, report
@@ -84,7 +85,7 @@ def cmd_transits(args: argparse.Namespace) -> int:
 
 
 def _cancel(cfg: HeadOfficeConfig, args: argparse.Namespace) -> int:
-    store = open_database(cfg)
+    store = open_database(cfg, PROJECTIONS)
     db = store.sql
     try:
         key = args.cancel

@@ -31,6 +31,7 @@ import logging
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from headoffice.db.projection import Unprojectable
 from headoffice.db.sql import Sql
 from headoffice.transit import bodies
 from protocol.errors import LanesyncError
@@ -298,3 +299,35 @@ def _accept_doc(db: Sql, lane: LaneId, e: Entry, doc: bodies.Accept) -> None:
         f"transit {t['transit_no']} is {t['status']} (received by {t['received_store']}/"
         f"{t['received_lane']}), not accepted by this document"
     )
+
+
+class _TransitRun:
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+
+    def apply(self, lane: LaneId, epoch: int, entry: Entry, doc: bodies.Parsed) -> bool:
+        return apply_entry(self.sql, lane, entry, doc) is not None
+
+    def finish(self) -> None:
+        pass  # each document moved its stock as it was applied
+
+
+class TransitProjection:
+    """Transits between stores and stock adjustments (headoffice.db.projection): a body that
+    breaks what they need (headoffice.transit.bodies) is held as invalid_body."""
+
+    name = "transit"
+
+    def check(
+        self, lane: LaneId, epoch: int, entry: Entry, decoded: object
+    ) -> bodies.Parsed | None:
+        if entry.kind not in PROJECTED_KINDS:
+            return None
+        try:
+            return bodies.parse(entry.kind, entry.body, lane.store)
+        except Exception as exc:
+            problem = str(exc) if isinstance(exc, bodies.BodyError) else repr(type(exc))
+            raise Unprojectable(problem) from exc
+
+    def start(self, sql: Sql) -> _TransitRun:
+        return _TransitRun(sql)

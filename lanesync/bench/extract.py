@@ -35,6 +35,7 @@ from headoffice.extract import db as xdb
 from headoffice.extract import job, projection
 from headoffice.extract.config import ExtractConfig
 from headoffice.extract.documents import read_rows
+from headoffice.projections import PROJECTIONS
 from lanesync import samples
 from lanesync.bench.common import in_workdir, print_result
 from protocol.chain import entry_hash, genesis
@@ -121,7 +122,7 @@ def documents(n: int, seed: int) -> list[tuple[LaneId, dict[str, Any]]]:
 def load(where: Target, docs: list[tuple[LaneId, dict[str, Any]]]) -> None:
     """Apply the documents through the store as chained batches, one epoch per lane, with the
     extract projection on (off by default in head office: headoffice/extract/projection.py)."""
-    store = open_target(where)
+    store = open_target(where, projections=PROJECTIONS)
     was, projection.ENABLED = projection.ENABLED, True
     try:
         per_lane: dict[LaneId, list[Entry]] = {}

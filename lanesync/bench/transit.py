@@ -27,6 +27,7 @@ import aiomqtt
 import msgpack
 
 from headoffice.db import SqliteDatabase
+from headoffice.projections import PROJECTIONS
 from lanesync import stack
 from lanesync.broker import MosquittoBroker
 from protocol import codec
@@ -63,7 +64,7 @@ def sscc(n: int) -> str:
 
 def seed(db: Path, n: int) -> None:
     """n transits from A to B, journaled by A/L1 and ingested as head office would."""
-    store = SqliteDatabase(db)
+    store = SqliteDatabase(db, projections=PROJECTIONS)
     try:
         epoch, prev, entries = 1, genesis(SOURCE, 1), []
         for i in range(1, n + 1):

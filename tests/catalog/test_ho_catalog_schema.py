@@ -12,6 +12,7 @@ import pytest
 from pgutil import pg_connect, pg_schema
 
 from headoffice.db import PostgresDatabase, SqliteDatabase
+from headoffice.projections import PROJECTIONS
 from protocol.runtime import migrations as schema
 
 # The latest head-office schema version (this suite checks schema 5's migration, not that it
@@ -36,7 +37,7 @@ def test_sqlite_schema_4_database_migrates_with_its_held_rows(tmp_path: Path) ->
     with pytest.raises(sqlite3.IntegrityError, match="CHECK"):  # schema 4 refuses the new code
         db.execute(HELD_ROW.format(seq=3, code="unregistered", blob="x'02'"))
     db.close()
-    SqliteDatabase(path).close()
+    SqliteDatabase(path, projections=PROJECTIONS).close()
     db = sqlite3.connect(path, isolation_level=None)
     try:
         assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST
@@ -65,7 +66,7 @@ def test_postgres_schema_4_database_migrates_with_its_held_rows() -> None:
             conn.execute(HELD_ROW.format(seq=1, code="apply_failed", blob="'\\x00'::bytea"))
             with pytest.raises(psycopg.errors.CheckViolation):
                 conn.execute(HELD_ROW.format(seq=3, code="unregistered", blob="'\\x02'::bytea"))
-        PostgresDatabase(url).close()
+        PostgresDatabase(url, projections=PROJECTIONS).close()
         with pg_connect(url) as conn:
             assert conn.execute("SELECT version FROM schema_version").fetchall() == [(LATEST,)]
             assert conn.execute("SELECT seq, code FROM held").fetchall() == [(1, "apply_failed")]

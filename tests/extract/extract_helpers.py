@@ -11,6 +11,7 @@ import msgpack
 
 from headoffice.db import Database, open_target
 from headoffice.extract.config import ExtractConfig
+from headoffice.projections import PROJECTIONS
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch
@@ -44,7 +45,7 @@ class HeadOffice:
 
     def store(self) -> Database:
         if self._store is None:
-            self._store = open_target(self.target)
+            self._store = open_target(self.target, projections=PROJECTIONS)
         return self._store
 
     def add(self, doc: dict[str, Any], *, ts: int | None = None) -> str:

@@ -22,6 +22,7 @@ from headoffice.extract import config as x_config
 from headoffice.extract import job
 from headoffice.extract.config import ExtractConfig, PosBatch, TaxDefinition
 from headoffice.extract.job import ExtractError
+from headoffice.projections import PROJECTIONS
 from protocol.errors import ConfigError
 
 BATCHES = {
@@ -168,7 +169,10 @@ def test_postgres_run_waits_for_ingest_holding_lower_ids(tmp_path: Path) -> None
     that walked past B's ids now would never see A's rows; it must wait for A instead."""
     with pg_schema() as url:
         ho = HeadOffice(url, tmp_path)
-        slow, fast = open_target(url), open_target(url)
+        slow, fast = (
+            open_target(url, projections=PROJECTIONS),
+            open_target(url, projections=PROJECTIONS),
+        )
         runner: threading.Thread | None = None
         try:
             ho.add(sale("T00000", "C1", [line("P1", "1.000", 100)], store="S0"))  # migrates

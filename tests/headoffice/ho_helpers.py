@@ -15,6 +15,7 @@ from pgutil import Backend
 
 from headoffice.db import open_database
 from headoffice.ingest import Ingest
+from headoffice.projections import PROJECTIONS
 from protocol import codec
 from protocol.chain import entry_hash, genesis
 from protocol.identity import Channel, LaneId, Topics
@@ -88,7 +89,7 @@ def writer_ingest(backend: Backend, **ingest: Any) -> Iterator[Ingest]:
     """An Ingest whose writer thread is the test: apply_group called directly, a real store
     on the backend, no broker (what Ingest.__aenter__ sets up, minus the MQTT session)."""
     cfg = backend.config(ingest=ingest)
-    store = open_database(cfg)
+    store = open_database(cfg, PROJECTIONS)
     ing = Ingest(cfg, store_factory=lambda: store)
     ing._store = store
     try:

@@ -23,6 +23,7 @@ from headoffice import ingest as ingest_module
 from headoffice.db import SqliteDatabase
 from headoffice.db.base import QUARANTINE_KEEP_BYTES
 from headoffice.ingest import Ingest, LaneMarks
+from headoffice.projections import PROJECTIONS
 from headoffice.transit import projection
 from protocol import codec
 from protocol.identity import Channel, LaneId
@@ -422,7 +423,7 @@ def test_hellos_for_ever_new_lanes_do_not_grow_memory(tmp_path: Any) -> None:
     assert marks.dropped == 5000 - len(marks)
     assert [k[2] for k in marks if k[1] == "L249"] == [4996, 4997, 4998, 4999]
     assert not any(k[1] == "L149" for k in marks)  # the 101st most recent lane
-    store = SqliteDatabase(tmp_path / "ho.db")
+    store = SqliteDatabase(tmp_path / "ho.db", projections=PROJECTIONS)
     store.max_cached_lanes = 50
     try:
         for n in range(120):
@@ -509,7 +510,7 @@ def test_a_schema_3_database_migrates_with_its_rows(tmp_path: Any) -> None:
         (raw, b"f" * 32),
     )
     db.close()
-    SqliteDatabase(path).close()
+    SqliteDatabase(path, projections=PROJECTIONS).close()
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA user_version").fetchone()[0] == max(migrations)

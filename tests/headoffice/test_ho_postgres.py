@@ -26,6 +26,7 @@ from headoffice.config import parse
 from headoffice.db import DatabaseError, PostgresDatabase
 from headoffice.ingest import Ingest, IngestStats
 from headoffice.metrics import HoMetrics
+from headoffice.projections import PROJECTIONS
 from headoffice.statuspage import collect, render_fragment
 from protocol import codec
 from protocol.identity import Channel, LaneId, Topics
@@ -56,7 +57,7 @@ def test_schema_version_and_migration_race(url: str) -> None:
     def open_one() -> None:
         go.wait()
         try:
-            stores.append(PostgresDatabase(url))
+            stores.append(PostgresDatabase(url, projections=PROJECTIONS))
         except BaseException as exc:
             errors.append(exc)
 
@@ -79,23 +80,23 @@ def test_schema_version_and_migration_race(url: str) -> None:
     assert cols[0] == ("id", "bigint")  # stands in for SQLite's rowid (extract cursors)
     assert ("body", "bytea") in cols
     # reopening applies nothing
-    PostgresDatabase(url).close()
+    PostgresDatabase(url, projections=PROJECTIONS).close()
     assert query(url, "SELECT version FROM schema_version") == [(LATEST,)]
 
 
 def test_newer_schema_refused(url: str) -> None:
-    PostgresDatabase(url).close()
+    PostgresDatabase(url, projections=PROJECTIONS).close()
     with pg_connect(url) as conn:
         conn.execute("UPDATE schema_version SET version = %s", (LATEST + 1,))
     with pytest.raises(Exception, match="newer than this lanesync knows"):
-        PostgresDatabase(url)
+        PostgresDatabase(url, projections=PROJECTIONS)
 
 
 def test_unreachable_database_is_a_store_error() -> None:
     with pytest.raises(
         DatabaseError, match=r"cannot open head-office database postgresql://u:\*\*\*@"
     ):
-        PostgresDatabase("postgresql://u:secret@127.0.0.1:1/nowhere")
+        PostgresDatabase("postgresql://u:secret@127.0.0.1:1/nowhere", projections=PROJECTIONS)
 
 
 LANES = [LaneSim(LaneId("S001", f"L{n:02d}"), epoch=100 + n) for n in range(1, 5)]
@@ -108,7 +109,7 @@ def worker(
     """One ingest worker: groups of batches for random lanes, from around each lane's mark
     (redeliveries, overlaps, the next entries, and gaps), until every lane is complete."""
     rng = random.Random(seed)
-    store = PostgresDatabase(url)
+    store = PostgresDatabase(url, projections=PROJECTIONS)
     try:
         while True:
             group = rng.sample(sims, rng.randint(1, len(sims)))
@@ -147,7 +148,8 @@ def test_two_workers_interleaved_batches_of_the_same_lanes(url: str) -> None:
     for sim in LANES:
         if not sim.entries:
             sim.add_many(ENTRIES)
-    PostgresDatabase(url).close()  # migrate once, so the workers race on lanes, not on DDL
+    # migrate once, so the workers race on lanes, not on DDL
+    PostgresDatabase(url, projections=PROJECTIONS).close()
     stats = [{"applied": 0, "gaps": 0}, {"applied": 0, "gaps": 0}]
     errors: list[BaseException] = []
     threads = [
@@ -196,7 +198,7 @@ def test_lost_connection_fails_one_group_and_the_next_works(url: str) -> None:
     sim.add_many(9)
     topics = Topics()
     journal = topics.topic(sim.lane, Channel.JOURNAL)
-    store = PostgresDatabase(url)
+    store = PostgresDatabase(url, projections=PROJECTIONS)
     ing = Ingest(parse({"database": {"url": url}}), store_factory=lambda: store)
     ing._store = store
     try:
@@ -236,7 +238,7 @@ def test_ingest_never_scans_documents_or_journal(url: str) -> None:
     the whole table for every batch and a 1000-lane drain fell to 500 entries/s."""
     sims = [LaneSim(LaneId("S001", f"L{n}")) for n in range(4)]
     topics = Topics()
-    store = PostgresDatabase(url)
+    store = PostgresDatabase(url, projections=PROJECTIONS)
     ing = Ingest(parse({"database": {"url": url}}), store_factory=lambda: store)
     ing._store = store
     stats = (
@@ -270,7 +272,7 @@ def test_ingest_never_scans_documents_or_journal(url: str) -> None:
 def test_status_page_and_metrics_read_postgres(url: str) -> None:
     sim = LaneSim()
     sim.add_many(5)
-    store = PostgresDatabase(url)
+    store = PostgresDatabase(url, projections=PROJECTIONS)
     try:
         store.note_hello(sim.lane, sim.epoch, 12, NOW)
         store.apply_batch(sim.batch(1, 5), NOW)
@@ -293,7 +295,7 @@ def test_status_page_and_metrics_read_postgres(url: str) -> None:
 async def test_metrics_read_postgres(url: str) -> None:
     sim = LaneSim()
     sim.add_many(3)
-    store = PostgresDatabase(url)
+    store = PostgresDatabase(url, projections=PROJECTIONS)
     try:
         store.apply_batch(sim.batch(1, 3), NOW)
         store.commit()

@@ -14,6 +14,7 @@ from pgutil import Backend
 
 from headoffice.db import Database, SqliteDatabase
 from headoffice.db.base import LaneState, plan_batch
+from headoffice.projections import PROJECTIONS
 from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import JournalBatch, Status
@@ -46,7 +47,7 @@ def count(backend: Backend, table: str) -> int:
 
 def test_sqlite_schema_and_pragmas(tmp_path: Path) -> None:
     path = tmp_path / "ho.db"
-    store = SqliteDatabase(path)
+    store = SqliteDatabase(path, projections=PROJECTIONS)
     try:
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2

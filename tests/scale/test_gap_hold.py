@@ -19,6 +19,7 @@ import pytest
 from headoffice.config import parse
 from headoffice.db import SqliteDatabase
 from headoffice.ingest import Ingest
+from headoffice.projections import PROJECTIONS
 from protocol import codec
 from protocol.chain import entry_hash, genesis
 from protocol.identity import Channel, LaneId, Topics
@@ -57,7 +58,8 @@ def make_ingest(path: Path, **ingest: int) -> Ingest:
         }
     )
     ing = Ingest(cfg)
-    ing._store = SqliteDatabase(path)  # what __aenter__ does on the writer thread, minus MQTT
+    # what __aenter__ does on the writer thread, minus MQTT
+    ing._store = SqliteDatabase(path, projections=PROJECTIONS)
     return ing
 
 

@@ -19,6 +19,7 @@ from transit_helpers import SSCC1, SSCC2, Lane, stock, transit_doc
 from headoffice.db import Database, PostgresDatabase, open_readonly
 from headoffice.ingest import Ingest
 from headoffice.operations import request_handlers
+from headoffice.projections import PROJECTIONS
 from headoffice.transit import projection, report
 from headoffice.transit import server as srv
 from protocol import codec
@@ -322,7 +323,10 @@ def test_two_postgres_workers_accept_a_parcel_once() -> None:
     """Two ingest workers (two connections) get accepts for the same parcel at the same time:
     the conditional UPDATE of the second waits for the first's commit and changes nothing."""
     with pg_schema() as url:
-        w1, w2 = PostgresDatabase(url), PostgresDatabase(url)
+        w1, w2 = (
+            PostgresDatabase(url, projections=PROJECTIONS),
+            PostgresDatabase(url, projections=PROJECTIONS),
+        )
         try:
             A1.entries.clear()
             A1.journal(w1, "transit_inventory", transit_doc())

@@ -53,6 +53,7 @@ WRITER = r"""
 import asyncio, json, sys, time
 from pathlib import Path
 from agent.journal import Journal
+from headoffice.projections import PROJECTIONS
 from headoffice.db import SqliteDatabase
 from protocol.identity import LaneId
 from protocol.messages import JournalBatch
@@ -60,8 +61,8 @@ from protocol.messages import JournalBatch
 def open_database(out: Path, url: str):
     if url:
         from headoffice.db.postgres import PostgresDatabase
-        return PostgresDatabase(url)
-    return SqliteDatabase(out / "headoffice.db")
+        return PostgresDatabase(url, projections=PROJECTIONS)
+    return SqliteDatabase(out / "headoffice.db", projections=PROJECTIONS)
 
 async def main(out: Path, docs_file: Path, acked: int, url: str) -> None:
     lane = LaneId("S001", "L1")

@@ -25,6 +25,7 @@ from agent.journal import Journal
 from agent.verify import verify
 from headoffice.db import SqliteDatabase
 from headoffice.db.postgres import PostgresDatabase
+from headoffice.projections import PROJECTIONS
 from lanesync import stack
 from protocol.identity import LaneId
 from protocol.runtime import migrations as schema
@@ -105,7 +106,7 @@ def test_headoffice_database_migrates_and_keeps_what_it_applied(
 ) -> None:
     epoch = epoch_of(RELEASES[release][0], tmp_path)
     path = copy_fixture(RELEASES[release][1], tmp_path / "headoffice.db")
-    store = SqliteDatabase(path)
+    store = SqliteDatabase(path, projections=PROJECTIONS)
     try:
         state = store.lane_state(LANE, epoch)
         assert state is not None
@@ -188,7 +189,7 @@ def test_pg_database_migrates_and_drains_the_upgraded_lane(cluster: Any, release
     with pg_schema() as url:
         restore_dump(dump, url)
         epoch = epoch_of(journal_fixture, cluster.workdir)
-        store = PostgresDatabase(url)
+        store = PostgresDatabase(url, projections=PROJECTIONS)
         try:
             store.lock_lanes([(LANE, epoch)])
             state = store.lane_state(LANE, epoch)
