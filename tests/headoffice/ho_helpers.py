@@ -91,7 +91,7 @@ def writer_ingest(backend: Backend, **ingest: Any) -> Iterator[Ingest]:
     cfg = backend.config(ingest=ingest)
     store = open_database(cfg, PROJECTIONS)
     ing = Ingest(cfg, store_factory=lambda: store)
-    ing._store = store
+    ing.applier.database = store
     try:
         yield ing
     finally:

@@ -200,16 +200,16 @@ def test_lost_connection_fails_one_group_and_the_next_works(url: str) -> None:
     journal = topics.topic(sim.lane, Channel.JOURNAL)
     store = PostgresDatabase(url, projections=PROJECTIONS)
     ing = Ingest(parse({"database": {"url": url}}), store_factory=lambda: store)
-    ing._store = store
+    ing.applier.database = store
     try:
-        assert ing.apply_group([(journal, codec.encode(sim.batch(1, 3)))]) == [
+        assert ing.applier.apply_group([(journal, codec.encode(sim.batch(1, 3)))]) == [
             Ack(sim.lane, sim.epoch, 3)
         ]
         kill_backend(store)  # between groups: the next group's first statement fails
         with pytest.raises(DatabaseError, match="nothing acknowledged"):
-            ing.apply_group([(journal, codec.encode(sim.batch(4, 6)))])
+            ing.applier.apply_group([(journal, codec.encode(sim.batch(4, 6)))])
         # the lane resends after its ack timeout; the store reconnected
-        assert ing.apply_group([(journal, codec.encode(sim.batch(4, 6)))]) == [
+        assert ing.applier.apply_group([(journal, codec.encode(sim.batch(4, 6)))]) == [
             Ack(sim.lane, sim.epoch, 6)
         ]
         # killed inside a group, after its writes, before COMMIT: nothing of it is kept
@@ -221,7 +221,7 @@ def test_lost_connection_fails_one_group_and_the_next_works(url: str) -> None:
         state = store.lane_state(sim.lane, sim.epoch)
         assert state is not None
         assert state.hwm == 6
-        assert ing.apply_group([(journal, codec.encode(sim.batch(7, 9)))]) == [
+        assert ing.applier.apply_group([(journal, codec.encode(sim.batch(7, 9)))]) == [
             Ack(sim.lane, sim.epoch, 9)
         ]
     finally:
@@ -240,7 +240,7 @@ def test_ingest_never_scans_documents_or_journal(url: str) -> None:
     topics = Topics()
     store = PostgresDatabase(url, projections=PROJECTIONS)
     ing = Ingest(parse({"database": {"url": url}}), store_factory=lambda: store)
-    ing._store = store
+    ing.applier.database = store
     stats = (
         "SELECT relname, seq_scan FROM pg_stat_user_tables "
         "WHERE schemaname = current_schema() AND relname IN ('documents', 'journal') "
@@ -259,7 +259,7 @@ def test_ingest_never_scans_documents_or_journal(url: str) -> None:
                         codec.encode(sim.batch(first, first + 29)),
                     )
                 )
-            ing.apply_group(group)
+            ing.applier.apply_group(group)
         assert ing.stats.entries_applied == 1200
         store.conn.execute("SELECT pg_stat_force_next_flush()")
     finally:

@@ -226,7 +226,7 @@ def test_two_accepts_in_one_ingest_group_one_wins(backend: Backend) -> None:
     """Two lanes' accepts for the same parcel arriving together: one success, one refusal."""
     ing = Ingest(backend.config(), handlers=request_handlers())
     s = backend.store()
-    ing._store = s
+    ing.applier.database = s
     try:
         A1.entries.clear()
         A1.journal(s, "transit_inventory", transit_doc())
@@ -235,7 +235,7 @@ def test_two_accepts_in_one_ingest_group_one_wins(backend: Backend) -> None:
         for lane in (B1, B2, Lane("C", "L3")):
             req = lane.request("transit_accept", request_id=rid(), sscc=SSCC1)
             group.append((topics.topic(lane.lane, Channel.REQUEST), codec.encode(req)))
-        out = ing.apply_group(group)
+        out = ing.applier.apply_group(group)
         replies = [m for m in out if isinstance(m, Reply)]
         assert [r.ok for r in replies] == [True, False, False]
         assert [r.result.get("code") for r in replies[1:]] == ["already_received", "other_store"]
@@ -251,13 +251,13 @@ def test_parcel_journaled_and_accepted_in_the_same_ingest_group(backend: Backend
     see what the batches before it in that group projected (the store flushes first)."""
     ing = Ingest(backend.config(), handlers=request_handlers())
     s = backend.store()
-    ing._store = s
+    ing.applier.database = s
     try:
         A1.entries.clear()
         topics = Topics()
         batch = A1.batch("transit_inventory", transit_doc())
         req = B1.request("transit_accept", request_id=rid(), sscc=SSCC1)
-        out = ing.apply_group(
+        out = ing.applier.apply_group(
             [
                 (topics.topic(A1.lane, Channel.JOURNAL), codec.encode(batch)),
                 (topics.topic(B1.lane, Channel.REQUEST), codec.encode(req)),

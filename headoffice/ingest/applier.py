@@ -1,12 +1,7 @@
-"""Head-office ingest: validate, dedupe, apply in seq order, commit, and only then ack.
-
-MQTT messages are queued by a receiver task in the inbox (headoffice.inbox: bounded, fair per
-store); a processor task hands groups of them to the decoder thread, where each is decoded and
-checked against its topic and schema (any exception there refuses that one message), then to
-the store on one dedicated writer thread (the single writer), where each is applied, held or
-quarantined, and the whole group is committed in one transaction. Acks (high-water marks, or
-resend-from on a gap) are published only after that commit returned (invariant 2). A crash
-before the commit loses nothing: lanes resend from the last ack.
+"""The pure half of ingest: a group of decoded messages in, what to publish out (acks,
+replies), with what was held or refused written in the same transaction. No broker: it is
+driven by the session (headoffice.ingest.session) on its decoder and writer threads, and
+by tests with a database alone.
 
 No one message can take the others down with it. Entries head office cannot apply are held at
 their seq (headoffice.db.base, invariant 9), so a valid chain always moves on. Should a
@@ -20,15 +15,10 @@ resend.
 
 Several ingest processes (workers) can share one MQTT shared subscription (`broker.share_group`)
 over PostgreSQL. The broker then spreads one lane's batches over the workers, so batch k+1 can
-reach worker B while worker A still holds batch k. The store locks the lane rows at the start of
+reach worker B while worker A still holds batch k. The database locks the lane rows at the start of
 each group, which serialises the two when A already holds the lock; otherwise B sees a gap. B
 holds such a batch and retries it with its next groups for up to `ingest.gap_hold_ms` before it
 asks the lane to resend: asking at once would turn every such race into a resend storm.
-
-Every process announces itself (issue 16.2): once subscribed it publishes, retained on
-`{prefix}/headoffice`, a HeadOffice message with an incarnation of its own, and the broker
-publishes the offline twin as its last will. A lane resends from its acked mark as soon as it
-sees a new incarnation instead of after its ack timeout.
 
 A hello is answered with the protocol version to use (issue 18.3) and with the proof that both
 sides hold the same chain (issue 16.7): the lane's chain hashes at its acked seq and below are
@@ -42,29 +32,16 @@ before it can fork its chain.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import logging
-import os
-import re
-import secrets
-import select
-import socket
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
-
-import aiomqtt
-import tenacity
 
 from headoffice.catalog.registry import Registry
 from headoffice.config import HeadOfficeConfig
-from headoffice.db import Database, DatabaseError, EpochRefused, open_database, transient
+from headoffice.db import Database, DatabaseError, EpochRefused, transient
 from headoffice.db.base import (
     ApplyResult,
     CheckedBatch,
@@ -74,7 +51,8 @@ from headoffice.db.base import (
     hold_all,
 )
 from headoffice.db.projection import Projections
-from headoffice.inbox import Inbox, InboxStats, store_of
+from headoffice.inbox import Inbox, store_of
+from headoffice.ingest.stats import MAX_LANES_TRACKED, IngestStats, LaneKey
 from headoffice.lograte import StoreLog
 from headoffice.projections import PROJECTIONS
 from protocol import codec
@@ -82,7 +60,6 @@ from protocol.chain import genesis
 from protocol.errors import ProtocolError
 from protocol.identity import Channel, LaneId
 from protocol.messages import (
-    SUPPORTED_VERSIONS,
     Ack,
     HeadOffice,
     Hello,
@@ -93,18 +70,11 @@ from protocol.messages import (
     Status,
     choose_version,
 )
-from protocol.runtime import brokerconn
-from protocol.runtime.tasks import Tasks
-from protocol.runtime.version import VERSION
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("headoffice.ingest")
 refusals = StoreLog(log)  # quarantined messages: a few lines per store and 10 s
 
-
-_CRASH_AFTER_COMMIT = int(os.environ.get("LANESYNC_FAULT_CRASH_AFTER_COMMIT") or 0)
-
 RequestHandler = Callable[[Database, Request, int], Reply]
-HEALTHY_SESSION_S = 5.0  # a broker session that lasted this long resets the reconnect backoff
 
 
 @dataclass(slots=True)
@@ -119,93 +89,12 @@ class Prepared:
     refusal: str | None = None
 
 
-_EXPECTED: dict[Channel, type[Message]] = {
+CHANNEL_TYPES: dict[Channel, type[Message]] = {
     Channel.JOURNAL: JournalBatch,
     Channel.HELLO: Hello,
     Channel.STATUS: Status,
     Channel.REQUEST: Request,
 }
-
-
-LaneKey = tuple[str, str, int]  # store, lane, epoch
-EPOCHS_TRACKED_PER_LANE = 4
-MAX_LANES_TRACKED = 20_000
-
-
-class LaneMarks(Mapping[LaneKey, int]):
-    """The last acked mark per (store, lane, epoch), bounded: the newest few epochs of each
-    lane and the most recently heard lanes. A store naming ever new lanes or epochs makes it
-    forget old ones (counted in `dropped`), never grow."""
-
-    def __init__(
-        self, per_lane: int = EPOCHS_TRACKED_PER_LANE, lanes: int = MAX_LANES_TRACKED
-    ) -> None:
-        self.per_lane, self.max_lanes = per_lane, lanes
-        self._lanes: OrderedDict[tuple[str, str], OrderedDict[int, int]] = OrderedDict()
-        self._size = 0
-        self.dropped = 0
-
-    def __getitem__(self, key: LaneKey) -> int:
-        return self._lanes[(key[0], key[1])][key[2]]
-
-    def __iter__(self) -> Iterator[LaneKey]:
-        for (store, lane), epochs in self._lanes.items():
-            for epoch in epochs:
-                yield (store, lane, epoch)
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __setitem__(self, key: LaneKey, hwm: int) -> None:
-        lane = (key[0], key[1])
-        epochs = self._lanes.get(lane)
-        if epochs is None:
-            epochs = self._lanes[lane] = OrderedDict()
-            if len(self._lanes) > self.max_lanes:
-                _, gone = self._lanes.popitem(last=False)
-                self._size -= len(gone)
-                self.dropped += len(gone)
-        else:
-            self._lanes.move_to_end(lane)
-        if key[2] not in epochs:
-            self._size += 1
-        epochs[key[2]] = hwm
-        epochs.move_to_end(key[2])
-        if len(epochs) > self.per_lane:
-            epochs.popitem(last=False)
-            self._size -= 1
-            self.dropped += 1
-
-
-@dataclass(slots=True)
-class IngestStats:
-    connected: bool = False
-    connects: int = 0
-    messages: int = 0
-    groups: int = 0
-    entries_applied: int = 0
-    entries_redelivered: int = 0
-    entries_held: int = 0  # held at their seq (card number, bad body, txn_id of another lane)
-    entries_unregistered: int = 0  # of those: held because the store registry does not list it
-    entries_released: int = 0  # held entries released once their store or lane was registered
-    registry_version: int | None = None  # the catalog version of the registry in use
-    registry_stores: int = 0  # stores it lists (0: not enforced, every store accepted)
-    duplicate_txn_ids: int = 0
-    gaps: int = 0  # resend requests sent for a gap (after any hold)
-    gaps_held: int = 0  # batches that arrived ahead of their predecessor and were held
-    gaps_closed: int = 0  # held batches applied once their predecessor was committed
-    quarantined: int = 0
-    epochs_refused: int = 0  # hellos and batches for a new epoch beyond max_epochs_per_lane
-    commit_failures: int = 0
-    groups_split: int = 0  # groups that failed and were applied again message by message
-    last_commit_at: float | None = None
-    broker_lost_at: float | None = None  # when the broker link last broke (None: never)
-    incarnation: int = 0  # this process's, announced on {prefix}/headoffice
-    restores_detected: int = 0  # hellos of lanes that had more acked than head office holds
-    lanes_refused: int = 0  # hellos of lanes whose journal is behind head office's copy
-    proofs: OrderedDict[tuple[str, str], dict[str, Any]] = field(default_factory=OrderedDict)
-    lane_hwm: LaneMarks = field(default_factory=LaneMarks)
-    inbox: InboxStats = field(default_factory=InboxStats)
 
 
 def now_ms() -> int:
@@ -230,7 +119,6 @@ UNREGISTERED = "unregistered"
 # new entries are held behind them (released next, in order).
 RELEASE_CHUNK = 1000
 RELEASE_IDLE_BUDGET_S = 0.25  # of release transactions after a group, for lanes sending nothing
-ACK_GROUPS_PENDING = 64  # committed groups whose acks may wait for publishing (then ingest waits)
 MAX_WAITING = 5_000  # gapped batches beyond this are answered with a resend at once (memory)
 
 
@@ -285,351 +173,56 @@ class _Outcome:
         self.registered |= other.registered
 
 
-READS_PER_WAKEUP = 256  # packets read each time the socket is readable (then others run)
-
-
-class _IngestClient(brokerconn.Client):  # a CONNACK deadline of its own (16.3)
-    """aiomqtt's client, reading many packets each time head office's socket is readable.
-
-    aiomqtt 2.5 registers a reader that calls paho's loop_read() once, and paho reads one
-    packet then (aiomqtt/client.py `_on_socket_open`, paho `loop_read`: max_packets is the
-    number of messages in flight, at least 1): one packet per event-loop iteration. With the
-    decoder and writer threads busy, an iteration waits for the GIL, so head office read a
-    flood from one store at 1,500 messages a second or less, and everything behind it waited
-    in the broker's queue for head office, honest batches included (p99 4.3 s in `lanesync
-    bench flood`; 1.1 s reading this way). This registers, after aiomqtt's own reader, one
-    for the same socket (asyncio keeps one reader per fd: the last) that reads while the
-    socket has data, up to READS_PER_WAKEUP packets; errors end the connection as aiomqtt's
-    reader does.
-    """
-
-    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
-        super()._on_socket_open(client, userdata, sock)
-
-        def read_many() -> None:
-            try:
-                for _ in range(READS_PER_WAKEUP):
-                    client.loop_read()
-                    if client.socket() is None:
-                        return
-                    pending = getattr(sock, "pending", None)
-                    if pending is not None and pending() > 0:
-                        continue
-                    if not select.select([sock], [], [], 0)[0]:
-                        return
-            except Exception as exc:  # noqa: BLE001 - as aiomqtt's reader: the link broke
-                if not self._disconnected.done():
-                    self._disconnected.set_exception(exc)
-
-        self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), read_many)
-
-
-def _inbox_queue(inbox: Inbox) -> type[asyncio.Queue[aiomqtt.Message]]:
-    """aiomqtt's incoming-message queue (its `queue_type`) that hands each message to the
-    inbox the moment paho delivers it.
-
-    With aiomqtt's own queue every message first waited in an unbounded FIFO and was moved to
-    the inbox by the message iterator, which costs a task and an asyncio.wait per message:
-    under a flood that FIFO grew faster than it drained and kept an honest store's batches
-    behind the flood before the inbox could serve them in turn. aiomqtt 2.5 calls put_nowait
-    (from paho's on_message, on the event loop), get and qsize on it (aiomqtt/client.py).
-    """
-
-    class ToInbox(asyncio.Queue[aiomqtt.Message]):
-        def put_nowait(self, item: aiomqtt.Message) -> None:
-            payload = item.payload
-            raw = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
-            inbox.put(item.topic.value, raw)
-
-    return ToInbox
-
-
 def _gap_key(p: Prepared) -> tuple[str, str, int, int]:
     msg = p.msg
     assert isinstance(msg, JournalBatch)
     return (msg.lane.store, msg.lane.lane, msg.epoch, msg.first_seq)
 
 
-class Ingest:
-    """Async context manager running head-office ingest until cancelled."""
+class GroupApplier:
+    """Applies groups of messages, each group in one transaction, and says what to publish.
+
+    `prepare` (decoder thread, no database) decodes and checks one message; `apply_group`
+    (the single writer thread) applies a group and returns the acks and replies to publish
+    once it committed. `database` is set by whoever runs it (the session opens it on the
+    writer thread)."""
 
     def __init__(
         self,
         config: HeadOfficeConfig,
-        store_factory: Callable[[], Database] | None = None,
-        handlers: dict[str, RequestHandler] | None = None,
+        stats: IngestStats,
         *,
-        announce: bool = True,
+        handlers: dict[str, RequestHandler] | None = None,
         projections: Projections = PROJECTIONS,
+        inbox: Inbox | None = None,
+        database: Database | None = None,
     ) -> None:
-        """`announce=False` leaves out the retained announcement (issue 16.2's "before" in
-        tests/sync: lanes then notice a restart only by their ack timeout). `projections`
-        check batches on the decoder thread and go to the database it opens."""
+        """`inbox`, when given, says which stores are flooding (their refusals are counted,
+        not each written)."""
         self.config = config
-        self.projections = projections
-        self.announce = announce
-        self.incarnation = secrets.randbits(63) | 1
         self.topics = config.topics
-        self.stats = IngestStats(incarnation=self.incarnation)
+        self.stats = stats
         self.handlers = dict(handlers or {})
-        self._store_factory = store_factory or (lambda: open_database(config, self.projections))
-        self._store: Database | None = None
-        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-writer")
-        self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-decoder")
-        ing = config.ingest
-        self._inbox = Inbox(
-            store_messages=ing.queue_messages_per_store,
-            store_bytes=ing.queue_bytes_per_store,
-            total_bytes=4 * ing.queue_bytes_per_store,
-            stats=self.stats.inbox,
-        )
-        self._tasks = Tasks("ingest")
-        self._main: asyncio.Task[None] | None = None
-        self._commits = 0
-        self._waiting: list[_Waiting] = []  # touched only on the writer thread
+        self.projections = projections
+        self.database = database
+        self._inbox = inbox
+        # gapped batches retried with the next group (touched only on the writer thread)
+        self.waiting: list[_Waiting] = []
         self._hold_s = config.ingest.gap_hold_ms / 1000
         # a held batch is retried with every group, and at least this often when none come
         self._hold_retry_s = min(0.05, max(0.005, self._hold_s / 10))
-        self.ready = asyncio.Event()  # set once subscribed: used by sd_notify READY and tests
         # The store registry and the lanes with open `unregistered` entries (writer thread).
         self.registry = Registry()
-        self._unregistered: set[tuple[str, str]] = set()
+        self.unregistered: set[tuple[str, str]] = set()
         self._recheck_until = 0.0
         self._registry_due = 0.0
 
-    async def __aenter__(self) -> Self:
-        loop = asyncio.get_running_loop()
-        self._store = await loop.run_in_executor(self._writer, self._store_factory)
-        await self._tasks.__aenter__()
-        self._main = self._tasks.start(self._run(), "broker session")
-        return self
-
-    @property
-    def session(self) -> asyncio.Task[None] | None:
-        """The task running the broker session (None before `async with`); cancelling it
-        stops ingest like a crash, its received groups never applied (tests/sync)."""
-        return self._main
-
-    async def ping(self) -> None:
-        """A round trip through the single writer thread (the watchdog's probe): it is not
-        stuck behind a hung transaction."""
-        await asyncio.get_running_loop().run_in_executor(self._writer, lambda: None)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.stop()
-        store = self._store
-        if store is not None:
-            await asyncio.get_running_loop().run_in_executor(self._writer, store.close)
-        self._writer.shutdown(wait=True)
-        self._decoder.shutdown(wait=True)
-
-    # --- MQTT -----------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while True:
-            retrying = tenacity.AsyncRetrying(
-                wait=tenacity.wait_random_exponential(multiplier=0.5, max=15),
-                retry=tenacity.retry_if_exception_type((aiomqtt.MqttError, OSError)),
-                before_sleep=lambda s: log.warning(
-                    "head office: broker connection failed (%s); retrying",
-                    s.outcome.exception() if s.outcome else None,
-                ),
-            )
-            async for attempt in retrying:
-                with attempt:
-                    await self._session()
-
-    async def _session(self) -> None:
-        b = self.config.broker
-        connected_at: float | None = None
-        try:
-            # A persistent session (clean_session=False) makes the broker queue QoS 1 batches
-            # while head office is down, so a restart does not wait for lanes' ack timeouts.
-            # Not for a shared-subscription worker: Mosquitto keeps giving a disconnected
-            # persistent member its turn of the round robin and queues those messages for it
-            # (eclipse-mosquitto/mosquitto#1747), so a dead worker would sit on a share of
-            # every lane's batches. With a clean session the broker serves only live members;
-            # what was in flight to a killed one is resent by its lane (gap or ack timeout).
-            async with _IngestClient(
-                b.host,
-                b.port,
-                connack_timeout_s=b.connack_timeout_s,
-                identifier=b.client_id,
-                will=(
-                    aiomqtt.Will(
-                        self.topics.headoffice(), self._announcement("offline"), qos=1, retain=True
-                    )
-                    if self.announce
-                    else None
-                ),
-                username=b.username,
-                password=b.password,
-                tls_context=brokerconn.tls_context(b.tls),  # fresh: picks up renewed certs
-                keepalive=b.keepalive,
-                clean_session=b.share_group is not None,
-                max_inflight_messages=100,
-                # paho leaves Nagle on: acks would wait for the lane's delayed ACK (~40 ms).
-                socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-                queue_type=_inbox_queue(self._inbox),
-            ) as client:
-                # A group's acks go out together (up to group_max_messages, paho keeps 100 in
-                # flight); aiomqtt logs a warning per publish beyond 10 pending, which at fleet
-                # scale was thousands of log lines a minute spent on the ingest thread.
-                client.pending_calls_threshold = 10 * self.config.ingest.group_max_messages
-                self.stats.connected = True
-                self.stats.connects += 1
-                connected_at = time.monotonic()
-                for channel in _EXPECTED:
-                    filt = (
-                        self.topics.shared(b.share_group, channel)
-                        if b.share_group
-                        else self.topics.all_lanes(channel)
-                    )
-                    await client.subscribe(filt, qos=1)
-                log.info("head office: subscribed on %s:%d", b.host, b.port)
-                if self.announce:
-                    # after subscribing: the resends this triggers must find us listening
-                    await client.publish(
-                        self.topics.headoffice(), self._announcement("online"), qos=1, retain=True
-                    )
-                self.ready.set()
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._receive(client), name="ingest-receive")
-                    tg.create_task(self._process(client), name="ingest-process")
-        except* aiomqtt.MqttError as eg:
-            if connected_at is None or time.monotonic() - connected_at < HEALTHY_SESSION_S:
-                raise eg.exceptions[0] from None
-            # A session that ran for a while and broke is not one more failed attempt: return,
-            # so _run reconnects with its backoff reset instead of counting every drop of the
-            # process's life until each reconnect waits up to 15 s.
-            log.warning("head office: broker connection lost (%s); reconnecting", eg.exceptions[0])
-        except* AttributeError as eg:
-            # retried by _run like any failed connection
-            raise aiomqtt.MqttError(brokerconn.socket_race_failure(eg)) from None
-        finally:
-            if self.stats.connected:
-                self.stats.broker_lost_at = time.time()
-            self.stats.connected = False
-
-    def _announcement(self, state: str) -> bytes:
-        worker = re.sub(r"[^A-Za-z0-9_.:-]", "_", self.config.broker.client_id)[:64] or "ho"
-        return codec.encode(
-            HeadOffice(
-                "online" if state == "online" else "offline",
-                self.incarnation,
-                worker,
-                VERSION,
-                SUPPORTED_VERSIONS,
-                now_ms(),
-            )
-        )
-
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        """Messages reach the inbox as paho delivers them (`_inbox_queue`); aiomqtt's message
-        iterator is awaited only because it raises MqttError when the connection is lost."""
-        async for _ in client.messages:
-            pass  # never reached: the inbox queue hands aiomqtt nothing to iterate over
-
-    async def _process(self, client: aiomqtt.Client) -> None:
-        """Three stages: the decoder thread prepares group N+1 (decode, schema, hash chain,
-        card-number scan) while the writer thread applies and commits group N, while the acks
-        of group N-1 are published. Publishing waits for the broker's PUBACK of each ack,
-        which under a flood queues behind the flood's messages on head office's connection;
-        the next group does not wait for that (an ack lost with head office is harmless: the
-        lane resends and gets it again)."""
-        prepared: asyncio.Queue[list[Prepared]] = asyncio.Queue(maxsize=1)
-        acks: asyncio.Queue[list[Ack | Reply]] = asyncio.Queue(maxsize=ACK_GROUPS_PENDING)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._prepare_loop(prepared), name="ingest-prepare")
-            tg.create_task(self._apply_loop(prepared, acks), name="ingest-apply")
-            tg.create_task(self._ack_loop(client, acks), name="ingest-acks")
-
-    async def _prepare_loop(self, out: asyncio.Queue[list[Prepared]]) -> None:
-        loop = asyncio.get_running_loop()
-        max_count = self.config.ingest.group_max_messages
-        max_bytes = 4 * self.config.ingest.max_message_bytes
-        share = max(1, max_count // 8)
-        inbox = self._inbox
-        while True:
-            group = await inbox.group(max_count, max_bytes, share)
-            await out.put(await loop.run_in_executor(self._decoder, self.prepare_group, group))
-
-    async def _apply_loop(
-        self, prepared: asyncio.Queue[list[Prepared]], acks: asyncio.Queue[list[Ack | Reply]]
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                # With batches held for a gap, wake up to retry them even when nothing arrives;
-                # with entries held for the registry, to notice the store's registration.
-                async with asyncio.timeout(self._wake_after()):
-                    group = await prepared.get()
-            except TimeoutError:
-                group = []
-            applied_before = self.stats.entries_applied
-            try:
-                out = await loop.run_in_executor(self._writer, self.apply_group, group)
-            except DatabaseError as exc:
-                # Nothing committed, nothing acked: lanes resend after their ack timeout.
-                self.stats.commit_failures += 1
-                log.error("head office: %d messages not committed: %s", len(group), exc)
-                continue
-            if self.stats.entries_applied > applied_before:
-                self._crash_point_after_commit()
-            if out:
-                await acks.put(out)  # waits only when ACK_GROUPS_PENDING groups are behind
-
-    def _wake_after(self) -> float | None:
-        if self._waiting:
+    def wake_after(self) -> float | None:
+        """How long the writer may wait for a group before it must run one anyway: to retry
+        batches held for a gap, or to notice a store's registration (None: no limit)."""
+        if self.waiting:
             return self._hold_retry_s
-        return REGISTRY_POLL_S if self._unregistered or self.registry.enforced else None
-
-    async def _ack_loop(
-        self, client: aiomqtt.Client, acks: asyncio.Queue[list[Ack | Reply]]
-    ) -> None:
-        """Publish committed groups' acks and replies in commit order, without waiting for
-        one group's PUBACKs before sending the next (each publish is handed to paho when its
-        task starts, in the order the tasks were made). At most ACK_GROUPS_PENDING groups
-        wait for their PUBACKs; then the oldest is awaited."""
-        pending: deque[asyncio.Task[list[None]]] = deque()
-        try:
-            while True:
-                out = await acks.get()
-                pending.append(
-                    asyncio.ensure_future(
-                        asyncio.gather(*(self._publish(client, msg) for msg in out))
-                    )
-                )
-                while pending and (pending[0].done() or len(pending) > ACK_GROUPS_PENDING):
-                    await pending.popleft()  # raises MqttError if the connection broke
-        finally:
-            for task in pending:
-                task.cancel()
-
-    def _crash_point_after_commit(self) -> None:
-        """Fault injection for the end-to-end tests: with LANESYNC_FAULT_CRASH_AFTER_COMMIT=N
-        head office dies abruptly (as under kill -9) right after its Nth commit that applied
-        journal entries, before that commit's acks leave: the one instant a test cannot hit
-        from outside on purpose. (Hellos, statuses and a lane's catalog requests commit too,
-        in an order no test controls, so they are not counted.)"""
-        self._commits += 1
-        if self._commits == _CRASH_AFTER_COMMIT:
-            log.critical("fault injection: exiting after commit %d, before its acks", self._commits)
-            os._exit(137)
-
-    async def _publish(self, client: aiomqtt.Client, msg: Ack | Reply) -> None:
-        channel = Channel.ACK if isinstance(msg, Ack) else Channel.REPLY
-        if isinstance(msg, Reply):
-            safe = codec.safe_reply(msg)
-            if safe is not msg and not safe.ok and msg.ok:
-                log.error("reply to %s withheld: %s", msg.lane, safe.error)
-            msg = safe
-        await client.publish(self.topics.topic(msg.lane, channel), codec.encode(msg), qos=1)
+        return REGISTRY_POLL_S if self.unregistered or self.registry.enforced else None
 
     # --- preparing (decoder thread): no database --------------------------------------------
 
@@ -673,7 +266,7 @@ class Ingest:
                 lane,
                 refusal=f"payload is for {msg.lane} but was published under {lane}'s topic",
             )
-        expected = _EXPECTED.get(channel)
+        expected = CHANNEL_TYPES.get(channel)
         if expected is None or not isinstance(msg, expected):
             return Prepared(
                 topic, raw, lane, refusal=f"a {msg.TYPE} message does not belong on {channel}"
@@ -688,12 +281,12 @@ class Ingest:
 
         Raw `(topic, bytes)` pairs are prepared here first (tests and single-threaded use).
         """
-        store = self._store
+        store = self.database
         assert store is not None
         now = now_ms()
         clock = time.monotonic()
         self.stats.messages += len(group)
-        waiting, self._waiting = self._waiting, []
+        waiting, self.waiting = self.waiting, []
         work = [(w.prepared, w.since) for w in waiting]  # older than this group: first
         work += [(i if isinstance(i, Prepared) else self.prepare(*i), clock) for i in group]
         try:
@@ -712,7 +305,7 @@ class Ingest:
                 out = self._one_by_one(store, work, clock, now)
         except Exception as exc:
             store.rollback()
-            self._waiting = waiting  # retried with the next group; the new ones come again
+            self.waiting = waiting  # retried with the next group; the new ones come again
             if isinstance(exc, DatabaseError):
                 raise
             raise DatabaseError(f"ingest failed: {_describe(exc)}") from exc
@@ -733,10 +326,10 @@ class Ingest:
         st.gaps_closed += out.gaps_closed
         st.entries_unregistered += out.unregistered
         st.entries_released += out.released
-        self._unregistered -= out.registered
+        self.unregistered -= out.registered
         st.groups += 1
         st.last_commit_at = time.time()
-        self._waiting = out.waiting
+        self.waiting = out.waiting
         acks: list[Ack | Reply] = []
         for key, ack in out.acks.items():
             st.lane_hwm[key] = ack.hwm
@@ -1034,9 +627,9 @@ class Ingest:
             self.stats.registry_version = self.registry.version
             self.stats.registry_stores = len(self.registry.stores)
             self._recheck_until = clock + REGISTRY_RECHECK_S
-            self._unregistered = store.held_lanes(UNREGISTERED)
+            self.unregistered = store.held_lanes(UNREGISTERED)
         elif clock < self._recheck_until:
-            self._unregistered = store.held_lanes(UNREGISTERED)
+            self.unregistered = store.held_lanes(UNREGISTERED)
 
     def _registered(
         self, store: Database, checked: CheckedBatch, now: int, out: _Outcome
@@ -1047,14 +640,14 @@ class Ingest:
         lane = checked.batch.lane
         refusal = self.registry.refusal(lane)
         key = (lane.store, lane.lane)
-        pending = refusal is None and key in self._unregistered
+        pending = refusal is None and key in self.unregistered
         if pending and not self._release_registered(store, key, now, out):
             refusal = (
                 f"{lane} waits behind its entries held for the store registry while they are "
                 "released (in order)"
             )
         if refusal is not None:
-            self._unregistered.add(key)
+            self.unregistered.add(key)
             return hold_all(checked, UNREGISTERED, refusal), True
         return checked, False
 
@@ -1083,7 +676,7 @@ class Ingest:
         transaction of their own each (the next group retries one that failed)."""
         todo = sorted(
             k
-            for k in self._unregistered - out.registered
+            for k in self.unregistered - out.registered
             if self.registry.refusal(LaneId(*k)) is None
         )
         deadline = time.monotonic() + RELEASE_IDLE_BUDGET_S
@@ -1137,7 +730,7 @@ class Ingest:
         its messages) only counted here and written per topic once a group (`sample`)."""
         out.quarantined += 1
         sender = lane.store if lane else store_of(topic)
-        if sample and fold is None and self._inbox.flooding(sender):
+        if sample and fold is None and self._inbox is not None and self._inbox.flooding(sender):
             kept = out.flooded.get(topic)
             if kept is None:
                 out.flooded[topic] = _Flooded(lane, reason, raw)
