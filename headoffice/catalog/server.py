@@ -39,38 +39,38 @@ def _refused(req: Request, code: str, reason: str, field: str | None = None) -> 
 _registries: weakref.WeakKeyDictionary[Database, Registry] = weakref.WeakKeyDictionary()
 
 
-def _unregistered(store: Database, req: Request) -> Reply | None:
-    registry = _registries.setdefault(store, Registry())
-    registry.refresh(store.sql)
+def _unregistered(database: Database, req: Request) -> Reply | None:
+    registry = _registries.setdefault(database, Registry())
+    registry.refresh(database.sql)
     reason = registry.refusal(req.lane)
     return None if reason is None else _refused(req, cat.UNREGISTERED, reason)
 
 
-def delta(store: Database, req: Request, now_ms: int) -> Reply:
+def delta(database: Database, req: Request, now_ms: int) -> Reply:
     try:
         args = cat.DeltaRequest.from_map(req.args)
     except ProtocolError as exc:
         return _refused(req, cat.BAD_REQUEST, str(exc), exc.field)
-    refused = _unregistered(store, req)
+    refused = _unregistered(database, req)
     if refused is not None:
         return refused
     try:
-        page = versions.catalog_for(store.sql).delta_page(req.lane.store, args)
+        page = versions.catalog_for(database.sql).delta_page(req.lane.store, args)
     except versions.CatalogRefused as r:
         return _refused(req, r.code, str(r))
     return Reply(req.lane, req.corr, True, page.to_map())
 
 
-def snapshot(store: Database, req: Request, now_ms: int) -> Reply:
+def snapshot(database: Database, req: Request, now_ms: int) -> Reply:
     try:
         args = cat.SnapshotRequest.from_map(req.args)
     except ProtocolError as exc:
         return _refused(req, cat.BAD_REQUEST, str(exc), exc.field)
-    refused = _unregistered(store, req)
+    refused = _unregistered(database, req)
     if refused is not None:
         return refused
     try:
-        chunk = versions.catalog_for(store.sql).snapshot_chunk(req.lane.store, args)
+        chunk = versions.catalog_for(database.sql).snapshot_chunk(req.lane.store, args)
     except versions.CatalogRefused as r:
         return _refused(req, r.code, str(r))
     if args.chunk == 0:

@@ -86,12 +86,12 @@ def _refused(req: Request, code: str, reason: str, field: str | None = None) -> 
     return Reply(req.lane, req.corr, False, result, reason)
 
 
-def lease(store: Database, req: Request, now_ms: int) -> Reply:
+def lease(database: Database, req: Request, now_ms: int) -> Reply:
     try:
         args = LeaseArgs(req.args)
     except _Bad as exc:
         return _refused(req, BAD_REQUEST, str(exc), exc.field)
-    sql = store.sql
+    sql = database.sql
     before = sql.fetchone(
         "SELECT first, last, store, lane FROM sscc_leases WHERE request_id = ?", (req.corr,)
     )
@@ -133,9 +133,9 @@ def lease(store: Database, req: Request, now_ms: int) -> Reply:
     return Reply(req.lane, req.corr, True, {"first": first, "last": last})
 
 
-def leases(store: Database, lane_store: str | None = None) -> list[dict[str, Any]]:
+def leases(database: Database, lane_store: str | None = None) -> list[dict[str, Any]]:
     """Every block on record (for reports and tests), in serial order."""
-    sql = store.sql
+    sql = database.sql
     cols = "first, last, store, lane, epoch, request_id, at"
     if lane_store is None:
         return sql.fetchdicts(f"SELECT {cols} FROM sscc_leases ORDER BY first")  # noqa: S608

@@ -148,37 +148,37 @@ def _refused(req: Request, r: Refusal) -> Reply:
     return Reply(req.lane, req.corr, False, {"code": r.code, **r.extra}, r.reason)
 
 
-def lookup(store: Database, req: Request, now_ms: int) -> Reply:
+def lookup(database: Database, req: Request, now_ms: int) -> Reply:
     try:
-        return _lookup(store, req)
+        return _lookup(database, req)
     except Refusal as r:
         return _refused(req, r)
 
 
-def _lookup(store: Database, req: Request) -> Reply:
+def _lookup(database: Database, req: Request) -> Reply:
     if req.args.get("mode") != "receive":
         raise Refusal("bad_request", "mode must be 'receive' (lanes do not search)", field="mode")
-    db = store.sql
+    db = database.sql
     t = resolve(db, req.args, req.lane.store)
     return Reply(req.lane, req.corr, True, {"transit": p.details(db, t)})
 
 
-def accept(store: Database, req: Request, now_ms: int) -> Reply:
+def accept(database: Database, req: Request, now_ms: int) -> Reply:
     try:
-        reply = _accept(store, req, now_ms)
+        reply = _accept(database, req, now_ms)
     except Refusal as r:
         return _refused(req, r)
     if _CRASH_AFTER_ACCEPT and not reply.result.get("replayed"):
         # Fault injection for the end-to-end test: the accept is committed, then head office
         # dies as under kill -9 before the reply leaves.
-        store.commit()
+        database.commit()
         log.critical("fault injection: exiting after committing accept %s", req.args)
         os._exit(137)
     return reply
 
 
-def _accept(store: Database, req: Request, now_ms: int) -> Reply:
-    db = store.sql
+def _accept(database: Database, req: Request, now_ms: int) -> Reply:
+    db = database.sql
     rid = req.args.get("request_id")
     if type(rid) is not str or not UUID_RE.fullmatch(rid):
         raise Refusal("bad_request", "request_id must be a lowercase UUID", field="request_id")
