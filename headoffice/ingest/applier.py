@@ -281,8 +281,8 @@ class GroupApplier:
 
         Raw `(topic, bytes)` pairs are prepared here first (tests and single-threaded use).
         """
-        store = self.database
-        assert store is not None
+        db = self.database
+        assert db is not None
         now = now_ms()
         clock = time.monotonic()
         self.stats.messages += len(group)
@@ -291,9 +291,9 @@ class GroupApplier:
         work += [(i if isinstance(i, Prepared) else self.prepare(*i), clock) for i in group]
         try:
             try:
-                out = self._transaction(store, work, clock, now)
+                out = self._transaction(db, work, clock, now)
             except Exception as exc:
-                store.rollback()
+                db.rollback()
                 if transient(exc):
                     raise
                 self.stats.groups_split += 1
@@ -302,14 +302,14 @@ class GroupApplier:
                     len(work),
                     _describe(exc),
                 )
-                out = self._one_by_one(store, work, clock, now)
+                out = self._one_by_one(db, work, clock, now)
         except Exception as exc:
-            store.rollback()
+            db.rollback()
             self.waiting = waiting  # retried with the next group; the new ones come again
             if isinstance(exc, DatabaseError):
                 raise
             raise DatabaseError(f"ingest failed: {_describe(exc)}") from exc
-        self._release_idle(store, now, out)
+        self._release_idle(db, now, out)
         return self._finish(out)
 
     def _finish(self, out: _Outcome) -> list[Ack | Reply]:
@@ -341,7 +341,7 @@ class GroupApplier:
         return acks + list(out.replies)
 
     def _transaction(
-        self, store: Database, work: list[tuple[Prepared, float]], clock: float, now: int
+        self, db: Database, work: list[tuple[Prepared, float]], clock: float, now: int
     ) -> _Outcome:
         """Apply `work` in one transaction and commit it; raises (nothing committed) if any
         of it fails."""
@@ -350,47 +350,47 @@ class GroupApplier:
         touched = {
             (p.msg.lane, p.msg.epoch) for p, _ in work if isinstance(p.msg, JournalBatch | Hello)
         }
-        store.lock_lanes(sorted(touched, key=lambda k: (k[0].store, k[0].lane, k[1])))
-        self._check_registry(store, clock)  # after the lock: sees every hold of these lanes
+        db.lock_lanes(sorted(touched, key=lambda k: (k[0].store, k[0].lane, k[1])))
+        self._check_registry(db, clock)  # after the lock: sees every hold of these lanes
         gapped: list[_Waiting] = []
         for p, since in work:
-            if self._gapped(store, p):
+            if self._gapped(db, p):
                 gapped.append(_Waiting(p, since))
             else:
-                self._apply_one(store, p, now, out)
+                self._apply_one(db, p, now, out)
         if gapped:
-            self._settle_gapped(store, gapped, clock, now, out)
-        self._write_flooded(store, out, now)
-        store.commit()
+            self._settle_gapped(db, gapped, clock, now, out)
+        self._write_flooded(db, out, now)
+        db.commit()
         return out
 
     def _one_by_one(
-        self, store: Database, work: list[tuple[Prepared, float]], clock: float, now: int
+        self, db: Database, work: list[tuple[Prepared, float]], clock: float, now: int
     ) -> _Outcome:
         """The group again, each message in its own transaction: the good ones commit."""
         out = _Outcome()
         for p, since in work:
             try:
-                out.merge(self._transaction(store, [(p, since)], clock, now))
+                out.merge(self._transaction(db, [(p, since)], clock, now))
             except Exception as exc:
-                store.rollback()
+                db.rollback()
                 if transient(exc):
                     raise
-                out.merge(self._isolate(store, p, since, exc, clock, now))
+                out.merge(self._isolate(db, p, since, exc, clock, now))
         return out
 
     def _isolate(
-        self, store: Database, p: Prepared, since: float, exc: Exception, clock: float, now: int
+        self, db: Database, p: Prepared, since: float, exc: Exception, clock: float, now: int
     ) -> _Outcome:
         """One message that fails on its own: a batch entry by entry, holding the entry that
         fails; anything else quarantined (a request answered with an error)."""
         msg, lane = p.msg, p.lane
         if isinstance(msg, JournalBatch) and lane is not None:
-            return self._entry_by_entry(store, p, msg, since, clock, now)
+            return self._entry_by_entry(db, p, msg, since, clock, now)
         out = _Outcome()
         log.error("head office: a message on %s failed on its own: %s", p.topic, _describe(exc))
         self._quarantine(
-            store,
+            db,
             p.topic,
             lane,
             f"head office could not apply this message: {_describe(exc)}",
@@ -399,7 +399,7 @@ class GroupApplier:
             out,
             sample=False,
         )
-        store.commit()
+        db.commit()
         if isinstance(msg, Request) and lane is not None:
             out.replies.append(
                 Reply(lane, msg.corr, False, error="head office could not answer (internal error)")
@@ -408,7 +408,7 @@ class GroupApplier:
 
     def _entry_by_entry(
         self,
-        store: Database,
+        db: Database,
         p: Prepared,
         msg: JournalBatch,
         since: float,
@@ -423,37 +423,37 @@ class GroupApplier:
             one = JournalBatch(msg.lane, msg.epoch, prev, [e])
             sub = Prepared(p.topic, p.raw, p.lane, one, check_batch(one, self.projections))
             try:
-                out.merge(self._transaction(store, [(sub, since)], clock, now))
+                out.merge(self._transaction(db, [(sub, since)], clock, now))
             except Exception as exc:
-                store.rollback()
+                db.rollback()
                 if transient(exc):
                     raise
                 reason = f"entry seq {e.seq}: head office could not apply it: {_describe(exc)}"
-                store.lock_lanes([(msg.lane, msg.epoch)])
-                res = store.hold_entry(
+                db.lock_lanes([(msg.lane, msg.epoch)])
+                res = db.hold_entry(
                     msg.lane, msg.epoch, prev, HeldEntry(e, "apply_failed", reason), now
                 )
-                store.commit()
+                db.commit()
                 out.results.append(res)
                 out.acks[(msg.lane.store, msg.lane.lane, msg.epoch)] = Ack(
                     msg.lane, msg.epoch, res.hwm, None, res.reason
                 )
         if checked.refusal is not None:
-            self._quarantine(store, p.topic, p.lane, checked.refusal, p.raw, now, out, sample=False)
-            store.commit()
+            self._quarantine(db, p.topic, p.lane, checked.refusal, p.raw, now, out, sample=False)
+            db.commit()
         return out
 
     @staticmethod
-    def _gapped(store: Database, p: Prepared) -> bool:
+    def _gapped(db: Database, p: Prepared) -> bool:
         """A batch that starts beyond what head office holds for its lane (after the lock)."""
         msg = p.msg
         if not isinstance(msg, JournalBatch) or p.lane is None:
             return False
-        state = store.lane_state(p.lane, msg.epoch)
+        state = db.lane_state(p.lane, msg.epoch)
         return msg.first_seq > (state.hwm if state is not None else 0) + 1
 
     def _settle_gapped(
-        self, store: Database, waiting: list[_Waiting], clock: float, now: int, out: _Outcome
+        self, db: Database, waiting: list[_Waiting], clock: float, now: int, out: _Outcome
     ) -> None:
         """Apply the gapped batches whose predecessor this group brought; hold the others
         until `gap_hold_ms` has passed, then apply them, which answers with a resend."""
@@ -463,40 +463,40 @@ class GroupApplier:
             progress = False
             still: list[_Waiting] = []
             for h in waiting:
-                if self._gapped(store, h.prepared):
+                if self._gapped(db, h.prepared):
                     still.append(h)
                     continue
                 if h.since < clock:
                     out.gaps_closed += 1
-                self._apply_one(store, h.prepared, now, out)
+                self._apply_one(db, h.prepared, now, out)
                 progress = True
             waiting = still
         for h in waiting:
             expired = clock - h.since >= self._hold_s
             if expired or len(out.waiting) >= MAX_WAITING:
-                self._apply_one(store, h.prepared, now, out)  # asks a resend
+                self._apply_one(db, h.prepared, now, out)  # asks a resend
             else:
                 if h.since == clock:
                     out.gaps_held += 1
                 out.waiting.append(h)
 
-    def _apply_one(self, store: Database, p: Prepared, now: int, out: _Outcome) -> None:
+    def _apply_one(self, db: Database, p: Prepared, now: int, out: _Outcome) -> None:
         msg, lane = p.msg, p.lane
         if msg is None or lane is None:
-            self._quarantine(store, p.topic, lane, p.refusal or "refused", p.raw, now, out)
+            self._quarantine(db, p.topic, lane, p.refusal or "refused", p.raw, now, out)
             return
         if isinstance(msg, JournalBatch):
             checked, unregistered = self._registered(
-                store, p.checked or check_batch(msg, self.projections), now, out
+                db, p.checked or check_batch(msg, self.projections), now, out
             )
-            state = store.lane_state(lane, msg.epoch) if unregistered else None
+            state = db.lane_state(lane, msg.epoch) if unregistered else None
             low = state.hwm if state is not None else 0  # apply_batch moves state.hwm
             # Deferred: the group's rows are written together at commit (or before a request
             # reads them); applied/duplicate/held counts are known then.
             try:
-                res = store.apply_batch(checked, now, defer=True)
+                res = db.apply_batch(checked, now, defer=True)
             except EpochRefused as exc:
-                self._refuse_epoch(store, p, exc, now, out)
+                self._refuse_epoch(db, p, exc, now, out)
                 return
             out.results.append(res)
             if unregistered and res.resend_from is None:  # the entries it held: new ones only
@@ -509,18 +509,18 @@ class GroupApplier:
             if res.resend_from is not None:
                 out.gaps[key] = res.reason or "gap"
             elif res.quarantined:
-                self._quarantine(store, p.topic, lane, res.reason or "refused", p.raw, now, out)
+                self._quarantine(db, p.topic, lane, res.reason or "refused", p.raw, now, out)
             ack = Ack(lane, msg.epoch, res.hwm, res.resend_from, res.reason)
             out.acks[key] = _after_hello(out.acks.get(key), ack)
         elif isinstance(msg, Hello):
             try:
-                state = store.note_hello(lane, msg.epoch, msg.last_seq, now, catalog=msg.catalog)
+                state = db.note_hello(lane, msg.epoch, msg.last_seq, now, catalog=msg.catalog)
             except EpochRefused as exc:
-                self._refuse_epoch(store, p, exc, now, out)
+                self._refuse_epoch(db, p, exc, now, out)
                 return
-            out.acks[(lane.store, lane.lane, msg.epoch)] = self._answer_hello(store, msg, state.hwm)
+            out.acks[(lane.store, lane.lane, msg.epoch)] = self._answer_hello(db, msg, state.hwm)
         elif isinstance(msg, Status):
-            store.save_status(msg)
+            db.save_status(msg)
         elif isinstance(msg, Request):
             handler = self.handlers.get(msg.op)
             if handler is None:
@@ -528,12 +528,12 @@ class GroupApplier:
                     Reply(lane, msg.corr, False, error=f"unknown operation {msg.op!r}")
                 )
             else:
-                store.flush()  # a transit request may read what this group's batches projected
-                out.replies.append(handler(store, msg, now))
+                db.flush()  # a transit request may read what this group's batches projected
+                out.replies.append(handler(db, msg, now))
 
     # --- hello: version, proof, restores (issues 16.7 and 18.3) -------------------------------
 
-    def _answer_hello(self, store: Database, msg: Hello, hwm: int) -> Ack:
+    def _answer_hello(self, db: Database, msg: Hello, hwm: int) -> Ack:
         """The ack for a hello: head office's mark, and for a lane that said what it speaks
         (v2) the version to use, the proof's verdict, a rewind or a refusal."""
         lane, epoch, acked = msg.lane, msg.epoch, msg.acked_seq
@@ -564,21 +564,21 @@ class GroupApplier:
             if not v2:
                 return Ack(lane, epoch, hwm, hwm + 1, why)
             return Ack(lane, epoch, hwm, hwm + 1, why, choose_version(msg.protocols), why, True)
-        verdict, state, upto = self._compare(store, msg, hwm)
+        verdict, state, upto = self._compare(db, msg, hwm)
         self._note_proof(lane, epoch, state, verdict, upto, hwm)
         if not v2:
             return Ack(lane, epoch, hwm)
         return Ack(lane, epoch, hwm, None, None, choose_version(msg.protocols), verdict)
 
     @staticmethod
-    def _compare(store: Database, msg: Hello, hwm: int) -> tuple[str, str, int]:
+    def _compare(db: Database, msg: Hello, hwm: int) -> tuple[str, str, int]:
         """(verdict, state, identical-up-to seq) from the hello's checkpoints."""
         points = [(seq, h) for seq, h in msg.proof if seq <= hwm]
         if not points:
             what = "said no chain hashes (a v1 lane)" if not msg.proof else "has none we hold"
             return f"not compared: the lane {what}", "unknown", 0
-        store.flush()  # this group's batches may hold the entries at the checkpoints
-        ours = store.chain_hashes(msg.lane, msg.epoch, [s for s, _ in points])
+        db.flush()  # this group's batches may hold the entries at the checkpoints
+        ours = db.chain_hashes(msg.lane, msg.epoch, [s for s, _ in points])
         ours[0] = genesis(msg.lane, msg.epoch)
         same = [s for s, h in points if ours.get(s) == h]
         differ = [s for s, h in points if s in ours and ours[s] != h]
@@ -614,25 +614,25 @@ class GroupApplier:
 
     # --- the store registry (issue 14 item 4) -------------------------------------------------
 
-    def _check_registry(self, store: Database, clock: float) -> None:
+    def _check_registry(self, db: Database, clock: float) -> None:
         """The registry at the catalog's current version (read at most every
         REGISTRY_REFRESH_S); the lanes with open `unregistered` entries read again when it
         moved, and with every group for REGISTRY_RECHECK_S after."""
         changed = False
         if clock >= self._registry_due:
             self._registry_due = clock + REGISTRY_REFRESH_S
-            changed = self.registry.refresh(store.sql)
+            changed = self.registry.refresh(db.sql)
         if changed:
             log.info("head office: store registry at %s", self.registry.describe())
             self.stats.registry_version = self.registry.version
             self.stats.registry_stores = len(self.registry.stores)
             self._recheck_until = clock + REGISTRY_RECHECK_S
-            self.unregistered = store.held_lanes(UNREGISTERED)
+            self.unregistered = db.held_lanes(UNREGISTERED)
         elif clock < self._recheck_until:
-            self.unregistered = store.held_lanes(UNREGISTERED)
+            self.unregistered = db.held_lanes(UNREGISTERED)
 
     def _registered(
-        self, store: Database, checked: CheckedBatch, now: int, out: _Outcome
+        self, db: Database, checked: CheckedBatch, now: int, out: _Outcome
     ) -> tuple[CheckedBatch, bool]:
         """The batch as ingest applies it, and whether the registry holds it: every entry
         held when the registry does not know its store or lane; otherwise, first, what the
@@ -641,7 +641,7 @@ class GroupApplier:
         refusal = self.registry.refusal(lane)
         key = (lane.store, lane.lane)
         pending = refusal is None and key in self.unregistered
-        if pending and not self._release_registered(store, key, now, out):
+        if pending and not self._release_registered(db, key, now, out):
             refusal = (
                 f"{lane} waits behind its entries held for the store registry while they are "
                 "released (in order)"
@@ -652,16 +652,16 @@ class GroupApplier:
         return checked, False
 
     def _release_registered(
-        self, store: Database, key: tuple[str, str], now: int, out: _Outcome
+        self, db: Database, key: tuple[str, str], now: int, out: _Outcome
     ) -> bool:
         """Release a lane's `unregistered` entries, once, in (epoch, seq) order, through the
         operator's release path (today's rules apply: one that fails them stays held), at
         most RELEASE_CHUNK of them; returns whether that was all."""
-        ids = store.held_ids(key[0], key[1], UNREGISTERED, RELEASE_CHUNK)
+        ids = db.held_ids(key[0], key[1], UNREGISTERED, RELEASE_CHUNK)
         if ids:
             what = f"lane {key[0]}/{key[1]}" if key[0] in self.registry.lanes else f"store {key[0]}"
             note = f"{what} registered in catalog version {self.registry.version}"
-            outcomes = store.release_held(ids, "store registry", note, now, registry=self.registry)
+            outcomes = db.release_held(ids, "store registry", note, now, registry=self.registry)
             out.released += sum(o.changed for o in outcomes)
             log.info(
                 "head office: %s: %d held entries released", note, sum(o.changed for o in outcomes)
@@ -671,7 +671,7 @@ class GroupApplier:
         out.registered.add(key)
         return True
 
-    def _release_idle(self, store: Database, now: int, out: _Outcome) -> None:
+    def _release_idle(self, db: Database, now: int, out: _Outcome) -> None:
         """Registered lanes that sent nothing in this group: their entries are released in a
         transaction of their own each (the next group retries one that failed)."""
         todo = sorted(
@@ -683,13 +683,13 @@ class GroupApplier:
         for key in todo:
             one = _Outcome()
             try:
-                while not self._release_registered(store, key, now, one):
-                    store.commit()  # a chunk at a time
+                while not self._release_registered(db, key, now, one):
+                    db.commit()  # a chunk at a time
                     if time.monotonic() >= deadline:
                         break  # the next group or poll goes on
-                store.commit()
+                db.commit()
             except Exception as exc:  # noqa: BLE001 - one lane must not fail the others
-                store.rollback()
+                db.rollback()
                 if transient(exc):
                     return  # the database is failing: the next group tries again
                 refusals.log(
@@ -706,16 +706,16 @@ class GroupApplier:
                 return
 
     def _refuse_epoch(
-        self, store: Database, p: Prepared, exc: EpochRefused, now: int, out: _Outcome
+        self, db: Database, p: Prepared, exc: EpochRefused, now: int, out: _Outcome
     ) -> None:
         """A new epoch beyond the lane's cap: quarantined on one row per lane and channel
         (the reason names no epoch, and the row folds whatever the bytes), no ack."""
         out.epochs_refused += 1
-        self._quarantine(store, p.topic, p.lane, str(exc), p.raw, now, out, fold=str(exc))
+        self._quarantine(db, p.topic, p.lane, str(exc), p.raw, now, out, fold=str(exc))
 
     def _quarantine(
         self,
-        store: Database,
+        db: Database,
         topic: str,
         lane: LaneId | None,
         reason: str,
@@ -744,10 +744,10 @@ class GroupApplier:
             topic,
             held_reason(reason),
         )
-        store.quarantine(topic, lane, reason, raw, now, fold=fold)
+        db.quarantine(topic, lane, reason, raw, now, fold=fold)
 
     @staticmethod
-    def _write_flooded(store: Database, out: _Outcome, now: int) -> None:
+    def _write_flooded(db: Database, out: _Outcome, now: int) -> None:
         """One row per topic for what a flooding store's refused messages (QuarantineRow
         folds them: the first's reason and bytes, and how many)."""
         for topic, f in out.flooded.items():
@@ -756,7 +756,7 @@ class GroupApplier:
                 f"shed, see messages_shed): refusals on this topic are counted here; the first "
                 f"was: {f.reason}"
             )
-            store.quarantine(topic, f.lane, reason, f.raw, now, fold="flooding", times=f.times)
+            db.quarantine(topic, f.lane, reason, f.raw, now, fold="flooding", times=f.times)
         out.flooded.clear()
 
 

@@ -133,7 +133,7 @@ class Ingest:
     def __init__(
         self,
         config: HeadOfficeConfig,
-        store_factory: Callable[[], Database] | None = None,
+        database_factory: Callable[[], Database] | None = None,
         handlers: dict[str, RequestHandler] | None = None,
         *,
         announce: bool = True,
@@ -147,7 +147,7 @@ class Ingest:
         self.incarnation = secrets.randbits(63) | 1
         self.topics = config.topics
         self.stats = IngestStats(incarnation=self.incarnation)
-        self._store_factory = store_factory or (lambda: open_database(config, projections))
+        self._database_factory = database_factory or (lambda: open_database(config, projections))
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-writer")
         self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ho-decoder")
         ing = config.ingest
@@ -167,7 +167,7 @@ class Ingest:
 
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
-        self.applier.database = await loop.run_in_executor(self._writer, self._store_factory)
+        self.applier.database = await loop.run_in_executor(self._writer, self._database_factory)
         await self._tasks.__aenter__()
         self._main = self._tasks.start(self._run(), "broker session")
         return self

@@ -90,7 +90,7 @@ def writer_ingest(backend: Backend, **ingest: Any) -> Iterator[Ingest]:
     on the backend, no broker (what Ingest.__aenter__ sets up, minus the MQTT session)."""
     cfg = backend.config(ingest=ingest)
     store = open_database(cfg, PROJECTIONS)
-    ing = Ingest(cfg, store_factory=lambda: store)
+    ing = Ingest(cfg, database_factory=lambda: store)
     ing.applier.database = store
     try:
         yield ing

@@ -39,7 +39,7 @@ REQUEST = TOPICS.topic(LANE, Channel.REQUEST)
 @pytest.fixture
 def ingest(backend: Backend) -> Iterator[Ingest]:
     store = backend.store()
-    ing = Ingest(backend.config(), store_factory=lambda: store)
+    ing = Ingest(backend.config(), database_factory=lambda: store)
     # What __aenter__ does on the writer thread, minus the MQTT session.
     ing.applier.database = store
     try:
@@ -77,7 +77,7 @@ def test_garbage_bytes_quarantined(ingest: Ingest, backend: Backend) -> None:
 def test_oversized_message_quarantined(backend: Backend) -> None:
     store = backend.store()
     cfg = backend.config(ingest={"max_message_bytes": 1024})
-    ing = Ingest(cfg, store_factory=lambda: store)
+    ing = Ingest(cfg, database_factory=lambda: store)
     ing.applier.database = store
     try:
         raw = codec.encode(Hello(LANE, 1, 0, 1, "x" * 2000, 0))

@@ -199,7 +199,7 @@ def test_lost_connection_fails_one_group_and_the_next_works(url: str) -> None:
     topics = Topics()
     journal = topics.topic(sim.lane, Channel.JOURNAL)
     store = PostgresDatabase(url, projections=PROJECTIONS)
-    ing = Ingest(parse({"database": {"url": url}}), store_factory=lambda: store)
+    ing = Ingest(parse({"database": {"url": url}}), database_factory=lambda: store)
     ing.applier.database = store
     try:
         assert ing.applier.apply_group([(journal, codec.encode(sim.batch(1, 3)))]) == [
@@ -239,7 +239,7 @@ def test_ingest_never_scans_documents_or_journal(url: str) -> None:
     sims = [LaneSim(LaneId("S001", f"L{n}")) for n in range(4)]
     topics = Topics()
     store = PostgresDatabase(url, projections=PROJECTIONS)
-    ing = Ingest(parse({"database": {"url": url}}), store_factory=lambda: store)
+    ing = Ingest(parse({"database": {"url": url}}), database_factory=lambda: store)
     ing.applier.database = store
     stats = (
         "SELECT relname, seq_scan FROM pg_stat_user_tables "
