@@ -46,11 +46,12 @@ from e2e_cluster import Cluster
 from e2e_helpers import lane_status, read_lane_journal, wait_until
 from pgutil import Backend, pg_schema
 
+from headoffice.catalog import load as loader
 from headoffice.catalog import versions
 from headoffice.extract import job
 from headoffice.extract.config import ExtractConfig
 from headoffice.store import open_target
-from lanesync.democatalog import DemoCatalog
+from lanesync.democatalog import VALID_FROM, DemoCatalog
 from protocol.identity import LaneId
 
 A1, A2, B1, B2 = LaneId("S1", "L1"), LaneId("S1", "L2"), LaneId("S2", "L1"), LaneId("S2", "L2")
@@ -108,11 +109,18 @@ class Chain:
                 self.c.logs,
             )
 
-    def load(self, dataset: str, text: str) -> int:
+    def load(self, dataset: str, text: str, *, upsert: bool = False) -> int:
+        """Load a CSV at head office with the loader `lanesync catalog load` runs (in-process:
+        no interpreter start per load); returns the new version."""
         path = self.c.workdir / "catalog" / f"{dataset}-{time.monotonic_ns()}.csv"
         path.write_text(text, encoding="utf-8")
-        self.catalog.load(dataset, path)
-        return self.catalog.version
+        db = open_target(self.ho.target)
+        try:
+            version = loader.load_file(db.sql, dataset, path, upsert=upsert).version
+        finally:
+            db.close()
+        assert version is not None, f"loading {dataset} made no new version"
+        return version
 
     def post(self, lane: LaneId, doc: dict[str, Any]) -> Posted:
         version = self.held(lane)
@@ -187,7 +195,9 @@ def test_two_stores_trade_on_head_office_master_data_through_a_cut_link(
     assert (st, problem["title"]) == (503, "No catalog yet"), problem
 
     # --- head office loads the catalog --------------------------------------------------------
-    chain.catalog.load_initial()  # stores, lanes, tax rates, items, prices, customers
+    # `lanesync catalog load`, as an operator runs it: stores, lanes, tax rates, items, prices
+    # and customers (lanesync.democatalog's chain); then staff, a supplier and a setting.
+    chain.catalog.load_initial()
     chain.load("staff", "id,name,store,active\nE7,Staff E7,,1\n")
     chain.load("suppliers", "code,name,active\nSUP1,Supplier 1,1\n")
     v1 = chain.load("settings", "scope,store,lane,name,value\nchain,,,PriceOverride,refused\n")
@@ -220,7 +230,7 @@ def test_two_stores_trade_on_head_office_master_data_through_a_cut_link(
             f"{lane} offline",
             c.logs,
         )
-    chain.catalog.change_price("P1000", PRICE_AFTER)
+    chain.load("prices", f"item,valid_from,price\nP1000,{VALID_FROM},{PRICE_AFTER}\n", upsert=True)
     v2 = chain.load("settings", "scope,store,lane,name,value\nchain,,,PriceOverride,reason\n")
     assert v2 > v1
     assert chain.view_version("S1") == chain.view_version("S2") == v2
