@@ -217,7 +217,10 @@ def test_two_stores_trade_on_head_office_master_data_through_a_cut_link(
     chain.transit(A1, B2, [("P4000", 3), ("P1000", 2)])
     # PriceOverride=refused: no till may sell below the catalog's price, even with a reason.
     override = sale([("P4000", 1, 999)], price_reason="damaged box")
-    assert chain.refused(A2, override)["field"] == "$.lines[0].unit_price"
+    refusal = chain.refused(A2, override)
+    assert refusal["field"] == "$.lines[0].unit_price"
+    assert f"catalog version {v1}" in refusal["detail"]
+    assert "(PriceOverride=refused)" in refusal["detail"]
 
     # --- S2's link goes silent; head office changes a price and a setting ---------------------
     wan.cut()
@@ -244,7 +247,10 @@ def test_two_stores_trade_on_head_office_master_data_through_a_cut_link(
     chain.post(B1, sale([("P1000", 2, PRICE_BEFORE)]))
     chain.post(B2, sale([("P1000", 1, PRICE_BEFORE), ("P2000", 2, 249)]))
     assert f"catalog version {v1}" in chain.refused(B2, sale([("P1000", 1, PRICE_AFTER)]))["detail"]
-    assert chain.refused(B1, override)["field"] == "$.lines[0].unit_price"
+    refusal = chain.refused(B1, override)
+    assert refusal["field"] == "$.lines[0].unit_price"
+    assert f"catalog version {v1}" in refusal["detail"]
+    assert "(PriceOverride=refused)" in refusal["detail"]
     assert [chain.held(lane) for lane in OFFLINE] == [v1, v1]
 
     # --- the link is restored: S2 catches up and trades on the new version --------------------
