@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from e2e_helpers import FAST_REPLICATION, read_lane_journal, wait_until
-from pgutil import Backend
 
 from lanesync import samples, stack
 from lanesync.posclient import PosClient
 from lanesync.stack import Component
 from protocol.identity import LaneId
+from tests.e2e.e2e_helpers import FAST_REPLICATION, read_lane_journal, wait_until
+from tests.pgutil import Backend
 
 GS1_COMPANY_PREFIX = "5703538"
 

@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chain_helpers import (
+
+from headoffice.catalog import load as loader
+from headoffice.catalog import versions
+from headoffice.extract import job
+from headoffice.extract.config import ExtractConfig
+from headoffice.store import open_target
+from lanesync.democatalog import VALID_FROM, DemoCatalog
+from protocol.identity import LaneId
+from tests.e2e.chain_helpers import (
     call,
     chain_lane,
     ho_documents,
@@ -42,17 +50,9 @@ from chain_helpers import (
     sale,
     wait_drained,
 )
-from e2e_cluster import Cluster
-from e2e_helpers import lane_status, read_lane_journal, wait_until
-from pgutil import Backend, pg_schema
-
-from headoffice.catalog import load as loader
-from headoffice.catalog import versions
-from headoffice.extract import job
-from headoffice.extract.config import ExtractConfig
-from headoffice.store import open_target
-from lanesync.democatalog import VALID_FROM, DemoCatalog
-from protocol.identity import LaneId
+from tests.e2e.e2e_cluster import Cluster
+from tests.e2e.e2e_helpers import lane_status, read_lane_journal, wait_until
+from tests.pgutil import Backend, pg_schema
 
 A1, A2, B1, B2 = LaneId("S1", "L1"), LaneId("S1", "L2"), LaneId("S2", "L1"), LaneId("S2", "L2")
 LANES = (A1, A2, B1, B2)
