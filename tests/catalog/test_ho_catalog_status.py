@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
-import pgutil
-from pgutil import Backend
 
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
@@ -17,6 +15,8 @@ from headoffice.metrics import HttpServer
 from headoffice.projections import PROJECTIONS
 from headoffice.statuspage import collect, render_fragment, status_app
 from protocol.identity import LaneId
+from tests import pgutil
+from tests.pgutil import Backend
 
 backend = pgutil.backend  # the fixture, parametrised over SQLite and PostgreSQL
 STORES = "id,name,timezone,currency,price_zone,can_receive_stock,active\n"

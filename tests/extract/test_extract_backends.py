@@ -13,8 +13,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from extract_helpers import DAY, LATER, T0, HeadOffice, card, config, line, sale
-from pgutil import pg_connect, pg_schema
 
 from headoffice.db import open_target
 from headoffice.db.base import DatabaseError
@@ -24,6 +22,8 @@ from headoffice.extract.config import ExtractConfig, PosBatch, TaxDefinition
 from headoffice.extract.job import ExtractError
 from headoffice.projections import PROJECTIONS
 from protocol.errors import ConfigError
+from tests.extract.extract_helpers import DAY, LATER, T0, HeadOffice, card, config, line, sale
+from tests.pgutil import pg_connect, pg_schema
 
 BATCHES = {
     "pos_batches": (PosBatch("B1", "S2", "US", "CA", "W1"),),

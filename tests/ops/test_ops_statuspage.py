@@ -24,7 +24,6 @@ from typing import Any
 import aiohttp
 import msgpack
 import pytest
-from ops_helpers import query
 
 from headoffice.db import SqliteDatabase
 from headoffice.db.base import check_batch
@@ -35,6 +34,7 @@ from headoffice.statuspage import collect, ingest_figures, render_fragment, stat
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch, Status
+from tests.ops.ops_helpers import query
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import read_lane_journal, wait_until
-from pgutil import pg_connect, pg_schema
 
 from agent.journal import Journal
 from agent.verify import verify
@@ -29,6 +27,8 @@ from headoffice.projections import PROJECTIONS
 from lanesync import stack
 from protocol.identity import LaneId
 from protocol.runtime import migrations as schema
+from tests.e2e.e2e_helpers import read_lane_journal, wait_until
+from tests.pgutil import pg_connect, pg_schema
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LANE = LaneId("S001", "L1")
