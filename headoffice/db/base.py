@@ -430,7 +430,7 @@ class Database(Protocol):
         """The connection for shared SQL (transit projection and requests, reports)."""
 
     def lock_lanes(self, lanes: Sequence[tuple[LaneId, int]]) -> None:
-        """Called by Ingest.apply_group at the start of each group with every (lane, epoch)
+        """Called by GroupApplier.apply_group at the start of each group with every (lane, epoch)
         the group touches; begins the transaction and locks those lanes' rows for it in a
         fixed order (store, lane, epoch) so concurrent workers never deadlock."""
 

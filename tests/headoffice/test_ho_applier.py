@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ho_helpers import LaneSim, journal_msg, query, topic
 
 from headoffice.config import parse
 from headoffice.db import SqliteDatabase
 from headoffice.ingest import GroupApplier, IngestStats
 from headoffice.projections import PROJECTIONS
 from protocol.messages import Ack
+from tests.headoffice.ho_helpers import LaneSim, journal_msg, query, topic
 
 
 @pytest.fixture
