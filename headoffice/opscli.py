@@ -16,8 +16,9 @@ from headoffice import config as ho_config
 from headoffice import importer
 from headoffice import store as ho_store
 from headoffice.config import HeadOfficeConfig
-from headoffice.opsconfig import check_listen
+from headoffice.opsconfig import LISTEN_EXAMPLE
 from protocol.errors import LanesyncError
+from protocol.runtime.httpserver import check_listen
 
 
 def add_daemon_options(p: argparse.ArgumentParser) -> None:
@@ -32,7 +33,9 @@ def apply_daemon_options(cfg: HeadOfficeConfig, args: argparse.Namespace) -> Hea
     listen = getattr(args, "status_page", None)
     if not listen:
         return cfg
-    page = dataclasses.replace(cfg.ops.status_page, listen=check_listen(listen, "--status-page"))
+    page = dataclasses.replace(
+        cfg.ops.status_page, listen=check_listen(listen, "--status-page", LISTEN_EXAMPLE)
+    )
     return dataclasses.replace(cfg, ops=dataclasses.replace(cfg.ops, status_page=page))
 
 
