@@ -4,7 +4,7 @@ Broker connection, reconnect factory and TLS (`brokerconn`), the TOML `Table` (`
 logging with card numbers redacted (`logsetup`), sd_notify and the watchdog (`notify`,
 `watchdog`), the wall clock and the clock-skew formula (`clock`), the one migration runner for
 SQLite and PostgreSQL (`migrations`), the HTTP listener for metrics and status (`httpserver`),
-a daemon's operations side held as one (`services`), the task runner of every long-lived
-component (`tasks`) and the release (`version`). These modules do I/O; the pure contract in
-`protocol` never imports them.
+a daemon's operations side held as one (`services`), the exit codes of the technician's
+commands (`cli`), the task runner of every long-lived component (`tasks`) and the release
+(`version`). These modules do I/O; the pure contract in `protocol` never imports them.
 """

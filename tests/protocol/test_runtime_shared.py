@@ -15,6 +15,7 @@ from aiohttp import web
 
 from protocol.errors import ConfigError, LanesyncError
 from protocol.runtime import clock, migrations
+from protocol.runtime.cli import Exit, fail
 from protocol.runtime.httpserver import HttpServer, check_listen
 from protocol.runtime.services import Services
 
@@ -127,3 +128,9 @@ async def test_services_stop_after_a_failed_start_leaves_contexts() -> None:
     await services.serve(_app(), "127.0.0.1:0")
     await services.stop()
     assert not services.tasks.running
+
+
+def test_cli_fail_says_why_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert fail("import", LanesyncError("no such file"), Exit.CANNOT_RUN) == 2
+    assert capsys.readouterr().err == "lanesync import: no such file\n"
+    assert (Exit.OK, Exit.PROBLEM) == (0, 1)
