@@ -7,7 +7,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from ops_helpers import LANE, fill, lane_config
 
 from agent.journal import Journal
 from agent.operations import Operations, skew_from_reply
@@ -17,6 +16,7 @@ from headoffice.ingest import Ingest
 from headoffice.operations import Operations as HoOperations
 from headoffice.operations import request_handlers
 from lanesync.broker import MosquittoBroker
+from tests.ops.ops_helpers import LANE, fill, lane_config
 
 
 def _value(text: str, name: str) -> float:
