@@ -11,10 +11,10 @@ from headoffice.catalog import load as loader
 from headoffice.catalog import versions
 from headoffice.catalog.publisher import PublisherStats
 from headoffice.db import SqliteDatabase
-from headoffice.metrics import HttpServer
 from headoffice.projections import PROJECTIONS
 from headoffice.statuspage import collect, render_fragment, status_app
 from protocol.identity import LaneId
+from protocol.runtime.httpserver import HttpServer
 from tests import pgutil
 from tests.pgutil import Backend
 

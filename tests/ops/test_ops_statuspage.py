@@ -28,12 +28,12 @@ import pytest
 from headoffice.db import SqliteDatabase
 from headoffice.db.base import check_batch
 from headoffice.ingest import IngestStats
-from headoffice.metrics import HttpServer
 from headoffice.projections import PROJECTIONS
 from headoffice.statuspage import collect, ingest_figures, render_fragment, status_app
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch, Status
+from protocol.runtime.httpserver import HttpServer
 from tests.ops.ops_helpers import query
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
