@@ -33,7 +33,7 @@ from headoffice.config import HeadOfficeConfig
 from headoffice.db import DatabaseError, open_readonly, target
 from headoffice.db.sql import Sql
 from protocol import catalog as cat
-from protocol.runtime import brokerconn
+from protocol.runtime import brokerconn, clock
 from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class HeadPublisher:
         sql, catalog = conn
         try:
             registry = versions.stores(sql)
-            now_ms = time.time_ns() // 1_000_000
+            now_ms = clock.now_ms()
             heads: list[cat.CatalogHead] = []
             for store in registry:
                 v = versions.view(sql, store, latest)
@@ -292,7 +292,7 @@ class HeadPublisher:
                     self.stats.heads.pop(store, None)
                     self.stats.heads_cleared += 1
                 if heads or gone:
-                    self.stats.last_publish_ms = time.time_ns() // 1_000_000
+                    self.stats.last_publish_ms = clock.now_ms()
                     log.info(
                         "catalog heads: version %d: %d published, %d cleared",
                         latest,

@@ -22,7 +22,6 @@ import json
 import multiprocessing as mp
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from headoffice.extract.documents import (
     to_doc,
 )
 from protocol.errors import LanesyncError
+from protocol.runtime import clock
 
 JOBS = ("purchases", "rollup", "postings")
 Progress = Callable[[str, int, int], None]
@@ -489,7 +489,7 @@ def run(
     fail_point: FailPoint | None = None,
 ) -> RunReport:
     """One extract run (see the module docstring for its crash-safety)."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = clock.now_ms() if now_ms is None else now_ms
     with _run_lock(cfg.output_dir):
         db = open_db(cfg)
         try:
@@ -585,7 +585,7 @@ def _run(
             (
                 run_no,
                 now,
-                int(time.time() * 1000),
+                clock.now_ms(),
                 str(final),
                 len(plan.purchases),
                 len(plan.rollups),
@@ -657,7 +657,7 @@ def record_posting(
             (
                 txn_id,
                 erp_ref,
-                int(time.time() * 1000),
+                clock.now_ms(),
                 output.dumps(corrections) if corrections else None,
             ),
         )

@@ -16,7 +16,6 @@ import getpass
 import json
 import sqlite3
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from headoffice.db.base import CARD_NUMBER_VOID_ONLY, HeldOutcome
 from headoffice.held import ops
 from headoffice.projections import PROJECTIONS
 from protocol.errors import LanesyncError
+from protocol.runtime import clock
 
 DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"  # as `lanesync headoffice` (headoffice.cli)
 PROG = "lanesync held"
@@ -185,7 +185,7 @@ def _change(args: argparse.Namespace, action: str) -> int:
         store = open_database(cfg, PROJECTIONS)
     except LanesyncError as exc:
         return _fail(2, str(exc))
-    now = time.time_ns() // 1_000_000
+    now = clock.now_ms()
     try:
         if action == "release":
             outcomes = store.release_held(args.id, _who(args), args.note, now)

@@ -5,7 +5,7 @@ decoder / writer / ack pipeline) and `applier` (a pure group applier: decoded me
 acks and replies to publish out, testable without a broker); `stats` is what both count.
 """
 
-from headoffice.ingest.applier import GroupApplier, Prepared, RequestHandler, now_ms
+from headoffice.ingest.applier import GroupApplier, Prepared, RequestHandler
 from headoffice.ingest.session import Ingest
 from headoffice.ingest.stats import IngestStats, LaneMarks
 
@@ -16,5 +16,4 @@ __all__ = [
     "LaneMarks",
     "Prepared",
     "RequestHandler",
-    "now_ms",
 ]

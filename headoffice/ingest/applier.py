@@ -70,6 +70,7 @@ from protocol.messages import (
     Status,
     choose_version,
 )
+from protocol.runtime.clock import now_ms
 
 log = logging.getLogger("headoffice.ingest")
 refusals = StoreLog(log)  # quarantined messages: a few lines per store and 10 s
@@ -95,10 +96,6 @@ CHANNEL_TYPES: dict[Channel, type[Message]] = {
     Channel.STATUS: Status,
     Channel.REQUEST: Request,
 }
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # After the catalog's version moved, the lanes with open `unregistered` entries are read again

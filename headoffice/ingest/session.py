@@ -45,7 +45,7 @@ from headoffice.config import HeadOfficeConfig
 from headoffice.db import Database, DatabaseError, open_database
 from headoffice.db.projection import Projections
 from headoffice.inbox import Inbox
-from headoffice.ingest.applier import CHANNEL_TYPES, GroupApplier, Prepared, RequestHandler, now_ms
+from headoffice.ingest.applier import CHANNEL_TYPES, GroupApplier, Prepared, RequestHandler
 from headoffice.ingest.stats import IngestStats
 from headoffice.projections import PROJECTIONS
 from protocol import codec
@@ -57,6 +57,7 @@ from protocol.messages import (
     Reply,
 )
 from protocol.runtime import brokerconn
+from protocol.runtime.clock import now_ms
 from protocol.runtime.tasks import Tasks
 from protocol.runtime.version import VERSION
 

@@ -26,13 +26,11 @@ from headoffice.db import Database
 from headoffice.ingest import RequestHandler
 from protocol.errors import LanesyncError
 from protocol.messages import U63, Reply, Request
+from protocol.requests import BAD_REQUEST, CODE_KEY, EXHAUSTED, OP_SSCC_LEASE
 
 log = logging.getLogger(__name__)
 
-OP_LEASE = "sscc_lease"
 MAX_BLOCK = 10_000
-BAD_REQUEST = "bad_request"
-EXHAUSTED = "exhausted"
 _LOCK_KEY = 0x5C_CC_1EA5E  # pg_advisory_xact_lock key of the serial counter
 
 
@@ -51,7 +49,7 @@ class LeaseArgs:
 class _Bad(LanesyncError, ValueError):
     """A request argument out of its range; refused as `bad_request` naming the field."""
 
-    code = "bad_request"
+    code = BAD_REQUEST
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
@@ -80,7 +78,7 @@ def _epoch(args: dict[str, Any]) -> int:
 
 
 def _refused(req: Request, code: str, reason: str, field: str | None = None) -> Reply:
-    result: dict[str, Any] = {"code": code}
+    result: dict[str, Any] = {CODE_KEY: code}
     if field is not None:
         result["field"] = field
     return Reply(req.lane, req.corr, False, result, reason)
@@ -146,4 +144,4 @@ def leases(database: Database, lane_store: str | None = None) -> list[dict[str, 
 
 
 def request_handlers() -> dict[str, RequestHandler]:
-    return {OP_LEASE: lease}
+    return {OP_SSCC_LEASE: lease}

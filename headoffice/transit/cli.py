@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from datetime import UTC, datetime
 
 from headoffice import config as ho_config
@@ -21,6 +20,7 @@ from headoffice.stock import cli as stock_cli
 from headoffice.stock import report as stock_report
 from headoffice.transit import projection, report
 from protocol.errors import LanesyncError
+from protocol.runtime import clock
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
@@ -99,7 +99,7 @@ def _cancel(cfg: HeadOfficeConfig, args: argparse.Namespace) -> int:
             print(f"lanesync transits: {len(found)} transits match {key!r}", file=sys.stderr)
             return 1
         db.begin()
-        ok = projection.cancel(db, found[0]["txn_id"], args.by, time.time_ns() // 1_000_000)
+        ok = projection.cancel(db, found[0]["txn_id"], args.by, clock.now_ms())
         if ok:
             store.commit()
     finally:

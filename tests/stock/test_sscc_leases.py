@@ -20,6 +20,7 @@ from headoffice.operations import request_handlers
 from headoffice.sscc import server as srv
 from protocol.identity import LaneId
 from protocol.messages import Reply, Request
+from protocol.requests import OP_SSCC_LEASE
 
 A1, A2, B1 = LaneId("A", "L1"), LaneId("A", "L2"), LaneId("B", "L1")
 SCHEME = SsccScheme("5703538", "01")
@@ -37,7 +38,7 @@ def ask(
 ) -> Reply:
     if type(args.get("epoch")) is int and not raw:
         args["epoch"] = [args["epoch"] >> 32, args["epoch"] & 0xFFFFFFFF]
-    req = Request(lane, corr or str(uuid.uuid4()), srv.OP_LEASE, args)
+    req = Request(lane, corr or str(uuid.uuid4()), OP_SSCC_LEASE, args)
     reply = srv.lease(store, req, 1_700_000_000_000)
     store.commit()
     return reply
