@@ -21,7 +21,7 @@ from typing import Any
 from agent.documents import fields as f
 from agent.documents import money
 from agent.documents.allocation import AllocationError, allocate
-from agent.documents.envelope import ENVELOPE_KEYS, DocContext, business_day
+from agent.documents.envelope import ENVELOPE_KEYS, DocContext, business_day, register
 from agent.documents.rules import Rules
 from protocol.errors import ProtocolError
 
@@ -194,3 +194,6 @@ def validate(doc: dict[str, Any], ctx: DocContext, rules: Rules) -> None:
                 f"version {rules.version}); the receive cannot complete",
                 "$.expected_total",
             )
+
+
+register({"receive_purchase_order"}, validate)
