@@ -138,6 +138,31 @@ class AgentCollector(Collector):
             yield counter("entries_pruned", "Acked entries pruned by retention", s.pruned)
 
 
+class BatchSizes:
+    """Histograms of the journal batches the replicator publishes (entries and bytes).
+
+    Built by the daemon before the replicator, which is handed `observe` at construction;
+    AgentMetrics registers the histograms, so neither sets anything on the other."""
+
+    def __init__(self) -> None:
+        self.entries = Histogram(
+            "lanesync_agent_batch_entries",
+            "Entries per published journal batch",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+            registry=None,
+        )
+        self.bytes = Histogram(
+            "lanesync_agent_batch_bytes",
+            "Encoded bytes per published journal batch",
+            buckets=(512, 2048, 8192, 32768, 131072, 524288, 1048576),
+            registry=None,
+        )
+
+    def observe(self, entries: int, size: int) -> None:
+        self.entries.observe(entries)
+        self.bytes.observe(size)
+
+
 class AgentMetrics:
     """Registry plus batch-size histograms; `render()` is what /metrics returns."""
 
@@ -147,28 +172,15 @@ class AgentMetrics:
         replicator: Replicator,
         retention: Retention | None = None,
         counters: AgentCounters | None = None,
+        batch_sizes: BatchSizes | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.counters = counters or AgentCounters()
         self.collector = AgentCollector(journal, replicator, retention, self.counters)
         self.registry.register(self.collector)
-        self.batch_entries = Histogram(
-            "lanesync_agent_batch_entries",
-            "Entries per published journal batch",
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
-            registry=self.registry,
-        )
-        self.batch_bytes = Histogram(
-            "lanesync_agent_batch_bytes",
-            "Encoded bytes per published journal batch",
-            buckets=(512, 2048, 8192, 32768, 131072, 524288, 1048576),
-            registry=self.registry,
-        )
-        replicator.on_batch = self.observe_batch
-
-    def observe_batch(self, entries: int, size: int) -> None:
-        self.batch_entries.observe(entries)
-        self.batch_bytes.observe(size)
+        self.batch_sizes = batch_sizes or BatchSizes()
+        self.registry.register(self.batch_sizes.entries)
+        self.registry.register(self.batch_sizes.bytes)
 
     async def render(self) -> bytes:
         await self.collector.refresh()

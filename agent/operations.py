@@ -18,11 +18,12 @@ import aiosqlite
 
 from agent.config import AgentConfig
 from agent.journal import Journal
-from agent.metrics import AgentCounters, AgentMetrics, HttpServer, metrics_app
+from agent.metrics import AgentCounters, AgentMetrics, BatchSizes, HttpServer, metrics_app
 from agent.replicator import Replicator, ReplicatorStats, RequestTimeout
 from agent.retention import Retention
 from agent.status import LiveStatus, live_path
 from protocol.runtime.logsetup import add_secret
+from protocol.runtime.tasks import Tasks
 from protocol.runtime.watchdog import run_watchdog
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Operations:
         replicator: Replicator,
         counters: AgentCounters | None = None,
         *,
+        batch_sizes: BatchSizes | None = None,
         watchdog_interval: float | None = None,
     ) -> None:
         self.config = config
@@ -89,11 +91,10 @@ class Operations:
         for secret in (config.broker.password, config.api.token):
             add_secret(secret)
         self.retention = Retention(journal, config.ops.retention)
-        self.metrics = AgentMetrics(journal, replicator, self.retention, self.counters)
+        self.metrics = AgentMetrics(journal, replicator, self.retention, self.counters, batch_sizes)
         self.http: HttpServer | None = None
         self._stack = contextlib.AsyncExitStack()
-        self._tasks: asyncio.TaskGroup | None = None
-        self._jobs: list[asyncio.Task[None]] = []
+        self._tasks = Tasks(f"operations {config.lane}")
         self._live: LiveStatus | None = None
         self.link = LinkWatch()
 
@@ -105,20 +106,15 @@ class Operations:
                 await self._stack.enter_async_context(self.http)
             self._live = LiveStatus(live_path(self.config.journal_path), self.snapshot)
             await self._stack.enter_async_context(self._live)
-            self._tasks = asyncio.TaskGroup()
             await self._tasks.__aenter__()
         except BaseException:
             await self._stack.aclose()
             raise
-        lane = self.config.lane
-        self._jobs = [
-            self._tasks.create_task(
-                run_watchdog(self.probe, self.status_line, self.watchdog_interval),
-                name=f"watchdog {lane}",
-            ),
-            self._tasks.create_task(self._clock_loop(), name=f"clock-check {lane}"),
-            self._tasks.create_task(self._link_loop(), name=f"link-watch {lane}"),
-        ]
+        self._tasks.start(
+            run_watchdog(self.probe, self.status_line, self.watchdog_interval), "watchdog"
+        )
+        self._tasks.start(self._clock_loop(), "clock-check")
+        self._tasks.start(self._link_loop(), "link-watch")
         return self
 
     async def __aexit__(
@@ -127,12 +123,8 @@ class Operations:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for job in self._jobs:
-            job.cancel()
         try:
-            if self._tasks is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._tasks.__aexit__(None, None, None)
+            await self._tasks.stop()
         finally:
             await self._stack.aclose()
 

@@ -41,6 +41,7 @@ import aiosqlite
 
 from agent.journal import Journal, JournalError
 from agent.opsconfig import RetentionConfig
+from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -304,8 +305,7 @@ class Retention:
         self.budget = DiskBudget(cfg, journal.path, journal)
         # (acked_seq, wall time it was first seen acked): what may go once it is old enough.
         self._marks: deque[tuple[int, float]] = deque()
-        self._tasks: asyncio.TaskGroup | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = Tasks(f"retention {journal.lane}")
 
     @property
     def state(self) -> BudgetState:
@@ -320,9 +320,8 @@ class Retention:
         self._settle_reserve()
         self.journal.admit = self.budget.admit
         self.journal.on_disk_full = self._disk_filled
-        self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._task = self._tasks.create_task(self._loop(), name=f"retention {self.journal.lane}")
+        self._tasks.start(self._loop(), "prune")
         return self
 
     async def __aexit__(
@@ -333,11 +332,7 @@ class Retention:
     ) -> None:
         self.journal.admit = None
         self.journal.on_disk_full = None
-        if self._task is not None:
-            self._task.cancel()
-        if self._tasks is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tasks.__aexit__(None, None, None)
+        await self._tasks.stop()
 
     def _disk_filled(self) -> bool:
         """Journal.on_disk_full: a write found no room; give the reserve back."""

@@ -25,6 +25,7 @@ from typing import Any, Self
 
 from agent.config import AgentConfig
 from agent.verify import open_readonly
+from protocol.runtime.tasks import Tasks
 
 LIVE_INTERVAL_S = 5.0
 # A lane behind its store's head for longer than this is a problem (a version normally
@@ -209,8 +210,7 @@ class LiveStatus:
     def __init__(self, path: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
         self.path = path
         self.snapshot = snapshot
-        self._task: asyncio.Task[None] | None = None
-        self._tasks: asyncio.TaskGroup | None = None
+        self._tasks = Tasks("live-status")
 
     def write(self) -> None:
         data = {"pid": os.getpid(), "at": time.time(), **self.snapshot()}
@@ -244,9 +244,8 @@ class LiveStatus:
 
     async def __aenter__(self) -> Self:
         self.write_logged()
-        self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._task = self._tasks.create_task(self._loop(), name="live-status")
+        self._tasks.start(self._loop(), "rewrite")
         return self
 
     async def __aexit__(
@@ -255,11 +254,7 @@ class LiveStatus:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        if self._tasks is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tasks.__aexit__(None, None, None)
+        await self._tasks.stop()
         with contextlib.suppress(OSError):
             self.path.unlink()
 

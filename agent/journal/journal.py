@@ -30,6 +30,7 @@ from protocol.errors import LanesyncError
 from protocol.identity import LaneId
 from protocol.messages import Entry
 from protocol.runtime import migrations as schema
+from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class Journal:
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_Op] = asyncio.Queue()
-        self._tasks: asyncio.TaskGroup | None = None
+        self._tasks = Tasks(f"journal {lane}")
         self._writer_task: asyncio.Task[None] | None = None
         self._new_entries = asyncio.Event()
         self.epoch = 0
@@ -178,11 +179,8 @@ class Journal:
         except BaseException:
             await self._close_connections()
             raise
-        self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._writer_task = self._tasks.create_task(
-            self._writer(), name=f"journal-writer {self.lane}"
-        )
+        self._writer_task = self._tasks.start(self._writer(), "writer")
         return self
 
     async def __aexit__(
@@ -199,11 +197,7 @@ class Journal:
                 self._queue.put_nowait(_Stop(asyncio.get_running_loop().create_future()))
                 await asyncio.wait({task}, timeout=CLOSE_TIMEOUT_S)
         finally:
-            if task is not None:
-                task.cancel()
-            if self._tasks is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._tasks.__aexit__(None, None, None)
+            await self._tasks.stop()
             self._fail_pending(JournalError("journal closed"))
             await self._close_connections()
 

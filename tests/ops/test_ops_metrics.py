@@ -10,6 +10,7 @@ import pytest
 from ops_helpers import LANE, fill, lane_config
 
 from agent.journal import Journal
+from agent.metrics import BatchSizes
 from agent.operations import Operations, skew_from_reply
 from agent.replicator import Replicator
 from headoffice import config as ho_config
@@ -56,9 +57,10 @@ async def test_agent_and_headoffice_metrics_and_clock_check(
     )
     async with Journal(cfg.journal_path, LANE) as journal:
         await fill(journal, 25)
+        batch_sizes = BatchSizes()
         async with (
-            Replicator(journal, cfg) as rep,
-            Operations(cfg, journal, rep) as ops,
+            Replicator(journal, cfg, on_batch=batch_sizes.observe) as rep,
+            Operations(cfg, journal, rep, batch_sizes=batch_sizes) as ops,
         ):
             assert ops.http is not None
             url = f"http://127.0.0.1:{ops.http.port}/metrics"
