@@ -30,11 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.verify import open_readonly
+from agent.journal.file import JournalFile
 from protocol.chain import first_break, genesis
 from protocol.errors import LanesyncError
 from protocol.identity import LaneId
-from protocol.messages import Entry
 
 FORMAT = "lanesync-export/1"
 ALG = "HMAC-SHA256"
@@ -93,31 +92,25 @@ class ExportResult:
 def build(journal_path: Path, lane: LaneId, key: bytes) -> tuple[bytes, ExportResult]:
     """Read the unacked backlog read-only (agent running or not) and sign it."""
     try:
-        db = open_readonly(journal_path)
+        db = JournalFile(journal_path)
     except FileNotFoundError as exc:
         raise ExportError(str(exc)) from None
-    try:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    with db:
+        meta = db.meta()
         if (meta.get("store"), meta.get("lane")) != (lane.store, lane.lane):
             raise ExportError(
                 f"{journal_path} belongs to lane {meta.get('store')}/{meta.get('lane')}, not {lane}"
             )
         epoch = int(meta["epoch"])
-        acked = int(db.execute("SELECT acked_seq FROM outbox").fetchone()[0])
-        rows = db.execute(
-            "SELECT seq, kind, txn_id, ts, body, hash FROM entries WHERE seq > ? ORDER BY seq",
-            (acked,),
-        ).fetchall()
+        acked, _ = db.acked()
+        entries = list(db.entries(acked))
         if acked == 0:
             prev = genesis(lane, epoch)
         else:
-            row = db.execute("SELECT hash FROM entries WHERE seq = ?", (acked,)).fetchone()
-            if row is None:
+            held = db.entry_hash(acked)
+            if held is None:
                 raise ExportError(f"entry {acked} (the acked mark) is missing from {journal_path}")
-            prev = bytes(row[0])
-    finally:
-        db.close()
-    entries = [Entry(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5])) for r in rows]
+            prev = held
     broken = first_break(prev, entries)
     if broken is not None:
         raise ExportError(

@@ -14,8 +14,6 @@ import time
 from types import TracebackType
 from typing import Any, Self
 
-import aiosqlite
-
 from agent.config import AgentConfig
 from agent.journal import Journal
 from agent.metrics import AgentCounters, AgentMetrics, BatchSizes, HttpServer, metrics_app
@@ -31,10 +29,6 @@ log = logging.getLogger(__name__)
 CLOCK_CHECK_INTERVAL_S = 600.0
 CLOCK_SKEW_WARN_S = 5.0
 LINK_WATCH_INTERVAL_S = 0.5
-
-
-async def _ping(db: aiosqlite.Connection) -> None:
-    await (await db.execute("SELECT 1")).fetchone()
 
 
 def skew_from_reply(result: dict[str, Any], sent: float, received: float) -> float:
@@ -130,7 +124,7 @@ class Operations:
 
     async def probe(self) -> None:
         """Alive means: the journal's writer task takes a request and SQLite answers it."""
-        await self.journal.run_write(_ping)
+        await self.journal.ping()
 
     def status_line(self) -> str:
         st, j = self.replicator.stats, self.journal

@@ -385,31 +385,11 @@ class Retention:
             return 0
         limit = self.cfg.prune_batch
 
+        # On a full disk the pages go back to the filesystem only when the WAL is checkpointed
+        # into the file and both are truncated: then at once.
         full = self.state.level == "full"
-
-        async def step(db: aiosqlite.Connection) -> int:
-            await db.execute("BEGIN IMMEDIATE")
-            cur = await db.execute(
-                "DELETE FROM entries WHERE seq IN "
-                "(SELECT seq FROM entries WHERE seq <= ? ORDER BY seq LIMIT ?)",
-                (bound, limit),
-            )
-            await db.execute("COMMIT")
-            n = cur.rowcount
-            if n:
-                # Gives freed pages back to the filesystem (auto_vacuum=INCREMENTAL journals).
-                # executescript steps the pragma to the end; execute() frees only one page.
-                await db.executescript(f"PRAGMA incremental_vacuum({4 * limit});")
-                if full:
-                    # The pages go back to the filesystem only when the WAL is checkpointed
-                    # into the file and both are truncated; on a full disk, now.
-                    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            row = await (await db.execute("SELECT min(seq) FROM entries")).fetchone()
-            self.state.oldest_kept_seq = int(row[0]) if row and row[0] is not None else None
-            await self.budget.measure(db)
-            return int(n)
-
-        n = await self.journal.run_write(step)
+        n, self.state.oldest_kept_seq = await self.journal.prune(bound, limit, checkpoint=full)
+        await self.journal.run_write(self.budget.measure)
         self.state.pruned += n
         if n:
             log.info(

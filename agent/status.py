@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from agent.config import AgentConfig
-from agent.verify import open_readonly
+from agent.journal.file import JournalFile, open_readonly
 from protocol.runtime.tasks import Tasks
 
 LIVE_INTERVAL_S = 5.0
@@ -88,27 +88,20 @@ def journal_facts(path: str | Path) -> JournalFacts:
     facts.exists = True
     facts.size_bytes = _files_size(p)
     try:
-        db = open_readonly(p)
+        db = JournalFile(p)
     except (FileNotFoundError, sqlite3.Error) as exc:
         facts.error = f"{p}: cannot open read-only: {exc}"
         return facts
     try:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        meta = db.meta()
         facts.store, facts.lane = meta.get("store"), meta.get("lane")
         facts.epoch = int(meta["epoch"]) if "epoch" in meta else None
-        acked_seq, acked_at = db.execute("SELECT acked_seq, acked_at FROM outbox").fetchone()
-        facts.acked_seq, facts.acked_at = int(acked_seq), acked_at
-        first, last = db.execute("SELECT min(seq), max(seq) FROM entries").fetchone()
+        facts.acked_seq, facts.acked_at = db.acked()
+        first, last = db.seq_range()
         facts.first_seq, facts.last_seq = first, int(last or 0)
         facts.backlog = max(0, facts.last_seq - facts.acked_seq)
-        size, oldest = db.execute(
-            "SELECT coalesce(sum(length(body)), 0), min(ts) FROM entries WHERE seq > ?",
-            (facts.acked_seq,),
-        ).fetchone()
-        facts.backlog_bytes, facts.oldest_unacked_ts = int(size), oldest
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "quarantine" in tables:
-            facts.quarantined = int(db.execute("SELECT count(*) FROM quarantine").fetchone()[0])
+        facts.backlog_bytes, facts.oldest_unacked_ts = db.unacked(facts.acked_seq)
+        facts.quarantined = db.quarantined()
     except (sqlite3.Error, KeyError, TypeError) as exc:
         facts.error = f"{p}: cannot read journal: {exc}"
     finally:

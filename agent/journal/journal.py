@@ -130,6 +130,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+async def _ping(db: aiosqlite.Connection) -> None:
+    await (await db.execute("SELECT 1")).fetchone()
+
+
 def new_txn_id() -> str:
     return str(uuid6.uuid7())
 
@@ -310,10 +314,43 @@ class Journal:
             self._put(_MarkAcked(self.acked_seq, fut))
             await fut
 
+    async def ping(self) -> None:
+        """Return once the writer task takes a request and SQLite answers it (the watchdog)."""
+        await self.run_write(_ping)
+
+    async def prune(self, bound: int, limit: int, *, checkpoint: bool) -> tuple[int, int | None]:
+        """Delete up to `limit` of the oldest entries at or below seq `bound` (agent.retention
+        decides which may go) in one short transaction on the writer, and give the freed pages
+        back to the filesystem (auto_vacuum=INCREMENTAL journals); `checkpoint`: truncate the
+        WAL too, which a full disk needs before the pages are really returned.
+
+        Returns how many went and the oldest seq the journal still holds (None: none).
+        """
+
+        async def step(db: aiosqlite.Connection) -> tuple[int, int | None]:
+            await db.execute("BEGIN IMMEDIATE")
+            cur = await db.execute(
+                "DELETE FROM entries WHERE seq IN "
+                "(SELECT seq FROM entries WHERE seq <= ? ORDER BY seq LIMIT ?)",
+                (bound, limit),
+            )
+            await db.execute("COMMIT")
+            n = cur.rowcount
+            if n:
+                # executescript steps the pragma to the end; execute() frees only one page.
+                await db.executescript(f"PRAGMA incremental_vacuum({4 * limit});")
+                if checkpoint:
+                    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            row = await (await db.execute("SELECT min(seq) FROM entries")).fetchone()
+            return int(n), int(row[0]) if row and row[0] is not None else None
+
+        return await self.run_write(step)
+
     async def run_write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run `fn` on the writer connection inside the writer task, between commit groups.
 
-        For pruning and health checks (agent.retention, the watchdog): it never races an append.
+        For maintenance of the file itself (agent.retention measures its pages): it never
+        races an append. The journal's tables are read and written only by this module.
         A sqlite3.Error from `fn` comes back as JournalError.
         """
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
