@@ -13,10 +13,10 @@ from pgutil import Backend
 
 from headoffice.catalog import versions
 from headoffice.config import CatalogConfig, parse, read_token
-from headoffice.metrics import HttpServer
 from headoffice.statuspage import status_app
 from headoffice.store import open_readonly
 from protocol.errors import ConfigError
+from protocol.runtime.httpserver import HttpServer
 
 backend = pgutil.backend  # the fixture, parametrised over SQLite and PostgreSQL
 TOKEN = "c0ffee" * 8

@@ -12,10 +12,10 @@ from pgutil import Backend
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
 from headoffice.catalog.publisher import PublisherStats
-from headoffice.metrics import HttpServer
 from headoffice.statuspage import collect, render_fragment, status_app
 from headoffice.store import SqliteStore
 from protocol.identity import LaneId
+from protocol.runtime.httpserver import HttpServer
 
 backend = pgutil.backend  # the fixture, parametrised over SQLite and PostgreSQL
 STORES = "id,name,timezone,currency,price_zone,can_receive_stock,active\n"

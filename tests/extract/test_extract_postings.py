@@ -13,7 +13,7 @@ from extract_helpers import LATER, HeadOffice, card, config, line, sale
 from headoffice.extract import batches, job
 from headoffice.extract.config import ExtractConfig, PosBatch, TaxDefinition
 from headoffice.extract.documents import Line
-from headoffice.extract.money import div_round, tax_contained
+from protocol.money import div_round, tax_contained
 
 
 def postings(cfg: ExtractConfig) -> list[dict[str, Any]]:

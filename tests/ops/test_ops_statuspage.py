@@ -27,13 +27,13 @@ import pytest
 from ops_helpers import query
 
 from headoffice.ingest import IngestStats
-from headoffice.metrics import HttpServer
 from headoffice.statuspage import collect, ingest_figures, render_fragment, status_app
 from headoffice.store import SqliteStore
 from headoffice.store.base import check_batch
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch, Status
+from protocol.runtime.httpserver import HttpServer
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
