@@ -36,6 +36,7 @@ from protocol.identity import Channel
 from protocol.messages import Reply, Request
 from protocol.runtime import brokerconn
 from protocol.runtime.brokerconn import BrokerFileError
+from protocol.runtime.clock import clock_skew_s
 
 Outcome = Literal["ok", "warn", "fail"]
 SERVICE_USER = "lanesync"
@@ -310,7 +311,7 @@ async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Ch
 def _skew_check(reply: Reply, sent: float, received: float) -> Check:
     if not reply.ok or "now_ms" not in reply.result:
         return Check("clock", "warn", f"head office refused the time request: {reply.error}", "")
-    skew = float(reply.result["now_ms"]) / 1000 - (sent + received) / 2
+    skew = clock_skew_s(reply.result["now_ms"], sent, received)
     return _skew_verdict(skew, f" (round trip {received - sent:.2f}s)")
 
 

@@ -6,38 +6,24 @@ entries arriving later over MQTT are dropped as redeliveries (they carry the sam
 (store, lane, epoch, seq) and chain hashes). Exporting changes nothing in the journal: entries
 leave the outbox only when head office acks them after the lane reconnects (invariant 2).
 
-File format (`lanesync-export/1`), two lines of UTF-8 JSON:
-  line 1: {"format", "store", "lane", "epoch", "first_seq", "last_seq", "prev_hash",
-           "created_at", "entries": [[seq, kind, txn_id, ts, body_b64, hash_b64], ...]}
-  line 2: {"alg": "HMAC-SHA256", "key_id", "mac"}: the MAC of line 1's exact bytes.
-Signing the exact bytes avoids any JSON canonicalisation question.
-
-Why HMAC-SHA256 and not Ed25519: no well-kept Ed25519 library (cryptography, PyNaCl) is a
-dependency, and the stdlib has HMAC. Head office is the only verifier and already trusted with
-the store's data, so a per-store shared key loses nothing that matters here; the hash chain
-inside the file still ties every entry to the lane's epoch genesis.
+The file format (`lanesync-export/1`, HMAC-signed) is protocol.exportfile, which head office
+reads with; this module reads the journal and writes the file.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from agent.journal.file import JournalFile
+from protocol import exportfile
 from protocol.chain import first_break, genesis
 from protocol.errors import LanesyncError
+from protocol.exportfile import MIN_KEY_BYTES
 from protocol.identity import LaneId
-
-FORMAT = "lanesync-export/1"
-ALG = "HMAC-SHA256"
-MIN_KEY_BYTES = 32
+from protocol.runtime.clock import now_ms
 
 
 class ExportError(LanesyncError):
@@ -62,19 +48,6 @@ def load_key(path: Path) -> bytes:
     if len(key) < MIN_KEY_BYTES:
         raise ExportError(f"{path}: the key is {len(key)} bytes; at least {MIN_KEY_BYTES} needed")
     return key
-
-
-def key_id(key: bytes) -> str:
-    """A short fingerprint that says which key signed, without revealing it."""
-    return hashlib.sha256(b"lanesync-export-key\0" + key).hexdigest()[:16]
-
-
-def mac(key: bytes, payload: bytes) -> str:
-    return hmac.new(key, payload, hashlib.sha256).hexdigest()
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
 
 
 @dataclass(slots=True)
@@ -117,28 +90,14 @@ def build(journal_path: Path, lane: LaneId, key: bytes) -> tuple[bytes, ExportRe
             f"hash chain broken at seq {broken[0]} in {journal_path}; run `lanesync journal "
             "verify` and call support before carrying this journal anywhere"
         )
-    payload: dict[str, Any] = {
-        "format": FORMAT,
-        "store": lane.store,
-        "lane": lane.lane,
-        "epoch": epoch,
-        "first_seq": entries[0].seq if entries else None,
-        "last_seq": entries[-1].seq if entries else None,
-        "acked_seq": acked,
-        "prev_hash": _b64(prev),
-        "created_at": int(time.time() * 1000),
-        "entries": [[e.seq, e.kind, e.txn_id, e.ts, _b64(e.body), _b64(e.hash)] for e in entries],
-    }
-    line1 = json.dumps(payload, separators=(",", ":")).encode()
-    sig = {"alg": ALG, "key_id": key_id(key), "mac": mac(key, line1)}
-    data = line1 + b"\n" + json.dumps(sig).encode() + b"\n"
+    data = exportfile.encode(lane, epoch, acked, prev, entries, now_ms(), key)
     res = ExportResult(
         "",
         lane.store,
         lane.lane,
         epoch,
-        payload["first_seq"],
-        payload["last_seq"],
+        entries[0].seq if entries else None,
+        entries[-1].seq if entries else None,
         len(entries),
         len(data),
     )

@@ -10,12 +10,10 @@ run in a worker thread at most once a second.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -185,38 +183,6 @@ class AgentMetrics:
     async def render(self) -> bytes:
         await self.collector.refresh()
         return generate_latest(self.registry)
-
-
-class HttpServer:
-    """A small aiohttp listener on HOST:PORT, as an async context manager."""
-
-    def __init__(self, app: web.Application, listen: str) -> None:
-        self.app = app
-        host, _, port = listen.rpartition(":")
-        self.host, self.port = host.strip("[]"), int(port)
-        self._runner = web.AppRunner(app, access_log=None)
-
-    async def __aenter__(self) -> Self:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise OSError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
-        for addr in self._runner.addresses:  # port 0 (tests): the one the kernel picked
-            self.port = int(addr[1])
-            break
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with contextlib.suppress(Exception):
-            await self._runner.cleanup()
 
 
 def metrics_app(metrics: AgentMetrics) -> web.Application:

@@ -37,6 +37,7 @@ from hardware.events import ScanEvent
 from protocol import screen
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.messages import REQUEST_FIELDS
+from protocol.runtime.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ class TransitReceiver:
             args: dict[str, Any] = {
                 "request_id": session.id,
                 "source_store": t["source_store"],
-                "deadline_ms": time.time_ns() // 1_000_000 + int(self.timeout * 1000),
+                "deadline_ms": now_ms() + int(self.timeout * 1000),
             }
             if t.get("sscc"):
                 args["sscc"] = t["sscc"]

@@ -13,10 +13,8 @@ import contextlib
 import logging
 import shutil
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -30,6 +28,7 @@ from protocol.errors import LanesyncError
 from protocol.identity import LaneId
 from protocol.messages import Entry
 from protocol.runtime import migrations as schema
+from protocol.runtime.clock import now_ms
 from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
@@ -124,10 +123,6 @@ async def _rollback(db: aiosqlite.Connection) -> None:
     if db.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             await db.execute("ROLLBACK")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def _ping(db: aiosqlite.Connection) -> None:
@@ -235,16 +230,13 @@ class Journal:
         self._reader = self._db = None
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
-        files = resources.files("agent.journal.schema").iterdir()
-        row = await (await db.execute("PRAGMA user_version")).fetchone()
-        current = int(row[0]) if row else 0
-        for version, script in schema.plan(current, schema.load(files), f"journal {self.path}"):
-            try:
-                await db.executescript(script)
-            except sqlite3.Error as exc:
-                await _rollback(db)
-                raise JournalError(f"migrating {self.path} to schema {version}: {exc}") from exc
-            log.info("journal %s migrated to schema version %d", self.path, version)
+        await schema.apply_aiosqlite(
+            db,
+            "agent.journal.schema",
+            f"journal {self.path}",
+            error=JournalError,
+            subject=str(self.path),
+        )
 
     async def _load_state(self, db: aiosqlite.Connection) -> None:
         meta: dict[str, Any] = {

@@ -17,14 +17,13 @@ from decimal import Decimal
 from typing import Any
 
 from agent.documents import fields as f
-from agent.documents import money
 from agent.documents import sales as rules
 from agent.documents.envelope import CURRENCY_RE, DocContext
 from agent.documents.stock import check_by, check_dest, scheme
 from agent.journal.journal import Appended, new_txn_id
 from agent.open_docs.service import DocumentService
 from agent.open_docs.store import LaneStore, OpenRow
-from protocol import screen
+from protocol import money, screen
 from protocol.documents import SALE_KINDS
 from protocol.errors import LanesyncError, ProtocolError
 
@@ -82,7 +81,7 @@ def view(row: OpenRow) -> dict[str, Any]:
     if row.mode == TRANSIT_MODE:
         out["transit"] = body.get("transit")
         units = sum((money.qty(li["qty"], "qty") for li in lines), Decimal(0))
-        out["units"] = money.fmt_qty(units)
+        out["units"] = money.fmt_decimal_qty(units)
     else:
         total = sum(li["amount"] for li in lines)
         paid = sum(p["amount"] for p in body.get("payments", []))

@@ -11,13 +11,14 @@ from ops_helpers import LANE, fill, lane_config
 
 from agent.journal import Journal
 from agent.metrics import BatchSizes
-from agent.operations import Operations, skew_from_reply
+from agent.operations import Operations
 from agent.replicator import Replicator
 from headoffice import config as ho_config
 from headoffice.ingest import Ingest
 from headoffice.operations import Operations as HoOperations
 from headoffice.operations import request_handlers
 from lanesync.broker import MosquittoBroker
+from protocol.runtime.clock import clock_skew_s
 
 
 def _value(text: str, name: str) -> float:
@@ -97,4 +98,4 @@ async def test_agent_and_headoffice_metrics_and_clock_check(
 
 
 def test_skew_is_head_office_minus_lane_at_the_midpoint() -> None:
-    assert skew_from_reply({"now_ms": 10_500}, sent=10.0, received=10.2) == pytest.approx(0.4)
+    assert clock_skew_s(10_500, sent=10.0, received=10.2) == pytest.approx(0.4)
