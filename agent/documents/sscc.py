@@ -31,6 +31,7 @@ from typing import Any, Protocol, Self
 import aiosqlite
 
 from protocol.errors import ProtocolError
+from protocol.runtime.tasks import Tasks
 from protocol.screen import gs1_check_digit
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ class SsccLeases:
         self.leased = 0  # blocks received since start (for status and tests)
         self.last_error: str | None = None
         self._db: aiosqlite.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = Tasks("sscc-leases")
         self._wake = asyncio.Event()
 
     async def __aenter__(self) -> Self:
@@ -225,7 +226,8 @@ class SsccLeases:
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
-        self._task = asyncio.create_task(self._run(), name="sscc leases")
+        await self._tasks.__aenter__()
+        self._tasks.start(self._run(), "renew")
         return self
 
     async def __aexit__(
@@ -234,11 +236,7 @@ class SsccLeases:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._tasks.stop()
         if self._db is not None:
             await self._db.close()
             self._db = None
