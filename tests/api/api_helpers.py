@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from rules.lane_catalog import standard
 
 from agent.api import LocalApi
 from agent.catalog.view import CatalogView
@@ -26,6 +25,7 @@ from agent.journal import Journal
 from agent.numbering import TransitConfig
 from hardware.queue import ScanQueue
 from protocol.identity import LaneId
+from tests.rules.lane_catalog import standard
 
 LANE = LaneId("S1", "L1")
 TRANSIT = TransitConfig(gs1_company_prefix="5703538", sscc_lane_prefix="01")

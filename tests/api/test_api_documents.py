@@ -6,10 +6,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from api_helpers import context, sale
 
 from agent.documents.envelope import validate
 from protocol.errors import ProtocolError
+from tests.api.api_helpers import context, sale
 
 CARD = {
     "tender": "card",

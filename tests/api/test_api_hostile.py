@@ -15,14 +15,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from api_helpers import (
-    RawAnswer,
-    api_in_thread,
-    http_request,
-    raw_request,
-    running_api,
-    sale,
-)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +24,14 @@ from agent.config import ApiConfig
 from agent.transit import TransitEvent
 from protocol.messages import REPLY_FIELDS
 from protocol.pan import contains_pan, luhn_ok
+from tests.api.api_helpers import (
+    RawAnswer,
+    api_in_thread,
+    http_request,
+    raw_request,
+    running_api,
+    sale,
+)
 
 PROBLEM = "application/problem+json"
 TIMEOUT_S = 1.0  # api.request_timeout_s of the API under test

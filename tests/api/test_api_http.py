@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-from api_helpers import running_api, sale
 
 from agent.config import ApiConfig
 from hardware.events import ScanEvent
 from hardware.queue import ScanQueue
+from tests.api.api_helpers import running_api, sale
 
 COURIER = {"dest_store": "S2", "by": {"type": "courier", "id": "DHL"}}
 

@@ -10,12 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from api_helpers import LANE, Client, agent_config, running_api
-from catalog_fixture import TEA_GTINS, UPC, CatalogFile, add, sample_view
-
 from hardware.events import ScanEvent
 from hardware.interpret import interpret
 from hardware.queue import ScanQueue
+from tests.api.api_helpers import LANE, Client, agent_config, running_api
+from tests.api.catalog_fixture import TEA_GTINS, UPC, CatalogFile, add, sample_view
 
 JULY = "2026-07-02T09:00:00%2B12:00"  # Auckland morning; '+' escaped in a query string
 PROBLEM = "application/problem+json"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from api_helpers import context
 
 from agent.documents.envelope import validate
 from protocol.errors import ProtocolError
+from tests.api.api_helpers import context
 
 
 def receive(**kw: Any) -> dict[str, Any]:

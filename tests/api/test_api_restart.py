@@ -13,12 +13,12 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from rules.lane_catalog import standard
 
 from lanesync import stack
 from lanesync.broker import Broker
 from lanesync.posclient import PosClient
 from protocol.identity import LaneId
+from tests.rules.lane_catalog import standard
 
 
 def agent_toml(tmp: Path, port: int) -> Path:

@@ -17,8 +17,6 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from api_helpers import LANE, agent_config, running_api
-from catalog_fixture import CatalogFile, sample_view
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -29,6 +27,8 @@ from schemathesis.specs.openapi.checks import (
 
 from agent.config import ApiConfig
 from agent.openapi import openapi_document
+from tests.api.api_helpers import LANE, agent_config, running_api
+from tests.api.catalog_fixture import CatalogFile, sample_view
 
 TOKEN = "schemathesis-token"
 schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path="/v1/scans")

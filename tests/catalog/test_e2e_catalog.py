@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pgutil import pg_schema
 
 from agent import config as agent_config
 from agent.catalog.view import CatalogView
@@ -27,6 +26,7 @@ from lanesync.broker import Broker
 from lanesync.proxy import ProxyThread
 from lanesync.stack import Component
 from protocol.identity import LaneId
+from tests.pgutil import pg_schema
 
 LANE = LaneId("S1", "L1")
 # As tests/e2e: a dead link is noticed within seconds, reconnects back off to at most 0.5 s.

@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-import pgutil
 import pytest
-from pgutil import Backend
 
 from headoffice.catalog import cli
+from tests import pgutil
+from tests.pgutil import Backend
 
 backend = pgutil.backend  # the fixture, parametrised over SQLite and PostgreSQL
 

@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 
 import aiohttp
-import pgutil
 import pytest
-from pgutil import Backend
 
 from headoffice.catalog import versions
 from headoffice.config import CatalogConfig, parse, read_token
@@ -17,6 +15,8 @@ from headoffice.statuspage import status_app
 from headoffice.store import open_readonly
 from protocol.errors import ConfigError
 from protocol.runtime.httpserver import HttpServer
+from tests import pgutil
+from tests.pgutil import Backend
 
 backend = pgutil.backend  # the fixture, parametrised over SQLite and PostgreSQL
 TOKEN = "c0ffee" * 8

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pgutil import pg_connect, pg_schema
 
 from headoffice.store import PostgresStore, SqliteStore
 from protocol.runtime import migrations as schema
+from tests.pgutil import pg_connect, pg_schema
 
 # The latest head-office schema version (this suite checks schema 5's migration, not that it
 # is the last one).

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
-import pgutil
-from pgutil import Backend
 
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
@@ -16,6 +14,8 @@ from headoffice.statuspage import collect, render_fragment, status_app
 from headoffice.store import SqliteStore
 from protocol.identity import LaneId
 from protocol.runtime.httpserver import HttpServer
+from tests import pgutil
+from tests.pgutil import Backend
 
 backend = pgutil.backend  # the fixture, parametrised over SQLite and PostgreSQL
 STORES = "id,name,timezone,currency,price_zone,can_receive_stock,active\n"

@@ -6,13 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pgutil
-from pgutil import Backend
-
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
 from headoffice.catalog.publisher import HeadPublisher
 from protocol import catalog as cat
+from tests import pgutil
+from tests.pgutil import Backend
 
 backend = pgutil.backend  # the fixture, parametrised over SQLite and PostgreSQL
 STORES = "id,name,timezone,currency,price_zone,can_receive_stock,active\n"

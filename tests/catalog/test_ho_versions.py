@@ -8,15 +8,15 @@ import random
 from pathlib import Path
 from typing import Any
 
-import pgutil
 import pytest
-from pgutil import Backend
 
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
 from headoffice.store import Store
 from headoffice.store.sql import Sql
 from protocol import catalog as cat
+from tests import pgutil
+from tests.pgutil import Backend
 
 backend = pgutil.backend  # the fixture, parametrised over SQLite and PostgreSQL
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from lane_helpers import LANE, ScriptedHeadOffice, item, items_view, view_hash
 
 from agent import config as agent_config
 from agent.catalog.store import CatalogStore
@@ -27,6 +26,7 @@ from lanesync.proxy import TcpProxy
 from protocol import codec
 from protocol.identity import Channel, Topics
 from protocol.messages import Hello, Reply, Request, Status
+from tests.catalog.lane_helpers import LANE, ScriptedHeadOffice, item, items_view, view_hash
 
 TOPICS = Topics()
 

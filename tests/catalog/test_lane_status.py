@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lane_helpers import LANE, ScriptedHeadOffice, items_view
-
 from agent import config as agent_config
 from agent import status
 from agent.catalog.store import CatalogStore
 from protocol import catalog as c
+from tests.catalog.lane_helpers import LANE, ScriptedHeadOffice, items_view
 
 
 def make_config(tmp_path: Path) -> agent_config.AgentConfig:

@@ -6,10 +6,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from lane_helpers import LANE, ScriptedHeadOffice, item, items_view, row, view_hash
 
 from agent.catalog.store import CatalogStore, CatalogStoreError, HashMismatch
 from protocol import catalog as c
+from tests.catalog.lane_helpers import LANE, ScriptedHeadOffice, item, items_view, row, view_hash
 
 
 def count_rows(path: Path) -> int:

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lane_helpers import LANE, ScriptedHeadOffice, item, items_view, row, view_hash
 
 from agent.catalog.store import CatalogStore
 from agent.catalog.sync import CatalogSync
 from agent.config import CatalogConfig
 from agent.replicator import RequestTimeout
 from protocol import catalog as c
+from tests.catalog.lane_helpers import LANE, ScriptedHeadOffice, item, items_view, row, view_hash
 
 FAST = CatalogConfig(chunk_rows=10, window=3, retry_initial_s=0.02, retry_max_s=0.05)
 

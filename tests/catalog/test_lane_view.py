@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from lane_helpers import GTINS, LANE, ScriptedHeadOffice, View, item, row
 
 from agent.catalog.store import CatalogStore
 from agent.catalog.sync import CatalogSync
@@ -16,6 +15,7 @@ from agent.catalog.view import CatalogView
 from agent.config import CatalogConfig
 from protocol.catalog import CatalogError
 from protocol.identity import LaneId
+from tests.catalog.lane_helpers import GTINS, LANE, ScriptedHeadOffice, View, item, row
 
 
 def add(view: View, dataset: str, **values: object) -> None:

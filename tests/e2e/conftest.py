@@ -14,7 +14,8 @@ server named it becomes a strict xfail, so it fails loudly the day that server h
 from __future__ import annotations
 
 import pytest
-from e2e_cluster import cluster  # noqa: F401 - the fixture
+
+from tests.e2e.e2e_cluster import cluster  # noqa: F401 - the fixture
 
 BROKER_KINDS = ("mosquitto", "nats", "rabbitmq")
 

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import FAST_REPLICATION, Till, wait_caught_up, wait_drained
 
 from lanesync import stack
 from lanesync.broker import Broker
 from lanesync.proxy import ProxyThread
 from lanesync.stack import Component
 from protocol.identity import LaneId
+from tests.e2e.e2e_helpers import FAST_REPLICATION, Till, wait_caught_up, wait_drained
 
 
 class Cluster:

@@ -7,8 +7,9 @@ get all of it to head office exactly once, in order.
 
 from __future__ import annotations
 
-from e2e_cluster import Cluster
-from e2e_helpers import (
+from protocol.identity import LaneId
+from tests.e2e.e2e_cluster import Cluster
+from tests.e2e.e2e_helpers import (
     all_confirmed,
     assert_exactly_once,
     ho_hwm,
@@ -16,8 +17,6 @@ from e2e_helpers import (
     wait_total,
     wait_until,
 )
-
-from protocol.identity import LaneId
 
 LANE = LaneId("S1", "L1")
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 
-from e2e_cluster import Cluster
-from e2e_helpers import assert_exactly_once, lane_status, wait_until
-
 from protocol.identity import LaneId
+from tests.e2e.e2e_cluster import Cluster
+from tests.e2e.e2e_helpers import assert_exactly_once, lane_status, wait_until
 
 LANE = LaneId("S4", "L1")
 KEEPALIVE = 2

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_cluster import Cluster
-from e2e_helpers import assert_exactly_once, lane_status, wait_until
 
 from protocol.identity import LaneId
+from tests.e2e.e2e_cluster import Cluster
+from tests.e2e.e2e_helpers import assert_exactly_once, lane_status, wait_until
 
 LANES = [LaneId("S3", "L1"), LaneId("S3", "L2")]
 

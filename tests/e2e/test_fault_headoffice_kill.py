@@ -11,8 +11,9 @@ from __future__ import annotations
 import random
 import time
 
-from e2e_cluster import Cluster
-from e2e_helpers import (
+from protocol.identity import LaneId
+from tests.e2e.e2e_cluster import Cluster
+from tests.e2e.e2e_helpers import (
     all_confirmed,
     assert_exactly_once,
     ho_counters,
@@ -21,8 +22,6 @@ from e2e_helpers import (
     wait_total,
     wait_until,
 )
-
-from protocol.identity import LaneId
 
 LANE = LaneId("S2", "L1")
 KILLS = 5

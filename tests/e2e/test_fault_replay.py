@@ -15,8 +15,14 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from e2e_cluster import Cluster
-from e2e_helpers import (
+from paho.mqtt.enums import CallbackAPIVersion
+
+from protocol import codec
+from protocol.chain import genesis
+from protocol.identity import Channel, LaneId, Topics
+from protocol.messages import Ack, Entry, JournalBatch
+from tests.e2e.e2e_cluster import Cluster
+from tests.e2e.e2e_helpers import (
     all_confirmed,
     assert_exactly_once,
     ho_counters,
@@ -25,12 +31,6 @@ from e2e_helpers import (
     ro,
     wait_until,
 )
-from paho.mqtt.enums import CallbackAPIVersion
-
-from protocol import codec
-from protocol.chain import genesis
-from protocol.identity import Channel, LaneId, Topics
-from protocol.messages import Ack, Entry, JournalBatch
 
 LANE = LaneId("S5", "L1")
 TOPICS = Topics()

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from extract_helpers import HeadOffice
-from pgutil import (
+
+from tests.extract.extract_helpers import HeadOffice
+from tests.pgutil import (
     Backend,
     backend,  # noqa: F401 - the fixture, parametrised over both backends
 )

@@ -13,8 +13,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from extract_helpers import DAY, LATER, T0, HeadOffice, card, config, line, sale
-from pgutil import pg_connect, pg_schema
 
 from headoffice.extract import config as x_config
 from headoffice.extract import job
@@ -23,6 +21,8 @@ from headoffice.extract.job import ExtractError
 from headoffice.store import open_target
 from headoffice.store.base import StoreError
 from protocol.errors import ConfigError
+from tests.extract.extract_helpers import DAY, LATER, T0, HeadOffice, card, config, line, sale
+from tests.pgutil import pg_connect, pg_schema
 
 BATCHES = {
     "pos_batches": (PosBatch("B1", "S2", "US", "CA", "W1"),),

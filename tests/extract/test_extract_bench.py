@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from pgutil import PG_URL, pg_connect
 
 from lanesync.cli import main
+from tests.pgutil import PG_URL, pg_connect
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from extract_helpers import LATER, HeadOffice, config, line, sale
 
 from headoffice import config as ho_config
 from headoffice.extract import config as x_config
@@ -17,6 +16,7 @@ from headoffice.extract import job
 from headoffice.extract.config import DeliveryConfig
 from lanesync.cli import main
 from protocol.errors import ConfigError
+from tests.extract.extract_helpers import LATER, HeadOffice, config, line, sale
 
 
 async def test_delivery_retries_with_the_same_idempotency_key(

@@ -10,11 +10,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from extract_helpers import LATER, HeadOffice, card, config, line, sale
-
 from headoffice.extract import job, output, postings
 from headoffice.extract.config import PosBatch, TaxDefinition
 from headoffice.extract.documents import Row, read_rows
+from tests.extract.extract_helpers import LATER, HeadOffice, card, config, line, sale
 
 
 def _mixed(ho: HeadOffice) -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from extract_helpers import LATER, HeadOffice, card, config, line, sale
 
 from headoffice.extract import batches, job
 from headoffice.extract.config import ExtractConfig, PosBatch, TaxDefinition
 from headoffice.extract.documents import Line
 from protocol.money import div_round, tax_contained
+from tests.extract.extract_helpers import LATER, HeadOffice, card, config, line, sale
 
 
 def postings(cfg: ExtractConfig) -> list[dict[str, Any]]:

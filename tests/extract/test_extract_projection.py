@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from extract_helpers import LATER, T0, HeadOffice, card, config, line, sale
-from pgutil import Backend, pg_schema
-from test_extract_backends import BATCHES, _bookkeeping, _day_one, _scenario
 
 from headoffice.extract import job, projection
 from headoffice.extract.documents import DocumentError, read_rows, to_doc
 from protocol.identity import LaneId
+from tests.extract.extract_helpers import LATER, T0, HeadOffice, card, config, line, sale
+from tests.extract.test_extract_backends import BATCHES, _bookkeeping, _day_one, _scenario
+from tests.pgutil import Backend, pg_schema
 
 
 @pytest.fixture(autouse=True)

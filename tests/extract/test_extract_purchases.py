@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from extract_helpers import LATER, T0, HeadOffice, config, line, sale
 
 from headoffice.extract import job
 from headoffice.extract.job import ExtractError
+from tests.extract.extract_helpers import LATER, T0, HeadOffice, config, line, sale
 
 
 def records(report: job.RunReport) -> list[dict[str, Any]]:

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from extract_helpers import DAY, LATER, T0, HeadOffice, card, config, line, sale
-
 from headoffice.extract import job
+from tests.extract.extract_helpers import DAY, LATER, T0, HeadOffice, card, config, line, sale
 
 
 def rollups(report: job.RunReport) -> list[dict[str, Any]]:

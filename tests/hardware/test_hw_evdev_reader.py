@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterable
 
 from evdev import InputEvent
-from hwfixtures import load_events
 
 from hardware.backoff import Backoff
 from hardware.config import ScannerConfig
@@ -22,6 +21,7 @@ from hardware.evdev_reader import EvdevReader, EventSource
 from hardware.events import DeviceEvent, HardwareEvent, ScanEvent
 from hardware.manager import ScannerManager
 from hardware.queue import ScanQueue
+from tests.hardware.hwfixtures import load_events
 
 FAST = Backoff(initial=0.01, maximum=0.05, jitter=0.005)
 

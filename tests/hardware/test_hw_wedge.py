@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 from evdev import InputEvent
 from evdev import ecodes as e
-from hwfixtures import decode, load_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardware.wedge import WedgeConfig, WedgeDecoder, WedgeError, WedgeScan
+from tests.hardware.hwfixtures import decode, load_events
 
 
 def texts(outputs: Sequence[object]) -> list[str]:

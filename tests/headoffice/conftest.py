@@ -1,3 +1,3 @@
 """tests/headoffice: the store and ingest suites run against SQLite and PostgreSQL alike."""
 
-from pgutil import backend  # noqa: F401 - the fixture, parametrised over both backends
+from tests.pgutil import backend  # noqa: F401 - the fixture, parametrised over both backends

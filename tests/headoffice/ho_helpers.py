@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from pgutil import Backend
 
 from headoffice.ingest import Ingest
 from headoffice.store import open_store
@@ -19,6 +18,7 @@ from protocol import codec
 from protocol.chain import entry_hash, genesis
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Entry, JournalBatch
+from tests.pgutil import Backend
 
 LANE = LaneId("S001", "L01")
 

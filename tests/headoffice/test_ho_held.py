@@ -16,8 +16,6 @@ from typing import Any
 
 import msgpack
 import pytest
-from ho_helpers import LaneSim, deep_sale, journal_msg, sale_doc, topic, writer_ingest
-from pgutil import Backend
 
 from headoffice import ingest as ingest_module
 from headoffice.ingest import Ingest, LaneMarks
@@ -29,6 +27,15 @@ from protocol.identity import Channel, LaneId
 from protocol.messages import Ack, Hello
 from protocol.pan import mask_bytes
 from protocol.runtime import migrations as schema
+from tests.headoffice.ho_helpers import (
+    LaneSim,
+    deep_sale,
+    journal_msg,
+    sale_doc,
+    topic,
+    writer_ingest,
+)
+from tests.pgutil import Backend
 
 PAN = "4111111111111111"
 SSCC = "357035380100000010"

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pgutil import Backend
 
 from agent import config as agent_config
 from agent.journal import Journal
@@ -33,6 +32,7 @@ from lanesync import cli, stack
 from lanesync.broker import MosquittoBroker
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
+from tests.pgutil import Backend
 
 LANE = LaneId("S001", "L01")
 ENTRIES = 1000

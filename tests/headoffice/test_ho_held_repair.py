@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ho_helpers import LaneSim, journal_msg, sale_doc, writer_ingest
-from pgutil import Backend
 
 from headoffice.held import cli as held_cli
 from headoffice.ingest import IngestStats
@@ -24,6 +22,8 @@ from headoffice.transit import bodies
 from lanesync import stack
 from protocol.identity import LaneId
 from protocol.messages import Ack
+from tests.headoffice.ho_helpers import LaneSim, journal_msg, sale_doc, writer_ingest
+from tests.pgutil import Backend
 
 PAN = "4111111111111111"
 A = LaneId("S001", "L01")

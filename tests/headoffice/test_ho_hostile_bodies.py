@@ -17,14 +17,14 @@ import uuid
 from typing import Any
 
 import msgpack
-from ho_helpers import LaneSim, journal_msg, sale_doc, topic, writer_ingest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pgutil import Backend
 
 from protocol import codec
 from protocol.identity import Channel, LaneId
 from protocol.messages import Ack, Hello
+from tests.headoffice.ho_helpers import LaneSim, journal_msg, sale_doc, topic, writer_ingest
+from tests.pgutil import Backend
 
 PAN = "4111111111111111"
 SSCC = "357035380100000010"

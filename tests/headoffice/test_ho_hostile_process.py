@@ -8,14 +8,14 @@ import asyncio
 from pathlib import Path
 
 import aiomqtt
-from ho_helpers import LaneSim, deep_sale, sale_doc
-from pgutil import Backend
 
 from lanesync import stack
 from lanesync.broker import Broker
 from protocol import codec
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Ack
+from tests.headoffice.ho_helpers import LaneSim, deep_sale, sale_doc
+from tests.pgutil import Backend
 
 TOPICS = Topics()
 HOSTILE = LaneId("S666", "L1")

@@ -17,8 +17,6 @@ from typing import Any
 
 import msgpack
 import pytest
-from ho_helpers import LANE, LaneSim, sale_doc
-from pgutil import Backend, pg_connect
 
 from headoffice.config import load, parse
 from headoffice.ingest import Ingest
@@ -28,6 +26,8 @@ from protocol.errors import ConfigError
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Ack, Hello, Reply, Request, Status
 from protocol.pan import mask_bytes
+from tests.headoffice.ho_helpers import LANE, LaneSim, sale_doc
+from tests.pgutil import Backend, pg_connect
 
 TOPICS = Topics()
 JOURNAL = TOPICS.topic(LANE, Channel.JOURNAL)

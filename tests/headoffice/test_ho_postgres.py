@@ -18,8 +18,6 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from ho_helpers import LaneSim
-from pgutil import pg_connect, pg_schema
 
 from headoffice import importer
 from headoffice.config import parse
@@ -31,6 +29,8 @@ from protocol import codec, exportfile
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Ack, Status
 from protocol.runtime import migrations as schema
+from tests.headoffice.ho_helpers import LaneSim
+from tests.pgutil import pg_connect, pg_schema
 
 NOW = 1_700_000_000_000
 LATEST = max(schema.load(resources.files("headoffice.store.schema_pg").iterdir()))

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ho_helpers import LaneSim, journal_msg, sale_doc, topic, writer_ingest
-from pgutil import Backend
 
 from headoffice import ingest as ingest_module
 from headoffice.catalog import load
@@ -28,6 +26,8 @@ from headoffice.statuspage import collect
 from protocol import codec
 from protocol.identity import Channel, LaneId
 from protocol.messages import Ack, Hello, Status
+from tests.headoffice.ho_helpers import LaneSim, journal_msg, sale_doc, topic, writer_ingest
+from tests.pgutil import Backend
 
 PAN = "4111111111111111"
 S01 = LaneId("S01", "L1")  # the typo of the issue: the chain's stores are S001, S002

@@ -16,8 +16,6 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from pgutil import Backend, pg_schema
-
 from agent import config as agent_config
 from agent.journal import Journal
 from agent.replicator import Replicator
@@ -25,6 +23,7 @@ from headoffice.catalog import load
 from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
 from protocol.identity import LaneId
+from tests.pgutil import Backend, pg_schema
 
 LANE = LaneId("S01", "L1")
 BEFORE, DURING = 120, 60

@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pgutil import Backend
-
 from headoffice.statuspage import collect, render_fragment
+from tests.pgutil import Backend
 
 
 def _now_ms() -> int:

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from ho_helpers import LANE, LaneSim, query, sale_doc
-from pgutil import Backend
 
 from headoffice.store import SqliteStore, Store
 from headoffice.store.base import LaneState, plan_batch
@@ -18,6 +16,8 @@ from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import JournalBatch, Status
 from protocol.runtime import migrations as schema
+from tests.headoffice.ho_helpers import LANE, LaneSim, query, sale_doc
+from tests.pgutil import Backend
 
 NOW = 1_700_000_000_000
 

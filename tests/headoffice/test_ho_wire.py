@@ -12,7 +12,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from pgutil import Backend, pg_schema
 
 from agent import config as agent_config
 from agent.journal import Journal
@@ -20,6 +19,7 @@ from agent.replicator import Replicator
 from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
 from protocol.identity import LaneId
+from tests.pgutil import Backend, pg_schema
 
 LANES = [LaneId("S010", "L1"), LaneId("S010", "L2"), LaneId("S011", "L1")]
 ENTRIES = 150

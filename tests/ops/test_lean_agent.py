@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_proc import READY_LINE, agent, write_config
 
 from lanesync import cli
 from protocol.screen import gs1_check_digit
+from tests.ops.agent_proc import READY_LINE, agent, write_config
 
 FORBIDDEN = ("headoffice", "psycopg", "psycopg_binary", "psycopg_pool", "rich")
 # biip (GS1 parsing: 16 MB and 0.1 s at import) is for scans and transit labels; a lane with no

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_proc import READY_LINE, agent, write_config
 
 from agent.journal import Journal
 from protocol.identity import LaneId
 from protocol.pan import luhn_ok
 from protocol.runtime import logsetup
 from protocol.screen import sscc as is_sscc
+from tests.ops.agent_proc import READY_LINE, agent, write_config
 
 PAN = "4111 1111 1111 1111"
 REDACTED = "[PAN redacted]"

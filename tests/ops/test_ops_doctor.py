@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from ops_helpers import lane_config
 
 from agent import doctor
 from headoffice import config as ho_config
@@ -20,6 +19,7 @@ from lanesync.broker import MosquittoBroker
 from lanesync.cli import main
 from protocol.identity import LaneId
 from protocol.messages import Reply
+from tests.ops.ops_helpers import lane_config
 
 
 def _toml(tmp_path: Path, port: int, extra: str = "") -> Path:

@@ -8,7 +8,6 @@ import secrets
 from pathlib import Path
 
 import pytest
-from ops_helpers import LANE, fill, lane_config, query
 
 from agent.export import ExportError, export, load_key
 from agent.journal import Journal
@@ -18,6 +17,7 @@ from headoffice.importer import ImportFailed, apply
 from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
 from lanesync.cli import main
+from tests.ops.ops_helpers import LANE, fill, lane_config, query
 
 
 @pytest.fixture

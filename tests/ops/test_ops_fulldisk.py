@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ops_helpers import LANE, sale
 
 from agent.journal import Journal, JournalFull
 from agent.verify import verify
@@ -28,6 +27,7 @@ from lanesync import samples, stack
 from lanesync.broker import Broker
 from lanesync.posclient import PosClient
 from lanesync.stack import Component
+from tests.ops.ops_helpers import LANE, sale
 
 DISK_MB = 16
 RESERVE_MB = 2

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from ops_helpers import LANE, fill, lane_config
 
 from agent.journal import Journal
 from agent.metrics import BatchSizes
@@ -19,6 +18,7 @@ from headoffice.operations import Operations as HoOperations
 from headoffice.operations import request_handlers
 from lanesync.broker import MosquittoBroker
 from protocol.runtime.clock import clock_skew_s
+from tests.ops.ops_helpers import LANE, fill, lane_config
 
 
 def _value(text: str, name: str) -> float:

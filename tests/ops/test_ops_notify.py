@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from ops_helpers import lane_config
 
 from agent import daemon as agent_daemon
 from agent import status as lane_status
@@ -21,6 +20,7 @@ from headoffice import daemon as ho_daemon
 from lanesync.broker import MosquittoBroker
 from protocol.runtime.notify import notify, notify_soon
 from protocol.runtime.watchdog import run_watchdog, watchdog_interval
+from tests.ops.ops_helpers import lane_config
 
 
 class FakeSystemd:

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from ops_helpers import LANE, fill, lane_config, sale
 
 from agent.journal import Journal, JournalFull
 from agent.opsconfig import RetentionConfig
 from agent.retention import Retention
 from agent.verify import verify
 from protocol.errors import ConfigError
+from tests.ops.ops_helpers import LANE, fill, lane_config, sale
 
 
 def _cfg(**kw: object) -> RetentionConfig:

@@ -11,10 +11,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from ops_helpers import lane_config
 
 from agent import daemon as agent_daemon
 from lanesync.broker import MosquittoBroker
+from tests.ops.ops_helpers import lane_config
 
 
 class Boom(Exception):

@@ -24,7 +24,6 @@ from typing import Any
 import aiohttp
 import msgpack
 import pytest
-from ops_helpers import query
 
 from headoffice.ingest import IngestStats
 from headoffice.statuspage import collect, ingest_figures, render_fragment, status_app
@@ -34,6 +33,7 @@ from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch, Status
 from protocol.runtime.httpserver import HttpServer
+from tests.ops.ops_helpers import query
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pkg_helpers import ROOT_EXTRAS, RUN, Box, run_ok, why_impossible
+
+from tests.package.pkg_helpers import ROOT_EXTRAS, RUN, Box, run_ok, why_impossible
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from pkg_helpers import REPO
+
+from tests.package.pkg_helpers import REPO
 
 _spec = importlib.util.spec_from_file_location("apt_mirror", REPO / "packaging/apt_mirror.py")
 assert _spec

@@ -18,7 +18,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from pkg_helpers import REPO, RUN, VERSION, Box, run_ok
+
+from tests.package.pkg_helpers import REPO, RUN, VERSION, Box, run_ok
 
 pytestmark = pytest.mark.timeout(1200)
 

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from api_helpers import sale
 from biip.checksums import gs1_standard_check_digit
 from hypothesis import strategies as st
+
+from tests.api.api_helpers import sale
 
 CARD_LENGTHS = (13, 15, 16, 19)
 # Issuer prefixes (Visa, Mastercard 51-55 and 2221-2720, Amex, Discover, JCB, Diners, UnionPay,

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from e2e_helpers import FAST_REPLICATION, wait_drained
 from paho.mqtt.enums import CallbackAPIVersion
-from rules.lane_catalog import standard
 
 from lanesync import stack
 from lanesync.posclient import PosClient
 from lanesync.stack import Component
 from protocol.identity import DEFAULT_PREFIX, LaneId
+from tests.e2e.e2e_helpers import FAST_REPLICATION, wait_drained
+from tests.rules.lane_catalog import standard
 
 S1 = LaneId("S1", "L1")
 S2 = LaneId("S2", "L1")

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_helpers import Client, running_api, sale
 
 from protocol.pan import contains_pan
+from tests.api.api_helpers import Client, running_api, sale
 
 PAN = "4111111111111111"
 SPACED = "4111 1111 1111 1111"

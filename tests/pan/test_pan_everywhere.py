@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from pan_cases import (
+
+from protocol.identity import Channel
+from tests.pan.pan_cases import (
     GTIN13_LUHN,
     Card,
     Place,
@@ -33,9 +35,7 @@ from pan_cases import (
     problem_text,
     put,
 )
-from pan_stack import S1, S2, PanStack
-
-from protocol.identity import Channel
+from tests.pan.pan_stack import S1, S2, PanStack
 
 DOCS = documents()
 OPEN = {"kind": "sale", "customer": "C1000", "staff": "E1", "currency": "EUR", "ext": {"a": "b"}}

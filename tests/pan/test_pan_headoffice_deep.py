@@ -13,8 +13,6 @@ from typing import Any
 import msgpack
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from pan_cases import digits_view
-from pan_stack import MqttTap, PanStack
 
 from lanesync import samples, stack
 from lanesync.stack import Component
@@ -22,6 +20,8 @@ from protocol import codec
 from protocol.chain import entry_hash, genesis
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Ack, Entry, JournalBatch
+from tests.pan.pan_cases import digits_view
+from tests.pan.pan_stack import MqttTap, PanStack
 
 PAN = 4111111111111111
 TXN = "0190f3a4-7b2c-7def-8a01-{:012d}"

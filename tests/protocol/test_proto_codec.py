@@ -9,17 +9,6 @@ import msgpack
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from proto_strategies import (
-    FAST,
-    acks,
-    batches,
-    hellos,
-    messages,
-    plain,
-    replies,
-    requests,
-    statuses,
-)
 
 from protocol import codec
 from protocol.errors import ProtocolError
@@ -37,6 +26,17 @@ from protocol.messages import (
     Reply,
     Request,
     Status,
+)
+from tests.protocol.proto_strategies import (
+    FAST,
+    acks,
+    batches,
+    hellos,
+    messages,
+    plain,
+    replies,
+    requests,
+    statuses,
 )
 
 LANE = LaneId("S001", "L01")

@@ -11,7 +11,6 @@ import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from proto_strategies import FAST
 
 from protocol import screen
 from protocol.codec import unpack
@@ -28,6 +27,7 @@ from protocol.messages import MAX_ENTRY_BODY
 from protocol.pan import contains_pan, is_pan_digits, is_pan_int
 from protocol.runtime import migrations as schema
 from protocol.runtime.config import Table
+from tests.protocol.proto_strategies import FAST
 
 TXN = "0190f3a4-7b2c-7def-8a01-23456789abcd"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from proto_strategies import FAST, kinds, lanes, txn_ids
 
 from protocol.chain import HASH_LEN, entry_hash, first_break, genesis
 from protocol.errors import ProtocolError
 from protocol.identity import Channel, LaneId, Topics, check_prefix, check_segment
+from tests.protocol.proto_strategies import FAST, kinds, lanes, txn_ids
 
 LANE = LaneId("S001", "L01")
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lane_catalog import LaneCatalog, standard, store_row
 
 from agent.documents.envelope import DocContext, validate
 from agent.documents.rules import NoCatalog
@@ -19,6 +18,7 @@ from agent.numbering import TransitConfig
 from protocol.documents import check_document
 from protocol.errors import ProtocolError
 from protocol.identity import LaneId
+from tests.rules.lane_catalog import LaneCatalog, standard, store_row
 
 LANE = LaneId("S1", "L1")
 TRANSIT = TransitConfig(gs1_company_prefix="5703538", sscc_lane_prefix="01")

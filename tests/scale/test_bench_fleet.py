@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pgutil import PG_URL, pg_connect
+from tests.pgutil import PG_URL, pg_connect
 
 
 def test_bench_fleet_reports_verified_drains_for_sqlite_and_three_workers(

@@ -12,11 +12,10 @@ import asyncio
 import time
 from pathlib import Path
 
-from pgutil import pg_schema
-
 from lanesync import stack
 from lanesync.broker import Broker
 from lanesync.fleet import Fleet, read_postgres, verify
+from tests.pgutil import pg_schema
 
 LANES = 200
 RATE = 2.0  # sales per lane per second: 400 entries/s over the fleet

@@ -12,8 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pki import DAY, Ca
-from sec_helpers import (
+
+from lanesync.broker import MosquittoBroker
+from lanesync.cli import main
+from tests.security.pki import DAY, Ca
+from tests.security.sec_helpers import (
     ACL_ARGV,
     HEADOFFICE,
     IDENTITIES,
@@ -21,9 +24,6 @@ from sec_helpers import (
     broker_options,
     password_file,
 )
-
-from lanesync.broker import MosquittoBroker
-from lanesync.cli import main
 
 
 @pytest.fixture(scope="session")

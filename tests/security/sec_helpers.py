@@ -17,7 +17,6 @@ from typing import Any, Literal
 import aiomqtt
 import msgpack
 import pytest
-from pki import Ca, Issued
 
 from agent import config as agent_config
 from agent.config import AgentConfig
@@ -28,6 +27,7 @@ from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch
 from protocol.runtime.brokerconn import TlsConfig, tls_context
+from tests.security.pki import Ca, Issued
 
 STORES = ("S001", "S002")  # each also has a store hub identity (store-S001)
 LANES = (LaneId("S001", "L1"), LaneId("S001", "L2"), LaneId("S002", "L1"))

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from sec_helpers import ACL_ARGV, Pki, batch, client, ho_cfg, ho_port, identity, lane_cfg
 
 from agent.journal import Journal
 from agent.replicator import Replicator
@@ -27,6 +26,16 @@ from lanesync.cli import main
 from protocol import codec
 from protocol.identity import LaneId
 from protocol.runtime.brokerconn import TlsConfig
+from tests.security.sec_helpers import (
+    ACL_ARGV,
+    Pki,
+    batch,
+    client,
+    ho_cfg,
+    ho_port,
+    identity,
+    lane_cfg,
+)
 
 P = "lanesync/v1"
 QUIET_S = 0.5  # after the positive control arrived, how long a forbidden message gets too

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 
 import aiomqtt
-from sec_helpers import Pki, client, ho_port, identity
 
 from lanesync.broker import MosquittoBroker
 from protocol import catalog as cat
 from protocol.identity import Topics
+from tests.security.sec_helpers import Pki, client, ho_port, identity
 
 T = Topics()
 QUIET_S = 0.5

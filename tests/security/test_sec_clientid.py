@@ -19,8 +19,6 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from pgutil import pg_schema
-from sec_helpers import HEADOFFICE, Logins, Pki, broker_options, client, ho_port
 
 from agent import config as agent_config
 from agent.journal import Journal
@@ -31,6 +29,8 @@ from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
 from protocol.identity import LaneId
 from protocol.runtime.brokerconn import TlsConfig
+from tests.pgutil import pg_schema
+from tests.security.sec_helpers import HEADOFFICE, Logins, Pki, broker_options, client, ho_port
 
 VICTIM_LANES = (LaneId("S001", "L1"), LaneId("S002", "L1"))
 ATTACKERS = ("store-S001", "store-S001.L2")  # the victim's store's hub, a lane of that store

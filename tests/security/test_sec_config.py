@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pki import Ca
-from sec_helpers import Pki
 
 from agent import config as agent_config
 from headoffice import config as ho_config
 from protocol.errors import ConfigError
 from protocol.runtime.brokerconn import BrokerFileError, TlsConfig, tls_context
+from tests.security.pki import Ca
+from tests.security.sec_helpers import Pki
 
 
 def agent(broker: dict[str, Any]) -> Any:

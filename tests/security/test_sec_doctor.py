@@ -6,9 +6,6 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from pki import Issued
-from sec_helpers import Pki, ho_cfg, lane_cfg, lane_user
-
 from agent import config as agent_config
 from agent import daemon as agent_daemon
 from agent import doctor
@@ -19,6 +16,8 @@ from headoffice.operations import request_handlers
 from lanesync.broker import MosquittoBroker
 from lanesync.cli import main
 from protocol.identity import LaneId
+from tests.security.pki import Issued
+from tests.security.sec_helpers import Pki, ho_cfg, lane_cfg, lane_user
 
 
 def lane_with(tmp_path: Path, pki: Pki, cert: Issued, **broker: object) -> AgentConfig:

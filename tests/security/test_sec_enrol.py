@@ -21,7 +21,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from sec_helpers import HEADOFFICE, Pki, broker_keys, broker_options, client, password_file
 
 from agent import config as agent_config
 from agent.journal import Journal
@@ -32,6 +31,14 @@ from lanesync.broker import MosquittoBroker
 from lanesync.cli import main
 from lanesync.stack import write_toml
 from protocol.runtime.brokerconn import TlsConfig
+from tests.security.sec_helpers import (
+    HEADOFFICE,
+    Pki,
+    broker_keys,
+    broker_options,
+    client,
+    password_file,
+)
 
 
 def ho_toml(tmp_path: Path, login: str, broker: dict[str, Any] | None = None) -> Path:

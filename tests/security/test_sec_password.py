@@ -8,7 +8,6 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from sec_helpers import PASSWORDS, Pki, broker_keys, client
 
 from agent import config as agent_config
 from agent.config import AgentConfig
@@ -18,6 +17,7 @@ from headoffice import config as ho_config
 from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
 from protocol.runtime.brokerconn import TlsConfig
+from tests.security.sec_helpers import PASSWORDS, Pki, broker_keys, client
 
 
 async def test_lane_logs_in_with_its_password_file(

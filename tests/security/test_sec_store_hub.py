@@ -16,8 +16,6 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from sec_helpers import PASSWORDS, Pki, broker_keys
-
 from agent import config as agent_config
 from agent.journal import Journal
 from agent.replicator import Replicator
@@ -26,6 +24,7 @@ from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
 from lanesync.proxy import ProxyThread
 from protocol.identity import LaneId
+from tests.security.sec_helpers import PASSWORDS, Pki, broker_keys
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "systemd" / "mosquitto-store-hub.example.conf"
 LANES = [LaneId("S001", "L1"), LaneId("S001", "L2")]

@@ -1,19 +1,15 @@
 """Fixtures for the stock tests: a head office on SQLite and PostgreSQL (tests/pgutil.py's
-`backend`), fed as ingest feeds it by tests/extract's HeadOffice (added to sys.path here)."""
+`backend`), fed as ingest feeds it by tests/extract's HeadOffice."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "extract"))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-
-from extract_helpers import HeadOffice
-from pgutil import (
+from tests.extract.extract_helpers import HeadOffice
+from tests.pgutil import (
     Backend,
     backend,  # noqa: F401 - the fixture, parametrised over both backends
 )

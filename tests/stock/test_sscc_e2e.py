@@ -14,15 +14,14 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from e2e_cluster import Cluster, cluster  # noqa: F401 - the fixture
-from e2e_helpers import FAST_REPLICATION, ro, wait_until
-from rules.lane_catalog import standard
-
 from agent.documents.sscc import check_sscc
 from lanesync import stack
 from lanesync.posclient import PosClient
 from lanesync.stack import Component
 from protocol.identity import LaneId
+from tests.e2e.e2e_cluster import Cluster, cluster  # noqa: F401 - the fixture
+from tests.e2e.e2e_helpers import FAST_REPLICATION, ro, wait_until
+from tests.rules.lane_catalog import standard
 
 A1, A2, B1 = LaneId("A", "L1"), LaneId("A", "L2"), LaneId("B", "L1")
 PREFIX = {A1: "01", A2: "01", B1: "02"}

@@ -11,14 +11,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from extract_helpers import LATER, HeadOffice, config, line, sale
-
 from headoffice.catalog import load as loader
 from headoffice.extract import job
 from headoffice.stock import report
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch
+from tests.extract.extract_helpers import LATER, HeadOffice, config, line, sale
 
 LANESYNC = str(Path(sys.executable).parent / "lanesync")  # the console script, as installed
 TYPES = (

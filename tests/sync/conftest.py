@@ -4,9 +4,4 @@ The head-office suite's lane simulator and synchronous ingest (tests/headoffice/
 are shared from there, and the store tests run on SQLite and PostgreSQL alike (pgutil).
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "headoffice"))
-
-from pgutil import backend  # noqa: F401 - the fixture, parametrised over both backends
+from tests.pgutil import backend  # noqa: F401 - the fixture, parametrised over both backends

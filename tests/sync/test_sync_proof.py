@@ -15,9 +15,6 @@ from typing import Any
 import msgpack
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from ho_helpers import LANE as LANE_ID
-from ho_helpers import LaneSim, journal_msg, topic, writer_ingest
-from pgutil import Backend
 
 from headoffice.ingest import Ingest
 from headoffice.statuspage import collect, live_view, render_fragment, status_app
@@ -26,6 +23,9 @@ from protocol.chain import genesis
 from protocol.errors import ProtocolError
 from protocol.identity import Channel
 from protocol.messages import Ack, HeadOffice, Hello, Status
+from tests.headoffice.ho_helpers import LANE as LANE_ID
+from tests.headoffice.ho_helpers import LaneSim, journal_msg, topic, writer_ingest
+from tests.pgutil import Backend
 
 V2 = (1, 2)
 

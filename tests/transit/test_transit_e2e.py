@@ -13,14 +13,13 @@ import concurrent.futures
 from pathlib import Path
 from typing import Any
 
-from e2e_cluster import Cluster
-from e2e_helpers import FAST_REPLICATION, ro, wait_until
-from rules.lane_catalog import standard
-
 from lanesync import stack
 from lanesync.posclient import PosClient
 from lanesync.stack import Component
 from protocol.identity import LaneId
+from tests.e2e.e2e_cluster import Cluster
+from tests.e2e.e2e_helpers import FAST_REPLICATION, ro, wait_until
+from tests.rules.lane_catalog import standard
 
 LANES = [LaneId(s, f"L{n}") for s in ("A", "B") for n in (1, 2, 3)]
 

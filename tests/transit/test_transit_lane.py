@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "api"))
-from api_helpers import running_api
-from transit_helpers import SSCC1
-
 from hardware.events import ScanEvent
+from tests.api.api_helpers import running_api
+from tests.transit.transit_helpers import SSCC1
 
 
 async def test_empty_prompt_does_nothing_and_no_head_office_fails_cleanly(tmp_path: Path) -> None:

@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pgutil import Backend, pg_connect, pg_schema
-from transit_helpers import SSCC1, SSCC2, Lane, stock, transit_doc
 
 from headoffice.ingest import Ingest
 from headoffice.operations import request_handlers
@@ -24,6 +22,8 @@ from headoffice.transit import server as srv
 from protocol import codec
 from protocol.identity import Channel, Topics
 from protocol.messages import Reply, Request
+from tests.pgutil import Backend, pg_connect, pg_schema
+from tests.transit.transit_helpers import SSCC1, SSCC2, Lane, stock, transit_doc
 
 A1, B1, B2, C1 = Lane("A", "L1"), Lane("B", "L1"), Lane("B", "L2"), Lane("C", "L1")
 

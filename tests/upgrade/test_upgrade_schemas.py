@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import read_lane_journal, wait_until
-from pgutil import pg_connect, pg_schema
 
 from agent.journal import Journal
 from agent.verify import verify
@@ -28,6 +26,8 @@ from headoffice.store.postgres import PostgresStore
 from lanesync import stack
 from protocol.identity import LaneId
 from protocol.runtime import migrations as schema
+from tests.e2e.e2e_helpers import read_lane_journal, wait_until
+from tests.pgutil import pg_connect, pg_schema
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LANE = LaneId("S001", "L1")
