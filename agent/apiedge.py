@@ -42,7 +42,7 @@ from agent.catalog.lookup import LookupRefused
 from agent.journal import JournalConflict, JournalError, JournalFull
 from agent.open_docs.sales import OpenDocError
 from agent.transit import TransitError
-from protocol import screen
+from protocol import requests, screen
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.messages import REPLY_FIELDS
 from protocol.pan import is_pan_digits, mask_text
@@ -184,16 +184,16 @@ STATUS: dict[str, tuple[int, str]] = {
 # agent.transit.TransitError: head office's refusal codes (headoffice.transit.server) and the
 # lane's own; a code not listed is a conflict.
 TRANSIT_STATUS: dict[str, tuple[int, str]] = {
-    "unknown": (404, "Not Found"),
-    "not_yet_known": (404, "Not Found"),
-    "no_session": (404, "Not Found"),
-    "already_received": (409, "Conflict"),
-    "other_store": (409, "Conflict"),
-    "cancelled": (409, "Conflict"),
-    "ambiguous": (409, "Conflict"),
-    "bad_request": (422, "Invalid request"),
-    "expired": (503, "Head office unavailable"),
-    "unreachable": (503, "Head office unavailable"),
+    requests.UNKNOWN: (404, "Not Found"),
+    requests.NOT_YET_KNOWN: (404, "Not Found"),
+    "no_session": (404, "Not Found"),  # the lane's: no receive open with this id
+    requests.ALREADY_RECEIVED: (409, "Conflict"),
+    requests.OTHER_STORE: (409, "Conflict"),
+    requests.CANCELLED: (409, "Conflict"),
+    requests.AMBIGUOUS: (409, "Conflict"),
+    requests.BAD_REQUEST: (422, "Invalid request"),
+    requests.EXPIRED: (503, "Head office unavailable"),
+    "unreachable": (503, "Head office unavailable"),  # the lane's: no answer in time
     "unavailable": (503, "Head office unavailable"),
 }
 

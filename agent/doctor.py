@@ -30,7 +30,7 @@ from agent.config import AgentConfig, BrokerConfig
 from agent.export import ExportError, load_key
 from agent.status import head_office_silent, journal_facts, live_path, read_live
 from agent.verify import verify
-from protocol import codec
+from protocol import codec, requests
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
 from protocol.messages import Reply, Request
@@ -287,7 +287,7 @@ async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Ch
     sent = time.time()
     await client.publish(
         topics.topic(cfg.lane, Channel.REQUEST),
-        codec.encode(Request(cfg.lane, corr, "time", {})),
+        codec.encode(Request(cfg.lane, corr, requests.OP_TIME, {})),
         qos=1,
     )
     try:

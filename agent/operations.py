@@ -19,6 +19,7 @@ from agent.metrics import AgentCounters, AgentMetrics, BatchSizes, metrics_app
 from agent.replicator import Replicator, ReplicatorStats, RequestTimeout
 from agent.retention import Retention
 from agent.status import LiveStatus, live_path
+from protocol import requests
 from protocol.runtime.clock import clock_skew_s
 from protocol.runtime.httpserver import HttpServer
 from protocol.runtime.logsetup import add_secret
@@ -181,7 +182,7 @@ class Operations:
         """Ask head office for its time; returns and records the skew, None if no answer."""
         sent = time.time()
         try:
-            reply = await self.replicator.request("time", {}, timeout)
+            reply = await self.replicator.request(requests.OP_TIME, {}, timeout)
         except RequestTimeout:
             return None
         if not reply.ok or "now_ms" not in reply.result:

@@ -34,7 +34,7 @@ from agent.open_docs.service import DocumentService
 from agent.open_docs.store import LaneStore
 from agent.replicator import Replicator, RequestTimeout
 from hardware.events import ScanEvent
-from protocol import screen
+from protocol import requests, screen
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.messages import REQUEST_FIELDS
 from protocol.runtime.clock import now_ms
@@ -160,7 +160,7 @@ class TransitReceiver:
         # number; refused by field, never quoted) before it is sent.
         screen.check(args, "$", REQUEST_FIELDS)
         try:
-            result = await self._ask("transit_lookup", args)
+            result = await self._ask(requests.OP_TRANSIT_LOOKUP, args)
         except TransitError as exc:
             await self._heal(exc)
             raise
@@ -209,7 +209,7 @@ class TransitReceiver:
                 args["transit_no"] = t["transit_no"]
             if staff:
                 args["staff"] = staff
-            result = await self._ask("transit_accept", args)
+            result = await self._ask(requests.OP_TRANSIT_ACCEPT, args)
             answer = await self._journal(session.id, result["transit"], staff)
             answer["replayed"] = bool(result.get("replayed"))
             session.accepted = answer

@@ -30,13 +30,13 @@ from typing import Any, Protocol, Self
 
 import aiosqlite
 
+from protocol import requests
 from protocol.errors import ProtocolError
 from protocol.runtime.tasks import Tasks
 from protocol.screen import gs1_check_digit
 
 log = logging.getLogger(__name__)
 
-OP_LEASE = "sscc_lease"  # head office's request op (headoffice.sscc.server)
 DEFAULT_BLOCK = 1000  # serials per lease
 DEFAULT_LOW_WATER = 250  # ask for the next block when fewer than this remain
 POLL_S = 1.0
@@ -276,7 +276,7 @@ class SsccLeases:
         # and a 63-bit integer has 19 digits that pass Luhn one time in ten.
         epoch = [self.epoch >> 32, self.epoch & 0xFFFFFFFF]
         args = {"count": self.block, "epoch": epoch, "max": self.scheme.max_serial}
-        reply = await self.request(OP_LEASE, args, REQUEST_TIMEOUT_S)
+        reply = await self.request(requests.OP_SSCC_LEASE, args, REQUEST_TIMEOUT_S)
         if not reply.ok:
             raise ProtocolError(
                 f"head office refused an SSCC lease: {reply.error or reply.result}", "sscc"
