@@ -110,19 +110,32 @@ class HeadOfficeConfig:
         return Topics(self.broker.topic_prefix)
 
 
-def parse(data: dict[str, Any]) -> HeadOfficeConfig:
-    root = Table(data)
+DEFAULT_DATABASE = Path("/var/lib/lanesync/headoffice.db")
+
+
+def parse_database(root: Table, *, strict: bool) -> tuple[Path, str | None]:
+    """`[database]`: the SQLite file (`path`) or a PostgreSQL URL (`url`), never both.
+
+    Read here for head office and for the extract (headoffice.extract.config), which may be
+    given a file head office never read; `strict` refuses unknown keys (head office does, the
+    extract leaves that to head office)."""
     d = root.table("database")
     path = d.str("path", None)
-    database_url = d.str("url", None)
-    d.done()
-    if path is not None and database_url is not None:
+    url = d.str("url", None)
+    if strict:
+        d.done()
+    if path is not None and url is not None:
         raise ConfigError("database.url: set database.path (SQLite) or database.url, not both")
-    if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(
-            f"database.url: must be a postgresql:// URL, got {database_url.split(':', 1)[0]!r}"
+            f"database.url: must be a postgresql:// URL, got {url.split(':', 1)[0]!r}"
         )
-    database = Path(path or "/var/lib/lanesync/headoffice.db")
+    return Path(path) if path else DEFAULT_DATABASE, url
+
+
+def parse(data: dict[str, Any]) -> HeadOfficeConfig:
+    root = Table(data)
+    database, database_url = parse_database(root, strict=True)
     b = root.table("broker")
     login = parse_credentials(b)  # tls, ca_file, cert_file, key_file, username, password...
     broker = HoBrokerConfig(

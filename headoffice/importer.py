@@ -1,6 +1,6 @@
 """`lanesync import FILE`: apply a lane's exported backlog (USB stick) exactly once.
 
-The file (`lanesync-export/1`, written by agent/export.py) is checked in this order, and
+The file (protocol.exportfile, written by agent/export.py) is checked in this order, and
 refused with the reason if any check fails: its format; the HMAC-SHA256 over its first line
 with the store's key (`[import] key_dir/<store>.key`); the hash chain of its entries from its
 `prev_hash`. Then it goes through the store's `apply_batch`, the very code path MQTT ingest
@@ -18,24 +18,19 @@ lane's row like an ingest worker does, so it simply waits for (or is waited for 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from headoffice.store import Store, Target, open_target
 from headoffice.store.base import StoreError, check_batch
+from protocol import exportfile
 from protocol.chain import first_break
-from protocol.errors import LanesyncError, ProtocolError
+from protocol.errors import LanesyncError
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch
+from protocol.runtime import clock
 
-FORMAT = "lanesync-export/1"
 MAX_BATCH = 1000
 
 
@@ -60,10 +55,6 @@ class ImportResult:
         return asdict(self)
 
 
-def key_id(key: bytes) -> str:
-    return hashlib.sha256(b"lanesync-export-key\0" + key).hexdigest()[:16]
-
-
 def load_store_key(key_dir: Path, store: str) -> bytes:
     path = key_dir / f"{store}.key"
     try:
@@ -78,75 +69,30 @@ def load_store_key(key_dir: Path, store: str) -> bytes:
     return key
 
 
-def _b64(v: Any, what: str) -> bytes:
-    if not isinstance(v, str):
-        raise ImportFailed(f"{what}: must be base64 text")
-    try:
-        return base64.b64decode(v, validate=True)
-    except (binascii.Error, ValueError):
-        raise ImportFailed(f"{what}: not valid base64") from None
-
-
 def read(path: Path, key_dir: Path) -> tuple[LaneId, int, bytes, list[Entry]]:
-    """Parse and verify a file: signature first, then the hash chain. Applies nothing."""
+    """Parse and verify a file (protocol.exportfile): signature first, then the hash chain.
+    Applies nothing."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ImportFailed(f"{path}: cannot read: {exc}") from None
-    lines = raw.split(b"\n")
-    if len(lines) < 2 or (len(lines) > 2 and any(lines[2:])):
-        raise ImportFailed(f"{path}: not a lanesync export (expected 2 lines)")
     try:
-        payload = json.loads(lines[0])
-        sig = json.loads(lines[1])
-    except ValueError as exc:
-        raise ImportFailed(f"{path}: not a lanesync export: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ImportFailed(f"{path}: format is not {FORMAT}")
-    try:
-        lane = LaneId(str(payload.get("store")), str(payload.get("lane")))
-    except ProtocolError as exc:
+        f = exportfile.decode(raw, lambda lane: load_store_key(key_dir, lane.store))
+    except exportfile.SignatureMismatch as exc:
+        raise ImportFailed(f"{path}: {exc}. Nothing was applied") from None
+    except exportfile.ExportFileError as exc:
         raise ImportFailed(f"{path}: {exc}") from None
-    key = load_store_key(key_dir, lane.store)
-    if not isinstance(sig, dict) or sig.get("alg") != "HMAC-SHA256":
-        raise ImportFailed(f"{path}: signature line missing or not HMAC-SHA256")
-    want = hmac.new(key, lines[0], hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(want, str(sig.get("mac", ""))):
-        which = (
-            "the file was altered after it was written"
-            if sig.get("key_id") == key_id(key)
-            else f"it was signed with key {sig.get('key_id')}, not store {lane.store}'s key "
-            f"{key_id(key)}"
-        )
-        raise ImportFailed(f"{path}: signature does not verify: {which}. Nothing was applied")
-    epoch = payload.get("epoch")
-    if type(epoch) is not int or epoch <= 0:
-        raise ImportFailed(f"{path}: epoch must be a positive integer")
-    prev = _b64(payload.get("prev_hash"), "prev_hash")
-    entries: list[Entry] = []
-    for i, e in enumerate(payload.get("entries") or []):
-        if not (isinstance(e, list) and len(e) == 6):
-            raise ImportFailed(f"{path}: entries[{i}] must be [seq, kind, txn_id, ts, body, hash]")
-        seq, kind, txn_id, ts = e[0], e[1], e[2], e[3]
-        if type(seq) is not int or type(ts) is not int or not isinstance(kind, str):
-            raise ImportFailed(f"{path}: entries[{i}] has a wrong field type")
-        if not isinstance(txn_id, str):
-            raise ImportFailed(f"{path}: entries[{i}].txn_id must be text")
-        body = _b64(e[4], f"entries[{i}].body")
-        entries.append(Entry(seq, kind, txn_id, ts, body, _b64(e[5], f"entries[{i}].hash")))
-        if i and seq != entries[i - 1].seq + 1:
-            raise ImportFailed(f"{path}: entries are not consecutive at seq {seq}")
-    broken = first_break(prev, entries)
+    broken = first_break(f.prev_hash, f.entries)
     if broken is not None:
         raise ImportFailed(f"{path}: hash chain broken at seq {broken[0]}; nothing was applied")
-    return lane, epoch, prev, entries
+    return f.lane, f.epoch, f.prev_hash, f.entries
 
 
 def apply(path: Path, database: Target, key_dir: Path, now_ms: int | None = None) -> ImportResult:
     """Verify and apply one export file in one transaction (database: a SQLite file or a
     postgresql:// URL, headoffice.store.target)."""
     lane, epoch, prev, entries = read(path, key_dir)
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    now_ms = clock.now_ms() if now_ms is None else now_ms
     res = ImportResult(str(path), lane.store, lane.lane, epoch, len(entries), 0, 0, 0, 0)
     store = open_target(database)
     try:

@@ -11,11 +11,9 @@ labels of shed messages are bounded (headoffice.inbox.MAX_SHED_LABELS).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -229,34 +227,3 @@ class HoMetrics:
 
     async def handle(self, _: web.Request) -> web.Response:
         return web.Response(body=await self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-class HttpServer:
-    """A small aiohttp listener on HOST:PORT (port 0: a free one, read back from `.port`)."""
-
-    def __init__(self, app: web.Application, listen: str) -> None:
-        host, _, port = listen.rpartition(":")
-        self.host, self.port = host.strip("[]"), int(port)
-        self._runner = web.AppRunner(app, access_log=None)
-
-    async def __aenter__(self) -> Self:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise OSError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
-        for addr in self._runner.addresses:
-            self.port = int(addr[1])
-            break
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with contextlib.suppress(Exception):
-            await self._runner.cleanup()

@@ -1,14 +1,14 @@
 """Head office's operations side, in one context manager the daemon enters after Ingest.
 
 Status page (and /metrics on it), an optional separate metrics listener, and systemd
-WATCHDOG=1/STATUS= pings sent only while the ingest writer thread answers. Also the request
-handlers head office answers for lanes (`time`, for clock checks by the agent and doctor).
+WATCHDOG=1/STATUS= pings sent only while the ingest writer thread answers, all held by one
+protocol.runtime.services.Services (its loops run through protocol.runtime.tasks.Tasks).
+Also the request handlers head office answers for lanes (`time`, for clock checks by the
+agent and doctor).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import time
 from types import TracebackType
@@ -21,24 +21,28 @@ from headoffice.catalog.publisher import PublisherStats
 from headoffice.config import HeadOfficeConfig
 from headoffice.health import HEALTH_PATH
 from headoffice.ingest import Ingest, RequestHandler
-from headoffice.metrics import HoMetrics, HttpServer
+from headoffice.metrics import HoMetrics
 from headoffice.sscc import server as sscc_server
 from headoffice.statuspage import status_app
 from headoffice.store import Store, target
 from headoffice.transit import server as transit_server
 from protocol.messages import Reply, Request
+from protocol.requests import OP_TIME
+from protocol.runtime import clock
+from protocol.runtime.httpserver import HttpServer
 from protocol.runtime.logsetup import add_secret
+from protocol.runtime.services import Services
 from protocol.runtime.watchdog import run_watchdog
 
 
 def time_handler(store: Store, req: Request, now_ms: int) -> Reply:
     """Head office's clock, read when answering (the lane halves the round trip)."""
-    return Reply(req.lane, req.corr, True, {"now_ms": time.time_ns() // 1_000_000})
+    return Reply(req.lane, req.corr, True, {"now_ms": clock.now_ms()})
 
 
 def request_handlers() -> dict[str, RequestHandler]:
     return {
-        "time": time_handler,
+        OP_TIME: time_handler,
         **transit_server.request_handlers(),
         **catalog_server.request_handlers(),  # catalog_delta, catalog_snapshot
         **sscc_server.request_handlers(),  # sscc_lease
@@ -62,14 +66,13 @@ class Operations:
         self.metrics = HoMetrics(ingest.stats, target(config), ops.status_page.offline_after_s)
         self.page: HttpServer | None = None
         self.metrics_http: HttpServer | None = None
-        self._stack = contextlib.AsyncExitStack()
-        self._tasks: asyncio.TaskGroup | None = None
-        self._job: asyncio.Task[None] | None = None
+        self.services = Services("operations")
         self._started_at = time.time()
         add_secret(config.broker.password)
 
     async def __aenter__(self) -> Self:
         ops = self.config.ops
+        await self.services.__aenter__()
         try:
             if ops.status_page.listen:
                 app = status_app(
@@ -82,21 +85,16 @@ class Operations:
                     publisher=self.publisher,
                 )
                 app.router.add_get(HEALTH_PATH, self._health)  # `lanesync headoffice status`
-                self.page = HttpServer(app, ops.status_page.listen)
-                await self._stack.enter_async_context(self.page)
+                self.page = await self.services.serve(app, ops.status_page.listen)
             if ops.metrics.listen:
                 app = web.Application()
                 app.router.add_get("/metrics", self.metrics.handle)
-                self.metrics_http = HttpServer(app, ops.metrics.listen)
-                await self._stack.enter_async_context(self.metrics_http)
-            self._tasks = asyncio.TaskGroup()
-            await self._tasks.__aenter__()
+                self.metrics_http = await self.services.serve(app, ops.metrics.listen)
         except BaseException:
-            await self._stack.aclose()
+            await self.services.stop()
             raise
-        self._job = self._tasks.create_task(
-            run_watchdog(self.ingest.ping, self.status_line, self.watchdog_interval),
-            name="watchdog headoffice",
+        self.services.start(
+            run_watchdog(self.ingest.ping, self.status_line, self.watchdog_interval), "watchdog"
         )
         return self
 
@@ -106,14 +104,7 @@ class Operations:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._job is not None:
-            self._job.cancel()
-        try:
-            if self._tasks is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._tasks.__aexit__(None, None, None)
-        finally:
-            await self._stack.aclose()
+        await self.services.stop()
 
     def health(self) -> dict[str, Any]:
         """This process's own view, for `lanesync headoffice status` (headoffice.health): is

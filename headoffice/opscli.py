@@ -1,7 +1,8 @@
 """`lanesync import FILE` and the status page option of `lanesync headoffice`.
 
-Registered from headoffice/cli.py. `import` exits 0 when the file is applied (or was already
-applied: a second import changes nothing), 1 when it was refused, 2 when it could not run.
+Registered from headoffice/cli.py. `import` exits (protocol.runtime.cli.Exit) OK when the file
+is applied (or was already applied: a second import changes nothing), PROBLEM when it was
+refused, CANNOT_RUN when it could not run.
 """
 
 from __future__ import annotations
@@ -9,15 +10,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 from headoffice import config as ho_config
 from headoffice import importer
 from headoffice import store as ho_store
 from headoffice.config import HeadOfficeConfig
-from headoffice.opsconfig import check_listen
+from headoffice.opsconfig import LISTEN_EXAMPLE
 from protocol.errors import LanesyncError
+from protocol.runtime.cli import Exit, fail
+from protocol.runtime.httpserver import check_listen
 
 
 def add_daemon_options(p: argparse.ArgumentParser) -> None:
@@ -32,7 +34,9 @@ def apply_daemon_options(cfg: HeadOfficeConfig, args: argparse.Namespace) -> Hea
     listen = getattr(args, "status_page", None)
     if not listen:
         return cfg
-    page = dataclasses.replace(cfg.ops.status_page, listen=check_listen(listen, "--status-page"))
+    page = dataclasses.replace(
+        cfg.ops.status_page, listen=check_listen(listen, "--status-page", LISTEN_EXAMPLE)
+    )
     return dataclasses.replace(cfg, ops=dataclasses.replace(cfg.ops, status_page=page))
 
 
@@ -49,14 +53,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         cfg = ho_config.load(args.config)
     except LanesyncError as exc:
-        print(f"lanesync import: {exc}", file=sys.stderr)
-        return 2
+        return fail("import", exc, Exit.CANNOT_RUN)
     key_dir = Path(args.key_dir) if args.key_dir else cfg.ops.import_.key_dir
     try:
         res = importer.apply(Path(args.file), ho_store.target(cfg), key_dir)
     except LanesyncError as exc:
-        print(f"lanesync import: {exc}", file=sys.stderr)
-        return 1
+        return fail("import", exc, Exit.PROBLEM)
     if args.json:
         print(json.dumps(res.as_dict()))
     else:
@@ -66,4 +68,4 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"{res.duplicate_txn} duplicate documents, {res.held} held; head office now holds up "
             f"to seq {res.hwm}"
         )
-    return 0
+    return Exit.OK

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.errors import ConfigError
 from protocol.runtime.config import Table
+from protocol.runtime.httpserver import check_listen
+
+LISTEN_EXAMPLE = "127.0.0.1:8642"  # shown when a listen setting is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,27 +39,21 @@ class HoOpsConfig:
     import_: ImportConfig = field(default_factory=ImportConfig)
 
 
-def check_listen(value: str | None, key: str) -> str | None:
-    """A HOST:PORT to listen on, or None when empty (disabled)."""
-    if not value:
-        return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{key}: must be HOST:PORT like 127.0.0.1:8642, got {value!r}")
-    return value
+def _listen(value: str | None, key: str) -> str | None:
+    return check_listen(value, key, LISTEN_EXAMPLE)
 
 
 def parse(root: Table) -> HoOpsConfig:
     s = root.table("status_page")
     d = StatusPageConfig()
     page = StatusPageConfig(
-        listen=check_listen(s.str("listen", ""), "status_page.listen"),
+        listen=_listen(s.str("listen", ""), "status_page.listen"),
         refresh_s=s.num("refresh_s", d.refresh_s, 0.5, 3600),
         offline_after_s=s.num("offline_after_s", d.offline_after_s, 1, 86_400),
     )
     s.done()
     m = root.table("metrics")
-    metrics = HoMetricsConfig(listen=check_listen(m.str("listen", ""), "metrics.listen"))
+    metrics = HoMetricsConfig(listen=_listen(m.str("listen", ""), "metrics.listen"))
     m.done()
     i = root.table("import")
     imp = ImportConfig(key_dir=Path(i.str("key_dir", str(ImportConfig().key_dir))))

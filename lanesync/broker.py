@@ -18,11 +18,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol, Self
+from typing import IO, Any, Protocol, Self
 
 __all__ = [
     "Broker",
     "BrokerError",
+    "BrokerProcess",
     "MosquittoBroker",
     "find_mosquitto",
     "free_port",
@@ -133,14 +134,255 @@ class Broker(Protocol):
     ) -> None: ...
 
 
-class MosquittoBroker:
+class BrokerProcess:
+    """What every broker we run as a child process shares: Mosquitto, NATS and RabbitMQ.
+
+    A config and a log in `workdir`; `start()` writes the config, spawns the server with its
+    output appended to the log (startup errors included, so `log_tail()` shows them), and
+    returns once this run has logged `ready` AND the MQTT port accepts a connection: a TCP
+    connect alone is fooled by another process holding the port while ours is about to exit
+    with "address in use". A port we picked ourselves is picked again when it turns out to be
+    taken (up to _PORT_RETRIES); a fixed one, or one a lane has seen, never changes, so
+    `restart()` after `kill()` comes back on the SAME port, the way a real broker restart
+    looks to a lane. `stop()` is SIGTERM (a clean shutdown), `kill()` SIGKILL (the crash).
+
+    A subclass names its server (`kind`, `program`, `conf_name`, `log_name`, `ready`, the
+    timeouts) and writes `config_text()`; the hooks below cover what its start needs more.
+    """
+
+    kind: str
+    program: str  # the server's name in messages
+    conf_name: str
+    log_name: str
+    ready: re.Pattern[bytes]  # logged by this run once every listener is open
+    start_timeout: float = _START_TIMEOUT
+    stop_timeout: float = _STOP_TIMEOUT
+    poll_s: float = 0.02
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        host: str,
+        persistence: bool,
+        fixed_port: bool,
+        binary: str | None,
+    ) -> None:
+        self.workdir = workdir
+        self._host = host
+        self._port = 0
+        self._fixed_port = fixed_port
+        self.persistence = persistence
+        self._binary = binary
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._started_once = False
+
+    # -- paths and properties -------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def conf_path(self) -> Path:
+        return self.workdir / self.conf_name
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / self.log_name
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else "stopped"
+        return (
+            f"<{type(self).__name__} {self._host}:{self._port} {state} "
+            f"persistence={self.persistence}>"
+        )
+
+    # -- what a subclass provides -----------------------------------------------------------
+
+    def config_text(self) -> str:
+        raise NotImplementedError
+
+    def find_binary(self) -> str:
+        """The server's executable when none was given."""
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Before the first attempt of a start: files the server needs besides its config."""
+
+    def _write_config(self) -> None:
+        """Before each spawn: the config (and whatever goes with it)."""
+        self.conf_path.write_text(self.config_text())
+
+    def _argv(self, binary: str) -> list[str]:
+        return [binary, "-c", str(self.conf_path)]
+
+    def _popen_options(self) -> dict[str, Any]:
+        """More subprocess.Popen arguments (an environment, a session of its own)."""
+        return {}
+
+    def _launch(self, binary: str, timeout: float) -> None:
+        """One attempt to start (a subclass may start a helper process around it)."""
+        self._spawn(binary, timeout)
+
+    def _port_taken(self, exc: BrokerError) -> bool:
+        """Whether a failed attempt failed because a port we picked was taken."""
+        return "in use" in self.log_tail(5)
+
+    def _repick_ports(self) -> None:
+        self._port = free_port(self._host)
+
+    def _exited(self, proc: subprocess.Popen[bytes]) -> None:
+        """The server exited during startup (a subclass may reap what it left)."""
+
+    def _startup_report(self, log_start: int) -> str:
+        """What a failed start says after its reason."""
+        return f"log tail:\n{self.log_tail(20)}"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, timeout: float | None = None) -> Self:
+        """Spawn the server and return once its MQTT port accepts TCP connections."""
+        timeout = self.start_timeout if timeout is None else timeout
+        if self.is_running:
+            raise BrokerError(f"{self!r} is already running")
+        binary = self._binary or self.find_binary()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._prepare()
+        attempts = 1 if (self._fixed_port or self._started_once) else _PORT_RETRIES
+        for attempt in range(attempts):
+            try:
+                self._launch(binary, timeout)
+            except BrokerError as exc:
+                if attempt + 1 < attempts and self._port_taken(exc):
+                    self._repick_ports()
+                    continue
+                raise
+            break
+        self._started_once = True
+        return self
+
+    def _spawn(self, binary: str, timeout: float) -> None:
+        self._write_config()
+        log: IO[bytes]
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                self._argv(binary),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+                **self._popen_options(),
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._exited(self._proc)
+                self._proc = None
+                raise BrokerError(
+                    f"{self.program} exited with code {code} during startup on port "
+                    f"{self._port}; {self._startup_report(log_start)}"
+                )
+            if self._logged_ready(log_start):
+                try:
+                    with socket.create_connection((self._host, self._port), timeout=0.5):
+                        return
+                except OSError:
+                    pass
+            if time.monotonic() >= deadline:
+                self._terminate(signal.SIGKILL, self.stop_timeout)
+                raise BrokerError(
+                    f"{self.program} did not listen on {self._host}:{self._port} within "
+                    f"{timeout} s; {self._startup_report(log_start)}"
+                )
+            time.sleep(self.poll_s)
+
+    def _logged_ready(self, offset: int) -> bool:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                return self.ready.search(f.read()) is not None
+        except FileNotFoundError:
+            return False
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM and wait: a clean shutdown (see the class for what each server keeps)."""
+        self._terminate(signal.SIGTERM, self.stop_timeout if timeout is None else timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the crash case (see the class for what each server loses)."""
+        self._terminate(signal.SIGKILL, self.stop_timeout)
+
+    def restart(self, timeout: float | None = None) -> Self:
+        """Start again on the same port (stopping cleanly first if still running)."""
+        if self.is_running:
+            self.stop()
+        return self.start(timeout)
+
+    def _terminate(self, sig: signal.Signals, timeout: float) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        self._proc = None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise BrokerError(
+                    f"{self.program} on port {self._port} ignored {sig.name} for {timeout} s; "
+                    "killed"
+                ) from None
+
+    def log_tail(self, n: int = 20) -> str:
+        """The last `n` lines of the server's log (startup errors included)."""
+        with contextlib.suppress(FileNotFoundError):
+            lines = self.log_path.read_text(errors="replace").splitlines()
+            return "\n".join(lines[-n:])
+        return ""
+
+    def __enter__(self) -> Self:
+        if not self.is_running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class MosquittoBroker(BrokerProcess):
     """One mosquitto process with its config, log and persistence db in `workdir`.
 
-    The port is fixed at construction so `restart()` after `kill()` comes back on the SAME port,
-    the way a real broker restart looks to a lane.
+    `stop()` saves the db when persistence is on; `kill()` loses whatever changed since the
+    last autosave.
     """
 
     kind = "mosquitto"
+    program = "mosquitto"
+    conf_name = "mosquitto.conf"
+    log_name = "mosquitto.log"
+    ready = _RUNNING  # logged only after mosquitto opened its listeners
 
     def __init__(
         self,
@@ -160,29 +402,19 @@ class MosquittoBroker:
         (`extra_ports`). `preamble` comes before everything: `per_listener_settings true` must
         precede every security option (mosquitto refuses it after one, src/conf.c).
         """
-        self.workdir = Path(workdir)
-        self._host = host
-        self._fixed_port = port is not None
+        super().__init__(
+            Path(workdir),
+            host=host,
+            persistence=persistence,
+            fixed_port=port is not None,
+            binary=binary,
+        )
         self._port = port if port is not None else free_port(host)
-        self.persistence = persistence
         self.autosave_interval = autosave_interval
         self.extra_config = tuple(extra_config)
         self.extra_listeners = tuple(tuple(lines) for lines in extra_listeners)
         self.preamble = tuple(preamble)
         self._extra_ports = tuple(free_port(host) for _ in self.extra_listeners)
-        self._binary = binary
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._started_once = False
-
-    # -- paths and properties -------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
-    def port(self) -> int:
-        return self._port
 
     @property
     def extra_ports(self) -> tuple[int, ...]:
@@ -190,28 +422,15 @@ class MosquittoBroker:
         return self._extra_ports
 
     @property
-    def conf_path(self) -> Path:
-        return self.workdir / "mosquitto.conf"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "mosquitto.log"
-
-    @property
     def db_path(self) -> Path:
         return self.workdir / "mosquitto.db"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+    def find_binary(self) -> str:
+        return find_mosquitto()
 
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running else "stopped"
-        return f"<MosquittoBroker {self._host}:{self._port} {state} persistence={self.persistence}>"
+    def _repick_ports(self) -> None:
+        self._port = free_port(self._host)
+        self._extra_ports = tuple(free_port(self._host) for _ in self._extra_ports)
 
     # -- configuration --------------------------------------------------------------------
 
@@ -262,123 +481,3 @@ class MosquittoBroker:
         for port, options in zip(self._extra_ports, self.extra_listeners, strict=True):
             lines += [f"listener {port} {self._host}", *options]
         return "\n".join(lines) + "\n"
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self, timeout: float = _START_TIMEOUT) -> Self:
-        """Spawn mosquitto and return once its port accepts TCP connections."""
-        if self.is_running:
-            raise BrokerError(f"{self!r} is already running")
-        binary = self._binary or find_mosquitto()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        attempts = 1 if (self._fixed_port or self._started_once) else _PORT_RETRIES
-        for attempt in range(attempts):
-            try:
-                self._spawn(binary, timeout)
-            except BrokerError:
-                if attempt + 1 < attempts and "in use" in self.log_tail(5):
-                    self._port = free_port(self._host)
-                    self._extra_ports = tuple(free_port(self._host) for _ in self._extra_ports)
-                    continue
-                raise
-            break
-        self._started_once = True
-        return self
-
-    def _spawn(self, binary: str, timeout: float) -> None:
-        self.conf_path.write_text(self.config_text())
-        log: IO[bytes]
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        # Startup errors (bad config, port in use) go to stderr before the log file is opened:
-        # append them to the same log so log_tail() shows them.
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [binary, "-c", str(self.conf_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=self.workdir,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                raise BrokerError(
-                    f"mosquitto exited with code {code} during startup on port {self._port}; "
-                    f"log tail:\n{self.log_tail(20)}"
-                )
-            # A TCP connect alone is fooled by another process holding the port while ours is
-            # about to exit with "Address already in use": also wait for this run's "running"
-            # line, which mosquitto logs only after opening its listeners.
-            if self._logged_running(log_start):
-                try:
-                    with socket.create_connection((self._host, self._port), timeout=0.5):
-                        return
-                except OSError:
-                    pass
-            if time.monotonic() >= deadline:
-                self._terminate(signal.SIGKILL, _STOP_TIMEOUT)
-                raise BrokerError(
-                    f"mosquitto did not listen on {self._host}:{self._port} within {timeout} s; "
-                    f"log tail:\n{self.log_tail(20)}"
-                )
-            time.sleep(0.02)
-
-    def _logged_running(self, offset: int) -> bool:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(offset)
-                return _RUNNING.search(f.read()) is not None
-        except FileNotFoundError:
-            return False
-
-    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
-        """SIGTERM and wait: a clean shutdown, which saves the db when persistence is on."""
-        self._terminate(signal.SIGTERM, timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: the crash case; nothing is saved since the last autosave."""
-        self._terminate(signal.SIGKILL, _STOP_TIMEOUT)
-
-    def restart(self, timeout: float = _START_TIMEOUT) -> Self:
-        """Start again on the same port (stopping cleanly first if still running)."""
-        if self.is_running:
-            self.stop()
-        return self.start(timeout)
-
-    def _terminate(self, sig: signal.Signals, timeout: float) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        self._proc = None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise BrokerError(
-                    f"mosquitto on port {self._port} ignored {sig.name} for {timeout} s; killed"
-                ) from None
-
-    def log_tail(self, n: int = 20) -> str:
-        """The last `n` lines of the broker log (including startup errors from stderr)."""
-        with contextlib.suppress(FileNotFoundError):
-            lines = self.log_path.read_text(errors="replace").splitlines()
-            return "\n".join(lines[-n:])
-        return ""
-
-    def __enter__(self) -> Self:
-        if not self.is_running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -19,27 +19,18 @@ Differences from Mosquitto that show in lanesync's tests (checked against nats-s
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
-from lanesync.broker import BrokerError, free_port
+from lanesync.broker import BrokerError, BrokerProcess, free_port
 
 __all__ = ["NatsBroker", "find_nats_server"]
 
 _FALLBACK_BINARY = "/usr/sbin/nats-server"
 _START_TIMEOUT = 15.0
-_STOP_TIMEOUT = 10.0
-_PORT_RETRIES = 3
 # Logged once every listener (MQTT included) is open.
 _READY = re.compile(rb"Server is ready")
 
@@ -61,14 +52,21 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class NatsBroker:
+class NatsBroker(BrokerProcess):
     """One nats-server process serving MQTT, with its config, log and JetStream store in `workdir`.
 
-    Same surface as lanesync.broker.MosquittoBroker (the `Broker` protocol): the MQTT port is
-    fixed at construction, so `restart()` after `kill()` comes back on the SAME port.
+    The shared lifecycle is lanesync.broker.BrokerProcess (the `Broker` protocol). `stop()`
+    closes the clients and the JetStream store cleanly; after `kill()` too, sessions and queued
+    messages survive, since JetStream's file store is already written to the OS (unlike
+    Mosquitto between autosaves).
     """
 
     kind = "nats"
+    program = "nats-server"
+    conf_name = "nats.conf"
+    log_name = "nats.log"  # nats-server logs to stderr when no log_file is set: one writer
+    ready = _READY
+    start_timeout = _START_TIMEOUT
 
     def __init__(
         self,
@@ -80,49 +78,28 @@ class NatsBroker:
         extra_config: Sequence[str] = (),
         binary: str | None = None,
     ) -> None:
-        self.workdir = Path(workdir)
-        self._host = host
-        self._fixed_port = port is not None
+        super().__init__(
+            Path(workdir),
+            host=host,
+            persistence=persistence,
+            fixed_port=port is not None,
+            binary=binary,
+        )
         self._port = port if port is not None else free_port(host)
-        self.persistence = persistence
         self.extra_config = tuple(extra_config)
-        self._binary = binary
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._started_once = False
-
-    # -- paths and properties -------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def conf_path(self) -> Path:
-        return self.workdir / "nats.conf"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "nats.log"
 
     @property
     def store_dir(self) -> Path:
         return self.workdir / "jetstream"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+    def find_binary(self) -> str:
+        return find_nats_server()
 
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running else "stopped"
-        return f"<NatsBroker {self._host}:{self._port} {state} persistence={self.persistence}>"
+    def _prepare(self) -> None:
+        if not self.persistence:
+            # JetStream has no volatile mode for MQTT state: forget it the way a Mosquitto
+            # without persistence forgets sessions and retained messages on restart.
+            shutil.rmtree(self.store_dir, ignore_errors=True)
 
     # -- configuration --------------------------------------------------------------------
 
@@ -158,125 +135,3 @@ class NatsBroker:
             *self.extra_config,
         ]
         return "\n".join(lines) + "\n"
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self, timeout: float = _START_TIMEOUT) -> Self:
-        """Spawn nats-server and return once its MQTT port accepts TCP connections."""
-        if self.is_running:
-            raise BrokerError(f"{self!r} is already running")
-        binary = self._binary or find_nats_server()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        if not self.persistence:
-            # JetStream has no volatile mode for MQTT state: forget it the way a Mosquitto
-            # without persistence forgets sessions and retained messages on restart.
-            shutil.rmtree(self.store_dir, ignore_errors=True)
-        attempts = 1 if (self._fixed_port or self._started_once) else _PORT_RETRIES
-        for attempt in range(attempts):
-            try:
-                self._spawn(binary, timeout)
-            except BrokerError:
-                if attempt + 1 < attempts and "in use" in self.log_tail(5):
-                    self._port = free_port(self._host)
-                    continue
-                raise
-            break
-        self._started_once = True
-        return self
-
-    def _spawn(self, binary: str, timeout: float) -> None:
-        self.conf_path.write_text(self.config_text())
-        log: IO[bytes]
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        # nats-server logs to stderr when no log_file is set: one writer, startup errors included.
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [binary, "-c", str(self.conf_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=self.workdir,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                raise BrokerError(
-                    f"nats-server exited with code {code} during startup on port {self._port}; "
-                    f"log tail:\n{self.log_tail(20)}"
-                )
-            # A TCP connect alone could reach another process holding the port: also wait for
-            # this run's "Server is ready", logged after all listeners are open.
-            if self._logged_ready(log_start):
-                try:
-                    with socket.create_connection((self._host, self._port), timeout=0.5):
-                        return
-                except OSError:
-                    pass
-            if time.monotonic() >= deadline:
-                self._terminate(signal.SIGKILL, _STOP_TIMEOUT)
-                raise BrokerError(
-                    f"nats-server did not listen on {self._host}:{self._port} within {timeout} s; "
-                    f"log tail:\n{self.log_tail(20)}"
-                )
-            time.sleep(0.02)
-
-    def _logged_ready(self, offset: int) -> bool:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(offset)
-                return _READY.search(f.read()) is not None
-        except FileNotFoundError:
-            return False
-
-    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
-        """SIGTERM and wait: nats-server closes its clients and the JetStream store cleanly."""
-        self._terminate(signal.SIGTERM, timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: the crash case. JetStream's file store is already written to the OS, so
-        (unlike Mosquitto between autosaves) sessions and queued messages survive it."""
-        self._terminate(signal.SIGKILL, _STOP_TIMEOUT)
-
-    def restart(self, timeout: float = _START_TIMEOUT) -> Self:
-        """Start again on the same port (stopping cleanly first if still running)."""
-        if self.is_running:
-            self.stop()
-        return self.start(timeout)
-
-    def _terminate(self, sig: signal.Signals, timeout: float) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        self._proc = None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise BrokerError(
-                    f"nats-server on port {self._port} ignored {sig.name} for {timeout} s; killed"
-                ) from None
-
-    def log_tail(self, n: int = 20) -> str:
-        """The last `n` lines of the server log (startup errors included)."""
-        with contextlib.suppress(FileNotFoundError):
-            lines = self.log_path.read_text(errors="replace").splitlines()
-            return "\n".join(lines[-n:])
-        return ""
-
-    def __enter__(self) -> Self:
-        if not self.is_running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

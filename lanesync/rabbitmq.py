@@ -53,7 +53,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from lanesync.broker import BrokerError, free_ports
+from lanesync.broker import BrokerError, BrokerProcess, free_ports
 
 __all__ = [
     "NODE_NAME",
@@ -70,7 +70,6 @@ _DEBIAN_SCRIPT = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 # Booting the Erlang VM and RabbitMQ takes 4 s of CPU; on a loaded 2-core machine 10-20 s.
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 30.0
-_PORT_RETRIES = 3
 _PORT_GRACE = 1.0
 _READY = re.compile(rb"Server startup complete")
 # Every node has the same name: each registers it with an epmd of its own, so no two ever
@@ -95,11 +94,14 @@ def find_rabbitmq_server() -> str:
     )
 
 
-class RabbitMQBroker:
+class RabbitMQBroker(BrokerProcess):
     """One RabbitMQ node serving MQTT, with its config, data and log in `workdir`.
 
-    Same surface as lanesync.broker.MosquittoBroker (the `Broker` protocol): the MQTT port is
-    fixed at construction, so `restart()` after `kill()` comes back on the SAME port.
+    Same surface as lanesync.broker.MosquittoBroker (the `Broker` protocol), and the same
+    lifecycle (lanesync.broker.BrokerProcess): the MQTT port is fixed at construction, so
+    `restart()` after `kill()` comes back on the SAME port. `stop()` has the script ask the
+    node to stop, which closes the MQTT connections and the message stores cleanly; `kill()`
+    is SIGKILL to the node's whole process group.
 
     `seed` is the data directory of a node that booted once and stopped cleanly (see
     `make_seed`); a broker starting without data of its own starts from a copy of it. That
@@ -111,6 +113,13 @@ class RabbitMQBroker:
     """
 
     kind = "rabbitmq"
+    program = "rabbitmq-server"
+    conf_name = "rabbitmq.conf"
+    log_name = "rabbitmq.log"
+    ready = _READY  # "Server startup complete": logged once every plugin has started
+    start_timeout = _START_TIMEOUT
+    stop_timeout = _STOP_TIMEOUT
+    poll_s = 0.05
 
     def __init__(
         self,
@@ -127,28 +136,20 @@ class RabbitMQBroker:
         """`vhost_listeners`: that many more MQTT listeners, each serving a vhost of its own
         (`vhost_ports`), for SharedRabbitMQ."""
         # Absolute: the node records its data paths (see _copy_seed).
-        self.workdir = Path(workdir).absolute()
-        self._host = host
-        self._fixed_port = port is not None
+        super().__init__(
+            Path(workdir).absolute(),
+            host=host,
+            persistence=persistence,
+            fixed_port=port is not None,
+            binary=binary,
+        )
         self._vhost_ports: tuple[int, ...] = ()
         self._pick_ports(port, vhost_listeners)
-        self.persistence = persistence
         self.extra_config = tuple(extra_config)
         self.seed = seed
-        self._binary = binary
-        self._proc: subprocess.Popen[bytes] | None = None
         self._epmd: subprocess.Popen[bytes] | None = None
-        self._started_once = False
 
     # -- paths and properties -------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
-    def port(self) -> int:
-        return self._port
 
     @property
     def vhost_ports(self) -> tuple[int, ...]:
@@ -156,34 +157,14 @@ class RabbitMQBroker:
         return self._vhost_ports
 
     @property
-    def conf_path(self) -> Path:
-        return self.workdir / "rabbitmq.conf"
-
-    @property
     def definitions_path(self) -> Path:
         return self.workdir / "definitions.json"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "rabbitmq.log"
 
     @property
     def data_dir(self) -> Path:
         """RABBITMQ_MNESIA_BASE: the node's database, message stores, retained messages and
         feature flags, everything `persistence` keeps or forgets."""
         return self.workdir / "data"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running else "stopped"
-        return f"<RabbitMQBroker {self._host}:{self._port} {state} persistence={self.persistence}>"
 
     # -- configuration --------------------------------------------------------------------
 
@@ -276,12 +257,10 @@ class RabbitMQBroker:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self, timeout: float = _START_TIMEOUT) -> Self:
-        """Boot the node and return once its MQTT port accepts TCP connections."""
-        if self.is_running:
-            raise BrokerError(f"{self!r} is already running")
-        binary = self._binary or find_rabbitmq_server()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def find_binary(self) -> str:
+        return find_rabbitmq_server()
+
+    def _prepare(self) -> None:
         (self.workdir / "rabbitmq-env.conf").write_text(
             "# empty: lanesync.rabbitmq sets the node's environment itself\n"
         )
@@ -291,20 +270,21 @@ class RabbitMQBroker:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             if self.seed is not None:
                 _copy_seed(self.seed, self.data_dir)
-        attempts = 1 if (self._fixed_port or self._started_once) else _PORT_RETRIES
-        for attempt in range(attempts):
-            try:
-                self._start_epmd()
-                self._spawn(binary, timeout)
-            except BrokerError as exc:
-                self._stop_epmd()
-                if attempt + 1 < attempts and "eaddrinuse" in str(exc):
-                    self._pick_ports(None, len(self._vhost_ports))
-                    continue
-                raise
-            break
-        self._started_once = True
-        return self
+
+    def _launch(self, binary: str, timeout: float) -> None:
+        """Our own epmd, then the node (whose boot fails without it)."""
+        try:
+            self._start_epmd()
+            self._spawn(binary, timeout)
+        except BrokerError:
+            self._stop_epmd()
+            raise
+
+    def _port_taken(self, exc: BrokerError) -> bool:
+        return "eaddrinuse" in str(exc)
+
+    def _repick_ports(self) -> None:
+        self._pick_ports(None, len(self._vhost_ports))
 
     def _pick_ports(self, port: int | None, vhost_listeners: int) -> None:
         """Pick the MQTT, distribution, epmd and vhost listener ports, all distinct."""
@@ -374,50 +354,25 @@ class RabbitMQBroker:
                             ) from None
                 time.sleep(0.01)
 
-    def _spawn(self, binary: str, timeout: float) -> None:
+    def _write_config(self) -> None:
         self._check_ports()
         self.conf_path.write_text(self.config_text())
         if self._vhost_ports:
             self.definitions_path.write_text(json.dumps(self.definitions(), indent=1))
-        log: IO[bytes]
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            # A session of its own: kill() takes the node's whole process group (the script's
-            # shell, beam.smp, erl_child_setup, inet_gethost) down at once.
-            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [binary],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=self.workdir,
-                env=self._environment(),
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._reap_group(self._proc.pid)
-                self._proc = None
-                raise BrokerError(
-                    f"rabbitmq-server exited with code {code} during startup on port "
-                    f"{self._port}; {self._boot_report(log_start)}"
-                )
-            # A TCP connect alone could reach another process holding the port: also wait for
-            # this run's "Server startup complete", logged once every plugin has started.
-            if self._logged_ready(log_start):
-                try:
-                    with socket.create_connection((self._host, self._port), timeout=0.5):
-                        return
-                except OSError:
-                    pass
-            if time.monotonic() >= deadline:
-                self._terminate(signal.SIGKILL, _STOP_TIMEOUT)
-                raise BrokerError(
-                    f"rabbitmq-server did not listen on {self._host}:{self._port} within "
-                    f"{timeout} s; {self._boot_report(log_start)}"
-                )
-            time.sleep(0.05)
+
+    def _argv(self, binary: str) -> list[str]:
+        return [binary]
+
+    def _popen_options(self) -> dict[str, Any]:
+        # A session of its own: kill() takes the node's whole process group (the script's
+        # shell, beam.smp, erl_child_setup, inet_gethost) down at once.
+        return {"env": self._environment(), "start_new_session": True}
+
+    def _exited(self, proc: subprocess.Popen[bytes]) -> None:
+        self._reap_group(proc.pid)
+
+    def _startup_report(self, log_start: int) -> str:
+        return self._boot_report(log_start)
 
     def _boot_report(self, offset: int) -> str:
         """This run's first errors (the line naming what failed comes long before the crash
@@ -431,29 +386,6 @@ class RabbitMQBroker:
         errors = [line for line in lines if "[error]" in line][:12]
         first = "first errors:\n" + "\n".join(errors) + "\n" if errors else ""
         return first + "log tail:\n" + "\n".join(lines[-12:])
-
-    def _logged_ready(self, offset: int) -> bool:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(offset)
-                return _READY.search(f.read()) is not None
-        except FileNotFoundError:
-            return False
-
-    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
-        """SIGTERM and wait: the script asks the node to stop, which closes the MQTT
-        connections and the message stores cleanly."""
-        self._terminate(signal.SIGTERM, timeout)
-
-    def kill(self) -> None:
-        """SIGKILL to the node's process group: the crash case."""
-        self._terminate(signal.SIGKILL, _STOP_TIMEOUT)
-
-    def restart(self, timeout: float = _START_TIMEOUT) -> Self:
-        """Start again on the same port (stopping cleanly first if still running)."""
-        if self.is_running:
-            self.stop()
-        return self.start(timeout)
 
     def _terminate(self, sig: signal.Signals, timeout: float) -> None:
         try:
@@ -493,13 +425,6 @@ class RabbitMQBroker:
         while process_group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def log_tail(self, n: int = 20) -> str:
-        """The last `n` lines of the node's log (startup errors included)."""
-        with contextlib.suppress(FileNotFoundError):
-            lines = self.log_path.read_text(errors="replace").splitlines()
-            return "\n".join(lines[-n:])
-        return ""
-
     @classmethod
     def make_seed(cls, workdir: str | os.PathLike[str], *, binary: str | None = None) -> Path:
         """Boot a node once in `workdir` and stop it cleanly; returns its data directory, to
@@ -508,19 +433,6 @@ class RabbitMQBroker:
         with node:
             pass
         return node.data_dir
-
-    def __enter__(self) -> Self:
-        if not self.is_running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class SharedRabbitMQ:

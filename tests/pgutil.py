@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from headoffice.config import HeadOfficeConfig, parse
 from headoffice.store import Store, open_target
 from headoffice.store.sql import to_pyformat
+from lanesync.pgscratch import scratch_schema
 
 PG_URL = os.environ.get("LANESYNC_TEST_PG_URL", "postgresql://127.0.0.1:5432/test")
 
@@ -41,29 +41,10 @@ def pg_connect(url: str = PG_URL) -> psycopg.Connection[tuple[Any, ...]]:
         )
 
 
-def schema_url(schema: str) -> str:
-    sep = "&" if "?" in PG_URL else "?"
-    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
-
-
-@contextlib.contextmanager
-def pg_schema() -> Iterator[str]:
-    """A fresh schema for one test; yields a URL whose connections use it. Dropped after."""
-    name = f"lanesync_t_{uuid.uuid4().hex[:12]}"
-    with pg_connect() as admin:
-        admin.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield schema_url(name)
-    finally:
-        with pg_connect() as admin:
-            # A connection a test left open must not keep the schema (and its locks) around.
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid <> pg_backend_pid() AND application_name = %s",
-                (name,),
-            )
-            admin.execute("SET lock_timeout = '20s'")
-            admin.execute(f"DROP SCHEMA {name} CASCADE")
+def pg_schema() -> contextlib.AbstractContextManager[str]:
+    """A fresh schema for one test (lanesync.pgscratch); yields a URL whose connections use
+    it. Dropped after."""
+    return scratch_schema(PG_URL, "lanesync_t", pg_connect)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 from headoffice.extract.config import PosBatch, TaxDefinition
 from headoffice.extract.documents import Line
-from headoffice.extract.money import tax_contained
 from protocol.errors import LanesyncError
+from protocol.money import tax_contained
 
 FULFIL_FOR = {"proforma": "not_fulfilled", "active": "pre_shipped"}
 LINE_FOR = {v: k for k, v in FULFIL_FOR.items()}

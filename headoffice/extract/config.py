@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from headoffice.config import DEFAULT_DATABASE, parse_database
 from protocol.errors import ConfigError
 from protocol.runtime.config import Table, load_toml
 
@@ -52,7 +53,7 @@ class DeliveryConfig:
 
 @dataclass(frozen=True, slots=True)
 class ExtractConfig:
-    database: Path = Path("/var/lib/lanesync/headoffice.db")
+    database: Path = DEFAULT_DATABASE
     database_url: str | None = None  # postgresql://...: read PostgreSQL instead of the file
     enabled: bool = True
     output_dir: Path = Path("/var/lib/lanesync/extract")
@@ -116,19 +117,9 @@ def _rate(t: Table) -> Decimal:
 
 def parse(data: dict[str, Any]) -> ExtractConfig:
     """Read `[database]` (path or url) and the `[extract]` table; other head-office tables are
-    ignored. The [database] rules are head office's own (headoffice.config), checked again here
-    because the extract may be given a file that head office never read."""
+    ignored. The [database] rules are head office's own (headoffice.config.parse_database)."""
     root = Table(data)
-    db = root.table("database")
-    path = db.str("path", None)
-    database_url = db.str("url", None)
-    if path is not None and database_url is not None:
-        raise ConfigError("database.url: set database.path (SQLite) or database.url, not both")
-    if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            f"database.url: must be a postgresql:// URL, got {database_url.split(':', 1)[0]!r}"
-        )
-    database = Path(path or "/var/lib/lanesync/headoffice.db")
+    database, database_url = parse_database(root, strict=False)
     x = root.table("extract")
     enabled = x.bool("enabled", True)
     output_dir = Path(x.str("output_dir", "/var/lib/lanesync/extract"))

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgpack
 
 from headoffice.extract.dialect import JOBS_OF, JOURNAL_ID
-from headoffice.extract.money import parse_qty
 from protocol.documents import SALE_KINDS
 from protocol.errors import LanesyncError
+from protocol.money import parse_qty
 
 if TYPE_CHECKING:  # the store imports this module (projection.py): no import back
     from headoffice.store.sql import Sql

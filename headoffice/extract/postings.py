@@ -19,7 +19,7 @@ from typing import Any
 from headoffice.extract import batches
 from headoffice.extract.config import ExtractConfig
 from headoffice.extract.documents import PAYMENT_ONLY_KINDS, RETURN_KINDS, DocumentError, SaleDoc
-from headoffice.extract.money import fmt_qty
+from protocol.money import fmt_qty
 
 ACCOUNT_FOR = {"cash": "bank", "cheque": "bank", "voucher": "vouchers", "gift_card": "gift_cards"}
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from headoffice.extract.config import ExtractConfig
 from headoffice.extract.documents import RETURN_KINDS, SaleDoc
-from headoffice.extract.money import fmt_qty, pro_rata
+from protocol.money import fmt_qty, pro_rata
 
 # Kinds that sell goods to a customer. Payments on account or on a layaway buy nothing; a
 # delivery fulfils quantities that were recorded (as open) on the order; a layaway cancellation

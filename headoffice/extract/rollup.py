@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from headoffice.extract.documents import ROLLUP_KINDS, SaleDoc
-from headoffice.extract.money import fmt_qty
+from protocol.money import fmt_qty
 
 MERGED_TENDERS = frozenset({"card", "cheque", "cash"})
 

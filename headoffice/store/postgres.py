@@ -33,12 +33,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg.pq import TransactionStatus
 
 from headoffice.catalog.registry import Registry
 from headoffice.store.base import (
@@ -66,7 +64,7 @@ from headoffice.store.sql import PgSql
 from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import JournalBatch, Status
-from protocol.runtime import migrations as schema
+from protocol.runtime import migrations
 
 log = logging.getLogger(__name__)
 
@@ -113,41 +111,9 @@ def connect(url: str, *, readonly: bool = False) -> psycopg.Connection[tuple[Any
     return conn
 
 
-def schema_version(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
-    row = conn.execute(
-        "SELECT CASE WHEN to_regclass('schema_version') IS NULL THEN 0 "
-        "ELSE (SELECT coalesce(max(version), 0) FROM schema_version) END"
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
 def migrate(conn: psycopg.Connection[tuple[Any, ...]], what: str) -> None:
-    """Bring the schema up to date, one transaction per version, each under an advisory lock
-    (per schema) so workers starting together apply every migration exactly once."""
-    migrations = schema.load(resources.files("headoffice.store.schema_pg").iterdir())
-    while True:
-        conn.execute("BEGIN")
-        try:
-            conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('lanesync-headoffice:' || current_schema()))"
-            )
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            # protocol.runtime.migrations plans (and refuses a newer database); its scripts
-            # carry SQLite's BEGIN IMMEDIATE / PRAGMA user_version, so the bare SQL runs here.
-            pending = schema.plan(schema_version(conn), migrations, what)
-            if not pending:
-                conn.execute("COMMIT")
-                return
-            version = pending[0][0]
-            conn.execute(migrations[version])  # no parameters: several statements may run
-            conn.execute("DELETE FROM schema_version")
-            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
-                conn.execute("ROLLBACK")
-            raise
-        log.info("%s migrated to schema version %d", what, version)
+    """Bring the schema up to date (protocol.runtime.migrations, locked per schema)."""
+    migrations.apply_postgres(conn, "headoffice.store.schema_pg", what, "lanesync-headoffice")
 
 
 class PostgresStore(BatchWriter):

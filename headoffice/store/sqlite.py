@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
-from importlib import resources
 from pathlib import Path
 
 from headoffice.store.base import (
@@ -34,7 +33,7 @@ from headoffice.store.sql import SqliteSql
 from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import Status
-from protocol.runtime import migrations as schema
+from protocol.runtime import migrations
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +58,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 def migrate(db: sqlite3.Connection, what: str) -> None:
-    current = int(db.execute("PRAGMA user_version").fetchone()[0])
-    files = resources.files("headoffice.store.schema").iterdir()
-    for version, script in schema.plan(current, schema.load(files), what):
-        try:
-            db.executescript(script)
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise StoreError(f"migrating {what} to schema {version}: {exc}") from exc
-        log.info("%s migrated to schema version %d", what, version)
+    migrations.apply_sqlite(db, "headoffice.store.schema", what, error=StoreError)
 
 
 class SqliteStore(BatchWriter):

@@ -23,7 +23,6 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from headoffice.extract.documents import read_rows
 from headoffice.store import Target, describe, open_target
 from lanesync import samples
 from lanesync.bench.common import in_workdir, print_result
+from lanesync.pgscratch import scratch_schema
 from protocol.chain import entry_hash, genesis
 from protocol.documents import encode_body
 from protocol.identity import LaneId
@@ -82,20 +82,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
         return 2
     print_result(result, args.json)
     return 0
-
-
-@contextlib.contextmanager
-def scratch_schema(pg_url: str) -> Iterator[str]:
-    """A schema of its own in `pg_url`'s database for one run; the URL that uses it. Dropped."""
-    name = f"lanesync_xbench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {name}")
-    sep = "&" if "?" in pg_url else "?"
-    try:
-        yield f"{pg_url}{sep}options=-csearch_path%3D{name}"
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {name} CASCADE")
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -223,7 +209,7 @@ def run(
     workdir: Path, n: int, seed: int, *, quiet: bool, pg_url: str | None = None
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    scratch = scratch_schema(pg_url) if pg_url else contextlib.nullcontext(None)
+    scratch = scratch_schema(pg_url, "lanesync_xbench") if pg_url else contextlib.nullcontext(None)
     with scratch as url:
         return _run(workdir, url, n, seed, quiet=quiet)
 

@@ -32,19 +32,17 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from lanesync import stack
 from lanesync.bench.common import in_workdir, print_result
 from lanesync.broker import MosquittoBroker
 from lanesync.fleet import Fleet, Lags, read_postgres, read_sqlite, verify
+from lanesync.pgscratch import scratch_schema
 
 BACKENDS = {"sqlite": ("sqlite", 1), "pg1": ("postgres", 1), "pg3": ("postgres", 3)}
 DEFAULT_PG_URL = "postgresql://127.0.0.1:5432/test"
@@ -227,7 +225,9 @@ def run_one(
     with (
         MosquittoBroker(workdir / "broker") as broker,
         LinkProcess(broker.port, workdir) as link,
-        scratch_schema(pg_url) if kind == "postgres" else contextlib.nullcontext(None) as url,
+        scratch_schema(pg_url, "lanesync_bench")
+        if kind == "postgres"
+        else contextlib.nullcontext(None) as url,
     ):
         if url is None:
             hos = [stack.headoffice(workdir, broker.port)]
@@ -483,20 +483,6 @@ async def _fleet_steps(conn: Connection, first: int, lanes: int, port: int, seed
 async def _all_connected(fleet: Fleet) -> float:
     await fleet.wait_connected(600)
     return time.monotonic()
-
-
-@contextlib.contextmanager
-def scratch_schema(pg_url: str) -> Iterator[str]:
-    """A schema of its own in `pg_url`'s database for one configuration; dropped after."""
-    name = f"lanesync_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {name}")
-    sep = "&" if "?" in pg_url else "?"
-    try:
-        yield f"{pg_url}{sep}options=-csearch_path%3D{name}"
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {name} CASCADE")
 
 
 class LinkProcess:

@@ -10,10 +10,10 @@ import aiohttp
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
 from headoffice.catalog.publisher import PublisherStats
-from headoffice.metrics import HttpServer
 from headoffice.statuspage import collect, render_fragment, status_app
 from headoffice.store import SqliteStore
 from protocol.identity import LaneId
+from protocol.runtime.httpserver import HttpServer
 from tests import pgutil
 from tests.pgutil import Backend
 

@@ -12,7 +12,7 @@ import pytest
 from headoffice.extract import batches, job
 from headoffice.extract.config import ExtractConfig, PosBatch, TaxDefinition
 from headoffice.extract.documents import Line
-from headoffice.extract.money import div_round, tax_contained
+from protocol.money import div_round, tax_contained
 from tests.extract.extract_helpers import LATER, HeadOffice, card, config, line, sale
 
 

@@ -25,7 +25,7 @@ from headoffice.ingest import Ingest, IngestStats
 from headoffice.metrics import HoMetrics
 from headoffice.statuspage import collect, render_fragment
 from headoffice.store import PostgresStore, StoreError
-from protocol import codec
+from protocol import codec, exportfile
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Ack, Status
 from protocol.runtime import migrations as schema
@@ -313,7 +313,7 @@ def export_file(path: Path, sim: LaneSim, key: bytes) -> None:
     """A lane's signed backlog export (agent/export.py's format) of all of sim's entries."""
     b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
     payload = {
-        "format": importer.FORMAT,
+        "format": exportfile.FORMAT,
         "store": sim.lane.store,
         "lane": sim.lane.lane,
         "epoch": sim.epoch,
@@ -322,7 +322,7 @@ def export_file(path: Path, sim: LaneSim, key: bytes) -> None:
     }
     line = json.dumps(payload).encode()
     mac = hmac.new(key, line, hashlib.sha256).hexdigest()
-    sig = {"alg": "HMAC-SHA256", "mac": mac, "key_id": importer.key_id(key)}
+    sig = {"alg": "HMAC-SHA256", "mac": mac, "key_id": exportfile.key_id(key)}
     path.write_bytes(line + b"\n" + json.dumps(sig).encode())
 
 

@@ -26,13 +26,13 @@ import msgpack
 import pytest
 
 from headoffice.ingest import IngestStats
-from headoffice.metrics import HttpServer
 from headoffice.statuspage import collect, ingest_figures, render_fragment, status_app
 from headoffice.store import SqliteStore
 from headoffice.store.base import check_batch
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch, Status
+from protocol.runtime.httpserver import HttpServer
 from tests.ops.ops_helpers import query
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

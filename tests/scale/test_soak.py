@@ -35,9 +35,10 @@ from typing import Any
 import pytest
 
 from lanesync import samples, stack
-from lanesync.bench.fleet import DEFAULT_PG_URL, FleetProcesses, scratch_schema
+from lanesync.bench.fleet import DEFAULT_PG_URL, FleetProcesses
 from lanesync.broker import MosquittoBroker
 from lanesync.fleet import read_postgres, verify
+from lanesync.pgscratch import scratch_schema
 from lanesync.posclient import PosClient
 from lanesync.proxy import ProxyThread
 from protocol.identity import LaneId
@@ -142,7 +143,7 @@ def agent_marks(journals: list[Path]) -> list[tuple[int, int]]:
 def soak_stack(workdir: Path, plan: SoakPlan, pg_url: str) -> Iterator[dict[str, Any]]:
     with (
         MosquittoBroker(workdir / "broker", persistence=True) as broker,
-        scratch_schema(pg_url) as url,
+        scratch_schema(pg_url, "lanesync_soak") as url,
         ProxyThread("127.0.0.1", broker.port, name="wan") as wan,
     ):
         workers = stack.headoffice_workers(workdir, broker.port, WORKERS, database_url=url)
