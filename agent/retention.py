@@ -41,6 +41,7 @@ import aiosqlite
 
 from agent.journal import Journal, JournalError
 from agent.opsconfig import RetentionConfig
+from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -304,8 +305,7 @@ class Retention:
         self.budget = DiskBudget(cfg, journal.path, journal)
         # (acked_seq, wall time it was first seen acked): what may go once it is old enough.
         self._marks: deque[tuple[int, float]] = deque()
-        self._tasks: asyncio.TaskGroup | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = Tasks(f"retention {journal.lane}")
 
     @property
     def state(self) -> BudgetState:
@@ -320,9 +320,8 @@ class Retention:
         self._settle_reserve()
         self.journal.admit = self.budget.admit
         self.journal.on_disk_full = self._disk_filled
-        self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._task = self._tasks.create_task(self._loop(), name=f"retention {self.journal.lane}")
+        self._tasks.start(self._loop(), "prune")
         return self
 
     async def __aexit__(
@@ -333,11 +332,7 @@ class Retention:
     ) -> None:
         self.journal.admit = None
         self.journal.on_disk_full = None
-        if self._task is not None:
-            self._task.cancel()
-        if self._tasks is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tasks.__aexit__(None, None, None)
+        await self._tasks.stop()
 
     def _disk_filled(self) -> bool:
         """Journal.on_disk_full: a write found no room; give the reserve back."""
@@ -390,31 +385,11 @@ class Retention:
             return 0
         limit = self.cfg.prune_batch
 
+        # On a full disk the pages go back to the filesystem only when the WAL is checkpointed
+        # into the file and both are truncated: then at once.
         full = self.state.level == "full"
-
-        async def step(db: aiosqlite.Connection) -> int:
-            await db.execute("BEGIN IMMEDIATE")
-            cur = await db.execute(
-                "DELETE FROM entries WHERE seq IN "
-                "(SELECT seq FROM entries WHERE seq <= ? ORDER BY seq LIMIT ?)",
-                (bound, limit),
-            )
-            await db.execute("COMMIT")
-            n = cur.rowcount
-            if n:
-                # Gives freed pages back to the filesystem (auto_vacuum=INCREMENTAL journals).
-                # executescript steps the pragma to the end; execute() frees only one page.
-                await db.executescript(f"PRAGMA incremental_vacuum({4 * limit});")
-                if full:
-                    # The pages go back to the filesystem only when the WAL is checkpointed
-                    # into the file and both are truncated; on a full disk, now.
-                    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            row = await (await db.execute("SELECT min(seq) FROM entries")).fetchone()
-            self.state.oldest_kept_seq = int(row[0]) if row and row[0] is not None else None
-            await self.budget.measure(db)
-            return int(n)
-
-        n = await self.journal.run_write(step)
+        n, self.state.oldest_kept_seq = await self.journal.prune(bound, limit, checkpoint=full)
+        await self.journal.run_write(self.budget.measure)
         self.state.pruned += n
         if n:
             log.info(
