@@ -81,6 +81,8 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
                 # Disk budget, retention, metrics, live status, watchdog: before the API takes
                 # sales.
                 Operations(config, journal, replicator, batch_sizes=batch_sizes) as ops,
+                # The journal refuses new documents past the disk budget retention keeps.
+                journal.guarded_by(ops.retention),
                 LocalApi(
                     config.api,
                     journal,

@@ -6,11 +6,12 @@ transaction on the journal's writer, followed by `PRAGMA incremental_vacuum` so 
 shrinks. The entry at the acked mark itself is always kept: the next batch chains to its hash.
 Unacked entries are never pruned.
 
-The budget is checked on the append path (`Journal.admit`): when the journal's live pages plus
-the incoming documents would pass `max_journal_mb`, or the filesystem would drop below
-`min_free_disk_mb`, the documents are refused with JournalFull and nothing is dropped or
-overwritten. Crossing the high watermark logs a warning (and, by default, prunes acked entries
-before their age, since head office already holds them); the warning clears below the low one.
+The budget is checked on the append path (`Retention.admit`, the journal's DiskGuard): when
+the journal's live pages plus the incoming documents would pass `max_journal_mb`, or the
+filesystem would drop below `min_free_disk_mb`, the documents are refused with JournalFull and
+nothing is dropped or overwritten. Crossing the high watermark logs a warning (and, by default,
+prunes acked entries before their age, since head office already holds them); the warning
+clears below the low one.
 
 A full disk (something else filled it, or the budget was set too loose) must not stop the lane
 draining, since pruning acked entries is what gives the space back. But every SQLite write
@@ -198,7 +199,8 @@ class DiskBudget:
         self._update_level()
 
     async def admit(self, db: aiosqlite.Connection, incoming: int) -> str | None:
-        """Journal.admit hook: None to accept, else a reason a technician can act on."""
+        """None to accept `incoming` bytes of new documents, else a reason a technician can act
+        on."""
         cap = self.cap_bytes
         estimate = self.state.used_bytes + self._added_since + incoming
         # Measuring costs three PRAGMAs; skip it while far from every limit (< 1 s old, < 50 %).
@@ -297,7 +299,8 @@ class DiskBudget:
 
 
 class Retention:
-    """Async context manager: installs the budget on the journal and prunes in the background."""
+    """Async context manager: prunes in the background, and is the journal's DiskGuard once the
+    daemon hands it over (`Journal.guarded_by`)."""
 
     def __init__(self, journal: Journal, cfg: RetentionConfig) -> None:
         self.journal = journal
@@ -318,8 +321,6 @@ class Retention:
             self._marks.append((self.journal.acked_seq, at))
         await self.journal.run_write(self.budget.measure)
         self._settle_reserve()
-        self.journal.admit = self.budget.admit
-        self.journal.on_disk_full = self._disk_filled
         await self._tasks.__aenter__()
         self._tasks.start(self._loop(), "prune")
         return self
@@ -330,12 +331,16 @@ class Retention:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.journal.admit = None
-        self.journal.on_disk_full = None
         await self._tasks.stop()
 
-    def _disk_filled(self) -> bool:
-        """Journal.on_disk_full: a write found no room; give the reserve back."""
+    # --- the journal's DiskGuard (handed to it by the daemon: Journal.guarded_by) ------------
+
+    async def admit(self, db: aiosqlite.Connection, incoming: int) -> str | None:
+        """None to accept a group of new documents, else a reason a technician can act on."""
+        return await self.budget.admit(db, incoming)
+
+    def disk_filled(self) -> bool:
+        """A journal write found no room; give the reserve back."""
         self.state.level = "full"
         reserve = self.budget.reserve
         return reserve.release("a journal write found the disk full", keep=reserve.start_part)

@@ -13,11 +13,11 @@ import contextlib
 import logging
 import shutil
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import aiosqlite
 import uuid6
@@ -42,9 +42,18 @@ SQLITE_FULL = 13
 SQLITE_IOERR_SHMSIZE = 4874
 
 T = TypeVar("T")
-# Disk budget hook (agent.retention): given the writer connection and the bytes a group of new
-# documents adds, returns why they must be refused, or None to let them in.
-Admit = Callable[[aiosqlite.Connection, int], Awaitable[str | None]]
+
+
+class DiskGuard(Protocol):
+    """What keeps the journal within its disk budget (agent.retention.Retention is one); the
+    daemon hands it over with `Journal.guarded_by`."""
+
+    async def admit(self, db: aiosqlite.Connection, incoming: int) -> str | None:
+        """Given the writer connection and the bytes a group of new documents adds: why they
+        must be refused, or None to let them in."""
+
+    def disk_filled(self) -> bool:
+        """A write found the disk full (called in the writer): True if room was made."""
 
 
 class JournalError(LanesyncError):
@@ -159,14 +168,25 @@ class Journal:
         # Set when a write found the disk full, cleared by the next write that commits.
         self.disk_full: str | None = None
         self.disk_full_free: int | None = None  # bytes free when that write failed
-        # Called (in the writer) when a write found the disk full; True if it made room
-        # (agent.retention gives back its reserve), and the held ack is then tried once more.
-        self.on_disk_full: Callable[[], bool] | None = None
+        # The disk budget (agent.retention), handed over by the daemon with guarded_by(): it
+        # admits or refuses each group of new documents, and makes room (gives back its
+        # reserve) when a write found the disk full, after which a held ack is tried again.
+        self._guard: DiskGuard | None = None
         self.commits = 0  # number of append transactions; appends / commits = group size
         self._listeners: list[Callable[[], None]] = []
-        self.admit: Admit | None = None  # set by agent.retention to enforce the disk budget
 
     # --- lifecycle ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def guarded_by(self, guard: DiskGuard) -> AsyncIterator[None]:
+        """Enforce `guard`'s disk budget on every append while inside."""
+        if self._guard is not None:
+            raise JournalError(f"journal {self.path} already has a disk guard")
+        self._guard = guard
+        try:
+            yield
+        finally:
+            self._guard = None
 
     async def __aenter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -448,7 +468,7 @@ class Journal:
 
     async def _after_disk_full(self) -> None:
         """Let the hook make room (the reserve), then write a held ack mark once more."""
-        if self.on_disk_full is None or not self.on_disk_full():
+        if self._guard is None or not self._guard.disk_filled():
             return
         if self.held_ack is None:
             return
@@ -465,10 +485,10 @@ class Journal:
 
     async def _admit(self, appends: list[_Append]) -> list[_Append]:
         """Refuse a group's new documents when the disk budget is exhausted (acks still pass)."""
-        if not appends or self.admit is None:
+        if not appends or self._guard is None:
             return appends
         incoming = sum(len(a.body) + 200 for a in appends)  # + row, index and txn_id overhead
-        reason = await self.admit(self._require(self._db), incoming)
+        reason = await self._guard.admit(self._require(self._db), incoming)
         if reason is None:
             return appends
         log.error("journal %s: %d documents refused: %s", self.path, len(appends), reason)
@@ -485,8 +505,8 @@ class Journal:
         except sqlite3.Error as exc:
             await _rollback(db)
             log.error("journal %s: maintenance failed: %s", self.path, exc)
-            if is_disk_full(exc) and self.on_disk_full is not None:
-                self.on_disk_full()
+            if is_disk_full(exc) and self._guard is not None:
+                self._guard.disk_filled()
             if not op.future.done():
                 op.future.set_exception(JournalError(f"journal {self.path}: {exc}"))
         except Exception as exc:  # noqa: BLE001 - handed to the caller; the writer must live on
