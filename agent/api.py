@@ -38,6 +38,7 @@ from agent.apiedge import (
     edge_middleware,
     problem,
     read_json,
+    transit_problem,
 )
 from agent.catalog.lookup import (
     BY_KEY,
@@ -61,6 +62,7 @@ from hardware.events import DeviceEvent, HardwareEvent, ScanEvent
 from hardware.queue import ScanQueue
 from protocol.catalog import CODE_RE
 from protocol.pan import mask_text
+from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +185,7 @@ class LocalApi:
         self.lookup = Lookup(catalog, journal.lane)
         self.hub.describe = self.lookup.scan
         self._closing = asyncio.Event()
-        self._tasks: asyncio.TaskGroup | None = None
-        self._hub_task: asyncio.Task[None] | None = None
+        self._tasks = Tasks("local-api")
         self.app = web.Application(
             client_max_size=MAX_REQUEST_BYTES,
             middlewares=[edge_middleware(self._authorize, self._count_refusal)],
@@ -232,9 +233,8 @@ class LocalApi:
             await self.service.start(open_numbers)
             if self.sales.rows:
                 log.info("resumed %d open documents", len(self.sales.rows))
-            self._tasks = asyncio.TaskGroup()
             await self._tasks.__aenter__()
-            self._hub_task = self._tasks.create_task(self.hub.run(), name="api-scan-hub")
+            self._tasks.start(self.hub.run(), "scan-hub")
             await self._runner.setup()
             await self._listen()
         except BaseException:
@@ -282,12 +282,7 @@ class LocalApi:
         try:
             await self._runner.cleanup()
         finally:
-            if self._hub_task is not None:
-                self._hub_task.cancel()
-            if self._tasks is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._tasks.__aexit__(None, None, None)
-                self._tasks = None
+            await self._tasks.stop()
             if self.store._db is not None:
                 with contextlib.suppress(JournalError):
                     await self.service.close()
@@ -399,11 +394,15 @@ class LocalApi:
     # --- transit receive ------------------------------------------------------------------
 
     async def transit_receive(self, request: web.Request) -> web.Response:
-        return await self.transit.http_receive(await read_json(request, optional=True))
+        session = await self.transit.receive(await read_json(request, optional=True))
+        if session is None:
+            return web.Response(status=204)
+        return web.json_response({"id": session.id, "transit": session.transit})
 
     async def transit_accept(self, request: web.Request) -> web.Response:
         body = await read_json(request, optional=True)
-        return await self.transit.http_accept(request.match_info["id"], body)
+        answer, again = await self.transit.accept(request.match_info["id"], body)
+        return web.json_response({**answer, "duplicate": again}, status=200 if again else 201)
 
     # --- master data (agent.catalog.lookup) -----------------------------------------------
 
@@ -475,6 +474,8 @@ class LocalApi:
                 if event is None:
                     break
                 data = event.to_json()
+                if isinstance(event, TransitEvent) and event.failure is not None:
+                    data = {**event.data, **transit_problem(event.failure), "event": "transit"}
                 if isinstance(event, TransitEvent) and isinstance(data.get("detail"), str):
                     data["detail"] = mask_text(data["detail"])  # a refusal: never a PAN
                 sent += 1

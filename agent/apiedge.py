@@ -41,8 +41,9 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 from agent.catalog.lookup import LookupRefused
 from agent.journal import JournalConflict, JournalError, JournalFull
 from agent.open_docs.sales import OpenDocError
-from protocol import screen
-from protocol.errors import ProtocolError
+from agent.transit import TransitError
+from protocol import requests, screen
+from protocol.errors import LanesyncError, ProtocolError
 from protocol.messages import REPLY_FIELDS
 from protocol.pan import is_pan_digits, mask_text
 
@@ -117,7 +118,7 @@ def problem(
 
 
 def remask(resp: web.StreamResponse) -> web.StreamResponse:
-    """A problem+json response not made by `problem()` (agent.transit's) made again by it."""
+    """A problem+json response a handler made without `problem()`, made again by it."""
     if isinstance(resp, Problem) or not isinstance(resp, web.Response):
         return resp
     if resp.content_type != PROBLEM or not isinstance(resp.body, bytes):
@@ -149,8 +150,11 @@ def remask(resp: web.StreamResponse) -> web.StreamResponse:
     return out
 
 
-class EdgeError(Exception):
-    """A request refused at the edge: its status, and the field or header at fault."""
+class EdgeError(LanesyncError):
+    """A request refused at the edge itself (form, size, charset, path): the edge knows its
+    status when it raises it, with the field or header at fault."""
+
+    code = "edge"
 
     def __init__(self, status: int, title: str, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
@@ -161,6 +165,52 @@ class BodyError(EdgeError):
     """A body that is not a JSON document the agent reads (counted as a refused document)."""
 
 
+# The one table: a domain error's code -> the HTTP status and title the POS is answered with.
+STATUS: dict[str, tuple[int, str]] = {
+    "invalid": (422, "Invalid document"),  # ProtocolError: a document or request refused
+    # agent.open_docs.sales.OpenDocError
+    "not_found": (404, "Not Found"),
+    "conflict": (409, "Conflict"),
+    # agent.catalog.lookup.LookupRefused ("not_found" above)
+    "invalid_parameter": (422, "Invalid parameter"),
+    "no_catalog": (503, "No catalog yet"),
+    "catalog_unreadable": (503, "Catalog unreadable"),
+    "setting_unreadable": (503, "Setting unreadable"),
+    # agent.journal: a document not confirmed
+    "txn_conflict": (409, "Conflicting txn_id"),
+    "journal_full": (503, "Journal full"),  # nothing lost: the disk budget is spent
+    "journal": (503, "Journal unavailable"),  # the POS keeps the sale open and retries
+}
+# agent.transit.TransitError: head office's refusal codes (headoffice.transit.server) and the
+# lane's own; a code not listed is a conflict.
+TRANSIT_STATUS: dict[str, tuple[int, str]] = {
+    requests.UNKNOWN: (404, "Not Found"),
+    requests.NOT_YET_KNOWN: (404, "Not Found"),
+    "no_session": (404, "Not Found"),  # the lane's: no receive open with this id
+    requests.ALREADY_RECEIVED: (409, "Conflict"),
+    requests.OTHER_STORE: (409, "Conflict"),
+    requests.CANCELLED: (409, "Conflict"),
+    requests.AMBIGUOUS: (409, "Conflict"),
+    requests.BAD_REQUEST: (422, "Invalid request"),
+    requests.EXPIRED: (503, "Head office unavailable"),
+    "unreachable": (503, "Head office unavailable"),  # the lane's: no answer in time
+    "unavailable": (503, "Head office unavailable"),
+}
+
+
+def transit_problem(exc: TransitError) -> dict[str, Any]:
+    """A failed transit receive as problem details, for its answer and its scan event."""
+    status, title = TRANSIT_STATUS.get(exc.code, (409, "Conflict"))
+    return {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": exc.reason,
+        "code": exc.code,
+        **exc.extra,
+    }
+
+
 def answer(exc: BaseException) -> Problem:
     """The HTTP status and problem details of every error a request can meet."""
     if isinstance(exc, EdgeError):
@@ -169,20 +219,34 @@ def answer(exc: BaseException) -> Problem:
         return problem(exc.status, exc.reason, exc.text or exc.reason)
     if isinstance(exc, LookupRefused):
         # A lookup names the catalog version it looked in (null: none could be read).
-        return problem(exc.status, exc.title, exc.detail, exc.field, catalog_version=exc.version)
+        status, title = STATUS[exc.code]
+        return problem(status, title, exc.detail, exc.field, catalog_version=exc.version)
     if isinstance(exc, ProtocolError):
-        return problem(422, "Invalid document", exc.reason, exc.field)
+        return problem(*STATUS["invalid"], exc.reason, exc.field)
     if isinstance(exc, OpenDocError):
-        title = "Not Found" if exc.status == 404 else "Conflict"
-        return problem(exc.status, title, exc.reason, exc.field)
+        return problem(*STATUS[exc.code], exc.reason, exc.field)
+    if isinstance(exc, TransitError):
+        # Head office's transit details and receive record are the fields a Reply declares
+        # (protocol.messages.REPLY_FIELDS: times, GTINs, the SSCC).
+        body = transit_problem(exc)
+        for key in ("type", "title", "status", "detail"):
+            body.pop(key)
+        field = body.pop("field", None)
+        status, title = TRANSIT_STATUS.get(exc.code, (409, "Conflict"))
+        return problem(
+            status,
+            title,
+            exc.reason,
+            None if field is None else str(field),
+            declared=REPLY_FIELDS,
+            **body,
+        )
     if isinstance(exc, JournalConflict):
-        return problem(409, "Conflicting txn_id", str(exc), "txn_id")
+        return problem(*STATUS["txn_conflict"], str(exc), "txn_id")
     if isinstance(exc, JournalFull):
-        # Not confirmed, and nothing lost: the disk budget is spent until there is room.
-        return problem(503, "Journal full", str(exc))
+        return problem(*STATUS["journal_full"], str(exc))
     if isinstance(exc, JournalError):
-        # Not confirmed: the POS must keep the sale open and retry or fall back.
-        return problem(503, "Journal unavailable", str(exc))
+        return problem(*STATUS["journal"], str(exc))
     return problem(500, "Internal error", "a bug in the agent; see its log")
 
 
@@ -556,7 +620,7 @@ def edge_middleware(
             if exc.status < 400:
                 raise
             return answer(exc)
-        except (EdgeError, OpenDocError, JournalError, LookupRefused) as exc:
+        except (EdgeError, OpenDocError, JournalError, LookupRefused, TransitError) as exc:
             return answer(exc)
         except Exception as exc:
             log.exception("local API: %s %s failed", request.method, mask_text(request.path))

@@ -17,7 +17,8 @@ import msgpack
 
 from agent import config as agent_config
 from agent import opscli
-from agent.verify import open_readonly, verify
+from agent.journal.file import JournalFile
+from agent.verify import verify
 from protocol.errors import LanesyncError
 
 DEFAULT_CONFIG = "/etc/lanesync/agent.toml"
@@ -87,17 +88,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     try:
-        db = open_readonly(_journal_path(args))
+        db = JournalFile(_journal_path(args))
     except (LanesyncError, FileNotFoundError) as exc:
         print(f"lanesync journal tail: {exc}", file=sys.stderr)
         return 2
     with db:
-        acked = int(db.execute("SELECT acked_seq FROM outbox").fetchone()[0])
-        rows = db.execute(
-            "SELECT seq, kind, txn_id, ts, body FROM entries ORDER BY seq DESC LIMIT ?", (args.n,)
-        ).fetchall()
+        acked, _ = db.acked()
+        rows = db.latest(args.n)
     out: list[dict[str, Any]] = []
-    for seq, kind, txn_id, ts, body in reversed(rows):
+    for seq, kind, txn_id, ts, body, _hash in rows:
         doc = msgpack.unpackb(body, raw=False)
         out.append(
             {

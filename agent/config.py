@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import opsconfig
+from agent.numbering import DocumentsConfig, TransitConfig
 from agent.opsconfig import OpsConfig
 from protocol.catalog import MAX_SNAPSHOT_CHUNK
 from protocol.errors import ConfigError, ProtocolError
@@ -95,25 +96,6 @@ def refuse_moved(data: dict[str, Any]) -> None:
             first = next(iter(value), None) if isinstance(value, dict) else None
             shown = f"{table}.{first}" if first is not None else table
             raise ConfigError(f"{shown}: {where}")
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentsConfig:
-    """[documents]: how this lane numbers its documents (its currency and time zone are its
-    store's, from head office's catalog)."""
-
-    register_prefix: str | None = None  # "T1" -> T10001; default "T" + the lane's last digit
-
-
-@dataclass(frozen=True, slots=True)
-class TransitConfig:
-    """[transit]: the lane's SSCC numbering and how long it waits for head office (which
-    "by" tabs are allowed, and whether a quantity is asked, are head office's settings)."""
-
-    gs1_company_prefix: str | None = None  # 7..10 digits; transits need it for their SSCC
-    sscc_lane_prefix: str = ""  # digits unique to this lane across the chain
-    sscc_extension_digit: int = 0
-    receive_timeout_s: float = 5.0  # a transit lookup/accept fails after this without head office
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from agent.catalog.sync import CatalogSync
 from agent.config import AgentConfig
 from agent.documents.sscc import SsccLeases, SsccScheme
 from agent.journal import Journal
+from agent.metrics import BatchSizes
 from agent.operations import Operations
 from agent.replicator import Replicator
 from agent.retention import DiskReserve
@@ -70,7 +71,8 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
             # LinkDown until it connects) but started only after READY: READY means the lane
             # takes sales, not that it has begun to drain (issue 17.1's clock starts at READY
             # or at the link's return, and sending before it hid part of the drain).
-            replicator = Replicator(journal, config, catalog)
+            batch_sizes = BatchSizes()
+            replicator = Replicator(journal, config, catalog, on_batch=batch_sizes.observe)
             async with (
                 _announce_versions(catalog_store, replicator),
                 # SSCC serials leased from head office in blocks (issue 15.5), when transits
@@ -78,7 +80,9 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
                 _sscc_leases(config, journal.epoch, replicator),
                 # Disk budget, retention, metrics, live status, watchdog: before the API takes
                 # sales.
-                Operations(config, journal, replicator) as ops,
+                Operations(config, journal, replicator, batch_sizes=batch_sizes) as ops,
+                # The journal refuses new documents past the disk budget retention keeps.
+                journal.guarded_by(ops.retention),
                 LocalApi(
                     config.api,
                     journal,

@@ -30,12 +30,13 @@ from agent.config import AgentConfig, BrokerConfig
 from agent.export import ExportError, load_key
 from agent.status import head_office_silent, journal_facts, live_path, read_live
 from agent.verify import verify
-from protocol import codec
+from protocol import codec, requests
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
 from protocol.messages import Reply, Request
 from protocol.runtime import brokerconn
 from protocol.runtime.brokerconn import BrokerFileError
+from protocol.runtime.clock import clock_skew_s
 
 Outcome = Literal["ok", "warn", "fail"]
 SERVICE_USER = "lanesync"
@@ -286,7 +287,7 @@ async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Ch
     sent = time.time()
     await client.publish(
         topics.topic(cfg.lane, Channel.REQUEST),
-        codec.encode(Request(cfg.lane, corr, "time", {})),
+        codec.encode(Request(cfg.lane, corr, requests.OP_TIME, {})),
         qos=1,
     )
     try:
@@ -310,7 +311,7 @@ async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Ch
 def _skew_check(reply: Reply, sent: float, received: float) -> Check:
     if not reply.ok or "now_ms" not in reply.result:
         return Check("clock", "warn", f"head office refused the time request: {reply.error}", "")
-    skew = float(reply.result["now_ms"]) / 1000 - (sent + received) / 2
+    skew = clock_skew_s(reply.result["now_ms"], sent, received)
     return _skew_verdict(skew, f" (round trip {received - sent:.2f}s)")
 
 

@@ -6,39 +6,24 @@ entries arriving later over MQTT are dropped as redeliveries (they carry the sam
 (store, lane, epoch, seq) and chain hashes). Exporting changes nothing in the journal: entries
 leave the outbox only when head office acks them after the lane reconnects (invariant 2).
 
-File format (`lanesync-export/1`), two lines of UTF-8 JSON:
-  line 1: {"format", "store", "lane", "epoch", "first_seq", "last_seq", "prev_hash",
-           "created_at", "entries": [[seq, kind, txn_id, ts, body_b64, hash_b64], ...]}
-  line 2: {"alg": "HMAC-SHA256", "key_id", "mac"}: the MAC of line 1's exact bytes.
-Signing the exact bytes avoids any JSON canonicalisation question.
-
-Why HMAC-SHA256 and not Ed25519: no well-kept Ed25519 library (cryptography, PyNaCl) is a
-dependency, and the stdlib has HMAC. Head office is the only verifier and already trusted with
-the store's data, so a per-store shared key loses nothing that matters here; the hash chain
-inside the file still ties every entry to the lane's epoch genesis.
+The file format (`lanesync-export/1`, HMAC-signed) is protocol.exportfile, which head office
+reads with; this module reads the journal and writes the file.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from agent.verify import open_readonly
+from agent.journal.file import JournalFile
+from protocol import exportfile
 from protocol.chain import first_break, genesis
 from protocol.errors import LanesyncError
+from protocol.exportfile import MIN_KEY_BYTES
 from protocol.identity import LaneId
-from protocol.messages import Entry
-
-FORMAT = "lanesync-export/1"
-ALG = "HMAC-SHA256"
-MIN_KEY_BYTES = 32
+from protocol.runtime.clock import now_ms
 
 
 class ExportError(LanesyncError):
@@ -65,19 +50,6 @@ def load_key(path: Path) -> bytes:
     return key
 
 
-def key_id(key: bytes) -> str:
-    """A short fingerprint that says which key signed, without revealing it."""
-    return hashlib.sha256(b"lanesync-export-key\0" + key).hexdigest()[:16]
-
-
-def mac(key: bytes, payload: bytes) -> str:
-    return hmac.new(key, payload, hashlib.sha256).hexdigest()
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
-
-
 @dataclass(slots=True)
 class ExportResult:
     path: str
@@ -93,59 +65,39 @@ class ExportResult:
 def build(journal_path: Path, lane: LaneId, key: bytes) -> tuple[bytes, ExportResult]:
     """Read the unacked backlog read-only (agent running or not) and sign it."""
     try:
-        db = open_readonly(journal_path)
+        db = JournalFile(journal_path)
     except FileNotFoundError as exc:
         raise ExportError(str(exc)) from None
-    try:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    with db:
+        meta = db.meta()
         if (meta.get("store"), meta.get("lane")) != (lane.store, lane.lane):
             raise ExportError(
                 f"{journal_path} belongs to lane {meta.get('store')}/{meta.get('lane')}, not {lane}"
             )
         epoch = int(meta["epoch"])
-        acked = int(db.execute("SELECT acked_seq FROM outbox").fetchone()[0])
-        rows = db.execute(
-            "SELECT seq, kind, txn_id, ts, body, hash FROM entries WHERE seq > ? ORDER BY seq",
-            (acked,),
-        ).fetchall()
+        acked, _ = db.acked()
+        entries = list(db.entries(acked))
         if acked == 0:
             prev = genesis(lane, epoch)
         else:
-            row = db.execute("SELECT hash FROM entries WHERE seq = ?", (acked,)).fetchone()
-            if row is None:
+            held = db.entry_hash(acked)
+            if held is None:
                 raise ExportError(f"entry {acked} (the acked mark) is missing from {journal_path}")
-            prev = bytes(row[0])
-    finally:
-        db.close()
-    entries = [Entry(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5])) for r in rows]
+            prev = held
     broken = first_break(prev, entries)
     if broken is not None:
         raise ExportError(
             f"hash chain broken at seq {broken[0]} in {journal_path}; run `lanesync journal "
             "verify` and call support before carrying this journal anywhere"
         )
-    payload: dict[str, Any] = {
-        "format": FORMAT,
-        "store": lane.store,
-        "lane": lane.lane,
-        "epoch": epoch,
-        "first_seq": entries[0].seq if entries else None,
-        "last_seq": entries[-1].seq if entries else None,
-        "acked_seq": acked,
-        "prev_hash": _b64(prev),
-        "created_at": int(time.time() * 1000),
-        "entries": [[e.seq, e.kind, e.txn_id, e.ts, _b64(e.body), _b64(e.hash)] for e in entries],
-    }
-    line1 = json.dumps(payload, separators=(",", ":")).encode()
-    sig = {"alg": ALG, "key_id": key_id(key), "mac": mac(key, line1)}
-    data = line1 + b"\n" + json.dumps(sig).encode() + b"\n"
+    data = exportfile.encode(lane, epoch, acked, prev, entries, now_ms(), key)
     res = ExportResult(
         "",
         lane.store,
         lane.lane,
         epoch,
-        payload["first_seq"],
-        payload["last_seq"],
+        entries[0].seq if entries else None,
+        entries[-1].seq if entries else None,
         len(entries),
         len(data),
     )

@@ -10,12 +10,10 @@ run in a worker thread at most once a second.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -138,6 +136,31 @@ class AgentCollector(Collector):
             yield counter("entries_pruned", "Acked entries pruned by retention", s.pruned)
 
 
+class BatchSizes:
+    """Histograms of the journal batches the replicator publishes (entries and bytes).
+
+    Built by the daemon before the replicator, which is handed `observe` at construction;
+    AgentMetrics registers the histograms, so neither sets anything on the other."""
+
+    def __init__(self) -> None:
+        self.entries = Histogram(
+            "lanesync_agent_batch_entries",
+            "Entries per published journal batch",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+            registry=None,
+        )
+        self.bytes = Histogram(
+            "lanesync_agent_batch_bytes",
+            "Encoded bytes per published journal batch",
+            buckets=(512, 2048, 8192, 32768, 131072, 524288, 1048576),
+            registry=None,
+        )
+
+    def observe(self, entries: int, size: int) -> None:
+        self.entries.observe(entries)
+        self.bytes.observe(size)
+
+
 class AgentMetrics:
     """Registry plus batch-size histograms; `render()` is what /metrics returns."""
 
@@ -147,64 +170,19 @@ class AgentMetrics:
         replicator: Replicator,
         retention: Retention | None = None,
         counters: AgentCounters | None = None,
+        batch_sizes: BatchSizes | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.counters = counters or AgentCounters()
         self.collector = AgentCollector(journal, replicator, retention, self.counters)
         self.registry.register(self.collector)
-        self.batch_entries = Histogram(
-            "lanesync_agent_batch_entries",
-            "Entries per published journal batch",
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
-            registry=self.registry,
-        )
-        self.batch_bytes = Histogram(
-            "lanesync_agent_batch_bytes",
-            "Encoded bytes per published journal batch",
-            buckets=(512, 2048, 8192, 32768, 131072, 524288, 1048576),
-            registry=self.registry,
-        )
-        replicator.on_batch = self.observe_batch
-
-    def observe_batch(self, entries: int, size: int) -> None:
-        self.batch_entries.observe(entries)
-        self.batch_bytes.observe(size)
+        self.batch_sizes = batch_sizes or BatchSizes()
+        self.registry.register(self.batch_sizes.entries)
+        self.registry.register(self.batch_sizes.bytes)
 
     async def render(self) -> bytes:
         await self.collector.refresh()
         return generate_latest(self.registry)
-
-
-class HttpServer:
-    """A small aiohttp listener on HOST:PORT, as an async context manager."""
-
-    def __init__(self, app: web.Application, listen: str) -> None:
-        self.app = app
-        host, _, port = listen.rpartition(":")
-        self.host, self.port = host.strip("[]"), int(port)
-        self._runner = web.AppRunner(app, access_log=None)
-
-    async def __aenter__(self) -> Self:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise OSError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
-        for addr in self._runner.addresses:  # port 0 (tests): the one the kernel picked
-            self.port = int(addr[1])
-            break
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with contextlib.suppress(Exception):
-            await self._runner.cleanup()
 
 
 def metrics_app(metrics: AgentMetrics) -> web.Application:

@@ -8,21 +8,22 @@ check against head office. The daemon enters `Operations` after the journal and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from types import TracebackType
 from typing import Any, Self
 
-import aiosqlite
-
 from agent.config import AgentConfig
 from agent.journal import Journal
-from agent.metrics import AgentCounters, AgentMetrics, HttpServer, metrics_app
+from agent.metrics import AgentCounters, AgentMetrics, BatchSizes, metrics_app
 from agent.replicator import Replicator, ReplicatorStats, RequestTimeout
 from agent.retention import Retention
 from agent.status import LiveStatus, live_path
+from protocol import requests
+from protocol.runtime.clock import clock_skew_s
+from protocol.runtime.httpserver import HttpServer
 from protocol.runtime.logsetup import add_secret
+from protocol.runtime.services import Services
 from protocol.runtime.watchdog import run_watchdog
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,6 @@ log = logging.getLogger(__name__)
 CLOCK_CHECK_INTERVAL_S = 600.0
 CLOCK_SKEW_WARN_S = 5.0
 LINK_WATCH_INTERVAL_S = 0.5
-
-
-async def _ping(db: aiosqlite.Connection) -> None:
-    await (await db.execute("SELECT 1")).fetchone()
-
-
-def skew_from_reply(result: dict[str, Any], sent: float, received: float) -> float:
-    """Head office clock minus ours, assuming the reply took half the round trip."""
-    return float(result["now_ms"]) / 1000 - (sent + received) / 2
 
 
 class LinkWatch:
@@ -79,6 +71,7 @@ class Operations:
         replicator: Replicator,
         counters: AgentCounters | None = None,
         *,
+        batch_sizes: BatchSizes | None = None,
         watchdog_interval: float | None = None,
     ) -> None:
         self.config = config
@@ -89,36 +82,30 @@ class Operations:
         for secret in (config.broker.password, config.api.token):
             add_secret(secret)
         self.retention = Retention(journal, config.ops.retention)
-        self.metrics = AgentMetrics(journal, replicator, self.retention, self.counters)
+        self.metrics = AgentMetrics(journal, replicator, self.retention, self.counters, batch_sizes)
         self.http: HttpServer | None = None
-        self._stack = contextlib.AsyncExitStack()
-        self._tasks: asyncio.TaskGroup | None = None
-        self._jobs: list[asyncio.Task[None]] = []
+        self._services = Services(f"operations {config.lane}")
         self._live: LiveStatus | None = None
         self.link = LinkWatch()
 
     async def __aenter__(self) -> Self:
+        services = self._services
+        await services.__aenter__()
         try:
-            await self._stack.enter_async_context(self.retention)
+            await services.enter(self.retention)
             if self.config.ops.metrics.listen:
-                self.http = HttpServer(metrics_app(self.metrics), self.config.ops.metrics.listen)
-                await self._stack.enter_async_context(self.http)
-            self._live = LiveStatus(live_path(self.config.journal_path), self.snapshot)
-            await self._stack.enter_async_context(self._live)
-            self._tasks = asyncio.TaskGroup()
-            await self._tasks.__aenter__()
+                listen = self.config.ops.metrics.listen
+                self.http = await services.serve(metrics_app(self.metrics), listen)
+            live = LiveStatus(live_path(self.config.journal_path), self.snapshot)
+            self._live = await services.enter(live)
         except BaseException:
-            await self._stack.aclose()
+            await services.stop()
             raise
-        lane = self.config.lane
-        self._jobs = [
-            self._tasks.create_task(
-                run_watchdog(self.probe, self.status_line, self.watchdog_interval),
-                name=f"watchdog {lane}",
-            ),
-            self._tasks.create_task(self._clock_loop(), name=f"clock-check {lane}"),
-            self._tasks.create_task(self._link_loop(), name=f"link-watch {lane}"),
-        ]
+        services.start(
+            run_watchdog(self.probe, self.status_line, self.watchdog_interval), "watchdog"
+        )
+        services.start(self._clock_loop(), "clock-check")
+        services.start(self._link_loop(), "link-watch")
         return self
 
     async def __aexit__(
@@ -127,18 +114,11 @@ class Operations:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for job in self._jobs:
-            job.cancel()
-        try:
-            if self._tasks is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._tasks.__aexit__(None, None, None)
-        finally:
-            await self._stack.aclose()
+        await self._services.stop()
 
     async def probe(self) -> None:
         """Alive means: the journal's writer task takes a request and SQLite answers it."""
-        await self.journal.run_write(_ping)
+        await self.journal.ping()
 
     def status_line(self) -> str:
         st, j = self.replicator.stats, self.journal
@@ -202,12 +182,12 @@ class Operations:
         """Ask head office for its time; returns and records the skew, None if no answer."""
         sent = time.time()
         try:
-            reply = await self.replicator.request("time", {}, timeout)
+            reply = await self.replicator.request(requests.OP_TIME, {}, timeout)
         except RequestTimeout:
             return None
         if not reply.ok or "now_ms" not in reply.result:
             return None
-        skew = skew_from_reply(reply.result, sent, time.time())
+        skew = clock_skew_s(reply.result["now_ms"], sent, time.time())
         self.counters.clock_skew_s = round(skew, 3)
         if abs(skew) > CLOCK_SKEW_WARN_S:
             log.warning(

@@ -1,7 +1,8 @@
 """`lanesync status`, `lanesync doctor` and `lanesync journal export`: the technician's tools.
 
 Registered from agent/cli.py; each prints plain text for people and `--json` for scripts.
-Exit codes: 0 healthy / done, 1 a problem was found, 2 the command could not run.
+Exit codes (protocol.runtime.cli.Exit): OK healthy / done, PROBLEM a problem was found,
+CANNOT_RUN the command could not run.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 from agent import config as agent_config
@@ -17,6 +17,7 @@ from agent import doctor
 from agent import export as lane_export
 from agent import status as lane_status
 from protocol.errors import LanesyncError
+from protocol.runtime.cli import Exit, fail
 
 
 def register(
@@ -49,14 +50,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         cfg = agent_config.load(args.config)
     except LanesyncError as exc:
-        print(f"lanesync status: {exc}", file=sys.stderr)
-        return 2
+        return fail("status", exc, Exit.CANNOT_RUN)
     rep = lane_status.collect(cfg)
     if args.json:
         print(json.dumps(rep.as_dict()))
     else:
         print(lane_status.render(rep))
-    return 0 if not rep.problems else 1
+    return Exit.PROBLEM if rep.problems else Exit.OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -65,7 +65,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(json.dumps([c.as_dict() for c in checks]))
     else:
         print(doctor.render(checks))
-    return 1 if any(c.outcome == "fail" for c in checks) else 0
+    return Exit.PROBLEM if any(c.outcome == "fail" for c in checks) else Exit.OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -83,8 +83,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             out = out / lane_export.default_name(cfg.lane)
         res = lane_export.export(cfg.journal_path, cfg.lane, key, out)
     except LanesyncError as exc:
-        print(f"lanesync journal export: {exc}", file=sys.stderr)
-        return 2
+        return fail("journal export", exc, Exit.CANNOT_RUN)
     if args.json:
         print(json.dumps(dataclasses.asdict(res)))
     elif res.entries == 0:
@@ -95,4 +94,4 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"unacked entries (seq {res.first_seq}..{res.last_seq}), {res.bytes} bytes. At head "
             f"office run: lanesync import {Path(res.path).name}"
         )
-    return 0
+    return Exit.OK

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from protocol.errors import ConfigError
 from protocol.runtime.config import Table
+from protocol.runtime.httpserver import check_listen
+
+LISTEN_EXAMPLE = "127.0.0.1:9641"  # shown when a listen setting is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +46,6 @@ class OpsConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
 
 
-def check_listen(value: str | None, key: str) -> str | None:
-    """A HOST:PORT to listen on, or None when empty (disabled)."""
-    if not value:
-        return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{key}: must be HOST:PORT like 127.0.0.1:9641, got {value!r}")
-    return value
-
-
 def parse(root: Table) -> OpsConfig:
     r = root.table("retention")
     d = RetentionConfig()
@@ -76,7 +69,9 @@ def parse(root: Table) -> OpsConfig:
         raise ConfigError("retention.max_journal_mb: must be 0 (no budget) or at least 1")
     r.done()
     m = root.table("metrics")
-    metrics = MetricsConfig(listen=check_listen(m.str("listen", ""), "metrics.listen"))
+    metrics = MetricsConfig(
+        listen=check_listen(m.str("listen", ""), "metrics.listen", LISTEN_EXAMPLE)
+    )
     m.done()
     e = root.table("export")
     key_file = e.str("key_file", "")

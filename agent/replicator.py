@@ -52,7 +52,7 @@ from protocol.messages import (
     Status,
 )
 from protocol.runtime import brokerconn
-from protocol.runtime.tasks import cancel_and_wait
+from protocol.runtime.tasks import Tasks
 from protocol.runtime.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,15 @@ class Replicator:
     """Async context manager that runs the replication loop in its own task group."""
 
     def __init__(
-        self, journal: Journal, config: AgentConfig, catalog: CatalogHeads | None = None
+        self,
+        journal: Journal,
+        config: AgentConfig,
+        catalog: CatalogHeads | None = None,
+        *,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
+        """`on_batch(entries, bytes)` is told of each published batch (the daemon hands it
+        agent.metrics.BatchSizes.observe)."""
         self.journal = journal
         self.config = config
         self.lane = config.lane
@@ -124,10 +131,9 @@ class Replicator:
         self._client: aiomqtt.Client | None = None
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._corr = 0
-        self._tasks: asyncio.TaskGroup | None = None
-        self._main: asyncio.Task[None] | None = None
+        self._tasks = Tasks(f"replicator {self.lane}")
         self._unlisten = journal.on_commit(self._wake.set)
-        self.on_batch: Callable[[int, int], None] | None = None  # (entries, bytes): metrics
+        self._on_batch = on_batch
         self.catalog = catalog
         self._catalog_topic = self.topics.catalog(self.lane.store)
         self._status_now = asyncio.Event()
@@ -137,9 +143,8 @@ class Replicator:
         self._recovering = False  # resending below the acked mark for a restored head office
 
     async def __aenter__(self) -> Self:
-        self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._main = self._tasks.create_task(self._run(), name=f"replicator {self.lane}")
+        self._tasks.start(self._run(), "session")
         return self
 
     async def __aexit__(
@@ -149,11 +154,7 @@ class Replicator:
         tb: TracebackType | None,
     ) -> None:
         self._unlisten()
-        if self._main is not None:
-            await cancel_and_wait(self._main)
-        if self._tasks is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tasks.__aexit__(None, None, None)
+        await self._tasks.stop()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(RequestTimeout("agent is shutting down"))
@@ -374,8 +375,8 @@ class Replicator:
                     self._sent = batch.last_seq
                     self.stats.batches_sent += 1
                     self.stats.entries_sent += len(batch.entries)
-                    if self.on_batch is not None:
-                        self.on_batch(len(batch.entries), len(payload))
+                    if self._on_batch is not None:
+                        self._on_batch(len(batch.entries), len(payload))
                 continue
             timeout = None
             if self._inflight:

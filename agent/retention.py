@@ -6,11 +6,12 @@ transaction on the journal's writer, followed by `PRAGMA incremental_vacuum` so 
 shrinks. The entry at the acked mark itself is always kept: the next batch chains to its hash.
 Unacked entries are never pruned.
 
-The budget is checked on the append path (`Journal.admit`): when the journal's live pages plus
-the incoming documents would pass `max_journal_mb`, or the filesystem would drop below
-`min_free_disk_mb`, the documents are refused with JournalFull and nothing is dropped or
-overwritten. Crossing the high watermark logs a warning (and, by default, prunes acked entries
-before their age, since head office already holds them); the warning clears below the low one.
+The budget is checked on the append path (`Retention.admit`, the journal's DiskGuard): when
+the journal's live pages plus the incoming documents would pass `max_journal_mb`, or the
+filesystem would drop below `min_free_disk_mb`, the documents are refused with JournalFull and
+nothing is dropped or overwritten. Crossing the high watermark logs a warning (and, by default,
+prunes acked entries before their age, since head office already holds them); the warning
+clears below the low one.
 
 A full disk (something else filled it, or the budget was set too loose) must not stop the lane
 draining, since pruning acked entries is what gives the space back. But every SQLite write
@@ -41,6 +42,7 @@ import aiosqlite
 
 from agent.journal import Journal, JournalError
 from agent.opsconfig import RetentionConfig
+from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +199,8 @@ class DiskBudget:
         self._update_level()
 
     async def admit(self, db: aiosqlite.Connection, incoming: int) -> str | None:
-        """Journal.admit hook: None to accept, else a reason a technician can act on."""
+        """None to accept `incoming` bytes of new documents, else a reason a technician can act
+        on."""
         cap = self.cap_bytes
         estimate = self.state.used_bytes + self._added_since + incoming
         # Measuring costs three PRAGMAs; skip it while far from every limit (< 1 s old, < 50 %).
@@ -296,7 +299,8 @@ class DiskBudget:
 
 
 class Retention:
-    """Async context manager: installs the budget on the journal and prunes in the background."""
+    """Async context manager: prunes in the background, and is the journal's DiskGuard once the
+    daemon hands it over (`Journal.guarded_by`)."""
 
     def __init__(self, journal: Journal, cfg: RetentionConfig) -> None:
         self.journal = journal
@@ -304,8 +308,7 @@ class Retention:
         self.budget = DiskBudget(cfg, journal.path, journal)
         # (acked_seq, wall time it was first seen acked): what may go once it is old enough.
         self._marks: deque[tuple[int, float]] = deque()
-        self._tasks: asyncio.TaskGroup | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = Tasks(f"retention {journal.lane}")
 
     @property
     def state(self) -> BudgetState:
@@ -318,11 +321,8 @@ class Retention:
             self._marks.append((self.journal.acked_seq, at))
         await self.journal.run_write(self.budget.measure)
         self._settle_reserve()
-        self.journal.admit = self.budget.admit
-        self.journal.on_disk_full = self._disk_filled
-        self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._task = self._tasks.create_task(self._loop(), name=f"retention {self.journal.lane}")
+        self._tasks.start(self._loop(), "prune")
         return self
 
     async def __aexit__(
@@ -331,16 +331,16 @@ class Retention:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.journal.admit = None
-        self.journal.on_disk_full = None
-        if self._task is not None:
-            self._task.cancel()
-        if self._tasks is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tasks.__aexit__(None, None, None)
+        await self._tasks.stop()
 
-    def _disk_filled(self) -> bool:
-        """Journal.on_disk_full: a write found no room; give the reserve back."""
+    # --- the journal's DiskGuard (handed to it by the daemon: Journal.guarded_by) ------------
+
+    async def admit(self, db: aiosqlite.Connection, incoming: int) -> str | None:
+        """None to accept a group of new documents, else a reason a technician can act on."""
+        return await self.budget.admit(db, incoming)
+
+    def disk_filled(self) -> bool:
+        """A journal write found no room; give the reserve back."""
         self.state.level = "full"
         reserve = self.budget.reserve
         return reserve.release("a journal write found the disk full", keep=reserve.start_part)
@@ -390,31 +390,11 @@ class Retention:
             return 0
         limit = self.cfg.prune_batch
 
+        # On a full disk the pages go back to the filesystem only when the WAL is checkpointed
+        # into the file and both are truncated: then at once.
         full = self.state.level == "full"
-
-        async def step(db: aiosqlite.Connection) -> int:
-            await db.execute("BEGIN IMMEDIATE")
-            cur = await db.execute(
-                "DELETE FROM entries WHERE seq IN "
-                "(SELECT seq FROM entries WHERE seq <= ? ORDER BY seq LIMIT ?)",
-                (bound, limit),
-            )
-            await db.execute("COMMIT")
-            n = cur.rowcount
-            if n:
-                # Gives freed pages back to the filesystem (auto_vacuum=INCREMENTAL journals).
-                # executescript steps the pragma to the end; execute() frees only one page.
-                await db.executescript(f"PRAGMA incremental_vacuum({4 * limit});")
-                if full:
-                    # The pages go back to the filesystem only when the WAL is checkpointed
-                    # into the file and both are truncated; on a full disk, now.
-                    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            row = await (await db.execute("SELECT min(seq) FROM entries")).fetchone()
-            self.state.oldest_kept_seq = int(row[0]) if row and row[0] is not None else None
-            await self.budget.measure(db)
-            return int(n)
-
-        n = await self.journal.run_write(step)
+        n, self.state.oldest_kept_seq = await self.journal.prune(bound, limit, checkpoint=full)
+        await self.journal.run_write(self.budget.measure)
         self.state.pruned += n
         if n:
             log.info(

@@ -24,7 +24,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from agent.config import AgentConfig
-from agent.verify import open_readonly
+from agent.journal.file import JournalFile, open_readonly
+from protocol.runtime.tasks import Tasks
 
 LIVE_INTERVAL_S = 5.0
 # A lane behind its store's head for longer than this is a problem (a version normally
@@ -87,27 +88,20 @@ def journal_facts(path: str | Path) -> JournalFacts:
     facts.exists = True
     facts.size_bytes = _files_size(p)
     try:
-        db = open_readonly(p)
+        db = JournalFile(p)
     except (FileNotFoundError, sqlite3.Error) as exc:
         facts.error = f"{p}: cannot open read-only: {exc}"
         return facts
     try:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        meta = db.meta()
         facts.store, facts.lane = meta.get("store"), meta.get("lane")
         facts.epoch = int(meta["epoch"]) if "epoch" in meta else None
-        acked_seq, acked_at = db.execute("SELECT acked_seq, acked_at FROM outbox").fetchone()
-        facts.acked_seq, facts.acked_at = int(acked_seq), acked_at
-        first, last = db.execute("SELECT min(seq), max(seq) FROM entries").fetchone()
+        facts.acked_seq, facts.acked_at = db.acked()
+        first, last = db.seq_range()
         facts.first_seq, facts.last_seq = first, int(last or 0)
         facts.backlog = max(0, facts.last_seq - facts.acked_seq)
-        size, oldest = db.execute(
-            "SELECT coalesce(sum(length(body)), 0), min(ts) FROM entries WHERE seq > ?",
-            (facts.acked_seq,),
-        ).fetchone()
-        facts.backlog_bytes, facts.oldest_unacked_ts = int(size), oldest
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "quarantine" in tables:
-            facts.quarantined = int(db.execute("SELECT count(*) FROM quarantine").fetchone()[0])
+        facts.backlog_bytes, facts.oldest_unacked_ts = db.unacked(facts.acked_seq)
+        facts.quarantined = db.quarantined()
     except (sqlite3.Error, KeyError, TypeError) as exc:
         facts.error = f"{p}: cannot read journal: {exc}"
     finally:
@@ -209,8 +203,7 @@ class LiveStatus:
     def __init__(self, path: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
         self.path = path
         self.snapshot = snapshot
-        self._task: asyncio.Task[None] | None = None
-        self._tasks: asyncio.TaskGroup | None = None
+        self._tasks = Tasks("live-status")
 
     def write(self) -> None:
         data = {"pid": os.getpid(), "at": time.time(), **self.snapshot()}
@@ -244,9 +237,8 @@ class LiveStatus:
 
     async def __aenter__(self) -> Self:
         self.write_logged()
-        self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._task = self._tasks.create_task(self._loop(), name="live-status")
+        self._tasks.start(self._loop(), "rewrite")
         return self
 
     async def __aexit__(
@@ -255,11 +247,7 @@ class LiveStatus:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        if self._tasks is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tasks.__aexit__(None, None, None)
+        await self._tasks.stop()
         with contextlib.suppress(OSError):
             self.path.unlink()
 

@@ -20,15 +20,12 @@ accepts (`transit_accept`). Transits live at head office only, so both need it r
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from aiohttp import web
 
 from agent.documents.envelope import DocContext
 from agent.documents.sscc import check_sscc
@@ -37,60 +34,36 @@ from agent.open_docs.service import DocumentService
 from agent.open_docs.store import LaneStore
 from agent.replicator import Replicator, RequestTimeout
 from hardware.events import ScanEvent
-from protocol import screen
-from protocol.errors import ProtocolError
+from protocol import requests, screen
+from protocol.errors import LanesyncError, ProtocolError
 from protocol.messages import REQUEST_FIELDS
+from protocol.runtime.clock import now_ms
 
 log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 256
 SESSION_TTL_S = 4 * 3600.0
-PROBLEM = "application/problem+json"
-# Head office's refusal codes (headoffice.transit.server) -> HTTP status for the POS.
-STATUS = {
-    "unknown": 404,
-    "not_yet_known": 404,
-    "already_received": 409,
-    "other_store": 409,
-    "cancelled": 409,
-    "ambiguous": 409,
-    "bad_request": 422,
-    "expired": 503,
-    "unreachable": 503,
-    "unavailable": 503,
-}
 
 
-class TransitError(Exception):
-    """A receive that did not happen, with the reason for the POS."""
+class TransitError(LanesyncError):
+    """A receive that did not happen: head office's refusal code (headoffice.transit.server)
+    or the lane's own (unreachable, no_session), the reason for the POS, and what head office
+    sent with it; agent.apiedge decides the HTTP status."""
+
+    code = "refused"
 
     def __init__(self, code: str, reason: str, **extra: Any) -> None:
-        super().__init__(reason)
-        self.code, self.reason, self.extra = code, reason, extra
-
-    @property
-    def status(self) -> int:
-        return STATUS.get(self.code, 409)
-
-    def problem(self) -> dict[str, Any]:
-        title = {404: "Not Found", 409: "Conflict", 422: "Invalid request"}.get(
-            self.status, "Head office unavailable"
-        )
-        return {
-            "type": "about:blank",
-            "title": title,
-            "status": self.status,
-            "detail": self.reason,
-            "code": self.code,
-            **self.extra,
-        }
+        super().__init__(reason, code=code)
+        self.reason, self.extra = reason, extra
 
 
 @dataclass(frozen=True, slots=True)
 class TransitEvent:
-    """Pushed on the event stream (`event: transit`) when an SSCC scan was looked up."""
+    """Pushed on the event stream (`event: transit`) when an SSCC scan was looked up;
+    `failure` is why the lookup failed (agent.api adds its problem details to the event)."""
 
     data: dict[str, Any]
+    failure: TransitError | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {**self.data, "event": "transit"}
@@ -187,7 +160,7 @@ class TransitReceiver:
         # number; refused by field, never quoted) before it is sent.
         screen.check(args, "$", REQUEST_FIELDS)
         try:
-            result = await self._ask("transit_lookup", args)
+            result = await self._ask(requests.OP_TRANSIT_LOOKUP, args)
         except TransitError as exc:
             await self._heal(exc)
             raise
@@ -228,7 +201,7 @@ class TransitReceiver:
             args: dict[str, Any] = {
                 "request_id": session.id,
                 "source_store": t["source_store"],
-                "deadline_ms": time.time_ns() // 1_000_000 + int(self.timeout * 1000),
+                "deadline_ms": now_ms() + int(self.timeout * 1000),
             }
             if t.get("sscc"):
                 args["sscc"] = t["sscc"]
@@ -236,7 +209,7 @@ class TransitReceiver:
                 args["transit_no"] = t["transit_no"]
             if staff:
                 args["staff"] = staff
-            result = await self._ask("transit_accept", args)
+            result = await self._ask(requests.OP_TRANSIT_ACCEPT, args)
             answer = await self._journal(session.id, result["transit"], staff)
             answer["replayed"] = bool(result.get("replayed"))
             session.accepted = answer
@@ -313,7 +286,7 @@ class TransitReceiver:
         try:
             session = await self.receive({"sscc": sscc})
         except TransitError as exc:
-            self.publish(TransitEvent({"ok": False, "sscc": sscc, **exc.problem()}))
+            self.publish(TransitEvent({"ok": False, "sscc": sscc}, exc))
             return
         except ProtocolError as exc:
             self.publish(
@@ -326,31 +299,3 @@ class TransitReceiver:
                     {"ok": True, "sscc": sscc, "id": session.id, "transit": session.transit}
                 )
             )
-
-    # --- HTTP (routes added by agent.api) -------------------------------------------------
-
-    async def http_receive(self, body: Any) -> web.Response:
-        try:
-            session = await self.receive(body)
-        except TransitError as exc:
-            return _problem(exc)
-        if session is None:
-            return web.Response(status=204)
-        return web.json_response({"id": session.id, "transit": session.transit})
-
-    async def http_accept(self, session_id: str, body: Any) -> web.Response:
-        try:
-            answer, again = await self.accept(session_id, body)
-        except TransitError as exc:
-            if exc.code == "no_session":
-                return web.Response(
-                    status=404,
-                    text=json.dumps({**exc.problem(), "status": 404, "title": "Not Found"}),
-                    content_type=PROBLEM,
-                )
-            return _problem(exc)
-        return web.json_response({**answer, "duplicate": again}, status=200 if again else 201)
-
-
-def _problem(exc: TransitError) -> web.Response:
-    return web.Response(status=exc.status, text=json.dumps(exc.problem()), content_type=PROBLEM)

@@ -1,7 +1,7 @@
 """Offline checks of a journal file: SQLite integrity and the hash chain (invariant 8).
 
-Reads the file read-only with the stdlib sqlite3 module, so it works while the agent runs (WAL)
-and when it is stopped, without touching the agent's writer.
+Reads the file through agent.journal.file.JournalFile (read-only, stdlib sqlite3), so it works
+while the agent runs (WAL) and when it is stopped, without touching the agent's writer.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.journal.file import JournalFile
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 
@@ -33,32 +34,25 @@ class VerifyReport:
         return asdict(self)
 
 
-def open_readonly(path: str | Path) -> sqlite3.Connection:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such journal file")
-    return sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-
-
 def verify(path: str | Path) -> VerifyReport:
     rep = VerifyReport(str(path), ok=False)
     try:
-        db = open_readonly(path)
+        db = JournalFile(path)
     except (FileNotFoundError, sqlite3.Error) as exc:
         rep.problem = str(exc)
         return rep
     try:
-        rep.integrity = str(db.execute("PRAGMA quick_check").fetchone()[0])
+        rep.integrity = db.integrity()
         if rep.integrity != "ok":
             rep.problem = f"SQLite integrity check failed: {rep.integrity}"
             return rep
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        meta = db.meta()
         rep.store, rep.lane, rep.epoch = meta.get("store"), meta.get("lane"), int(meta["epoch"])
         if rep.store is None or rep.lane is None:
             rep.ok = True  # a journal never opened by an agent holds no entries
             return rep
-        rep.acked_seq = int(db.execute("SELECT acked_seq FROM outbox").fetchone()[0])
-        rows = db.execute("SELECT seq, kind, txn_id, ts, body, hash FROM entries ORDER BY seq")
+        rep.acked_seq, _ = db.acked()
+        rows = db.entries()
         prev: bytes | None = None
         expected_seq: int | None = None
         for seq, kind, txn_id, ts, body, got in rows:
@@ -75,8 +69,8 @@ def verify(path: str | Path) -> VerifyReport:
             if seq != expected_seq:
                 rep.problem = f"seq {expected_seq} is missing (next entry is {seq})"
                 return rep
-            want = entry_hash(prev, seq, kind, txn_id, ts, bytes(body))
-            if want != bytes(got):
+            want = entry_hash(prev, seq, kind, txn_id, ts, body)
+            if want != got:
                 rep.problem = (
                     f"hash chain broken at seq {seq} (txn {txn_id}): the entry or one before "
                     "it was altered"

@@ -45,31 +45,29 @@ BY_KEY = {
 
 
 class LookupRefused(LanesyncError):
-    """A lookup the API answers with a problem: its status, the field at fault and the version."""
+    """A lookup refused: its `code` (not_found, invalid_parameter, catalog_unreadable,
+    setting_unreadable, no_catalog), the field at fault and the catalog version looked in."""
 
-    def __init__(
-        self, status: int, title: str, detail: str, field: str | None, version: int | None
-    ) -> None:
-        super().__init__(detail)
-        self.status, self.title, self.detail = status, title, detail
-        self.field, self.version = field, version
+    def __init__(self, code: str, detail: str, field: str | None, version: int | None) -> None:
+        super().__init__(detail, code=code)
+        self.detail, self.field, self.version = detail, field, version
 
 
 class NoCatalog(LookupRefused):
     """The lane holds no complete catalog version yet (first start, never reached head office)."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(503, "No catalog yet", detail, None, 0)
+        super().__init__("no_catalog", detail, None, 0)
 
 
 def not_found(what: str, value: str, field: str, version: int) -> LookupRefused:
     return LookupRefused(
-        404, "Not Found", f"no {what} {_shown(value)} in catalog version {version}", field, version
+        "not_found", f"no {what} {_shown(value)} in catalog version {version}", field, version
     )
 
 
 def bad_query(field: str, reason: str, version: int | None = None) -> LookupRefused:
-    return LookupRefused(422, "Invalid parameter", reason, field, version)
+    return LookupRefused("invalid_parameter", reason, field, version)
 
 
 def _shown(value: str) -> str:
@@ -145,7 +143,7 @@ class Lookup:
                 raise NoCatalog(f"the catalog {self.path} is not set up yet") from exc
             # A damaged or unreadable file: the till is told, the agent keeps taking documents.
             raise LookupRefused(
-                503, "Catalog unreadable", f"catalog {self.path}: {exc}", None, None
+                "catalog_unreadable", f"catalog {self.path}: {exc}", None, None
             ) from exc
 
     # --- items ----------------------------------------------------------------------------
@@ -186,7 +184,7 @@ class Lookup:
         except NoCatalog:
             return {"item_status": "no_catalog", "catalog_version": 0, "item": None}
         except LookupRefused as exc:
-            if exc.status != 404:
+            if exc.code != "not_found":
                 return {"item_status": "unavailable", "catalog_version": exc.version, "item": None}
             return {"item_status": "unknown", "catalog_version": exc.version, "item": None}
         return {
@@ -296,12 +294,12 @@ class Lookup:
             try:
                 contract.setting(name)
             except contract.CatalogError as exc:
-                raise LookupRefused(404, "Not Found", exc.reason, "name", version) from None
+                raise LookupRefused("not_found", exc.reason, "name", version) from None
             try:
                 value = view.setting(name)
             except contract.CatalogError as exc:
                 raise LookupRefused(
-                    503, "Setting unreadable", f"{name}: {exc.reason}", "name", version
+                    "setting_unreadable", f"{name}: {exc.reason}", "name", version
                 ) from None
             return {"catalog_version": version, "name": name, "value": value}
 

@@ -20,7 +20,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -151,18 +150,13 @@ class CatalogStore:
         self._db = db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        files = resources.files("agent.catalog.schema").iterdir()
-        current = int(db.execute("PRAGMA user_version").fetchone()[0])
-        for version, script in schema.plan(current, schema.load(files), f"catalog {self.path}"):
-            try:
-                db.executescript(script)
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise CatalogStoreError(
-                    f"migrating {self.path} to schema {version}: {exc}"
-                ) from exc
-            log.info("catalog %s migrated to schema version %d", self.path, version)
+        schema.apply_sqlite(
+            db,
+            "agent.catalog.schema",
+            f"catalog {self.path}",
+            error=CatalogStoreError,
+            subject=str(self.path),
+        )
 
     def _load(self, db: sqlite3.Connection) -> None:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())

@@ -31,7 +31,7 @@ from agent.config import CatalogConfig
 from protocol import catalog as contract
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.messages import Reply
-from protocol.runtime.tasks import cancel_and_wait
+from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ class CatalogSync:
         self._head: contract.CatalogHead | None = None
         self._request: RequestFn | None = None
         self._wake = asyncio.Event()
-        self._tasks: asyncio.TaskGroup | None = None
-        self._main: asyncio.Task[None] | None = None
+        self._tasks = Tasks(f"catalog-sync {store.store}")
         self.caught_up = asyncio.Event()  # set while the version held is the newest head's
 
     @property
@@ -85,9 +84,8 @@ class CatalogSync:
         return self._head.version if self._head is not None else self.store.head_version
 
     async def __aenter__(self) -> Self:
-        self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._main = self._tasks.create_task(self._run(), name=f"catalog-sync {self.store.store}")
+        self._tasks.start(self._run(), "follow-head")
         return self
 
     async def __aexit__(
@@ -96,11 +94,7 @@ class CatalogSync:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._main is not None:
-            await cancel_and_wait(self._main)
-        if self._tasks is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tasks.__aexit__(None, None, None)
+        await self._tasks.stop()
 
     # --- from the replicator --------------------------------------------------------------
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from protocol.errors import LanesyncError
 
-class AllocationError(ValueError):
+
+class AllocationError(LanesyncError):
     """The pool cannot be spread; `index` is the line at fault or None for the pool itself."""
+
+    code = "allocation"
 
     def __init__(self, reason: str, index: int | None = None) -> None:
         self.reason = reason

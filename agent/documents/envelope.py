@@ -10,23 +10,21 @@ by the caller afterwards, so a refused document never burns a number.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent.config import DocumentsConfig, TransitConfig
+from agent.catalog.view import CatalogView
 from agent.documents import fields as f
 from agent.documents.rules import CatalogFile, Rules, checking
+from agent.numbering import DocumentsConfig, TransitConfig
 from protocol.documents import DOCUMENT_KINDS as KINDS
-from protocol.documents import SALE_KINDS, check_document
+from protocol.documents import check_document
 from protocol.errors import ProtocolError
 from protocol.identity import LaneId
-
-if TYPE_CHECKING:
-    from agent.catalog.view import CatalogView
 
 REGISTER_RE = re.compile(r"[A-Z][0-9]?[0-9]{4,12}")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
@@ -84,6 +82,23 @@ class DocContext:
         return now.astimezone()
 
 
+KindValidator = Callable[[dict[str, Any], "DocContext", Rules], None]
+VALIDATORS: dict[str, KindValidator] = {}
+"""The rules of each kind after the envelope's, filled by `register` as the kind modules
+(sales, stock, purchase) load; agent.documents imports them all, so none is missing."""
+
+
+def register(kinds: Iterable[str], validator: KindValidator) -> None:
+    """Make `validator` the rules of `kinds`: a kind module calls this when it loads, so the
+    envelope dispatches to it without importing it (the kinds import the envelope)."""
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValueError(f"{kind!r} is not a document kind (protocol.documents)")
+        if kind in VALIDATORS:
+            raise ValueError(f"{kind!r} has rules already: {VALIDATORS[kind]!r}")
+        VALIDATORS[kind] = validator
+
+
 def screen(doc: Any) -> None:
     """The rules of every kind (protocol.documents.check_document: a known kind, bounded
     depth and size, no floats, no lone surrogates, no card number anywhere), checked before
@@ -105,14 +120,7 @@ def validate(doc: Any, ctx: DocContext, *, screened: bool = False) -> dict[str, 
     kind: str = doc["kind"]
     with ctx.rules() as rules:
         _envelope(doc, ctx, rules)
-        if kind in SALE_KINDS:
-            from agent.documents import sales  # noqa: PLC0415 - kept apart to avoid a cycle
-
-            sales.validate(doc, ctx, rules)
-        else:
-            from agent.documents import stock  # noqa: PLC0415
-
-            stock.validate(doc, ctx, rules)
+        VALIDATORS[kind](doc, ctx, rules)
         doc["catalog_version"] = rules.version
     return doc
 

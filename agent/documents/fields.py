@@ -8,7 +8,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from agent.documents import money
+from protocol import money
 from protocol.errors import ProtocolError
 from protocol.pan import mask_text
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from agent.documents import fields as f
-from agent.documents import money
 from agent.documents.allocation import AllocationError, allocate
-from agent.documents.envelope import ENVELOPE_KEYS, DocContext, business_day
+from agent.documents.envelope import ENVELOPE_KEYS, DocContext, business_day, register
 from agent.documents.rules import Rules
+from protocol import money
 from protocol.errors import ProtocolError
 
 RECEIVE_KEYS = ENVELOPE_KEYS | {
@@ -194,3 +194,6 @@ def validate(doc: dict[str, Any], ctx: DocContext, rules: Rules) -> None:
                 f"version {rules.version}); the receive cannot complete",
                 "$.expected_total",
             )
+
+
+register({"receive_purchase_order"}, validate)

@@ -27,17 +27,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.catalog.lookup import NoCatalog
-from agent.catalog.view import CatalogView
+from agent.catalog.view import CatalogView, Price
 from agent.documents import fields as f
 from protocol import catalog as contract
 from protocol.errors import ProtocolError
 from protocol.identity import LaneId
-
-if TYPE_CHECKING:
-    from agent.catalog.view import Price
 
 BY_SETTINGS = {
     "staff": "PurchTransitAllowStaff",

@@ -14,9 +14,10 @@ from datetime import date, datetime
 from typing import Any
 
 from agent.documents import fields as f
-from agent.documents import money
-from agent.documents.envelope import ENVELOPE_KEYS, DocContext, business_day, moment
+from agent.documents.envelope import ENVELOPE_KEYS, DocContext, business_day, moment, register
 from agent.documents.rules import PRICE_REASON, Rules
+from protocol import money
+from protocol.documents import SALE_KINDS
 from protocol.errors import ProtocolError
 from protocol.messages import UUID_RE
 
@@ -272,3 +273,6 @@ def reconcile(
             "account customer may leave a remainder on account",
             "$.payments",
         )
+
+
+register(SALE_KINDS, validate)

@@ -30,12 +30,13 @@ from typing import Any, Protocol, Self
 
 import aiosqlite
 
+from protocol import requests
 from protocol.errors import ProtocolError
+from protocol.runtime.tasks import Tasks
 from protocol.screen import gs1_check_digit
 
 log = logging.getLogger(__name__)
 
-OP_LEASE = "sscc_lease"  # head office's request op (headoffice.sscc.server)
 DEFAULT_BLOCK = 1000  # serials per lease
 DEFAULT_LOW_WATER = 250  # ask for the next block when fewer than this remain
 POLL_S = 1.0
@@ -210,7 +211,7 @@ class SsccLeases:
         self.leased = 0  # blocks received since start (for status and tests)
         self.last_error: str | None = None
         self._db: aiosqlite.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = Tasks("sscc-leases")
         self._wake = asyncio.Event()
 
     async def __aenter__(self) -> Self:
@@ -225,7 +226,8 @@ class SsccLeases:
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
-        self._task = asyncio.create_task(self._run(), name="sscc leases")
+        await self._tasks.__aenter__()
+        self._tasks.start(self._run(), "renew")
         return self
 
     async def __aexit__(
@@ -234,11 +236,7 @@ class SsccLeases:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._tasks.stop()
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -278,7 +276,7 @@ class SsccLeases:
         # and a 63-bit integer has 19 digits that pass Luhn one time in ten.
         epoch = [self.epoch >> 32, self.epoch & 0xFFFFFFFF]
         args = {"count": self.block, "epoch": epoch, "max": self.scheme.max_serial}
-        reply = await self.request(OP_LEASE, args, REQUEST_TIMEOUT_S)
+        reply = await self.request(requests.OP_SSCC_LEASE, args, REQUEST_TIMEOUT_S)
         if not reply.ok:
             raise ProtocolError(
                 f"head office refused an SSCC lease: {reply.error or reply.result}", "sscc"

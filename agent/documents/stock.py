@@ -11,10 +11,10 @@ from decimal import Decimal
 from typing import Any
 
 from agent.documents import fields as f
-from agent.documents import money
-from agent.documents.envelope import ENVELOPE_KEYS, DocContext
+from agent.documents.envelope import ENVELOPE_KEYS, DocContext, register
 from agent.documents.rules import BY_SETTINGS, Rules
 from agent.documents.sscc import SsccScheme, check_sscc, label_text
+from protocol import money
 from protocol.errors import ProtocolError
 
 BY_TYPES = ("staff", "customer", "supplier", "courier")
@@ -33,11 +33,6 @@ ADJUST_LINE_KEYS = LINE_KEYS | {"reason"}
 
 def validate(doc: dict[str, Any], ctx: DocContext, rules: Rules) -> None:
     kind = doc["kind"]
-    if kind == "receive_purchase_order":
-        from agent.documents import purchase  # noqa: PLC0415
-
-        purchase.validate(doc, ctx, rules)
-        return
     f.only_keys(doc, KEYS[kind], "$")
     if kind == "transit_inventory":
         _transit(doc, ctx, rules)
@@ -156,7 +151,7 @@ def complete_transit(doc: dict[str, Any], sscc: str, ctx: DocContext) -> None:
             f"{by['type']} {by['id']}",
             doc["register_no"],
             len(doc["lines"]),
-            money.fmt_qty(units),
+            money.fmt_decimal_qty(units),
         )
 
 
@@ -215,3 +210,6 @@ def _supplier_return(doc: dict[str, Any], ctx: DocContext, rules: Rules) -> None
             "$.status",
         )
     doc["status"] = want
+
+
+register(KEYS, validate)

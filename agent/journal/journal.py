@@ -13,13 +13,11 @@ import contextlib
 import logging
 import shutil
 import sqlite3
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import aiosqlite
 import uuid6
@@ -30,6 +28,8 @@ from protocol.errors import LanesyncError
 from protocol.identity import LaneId
 from protocol.messages import Entry
 from protocol.runtime import migrations as schema
+from protocol.runtime.clock import now_ms
+from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,18 @@ SQLITE_FULL = 13
 SQLITE_IOERR_SHMSIZE = 4874
 
 T = TypeVar("T")
-# Disk budget hook (agent.retention): given the writer connection and the bytes a group of new
-# documents adds, returns why they must be refused, or None to let them in.
-Admit = Callable[[aiosqlite.Connection, int], Awaitable[str | None]]
+
+
+class DiskGuard(Protocol):
+    """What keeps the journal within its disk budget (agent.retention.Retention is one); the
+    daemon hands it over with `Journal.guarded_by`."""
+
+    async def admit(self, db: aiosqlite.Connection, incoming: int) -> str | None:
+        """Given the writer connection and the bytes a group of new documents adds: why they
+        must be refused, or None to let them in."""
+
+    def disk_filled(self) -> bool:
+        """A write found the disk full (called in the writer): True if room was made."""
 
 
 class JournalError(LanesyncError):
@@ -125,8 +134,8 @@ async def _rollback(db: aiosqlite.Connection) -> None:
             await db.execute("ROLLBACK")
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+async def _ping(db: aiosqlite.Connection) -> None:
+    await (await db.execute("SELECT 1")).fetchone()
 
 
 def new_txn_id() -> str:
@@ -143,7 +152,7 @@ class Journal:
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_Op] = asyncio.Queue()
-        self._tasks: asyncio.TaskGroup | None = None
+        self._tasks = Tasks(f"journal {lane}")
         self._writer_task: asyncio.Task[None] | None = None
         self._new_entries = asyncio.Event()
         self.epoch = 0
@@ -159,14 +168,25 @@ class Journal:
         # Set when a write found the disk full, cleared by the next write that commits.
         self.disk_full: str | None = None
         self.disk_full_free: int | None = None  # bytes free when that write failed
-        # Called (in the writer) when a write found the disk full; True if it made room
-        # (agent.retention gives back its reserve), and the held ack is then tried once more.
-        self.on_disk_full: Callable[[], bool] | None = None
+        # The disk budget (agent.retention), handed over by the daemon with guarded_by(): it
+        # admits or refuses each group of new documents, and makes room (gives back its
+        # reserve) when a write found the disk full, after which a held ack is tried again.
+        self._guard: DiskGuard | None = None
         self.commits = 0  # number of append transactions; appends / commits = group size
         self._listeners: list[Callable[[], None]] = []
-        self.admit: Admit | None = None  # set by agent.retention to enforce the disk budget
 
     # --- lifecycle ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def guarded_by(self, guard: DiskGuard) -> AsyncIterator[None]:
+        """Enforce `guard`'s disk budget on every append while inside."""
+        if self._guard is not None:
+            raise JournalError(f"journal {self.path} already has a disk guard")
+        self._guard = guard
+        try:
+            yield
+        finally:
+            self._guard = None
 
     async def __aenter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,11 +198,8 @@ class Journal:
         except BaseException:
             await self._close_connections()
             raise
-        self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._writer_task = self._tasks.create_task(
-            self._writer(), name=f"journal-writer {self.lane}"
-        )
+        self._writer_task = self._tasks.start(self._writer(), "writer")
         return self
 
     async def __aexit__(
@@ -199,11 +216,7 @@ class Journal:
                 self._queue.put_nowait(_Stop(asyncio.get_running_loop().create_future()))
                 await asyncio.wait({task}, timeout=CLOSE_TIMEOUT_S)
         finally:
-            if task is not None:
-                task.cancel()
-            if self._tasks is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._tasks.__aexit__(None, None, None)
+            await self._tasks.stop()
             self._fail_pending(JournalError("journal closed"))
             await self._close_connections()
 
@@ -237,16 +250,13 @@ class Journal:
         self._reader = self._db = None
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
-        files = resources.files("agent.journal.schema").iterdir()
-        row = await (await db.execute("PRAGMA user_version")).fetchone()
-        current = int(row[0]) if row else 0
-        for version, script in schema.plan(current, schema.load(files), f"journal {self.path}"):
-            try:
-                await db.executescript(script)
-            except sqlite3.Error as exc:
-                await _rollback(db)
-                raise JournalError(f"migrating {self.path} to schema {version}: {exc}") from exc
-            log.info("journal %s migrated to schema version %d", self.path, version)
+        await schema.apply_aiosqlite(
+            db,
+            "agent.journal.schema",
+            f"journal {self.path}",
+            error=JournalError,
+            subject=str(self.path),
+        )
 
     async def _load_state(self, db: aiosqlite.Connection) -> None:
         meta: dict[str, Any] = {
@@ -316,10 +326,43 @@ class Journal:
             self._put(_MarkAcked(self.acked_seq, fut))
             await fut
 
+    async def ping(self) -> None:
+        """Return once the writer task takes a request and SQLite answers it (the watchdog)."""
+        await self.run_write(_ping)
+
+    async def prune(self, bound: int, limit: int, *, checkpoint: bool) -> tuple[int, int | None]:
+        """Delete up to `limit` of the oldest entries at or below seq `bound` (agent.retention
+        decides which may go) in one short transaction on the writer, and give the freed pages
+        back to the filesystem (auto_vacuum=INCREMENTAL journals); `checkpoint`: truncate the
+        WAL too, which a full disk needs before the pages are really returned.
+
+        Returns how many went and the oldest seq the journal still holds (None: none).
+        """
+
+        async def step(db: aiosqlite.Connection) -> tuple[int, int | None]:
+            await db.execute("BEGIN IMMEDIATE")
+            cur = await db.execute(
+                "DELETE FROM entries WHERE seq IN "
+                "(SELECT seq FROM entries WHERE seq <= ? ORDER BY seq LIMIT ?)",
+                (bound, limit),
+            )
+            await db.execute("COMMIT")
+            n = cur.rowcount
+            if n:
+                # executescript steps the pragma to the end; execute() frees only one page.
+                await db.executescript(f"PRAGMA incremental_vacuum({4 * limit});")
+                if checkpoint:
+                    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            row = await (await db.execute("SELECT min(seq) FROM entries")).fetchone()
+            return int(n), int(row[0]) if row and row[0] is not None else None
+
+        return await self.run_write(step)
+
     async def run_write(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run `fn` on the writer connection inside the writer task, between commit groups.
 
-        For pruning and health checks (agent.retention, the watchdog): it never races an append.
+        For maintenance of the file itself (agent.retention measures its pages): it never
+        races an append. The journal's tables are read and written only by this module.
         A sqlite3.Error from `fn` comes back as JournalError.
         """
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -425,7 +468,7 @@ class Journal:
 
     async def _after_disk_full(self) -> None:
         """Let the hook make room (the reserve), then write a held ack mark once more."""
-        if self.on_disk_full is None or not self.on_disk_full():
+        if self._guard is None or not self._guard.disk_filled():
             return
         if self.held_ack is None:
             return
@@ -442,10 +485,10 @@ class Journal:
 
     async def _admit(self, appends: list[_Append]) -> list[_Append]:
         """Refuse a group's new documents when the disk budget is exhausted (acks still pass)."""
-        if not appends or self.admit is None:
+        if not appends or self._guard is None:
             return appends
         incoming = sum(len(a.body) + 200 for a in appends)  # + row, index and txn_id overhead
-        reason = await self.admit(self._require(self._db), incoming)
+        reason = await self._guard.admit(self._require(self._db), incoming)
         if reason is None:
             return appends
         log.error("journal %s: %d documents refused: %s", self.path, len(appends), reason)
@@ -462,8 +505,8 @@ class Journal:
         except sqlite3.Error as exc:
             await _rollback(db)
             log.error("journal %s: maintenance failed: %s", self.path, exc)
-            if is_disk_full(exc) and self.on_disk_full is not None:
-                self.on_disk_full()
+            if is_disk_full(exc) and self._guard is not None:
+                self._guard.disk_filled()
             if not op.future.done():
                 op.future.set_exception(JournalError(f"journal {self.path}: {exc}"))
         except Exception as exc:  # noqa: BLE001 - handed to the caller; the writer must live on

@@ -17,16 +17,15 @@ from decimal import Decimal
 from typing import Any
 
 from agent.documents import fields as f
-from agent.documents import money
 from agent.documents import sales as rules
 from agent.documents.envelope import CURRENCY_RE, DocContext
 from agent.documents.stock import check_by, check_dest, scheme
 from agent.journal.journal import Appended, new_txn_id
 from agent.open_docs.service import DocumentService
 from agent.open_docs.store import LaneStore, OpenRow
-from protocol import screen
+from protocol import money, screen
 from protocol.documents import SALE_KINDS
-from protocol.errors import ProtocolError
+from protocol.errors import LanesyncError, ProtocolError
 
 TRANSIT_MODE = 8
 MAX_OPEN = 64
@@ -37,12 +36,15 @@ TRANSIT_IN = frozenset({"dest_store", "by"})
 LINE_FIELDS = screen.declare({"item": screen.gtin})
 
 
-class OpenDocError(Exception):
-    """A request that does not fit the open document's state; status 404 or 409."""
+class OpenDocError(LanesyncError):
+    """A request that does not fit the open document's state: `code` "not_found" (no such
+    document or line) or "conflict" (not in this state); agent.apiedge decides the status."""
 
-    def __init__(self, status: int, reason: str, field: str | None = None) -> None:
-        self.status, self.reason, self.field = status, reason, field
-        super().__init__(reason)
+    code = "conflict"
+
+    def __init__(self, code: str, reason: str, field: str | None = None) -> None:
+        self.reason, self.field = reason, field
+        super().__init__(reason, code=code)
 
 
 @dataclass(slots=True)
@@ -79,7 +81,7 @@ def view(row: OpenRow) -> dict[str, Any]:
     if row.mode == TRANSIT_MODE:
         out["transit"] = body.get("transit")
         units = sum((money.qty(li["qty"], "qty") for li in lines), Decimal(0))
-        out["units"] = money.fmt_qty(units)
+        out["units"] = money.fmt_decimal_qty(units)
     else:
         total = sum(li["amount"] for li in lines)
         paid = sum(p["amount"] for p in body.get("payments", []))
@@ -111,7 +113,7 @@ class OpenSales:
         row = self.rows.get(doc_id)
         if row is None:
             # never the id sent: it came in a URL and may be anything, a card number too
-            raise OpenDocError(404, "no open document with this id on this lane", "id")
+            raise OpenDocError("not_found", "no open document with this id on this lane", "id")
         return row
 
     def lock(self, doc_id: str) -> asyncio.Lock:
@@ -135,7 +137,9 @@ class OpenSales:
         if mode == TRANSIT_MODE:
             scheme(self.ctx)  # refuse early when this lane cannot make SSCC labels
         if len(self.rows) >= MAX_OPEN:
-            raise OpenDocError(409, f"{MAX_OPEN} documents are open already; complete some", "$")
+            raise OpenDocError(
+                "conflict", f"{MAX_OPEN} documents are open already; complete some", "$"
+            )
         f.text(req, "customer", "$", nullable=True, pattern=f.CODE_RE, max_len=64)
         f.text(req, "staff", "$", nullable=True, pattern=f.CODE_RE, max_len=64)
         with self.ctx.rules() as r:
@@ -180,7 +184,7 @@ class OpenSales:
 
     def _active(self, row: OpenRow) -> None:
         if row.state == "parked":
-            raise OpenDocError(409, "this sale is parked; resume it first", "state")
+            raise OpenDocError("conflict", "this sale is parked; resume it first", "state")
 
     async def add_line(self, doc_id: str, req: Any) -> OpenRow:
         async with self.lock(doc_id):
@@ -192,7 +196,7 @@ class OpenSales:
             body = _copy(row.body)
             n = len(body["lines"])
             if n >= f.MAX_LINES:
-                raise OpenDocError(409, f"a document holds at most {f.MAX_LINES} lines", "$")
+                raise OpenDocError("conflict", f"a document holds at most {f.MAX_LINES} lines", "$")
             if row.mode == TRANSIT_MODE:
                 line = self._transit_line(req)
             else:
@@ -262,9 +266,11 @@ class OpenSales:
             self._active(row)
             body = _copy(row.body)
             if not 1 <= line_no <= len(body["lines"]):
-                raise OpenDocError(404, f"no line {line_no}", "line_no")
+                raise OpenDocError("not_found", f"no line {line_no}", "line_no")
             if body["payments"]:
-                raise OpenDocError(409, "payments were added; void them with the sale", "line_no")
+                raise OpenDocError(
+                    "conflict", "payments were added; void them with the sale", "line_no"
+                )
             del body["lines"][line_no - 1]
             for i, line in enumerate(body["lines"]):
                 line["line_no"] = i + 1
@@ -283,9 +289,9 @@ class OpenSales:
             if row.mode == TRANSIT_MODE:
                 return row
             if row.kind != "sale":
-                raise OpenDocError(409, "only a sale can be put in transit mode", "mode")
+                raise OpenDocError("conflict", "only a sale can be put in transit mode", "mode")
             if row.body["payments"]:
-                raise OpenDocError(409, "payments were added; this is a sale now", "mode")
+                raise OpenDocError("conflict", "payments were added; this is a sale now", "mode")
             scheme(self.ctx)
             body = _copy(row.body)
             body["lines"] = [
@@ -298,14 +304,14 @@ class OpenSales:
         async with self.lock(doc_id):
             row = self.get(doc_id)
             if parked and row.mode == TRANSIT_MODE:
-                raise OpenDocError(409, "a transit sale cannot be parked", "mode")
+                raise OpenDocError("conflict", "a transit sale cannot be parked", "mode")
             return await self._save(row, row.body, state="parked" if parked else "open")
 
     async def set_transit(self, doc_id: str, req: Any) -> OpenRow:
         async with self.lock(doc_id):
             row = self.get(doc_id)
             if row.mode != TRANSIT_MODE:
-                raise OpenDocError(409, "not a transit sale (set mode 8 first)", "mode")
+                raise OpenDocError("conflict", "not a transit sale (set mode 8 first)", "mode")
             plain(req)
             body = _copy(row.body)
             body["transit"] = self._transit_details(req, "$")
@@ -336,7 +342,7 @@ class OpenSales:
             if "transit" in req:
                 raise ProtocolError("only a transit sale takes transit details", "$.transit")
             if not row.body["lines"] and row.kind not in rules.NO_LINES:
-                raise OpenDocError(409, "add lines before payments", "lines")
+                raise OpenDocError("conflict", "add lines before payments", "lines")
             try:
                 with self.ctx.rules() as r:
                     rules.check_payment(req, "$", row.body.get("customer"), r)
@@ -359,7 +365,9 @@ class OpenSales:
             req = f.mapping(req if req is not None else {}, "$")
             plain(req)
             if row.mode == TRANSIT_MODE:
-                raise OpenDocError(409, "a transit completes when a payment is added", "mode")
+                raise OpenDocError(
+                    "conflict", "a transit completes when a payment is added", "mode"
+                )
             f.only_keys(req, {"original_txn_id", "return_type"}, "$")
             return await self._complete(row, extra=req)
 
@@ -412,7 +420,7 @@ class OpenSales:
                 "$.transit.dest_store",
             )
         if not body["lines"]:
-            raise OpenDocError(409, "a transit needs at least one item", "lines")
+            raise OpenDocError("conflict", "a transit needs at least one item", "lines")
         if "sscc" not in body:
             # The serial is taken and stored with the open transit in one transaction: a crash
             # after this point completes with the same SSCC, never a second one.

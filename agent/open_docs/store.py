@@ -22,7 +22,7 @@ import msgpack
 
 from agent.documents import sscc
 from agent.journal import JournalError
-from agent.journal.journal import now_ms
+from protocol.runtime.clock import now_ms
 
 
 @dataclass(slots=True)

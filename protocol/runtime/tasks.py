@@ -36,6 +36,14 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         await asyncio.wait({task}, timeout=1.0)
 
 
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("task %s failed; stopping its component", task.get_name(), exc_info=exc)
+
+
 class Tasks:
     """The tasks of one component, named `"{owner}: {name}"`, in one TaskGroup it owns."""
 
@@ -61,20 +69,13 @@ class Tasks:
             coro.close()
             raise RuntimeError(f"{self.owner}: start({name!r}) outside `async with`")
         full = f"{self.owner}: {name}"
-        task = self._group.create_task(self._logged(coro, full), name=full)
-        self._tasks.append(task)
+        # A done callback rather than a wrapping coroutine: a task cancelled before it ever ran
+        # (its component failed to start) then leaves no "coroutine was never awaited" behind.
+        task = self._group.create_task(coro, name=full)
+        task.add_done_callback(_log_failure)
         self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(task)
         return task
-
-    @staticmethod
-    async def _logged(coro: Coroutine[Any, Any, T], name: str) -> T:
-        try:
-            return await coro
-        except (asyncio.CancelledError, GeneratorExit):
-            raise
-        except BaseException:
-            log.exception("task %s failed; stopping its component", name)
-            raise
 
     async def stop(self) -> None:
         """Cancel every task still running and wait for all of them (the `async with` exit)."""

@@ -19,9 +19,10 @@ import aiohttp
 
 from agent.api import LocalApi
 from agent.catalog.view import CatalogView
-from agent.config import AgentConfig, ApiConfig, TransitConfig, catalog_path
+from agent.config import AgentConfig, ApiConfig, catalog_path
 from agent.documents.envelope import DocContext
 from agent.journal import Journal
+from agent.numbering import TransitConfig
 from hardware.queue import ScanQueue
 from protocol.identity import LaneId
 from tests.rules.lane_catalog import standard

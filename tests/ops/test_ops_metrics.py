@@ -9,13 +9,15 @@ import aiohttp
 import pytest
 
 from agent.journal import Journal
-from agent.operations import Operations, skew_from_reply
+from agent.metrics import BatchSizes
+from agent.operations import Operations
 from agent.replicator import Replicator
 from headoffice import config as ho_config
 from headoffice.ingest import Ingest
 from headoffice.operations import Operations as HoOperations
 from headoffice.operations import request_handlers
 from lanesync.broker import MosquittoBroker
+from protocol.runtime.clock import clock_skew_s
 from tests.ops.ops_helpers import LANE, fill, lane_config
 
 
@@ -56,9 +58,10 @@ async def test_agent_and_headoffice_metrics_and_clock_check(
     )
     async with Journal(cfg.journal_path, LANE) as journal:
         await fill(journal, 25)
+        batch_sizes = BatchSizes()
         async with (
-            Replicator(journal, cfg) as rep,
-            Operations(cfg, journal, rep) as ops,
+            Replicator(journal, cfg, on_batch=batch_sizes.observe) as rep,
+            Operations(cfg, journal, rep, batch_sizes=batch_sizes) as ops,
         ):
             assert ops.http is not None
             url = f"http://127.0.0.1:{ops.http.port}/metrics"
@@ -95,4 +98,4 @@ async def test_agent_and_headoffice_metrics_and_clock_check(
 
 
 def test_skew_is_head_office_minus_lane_at_the_midpoint() -> None:
-    assert skew_from_reply({"now_ms": 10_500}, sent=10.0, received=10.2) == pytest.approx(0.4)
+    assert clock_skew_s(10_500, sent=10.0, received=10.2) == pytest.approx(0.4)

@@ -43,7 +43,11 @@ async def test_full_journal_refuses_new_documents_and_keeps_confirmed_ones(
 ) -> None:
     path = tmp_path / "journal.db"
     caplog.set_level(logging.WARNING)
-    async with Journal(path, LANE) as journal, Retention(journal, _cfg()) as retention:
+    async with (
+        Journal(path, LANE) as journal,
+        Retention(journal, _cfg()) as retention,
+        journal.guarded_by(retention),
+    ):
         confirmed, exc = await _fill_until_full(journal)
         assert confirmed > 100
         assert "journal full" in str(exc)
@@ -69,6 +73,7 @@ async def test_acked_entries_are_pruned_in_steps_and_space_comes_back(tmp_path: 
     async with (
         Journal(path, LANE) as journal,
         Retention(journal, _cfg(prune_batch=50)) as retention,
+        journal.guarded_by(retention),
     ):
         confirmed, _ = await _fill_until_full(journal)
         await journal.mark_acked(confirmed - 10)
@@ -95,6 +100,7 @@ async def test_acked_entries_stay_for_the_configured_days(tmp_path: Path) -> Non
     async with (
         Journal(tmp_path / "j.db", LANE) as journal,
         Retention(journal, _cfg(max_journal_mb=0, keep_acked_days=14)) as retention,
+        journal.guarded_by(retention),
     ):
         await fill(journal, 20)
         await journal.mark_acked(20)
@@ -110,6 +116,7 @@ async def test_above_high_watermark_prunes_acked_entries_early(tmp_path: Path) -
         Retention(
             journal, _cfg(keep_acked_days=30, prune_early_when_high=True, high_watermark_pct=50)
         ) as retention,
+        journal.guarded_by(retention),
     ):
         await fill(journal, 150, pad=4000)
         await journal.run_write(retention.budget.measure)

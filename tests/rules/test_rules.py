@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from agent.config import TransitConfig
 from agent.documents.envelope import DocContext, validate
 from agent.documents.rules import NoCatalog
+from agent.numbering import TransitConfig
 from protocol.documents import check_document
 from protocol.errors import ProtocolError
 from protocol.identity import LaneId
