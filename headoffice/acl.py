@@ -81,6 +81,8 @@ _SEGMENT_RULE = "1-32 characters of A-Z a-z 0-9 _ - (a topic segment: no '/', '+
 class AclError(LanesyncError):
     """A store list or option that cannot make a safe ACL; the message names what is wrong."""
 
+    code = "acl"
+
 
 @dataclass(frozen=True, slots=True)
 class AclSpec:
@@ -357,7 +359,7 @@ def catalog_lanes(config_path: str) -> list[LaneId]:
     # Imported here: `lanesync` starts without the database drivers unless this is asked for.
     from headoffice import config as ho_config  # noqa: PLC0415
     from headoffice.catalog import versions  # noqa: PLC0415
-    from headoffice.store import describe, open_readonly, target  # noqa: PLC0415
+    from headoffice.db import describe, open_readonly, target  # noqa: PLC0415
 
     cfg = ho_config.load(config_path)
     db = open_readonly(target(cfg))

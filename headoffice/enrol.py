@@ -41,6 +41,7 @@ from headoffice.acl import (
     render,
     write_atomically,
 )
+from headoffice.projections import PROJECTIONS
 from protocol.errors import LanesyncError
 from protocol.identity import LaneId, check_segment
 
@@ -60,6 +61,8 @@ def _ca(directory: str, *, init_name: str | None = None) -> CertificateAuthority
 
 class EnrolError(LanesyncError):
     """A store that cannot be enrolled or removed as asked; nothing was half done."""
+
+    code = "enrol"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +127,11 @@ def _load_rows(cfg: Any, dataset: str, rows: list[dict[str, Any]], source: str) 
     """Upsert rows through the catalog's checked loader; the version made, if any."""
     # Imported here: `lanesync` starts without the database drivers unless this is asked for.
     from headoffice.catalog import load as loader  # noqa: PLC0415
-    from headoffice.store import open_target, target  # noqa: PLC0415
+    from headoffice.db import open_target, target  # noqa: PLC0415
 
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
     parsed = loader.parse(data, "jsonl", dataset, source)
-    store = open_target(target(cfg))
+    store = open_target(target(cfg), projections=PROJECTIONS)
     try:
         return loader.load_parsed(store.sql, parsed, upsert=True, source=source).version
     finally:
@@ -137,7 +140,7 @@ def _load_rows(cfg: Any, dataset: str, rows: list[dict[str, Any]], source: str) 
 
 def _current(cfg: Any, dataset: str) -> list[dict[str, Any]]:
     from headoffice.catalog import versions  # noqa: PLC0415
-    from headoffice.store import open_readonly, target  # noqa: PLC0415
+    from headoffice.db import open_readonly, target  # noqa: PLC0415
 
     db = open_readonly(target(cfg))
     if db is None:

@@ -128,7 +128,7 @@ def read_database(rep: HeadOfficeHealth, target: Any, offline_after_s: float) ->
 
 def check(config_path: str, *, workers: int = 1, timeout: float = 3.0) -> HeadOfficeHealth:
     from headoffice import config as ho_config  # noqa: PLC0415
-    from headoffice.store import describe, target  # noqa: PLC0415
+    from headoffice.db import describe, target  # noqa: PLC0415
 
     rep = HeadOfficeHealth()
     try:

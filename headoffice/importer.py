@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from headoffice.store import Store, Target, open_target
-from headoffice.store.base import StoreError, check_batch
+from headoffice.db import Database, Target, open_target
+from headoffice.db.base import DatabaseError, check_batch
+from headoffice.projections import PROJECTIONS
 from protocol import exportfile
 from protocol.chain import first_break
 from protocol.errors import LanesyncError
@@ -49,7 +50,7 @@ class ImportResult:
     redelivered: int
     duplicate_txn: int
     hwm: int
-    held: int = 0  # entries held at their seq (headoffice.store.base), as MQTT ingest holds them
+    held: int = 0  # entries held at their seq (headoffice.db.base), as MQTT ingest holds them
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,11 +91,11 @@ def read(path: Path, key_dir: Path) -> tuple[LaneId, int, bytes, list[Entry]]:
 
 def apply(path: Path, database: Target, key_dir: Path, now_ms: int | None = None) -> ImportResult:
     """Verify and apply one export file in one transaction (database: a SQLite file or a
-    postgresql:// URL, headoffice.store.target)."""
+    postgresql:// URL, headoffice.db.target)."""
     lane, epoch, prev, entries = read(path, key_dir)
     now_ms = clock.now_ms() if now_ms is None else now_ms
     res = ImportResult(str(path), lane.store, lane.lane, epoch, len(entries), 0, 0, 0, 0)
-    store = open_target(database)
+    store = open_target(database, projections=PROJECTIONS)
     try:
         store.lock_lanes([(lane, epoch)])
         _apply_entries(store, res, path, lane, prev, entries, now_ms)
@@ -108,7 +109,7 @@ def apply(path: Path, database: Target, key_dir: Path, now_ms: int | None = None
 
 
 def _apply_entries(
-    store: Store,
+    store: Database,
     res: ImportResult,
     path: Path,
     lane: LaneId,
@@ -128,7 +129,9 @@ def _apply_entries(
     for i in range(0, len(entries), MAX_BATCH):
         chunk = entries[i : i + MAX_BATCH]
         link = prev if i == 0 else entries[i - 1].hash
-        r = store.apply_batch(check_batch(JournalBatch(lane, epoch, link, chunk)), now_ms)
+        r = store.apply_batch(
+            check_batch(JournalBatch(lane, epoch, link, chunk), store.projections), now_ms
+        )
         if r.resend_from is not None or r.quarantined:
             raise ImportFailed(f"{path}: refused at seq {chunk[0].seq}: {r.reason}")
         res.applied += r.applied
@@ -138,4 +141,4 @@ def _apply_entries(
         res.hwm = r.hwm
 
 
-__all__ = ["ImportFailed", "ImportResult", "StoreError", "apply", "read"]
+__all__ = ["DatabaseError", "ImportFailed", "ImportResult", "apply", "read"]

@@ -21,10 +21,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from headoffice.db import DatabaseError, Target, open_readonly
 from headoffice.held import ops as held_ops
 from headoffice.ingest import IngestStats
 from headoffice.statuspage import collect
-from headoffice.store import StoreError, Target, open_readonly
 
 HELD_CODES = ("card_number", "invalid_body", "txn_conflict", "apply_failed", "unregistered")
 
@@ -34,7 +34,7 @@ def held_figures(database: Target) -> dict[str, Any] | None:
     operator's commands write the database's counters), for the scrape."""
     try:
         db = open_readonly(database)
-    except StoreError:
+    except DatabaseError:
         return None  # the status page's collect says why
     if db is None:
         return None

@@ -19,12 +19,12 @@ from aiohttp import web
 from headoffice.catalog import server as catalog_server
 from headoffice.catalog.publisher import PublisherStats
 from headoffice.config import HeadOfficeConfig
+from headoffice.db import Database, target
 from headoffice.health import HEALTH_PATH
 from headoffice.ingest import Ingest, RequestHandler
 from headoffice.metrics import HoMetrics
 from headoffice.sscc import server as sscc_server
 from headoffice.statuspage import status_app
-from headoffice.store import Store, target
 from headoffice.transit import server as transit_server
 from protocol.messages import Reply, Request
 from protocol.requests import OP_TIME
@@ -35,7 +35,7 @@ from protocol.runtime.services import Services
 from protocol.runtime.watchdog import run_watchdog
 
 
-def time_handler(store: Store, req: Request, now_ms: int) -> Reply:
+def time_handler(store: Database, req: Request, now_ms: int) -> Reply:
     """Head office's clock, read when answering (the lane halves the round trip)."""
     return Reply(req.lane, req.corr, True, {"now_ms": clock.now_ms()})
 

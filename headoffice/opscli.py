@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from headoffice import config as ho_config
+from headoffice import db as ho_db
 from headoffice import importer
-from headoffice import store as ho_store
 from headoffice.config import HeadOfficeConfig
 from headoffice.opsconfig import LISTEN_EXAMPLE
 from protocol.errors import LanesyncError
@@ -56,7 +56,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         return fail("import", exc, Exit.CANNOT_RUN)
     key_dir = Path(args.key_dir) if args.key_dir else cfg.ops.import_.key_dir
     try:
-        res = importer.apply(Path(args.file), ho_store.target(cfg), key_dir)
+        res = importer.apply(Path(args.file), ho_db.target(cfg), key_dir)
     except LanesyncError as exc:
         return fail("import", exc, Exit.PROBLEM)
     if args.json:

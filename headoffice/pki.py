@@ -41,6 +41,8 @@ CRL_DAYS = 30  # the CRL is re-signed at every change; `pki crl` renews it befor
 class PkiError(LanesyncError):
     """The CA directory is missing, incomplete, or asked to do something it cannot."""
 
+    code = "pki"
+
 
 @dataclass(frozen=True, slots=True)
 class Issued:

@@ -33,9 +33,9 @@ from headoffice.catalog import http as catalog_http
 from headoffice.catalog import versions
 from headoffice.catalog.publisher import PublisherStats
 from headoffice.config import CatalogConfig
+from headoffice.db import DatabaseError, Target, describe, open_readonly
+from headoffice.db.sql import Sql
 from headoffice.ingest import IngestStats
-from headoffice.store import StoreError, Target, describe, open_readonly
-from headoffice.store.sql import Sql
 from headoffice.transit import report as transit_report
 from protocol import catalog as cat
 
@@ -199,7 +199,7 @@ def collect(
     now_ms = now * 1000
     try:
         db = open_readonly(database)
-    except StoreError as exc:
+    except DatabaseError as exc:
         return {"at": now, "error": str(exc), "lanes": [], "stores": []}
     if db is None:
         error = f"{describe(database)}: no head-office database yet"

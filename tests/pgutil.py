@@ -22,8 +22,9 @@ import psycopg
 import pytest
 
 from headoffice.config import HeadOfficeConfig, parse
-from headoffice.store import Store, open_target
-from headoffice.store.sql import to_pyformat
+from headoffice.db import Database, open_target
+from headoffice.db.sql import to_pyformat
+from headoffice.projections import PROJECTIONS
 from lanesync.pgscratch import scratch_schema
 
 PG_URL = os.environ.get("LANESYNC_TEST_PG_URL", "postgresql://127.0.0.1:5432/test")
@@ -59,8 +60,8 @@ class Backend:
     def is_pg(self) -> bool:
         return self.name == "postgres"
 
-    def store(self) -> Store:
-        return open_target(self.target)
+    def store(self) -> Database:
+        return open_target(self.target, projections=PROJECTIONS)
 
     def database_table(self) -> dict[str, str]:
         """The [database] table of a headoffice.toml for this backend."""

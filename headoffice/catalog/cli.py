@@ -18,8 +18,9 @@ from typing import Any
 from headoffice import config as ho_config
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
-from headoffice.store import StoreError, describe, open_readonly, open_target, target
-from headoffice.store.sql import Sql
+from headoffice.db import DatabaseError, describe, open_readonly, open_target, target
+from headoffice.db.sql import Sql
+from headoffice.projections import PROJECTIONS
 from protocol import catalog as cat
 from protocol.errors import LanesyncError
 
@@ -84,7 +85,9 @@ def _fail(code: int, message: str) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     try:
         cfg = ho_config.load(args.config)
-        store = open_target(target(cfg), max_epochs_per_lane=cfg.ingest.max_epochs_per_lane)
+        store = open_target(
+            target(cfg), projections=PROJECTIONS, max_epochs_per_lane=cfg.ingest.max_epochs_per_lane
+        )
     except LanesyncError as exc:
         return _fail(2, str(exc))
     try:
@@ -113,12 +116,12 @@ def _reader(args: argparse.Namespace) -> Sql:
     cfg = ho_config.load(args.config)
     db = open_readonly(target(cfg))
     if db is None:
-        raise StoreError(f"{describe(target(cfg))}: no head-office database yet")
+        raise DatabaseError(f"{describe(target(cfg))}: no head-office database yet")
     try:
         db.fetchone("SELECT 1 FROM catalog_versions LIMIT 1")
     except Exception as exc:  # noqa: BLE001 - sqlite3 or psycopg: either says "no such table"
         db.close()
-        raise StoreError(
+        raise DatabaseError(
             f"{describe(target(cfg))} has no catalog yet (schema 5): start head office or load "
             f"a dataset first ({exc.__class__.__name__})"
         ) from None
@@ -205,7 +208,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         return _fail(2, "--keep and --before take a number from 1")
     try:
         cfg = ho_config.load(args.config)
-        store = open_target(target(cfg), max_epochs_per_lane=cfg.ingest.max_epochs_per_lane)
+        store = open_target(
+            target(cfg), projections=PROJECTIONS, max_epochs_per_lane=cfg.ingest.max_epochs_per_lane
+        )
     except LanesyncError as exc:
         return _fail(2, str(exc))
     try:

@@ -25,7 +25,8 @@ from aiohttp import web
 from headoffice.catalog import load as loader
 from headoffice.catalog.versions import LoadResult
 from headoffice.config import CatalogConfig
-from headoffice.store import Target, open_target
+from headoffice.db import Target, open_target
+from headoffice.projections import PROJECTIONS
 from protocol.errors import LanesyncError
 from protocol.pan import mask_text
 
@@ -54,7 +55,7 @@ def _authorized(request: web.Request, token: str) -> bool:
 
 
 def _run_load(database: Target, parsed: loader.Parsed, upsert: bool, source: str) -> LoadResult:
-    store = open_target(database)
+    store = open_target(database, projections=PROJECTIONS)
     try:
         return loader.load_parsed(store.sql, parsed, upsert=upsert, source=source)
     finally:

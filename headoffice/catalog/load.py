@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,10 +20,11 @@ from typing import Any, Literal
 
 from headoffice.catalog import versions
 from headoffice.catalog.versions import LoadResult
-from headoffice.store.sql import Sql
+from headoffice.db.sql import Sql
 from protocol import catalog as cat
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.pan import mask_text
+from protocol.runtime import clock
 
 Format = Literal["csv", "jsonl"]
 MAX_FILE_BYTES = 512 * 1024 * 1024  # a catalog file bigger than this is refused before parsing
@@ -43,6 +43,8 @@ CONTENT_TYPES: dict[str, Format] = {
 
 class LoadError(LanesyncError):
     """A file refused whole: where (file, row, column) and why; nothing was changed."""
+
+    code = "catalog_load"
 
     def __init__(self, file: str, row: int | None, column: str | None, reason: str) -> None:
         self.file = mask_text(file)
@@ -243,7 +245,7 @@ def load_parsed(sql: Sql, parsed: Parsed, *, upsert: bool, source: str | None = 
         parsed.rows,
         upsert=upsert,
         source=source or parsed.file,
-        now_ms=time.time_ns() // 1_000_000,
+        now_ms=clock.now_ms(),
         check=_references(parsed, upsert),
     )
 

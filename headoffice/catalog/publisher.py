@@ -21,7 +21,8 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import aiomqtt
 import psycopg
@@ -29,10 +30,11 @@ import tenacity
 
 from headoffice.catalog import versions
 from headoffice.config import HeadOfficeConfig
-from headoffice.store import StoreError, open_readonly, target
-from headoffice.store.sql import Sql
+from headoffice.db import DatabaseError, open_readonly, target
+from headoffice.db.sql import Sql
 from protocol import catalog as cat
-from protocol.runtime import brokerconn
+from protocol.runtime import brokerconn, clock
+from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,8 @@ class PublisherStats:
 
 
 class HeadPublisher:
-    """Publishes store heads until cancelled; reconnects with backoff like ingest."""
+    """Publishes store heads while entered (`async with`); reconnects with backoff like
+    ingest. Its one task runs through protocol.runtime.tasks.Tasks."""
 
     def __init__(self, config: HeadOfficeConfig, *, poll_s: float | None = None) -> None:
         self.config = config
@@ -67,6 +70,20 @@ class HeadPublisher:
         self._catalog: versions.Catalog | None = None
         self._heads: dict[str, cat.CatalogHead] = {}  # the last head published per store
         self._leader = False
+        self._tasks = Tasks("catalog heads")
+
+    async def __aenter__(self) -> Self:
+        await self._tasks.__aenter__()
+        self._tasks.start(self.run(), "publish")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._tasks.stop()
 
     # --- database (its one thread) ------------------------------------------------------------
 
@@ -132,7 +149,7 @@ class HeadPublisher:
         sql, catalog = conn
         try:
             registry = versions.stores(sql)
-            now_ms = time.time_ns() // 1_000_000
+            now_ms = clock.now_ms()
             heads: list[cat.CatalogHead] = []
             for store in registry:
                 v = versions.view(sql, store, latest)
@@ -177,7 +194,7 @@ class HeadPublisher:
                 retrying = tenacity.AsyncRetrying(
                     wait=tenacity.wait_random_exponential(multiplier=0.5, max=15),
                     retry=tenacity.retry_if_exception_type(
-                        (aiomqtt.MqttError, OSError, StoreError, sqlite3.Error, psycopg.Error)
+                        (aiomqtt.MqttError, OSError, DatabaseError, sqlite3.Error, psycopg.Error)
                     ),
                     before_sleep=lambda s: log.warning(
                         "catalog heads: %s; retrying", s.outcome.exception() if s.outcome else None
@@ -275,7 +292,7 @@ class HeadPublisher:
                     self.stats.heads.pop(store, None)
                     self.stats.heads_cleared += 1
                 if heads or gone:
-                    self.stats.last_publish_ms = time.time_ns() // 1_000_000
+                    self.stats.last_publish_ms = clock.now_ms()
                     log.info(
                         "catalog heads: version %d: %d published, %d cleared",
                         latest,

@@ -24,7 +24,7 @@ from protocol.catalog import KEY_SEP  # joins a lane row's key columns (store|la
 from protocol.identity import LaneId
 
 if TYPE_CHECKING:  # the store imports this module (a release checks the registry)
-    from headoffice.store.sql import Sql
+    from headoffice.db.sql import Sql
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """The catalog requests head office answers for lanes: `catalog_delta` and `catalog_snapshot`.
 
-They run in ingest's writer thread with the Store's connection (headoffice.operations
+They run in ingest's writer thread with the Database's connection (headoffice.operations
 registers them), so each reply costs a few index range scans: a delta is computed once per
 (store, from, to) and paged from memory, a snapshot chunk walks each scope of the view from
 the chunk's first key (headoffice.catalog.versions.Catalog). A reply stays under the 1 MiB
@@ -18,8 +18,8 @@ import weakref
 
 from headoffice.catalog import versions
 from headoffice.catalog.registry import Registry
+from headoffice.db import Database
 from headoffice.ingest import RequestHandler
-from headoffice.store import Store
 from protocol import catalog as cat
 from protocol.errors import ProtocolError
 from protocol.messages import Reply, Request
@@ -36,41 +36,41 @@ def _refused(req: Request, code: str, reason: str, field: str | None = None) -> 
 
 # The store registry's one rule (headoffice/catalog/registry.py), cached per open database
 # as ingest's is: a request costs one indexed read of the catalog's newest version.
-_registries: weakref.WeakKeyDictionary[Store, Registry] = weakref.WeakKeyDictionary()
+_registries: weakref.WeakKeyDictionary[Database, Registry] = weakref.WeakKeyDictionary()
 
 
-def _unregistered(store: Store, req: Request) -> Reply | None:
-    registry = _registries.setdefault(store, Registry())
-    registry.refresh(store.sql)
+def _unregistered(database: Database, req: Request) -> Reply | None:
+    registry = _registries.setdefault(database, Registry())
+    registry.refresh(database.sql)
     reason = registry.refusal(req.lane)
     return None if reason is None else _refused(req, cat.UNREGISTERED, reason)
 
 
-def delta(store: Store, req: Request, now_ms: int) -> Reply:
+def delta(database: Database, req: Request, now_ms: int) -> Reply:
     try:
         args = cat.DeltaRequest.from_map(req.args)
     except ProtocolError as exc:
         return _refused(req, cat.BAD_REQUEST, str(exc), exc.field)
-    refused = _unregistered(store, req)
+    refused = _unregistered(database, req)
     if refused is not None:
         return refused
     try:
-        page = versions.catalog_for(store.sql).delta_page(req.lane.store, args)
+        page = versions.catalog_for(database.sql).delta_page(req.lane.store, args)
     except versions.CatalogRefused as r:
         return _refused(req, r.code, str(r))
     return Reply(req.lane, req.corr, True, page.to_map())
 
 
-def snapshot(store: Store, req: Request, now_ms: int) -> Reply:
+def snapshot(database: Database, req: Request, now_ms: int) -> Reply:
     try:
         args = cat.SnapshotRequest.from_map(req.args)
     except ProtocolError as exc:
         return _refused(req, cat.BAD_REQUEST, str(exc), exc.field)
-    refused = _unregistered(store, req)
+    refused = _unregistered(database, req)
     if refused is not None:
         return refused
     try:
-        chunk = versions.catalog_for(store.sql).snapshot_chunk(req.lane.store, args)
+        chunk = versions.catalog_for(database.sql).snapshot_chunk(req.lane.store, args)
     except versions.CatalogRefused as r:
         return _refused(req, r.code, str(r))
     if args.chunk == 0:

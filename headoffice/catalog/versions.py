@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from headoffice.store.sql import PgSql, Sql
+from headoffice.db.sql import PgSql, Sql
 from protocol import catalog as cat
 from protocol.errors import LanesyncError
 
@@ -212,7 +212,7 @@ def _insert_rows(sql: Sql, rows: list[tuple[str, str, str, bytes, bytes, int]]) 
     if not rows:
         return
     if isinstance(sql, PgSql) and len(rows) >= _PG_COPY_MIN:
-        # COPY streams the rows with no statement per row (see headoffice/store/postgres.py
+        # COPY streams the rows with no statement per row (see headoffice/db/postgres.py
         # for the measurements that made the journal use it too).
         with (
             sql.conn.cursor() as cur,

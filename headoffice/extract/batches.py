@@ -22,6 +22,8 @@ LINE_FOR = {v: k for k, v in FULFIL_FOR.items()}
 class BatchError(LanesyncError):
     """A status change that the POS batch rules do not allow; names the field."""
 
+    code = "extract_batch"
+
 
 @dataclass(frozen=True, slots=True)
 class OrderLine:

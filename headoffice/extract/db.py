@@ -1,7 +1,7 @@
 """The extract's database, SQLite or PostgreSQL, with the dialect differences said once here.
 
 Every other extract module writes its SQL once, with `?` placeholders, through the
-headoffice.store.sql facade. What really differs between the two backends is here:
+headoffice.db.sql facade. What really differs between the two backends is here:
 
 - a journal row's position: SQLite's `rowid`, PostgreSQL's `id` identity column (`JOURNAL_ID`);
 - the jobs that consumed a document as one string: group_concat / string_agg (`JOBS_OF`);
@@ -20,10 +20,10 @@ from typing import Any
 
 import psycopg
 
+from headoffice.db import postgres, sqlite
+from headoffice.db.base import DatabaseError
+from headoffice.db.sql import PgSql, Sql, SqliteSql
 from headoffice.extract.dialect import JOBS_OF, JOURNAL_ID
-from headoffice.store import postgres, sqlite
-from headoffice.store.base import StoreError
-from headoffice.store.sql import PgSql, Sql, SqliteSql
 
 DB_ERRORS = (sqlite3.Error, psycopg.Error)
 __all__ = [
@@ -47,12 +47,12 @@ def open_sql(where: Path | str, what: str) -> Sql:
         try:
             conn = postgres.connect(where)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot open {what}: {exc}") from exc
+            raise DatabaseError(f"cannot open {what}: {exc}") from exc
         try:
             postgres.migrate(conn, what)
         except psycopg.Error as exc:
             conn.close()
-            raise StoreError(f"migrating {what}: {exc}") from exc
+            raise DatabaseError(f"migrating {what}: {exc}") from exc
         except BaseException:
             conn.close()
             raise
@@ -60,7 +60,7 @@ def open_sql(where: Path | str, what: str) -> Sql:
     try:
         db = sqlite.connect(where)
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open {what}: {exc}") from exc
+        raise DatabaseError(f"cannot open {what}: {exc}") from exc
     try:
         sqlite.migrate(db, what)
     except BaseException:
@@ -73,7 +73,7 @@ def insert_rows(db: Sql, table: str, columns: Sequence[str], rows: Iterable[Sequ
     """Insert many rows into an extract table inside the caller's transaction.
 
     On PostgreSQL one COPY: executemany costs a round trip of statement work per row (measured
-    in headoffice/store/postgres.py: COPY 3-4x faster), and a run records up to three rows per
+    in headoffice/db/postgres.py: COPY 3-4x faster), and a run records up to three rows per
     document. Text COPY adapts Python values like parameters do (psycopg docs, "Using COPY TO
     and COPY FROM": "the Python values are adapted as they would be in normal querying").
     """

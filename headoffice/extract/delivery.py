@@ -9,7 +9,6 @@ backoff (tenacity); a record that still fails stays undelivered and is tried aga
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -21,18 +20,24 @@ from tenacity import (
     wait_exponential,
 )
 
+from headoffice.db.sql import Sql
 from headoffice.extract.config import DeliveryConfig
-from headoffice.store.sql import Sql
+from protocol.errors import LanesyncError
+from protocol.runtime import clock
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-class TransientError(Exception):
+class TransientError(LanesyncError):
     """A failure worth retrying."""
 
+    code = "delivery_transient"
 
-class PermanentError(Exception):
+
+class PermanentError(LanesyncError):
     """The receiver refused the record (4xx); retrying the same bytes will not help."""
+
+    code = "delivery_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +113,7 @@ def pending(db: Sql, limit: int = 100_000) -> list[tuple[str, str]]:
 
 
 def save(db: Sql, outcomes: list[Outcome]) -> None:
-    now = int(time.time() * 1000)
+    now = clock.now_ms()
     db.begin()
     db.executemany(
         "UPDATE extract_purchases SET attempts = attempts + ?, last_error = ?, "

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # at run time this module imports nothing: the store imports it
-    from headoffice.store.sql import Dialect
+    from headoffice.db.sql import Dialect
 
 JOURNAL_ID: dict[Dialect, str] = {"sqlite": "rowid", "postgres": "id"}
 JOBS_OF: dict[Dialect, str] = {

@@ -18,7 +18,7 @@ from protocol.errors import LanesyncError
 from protocol.money import parse_qty
 
 if TYPE_CHECKING:  # the store imports this module (projection.py): no import back
-    from headoffice.store.sql import Sql
+    from headoffice.db.sql import Sql
 
 # The roll-up seed's kinds that are rolled up; every other sale kind goes one to one.
 ROLLUP_KINDS = frozenset({"sale", "sale_refund", "sale_exchange"})
@@ -29,6 +29,8 @@ TENDERS = frozenset({"cash", "card", "cheque", "account", "voucher", "gift_card"
 
 class DocumentError(LanesyncError):
     """A stored document the extract cannot use; `field` is the JSON path at fault."""
+
+    code = "invalid_document"
 
     def __init__(self, txn_id: str, field: str, reason: str) -> None:
         self.txn_id, self.field, self.reason = txn_id, field, reason

@@ -22,7 +22,6 @@ import json
 import multiprocessing as mp
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -32,6 +31,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from headoffice.db import describe
+from headoffice.db.base import DatabaseError
+from headoffice.db.sql import Sql
 from headoffice.extract import db as xdb
 from headoffice.extract import output, postings, purchases, rollup
 from headoffice.extract.config import ExtractConfig
@@ -44,10 +46,8 @@ from headoffice.extract.documents import (
     read_rows,
     to_doc,
 )
-from headoffice.store import describe
-from headoffice.store.base import StoreError
-from headoffice.store.sql import Sql
 from protocol.errors import LanesyncError
+from protocol.runtime import clock
 
 JOBS = ("purchases", "rollup", "postings")
 Progress = Callable[[str, int, int], None]
@@ -56,6 +56,8 @@ FailPoint = Callable[[str], None]
 
 class ExtractError(LanesyncError):
     """An extract run that could not complete; nothing of it was recorded."""
+
+    code = "extract"
 
 
 @dataclass
@@ -435,7 +437,7 @@ def open_db(cfg: ExtractConfig) -> Sql:
         raise ExtractError(f"database.path: {cfg.database} does not exist (run head office first)")
     try:
         return xdb.open_sql(cfg.target, f"head-office database {describe(cfg.target)}")
-    except StoreError as exc:
+    except DatabaseError as exc:
         raise ExtractError(f"{cfg.database_key}: {exc}") from exc
 
 
@@ -487,7 +489,7 @@ def run(
     fail_point: FailPoint | None = None,
 ) -> RunReport:
     """One extract run (see the module docstring for its crash-safety)."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = clock.now_ms() if now_ms is None else now_ms
     with _run_lock(cfg.output_dir):
         db = open_db(cfg)
         try:
@@ -495,7 +497,7 @@ def run(
             return _run(db, cfg, now, progress, fail_point or (lambda _p: None))
         except xdb.DB_ERRORS as exc:
             _rollback(db)
-            raise StoreError(f"extract run failed, nothing recorded: {exc}") from exc
+            raise DatabaseError(f"extract run failed, nothing recorded: {exc}") from exc
         except BaseException:
             _rollback(db)
             raise
@@ -583,7 +585,7 @@ def _run(
             (
                 run_no,
                 now,
-                int(time.time() * 1000),
+                clock.now_ms(),
                 str(final),
                 len(plan.purchases),
                 len(plan.rollups),
@@ -655,14 +657,14 @@ def record_posting(
             (
                 txn_id,
                 erp_ref,
-                int(time.time() * 1000),
+                clock.now_ms(),
                 output.dumps(corrections) if corrections else None,
             ),
         )
         db.commit()
     except xdb.DB_ERRORS as exc:
         _rollback(db)
-        raise StoreError(f"recording the ERP posting failed: {exc}") from exc
+        raise DatabaseError(f"recording the ERP posting failed: {exc}") from exc
     finally:
         db.close()
     if done is not None:
@@ -685,7 +687,7 @@ async def deliver_pending(cfg: ExtractConfig) -> tuple[int, int]:
         delivery.save(db, outcomes)
     except xdb.DB_ERRORS as exc:
         _rollback(db)
-        raise StoreError(f"recording delivery outcomes failed: {exc}") from exc
+        raise DatabaseError(f"recording delivery outcomes failed: {exc}") from exc
     finally:
         db.close()
     ok = sum(1 for o in outcomes if o.ok)

@@ -1,7 +1,7 @@
 """The extract's projection: sale-family documents parsed once, at ingest, into rows.
 
 When it is on (ENABLED, below), head office calls `project` from the ingest transaction that
-applies the documents (the hook in headoffice/store/base.py BatchWriter.flush; the rows are made
+applies the documents (the hook in headoffice/db/base.py BatchWriter.flush; the rows are made
 by check_batch on the decoder thread), so a document and its projection commit or vanish
 together. An extract run then reads headers, lines and payments as rows (documents.read_rows)
 instead of decoding and checking every body again (issue 17.3).
@@ -17,13 +17,13 @@ the ingest transaction, which is why values are checked before they reach the da
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
 
+from headoffice.db.sql import PgSql, Sql
 from headoffice.extract.documents import DocumentError, parse, unpack
-from headoffice.store.sql import PgSql, Sql
 from protocol.documents import SALE_KINDS
 from protocol.identity import LaneId
 from protocol.messages import Entry
@@ -148,38 +148,17 @@ def rows_of(lane: LaneId, epoch: int, e: Entry) -> Rows | None:
     return head, lines, pays
 
 
-def rows_by_seq(
-    lane: LaneId, epoch: int, entries: Sequence[Entry], held: Mapping[int, object]
-) -> dict[int, Rows | None]:
-    """The projection rows of a checked batch's sale entries, by seq (on ingest's decoder
-    thread, beside the card-number screen); the held ones are not applied, so not projected."""
-    if not ENABLED:
-        return {}
-    return {
-        e.seq: rows_of(lane, epoch, e)
-        for e in entries
-        if e.kind in SALE_KINDS and e.seq not in held
-    }
-
-
 def project(sql: Sql, entries: Sequence[tuple[LaneId, int, Entry, Rows | bool | None]]) -> int:
     """Write the projection of these applied entries inside the caller's transaction; returns
-    how many documents were projected. Each comes with its rows from rows_by_seq, or False
-    when they are still to be made."""
-    heads: list[tuple[Any, ...]] = []
-    lines: list[tuple[Any, ...]] = []
-    pays: list[tuple[Any, ...]] = []
+    how many documents were projected. Each comes with its rows from rows_of, or False when
+    they are still to be made."""
+    run = _ExtractRun(sql)
     for lane, epoch, e, made in entries:
         rows = rows_of(lane, epoch, e) if made is False else made
         if isinstance(rows, tuple):
-            heads.append(rows[0])
-            lines += rows[1]
-            pays += rows[2]
-    if heads:
-        _insert(sql, "extract_docs", DOC_COLUMNS, heads)
-        _insert(sql, "extract_lines", LINE_COLUMNS, lines)
-        _insert(sql, "extract_payments", PAYMENT_COLUMNS, pays)
-    return len(heads)
+            run.apply(lane, epoch, e, rows)
+    run.finish()
+    return len(run.heads)
 
 
 def _insert(sql: Sql, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
@@ -195,3 +174,40 @@ def _insert(sql: Sql, table: str, columns: Sequence[str], rows: list[tuple[Any, 
         return
     marks = ", ".join("?" * len(columns))
     sql.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)  # noqa: S608
+
+
+class _ExtractRun:
+    """One flush's extract rows, inserted together (one COPY each on PostgreSQL)."""
+
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+        self.heads: list[tuple[Any, ...]] = []
+        self.lines: list[tuple[Any, ...]] = []
+        self.pays: list[tuple[Any, ...]] = []
+
+    def apply(self, lane: LaneId, epoch: int, entry: Entry, doc: Rows) -> bool:
+        self.heads.append(doc[0])
+        self.lines += doc[1]
+        self.pays += doc[2]
+        return False
+
+    def finish(self) -> None:
+        if self.heads:
+            _insert(self.sql, "extract_docs", DOC_COLUMNS, self.heads)
+            _insert(self.sql, "extract_lines", LINE_COLUMNS, self.lines)
+            _insert(self.sql, "extract_payments", PAYMENT_COLUMNS, self.pays)
+
+
+class ExtractProjection:
+    """The extract's rows of each sale document (issue 17.3; only when ENABLED), made on
+    ingest's decoder thread so the writer only inserts them (headoffice.db.projection)."""
+
+    name = "extract"
+
+    def check(self, lane: LaneId, epoch: int, entry: Entry, decoded: object) -> Rows | None:
+        if not ENABLED or entry.kind not in SALE_KINDS:
+            return None
+        return rows_of(lane, epoch, entry)
+
+    def start(self, sql: Sql) -> _ExtractRun:
+        return _ExtractRun(sql)

@@ -16,7 +16,6 @@ import getpass
 import json
 import sqlite3
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,12 @@ from typing import Any
 import psycopg
 
 from headoffice import config as ho_config
+from headoffice.db import DatabaseError, describe, is_url, open_database, open_readonly, target
+from headoffice.db.base import CARD_NUMBER_VOID_ONLY, HeldOutcome
 from headoffice.held import ops
-from headoffice.store import StoreError, describe, is_url, open_readonly, open_store, target
-from headoffice.store.base import CARD_NUMBER_VOID_ONLY, HeldOutcome
+from headoffice.projections import PROJECTIONS
 from protocol.errors import LanesyncError
+from protocol.runtime import clock
 
 DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"  # as `lanesync headoffice` (headoffice.cli)
 PROG = "lanesync held"
@@ -181,17 +182,17 @@ def _change(args: argparse.Namespace, action: str) -> int:
         where = target(cfg)
         if not is_url(where) and not Path(where).exists():
             return _fail(2, f"{describe(where)}: no head-office database yet")
-        store = open_store(cfg)
+        store = open_database(cfg, PROJECTIONS)
     except LanesyncError as exc:
         return _fail(2, str(exc))
-    now = time.time_ns() // 1_000_000
+    now = clock.now_ms()
     try:
         if action == "release":
             outcomes = store.release_held(args.id, _who(args), args.note, now)
         else:
             outcomes = store.void_held(args.id, _who(args), args.reason, now)
         store.commit()
-    except (StoreError, *DATABASE_ERRORS) as exc:  # SQLite busy past its timeout, a lost link
+    except (DatabaseError, *DATABASE_ERRORS) as exc:  # SQLite busy past its timeout, a lost link
         store.rollback()
         return _fail(2, f"nothing changed: {exc}")
     finally:

@@ -1,7 +1,7 @@
 """Reading held entries for people and metrics: listing, one entry in full, counts.
 
-Read-only (headoffice.store.open_readonly); changing an entry is the store's work
-(Store.release_held, Store.void_held). A body is shown decoded with card numbers masked, and
+Read-only (headoffice.db.open_readonly); changing an entry is the store's work
+(Database.release_held, Database.void_held). A body is shown decoded with card numbers masked, and
 an entry held for a card number shows only the masked copy head office kept.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from headoffice.store.base import HELD_RECORD_COLUMNS, HeldRecord
-from headoffice.store.sql import Sql
+from headoffice.db.base import HELD_RECORD_COLUMNS, HeldRecord
+from headoffice.db.sql import Sql
 from protocol import pan
 from protocol.codec import unpack
 from protocol.errors import LanesyncError
@@ -22,6 +22,8 @@ MAX_SHOWN_DEPTH = 32  # deeper parts of a body are shown as "..." (a hostile bod
 
 class HeldError(LanesyncError):
     """The held entries cannot be read (no such table yet, no such entry)."""
+
+    code = "held"
 
 
 def has_held_table(db: Sql) -> bool:

@@ -22,16 +22,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from headoffice.db import Database
 from headoffice.ingest import RequestHandler
-from headoffice.store import Store
+from protocol.errors import LanesyncError
 from protocol.messages import U63, Reply, Request
+from protocol.requests import BAD_REQUEST, CODE_KEY, EXHAUSTED, OP_SSCC_LEASE
 
 log = logging.getLogger(__name__)
 
-OP_LEASE = "sscc_lease"
 MAX_BLOCK = 10_000
-BAD_REQUEST = "bad_request"
-EXHAUSTED = "exhausted"
 _LOCK_KEY = 0x5C_CC_1EA5E  # pg_advisory_xact_lock key of the serial counter
 
 
@@ -47,7 +46,11 @@ class LeaseArgs:
         self.max = _int(args, "max", 1, U63) if "max" in args else U63
 
 
-class _Bad(ValueError):
+class _Bad(LanesyncError, ValueError):
+    """A request argument out of its range; refused as `bad_request` naming the field."""
+
+    code = BAD_REQUEST
+
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
@@ -75,18 +78,18 @@ def _epoch(args: dict[str, Any]) -> int:
 
 
 def _refused(req: Request, code: str, reason: str, field: str | None = None) -> Reply:
-    result: dict[str, Any] = {"code": code}
+    result: dict[str, Any] = {CODE_KEY: code}
     if field is not None:
         result["field"] = field
     return Reply(req.lane, req.corr, False, result, reason)
 
 
-def lease(store: Store, req: Request, now_ms: int) -> Reply:
+def lease(database: Database, req: Request, now_ms: int) -> Reply:
     try:
         args = LeaseArgs(req.args)
     except _Bad as exc:
         return _refused(req, BAD_REQUEST, str(exc), exc.field)
-    sql = store.sql
+    sql = database.sql
     before = sql.fetchone(
         "SELECT first, last, store, lane FROM sscc_leases WHERE request_id = ?", (req.corr,)
     )
@@ -128,9 +131,9 @@ def lease(store: Store, req: Request, now_ms: int) -> Reply:
     return Reply(req.lane, req.corr, True, {"first": first, "last": last})
 
 
-def leases(store: Store, lane_store: str | None = None) -> list[dict[str, Any]]:
+def leases(database: Database, lane_store: str | None = None) -> list[dict[str, Any]]:
     """Every block on record (for reports and tests), in serial order."""
-    sql = store.sql
+    sql = database.sql
     cols = "first, last, store, lane, epoch, request_id, at"
     if lane_store is None:
         return sql.fetchdicts(f"SELECT {cols} FROM sscc_leases ORDER BY first")  # noqa: S608
@@ -141,4 +144,4 @@ def leases(store: Store, lane_store: str | None = None) -> list[dict[str, Any]]:
 
 
 def request_handlers() -> dict[str, RequestHandler]:
-    return {OP_LEASE: lease}
+    return {OP_SSCC_LEASE: lease}

@@ -13,8 +13,8 @@ import json
 import sys
 
 from headoffice import config as ho_config
+from headoffice.db import DatabaseError, describe, open_readonly, target
 from headoffice.stock import report
-from headoffice.store import StoreError, describe, open_readonly, target
 from protocol.errors import LanesyncError
 
 
@@ -31,7 +31,7 @@ def cmd_stock(args: argparse.Namespace) -> int:
     try:
         cfg = ho_config.load(args.config)
         db = open_readonly(target(cfg))
-    except (LanesyncError, StoreError) as exc:
+    except (LanesyncError, DatabaseError) as exc:
         print(f"lanesync stock: {exc}", file=sys.stderr)
         return 2
     if db is None:

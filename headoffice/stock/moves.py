@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from headoffice.db.base import catalog_version
 from headoffice.transit.bodies import MAX_ITEM, MAX_LINES, BodyError, milli
 
 SALE_STOCK_KINDS = frozenset(
@@ -35,7 +36,6 @@ SALE_STOCK_KINDS = frozenset(
 RETURN_KINDS = frozenset({"sale_refund", "layaway_cancellation"})  # as the extract's
 PURCHASE_KINDS = frozenset({"receive_purchase_order", "supplier_return"})
 STOCK_KINDS = SALE_STOCK_KINDS | PURCHASE_KINDS
-MAX_VERSION = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +60,6 @@ class Unreadable:
     kind: str
     problem: str
     catalog_version: int | None = None
-
-
-def catalog_version(doc: dict[str, Any]) -> int | None:
-    """The body's `catalog_version` (issue 15.1), or None when absent or not a version."""
-    v = doc.get("catalog_version")
-    if type(v) is int and 0 <= v <= MAX_VERSION:
-        return v
-    return None
 
 
 def _code(m: dict[str, Any], key: str, path: str) -> str | None:

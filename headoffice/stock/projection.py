@@ -1,6 +1,6 @@
 """Stock moves of sales, returns and purchases, applied inside the ingest transaction.
 
-Called by the store's flush (headoffice.store.base) for each newly applied document of
+Called by the store's flush (headoffice.db.base) for each newly applied document of
 headoffice.stock.moves.STOCK_KINDS, on the writer thread, in the transaction that writes its
 journal and documents rows: a document moves stock exactly when it is committed, and a
 duplicate (a txn_id applied before) never reaches here, so the projection is idempotent with
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 
-from headoffice.stock.moves import StockDoc, Unreadable
-from headoffice.store.sql import Sql
+from headoffice.db.sql import Sql
+from headoffice.stock.moves import STOCK_KINDS, StockDoc, Unreadable, read
 from headoffice.transit.projection import move
 from protocol import catalog as cat
 from protocol.identity import LaneId
@@ -129,3 +129,35 @@ def apply_entry(
             key = (lane.store, m.item)
             deltas[key] = deltas.get(key, 0) + effect * m.milli
     return problem
+
+
+class _StockRun:
+    """One flush's stock moves, summed by (location, item) and written once (`write`)."""
+
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+        self.deltas: Deltas = {}
+
+    def apply(self, lane: LaneId, epoch: int, entry: Entry, doc: StockDoc | Unreadable) -> bool:
+        return apply_entry(self.sql, lane, entry, doc, self.deltas) is not None
+
+    def finish(self) -> None:
+        write(self.sql, self.deltas)
+
+
+class StockProjection:
+    """Stock on hand from sales, returns and purchases (headoffice.db.projection)."""
+
+    name = "stock"
+
+    def check(
+        self, lane: LaneId, epoch: int, entry: Entry, decoded: object
+    ) -> StockDoc | Unreadable | None:
+        if entry.kind not in STOCK_KINDS:
+            return None
+        if type(decoded) is not dict:
+            return Unreadable(entry.kind, "$: not a msgpack map", None)
+        return read(entry.kind, decoded)
+
+    def start(self, sql: Sql) -> _StockRun:
+        return _StockRun(sql)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from headoffice.store.sql import Sql
+from headoffice.db.sql import Sql
 from headoffice.transit.projection import IN_TRANSIT, fmt_milli
 from headoffice.transit.report import _has_tables
 

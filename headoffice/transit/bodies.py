@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol import codec
-from protocol.errors import ProtocolError
+from protocol.errors import LanesyncError, ProtocolError
 from protocol.messages import MAX_ENTRY_BODY, U63
 
 QTY_RE = re.compile(r"-?[0-9]{1,9}\.[0-9]{3}")  # protocol/DOCUMENTS.md: exactly three places
@@ -35,8 +35,10 @@ MAX_TRANSIT_NO = 32
 MAX_CURRENCY = 8
 
 
-class BodyError(ValueError):
+class BodyError(LanesyncError, ValueError):
     """A projected body head office cannot apply; says which field and why, not its value."""
+
+    code = "invalid_body"
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}")

@@ -10,16 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from datetime import UTC, datetime
 
 from headoffice import config as ho_config
 from headoffice.config import HeadOfficeConfig
+from headoffice.db import DatabaseError, describe, open_database, open_readonly, target
+from headoffice.projections import PROJECTIONS
 from headoffice.stock import cli as stock_cli
 from headoffice.stock import report as stock_report
-from headoffice.store import StoreError, describe, open_readonly, open_store, target
 from headoffice.transit import projection, report
 from protocol.errors import LanesyncError
+from protocol.runtime import clock
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
@@ -44,7 +45,7 @@ def cmd_transits(args: argparse.Namespace) -> int:
         if args.cancel:
             return _cancel(cfg, args)
         db = open_readonly(target(cfg))
-    except StoreError as exc:
+    except DatabaseError as exc:
         print(f"lanesync transits: {exc}", file=sys.stderr)
         return 2
     if db is None:
@@ -84,7 +85,7 @@ def cmd_transits(args: argparse.Namespace) -> int:
 
 
 def _cancel(cfg: HeadOfficeConfig, args: argparse.Namespace) -> int:
-    store = open_store(cfg)
+    store = open_database(cfg, PROJECTIONS)
     db = store.sql
     try:
         key = args.cancel
@@ -98,7 +99,7 @@ def _cancel(cfg: HeadOfficeConfig, args: argparse.Namespace) -> int:
             print(f"lanesync transits: {len(found)} transits match {key!r}", file=sys.stderr)
             return 1
         db.begin()
-        ok = projection.cancel(db, found[0]["txn_id"], args.by, time.time_ns() // 1_000_000)
+        ok = projection.cancel(db, found[0]["txn_id"], args.by, clock.now_ms())
         if ok:
             store.commit()
     finally:

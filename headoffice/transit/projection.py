@@ -1,10 +1,10 @@
 """Transit tables and stock per location, built from journaled documents in the ingest transaction.
 
-`apply_entry` is called by the store's apply_batch (headoffice.store.base, SQLite and
+`apply_entry` is called by the store's apply_batch (headoffice.db.base, SQLite and
 PostgreSQL alike) for the few kinds in PROJECTED_KINDS (only their bodies are decoded, so bulk
 sale ingest is not slowed down), on the writer thread, inside the transaction that inserts the
 journal rows: a transit exists at head office exactly when its document is committed there.
-The SQL is written once for both backends through headoffice.store.sql.
+The SQL is written once for both backends through headoffice.db.sql.
 
 Stock moves (thousandths of a unit, location `@transit` for parcels on the road):
 - transit_inventory (create): source -qty, @transit +qty; the transit is `in_transit`.
@@ -31,8 +31,10 @@ import logging
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from headoffice.store.sql import Sql
+from headoffice.db.projection import Unprojectable
+from headoffice.db.sql import Sql
 from headoffice.transit import bodies
+from protocol.errors import LanesyncError
 from protocol.identity import LaneId
 from protocol.messages import Entry
 
@@ -47,8 +49,10 @@ _COLS = (
 )
 
 
-class ProjectionError(ValueError):
+class ProjectionError(LanesyncError, ValueError):
     """A document that cannot be projected; its reason is logged and counted."""
+
+    code = "projection"
 
 
 def milli(qty: object) -> int:
@@ -295,3 +299,35 @@ def _accept_doc(db: Sql, lane: LaneId, e: Entry, doc: bodies.Accept) -> None:
         f"transit {t['transit_no']} is {t['status']} (received by {t['received_store']}/"
         f"{t['received_lane']}), not accepted by this document"
     )
+
+
+class _TransitRun:
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+
+    def apply(self, lane: LaneId, epoch: int, entry: Entry, doc: bodies.Parsed) -> bool:
+        return apply_entry(self.sql, lane, entry, doc) is not None
+
+    def finish(self) -> None:
+        pass  # each document moved its stock as it was applied
+
+
+class TransitProjection:
+    """Transits between stores and stock adjustments (headoffice.db.projection): a body that
+    breaks what they need (headoffice.transit.bodies) is held as invalid_body."""
+
+    name = "transit"
+
+    def check(
+        self, lane: LaneId, epoch: int, entry: Entry, decoded: object
+    ) -> bodies.Parsed | None:
+        if entry.kind not in PROJECTED_KINDS:
+            return None
+        try:
+            return bodies.parse(entry.kind, entry.body, lane.store)
+        except Exception as exc:
+            problem = str(exc) if isinstance(exc, bodies.BodyError) else repr(type(exc))
+            raise Unprojectable(problem) from exc
+
+    def start(self, sql: Sql) -> _TransitRun:
+        return _TransitRun(sql)

@@ -1,14 +1,14 @@
 """Open transits, for `lanesync transits` and the status page (stock: headoffice.stock.report).
 
 Reads only; works on a read-only connection and on a database older than schema 3 (empty),
-on SQLite and PostgreSQL alike (headoffice.store.sql).
+on SQLite and PostgreSQL alike (headoffice.db.sql).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from headoffice.store.sql import Sql
+from headoffice.db.sql import Sql
 
 
 def _has_tables(db: Sql) -> bool:

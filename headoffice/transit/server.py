@@ -32,10 +32,12 @@ import os
 import re
 from typing import Any
 
+from headoffice.db import Database
+from headoffice.db.sql import Sql
 from headoffice.ingest import RequestHandler
-from headoffice.store import Store
-from headoffice.store.sql import Sql
 from headoffice.transit import projection as p
+from protocol import requests as req_codes
+from protocol.errors import LanesyncError
 from protocol.messages import UUID_RE, Reply, Request
 
 log = logging.getLogger(__name__)
@@ -49,24 +51,28 @@ EXPIRED_GRACE_MS = 30_000
 _CRASH_AFTER_ACCEPT = os.environ.get("LANESYNC_FAULT_TRANSIT_CRASH_AFTER_ACCEPT") == "1"
 
 
-class Refusal(Exception):
+class Refusal(LanesyncError):
+    """A transit request refused with the contract's refusal `code`; `extra` goes in the reply."""
+
     def __init__(self, code: str, reason: str, **extra: Any) -> None:
-        super().__init__(reason)
-        self.code, self.reason, self.extra = code, reason, extra
+        super().__init__(reason, code=code)
+        self.reason, self.extra = reason, extra
 
 
 def _key(args: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     sscc, no, source = args.get("sscc"), args.get("transit_no"), args.get("source_store")
     if sscc is not None and (type(sscc) is not str or not SSCC_RE.fullmatch(sscc)):
-        raise Refusal("bad_request", "sscc must be 18 digits", field="sscc")
+        raise Refusal(req_codes.BAD_REQUEST, "sscc must be 18 digits", field="sscc")
     if no is not None and (type(no) is not str or not CODE_RE.fullmatch(no)):
         raise Refusal(
-            "bad_request", "transit_no must be 1-32 letters or digits", field="transit_no"
+            req_codes.BAD_REQUEST, "transit_no must be 1-32 letters or digits", field="transit_no"
         )
     if source is not None and (type(source) is not str or not STORE_RE.fullmatch(source)):
-        raise Refusal("bad_request", "source_store must be a store id", field="source_store")
+        raise Refusal(
+            req_codes.BAD_REQUEST, "source_store must be a store id", field="source_store"
+        )
     if sscc is None and no is None:
-        raise Refusal("bad_request", "name the transit: sscc or transit_no", field="sscc")
+        raise Refusal(req_codes.BAD_REQUEST, "name the transit: sscc or transit_no", field="sscc")
     return sscc, no, source
 
 
@@ -90,13 +96,13 @@ def resolve(db: Sql, args: dict[str, Any], store: str) -> dict[str, Any]:
         lag = _lagging(db)
         if lag:
             raise Refusal(
-                "not_yet_known",
+                req_codes.NOT_YET_KNOWN,
                 f"{what} is not yet known at head office; lanes {', '.join(lag)} still have "
                 "journal entries to send (the sending lane may be offline): try again later",
                 lagging=lag,
             )
         raise Refusal(
-            "unknown",
+            req_codes.UNKNOWN,
             f"{what} is not known at head office: check the number on the paperwork (if the "
             "parcel was sent moments ago, try again shortly)",
         )
@@ -106,7 +112,7 @@ def resolve(db: Sql, args: dict[str, Any], store: str) -> dict[str, Any]:
             found = mine
         elif mine:
             raise Refusal(
-                "ambiguous",
+                req_codes.AMBIGUOUS,
                 f"{len(mine)} transits numbered {no} are meant for {store}: scan the SSCC or "
                 "name the source store",
                 sources=sorted({t["source_store"] for t in mine}),
@@ -114,19 +120,19 @@ def resolve(db: Sql, args: dict[str, Any], store: str) -> dict[str, Any]:
     t = found[0]
     if t["status"] == "cancelled":
         raise Refusal(
-            "cancelled",
+            req_codes.CANCELLED,
             f"transit {t['transit_no']} was cancelled and cannot be received",
             cancelled={"at": t["cancelled_at"], "by": t["cancelled_by"]},
         )
     if t["dest_store"] != store:
         raise Refusal(
-            "other_store",
+            req_codes.OTHER_STORE,
             f"transit {t['transit_no']} is meant for store {t['dest_store']}, not {store}",
             dest_store=t["dest_store"],
         )
     if t["status"] == "received":
         raise Refusal(
-            "already_received",
+            req_codes.ALREADY_RECEIVED,
             f"transit {t['transit_no']} was already received at {t['received_store']}/"
             f"{t['received_lane']}; it cannot be received a second time",
             received={
@@ -142,59 +148,65 @@ def resolve(db: Sql, args: dict[str, Any], store: str) -> dict[str, Any]:
 
 
 def _refused(req: Request, r: Refusal) -> Reply:
-    return Reply(req.lane, req.corr, False, {"code": r.code, **r.extra}, r.reason)
+    return Reply(req.lane, req.corr, False, {req_codes.CODE_KEY: r.code, **r.extra}, r.reason)
 
 
-def lookup(store: Store, req: Request, now_ms: int) -> Reply:
+def lookup(database: Database, req: Request, now_ms: int) -> Reply:
     try:
-        return _lookup(store, req)
+        return _lookup(database, req)
     except Refusal as r:
         return _refused(req, r)
 
 
-def _lookup(store: Store, req: Request) -> Reply:
+def _lookup(database: Database, req: Request) -> Reply:
     if req.args.get("mode") != "receive":
-        raise Refusal("bad_request", "mode must be 'receive' (lanes do not search)", field="mode")
-    db = store.sql
+        raise Refusal(
+            req_codes.BAD_REQUEST, "mode must be 'receive' (lanes do not search)", field="mode"
+        )
+    db = database.sql
     t = resolve(db, req.args, req.lane.store)
     return Reply(req.lane, req.corr, True, {"transit": p.details(db, t)})
 
 
-def accept(store: Store, req: Request, now_ms: int) -> Reply:
+def accept(database: Database, req: Request, now_ms: int) -> Reply:
     try:
-        reply = _accept(store, req, now_ms)
+        reply = _accept(database, req, now_ms)
     except Refusal as r:
         return _refused(req, r)
     if _CRASH_AFTER_ACCEPT and not reply.result.get("replayed"):
         # Fault injection for the end-to-end test: the accept is committed, then head office
         # dies as under kill -9 before the reply leaves.
-        store.commit()
+        database.commit()
         log.critical("fault injection: exiting after committing accept %s", req.args)
         os._exit(137)
     return reply
 
 
-def _accept(store: Store, req: Request, now_ms: int) -> Reply:
-    db = store.sql
+def _accept(database: Database, req: Request, now_ms: int) -> Reply:
+    db = database.sql
     rid = req.args.get("request_id")
     if type(rid) is not str or not UUID_RE.fullmatch(rid):
-        raise Refusal("bad_request", "request_id must be a lowercase UUID", field="request_id")
+        raise Refusal(
+            req_codes.BAD_REQUEST, "request_id must be a lowercase UUID", field="request_id"
+        )
     staff = req.args.get("staff")
     if staff is not None and (type(staff) is not str or not CODE_RE.fullmatch(staff)):
-        raise Refusal("bad_request", "staff must be an operator id", field="staff")
+        raise Refusal(req_codes.BAD_REQUEST, "staff must be an operator id", field="staff")
     done = db.fetchone(
         "SELECT store, lane, txn_id FROM transit_requests WHERE request_id = ?", (rid,)
     )
     if done is not None:
         if (done[0], done[1]) != (req.lane.store, req.lane.lane):
-            raise Refusal("bad_request", "request_id was used by another lane", field="request_id")
+            raise Refusal(
+                req_codes.BAD_REQUEST, "request_id was used by another lane", field="request_id"
+            )
         t = p.by_txn(db, done[2])
         assert t is not None
         return Reply(req.lane, req.corr, True, {"transit": p.details(db, t), "replayed": True})
     deadline = req.args.get("deadline_ms")
     if type(deadline) is int and now_ms > deadline + EXPIRED_GRACE_MS:
         raise Refusal(
-            "expired", "the accept arrived after the lane stopped waiting; nothing was done"
+            req_codes.EXPIRED, "the accept arrived after the lane stopped waiting; nothing was done"
         )
     db.begin()
     t = resolve(db, req.args, req.lane.store)
@@ -223,8 +235,8 @@ def _lost_race(db: Sql, req: Request, rid: str, t: dict[str, Any]) -> Reply:
     ):
         return Reply(req.lane, req.corr, True, {"transit": p.details(db, now), "replayed": True})
     resolve(db, {"sscc": now["sscc"], "transit_no": now["transit_no"]}, req.lane.store)
-    raise Refusal("already_received", f"transit {now['transit_no']} was already received")
+    raise Refusal(req_codes.ALREADY_RECEIVED, f"transit {now['transit_no']} was already received")
 
 
 def request_handlers() -> dict[str, RequestHandler]:
-    return {"transit_lookup": lookup, "transit_accept": accept}
+    return {req_codes.OP_TRANSIT_LOOKUP: lookup, req_codes.OP_TRANSIT_ACCEPT: accept}

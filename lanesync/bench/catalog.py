@@ -44,7 +44,8 @@ from agent.replicator import Replicator
 from headoffice import config as ho_config
 from headoffice.catalog import load as ho_load
 from headoffice.catalog import versions as ho_versions
-from headoffice.store import open_target, target
+from headoffice.db import open_target, target
+from headoffice.projections import PROJECTIONS
 from lanesync import stack
 from lanesync.bench.common import in_workdir, print_result
 from lanesync.broker import MosquittoBroker
@@ -95,7 +96,7 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
 def load(ho_toml: Path, dataset: str, path: Path) -> Any:
     """Load a file at head office exactly as `lanesync catalog load` does."""
     cfg = ho_config.load(ho_toml)
-    store = open_target(target(cfg))
+    store = open_target(target(cfg), projections=PROJECTIONS)
     try:
         return ho_load.load_file(store.sql, dataset, path)
     finally:
@@ -105,7 +106,7 @@ def load(ho_toml: Path, dataset: str, path: Path) -> Any:
 def whole_views(ho_toml: Path, stores: list[str]) -> dict[str, bytes]:
     """The baseline's payload: each store's whole current view as one msgpack message."""
     cfg = ho_config.load(ho_toml)
-    store = open_target(target(cfg))
+    store = open_target(target(cfg), projections=PROJECTIONS)
     try:
         out = {}
         for s in stores:

@@ -35,7 +35,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from headoffice.store import sqlite as sqlite_store
+from headoffice.db import sqlite as sqlite_db
 from lanesync import stack
 from lanesync.bench.common import in_workdir, print_result
 from lanesync.broker import MosquittoBroker
@@ -217,7 +217,7 @@ def sqlite_ceiling(drained: Path, path: Path, lane: LaneId, txns: list[tuple[int
     projection keyed so), and the lane's position is updated once per transaction as head
     office does at commit. The rows are read before the clock starts.
     """
-    src = sqlite_store.connect(drained, readonly=True)
+    src = sqlite_db.connect(drained, readonly=True)
     tables: list[tuple[str, list[str], list[tuple[Any, ...]]]] = []
     for (name,) in src.execute("SELECT name FROM sqlite_schema WHERE type = 'table'"):
         cols = [r[1] for r in src.execute(f"PRAGMA table_info({name})")]
@@ -232,8 +232,8 @@ def sqlite_ceiling(drained: Path, path: Path, lane: LaneId, txns: list[tuple[int
         "SELECT * FROM lanes WHERE store = ? AND lane = ?", (lane.store, lane.lane)
     ).fetchone()
     src.close()
-    db = sqlite_store.connect(path)
-    sqlite_store.migrate(db, f"ceiling database {path}")
+    db = sqlite_db.connect(path)
+    sqlite_db.migrate(db, f"ceiling database {path}")
     db.execute(_insert_sql("lanes", lane_cols), lane_row)
     by_txn: list[list[tuple[str, list[tuple[Any, ...]]]]] = []
     for first, last in txns:

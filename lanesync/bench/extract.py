@@ -1,7 +1,7 @@
 """`lanesync bench extract`: journal entries rolled up and posted per second.
 
 N realistic sale documents (some refunds) from 4 stores x 2 lanes are applied to a real
-head-office database through its store (SqliteStore, or PostgresStore with `--backend
+head-office database through its store (SqliteDatabase, or PostgresDatabase with `--backend
 postgres` in a scratch schema that is dropped afterwards), as ingest would, which also writes
 the extract's projection (schema 6: headers, lines, payments as rows). Timed: the extract's
 engine reading the projection, rolling up and posting; the same engine reading and decoding the
@@ -29,11 +29,12 @@ from typing import Any
 
 import psycopg
 
+from headoffice.db import Target, describe, open_target
 from headoffice.extract import db as xdb
 from headoffice.extract import job, projection
 from headoffice.extract.config import ExtractConfig
 from headoffice.extract.documents import read_rows
-from headoffice.store import Target, describe, open_target
+from headoffice.projections import PROJECTIONS
 from lanesync import samples
 from lanesync.bench.common import in_workdir, print_result
 from lanesync.pgscratch import scratch_schema
@@ -107,7 +108,7 @@ def documents(n: int, seed: int) -> list[tuple[LaneId, dict[str, Any]]]:
 def load(where: Target, docs: list[tuple[LaneId, dict[str, Any]]]) -> None:
     """Apply the documents through the store as chained batches, one epoch per lane, with the
     extract projection on (off by default in head office: headoffice/extract/projection.py)."""
-    store = open_target(where)
+    store = open_target(where, projections=PROJECTIONS)
     was, projection.ENABLED = projection.ENABLED, True
     try:
         per_lane: dict[LaneId, list[Entry]] = {}

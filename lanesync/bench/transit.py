@@ -26,7 +26,8 @@ from typing import Any
 import aiomqtt
 import msgpack
 
-from headoffice.store import SqliteStore
+from headoffice.db import SqliteDatabase
+from headoffice.projections import PROJECTIONS
 from lanesync import stack
 from lanesync.broker import MosquittoBroker
 from protocol import codec
@@ -63,7 +64,7 @@ def sscc(n: int) -> str:
 
 def seed(db: Path, n: int) -> None:
     """n transits from A to B, journaled by A/L1 and ingested as head office would."""
-    store = SqliteStore(db)
+    store = SqliteDatabase(db, projections=PROJECTIONS)
     try:
         epoch, prev, entries = 1, genesis(SOURCE, 1), []
         for i in range(1, n + 1):

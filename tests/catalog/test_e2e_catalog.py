@@ -20,7 +20,8 @@ from agent import config as agent_config
 from agent.catalog.view import CatalogView
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
-from headoffice.store import open_target
+from headoffice.db import open_target
+from headoffice.projections import PROJECTIONS
 from lanesync import stack
 from lanesync.broker import Broker
 from lanesync.proxy import ProxyThread
@@ -76,14 +77,14 @@ class Stack:
     def load(self, dataset: str, text: str) -> Any:
         path = self.workdir / f"{dataset}-{time.monotonic_ns()}.csv"
         path.write_text(text, encoding="utf-8")
-        store = open_target(self.ho_target)
+        store = open_target(self.ho_target, projections=PROJECTIONS)
         try:
             return loader.load_file(store.sql, dataset, path)
         finally:
             store.close()
 
     def ho_view(self, store_id: str = LANE.store) -> versions.View:
-        store = open_target(self.ho_target)
+        store = open_target(self.ho_target, projections=PROJECTIONS)
         try:
             return versions.view(store.sql, store_id)
         finally:

@@ -11,8 +11,8 @@ import pytest
 
 from headoffice.catalog import versions
 from headoffice.config import CatalogConfig, parse, read_token
+from headoffice.db import open_readonly
 from headoffice.statuspage import status_app
-from headoffice.store import open_readonly
 from protocol.errors import ConfigError
 from protocol.runtime.httpserver import HttpServer
 from tests import pgutil

@@ -10,13 +10,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from headoffice.store import PostgresStore, SqliteStore
+from headoffice.db import PostgresDatabase, SqliteDatabase
+from headoffice.projections import PROJECTIONS
 from protocol.runtime import migrations as schema
 from tests.pgutil import pg_connect, pg_schema
 
 # The latest head-office schema version (this suite checks schema 5's migration, not that it
 # is the last one).
-LATEST = max(schema.load(resources.files("headoffice.store.schema").iterdir()))
+LATEST = max(schema.load(resources.files("headoffice.db.schema").iterdir()))
 HELD_ROW = (
     "INSERT INTO held (store, lane, epoch, seq, kind, txn_id, ts, hash, code, reason, body, "
     "body_masked, body_len, body_sha256, held_at) "
@@ -28,7 +29,7 @@ HELD_ROW = (
 def test_sqlite_schema_4_database_migrates_with_its_held_rows(tmp_path: Path) -> None:
     path = tmp_path / "ho.db"
     db = sqlite3.connect(path, isolation_level=None)
-    migrations = schema.load(resources.files("headoffice.store.schema").iterdir())
+    migrations = schema.load(resources.files("headoffice.db.schema").iterdir())
     for _, script in schema.plan(0, {v: s for v, s in migrations.items() if v <= 4}, "test"):
         db.executescript(script)
     db.execute(HELD_ROW.format(seq=1, code="apply_failed", blob="x'00'"))
@@ -36,7 +37,7 @@ def test_sqlite_schema_4_database_migrates_with_its_held_rows(tmp_path: Path) ->
     with pytest.raises(sqlite3.IntegrityError, match="CHECK"):  # schema 4 refuses the new code
         db.execute(HELD_ROW.format(seq=3, code="unregistered", blob="x'02'"))
     db.close()
-    SqliteStore(path).close()
+    SqliteDatabase(path, projections=PROJECTIONS).close()
     db = sqlite3.connect(path, isolation_level=None)
     try:
         assert db.execute("PRAGMA user_version").fetchone()[0] == LATEST
@@ -55,7 +56,7 @@ def test_sqlite_schema_4_database_migrates_with_its_held_rows(tmp_path: Path) ->
 
 
 def test_postgres_schema_4_database_migrates_with_its_held_rows() -> None:
-    migrations = schema.load(resources.files("headoffice.store.schema_pg").iterdir())
+    migrations = schema.load(resources.files("headoffice.db.schema_pg").iterdir())
     with pg_schema() as url:
         with pg_connect(url) as conn:
             conn.execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")
@@ -65,7 +66,7 @@ def test_postgres_schema_4_database_migrates_with_its_held_rows() -> None:
             conn.execute(HELD_ROW.format(seq=1, code="apply_failed", blob="'\\x00'::bytea"))
             with pytest.raises(psycopg.errors.CheckViolation):
                 conn.execute(HELD_ROW.format(seq=3, code="unregistered", blob="'\\x02'::bytea"))
-        PostgresStore(url).close()
+        PostgresDatabase(url, projections=PROJECTIONS).close()
         with pg_connect(url) as conn:
             assert conn.execute("SELECT version FROM schema_version").fetchall() == [(LATEST,)]
             assert conn.execute("SELECT seq, code FROM held").fetchall() == [(1, "apply_failed")]

@@ -10,8 +10,9 @@ import aiohttp
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
 from headoffice.catalog.publisher import PublisherStats
+from headoffice.db import SqliteDatabase
+from headoffice.projections import PROJECTIONS
 from headoffice.statuspage import collect, render_fragment, status_app
-from headoffice.store import SqliteStore
 from protocol.identity import LaneId
 from protocol.runtime.httpserver import HttpServer
 from tests import pgutil
@@ -81,7 +82,7 @@ def test_lanes_behind_their_stores_head_are_shown(backend: Backend, tmp_path: Pa
 
 
 async def test_api_status_shows_the_head_publisher(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "ho.db")
+    store = SqliteDatabase(tmp_path / "ho.db", projections=PROJECTIONS)
     store.close()
     stats = PublisherStats(connected=False, heads_published=7, version_seen=3)
     app = status_app(tmp_path / "ho.db", publisher=stats)

@@ -18,7 +18,8 @@ from headoffice import daemon as ho_daemon
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
 from headoffice.config import HeadOfficeConfig
-from headoffice.store import open_target
+from headoffice.db import open_target
+from headoffice.projections import PROJECTIONS
 from lanesync.broker import Broker
 from protocol import catalog as cat
 from protocol import codec
@@ -41,7 +42,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def load(cfg: HeadOfficeConfig, dataset: str, path: Path) -> versions.LoadResult:
-    store = open_target(cfg.database)
+    store = open_target(cfg.database, projections=PROJECTIONS)
     try:
         return loader.load_file(store.sql, dataset, path)
     finally:
@@ -49,7 +50,7 @@ def load(cfg: HeadOfficeConfig, dataset: str, path: Path) -> versions.LoadResult
 
 
 def view(cfg: HeadOfficeConfig, store_id: str) -> versions.View:
-    store = open_target(cfg.database)
+    store = open_target(cfg.database, projections=PROJECTIONS)
     try:
         return versions.view(store.sql, store_id)
     finally:

@@ -12,8 +12,8 @@ import pytest
 
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
-from headoffice.store import Store
-from headoffice.store.sql import Sql
+from headoffice.db import Database
+from headoffice.db.sql import Sql
 from protocol import catalog as cat
 from tests import pgutil
 from tests.pgutil import Backend
@@ -61,7 +61,7 @@ PRICE_HEADER = ["item", "store", "zone", "valid_from", "price"]
 
 
 def test_100k_prices_then_3_changed_make_a_3_row_version(backend: Backend, tmp_path: Path) -> None:
-    store: Store = backend.store()
+    store: Database = backend.store()
     try:
         rows = [[f"I{i:06d}", "", "", "2026-01-01", 100 + i % 900] for i in range(100_000)]
         first = load(store.sql, "prices", csv_file(tmp_path / "p1.csv", PRICE_HEADER, rows))

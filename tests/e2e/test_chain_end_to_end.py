@@ -31,9 +31,10 @@ import pytest
 
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
+from headoffice.db import open_target
 from headoffice.extract import job
 from headoffice.extract.config import ExtractConfig
-from headoffice.store import open_target
+from headoffice.projections import PROJECTIONS
 from lanesync.democatalog import VALID_FROM, DemoCatalog
 from protocol.identity import LaneId
 from tests.e2e.chain_helpers import (
@@ -94,7 +95,7 @@ class Chain:
         return self.catalog.held(lane)
 
     def view_version(self, store: str) -> int:
-        db = open_target(self.ho.target)
+        db = open_target(self.ho.target, projections=PROJECTIONS)
         try:
             return versions.view(db.sql, store).version
         finally:
@@ -114,7 +115,7 @@ class Chain:
         no interpreter start per load); returns the new version."""
         path = self.c.workdir / "catalog" / f"{dataset}-{time.monotonic_ns()}.csv"
         path.write_text(text, encoding="utf-8")
-        db = open_target(self.ho.target)
+        db = open_target(self.ho.target, projections=PROJECTIONS)
         try:
             version = loader.load_file(db.sql, dataset, path, upsert=upsert).version
         finally:

@@ -9,8 +9,9 @@ from typing import Any
 
 import msgpack
 
+from headoffice.db import Database, open_target
 from headoffice.extract.config import ExtractConfig
-from headoffice.store import Store, open_target
+from headoffice.projections import PROJECTIONS
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch
@@ -31,7 +32,7 @@ class HeadOffice:
         self.work = work
         self.entries: dict[LaneId, list[Entry]] = {}
         self.n = 0
-        self._store: Store | None = None
+        self._store: Database | None = None
 
     @property
     def is_pg(self) -> bool:
@@ -42,9 +43,9 @@ class HeadOffice:
             self._store.close()
             self._store = None
 
-    def store(self) -> Store:
+    def store(self) -> Database:
         if self._store is None:
-            self._store = open_target(self.target)
+            self._store = open_target(self.target, projections=PROJECTIONS)
         return self._store
 
     def add(self, doc: dict[str, Any], *, ts: int | None = None) -> str:

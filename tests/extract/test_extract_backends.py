@@ -14,12 +14,13 @@ from typing import Any
 import psycopg
 import pytest
 
+from headoffice.db import open_target
+from headoffice.db.base import DatabaseError
 from headoffice.extract import config as x_config
 from headoffice.extract import job
 from headoffice.extract.config import ExtractConfig, PosBatch, TaxDefinition
 from headoffice.extract.job import ExtractError
-from headoffice.store import open_target
-from headoffice.store.base import StoreError
+from headoffice.projections import PROJECTIONS
 from protocol.errors import ConfigError
 from tests.extract.extract_helpers import DAY, LATER, T0, HeadOffice, card, config, line, sale
 from tests.pgutil import pg_connect, pg_schema
@@ -140,7 +141,7 @@ def test_a_failing_commit_records_nothing_and_the_rerun_emits_everything(
             "INSERT INTO extract_purchases (record_id, txn_id, run, body) VALUES (?, ?, ?, ?)",
             (f"pur-{txns[3]}", "someone-else", 99, "{}"),
         )
-        with pytest.raises(StoreError, match="nothing recorded"):
+        with pytest.raises(DatabaseError, match="nothing recorded"):
             job.run(cfg, now_ms=LATER)
         for table in ("extract_done", "extract_cursor", "extract_runs", "extract_counters"):
             assert db.fetchall(f"SELECT * FROM {table}") == [], table
@@ -168,7 +169,10 @@ def test_postgres_run_waits_for_ingest_holding_lower_ids(tmp_path: Path) -> None
     that walked past B's ids now would never see A's rows; it must wait for A instead."""
     with pg_schema() as url:
         ho = HeadOffice(url, tmp_path)
-        slow, fast = open_target(url), open_target(url)
+        slow, fast = (
+            open_target(url, projections=PROJECTIONS),
+            open_target(url, projections=PROJECTIONS),
+        )
         runner: threading.Thread | None = None
         try:
             ho.add(sale("T00000", "C1", [line("P1", "1.000", 100)], store="S0"))  # migrates

@@ -120,9 +120,9 @@ def test_projected_documents_carry_their_doc_and_no_body(ho: HeadOffice) -> None
         "headoffice.extract.documents",
         "headoffice.extract.projection",
         "headoffice.extract.job",
-        "headoffice.store",
-        "headoffice.store.base",
-        "headoffice.store.sql",
+        "headoffice.db",
+        "headoffice.db.base",
+        "headoffice.db.sql",
         "headoffice.ingest",
     ],
 )

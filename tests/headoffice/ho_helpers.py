@@ -12,8 +12,9 @@ from typing import Any
 
 import msgpack
 
+from headoffice.db import open_database
 from headoffice.ingest import Ingest
-from headoffice.store import open_store
+from headoffice.projections import PROJECTIONS
 from protocol import codec
 from protocol.chain import entry_hash, genesis
 from protocol.identity import Channel, LaneId, Topics
@@ -88,9 +89,9 @@ def writer_ingest(backend: Backend, **ingest: Any) -> Iterator[Ingest]:
     """An Ingest whose writer thread is the test: apply_group called directly, a real store
     on the backend, no broker (what Ingest.__aenter__ sets up, minus the MQTT session)."""
     cfg = backend.config(ingest=ingest)
-    store = open_store(cfg)
-    ing = Ingest(cfg, store_factory=lambda: store)
-    ing._store = store
+    store = open_database(cfg, PROJECTIONS)
+    ing = Ingest(cfg, database_factory=lambda: store)
+    ing.applier.database = store
     try:
         yield ing
     finally:

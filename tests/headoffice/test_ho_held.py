@@ -1,7 +1,7 @@
 """Entries head office cannot apply are held at their seq (invariant 9), and nothing a store
 sends takes other messages, other lanes or head office down with it (issue 12).
 
-Driven through Ingest.apply_group (the writer thread's work) with real chained batches, on
+Driven through GroupApplier.apply_group (the writer thread's work) with real chained batches, on
 SQLite and PostgreSQL (the `backend` fixture).
 """
 
@@ -17,10 +17,11 @@ from typing import Any
 import msgpack
 import pytest
 
-from headoffice import ingest as ingest_module
+from headoffice.db import SqliteDatabase
+from headoffice.db.base import QUARANTINE_KEEP_BYTES
 from headoffice.ingest import Ingest, LaneMarks
-from headoffice.store import SqliteStore
-from headoffice.store.base import QUARANTINE_KEEP_BYTES
+from headoffice.ingest import applier as ingest_module
+from headoffice.projections import PROJECTIONS
 from headoffice.transit import projection
 from protocol import codec
 from protocol.identity import Channel, LaneId
@@ -91,23 +92,23 @@ def test_a_refused_entry_never_stalls_its_lane(backend: Backend) -> None:
     for n in range(1, 41):
         sim.add(sale_doc(n, note=f"card {PAN}") if n == 5 else sale_doc(n))
     with writer_ingest(backend) as ing:
-        out = ing.apply_group([journal_msg(sim, 1, 10)])
+        out = ing.applier.apply_group([journal_msg(sim, 1, 10)])
         assert out == [Ack(A, sim.epoch, 10)]
-        out = ing.apply_group([journal_msg(sim, 11, 25), journal_msg(sim, 26, 40)])
+        out = ing.applier.apply_group([journal_msg(sim, 11, 25), journal_msg(sim, 26, 40)])
         assert out == [Ack(A, sim.epoch, 40)]
         # a redelivery of everything: nothing applied or held again
-        assert ing.apply_group([journal_msg(sim, 1, 40)]) == [Ack(A, sim.epoch, 40)]
+        assert ing.applier.apply_group([journal_msg(sim, 1, 40)]) == [Ack(A, sim.epoch, 40)]
         assert ing.stats.entries_redelivered == 40
         # the next batch must chain from entry 40 (whose chain runs through the held entry)
         sim.add()
         good = sim.batch(41, 41)
         forged = type(good)(good.lane, good.epoch, bytes(32), good.entries)
-        [ack] = ing.apply_group([(topic(A), codec.encode(forged))])
+        [ack] = ing.applier.apply_group([(topic(A), codec.encode(forged))])
         assert isinstance(ack, Ack)
         assert ack.hwm == 40
         assert ack.reason is not None
         assert "hash chain broken" in ack.reason
-        assert ing.apply_group([(topic(A), codec.encode(good))]) == [Ack(A, sim.epoch, 41)]
+        assert ing.applier.apply_group([(topic(A), codec.encode(good))]) == [Ack(A, sim.epoch, 41)]
     assert journal_seqs(backend, A) == [n for n in range(1, 42) if n != 5]
     [(store, lane, epoch, seq, kind, txn, code, reason, state)] = held_rows(backend)
     assert (store, lane, epoch, seq, kind, txn, code, state) == (
@@ -196,7 +197,7 @@ def test_a_body_head_office_cannot_project_is_held_and_its_group_commits(
     bad.add(adjustment({"item": "P1", "qty": "2.000"}), kind="stock_adjustment")
     honest.add_many(3)
     with writer_ingest(backend) as ing:
-        out = ing.apply_group(
+        out = ing.applier.apply_group(
             [
                 journal_msg(honest, 1, 2),
                 journal_msg(bad, 1, 3),
@@ -233,7 +234,7 @@ def test_undecodable_and_non_map_bodies_of_projected_kinds_are_held(backend: Bac
     sim.add(kind="transit_inventory_accept", body=b"")
     sim.add()
     with writer_ingest(backend) as ing:
-        assert ing.apply_group([journal_msg(sim, 1, 5)]) == [Ack(A, sim.epoch, 5)]
+        assert ing.applier.apply_group([journal_msg(sim, 1, 5)]) == [Ack(A, sim.epoch, 5)]
     assert journal_seqs(backend, A) == [5]
     rows = held_rows(backend)
     assert [(r[3], r[6]) for r in rows] == [(n, "invalid_body") for n in (1, 2, 3, 4)]
@@ -250,7 +251,7 @@ def test_a_deeply_nested_sale_body_does_not_stop_anything(backend: Backend) -> N
     bad.add()
     honest.add_many(2)
     with writer_ingest(backend) as ing:
-        out = ing.apply_group([journal_msg(bad, 1, 2), journal_msg(honest, 1, 2)])
+        out = ing.applier.apply_group([journal_msg(bad, 1, 2), journal_msg(honest, 1, 2)])
     assert sorted((a.lane.store, a.hwm) for a in out if isinstance(a, Ack)) == [
         ("S001", 2),
         ("S002", 2),
@@ -281,7 +282,7 @@ def test_an_entry_that_fails_only_in_the_database_is_held_and_the_rest_commits(
     bad.add(adjustment({"item": "P1", "qty": "2.000"}), kind="stock_adjustment")
     honest.add_many(2)
     with writer_ingest(backend) as ing:
-        out = ing.apply_group(
+        out = ing.applier.apply_group(
             [journal_msg(honest, 1, 1), journal_msg(bad, 1, 3), journal_msg(honest, 2, 2)]
         )
         assert sorted((a.lane.store, a.hwm) for a in out if isinstance(a, Ack)) == [
@@ -318,7 +319,7 @@ def test_whatever_the_decoder_raises_refuses_one_message(
     sim = LaneSim(B)
     sim.add_many(2)
     with writer_ingest(backend) as ing:
-        out = ing.apply_group([(topic(A), poison), journal_msg(sim, 1, 2)])
+        out = ing.applier.apply_group([(topic(A), poison), journal_msg(sim, 1, 2)])
         assert out == [Ack(B, sim.epoch, 2)]
     [(reason, raw)] = backend.query("SELECT reason, raw FROM quarantine")
     assert reason == (
@@ -343,8 +344,12 @@ def test_a_txn_id_belongs_to_the_lane_that_applied_it_first(backend: Backend, or
     forger.add()
     first, second = (owner, forger) if order == "owner first" else (forger, owner)
     with writer_ingest(backend) as ing:
-        assert ing.apply_group([journal_msg(first, 1, 2)]) == [Ack(first.lane, first.epoch, 2)]
-        assert ing.apply_group([journal_msg(second, 1, 2)]) == [Ack(second.lane, second.epoch, 2)]
+        assert ing.applier.apply_group([journal_msg(first, 1, 2)]) == [
+            Ack(first.lane, first.epoch, 2)
+        ]
+        assert ing.applier.apply_group([journal_msg(second, 1, 2)]) == [
+            Ack(second.lane, second.epoch, 2)
+        ]
         assert ing.stats.entries_held == 1
         assert ing.stats.duplicate_txn_ids == 0
     [doc] = backend.query("SELECT store, lane, epoch, seq FROM documents WHERE txn_id = ?", (txn,))
@@ -372,8 +377,8 @@ def test_the_same_document_resubmitted_by_its_store_is_a_duplicate(backend: Back
     new.add(sale_doc(1), txn_id=txn)
     new.add(sale_doc(1), txn_id=txn)
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(old, 1, 1)])
-        ing.apply_group([journal_msg(new, 1, 2)])
+        ing.applier.apply_group([journal_msg(old, 1, 1)])
+        ing.applier.apply_group([journal_msg(new, 1, 2)])
         assert (ing.stats.duplicate_txn_ids, ing.stats.entries_held) == (2, 0)
     assert backend.query("SELECT epoch, seq, applied FROM journal ORDER BY epoch, seq") == [
         (1, 1, 1),
@@ -392,19 +397,19 @@ def test_new_epochs_beyond_the_cap_are_refused_counted_and_folded(backend: Backe
             (topic(A, Channel.HELLO), codec.encode(Hello(A, 1000 + n, 0, 1, "1", 0)))
             for n in range(12)
         ]
-        acks = ing.apply_group(group)
+        acks = ing.applier.apply_group(group)
         assert [a.epoch for a in acks if isinstance(a, Ack)] == [1000 + n for n in range(5)]
         assert ing.stats.epochs_refused == 7
         # a batch of a known epoch still applies; one of a new epoch is refused too
         known, new = LaneSim(A, epoch=1000), LaneSim(A, epoch=99)
         known.add()
         new.add()
-        out = ing.apply_group([journal_msg(known, 1, 1), journal_msg(new, 1, 1)])
+        out = ing.applier.apply_group([journal_msg(known, 1, 1), journal_msg(new, 1, 1)])
         assert out == [Ack(A, 1000, 1)]
         assert ing.stats.epochs_refused == 8
         # another lane of the store has its own cap
         other = LaneId("S001", "L02")
-        assert ing.apply_group(
+        assert ing.applier.apply_group(
             [(topic(other, Channel.HELLO), codec.encode(Hello(other, 1, 0, 1, "1", 0)))]
         ) == [Ack(other, 1, 0)]
     assert backend.query("SELECT count(*) FROM lanes WHERE lane = 'L01'") == [(5,)]
@@ -429,7 +434,7 @@ def test_hellos_for_ever_new_lanes_do_not_grow_memory(tmp_path: Any) -> None:
     assert marks.dropped == 5000 - len(marks)
     assert [k[2] for k in marks if k[1] == "L249"] == [4996, 4997, 4998, 4999]
     assert not any(k[1] == "L149" for k in marks)  # the 101st most recent lane
-    store = SqliteStore(tmp_path / "ho.db")
+    store = SqliteDatabase(tmp_path / "ho.db", projections=PROJECTIONS)
     store.max_cached_lanes = 50
     try:
         for n in range(120):
@@ -464,7 +469,7 @@ def test_quarantine_keeps_4_kib_masked_with_length_and_hash(
     )
     caplog.set_level(logging.WARNING)
     with writer_ingest(backend, max_message_bytes=4 * 1024 * 1024) as ing:
-        ing.apply_group([(topic(A), big), (topic(A), bad_txn)])
+        ing.applier.apply_group([(topic(A), big), (topic(A), bad_txn)])
     rows = backend.query("SELECT reason, raw, raw_len, raw_sha256 FROM quarantine ORDER BY id")
     (_, raw1, len1, sha1), (r2, _, len2, sha2) = rows
     assert len(bytes(raw1)) == QUARANTINE_KEEP_BYTES
@@ -506,7 +511,7 @@ def test_a_schema_3_database_migrates_with_its_rows(tmp_path: Any) -> None:
     """An existing head-office file (schema 3) with a whole, unmasked quarantine row."""
     path = tmp_path / "ho.db"
     db = sqlite3.connect(path, isolation_level=None)
-    migrations = schema.load(resources.files("headoffice.store.schema").iterdir())
+    migrations = schema.load(resources.files("headoffice.db.schema").iterdir())
     for _, script in schema.plan(0, {v: s for v, s in migrations.items() if v <= 3}, "test"):
         db.executescript(script)
     raw = PAN.encode() + b"y" * 5000
@@ -516,7 +521,7 @@ def test_a_schema_3_database_migrates_with_its_rows(tmp_path: Any) -> None:
         (raw, b"f" * 32),
     )
     db.close()
-    SqliteStore(path).close()
+    SqliteDatabase(path, projections=PROJECTIONS).close()
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA user_version").fetchone()[0] == max(migrations)
@@ -532,7 +537,7 @@ def test_ingest_stats_lane_marks_follow_the_acks(backend: Backend) -> None:
     sim.add_many(2)
     with writer_ingest(backend) as ing:
         assert isinstance(ing, Ingest)
-        ing.apply_group([journal_msg(sim, 1, 2)])
+        ing.applier.apply_group([journal_msg(sim, 1, 2)])
         assert dict(ing.stats.lane_hwm) == {("S001", "L01", sim.epoch): 2}
 
 
@@ -547,8 +552,8 @@ def test_refusals_of_a_flooding_store_are_counted_on_one_row_per_topic(backend: 
         assert not ing._inbox.flooding("S002")
         group = [(topic(flood), b"\xc1garbage %d" % n) for n in range(50)]
         group.append((topic(B), b"\xc1other"))
-        ing.apply_group(group)
-        ing.apply_group(group[:10])
+        ing.applier.apply_group(group)
+        ing.applier.apply_group(group[:10])
         assert ing.stats.quarantined == 61
     rows = backend.query("SELECT store, times, raw, reason FROM quarantine ORDER BY store DESC")
     assert [(r[0], r[1], bytes(r[2])) for r in rows] == [

@@ -1,6 +1,6 @@
 """An operator repairs held entries (issue 16 item 1): release applies one once, as if it had
 arrived in order; void closes it with who, when and why. Both idempotent, on SQLite and
-PostgreSQL (the `backend` fixture), through the store (Store.release_held / void_held) and the
+PostgreSQL (the `backend` fixture), through the store (Database.release_held / void_held) and the
 `lanesync held` command.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from headoffice.db.base import HeldOutcome
 from headoffice.held import cli as held_cli
 from headoffice.ingest import IngestStats
 from headoffice.metrics import HoMetrics
-from headoffice.store.base import HeldOutcome
 from headoffice.transit import bodies
 from lanesync import stack
 from protocol.identity import LaneId
@@ -92,7 +92,7 @@ def test_release_applies_a_held_entry_once_with_its_projection(
     sim.add(adjustment(RECALLED, "4.000"), kind="stock_adjustment")
     sim.add(adjustment("P1", "1.000"), kind="stock_adjustment")
     with writer_ingest(backend) as ing:
-        assert ing.apply_group([journal_msg(sim, 1, 3)]) == [Ack(A, sim.epoch, 3)]
+        assert ing.applier.apply_group([journal_msg(sim, 1, 3)]) == [Ack(A, sim.epoch, 3)]
     [(hid, seq, code, state, _, _)] = held(backend)
     assert (seq, code, state) == (2, "invalid_body", "held")
     # the rule still holds it: release refuses, the entry stays held with today's reason
@@ -132,7 +132,7 @@ def test_a_card_number_entry_can_only_be_voided(backend: Backend) -> None:
     sim.add(sale_doc(1, note=f"card {PAN}"))
     sim.add()
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(sim, 1, 2)])
+        ing.applier.apply_group([journal_msg(sim, 1, 2)])
     [(hid, _, code, _, _, _)] = held(backend)
     assert code == "card_number"
     [out] = release(backend, [hid])
@@ -164,7 +164,7 @@ async def test_metrics_count_held_entries_by_code_and_their_repairs(
     sim.add(adjustment(RECALLED, "1.000"), kind="stock_adjustment")
     sim.add(adjustment(RECALLED, "2.000"), kind="stock_adjustment")
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(sim, 1, 3)])
+        ing.applier.apply_group([journal_msg(sim, 1, 3)])
     metrics = HoMetrics(IngestStats(), backend.target)
     text = (await metrics.render()).decode()
     assert 'lanesync_ho_held_open_entries{code="card_number"} 1.0' in text
@@ -195,8 +195,8 @@ def test_a_txn_conflict_is_released_only_as_a_duplicate_of_its_own_store(
     owner.add(sale_doc(1), txn_id=txn)
     other.add(sale_doc(1, total=5), txn_id=txn)
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(owner, 1, 1)])
-        ing.apply_group([journal_msg(other, 1, 1)])
+        ing.applier.apply_group([journal_msg(owner, 1, 1)])
+        ing.applier.apply_group([journal_msg(other, 1, 1)])
     [(hid, _, code, _, _, _)] = held(backend)
     assert code == "txn_conflict"
     [out] = release(backend, [hid])
@@ -214,7 +214,7 @@ def test_concurrent_releases_apply_an_entry_once(backend: Backend, recall_rule: 
     sim = LaneSim(A)
     sim.add(adjustment(RECALLED, "2.000"), kind="stock_adjustment")
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(sim, 1, 1)])
+        ing.applier.apply_group([journal_msg(sim, 1, 1)])
     [(hid, _, _, _, _, _)] = held(backend)
     recall_rule[0] = False
     results: list[HeldOutcome] = []
@@ -259,7 +259,7 @@ def test_the_held_command(
     sim.add(sale_doc(1, note=f"card {PAN}"))
     sim.add(adjustment(RECALLED, "3.000"), kind="stock_adjustment")
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(sim, 1, 2)])
+        ing.applier.apply_group([journal_msg(sim, 1, 2)])
     conf = ["--config", str(cfg)]
     rc, out, _ = run_cli(["held", "list", *conf, "--json"], capsys)
     assert rc == 0

@@ -6,7 +6,7 @@ whose entries carry arbitrary bodies of every kind head office projects (transit
 transit_inventory_accept, stock_adjustment) and of a sale: documents with fields replaced by
 any msgpack value (lists where strings belong, "Infinity", "1e30", huge integers, floats, card
 numbers, nesting), any msgpack value at all, and bytes that are not msgpack. They go through
-Ingest.apply_group in the same groups as honest lanes' batches and hellos, on SQLite and
+GroupApplier.apply_group in the same groups as honest lanes' batches and hellos, on SQLite and
 PostgreSQL.
 """
 
@@ -142,14 +142,14 @@ def test_hostile_bodies_in_valid_chains(
     with writer_ingest(backend) as ing:
         acks: dict[tuple[str, int], int] = {}
         for g in groups:
-            for a in ing.apply_group(g):  # must not raise: ingest stays up
+            for a in ing.applier.apply_group(g):  # must not raise: ingest stays up
                 if isinstance(a, Ack):
                     assert a.resend_from is None, a
                     acks[(a.lane.store, a.epoch)] = a.hwm
         assert acks == {("S100", epoch): 5, ("S101", epoch): 5, ("S666", epoch): n}
         # still alive: an honest lane's next entry applies
         honest[0].add()
-        assert ing.apply_group([journal_msg(honest[0], 6, 6)]) == [
+        assert ing.applier.apply_group([journal_msg(honest[0], 6, 6)]) == [
             Ack(honest[0].lane, honest[0].epoch, 6)
         ]
     for h in honest:

@@ -1,4 +1,4 @@
-"""Ingest.apply_group driven synchronously with raw (topic, bytes) messages, and
+"""GroupApplier.apply_group driven synchronously with raw (topic, bytes) messages, and
 headoffice.toml validation.
 
 apply_group is what the ingest's writer thread runs for every group of MQTT messages; here the
@@ -19,8 +19,8 @@ import msgpack
 import pytest
 
 from headoffice.config import load, parse
+from headoffice.db import Database, DatabaseError, PostgresDatabase, SqliteDatabase
 from headoffice.ingest import Ingest
-from headoffice.store import PostgresStore, SqliteStore, Store, StoreError
 from protocol import codec
 from protocol.errors import ConfigError
 from protocol.identity import Channel, LaneId, Topics
@@ -39,9 +39,9 @@ REQUEST = TOPICS.topic(LANE, Channel.REQUEST)
 @pytest.fixture
 def ingest(backend: Backend) -> Iterator[Ingest]:
     store = backend.store()
-    ing = Ingest(backend.config(), store_factory=lambda: store)
+    ing = Ingest(backend.config(), database_factory=lambda: store)
     # What __aenter__ does on the writer thread, minus the MQTT session.
-    ing._store = store
+    ing.applier.database = store
     try:
         yield ing
     finally:
@@ -61,7 +61,7 @@ def hello(epoch: int, last_seq: int = 0, lane: LaneId = LANE) -> bytes:
 
 def test_garbage_bytes_quarantined(ingest: Ingest, backend: Backend) -> None:
     raw = b"\xc1\x00garbage"
-    assert ingest.apply_group([(JOURNAL, raw)]) == []
+    assert ingest.applier.apply_group([(JOURNAL, raw)]) == []
     [(topic, store, lane, reason, stored, times)] = quarantine(backend)
     assert (topic, store, lane, stored, times) == (JOURNAL, "S001", "L01", raw, 1)
     assert reason.startswith("payload: not valid msgpack")
@@ -69,7 +69,7 @@ def test_garbage_bytes_quarantined(ingest: Ingest, backend: Backend) -> None:
     assert ingest.stats.messages == 1
     assert ingest.stats.groups == 1
     # the same garbage again is counted, not stored twice
-    ingest.apply_group([(JOURNAL, raw)])
+    ingest.applier.apply_group([(JOURNAL, raw)])
     assert [r[5] for r in quarantine(backend)] == [2]
     assert dict(backend.query("SELECT name, value FROM counters"))["quarantined"] == 2
 
@@ -77,11 +77,11 @@ def test_garbage_bytes_quarantined(ingest: Ingest, backend: Backend) -> None:
 def test_oversized_message_quarantined(backend: Backend) -> None:
     store = backend.store()
     cfg = backend.config(ingest={"max_message_bytes": 1024})
-    ing = Ingest(cfg, store_factory=lambda: store)
-    ing._store = store
+    ing = Ingest(cfg, database_factory=lambda: store)
+    ing.applier.database = store
     try:
         raw = codec.encode(Hello(LANE, 1, 0, 1, "x" * 2000, 0))
-        assert ing.apply_group([(HELLO, raw)]) == []
+        assert ing.applier.apply_group([(HELLO, raw)]) == []
     finally:
         store.close()
         ing._writer.shutdown(wait=True)
@@ -92,7 +92,9 @@ def test_oversized_message_quarantined(backend: Backend) -> None:
 
 def test_bad_topic_quarantined(ingest: Ingest, backend: Backend) -> None:
     raw = hello(1)
-    ingest.apply_group([("lanesync/v1/S001/L01/x/hello", raw), ("elsewhere/S001/L01/hello", raw)])
+    ingest.applier.apply_group(
+        [("lanesync/v1/S001/L01/x/hello", raw), ("elsewhere/S001/L01/hello", raw)]
+    )
     rows = quarantine(backend)
     assert [(r[0], r[1], r[2], r[4]) for r in rows] == [
         ("lanesync/v1/S001/L01/x/hello", None, None, raw),
@@ -105,7 +107,7 @@ def test_payload_for_another_store_quarantined(ingest: Ingest, backend: Backend)
     sim = LaneSim(LaneId("S002", "L01"))
     sim.add_many(2)
     raw = codec.encode(sim.batch(1, 2))
-    assert ingest.apply_group([(JOURNAL, raw)]) == []
+    assert ingest.applier.apply_group([(JOURNAL, raw)]) == []
     [(topic, store, lane, reason, stored, _)] = quarantine(backend)
     assert (topic, store, lane, stored) == (JOURNAL, "S001", "L01", raw)
     assert reason == "payload is for S002/L01 but was published under S001/L01's topic"
@@ -130,7 +132,7 @@ def test_payload_for_another_store_quarantined(ingest: Ingest, backend: Backend)
 def test_message_on_wrong_channel_quarantined(
     ingest: Ingest, backend: Backend, topic: str, raw: bytes, words: str
 ) -> None:
-    assert ingest.apply_group([(topic, raw)]) == []
+    assert ingest.applier.apply_group([(topic, raw)]) == []
     [(qtopic, _, _, reason, stored, _)] = quarantine(backend)
     assert (qtopic, stored) == (topic, raw)
     assert words in reason
@@ -140,9 +142,9 @@ def test_message_on_wrong_channel_quarantined(
 def test_hello_acks_current_hwm(ingest: Ingest, backend: Backend) -> None:
     sim = LaneSim()
     sim.add_many(4)
-    assert ingest.apply_group([(HELLO, hello(sim.epoch, 4))]) == [Ack(LANE, sim.epoch, 0)]
-    ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))])
-    out = ingest.apply_group([(HELLO, hello(sim.epoch, 4))])
+    assert ingest.applier.apply_group([(HELLO, hello(sim.epoch, 4))]) == [Ack(LANE, sim.epoch, 0)]
+    ingest.applier.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))])
+    out = ingest.applier.apply_group([(HELLO, hello(sim.epoch, 4))])
     assert out == [Ack(LANE, sim.epoch, 3)]
     assert backend.query("SELECT hwm, lane_last_seq FROM lanes") == [(3, 4)]
 
@@ -150,10 +152,10 @@ def test_hello_acks_current_hwm(ingest: Ingest, backend: Backend) -> None:
 def test_good_batch_acks_hwm(ingest: Ingest, backend: Backend) -> None:
     sim = LaneSim()
     sim.add_many(6)
-    out = ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))])
+    out = ingest.applier.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))])
     assert out == [Ack(LANE, sim.epoch, 3)]
     # two batches of one lane in one group: one ack with the final mark
-    out = ingest.apply_group(
+    out = ingest.applier.apply_group(
         [(JOURNAL, codec.encode(sim.batch(4, 5))), (JOURNAL, codec.encode(sim.batch(6, 6)))]
     )
     assert out == [Ack(LANE, sim.epoch, 6)]
@@ -161,7 +163,7 @@ def test_good_batch_acks_hwm(ingest: Ingest, backend: Backend) -> None:
     assert ingest.stats.lane_hwm == {("S001", "L01", sim.epoch): 6}
     assert backend.query("SELECT count(*) FROM documents") == [(6,)]
     # redelivery acks the same mark and applies nothing
-    assert ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 6)))]) == [
+    assert ingest.applier.apply_group([(JOURNAL, codec.encode(sim.batch(1, 6)))]) == [
         Ack(LANE, sim.epoch, 6)
     ]
     assert ingest.stats.entries_redelivered == 6
@@ -171,8 +173,8 @@ def test_good_batch_acks_hwm(ingest: Ingest, backend: Backend) -> None:
 def test_gap_acks_resend_from(ingest: Ingest, backend: Backend) -> None:
     sim = LaneSim()
     sim.add_many(8)
-    ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 2)))])
-    [ack] = ingest.apply_group([(JOURNAL, codec.encode(sim.batch(5, 8)))])
+    ingest.applier.apply_group([(JOURNAL, codec.encode(sim.batch(1, 2)))])
+    [ack] = ingest.applier.apply_group([(JOURNAL, codec.encode(sim.batch(5, 8)))])
     assert isinstance(ack, Ack)
     assert (ack.hwm, ack.resend_from) == (2, 3)
     assert ack.reason == "gap: expected seq 3, batch starts at 5"
@@ -180,7 +182,7 @@ def test_gap_acks_resend_from(ingest: Ingest, backend: Backend) -> None:
     assert backend.query("SELECT count(*) FROM journal") == [(2,)]
     # a gap and then the missing entries in one group: applied, but still asked to resend
     # what the gapped batch carried
-    [ack] = ingest.apply_group(
+    [ack] = ingest.applier.apply_group(
         [(JOURNAL, codec.encode(sim.batch(6, 8))), (JOURNAL, codec.encode(sim.batch(3, 4)))]
     )
     assert isinstance(ack, Ack)
@@ -196,7 +198,7 @@ def test_hash_break_quarantined_with_raw_and_prefix_acked(ingest: Ingest, backen
     entries = list(b.entries)
     entries[2] = entries[2]._replace(hash=bytes(32))
     raw = codec.encode(type(b)(b.lane, b.epoch, b.prev_hash, entries))
-    [ack] = ingest.apply_group([(JOURNAL, raw)])
+    [ack] = ingest.applier.apply_group([(JOURNAL, raw)])
     assert isinstance(ack, Ack)
     assert (ack.hwm, ack.resend_from) == (2, None)
     assert ack.reason is not None
@@ -219,7 +221,7 @@ def test_pan_entry_held_masked_and_the_lane_moves_on(ingest: Ingest, backend: Ba
     pan_entry = sim.add(sale_doc(2, note="4111111111111111"))
     sim.add()
     raw = codec.encode(sim.batch(1, 3))
-    [ack] = ingest.apply_group([(JOURNAL, raw)])
+    [ack] = ingest.applier.apply_group([(JOURNAL, raw)])
     assert isinstance(ack, Ack)
     assert (ack.hwm, ack.resend_from) == (3, None)
     assert quarantine(backend) == []
@@ -242,21 +244,26 @@ def test_pan_entry_held_masked_and_the_lane_moves_on(ingest: Ingest, backend: Ba
 
 def test_unknown_request_op_replies_not_ok(ingest: Ingest) -> None:
     raw = codec.encode(Request(LANE, "corr-7", "nope", {"x": 1}))
-    out = ingest.apply_group([(REQUEST, raw)])
+    out = ingest.applier.apply_group([(REQUEST, raw)])
     assert out == [Reply(LANE, "corr-7", False, error="unknown operation 'nope'")]
 
 
 def test_request_handler_reply(ingest: Ingest) -> None:
-    def echo(store: Store, req: Request, now: int) -> Reply:
+    def echo(store: Database, req: Request, now: int) -> Reply:
         return Reply(req.lane, req.corr, True, {"echo": req.args})
 
-    ingest.handlers["echo"] = echo
-    out = ingest.apply_group([(REQUEST, codec.encode(Request(LANE, "c1", "echo", {"a": [1]})))])
+    ingest.applier.handlers["echo"] = echo
+    out = ingest.applier.apply_group(
+        [(REQUEST, codec.encode(Request(LANE, "c1", "echo", {"a": [1]})))]
+    )
     assert out == [Reply(LANE, "c1", True, {"echo": {"a": [1]}})]
 
 
 def test_status_saved(ingest: Ingest, backend: Backend) -> None:
-    assert ingest.apply_group([(STATUS, codec.encode(Status(LANE, "online", "0.1.0", 5, 9)))]) == []
+    assert (
+        ingest.applier.apply_group([(STATUS, codec.encode(Status(LANE, "online", "0.1.0", 5, 9)))])
+        == []
+    )
     assert backend.query("SELECT store, lane, state, backlog FROM lane_status") == [
         ("S001", "L01", "online", 5)
     ]
@@ -266,7 +273,7 @@ def test_acks_and_replies_in_one_group(ingest: Ingest) -> None:
     a, b = LaneSim(), LaneSim(LaneId("S001", "L02"), epoch=7)
     a.add_many(2)
     b.add_many(1)
-    out = ingest.apply_group(
+    out = ingest.applier.apply_group(
         [
             (JOURNAL, codec.encode(a.batch(1, 2))),
             (REQUEST, codec.encode(Request(LANE, "c", "nope"))),
@@ -286,13 +293,13 @@ def test_failure_of_one_message_rolls_back_no_other(ingest: Ingest, backend: Bac
     rolls back its group: the group is applied again message by message, the batch commits,
     the junk is quarantined, and the failing request is quarantined and answered."""
 
-    def broken(store: Store, req: Request, now: int) -> Reply:
+    def broken(store: Database, req: Request, now: int) -> Reply:
         raise RuntimeError("handler bug")
 
-    ingest.handlers["broken"] = broken
+    ingest.applier.handlers["broken"] = broken
     sim = LaneSim()
     sim.add_many(3)
-    out = ingest.apply_group(
+    out = ingest.applier.apply_group(
         [
             (JOURNAL, codec.encode(sim.batch(1, 3))),
             (JOURNAL, b"junk"),
@@ -310,7 +317,7 @@ def test_failure_of_one_message_rolls_back_no_other(ingest: Ingest, backend: Bac
     assert reasons[1] == ("head office could not apply this message: RuntimeError: handler bug")
     assert (ingest.stats.groups, ingest.stats.groups_split) == (1, 1)
     # a redelivery of the batch is only redelivered
-    assert ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))]) == [
+    assert ingest.applier.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))]) == [
         Ack(LANE, sim.epoch, 3)
     ]
     assert ingest.stats.entries_redelivered == 3
@@ -321,21 +328,23 @@ def test_database_failure_still_fails_the_whole_group(ingest: Ingest, backend: B
     killed) is not one message's fault: nothing is committed or held, lanes resend."""
     sim = LaneSim()
     sim.add_many(3)
-    store = ingest._store
+    store = ingest.applier.database
     if backend.is_pg:
-        assert isinstance(store, PostgresStore)
+        assert isinstance(store, PostgresDatabase)
         store.lock_lanes([])  # a transaction on the connection, then the server kills it
         with pg_connect() as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (store.conn.info.backend_pid,))
         blocker = None
     else:
-        assert isinstance(store, SqliteStore)
+        assert isinstance(store, SqliteDatabase)
         store.db.execute("PRAGMA busy_timeout = 50")
         blocker = sqlite3.connect(backend.target, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(StoreError):
-            ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3))), (JOURNAL, b"junk")])
+        with pytest.raises(DatabaseError):
+            ingest.applier.apply_group(
+                [(JOURNAL, codec.encode(sim.batch(1, 3))), (JOURNAL, b"junk")]
+            )
     finally:
         if blocker is not None:
             blocker.execute("ROLLBACK")
@@ -345,7 +354,7 @@ def test_database_failure_still_fails_the_whole_group(ingest: Ingest, backend: B
     assert backend.query("SELECT count(*) FROM held") == [(0,)]
     assert (ingest.stats.groups, ingest.stats.groups_split) == (0, 0)
     # nothing was acked, so the lane resends; the retry applies cleanly
-    assert ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))]) == [
+    assert ingest.applier.apply_group([(JOURNAL, codec.encode(sim.batch(1, 3)))]) == [
         Ack(LANE, sim.epoch, 3)
     ]
 
@@ -356,15 +365,15 @@ def test_replayed_txn_under_new_epoch_via_ingest(ingest: Ingest, backend: Backen
     old.add(sale_doc(1), txn_id=txn)
     new.add(sale_doc(1), txn_id=txn)
     new.add()
-    ingest.apply_group([(JOURNAL, codec.encode(old.batch(1, 1)))])
-    out = ingest.apply_group([(JOURNAL, codec.encode(new.batch(1, 2)))])
+    ingest.applier.apply_group([(JOURNAL, codec.encode(old.batch(1, 1)))])
+    out = ingest.applier.apply_group([(JOURNAL, codec.encode(new.batch(1, 2)))])
     assert out == [Ack(LANE, 2, 2)]
     assert ingest.stats.duplicate_txn_ids == 1
     assert backend.query("SELECT count(*) FROM documents") == [(2,)]
 
 
 def test_non_map_payloads_quarantined(ingest: Ingest, backend: Backend) -> None:
-    ingest.apply_group([(JOURNAL, msgpack.packb([1, 2])), (HELLO, msgpack.packb({"v": 3}))])
+    ingest.applier.apply_group([(JOURNAL, msgpack.packb([1, 2])), (HELLO, msgpack.packb({"v": 3}))])
     reasons = [r[3] for r in quarantine(backend)]
     assert reasons == [
         "payload: must be a map, got list",
@@ -443,7 +452,7 @@ def test_group_writes_its_batches_together_and_counts_each_txn_once(
     content, or from another store, it is held naming both lanes (stores are isolated)."""
     sim, other = LaneSim(), LaneSim(LaneId("S002", "L01"), epoch=77)
     held = sim.add()
-    ingest.apply_group([(JOURNAL, codec.encode(sim.batch(1, 1)))])
+    ingest.applier.apply_group([(JOURNAL, codec.encode(sim.batch(1, 1)))])
     shared = str(uuid.uuid4())
     sim.add(txn_id=shared)  # seq 2
     sim.add(txn_id=held.txn_id)  # seq 3: already applied in the first group, other content
@@ -451,7 +460,7 @@ def test_group_writes_its_batches_together_and_counts_each_txn_once(
     other.add(txn_id=shared)  # the same document journaled by another store's lane
     other.add()
     other_topic = TOPICS.topic(other.lane, Channel.JOURNAL)
-    out = ingest.apply_group(
+    out = ingest.applier.apply_group(
         [(JOURNAL, codec.encode(sim.batch(2, 4))), (other_topic, codec.encode(other.batch(1, 2)))]
     )
     assert sorted((a.lane.store, a.hwm, a.resend_from) for a in out if isinstance(a, Ack)) == [

@@ -1,6 +1,6 @@
 """What only the PostgreSQL store has to get right: several workers over one database.
 
-Two PostgresStore instances (two connections, two threads) apply interleaved batches of the
+Two PostgresDatabase instances (two connections, two threads) apply interleaved batches of the
 same lanes the way two ingest workers on one shared subscription do; migrations race at start;
 a connection killed by the server (pg_terminate_backend) fails one group and the next works.
 """
@@ -21,10 +21,11 @@ import pytest
 
 from headoffice import importer
 from headoffice.config import parse
+from headoffice.db import DatabaseError, PostgresDatabase
 from headoffice.ingest import Ingest, IngestStats
 from headoffice.metrics import HoMetrics
+from headoffice.projections import PROJECTIONS
 from headoffice.statuspage import collect, render_fragment
-from headoffice.store import PostgresStore, StoreError
 from protocol import codec, exportfile
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Ack, Status
@@ -33,7 +34,7 @@ from tests.headoffice.ho_helpers import LaneSim
 from tests.pgutil import pg_connect, pg_schema
 
 NOW = 1_700_000_000_000
-LATEST = max(schema.load(resources.files("headoffice.store.schema_pg").iterdir()))
+LATEST = max(schema.load(resources.files("headoffice.db.schema_pg").iterdir()))
 
 
 @pytest.fixture
@@ -49,14 +50,14 @@ def query(url: str, sql: str, args: tuple[object, ...] = ()) -> list[tuple[objec
 
 def test_schema_version_and_migration_race(url: str) -> None:
     """Four workers starting at once: one applies each migration, all open the database."""
-    stores: list[PostgresStore] = []
+    stores: list[PostgresDatabase] = []
     errors: list[BaseException] = []
     go = threading.Barrier(4)
 
     def open_one() -> None:
         go.wait()
         try:
-            stores.append(PostgresStore(url))
+            stores.append(PostgresDatabase(url, projections=PROJECTIONS))
         except BaseException as exc:
             errors.append(exc)
 
@@ -79,23 +80,23 @@ def test_schema_version_and_migration_race(url: str) -> None:
     assert cols[0] == ("id", "bigint")  # stands in for SQLite's rowid (extract cursors)
     assert ("body", "bytea") in cols
     # reopening applies nothing
-    PostgresStore(url).close()
+    PostgresDatabase(url, projections=PROJECTIONS).close()
     assert query(url, "SELECT version FROM schema_version") == [(LATEST,)]
 
 
 def test_newer_schema_refused(url: str) -> None:
-    PostgresStore(url).close()
+    PostgresDatabase(url, projections=PROJECTIONS).close()
     with pg_connect(url) as conn:
         conn.execute("UPDATE schema_version SET version = %s", (LATEST + 1,))
     with pytest.raises(Exception, match="newer than this lanesync knows"):
-        PostgresStore(url)
+        PostgresDatabase(url, projections=PROJECTIONS)
 
 
 def test_unreachable_database_is_a_store_error() -> None:
     with pytest.raises(
-        StoreError, match=r"cannot open head-office database postgresql://u:\*\*\*@"
+        DatabaseError, match=r"cannot open head-office database postgresql://u:\*\*\*@"
     ):
-        PostgresStore("postgresql://u:secret@127.0.0.1:1/nowhere")
+        PostgresDatabase("postgresql://u:secret@127.0.0.1:1/nowhere", projections=PROJECTIONS)
 
 
 LANES = [LaneSim(LaneId("S001", f"L{n:02d}"), epoch=100 + n) for n in range(1, 5)]
@@ -108,7 +109,7 @@ def worker(
     """One ingest worker: groups of batches for random lanes, from around each lane's mark
     (redeliveries, overlaps, the next entries, and gaps), until every lane is complete."""
     rng = random.Random(seed)
-    store = PostgresStore(url)
+    store = PostgresDatabase(url, projections=PROJECTIONS)
     try:
         while True:
             group = rng.sample(sims, rng.randint(1, len(sims)))
@@ -147,7 +148,8 @@ def test_two_workers_interleaved_batches_of_the_same_lanes(url: str) -> None:
     for sim in LANES:
         if not sim.entries:
             sim.add_many(ENTRIES)
-    PostgresStore(url).close()  # migrate once, so the workers race on lanes, not on DDL
+    # migrate once, so the workers race on lanes, not on DDL
+    PostgresDatabase(url, projections=PROJECTIONS).close()
     stats = [{"applied": 0, "gaps": 0}, {"applied": 0, "gaps": 0}]
     errors: list[BaseException] = []
     threads = [
@@ -159,7 +161,7 @@ def test_two_workers_interleaved_batches_of_the_same_lanes(url: str) -> None:
     for t in threads:
         t.join(120)
     assert not any(t.is_alive() for t in threads), "a worker hung (deadlock?)"
-    assert errors == []  # a deadlock would be a psycopg error turned StoreError
+    assert errors == []  # a deadlock would be a psycopg error turned DatabaseError
     assert stats[0]["applied"] + stats[1]["applied"] == ENTRIES * len(LANES)
     assert stats[0]["applied"] > 0
     assert stats[1]["applied"] > 0  # both workers really took part
@@ -185,7 +187,7 @@ def test_two_workers_interleaved_batches_of_the_same_lanes(url: str) -> None:
     assert counters.get("gaps", 0) == stats[0]["gaps"] + stats[1]["gaps"]
 
 
-def kill_backend(store: PostgresStore) -> None:
+def kill_backend(store: PostgresDatabase) -> None:
     pid = store.conn.info.backend_pid
     with pg_connect() as admin:
         assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
@@ -196,30 +198,30 @@ def test_lost_connection_fails_one_group_and_the_next_works(url: str) -> None:
     sim.add_many(9)
     topics = Topics()
     journal = topics.topic(sim.lane, Channel.JOURNAL)
-    store = PostgresStore(url)
-    ing = Ingest(parse({"database": {"url": url}}), store_factory=lambda: store)
-    ing._store = store
+    store = PostgresDatabase(url, projections=PROJECTIONS)
+    ing = Ingest(parse({"database": {"url": url}}), database_factory=lambda: store)
+    ing.applier.database = store
     try:
-        assert ing.apply_group([(journal, codec.encode(sim.batch(1, 3)))]) == [
+        assert ing.applier.apply_group([(journal, codec.encode(sim.batch(1, 3)))]) == [
             Ack(sim.lane, sim.epoch, 3)
         ]
         kill_backend(store)  # between groups: the next group's first statement fails
-        with pytest.raises(StoreError, match="nothing acknowledged"):
-            ing.apply_group([(journal, codec.encode(sim.batch(4, 6)))])
+        with pytest.raises(DatabaseError, match="nothing acknowledged"):
+            ing.applier.apply_group([(journal, codec.encode(sim.batch(4, 6)))])
         # the lane resends after its ack timeout; the store reconnected
-        assert ing.apply_group([(journal, codec.encode(sim.batch(4, 6)))]) == [
+        assert ing.applier.apply_group([(journal, codec.encode(sim.batch(4, 6)))]) == [
             Ack(sim.lane, sim.epoch, 6)
         ]
         # killed inside a group, after its writes, before COMMIT: nothing of it is kept
         store.lock_lanes([(sim.lane, sim.epoch)])
         assert store.apply_batch(sim.batch(7, 9), NOW).applied == 3
         kill_backend(store)
-        with pytest.raises(StoreError, match="commit failed, nothing acknowledged"):
+        with pytest.raises(DatabaseError, match="commit failed, nothing acknowledged"):
             store.commit()
         state = store.lane_state(sim.lane, sim.epoch)
         assert state is not None
         assert state.hwm == 6
-        assert ing.apply_group([(journal, codec.encode(sim.batch(7, 9)))]) == [
+        assert ing.applier.apply_group([(journal, codec.encode(sim.batch(7, 9)))]) == [
             Ack(sim.lane, sim.epoch, 9)
         ]
     finally:
@@ -236,9 +238,9 @@ def test_ingest_never_scans_documents_or_journal(url: str) -> None:
     the whole table for every batch and a 1000-lane drain fell to 500 entries/s."""
     sims = [LaneSim(LaneId("S001", f"L{n}")) for n in range(4)]
     topics = Topics()
-    store = PostgresStore(url)
-    ing = Ingest(parse({"database": {"url": url}}), store_factory=lambda: store)
-    ing._store = store
+    store = PostgresDatabase(url, projections=PROJECTIONS)
+    ing = Ingest(parse({"database": {"url": url}}), database_factory=lambda: store)
+    ing.applier.database = store
     stats = (
         "SELECT relname, seq_scan FROM pg_stat_user_tables "
         "WHERE schemaname = current_schema() AND relname IN ('documents', 'journal') "
@@ -257,7 +259,7 @@ def test_ingest_never_scans_documents_or_journal(url: str) -> None:
                         codec.encode(sim.batch(first, first + 29)),
                     )
                 )
-            ing.apply_group(group)
+            ing.applier.apply_group(group)
         assert ing.stats.entries_applied == 1200
         store.conn.execute("SELECT pg_stat_force_next_flush()")
     finally:
@@ -270,7 +272,7 @@ def test_ingest_never_scans_documents_or_journal(url: str) -> None:
 def test_status_page_and_metrics_read_postgres(url: str) -> None:
     sim = LaneSim()
     sim.add_many(5)
-    store = PostgresStore(url)
+    store = PostgresDatabase(url, projections=PROJECTIONS)
     try:
         store.note_hello(sim.lane, sim.epoch, 12, NOW)
         store.apply_batch(sim.batch(1, 5), NOW)
@@ -293,7 +295,7 @@ def test_status_page_and_metrics_read_postgres(url: str) -> None:
 async def test_metrics_read_postgres(url: str) -> None:
     sim = LaneSim()
     sim.add_many(3)
-    store = PostgresStore(url)
+    store = PostgresDatabase(url, projections=PROJECTIONS)
     try:
         store.apply_batch(sim.batch(1, 3), NOW)
         store.commit()

@@ -1,4 +1,4 @@
-"""The store registry is enforced (issue 14 item 4), driven through Ingest.apply_group (the
+"""The store registry is enforced (issue 14 item 4), driven through GroupApplier.apply_group (the
 writer thread's work) with real chained batches, on SQLite and PostgreSQL.
 
 Once the catalog's `stores` dataset holds a row, a batch from a store head office does not
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from headoffice import ingest as ingest_module
 from headoffice.catalog import load
 from headoffice.ingest import Ingest
+from headoffice.ingest import applier as ingest_module
 from headoffice.metrics import HoMetrics
 from headoffice.statuspage import collect
 from protocol import codec
@@ -94,8 +94,8 @@ def test_before_any_stores_row_every_store_is_accepted(backend: Backend) -> None
     sim = LaneSim(S01)
     sim.add_many(3)
     with writer_ingest(backend) as ing:
-        assert ing.apply_group([journal_msg(sim, 1, 3)]) == [Ack(S01, sim.epoch, 3)]
-        assert not ing.registry.enforced
+        assert ing.applier.apply_group([journal_msg(sim, 1, 3)]) == [Ack(S01, sim.epoch, 3)]
+        assert not ing.applier.registry.enforced
     assert journal_seqs(backend, S01) == [1, 2, 3]
 
 
@@ -109,13 +109,13 @@ async def test_an_unregistered_store_is_held_and_applied_once_in_order_when_regi
     typo.add_many(3)
     honest.add_many(2)
     with writer_ingest(backend) as ing:
-        out = ing.apply_group([journal_msg(typo, 1, 3), journal_msg(honest, 1, 2)])
+        out = ing.applier.apply_group([journal_msg(typo, 1, 3), journal_msg(honest, 1, 2)])
         # acked past: the lane's outbox drains, nothing it confirmed is dropped
         assert sorted((a.lane.store, a.hwm) for a in out if isinstance(a, Ack)) == [
             ("S001", 2),
             ("S01", 3),
         ]
-        assert ing.apply_group([journal_msg(typo, 4, 6)]) == [Ack(S01, typo.epoch, 6)]
+        assert ing.applier.apply_group([journal_msg(typo, 4, 6)]) == [Ack(S01, typo.epoch, 6)]
         assert ing.stats.entries_unregistered == 5  # seq 5 is held for its card number
         assert ing.stats.registry_stores == 2
         text = (await HoMetrics(ing.stats, backend.target).render()).decode()
@@ -144,11 +144,11 @@ async def test_an_unregistered_store_is_held_and_applied_once_in_order_when_regi
 
         # registered: the lane's next batch finds its earlier entries applied first, in order
         version = catalog_load(backend, "stores", ["S001", "S002", "S01"])
-        assert ing.apply_group([journal_msg(typo, 7, 8)]) == [Ack(S01, typo.epoch, 8)]
+        assert ing.applier.apply_group([journal_msg(typo, 7, 8)]) == [Ack(S01, typo.epoch, 8)]
         assert ing.stats.entries_released == 5
         # a redelivery of everything changes nothing
-        assert ing.apply_group([journal_msg(typo, 1, 8)]) == [Ack(S01, typo.epoch, 8)]
-        assert ing.apply_group([]) == []
+        assert ing.applier.apply_group([journal_msg(typo, 1, 8)]) == [Ack(S01, typo.epoch, 8)]
+        assert ing.applier.apply_group([]) == []
     assert journal_seqs(backend, S01) == [1, 2, 3, 4, 6, 7, 8]
     order = "id" if backend.is_pg else "rowid"  # the order rows were written in
     written = backend.query(f"SELECT seq FROM journal WHERE store = 'S01' ORDER BY {order}")
@@ -178,13 +178,15 @@ def test_a_registered_store_that_sends_nothing_more_is_released_without_a_batch(
     typo = LaneSim(S01)
     typo.add_many(3)
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(typo, 1, 3)])
+        ing.applier.apply_group([journal_msg(typo, 1, 3)])
         assert journal_seqs(backend, S01) == []
-        assert ing._wake_after() == ingest_module.REGISTRY_POLL_S  # ingest polls the registry
+        assert (
+            ing.applier.wake_after() == ingest_module.REGISTRY_POLL_S
+        )  # ingest polls the registry
         catalog_load(backend, "stores", ["S001", "S01"])
-        assert ing.apply_group([]) == []  # what the apply loop runs when it wakes up idle
+        assert ing.applier.apply_group([]) == []  # what the apply loop runs when it wakes up idle
         assert ing.stats.entries_released == 3
-        assert ing._unregistered == set()
+        assert ing.applier.unregistered == set()
     assert journal_seqs(backend, S01) == [1, 2, 3]
 
 
@@ -199,7 +201,7 @@ def test_a_lane_not_listed_is_held_when_its_store_lists_lanes(backend: Backend) 
     for sim in (listed, unlisted, other):
         sim.add_many(2)
     with writer_ingest(backend) as ing:
-        out = ing.apply_group(
+        out = ing.applier.apply_group(
             [journal_msg(listed, 1, 2), journal_msg(unlisted, 1, 2), journal_msg(other, 1, 2)]
         )
         assert sorted((str(a.lane), a.hwm) for a in out if isinstance(a, Ack)) == [
@@ -212,7 +214,7 @@ def test_a_lane_not_listed_is_held_when_its_store_lists_lanes(backend: Backend) 
         assert journal_seqs(backend, listed.lane) == [1, 2]
         assert journal_seqs(backend, other.lane) == [1, 2]  # S002 lists no lanes: any lane
         catalog_load(backend, "lanes", ["S001|L01", "S001|L02", "S001|L9"])
-        ing.apply_group([])
+        ing.applier.apply_group([])
     assert journal_seqs(backend, unlisted.lane) == [1, 2]
     [(note,)] = backend.query("SELECT DISTINCT close_reason FROM held WHERE state = 'released'")
     assert note.startswith("lane S001/L9 registered in catalog version ")
@@ -223,9 +225,9 @@ def test_a_store_removed_from_the_registry_is_held_again(backend: Backend) -> No
     sim = LaneSim(S01)
     sim.add_many(4)
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(sim, 1, 2)])
+        ing.applier.apply_group([journal_msg(sim, 1, 2)])
         catalog_load(backend, "stores", ["S001"])
-        assert ing.apply_group([journal_msg(sim, 3, 4)]) == [Ack(S01, sim.epoch, 4)]
+        assert ing.applier.apply_group([journal_msg(sim, 3, 4)]) == [Ack(S01, sim.epoch, 4)]
     assert journal_seqs(backend, S01) == [1, 2]
     assert [r[0] for r in held(backend, S01)] == [3, 4]
 
@@ -235,10 +237,10 @@ def test_a_worker_that_restarts_finds_the_held_lanes_in_the_database(backend: Ba
     sim = LaneSim(S01)
     sim.add_many(2)
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(sim, 1, 2)])
+        ing.applier.apply_group([journal_msg(sim, 1, 2)])
     catalog_load(backend, "stores", ["S001", "S01"])
     with writer_ingest(backend) as fresh:  # another process: knows nothing in memory
-        fresh.apply_group([])
+        fresh.applier.apply_group([])
         assert fresh.stats.entries_released == 2
     assert journal_seqs(backend, S01) == [1, 2]
 
@@ -247,19 +249,22 @@ def test_ingest_sees_registry_changes_cheaply(backend: Backend) -> None:
     """The rows are read again only when the catalog's version moves."""
     catalog_load(backend, "stores", ["S001"])
     with writer_ingest(backend) as ing:
-        ing.apply_group([])
-        first = ing.registry.version
-        ing.apply_group([])
-        assert ing.registry.version == first
-        assert ing.registry.stores == frozenset({"S001"})
+        ing.applier.apply_group([])
+        first = ing.applier.registry.version
+        ing.applier.apply_group([])
+        assert ing.applier.registry.version == first
+        assert ing.applier.registry.stores == frozenset({"S001"})
         catalog_load(backend, "items", ["P1"])  # another dataset: the registry stays
-        ing.apply_group([])
-        assert (ing.registry.version, ing.registry.seen) == (first, (first or 0) + 1)
-        assert ing.registry.stores == frozenset({"S001"})
+        ing.applier.apply_group([])
+        assert (ing.applier.registry.version, ing.applier.registry.seen) == (
+            first,
+            (first or 0) + 1,
+        )
+        assert ing.applier.registry.stores == frozenset({"S001"})
         second = catalog_load(backend, "stores", ["S001", "S002"])
-        ing.apply_group([])
-        assert (ing.registry.version, ing.registry.seen) == (second, second)
-        assert ing.registry.stores == frozenset({"S001", "S002"})
+        ing.applier.apply_group([])
+        assert (ing.applier.registry.version, ing.applier.registry.seen) == (second, second)
+        assert ing.applier.registry.stores == frozenset({"S001", "S002"})
         assert isinstance(ing, Ingest)
 
 
@@ -275,15 +280,15 @@ def catalog_versions(backend: Backend) -> list[tuple[Any, ...]]:
 def test_hello_and_status_store_the_catalog_version_a_lane_holds(backend: Backend) -> None:
     other = LaneId("S001", "L02")
     with writer_ingest(backend) as ing:
-        ing.apply_group(
+        ing.applier.apply_group(
             [(topic(S001, Channel.HELLO), codec.encode(Hello(S001, 7, 0, 1, "1", 0, 3)))]
         )
-        ing.apply_group(
+        ing.applier.apply_group(
             [(topic(other, Channel.HELLO), codec.encode(Hello(other, 9, 0, 1, "1", 0)))]
         )
         assert catalog_versions(backend) == [("S001", "L01", 7, 3), ("S001", "L02", 9, 0)]
         # a newer journal epoch of the same till: the version is the till's, on every row
-        ing.apply_group(
+        ing.applier.apply_group(
             [(topic(S001, Channel.HELLO), codec.encode(Hello(S001, 8, 0, 1, "1", 0, 4)))]
         )
         assert catalog_versions(backend) == [
@@ -293,14 +298,14 @@ def test_hello_and_status_store_the_catalog_version_a_lane_holds(backend: Backen
         ]
         # an online status says what it holds now
         status = Status(S001, "online", "1", 0, 1, 6)
-        ing.apply_group([(topic(S001, Channel.STATUS), codec.encode(status))])
+        ing.applier.apply_group([(topic(S001, Channel.STATUS), codec.encode(status))])
         assert [r[3] for r in catalog_versions(backend)] == [6, 6, 0]
         # the last will (offline), written at connect, never moves it back
         will = Status(S001, "offline", "1", 0, 2, 4)
-        ing.apply_group([(topic(S001, Channel.STATUS), codec.encode(will))])
+        ing.applier.apply_group([(topic(S001, Channel.STATUS), codec.encode(will))])
         assert [r[3] for r in catalog_versions(backend)] == [6, 6, 0]
         # hello and status in one group: the last one said wins
-        ing.apply_group(
+        ing.applier.apply_group(
             [
                 (topic(other, Channel.HELLO), codec.encode(Hello(other, 9, 0, 1, "1", 0, 2))),
                 (topic(other, Channel.STATUS), codec.encode(Status(other, "online", "1", 0, 3, 5))),
@@ -337,12 +342,12 @@ def test_a_registered_store_s_entries_meet_today_s_rules_when_released(backend: 
     sim.add(bad, kind="stock_adjustment")
     sim.add()
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(sim, 1, 3)])
+        ing.applier.apply_group([journal_msg(sim, 1, 3)])
         assert [r[1] for r in held(backend, S01)] == ["unregistered"] * 3
         catalog_load(backend, "stores", ["S001", "S01"])
-        ing.apply_group([])
+        ing.applier.apply_group([])
         assert ing.stats.entries_released == 2
-        assert ing._unregistered == set()
+        assert ing.applier.unregistered == set()
     rows = held(backend, S01)
     assert [(r[0], r[1], r[3]) for r in rows] == [
         (1, "unregistered", "released"),
@@ -358,7 +363,7 @@ def test_an_operator_cannot_release_what_the_registry_still_refuses(backend: Bac
     sim = LaneSim(S01)
     sim.add_many(2)
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(sim, 1, 2)])
+        ing.applier.apply_group([journal_msg(sim, 1, 2)])
     ids = [r[0] for r in backend.query("SELECT id FROM held ORDER BY seq")]
     store = backend.store()
     try:
@@ -383,18 +388,18 @@ def test_a_long_backlog_is_released_a_chunk_at_a_time_in_order(
     sim = LaneSim(S01)
     sim.add_many(10)
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(sim, 1, 4), journal_msg(sim, 5, 8)])
+        ing.applier.apply_group([journal_msg(sim, 1, 4), journal_msg(sim, 5, 8)])
         catalog_load(backend, "stores", ["S001", "S01"])
         # the lane's next batch: 3 released first, the batch held behind the 5 still held;
         # after the group the rest go, a chunk per transaction, the batch last
-        assert ing.apply_group([journal_msg(sim, 9, 10)]) == [Ack(S01, sim.epoch, 10)]
+        assert ing.applier.apply_group([journal_msg(sim, 9, 10)]) == [Ack(S01, sim.epoch, 10)]
         rows = held(backend, S01)
         assert [(r[0], r[3]) for r in rows] == [(n, "released") for n in range(1, 11)]
         assert {r[2] for r in rows if r[0] >= 9} == {
             "S01/L1 waits behind its entries held for the store registry while they are "
             "released (in order)"
         }
-        assert ing._unregistered == set()
+        assert ing.applier.unregistered == set()
         assert ing.stats.entries_released == 10
     order = "id" if backend.is_pg else "rowid"
     written = backend.query(f"SELECT seq FROM journal WHERE store = 'S01' ORDER BY {order}")
@@ -410,11 +415,11 @@ def test_idle_release_stops_at_its_time_budget_and_goes_on_next_time(
     sim = LaneSim(S01)
     sim.add_many(7)
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(sim, 1, 7)])
+        ing.applier.apply_group([journal_msg(sim, 1, 7)])
         catalog_load(backend, "stores", ["S001", "S01"])
         released = []
         for _ in range(4):
-            ing.apply_group([])
+            ing.applier.apply_group([])
             released.append(len(journal_seqs(backend, S01)))
         assert released == [3, 6, 7, 7]
-        assert ing._unregistered == set()
+        assert ing.applier.unregistered == set()

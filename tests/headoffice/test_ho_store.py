@@ -10,8 +10,9 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from headoffice.store import SqliteStore, Store
-from headoffice.store.base import LaneState, plan_batch
+from headoffice.db import Database, SqliteDatabase
+from headoffice.db.base import LaneState, plan_batch
+from headoffice.projections import PROJECTIONS
 from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import JournalBatch, Status
@@ -23,7 +24,7 @@ NOW = 1_700_000_000_000
 
 
 @pytest.fixture
-def store(backend: Backend) -> Iterator[Store]:
+def store(backend: Backend) -> Iterator[Database]:
     s = backend.store()
     yield s
     s.close()
@@ -46,17 +47,17 @@ def count(backend: Backend, table: str) -> int:
 
 def test_sqlite_schema_and_pragmas(tmp_path: Path) -> None:
     path = tmp_path / "ho.db"
-    store = SqliteStore(path)
+    store = SqliteDatabase(path, projections=PROJECTIONS)
     try:
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
     finally:
         store.close()
-    latest = max(schema.load(resources.files("headoffice.store.schema").iterdir()))
+    latest = max(schema.load(resources.files("headoffice.db.schema").iterdir()))
     assert query(path, "PRAGMA user_version") == [(latest,)]
 
 
-def test_in_order_batches_advance_hwm(store: Store, sim: LaneSim, backend: Backend) -> None:
+def test_in_order_batches_advance_hwm(store: Database, sim: LaneSim, backend: Backend) -> None:
     res = store.apply_batch(sim.batch(1, 3), NOW)
     assert (res.hwm, res.applied, res.redelivered, res.resend_from, res.reason) == (
         3,
@@ -80,7 +81,7 @@ def test_in_order_batches_advance_hwm(store: Store, sim: LaneSim, backend: Backe
     ]
 
 
-def test_redelivered_batch_applies_nothing(store: Store, sim: LaneSim, backend: Backend) -> None:
+def test_redelivered_batch_applies_nothing(store: Database, sim: LaneSim, backend: Backend) -> None:
     store.apply_batch(sim.batch(1, 3), NOW)
     store.commit()
     res = store.apply_batch(sim.batch(1, 3), NOW)
@@ -93,7 +94,7 @@ def test_redelivered_batch_applies_nothing(store: Store, sim: LaneSim, backend: 
 
 
 def test_overlapping_batch_applies_only_new_tail(
-    store: Store, sim: LaneSim, backend: Backend
+    store: Database, sim: LaneSim, backend: Backend
 ) -> None:
     store.apply_batch(sim.batch(1, 3), NOW)
     res = store.apply_batch(sim.batch(2, 6), NOW)
@@ -111,7 +112,7 @@ def test_overlapping_batch_applies_only_new_tail(
 
 
 def test_gap_asks_for_resend_and_stores_nothing(
-    store: Store, sim: LaneSim, backend: Backend
+    store: Database, sim: LaneSim, backend: Backend
 ) -> None:
     store.apply_batch(sim.batch(1, 3), NOW)
     store.commit()
@@ -128,7 +129,7 @@ def test_gap_asks_for_resend_and_stores_nothing(
     assert store.apply_batch(other.batch(2, 3), NOW).resend_from == 1
 
 
-def test_wrong_prev_hash_refused(store: Store, sim: LaneSim, backend: Backend) -> None:
+def test_wrong_prev_hash_refused(store: Database, sim: LaneSim, backend: Backend) -> None:
     store.apply_batch(sim.batch(1, 3), NOW)
     good = sim.batch(4, 6)
     bad = JournalBatch(good.lane, good.epoch, b"\x00" * 32, good.entries)
@@ -145,7 +146,7 @@ def test_wrong_prev_hash_refused(store: Store, sim: LaneSim, backend: Backend) -
 
 @pytest.mark.parametrize("what", ["hash", "body", "kind_field"])
 def test_tampered_entry_refused_valid_prefix_applied(
-    store: Store, sim: LaneSim, backend: Backend, what: str
+    store: Database, sim: LaneSim, backend: Backend, what: str
 ) -> None:
     store.apply_batch(sim.batch(1, 3), NOW)
     batch = sim.batch(4, 8)
@@ -170,7 +171,7 @@ def test_tampered_entry_refused_valid_prefix_applied(
     assert (res.hwm, res.applied, res.redelivered) == (8, 3, 2)
 
 
-def test_txn_replayed_under_new_epoch_applied_once(store: Store, backend: Backend) -> None:
+def test_txn_replayed_under_new_epoch_applied_once(store: Database, backend: Backend) -> None:
     old = LaneSim(epoch=1)
     shared_txn = "0190f3a4-7b2c-7def-8a01-23456789abcd"
     old.add(sale_doc(1), txn_id=shared_txn)
@@ -197,7 +198,7 @@ def test_txn_replayed_under_new_epoch_applied_once(store: Store, backend: Backen
     assert counters(backend)["duplicate_txn_ids"] == 1
 
 
-def test_same_txn_twice_in_one_batch_applied_once(store: Store, backend: Backend) -> None:
+def test_same_txn_twice_in_one_batch_applied_once(store: Database, backend: Backend) -> None:
     sim = LaneSim()
     txn = "0190f3a4-7b2c-7def-8a01-000000000001"
     sim.add(sale_doc(1), txn_id=txn)
@@ -216,7 +217,7 @@ def test_same_txn_twice_in_one_batch_applied_once(store: Store, backend: Backend
         {"card": 378282246310005},  # an integer PAN is a card number too
     ],
 )
-def test_pan_body_refused(store: Store, backend: Backend, extra: dict[str, object]) -> None:
+def test_pan_body_refused(store: Database, backend: Backend, extra: dict[str, object]) -> None:
     """The entry is held at its seq (the mark and the chain move past it) and its card
     number is nowhere: not in the reason, not in any file of the database."""
     sim = LaneSim()
@@ -247,7 +248,7 @@ def test_pan_body_refused(store: Store, backend: Backend, extra: dict[str, objec
         assert pan_body not in b"".join(p.read_bytes() for p in files)
 
 
-def test_quarantine_dedupes(store: Store, backend: Backend) -> None:
+def test_quarantine_dedupes(store: Database, backend: Backend) -> None:
     topic = "lanesync/v1/S001/L01/journal"
     store.quarantine(topic, LANE, "bad", b"\x01\x02", NOW)
     store.quarantine(topic, LANE, "bad", b"\x01\x02", NOW + 5)
@@ -265,7 +266,7 @@ def test_quarantine_dedupes(store: Store, backend: Backend) -> None:
     assert counters(backend)["quarantined"] == 4
 
 
-def test_rollback_drops_lane_cache(store: Store, sim: LaneSim, backend: Backend) -> None:
+def test_rollback_drops_lane_cache(store: Database, sim: LaneSim, backend: Backend) -> None:
     store.apply_batch(sim.batch(1, 3), NOW)
     store.commit()
     res = store.apply_batch(sim.batch(4, 6), NOW)
@@ -284,7 +285,7 @@ def test_rollback_drops_lane_cache(store: Store, sim: LaneSim, backend: Backend)
     assert "quarantined" not in counters(backend)  # rolled-back counters are not persisted
 
 
-def test_rollback_of_a_new_lane(store: Store, sim: LaneSim, backend: Backend) -> None:
+def test_rollback_of_a_new_lane(store: Database, sim: LaneSim, backend: Backend) -> None:
     store.apply_batch(sim.batch(1, 3), NOW)
     store.rollback()
     assert store.lane_state(LANE, sim.epoch) is None
@@ -293,7 +294,7 @@ def test_rollback_of_a_new_lane(store: Store, sim: LaneSim, backend: Backend) ->
     assert count(backend, "documents") == 3
 
 
-def test_commit_persists_counters(store: Store, sim: LaneSim, backend: Backend) -> None:
+def test_commit_persists_counters(store: Database, sim: LaneSim, backend: Backend) -> None:
     store.commit()  # nothing to do outside a transaction
     assert counters(backend) == {}
     store.apply_batch(sim.batch(1, 3), NOW)
@@ -306,7 +307,7 @@ def test_commit_persists_counters(store: Store, sim: LaneSim, backend: Backend) 
     assert counters(backend) == {"entries_applied": 6, "entries_redelivered": 2, "gaps": 1}
 
 
-def test_hello_and_status(store: Store, backend: Backend) -> None:
+def test_hello_and_status(store: Database, backend: Backend) -> None:
     state = store.note_hello(LANE, 5, 42, NOW)
     assert (state.hwm, state.lane_last_seq, state.last_hash) == (0, 42, genesis(LANE, 5))
     store.save_status(Status(LANE, "online", "0.1.0", 7, NOW))

@@ -86,7 +86,7 @@ async def test_lanes_replicate_into_head_office(
     backend: Backend, broker: MosquittoBroker, tmp_path: Path
 ) -> None:
     cfg = backend.config(broker={"port": broker.port, "keepalive": 5})
-    ingest = Ingest(cfg)  # the default store factory: headoffice.store.open_store
+    ingest = Ingest(cfg)  # the default store factory: headoffice.db.open_database
     await run_lanes(tmp_path, broker.port, [ingest])
     assert ingest.stats.entries_applied == ENTRIES * len(LANES)
     check_head_office(backend)

@@ -25,10 +25,11 @@ import aiohttp
 import msgpack
 import pytest
 
+from headoffice.db import SqliteDatabase
+from headoffice.db.base import check_batch
 from headoffice.ingest import IngestStats
+from headoffice.projections import PROJECTIONS
 from headoffice.statuspage import collect, ingest_figures, render_fragment, status_app
-from headoffice.store import SqliteStore
-from headoffice.store.base import check_batch
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch, Status
@@ -44,7 +45,7 @@ def _now_ms() -> int:
 
 def _seed(db_path: Path) -> None:
     """Two stores: S001 with two online lanes (one lagging), S002 offline with a quarantine."""
-    store = SqliteStore(db_path)
+    store = SqliteDatabase(db_path, projections=PROJECTIONS)
     now = _now_ms()
     try:
         for lane_id, n_applied, lane_last in (
@@ -62,7 +63,7 @@ def _seed(db_path: Path) -> None:
                 entries.append(Entry(seq, "sale", txn, now, body, h))
                 prev = h
             batch = JournalBatch(lane_id, epoch, genesis(lane_id, epoch), entries)
-            store.apply_batch(check_batch(batch), now)
+            store.apply_batch(check_batch(batch, PROJECTIONS), now)
             store.note_hello(lane_id, epoch, lane_last, now)
             state = "offline" if lane_id.store == "S002" else "online"
             store.save_status(Status(lane_id, state, "0.1.0", lane_last - n_applied, now))
@@ -80,7 +81,7 @@ def _seed(db_path: Path) -> None:
 
 def _journal_transit(db_path: Path, lane: LaneId, seq: int) -> None:
     """The lane's next journal entry: a transit-inventory document, ingested as usual."""
-    store = SqliteStore(db_path)
+    store = SqliteDatabase(db_path, projections=PROJECTIONS)
     try:
         state = store.lane_state(lane, 7)
         assert state is not None
@@ -101,7 +102,9 @@ def _journal_transit(db_path: Path, lane: LaneId, seq: int) -> None:
         txn = "01936f5e-0000-7000-8000-000000000042"
         h = entry_hash(state.last_hash, seq, "transit_inventory", txn, now, body)
         entry = Entry(seq, "transit_inventory", txn, now, body, h)
-        res = store.apply_batch(check_batch(JournalBatch(lane, 7, state.last_hash, [entry])), now)
+        res = store.apply_batch(
+            check_batch(JournalBatch(lane, 7, state.last_hash, [entry]), PROJECTIONS), now
+        )
         assert res.applied == 1, res
         store.commit()
     finally:
@@ -234,7 +237,7 @@ async def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
         assert "No open transits." in text
 
         # The lane S002/L1 comes back: the page shows it without a reload.
-        store = SqliteStore(db)
+        store = SqliteDatabase(db, projections=PROJECTIONS)
         try:
             store.save_status(Status(LaneId("S002", "L1"), "online", "0.1.0", 0, _now_ms()))
             store.commit()
@@ -264,7 +267,7 @@ async def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
 def test_held_entries_and_this_process_figures_on_the_page(tmp_path: Path) -> None:
     db = tmp_path / "ho.db"
     _seed(db)
-    store = SqliteStore(db)
+    store = SqliteDatabase(db, projections=PROJECTIONS)
     try:
         lane = LaneId("S001", "L1")
         state = store.lane_state(lane, 7)
@@ -274,7 +277,9 @@ def test_held_entries_and_this_process_figures_on_the_page(tmp_path: Path) -> No
         now = _now_ms()
         h = entry_hash(state.last_hash, 41, "sale", txn, now, body)
         entry = Entry(41, "sale", txn, now, body, h)
-        res = store.apply_batch(check_batch(JournalBatch(lane, 7, state.last_hash, [entry])), now)
+        res = store.apply_batch(
+            check_batch(JournalBatch(lane, 7, state.last_hash, [entry]), PROJECTIONS), now
+        )
         store.commit()
         assert (res.held, res.hwm) == (1, 41)
     finally:

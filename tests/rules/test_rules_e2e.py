@@ -21,7 +21,8 @@ import pytest
 from agent import config as agent_config
 from headoffice.catalog import load as loader
 from headoffice.catalog import versions
-from headoffice.store import open_target
+from headoffice.db import open_target
+from headoffice.projections import PROJECTIONS
 from lanesync import stack
 from lanesync.broker import Broker
 from lanesync.posclient import PosClient
@@ -70,7 +71,7 @@ class Lane:
     def load(self, dataset: str, text: str) -> int | None:
         path = self.workdir / f"{dataset}-{time.monotonic_ns()}.csv"
         path.write_text(text, encoding="utf-8")
-        store = open_target(self.workdir / "headoffice.db")
+        store = open_target(self.workdir / "headoffice.db", projections=PROJECTIONS)
         try:
             version: int | None = loader.load_file(store.sql, dataset, path).version
             return version
@@ -78,7 +79,7 @@ class Lane:
             store.close()
 
     def ho_version(self) -> int:
-        store = open_target(self.workdir / "headoffice.db")
+        store = open_target(self.workdir / "headoffice.db", projections=PROJECTIONS)
         try:
             return versions.view(store.sql, LANE.store).version
         finally:

@@ -1,7 +1,7 @@
 """Ingest as a shared-subscription worker: a batch that arrives ahead of its predecessor is held
 and retried for `ingest.gap_hold_ms` before the lane is asked to resend.
 
-The test is the ingest's writer thread (apply_group called directly) over a real SqliteStore;
+The test is the ingest's writer thread (apply_group called directly) over a real SqliteDatabase;
 what another worker would commit in between is played by applying the predecessor later.
 """
 
@@ -17,8 +17,9 @@ import msgpack
 import pytest
 
 from headoffice.config import parse
+from headoffice.db import SqliteDatabase
 from headoffice.ingest import Ingest
-from headoffice.store import SqliteStore
+from headoffice.projections import PROJECTIONS
 from protocol import codec
 from protocol.chain import entry_hash, genesis
 from protocol.identity import Channel, LaneId, Topics
@@ -57,7 +58,8 @@ def make_ingest(path: Path, **ingest: int) -> Ingest:
         }
     )
     ing = Ingest(cfg)
-    ing._store = SqliteStore(path)  # what __aenter__ does on the writer thread, minus MQTT
+    # what __aenter__ does on the writer thread, minus MQTT
+    ing.applier.database = SqliteDatabase(path, projections=PROJECTIONS)
     return ing
 
 
@@ -67,8 +69,8 @@ def ingest(tmp_path: Path) -> Iterator[Ingest]:
     try:
         yield ing
     finally:
-        assert ing._store is not None
-        ing._store.close()
+        assert ing.applier.database is not None
+        ing.applier.database.close()
         ing._writer.shutdown(wait=True)
         ing._decoder.shutdown(wait=True)
 
@@ -88,48 +90,48 @@ def test_share_group_defaults_to_a_hold_and_plain_ingest_to_none(tmp_path: Path)
 
 
 def test_batch_ahead_of_its_predecessor_waits_for_it(ingest: Ingest, tmp_path: Path) -> None:
-    assert ingest.apply_group([batch(1, 2)]) == [Ack(LANE, EPOCH, 2)]
+    assert ingest.applier.apply_group([batch(1, 2)]) == [Ack(LANE, EPOCH, 2)]
     # 5..8 arrives while another worker still holds 3..4: no answer yet, nothing counted
-    assert ingest.apply_group([batch(5, 8)]) == []
+    assert ingest.applier.apply_group([batch(5, 8)]) == []
     assert (ingest.stats.gaps_held, ingest.stats.gaps) == (1, 0)
     # an empty retry (what the apply loop runs when nothing arrives) keeps holding it
-    assert ingest.apply_group([]) == []
+    assert ingest.applier.apply_group([]) == []
     # the predecessor arrives: both applied in seq order, one ack, no resend asked
-    assert ingest.apply_group([batch(3, 4)]) == [Ack(LANE, EPOCH, 8)]
+    assert ingest.applier.apply_group([batch(3, 4)]) == [Ack(LANE, EPOCH, 8)]
     assert (ingest.stats.gaps_closed, ingest.stats.gaps) == (1, 0)
     assert journal_seqs(tmp_path / "ho.db") == list(range(1, 9))
 
 
 def test_held_batches_of_one_lane_apply_in_seq_order(ingest: Ingest, tmp_path: Path) -> None:
-    ingest.apply_group([batch(1, 2)])
-    assert ingest.apply_group([batch(9, 12), batch(5, 8)]) == []
-    assert ingest.apply_group([batch(3, 4)]) == [Ack(LANE, EPOCH, 12)]
+    ingest.applier.apply_group([batch(1, 2)])
+    assert ingest.applier.apply_group([batch(9, 12), batch(5, 8)]) == []
+    assert ingest.applier.apply_group([batch(3, 4)]) == [Ack(LANE, EPOCH, 12)]
     assert journal_seqs(tmp_path / "ho.db") == list(range(1, 13))
     assert ingest.stats.gaps == 0
 
 
 def test_a_real_gap_is_answered_after_the_hold(ingest: Ingest, tmp_path: Path) -> None:
-    ingest.apply_group([batch(1, 2)])
-    assert ingest.apply_group([batch(5, 8)]) == []
+    ingest.applier.apply_group([batch(1, 2)])
+    assert ingest.applier.apply_group([batch(5, 8)]) == []
     time.sleep(0.35)  # gap_hold_ms = 300: the batch before it is really lost
-    [ack] = ingest.apply_group([])
+    [ack] = ingest.applier.apply_group([])
     assert isinstance(ack, Ack)
     assert (ack.hwm, ack.resend_from) == (2, 3)
     assert ingest.stats.gaps == 1
     assert journal_seqs(tmp_path / "ho.db") == [1, 2]
-    assert ingest._waiting == []  # renamed from _held: "held" now means held entries
+    assert ingest.applier.waiting == []  # renamed from _held: "held" now means held entries
 
 
 def test_without_a_hold_the_gap_is_answered_at_once(tmp_path: Path) -> None:
     ing = make_ingest(tmp_path / "ho.db", gap_hold_ms=0)
     try:
-        ing.apply_group([batch(1, 2)])
-        [ack] = ing.apply_group([batch(5, 8)])
+        ing.applier.apply_group([batch(1, 2)])
+        [ack] = ing.applier.apply_group([batch(5, 8)])
         assert isinstance(ack, Ack)
         assert ack.resend_from == 3
         assert ing.stats.gaps_held == 0
     finally:
-        assert ing._store is not None
-        ing._store.close()
+        assert ing.applier.database is not None
+        ing.applier.database.close()
         ing._writer.shutdown(wait=True)
         ing._decoder.shutdown(wait=True)

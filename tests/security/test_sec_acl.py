@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from headoffice.acl import AclError, AclSpec, read_lanes, read_stores, render
+from headoffice.projections import PROJECTIONS
 from lanesync.cli import build_parser, main
 from protocol.identity import LaneId
 
@@ -252,12 +253,12 @@ def test_from_catalog_grants_the_active_lanes_of_the_registry(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from headoffice.catalog import load as loader  # noqa: PLC0415
-    from headoffice.store import SqliteStore  # noqa: PLC0415
+    from headoffice.db import SqliteDatabase  # noqa: PLC0415
 
     db = tmp_path / "ho.db"
     lanes = tmp_path / "lanes.csv"
     lanes.write_text("store,lane,active\nS001,L1,1\nS001,L2,0\nS002,L1,1\n", encoding="utf-8")
-    store = SqliteStore(db)
+    store = SqliteDatabase(db, projections=PROJECTIONS)
     try:
         loader.load_file(store.sql, "lanes", lanes)
     finally:

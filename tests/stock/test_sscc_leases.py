@@ -15,11 +15,12 @@ import pytest
 from agent.documents.sscc import NoSerialLeft, SsccLeases, SsccScheme, check_sscc
 from agent.journal import Journal
 from agent.open_docs.store import LaneStore
+from headoffice.db import Database
 from headoffice.operations import request_handlers
 from headoffice.sscc import server as srv
-from headoffice.store import Store
 from protocol.identity import LaneId
 from protocol.messages import Reply, Request
+from protocol.requests import OP_SSCC_LEASE
 
 A1, A2, B1 = LaneId("A", "L1"), LaneId("A", "L2"), LaneId("B", "L1")
 SCHEME = SsccScheme("5703538", "01")
@@ -33,17 +34,17 @@ def store(backend: Any) -> Any:
 
 
 def ask(
-    store: Store, lane: LaneId, corr: str | None = None, *, raw: bool = False, **args: Any
+    store: Database, lane: LaneId, corr: str | None = None, *, raw: bool = False, **args: Any
 ) -> Reply:
     if type(args.get("epoch")) is int and not raw:
         args["epoch"] = [args["epoch"] >> 32, args["epoch"] & 0xFFFFFFFF]
-    req = Request(lane, corr or str(uuid.uuid4()), srv.OP_LEASE, args)
+    req = Request(lane, corr or str(uuid.uuid4()), OP_SSCC_LEASE, args)
     reply = srv.lease(store, req, 1_700_000_000_000)
     store.commit()
     return reply
 
 
-def test_blocks_never_overlap_across_lanes_epochs_and_retries(store: Store) -> None:
+def test_blocks_never_overlap_across_lanes_epochs_and_retries(store: Database) -> None:
     assert request_handlers()["sscc_lease"] is srv.lease  # registered with head office
     a = ask(store, A1, count=10, epoch=1)
     b = ask(store, B1, count=5, epoch=(1 << 62) | 9)
@@ -68,7 +69,7 @@ def test_blocks_never_overlap_across_lanes_epochs_and_retries(store: Store) -> N
     assert stolen.result["code"] == "bad_request"
 
 
-def test_refusals_name_the_field_and_the_exhausted_range(store: Store) -> None:
+def test_refusals_name_the_field_and_the_exhausted_range(store: Database) -> None:
     for args, field in (
         ({"count": 0, "epoch": 1}, "count"),
         ({"count": srv.MAX_BLOCK + 1, "epoch": 1}, "count"),
@@ -95,7 +96,7 @@ async def _sscc(lanes: LaneStore) -> str:
 
 
 async def test_lane_leases_blocks_uses_them_offline_and_asks_before_running_out(
-    tmp_path: Path, store: Store
+    tmp_path: Path, store: Database
 ) -> None:
     online = True
     asked: list[int] = []

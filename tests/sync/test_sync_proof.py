@@ -48,7 +48,7 @@ def hello(sim: LaneSim, last: int, acked: int, **kw: Any) -> tuple[str, bytes]:
 
 
 def answer(ing: Ingest, msg: tuple[str, bytes]) -> Ack:
-    (ack,) = ing.apply_group([msg])
+    (ack,) = ing.applier.apply_group([msg])
     assert isinstance(ack, Ack)
     # what travels: decoded again, at the version it is stamped with
     again = codec.decode(codec.encode(ack))
@@ -66,7 +66,7 @@ def test_hello_answers_version_proof_restores_and_refusals(backend: Backend) -> 
     sim = LaneSim()
     sim.add_many(20)
     with writer_ingest(backend) as ing:
-        ing.apply_group([journal_msg(sim, 1, 20)])
+        ing.applier.apply_group([journal_msg(sim, 1, 20)])
 
         ack = answer(ing, hello(sim, 20, 20, protocols=V2, proof=proof_of(sim, 20)))
         assert (ack.hwm, ack.protocol, ack.proof) == (20, 2, "identical up to seq 20")
@@ -114,7 +114,7 @@ def test_hello_answers_version_proof_restores_and_refusals(backend: Backend) -> 
         assert "restored from an older copy" in ack.reason
         assert ing.stats.restores_detected == 1
         # ... and what the lane resends from its retention closes it.
-        ing.apply_group([journal_msg(sim, 21, 25)])
+        ing.applier.apply_group([journal_msg(sim, 21, 25)])
         ack = answer(ing, hello(sim, 25, 25, protocols=V2, proof=proof_of(sim, 25)))
         assert ack.proof == "identical up to seq 25"
         assert backend.query("SELECT count(*), max(seq) FROM journal") == [(25, 25)]
@@ -125,7 +125,7 @@ async def test_status_page_shows_proof_version_and_broker_banner(backend: Backen
     sim.add_many(5)
     with writer_ingest(backend) as ing:
         status = Status(sim.lane, "online", "9.9.9", 0, 0)
-        ing.apply_group(
+        ing.applier.apply_group(
             [
                 journal_msg(sim, 1, 5),
                 (topic(sim.lane, Channel.STATUS), codec.encode(status)),
@@ -180,7 +180,7 @@ def test_headoffice_announcement_decodes_and_stays_off_lane_topics(backend: Back
         codec.decode(msgpack.packb(hello_v1 | {"v": 1}))
     # Published on a lane's topic by a lane, it is quarantined with the reason.
     with writer_ingest(backend) as ing:
-        assert ing.apply_group([(topic(LANE_ID, Channel.HELLO), raw)]) == []
+        assert ing.applier.apply_group([(topic(LANE_ID, Channel.HELLO), raw)]) == []
         assert ing.stats.quarantined == 1
     (reason,) = backend.query("SELECT reason FROM quarantine")
     assert reason == ("a ho message does not belong on hello",)

@@ -94,7 +94,7 @@ async def restart_figure(tmp_path: Path, broker: MosquittoBroker, *, announce: b
                 )
                 await asyncio.sleep(0.3)  # fault timing: loopback delivery to head office
                 # Tear it down like a crash: its queued groups are dropped, nothing is acked.
-                main = first._main
+                main = first.session
                 assert main is not None
                 await cancel_and_wait(main)
                 release.set()
@@ -118,7 +118,7 @@ async def restart_figure(tmp_path: Path, broker: MosquittoBroker, *, announce: b
                     assert rep.stats.ho_restarts_seen >= 1
         finally:
             release.set()
-            if first._main is not None and not first._main.done():
+            if first.session is not None and not first.session.done():
                 await first.__aexit__(None, None, None)  # the test failed before its crash
     return figure
 

@@ -128,7 +128,7 @@ async def test_headoffice_restored_from_older_backup_gets_back_what_it_lost(
                 assert rep.stats.restores_seen >= 1
                 assert rep.stats.refused is None
         finally:
-            if first._main is not None and not first._main.done():
+            if first.session is not None and not first.session.done():
                 await first.__aexit__(None, None, None)
     lane_docs = confirmed(journal_path)
     ho_docs = at_head_office(ho_db)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from headoffice.db import Database, PostgresDatabase, open_readonly
 from headoffice.ingest import Ingest
 from headoffice.operations import request_handlers
-from headoffice.store import PostgresStore, Store, open_readonly
+from headoffice.projections import PROJECTIONS
 from headoffice.transit import projection, report
 from headoffice.transit import server as srv
 from protocol import codec
@@ -29,7 +30,7 @@ A1, B1, B2, C1 = Lane("A", "L1"), Lane("B", "L1"), Lane("B", "L2"), Lane("C", "L
 
 
 @pytest.fixture
-def store(backend: Backend) -> Iterator[Store]:
+def store(backend: Backend) -> Iterator[Database]:
     s = backend.store()
     yield s
     s.close()
@@ -39,17 +40,17 @@ def rid() -> str:
     return str(uuid.uuid4())
 
 
-def lookup(store: Store, lane: Lane, **args: object) -> Reply:
+def lookup(store: Database, lane: Lane, **args: object) -> Reply:
     return srv.lookup(store, lane.request("transit_lookup", mode="receive", **args), 1)
 
 
-def accept(store: Store, lane: Lane, request_id: str, now: int = 5_000, **args: object) -> Reply:
+def accept(store: Database, lane: Lane, request_id: str, now: int = 5_000, **args: object) -> Reply:
     r = srv.accept(store, lane.request("transit_accept", request_id=request_id, **args), now)
     store.commit()
     return r
 
 
-def test_create_moves_stock_out_of_source_into_transit(store: Store) -> None:
+def test_create_moves_stock_out_of_source_into_transit(store: Database) -> None:
     A1.entries.clear()
     A1.journal(
         store,
@@ -78,7 +79,7 @@ def test_create_moves_stock_out_of_source_into_transit(store: Store) -> None:
     assert [r["transit_no"] for r in report.open_transits(store.sql)] == ["T10001"]
 
 
-def test_lookup_and_refusals(store: Store) -> None:
+def test_lookup_and_refusals(store: Database) -> None:
     A1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc())
     ok = lookup(store, B1, sscc=SSCC1)
@@ -102,7 +103,7 @@ def test_lookup_and_refusals(store: Store) -> None:
     assert lookup(store, B1, sscc="3570").result["code"] == "bad_request"
 
 
-def test_not_yet_known_when_a_lane_lags(store: Store) -> None:
+def test_not_yet_known_when_a_lane_lags(store: Database) -> None:
     store.note_hello(A1.lane, 99, 5, 1)  # A/L1 holds 5 entries head office has not got
     store.commit()
     r = lookup(store, B1, sscc=SSCC1)
@@ -113,7 +114,7 @@ def test_not_yet_known_when_a_lane_lags(store: Store) -> None:
     assert a.result["code"] == "not_yet_known"
 
 
-def test_accept_exactly_once_retry_and_link(store: Store) -> None:
+def test_accept_exactly_once_retry_and_link(store: Database) -> None:
     A1.entries.clear()
     B1.entries.clear()
     txn = A1.journal(store, "transit_inventory", transit_doc())
@@ -159,7 +160,7 @@ def test_accept_exactly_once_retry_and_link(store: Store) -> None:
     assert stock(store, "B", "P1000") == "5.000"
 
 
-def test_accept_document_without_head_office_acceptance_applies_once(store: Store) -> None:
+def test_accept_document_without_head_office_acceptance_applies_once(store: Database) -> None:
     A1.entries.clear()
     B1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc(sscc=SSCC2, no="T10002"))
@@ -176,7 +177,7 @@ def test_accept_document_without_head_office_acceptance_applies_once(store: Stor
     assert accept(store, B2, rid(), sscc=SSCC2).result["code"] == "already_received"
 
 
-def test_cancel_returns_stock_and_refuses_receive(store: Store) -> None:
+def test_cancel_returns_stock_and_refuses_receive(store: Database) -> None:
     A1.entries.clear()
     txn = A1.journal(store, "transit_inventory", transit_doc())
     store.sql.begin()
@@ -189,7 +190,7 @@ def test_cancel_returns_stock_and_refuses_receive(store: Store) -> None:
     assert r.result["cancelled"]["by"] == "HQ1"
 
 
-def test_expired_accept_does_nothing(store: Store) -> None:
+def test_expired_accept_does_nothing(store: Database) -> None:
     A1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc())
     r = accept(store, B1, rid(), 100_000, sscc=SSCC1, deadline_ms=1_000)
@@ -197,7 +198,7 @@ def test_expired_accept_does_nothing(store: Store) -> None:
     assert lookup(store, B1, sscc=SSCC1).ok
 
 
-def test_malformed_transit_document_is_held_not_fatal(store: Store) -> None:
+def test_malformed_transit_document_is_held_not_fatal(store: Database) -> None:
     """A transit body head office cannot project is held at its seq (invariant 9), with the
     field at fault; the lane carries on. What only the database can tell (an SSCC already
     used by another transit) is counted: the document is applied, its projection is not."""
@@ -225,7 +226,7 @@ def test_two_accepts_in_one_ingest_group_one_wins(backend: Backend) -> None:
     """Two lanes' accepts for the same parcel arriving together: one success, one refusal."""
     ing = Ingest(backend.config(), handlers=request_handlers())
     s = backend.store()
-    ing._store = s
+    ing.applier.database = s
     try:
         A1.entries.clear()
         A1.journal(s, "transit_inventory", transit_doc())
@@ -234,7 +235,7 @@ def test_two_accepts_in_one_ingest_group_one_wins(backend: Backend) -> None:
         for lane in (B1, B2, Lane("C", "L3")):
             req = lane.request("transit_accept", request_id=rid(), sscc=SSCC1)
             group.append((topics.topic(lane.lane, Channel.REQUEST), codec.encode(req)))
-        out = ing.apply_group(group)
+        out = ing.applier.apply_group(group)
         replies = [m for m in out if isinstance(m, Reply)]
         assert [r.ok for r in replies] == [True, False, False]
         assert [r.result.get("code") for r in replies[1:]] == ["already_received", "other_store"]
@@ -250,13 +251,13 @@ def test_parcel_journaled_and_accepted_in_the_same_ingest_group(backend: Backend
     see what the batches before it in that group projected (the store flushes first)."""
     ing = Ingest(backend.config(), handlers=request_handlers())
     s = backend.store()
-    ing._store = s
+    ing.applier.database = s
     try:
         A1.entries.clear()
         topics = Topics()
         batch = A1.batch("transit_inventory", transit_doc())
         req = B1.request("transit_accept", request_id=rid(), sscc=SSCC1)
-        out = ing.apply_group(
+        out = ing.applier.apply_group(
             [
                 (topics.topic(A1.lane, Channel.JOURNAL), codec.encode(batch)),
                 (topics.topic(B1.lane, Channel.REQUEST), codec.encode(req)),
@@ -273,7 +274,7 @@ def test_parcel_journaled_and_accepted_in_the_same_ingest_group(backend: Backend
         ing._decoder.shutdown()
 
 
-def test_cli_report_json_and_cancel(tmp_path: Path, store: Store, backend: Backend) -> None:
+def test_cli_report_json_and_cancel(tmp_path: Path, store: Database, backend: Backend) -> None:
     A1.entries.clear()
     A1.journal(store, "transit_inventory", transit_doc())
     cfg = tmp_path / "ho.toml"
@@ -295,7 +296,7 @@ def test_cli_report_json_and_cancel(tmp_path: Path, store: Store, backend: Backe
         db.close()
 
 
-def accept_blocked(first: PostgresStore, second: PostgresStore, req: Request) -> Reply:
+def accept_blocked(first: PostgresDatabase, second: PostgresDatabase, req: Request) -> Reply:
     """`second` answers `req` while `first` holds an uncommitted accept of the same parcel;
     returns its answer once `first` committed. Proves `second` really waited on the row."""
     out: list[Reply] = []
@@ -322,7 +323,10 @@ def test_two_postgres_workers_accept_a_parcel_once() -> None:
     """Two ingest workers (two connections) get accepts for the same parcel at the same time:
     the conditional UPDATE of the second waits for the first's commit and changes nothing."""
     with pg_schema() as url:
-        w1, w2 = PostgresStore(url), PostgresStore(url)
+        w1, w2 = (
+            PostgresDatabase(url, projections=PROJECTIONS),
+            PostgresDatabase(url, projections=PROJECTIONS),
+        )
         try:
             A1.entries.clear()
             A1.journal(w1, "transit_inventory", transit_doc())

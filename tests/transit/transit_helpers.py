@@ -11,7 +11,7 @@ from typing import Any
 
 import msgpack
 
-from headoffice.store import Store
+from headoffice.db import Database
 from protocol.chain import entry_hash, genesis
 from protocol.identity import LaneId
 from protocol.messages import Entry, JournalBatch, Request
@@ -64,7 +64,7 @@ class Lane:
         return JournalBatch(self.lane, self.epoch, prev, [e])
 
     def journal(
-        self, store: Store, kind: str, doc: dict[str, Any], txn_id: str | None = None
+        self, store: Database, kind: str, doc: dict[str, Any], txn_id: str | None = None
     ) -> str:
         b = self.batch(kind, doc, txn_id)
         res = store.apply_batch(b, 1_700_000_000_000)
@@ -76,7 +76,7 @@ class Lane:
         return Request(self.lane, f"c{uuid.uuid4().hex[:12]}", op, args)
 
 
-def stock(store: Store, location: str, item: str) -> str:
+def stock(store: Database, location: str, item: str) -> str:
     row = store.sql.fetchone(
         "SELECT qty FROM stock WHERE location = ? AND item = ?", (location, item)
     )

@@ -4,7 +4,7 @@ Run from the repository root (it checks the old commits out into temporary workt
 
     .venv/bin/python tests/upgrade/make_fixtures.py
 
-For each earlier schema version it runs that commit's own Journal and SqliteStore (the code
+For each earlier schema version it runs that commit's own Journal and SqliteDatabase (the code
 that shipped with the schema, not today's): a lane journals 40 sales, head office applies the
 first 25 and the lane records that ack, so the journal keeps an unacked backlog of 15. The
 files are committed as they come out (zigpy keeps its old database dumps the same way) and are
@@ -53,15 +53,16 @@ WRITER = r"""
 import asyncio, json, sys, time
 from pathlib import Path
 from agent.journal import Journal
-from headoffice.store import SqliteStore
+from headoffice.projections import PROJECTIONS
+from headoffice.db import SqliteDatabase
 from protocol.identity import LaneId
 from protocol.messages import JournalBatch
 
-def open_store(out: Path, url: str):
+def open_database(out: Path, url: str):
     if url:
-        from headoffice.store.postgres import PostgresStore
-        return PostgresStore(url)
-    return SqliteStore(out / "headoffice.db")
+        from headoffice.db.postgres import PostgresDatabase
+        return PostgresDatabase(url, projections=PROJECTIONS)
+    return SqliteDatabase(out / "headoffice.db", projections=PROJECTIONS)
 
 async def main(out: Path, docs_file: Path, acked: int, url: str) -> None:
     lane = LaneId("S001", "L1")
@@ -71,7 +72,7 @@ async def main(out: Path, docs_file: Path, acked: int, url: str) -> None:
             await j.append(d["kind"], d["body"], txn_id=d["txn_id"], ts=d["ts"])
         entries = await j.read_from(1, acked)
         prev = await j.hash_before(1)
-        store = open_store(out, url)
+        store = open_database(out, url)
         if hasattr(store, "lock_lanes"):  # PostgreSQL: lane rows locked per group
             store.lock_lanes([(lane, j.epoch)])
         store.note_hello(lane, j.epoch, j.last_seq, docs[0]["ts"])

@@ -21,8 +21,9 @@ import pytest
 
 from agent.journal import Journal
 from agent.verify import verify
-from headoffice.store import SqliteStore
-from headoffice.store.postgres import PostgresStore
+from headoffice.db import SqliteDatabase
+from headoffice.db.postgres import PostgresDatabase
+from headoffice.projections import PROJECTIONS
 from lanesync import stack
 from protocol.identity import LaneId
 from protocol.runtime import migrations as schema
@@ -42,7 +43,7 @@ RELEASES = {
     "ce4f612": ("journal_v2_ce4f612.db", "headoffice_v6_ce4f612.db"),
 }
 JOURNAL_LATEST = max(schema.load(resources.files("agent.journal.schema").iterdir()))
-HO_LATEST = max(schema.load(resources.files("headoffice.store.schema").iterdir()))
+HO_LATEST = max(schema.load(resources.files("headoffice.db.schema").iterdir()))
 DOCUMENTS: list[dict[str, Any]] = json.loads((FIXTURES / "documents.json").read_text())
 
 
@@ -105,7 +106,7 @@ def test_headoffice_database_migrates_and_keeps_what_it_applied(
 ) -> None:
     epoch = epoch_of(RELEASES[release][0], tmp_path)
     path = copy_fixture(RELEASES[release][1], tmp_path / "headoffice.db")
-    store = SqliteStore(path)
+    store = SqliteDatabase(path, projections=PROJECTIONS)
     try:
         state = store.lane_state(LANE, epoch)
         assert state is not None
@@ -144,7 +145,7 @@ PG_RELEASES = {  # commit: (journal fixture, dump of head office's schema)
     "2b3b336": ("journal_for_pg_v5_2b3b336.db", "headoffice_pg_v5_2b3b336.sql"),
     "ce4f612": ("journal_for_pg_v6_ce4f612.db", "headoffice_pg_v6_ce4f612.sql"),
 }
-PG_LATEST = max(schema.load(resources.files("headoffice.store.schema_pg").iterdir()))
+PG_LATEST = max(schema.load(resources.files("headoffice.db.schema_pg").iterdir()))
 DUMPED_AS = "lanesync_fixture"  # the schema name inside the dumps (make_fixtures.PG_SCHEMA)
 
 
@@ -188,7 +189,7 @@ def test_pg_database_migrates_and_drains_the_upgraded_lane(cluster: Any, release
     with pg_schema() as url:
         restore_dump(dump, url)
         epoch = epoch_of(journal_fixture, cluster.workdir)
-        store = PostgresStore(url)
+        store = PostgresDatabase(url, projections=PROJECTIONS)
         try:
             store.lock_lanes([(LANE, epoch)])
             state = store.lane_state(LANE, epoch)

@@ -16,8 +16,9 @@ from typing import Any
 
 import aiomqtt
 
+from headoffice.db.base import check_batch
 from headoffice.operations import time_handler
-from headoffice.store.base import check_batch
+from headoffice.projections import PROJECTIONS
 from lanesync import stack
 from protocol import codec
 from protocol.identity import Channel, LaneId, Topics
@@ -48,7 +49,7 @@ def test_every_recorded_message_decodes() -> None:
     batch = codec.decode(recorded("batch"))
     assert isinstance(batch, JournalBatch)
     assert (batch.lane, batch.epoch, batch.first_seq, len(batch.entries)) == (LANE, EPOCH, 1, 1)
-    assert check_batch(batch).valid == 1  # its chain verifies with today's code
+    assert check_batch(batch, PROJECTIONS).valid == 1  # its chain verifies with today's code
     hello = codec.decode(recorded("hello"))
     assert isinstance(hello, Hello)
     assert (hello.epoch, hello.last_seq, hello.catalog) == (EPOCH, 1, 0)  # no catalog field yet
@@ -81,7 +82,7 @@ def test_recorded_batch_and_hello_apply_on_both_backends(backend: Any) -> None:
         now = int(time.time() * 1000)
         store.lock_lanes([(LANE, EPOCH)])
         store.note_hello(LANE, hello.epoch, hello.last_seq, now)
-        result = store.apply_batch(check_batch(batch), now)
+        result = store.apply_batch(check_batch(batch, PROJECTIONS), now)
         store.commit()
         assert (result.hwm, result.resend_from) == (1, None)
         request = codec.decode(recorded("request"))

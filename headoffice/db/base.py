@@ -4,10 +4,11 @@
 which entries of a batch are new, whether there is a gap, and whether the hash chain holds.
 `check_batch` (no database, on the decoder thread) finds the entries head office cannot apply:
 a card number in the body (invariant 6), or a body of a kind head office projects that breaks
-what the projection needs (headoffice.transit.bodies). Those are held at their seq (invariant
-9): the lane's high-water mark and chain move past them, later entries apply in order, and the
-held row keeps what an operator needs to release or void it. A held entry has no journal or
-documents row, so it is never applied twice; releasing it (issue 16) applies it once.
+what its projection needs (a projection's check, headoffice.db.projection). Those are held at
+their seq (invariant 9): the lane's high-water mark and chain move past them, later entries
+apply in order, and the held row keeps what an operator needs to release or void it. A held
+entry has no journal or documents row, so it is never applied twice; releasing it (issue 16)
+applies it once.
 
 Document ownership (stores are isolated): a txn_id belongs to the lane whose entry first applied
 it. The same txn_id again with the same kind and body bytes from the same store is a duplicate,
@@ -31,13 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from headoffice.catalog.registry import Registry
-from headoffice.extract import projection as extract_projection
+from headoffice.db.projection import ProjectionRun, Projections, Unprojectable
+from headoffice.db.sql import Sql
 from headoffice.lograte import StoreLog
-from headoffice.stock import moves as stock_moves
-from headoffice.stock import projection as stock_projection
-from headoffice.store.sql import Sql
-from headoffice.transit import bodies
-from headoffice.transit import projection as transit_projection
 from protocol import pan
 from protocol.chain import first_break
 from protocol.codec import unpack
@@ -57,12 +54,16 @@ MAX_REASON_CHARS = 1000
 _MASK_WINDOW = QUARANTINE_KEEP_BYTES + 64
 
 
-class StoreError(LanesyncError):
+class DatabaseError(LanesyncError):
     """The database refused a write; nothing of the group was committed or acknowledged."""
+
+    code = "database"
 
 
 class EpochRefused(LanesyncError):
     """A lane already has the most epochs head office keeps on record for one lane."""
+
+    code = "epoch_refused"
 
 
 @dataclass(slots=True)
@@ -108,9 +109,10 @@ class CheckedBatch:
 
     `entries[:valid]` chain from the batch's prev_hash; the rest is refused for `refusal`.
     Of the valid ones, `held` (by seq) cannot be applied; `docs` (by seq) are the checked
-    bodies of the kinds head office projects (transits and stock); `versions` (by seq) the
-    catalog version each document says it was checked against. This part needs no database,
-    so ingest runs it on another thread while the writer applies the previous group.
+    documents of the projections (headoffice.db.projection) that project them, each with the
+    projection's index; `versions` (by seq) the catalog version each document says it was
+    checked against. This part needs no database, so ingest runs it on another thread while
+    the writer applies the previous group.
     """
 
     batch: JournalBatch
@@ -119,9 +121,6 @@ class CheckedBatch:
     held: dict[int, HeldEntry] = field(default_factory=dict)
     docs: dict[int, Projected] = field(default_factory=dict)
     versions: dict[int, int] = field(default_factory=dict)
-    # The extract projection's rows of the sale documents, by seq (issue 17.3), made here on
-    # the decoder thread so the writer only inserts them; None: not projected.
-    sales: dict[int, extract_projection.Rows | None] = field(default_factory=dict)
 
 
 def _card_numbers(entries: Sequence[Entry]) -> dict[int, HeldEntry]:
@@ -157,7 +156,7 @@ def _card_numbers(entries: Sequence[Entry]) -> dict[int, HeldEntry]:
     return held
 
 
-def check_batch(batch: JournalBatch) -> CheckedBatch:
+def check_batch(batch: JournalBatch, projections: Projections) -> CheckedBatch:
     entries = batch.entries
     broken = first_break(batch.prev_hash, entries)
     valid = len(entries) if broken is None else broken[0] - batch.first_seq
@@ -167,19 +166,28 @@ def check_batch(batch: JournalBatch) -> CheckedBatch:
         else f"hash chain broken at seq {broken[0]}: the entry does not match its hash or the "
         "entry before it"
     )
-    held, docs, versions = check_entries(batch.lane.store, entries[:valid])
-    sales = extract_projection.rows_by_seq(batch.lane, batch.epoch, entries[:valid], held)
-    return CheckedBatch(batch, valid, refusal, held, docs, versions, sales)
+    held, docs, versions = check_entries(batch.lane, batch.epoch, entries[:valid], projections)
+    return CheckedBatch(batch, valid, refusal, held, docs, versions)
 
 
-Projected = bodies.Parsed | stock_moves.StockDoc | stock_moves.Unreadable
+# The checked documents of one entry: (index of the projection, its document), in order.
+Projected = tuple[tuple[int, Any], ...]
+MAX_VERSION = (1 << 63) - 1
+
+
+def catalog_version(doc: dict[str, Any]) -> int | None:
+    """The body's `catalog_version` (issue 15.1), or None when absent or not a version."""
+    v = doc.get("catalog_version")
+    if type(v) is int and 0 <= v <= MAX_VERSION:
+        return v
+    return None
 
 
 def check_entries(
-    store: str, entries: Sequence[Entry]
+    lane: LaneId, epoch: int, entries: Sequence[Entry], projections: Projections
 ) -> tuple[dict[int, HeldEntry], dict[int, Projected], dict[int, int]]:
     """The rules of `check_batch` past the chain: which entries are held (by seq), the
-    checked bodies of the projected kinds and the documents' catalog versions (by seq). A
+    checked documents of the projections and the documents' catalog versions (by seq). A
     release runs them again on the held entry."""
     held = _card_numbers(entries)
     docs: dict[int, Projected] = {}
@@ -191,27 +199,27 @@ def check_entries(
             decoded = unpack(e.body, MAX_ENTRY_BODY)
         except ProtocolError:
             decoded = None
-        version = stock_moves.catalog_version(decoded) if type(decoded) is dict else None
+        version = catalog_version(decoded) if type(decoded) is dict else None
         if version is not None:
             versions[e.seq] = version
-        if e.kind in stock_moves.STOCK_KINDS:
-            docs[e.seq] = (
-                stock_moves.read(e.kind, decoded)
-                if type(decoded) is dict
-                else stock_moves.Unreadable(e.kind, "$: not a msgpack map", version)
-            )
-            continue
-        if e.kind not in transit_projection.PROJECTED_KINDS:
-            continue
-        try:
-            docs[e.seq] = bodies.parse(e.kind, e.body, store)
-        except Exception as exc:  # noqa: BLE001 - BodyError, or anything a body provokes
-            problem = str(exc) if isinstance(exc, bodies.BodyError) else repr(type(exc))
-            held[e.seq] = HeldEntry(
-                e,
-                "invalid_body",
-                held_reason(f"entry seq {e.seq}: head office cannot apply a {e.kind}: {problem}"),
-            )
+        checked: list[tuple[int, Any]] = []
+        for i, projection in enumerate(projections):
+            try:
+                doc = projection.check(lane, epoch, e, decoded)
+            except Unprojectable as exc:
+                held[e.seq] = HeldEntry(
+                    e,
+                    "invalid_body",
+                    held_reason(
+                        f"entry seq {e.seq}: head office cannot apply a {e.kind}: {exc.problem}"
+                    ),
+                )
+                break
+            if doc is not None:
+                checked.append((i, doc))
+        else:
+            if checked:
+                docs[e.seq] = tuple(checked)
     return held, docs, versions
 
 
@@ -227,9 +235,10 @@ def hold_all(checked: CheckedBatch, code: str, reason: str) -> CheckedBatch:
 
 
 def plan_batch(state: LaneState, checked: CheckedBatch | JournalBatch) -> BatchPlan:
-    """Decide what of a batch to apply and hold, given what head office holds for its lane."""
+    """Decide what of a batch to apply and hold, given what head office holds for its lane.
+    A bare JournalBatch is checked without projections (only the card-number screen holds)."""
     if isinstance(checked, JournalBatch):
-        checked = check_batch(checked)
+        checked = check_batch(checked, ())
     batch = checked.batch
     entries = batch.entries
     plan = BatchPlan()
@@ -411,15 +420,17 @@ class HeldOutcome:
         return dataclasses.asdict(self)
 
 
-class Store(Protocol):
+class Database(Protocol):
     """A head-office storage backend. Methods run on the ingest's single writer thread."""
+
+    projections: Projections  # what applied documents are projected through (13.3)
 
     @property
     def sql(self) -> Sql:
         """The connection for shared SQL (transit projection and requests, reports)."""
 
     def lock_lanes(self, lanes: Sequence[tuple[LaneId, int]]) -> None:
-        """Called by Ingest.apply_group at the start of each group with every (lane, epoch)
+        """Called by GroupApplier.apply_group at the start of each group with every (lane, epoch)
         the group touches; begins the transaction and locks those lanes' rows for it in a
         fixed order (store, lane, epoch) so concurrent workers never deadlock."""
 
@@ -559,8 +570,7 @@ class _PendingEntry:
     entry: Entry
     candidate: bool  # the group's first entry with this txn_id
     result: ApplyResult
-    doc: Projected | None  # the checked body of a projected kind
-    sale: extract_projection.Rows | bool | None = False  # False: not made yet (held releases)
+    docs: Projected  # the checked documents of the projections that project it
 
 
 @dataclass(slots=True)
@@ -614,6 +624,7 @@ class BatchWriter:
 
     _counters: dict[str, int]
     _pending: PendingWrites
+    projections: Projections  # handed over by whoever opens the database (issue 13.3)
 
     @property
     def sql(self) -> Sql:
@@ -646,7 +657,7 @@ class BatchWriter:
         self, checked: CheckedBatch | JournalBatch, now_ms: int, *, defer: bool = False
     ) -> ApplyResult:
         if isinstance(checked, JournalBatch):
-            checked = check_batch(checked)
+            checked = check_batch(checked, self.projections)
         batch = checked.batch
         state = self._lane_for_write(batch.lane, batch.epoch, now_ms)
         state.lane_last_seq = max(state.lane_last_seq, batch.last_seq)
@@ -681,11 +692,7 @@ class BatchWriter:
                         versions.get(e.seq),
                     )
                 row = (store, lane, epoch, e.seq, e.kind, e.txn_id, e.ts, e.body, e.hash, now_ms, 0)
-                pending.entries.append(
-                    _PendingEntry(
-                        row, e, candidate, res, docs.get(e.seq), checked.sales.get(e.seq, False)
-                    )
-                )
+                pending.entries.append(_PendingEntry(row, e, candidate, res, docs.get(e.seq, ())))
             for h in plan.held:
                 pending.held.append((held_row(batch.lane, epoch, h, now_ms), res))
                 held_log.warning(store, "head office: %s/%s held %s", store, lane, h.reason)
@@ -719,8 +726,8 @@ class BatchWriter:
 
     def flush(self) -> None:
         """Write the deferred rows: new documents first, then every journal row (marked
-        applied or not), the held entries, then the transit projection of the new ones, in
-        apply order. Call it before anything reads what the group wrote (transit requests do);
+        applied or not), the held entries, then the projections of the new ones, in apply
+        order. Call it before anything reads what the group wrote (transit requests do);
         commit calls it."""
         pending = self._pending
         if not pending.entries and not pending.held:
@@ -732,7 +739,7 @@ class BatchWriter:
         everything_new = len(inserted) == len(pending.documents) == len(pending.entries)
         owners = {} if everything_new else self._owners_of_the_rest(inserted)
         rows: list[JournalRow] = []
-        projected: list[_PendingEntry] = []  # transit and stock documents: only these decode
+        projected: list[_PendingEntry] = []  # those with documents the projections checked
         held = [h for h, _ in pending.held]
         applied = duplicates = 0
         for pe in pending.entries:
@@ -741,7 +748,7 @@ class BatchWriter:
                 rows.append((*pe.row[:-1], 1))
                 applied += 1
                 pe.result.applied += 1
-                if pe.doc is not None:
+                if pe.docs:
                     projected.append(pe)
                 continue
             owner = owners.get(e.txn_id)
@@ -761,18 +768,14 @@ class BatchWriter:
             self._insert_journal(rows)
         if held:
             self._insert_held(held)
-        deltas: stock_projection.Deltas = {}
+        runs: dict[int, ProjectionRun] = {}
         for pe in projected:
-            doc = pe.doc
-            assert doc is not None
-            if isinstance(doc, stock_moves.StockDoc | stock_moves.Unreadable):
-                if stock_projection.apply_entry(self.sql, pe.result.lane, pe.entry, doc, deltas):
-                    self._count("stock_projection_errors")
-            elif transit_projection.apply_entry(self.sql, pe.result.lane, pe.entry, doc):
-                self._count("transit_projection_errors")
-        stock_projection.write(self.sql, deltas)
-        if applied:
-            _project_for_extract(self.sql, pending.entries, inserted)
+            for i, doc in pe.docs:
+                run = runs.get(i) or runs.setdefault(i, self.projections[i].start(self.sql))
+                if run.apply(pe.result.lane, pe.result.epoch, pe.entry, doc):
+                    self._count(f"{self.projections[i].name}_projection_errors")
+        for _, run in sorted(runs.items()):
+            run.finish()
         self._count("entries_applied", applied)
         self._count("duplicate_txn_ids", duplicates)
         self._count("entries_held", len(held))
@@ -912,7 +915,7 @@ class BatchWriter:
                 now_ms,
                 0,
             )
-            pending.entries.append(_PendingEntry(row, e, candidate, res, doc))
+            pending.entries.append(_PendingEntry(row, e, candidate, res, doc or ()))
             applying.append((rec, e, res))
         self.flush()
         released: list[int] = []
@@ -974,7 +977,7 @@ class BatchWriter:
                 refused=f"{out.refused}; once the catalog lists it (lanesync catalog load "
                 "stores|lanes FILE) its entries are released by themselves",
             )
-        held, docs, versions = check_entries(rec.store, [e])
+        held, docs, versions = check_entries(rec.lane_id, rec.epoch, [e], self.projections)
         if e.seq in held:
             return self._still_held(rec, held[e.seq].code, held[e.seq].reason)
         return e, docs.get(e.seq), versions.get(e.seq)
@@ -1001,7 +1004,7 @@ class BatchWriter:
                 (now_ms, held_reason(by), held_reason(note), *chunk),
             )
         if changed != len(ids):  # cannot happen under the row locks: fail rather than apply twice
-            raise StoreError(f"{len(ids) - changed} held entries changed while being released")
+            raise DatabaseError(f"{len(ids) - changed} held entries changed while being released")
         self._count("entries_released", len(ids))
 
     def _rehold(self, rec: HeldRecord, code: str, reason: str) -> None:
@@ -1049,7 +1052,7 @@ class BatchWriter:
                     (now_ms, held_reason(by), held_reason(reason), i),
                 )
                 if changed != 1:
-                    raise StoreError(f"held entry {i} changed while it was being voided")
+                    raise DatabaseError(f"held entry {i} changed while it was being voided")
                 self._count("entries_voided")
                 held_log.warning(
                     rec.store, "head office: %s voided held entry %d (seq %d)", by, i, rec.seq
@@ -1087,21 +1090,6 @@ def catalog_updates(
         f"AND catalog_version {distinct} ?",
         [(v, s, ln, v) for (s, ln), v in sorted(told.items())],
     )
-
-
-def _project_for_extract(sql: Sql, entries: list[_PendingEntry], inserted: set[str]) -> None:
-    """Issue 17.3's hook: the extract's rows of the sale documents this flush applied, in its
-    transaction (headoffice/extract/projection.py); made by check_batch, or here for entries
-    that did not come through it (held entries released)."""
-    if extract_projection.ENABLED:
-        extract_projection.project(
-            sql,
-            [
-                (pe.result.lane, pe.result.epoch, pe.entry, pe.sale)
-                for pe in entries
-                if pe.candidate and pe.entry.txn_id in inserted
-            ],
-        )
 
 
 def status_row(status: Status) -> tuple[Any, ...]:

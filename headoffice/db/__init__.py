@@ -1,7 +1,7 @@
 """Head-office storage: the replica of every lane journal, applied documents and quarantine.
 
-Two backends behind one protocol (base.Store): SQLite, embedded and the default, and
-PostgreSQL for several ingest workers over one database. `open_store` picks by configuration.
+Two backends behind one protocol (base.Database): SQLite, embedded and the default, and
+PostgreSQL for several ingest workers over one database. `open_database` picks by configuration.
 """
 
 from __future__ import annotations
@@ -12,18 +12,19 @@ from pathlib import Path
 import psycopg
 
 from headoffice.config import HeadOfficeConfig
-from headoffice.store import postgres, sqlite
-from headoffice.store.base import (
+from headoffice.db import postgres, sqlite
+from headoffice.db.base import (
     DEFAULT_MAX_EPOCHS_PER_LANE,
     ApplyResult,
+    Database,
+    DatabaseError,
     EpochRefused,
     LaneState,
-    Store,
-    StoreError,
 )
-from headoffice.store.postgres import PostgresStore
-from headoffice.store.sql import PgSql, Sql, SqliteSql
-from headoffice.store.sqlite import SqliteStore
+from headoffice.db.postgres import PostgresDatabase
+from headoffice.db.projection import Projections
+from headoffice.db.sql import PgSql, Sql, SqliteSql
+from headoffice.db.sqlite import SqliteDatabase
 
 Target = str | Path  # a SQLite file, or a postgresql:// URL
 
@@ -42,15 +43,27 @@ def is_url(where: Target) -> bool:
     return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(config: HeadOfficeConfig) -> Store:
-    """The writing store the configuration names (ingest, import)."""
-    return open_target(target(config), max_epochs_per_lane=config.ingest.max_epochs_per_lane)
+def open_database(config: HeadOfficeConfig, projections: Projections) -> Database:
+    """The writing database the configuration names (ingest, import), applying entries
+    through `projections` (headoffice.projections.PROJECTIONS)."""
+    return open_target(
+        target(config),
+        projections=projections,
+        max_epochs_per_lane=config.ingest.max_epochs_per_lane,
+    )
 
 
-def open_target(where: Target, *, max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE) -> Store:
+def open_target(
+    where: Target,
+    *,
+    projections: Projections,
+    max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE,
+) -> Database:
     if is_url(where):
-        return PostgresStore(str(where), max_epochs_per_lane=max_epochs_per_lane)
-    return SqliteStore(where, max_epochs_per_lane=max_epochs_per_lane)
+        return PostgresDatabase(
+            str(where), projections=projections, max_epochs_per_lane=max_epochs_per_lane
+        )
+    return SqliteDatabase(where, projections=projections, max_epochs_per_lane=max_epochs_per_lane)
 
 
 _TRANSIENT = (
@@ -82,7 +95,7 @@ def open_readonly(where: Target) -> Sql | None:
         try:
             return PgSql(postgres.connect(str(where), readonly=True))
         except psycopg.Error as exc:
-            raise StoreError(f"cannot open {postgres.redact(str(where))}: {exc}") from exc
+            raise DatabaseError(f"cannot open {postgres.redact(str(where))}: {exc}") from exc
     path = Path(where)
     if not path.exists():
         return None
@@ -91,17 +104,17 @@ def open_readonly(where: Target) -> Sql | None:
 
 __all__ = [
     "ApplyResult",
+    "Database",
+    "DatabaseError",
     "EpochRefused",
     "LaneState",
-    "PostgresStore",
-    "SqliteStore",
-    "Store",
-    "StoreError",
+    "PostgresDatabase",
+    "SqliteDatabase",
     "Target",
     "describe",
     "is_url",
+    "open_database",
     "open_readonly",
-    "open_store",
     "open_target",
     "target",
     "transient",

@@ -1,6 +1,6 @@
 """The head-office store on PostgreSQL, for several ingest workers over one database.
 
-Same contract as SqliteStore (headoffice.store.base decides, this only persists), with what
+Same contract as SqliteDatabase (headoffice.db.base decides, this only persists), with what
 sharing the database with other worker processes demands:
 
 - Lane positions are never trusted across transactions: `lock_lanes` locks the rows of the
@@ -9,7 +9,7 @@ sharing the database with other worker processes demands:
   then holds whichever worker a batch reached.
 - Statuses and counters, rows every worker writes, are buffered and written at commit in a
   fixed order, for the same reason.
-- Any psycopg error rolls the group back and raises StoreError; a connection that broke
+- Any psycopg error rolls the group back and raises DatabaseError; a connection that broke
   (server restart, pg_terminate_backend) is opened again at the next group, so the ingest
   process lives on and lanes simply resend what was not acknowledged.
 
@@ -39,12 +39,13 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from headoffice.catalog.registry import Registry
-from headoffice.store.base import (
+from headoffice.db.base import (
     DEFAULT_MAX_EPOCHS_PER_LANE,
     HELD_COLUMNS,
     ApplyResult,
     BatchWriter,
     CheckedBatch,
+    DatabaseError,
     DocumentRow,
     EpochRefused,
     HeldEntry,
@@ -55,12 +56,12 @@ from headoffice.store.base import (
     Owner,
     PendingWrites,
     QuarantineRow,
-    StoreError,
     catalog_updates,
     scrub_legacy_quarantine,
     status_row,
 )
-from headoffice.store.sql import PgSql
+from headoffice.db.projection import Projections
+from headoffice.db.sql import PgSql
 from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import JournalBatch, Status
@@ -113,12 +114,19 @@ def connect(url: str, *, readonly: bool = False) -> psycopg.Connection[tuple[Any
 
 def migrate(conn: psycopg.Connection[tuple[Any, ...]], what: str) -> None:
     """Bring the schema up to date (protocol.runtime.migrations, locked per schema)."""
-    migrations.apply_postgres(conn, "headoffice.store.schema_pg", what, "lanesync-headoffice")
+    migrations.apply_postgres(conn, "headoffice.db.schema_pg", what, "lanesync-headoffice")
 
 
-class PostgresStore(BatchWriter):
-    def __init__(self, url: str, *, max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE) -> None:
+class PostgresDatabase(BatchWriter):
+    def __init__(
+        self,
+        url: str,
+        *,
+        projections: Projections,
+        max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE,
+    ) -> None:
         self.url = url
+        self.projections = projections
         self.what = f"head-office database {redact(url)}"
         self.max_epochs_per_lane = max_epochs_per_lane
         self._sql = PgSql(self._open())
@@ -135,7 +143,7 @@ class PostgresStore(BatchWriter):
         try:
             conn = connect(self.url)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot open {self.what}: {exc}") from exc
+            raise DatabaseError(f"cannot open {self.what}: {exc}") from exc
         try:
             migrate(conn, self.what)
             scrubbed = scrub_legacy_quarantine(PgSql(conn))
@@ -144,7 +152,7 @@ class PostgresStore(BatchWriter):
             conn.execute(_DOCUMENTS_STAGE)
         except psycopg.Error as exc:
             conn.close()
-            raise StoreError(f"migrating {self.what}: {exc}") from exc
+            raise DatabaseError(f"migrating {self.what}: {exc}") from exc
         except BaseException:
             conn.close()
             raise
@@ -159,12 +167,12 @@ class PostgresStore(BatchWriter):
         return self._sql.conn
 
     def _guard(self, what: str, fn: Callable[[], T]) -> T:
-        """Run fn; a database error rolls the whole group back and becomes StoreError."""
+        """Run fn; a database error rolls the whole group back and becomes DatabaseError."""
         try:
             return fn()
         except psycopg.Error as exc:
             self.rollback()
-            raise StoreError(f"{what} failed, nothing acknowledged: {exc}") from exc
+            raise DatabaseError(f"{what} failed, nothing acknowledged: {exc}") from exc
 
     # --- transactions ---------------------------------------------------------------------
 

@@ -12,10 +12,11 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from headoffice.store.base import (
+from headoffice.db.base import (
     DEFAULT_MAX_EPOCHS_PER_LANE,
     HELD_COLUMNS,
     BatchWriter,
+    DatabaseError,
     DocumentRow,
     EpochRefused,
     HeldRow,
@@ -24,12 +25,12 @@ from headoffice.store.base import (
     Owner,
     PendingWrites,
     QuarantineRow,
-    StoreError,
     catalog_updates,
     scrub_legacy_quarantine,
     status_row,
 )
-from headoffice.store.sql import SqliteSql
+from headoffice.db.projection import Projections
+from headoffice.db.sql import SqliteSql
 from protocol.chain import genesis
 from protocol.identity import LaneId
 from protocol.messages import Status
@@ -58,21 +59,26 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 def migrate(db: sqlite3.Connection, what: str) -> None:
-    migrations.apply_sqlite(db, "headoffice.store.schema", what, error=StoreError)
+    migrations.apply_sqlite(db, "headoffice.db.schema", what, error=DatabaseError)
 
 
-class SqliteStore(BatchWriter):
+class SqliteDatabase(BatchWriter):
     def __init__(
-        self, path: str | Path, *, max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE
+        self,
+        path: str | Path,
+        *,
+        projections: Projections,
+        max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE,
     ) -> None:
         self.path = Path(path)
+        self.projections = projections
         self.max_epochs_per_lane = max_epochs_per_lane
         try:
             self.db = connect(self.path)
             migrate(self.db, f"head-office database {self.path}")
             scrubbed = scrub_legacy_quarantine(SqliteSql(self.db))
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open head-office database {self.path}: {exc}") from exc
+            raise DatabaseError(f"cannot open head-office database {self.path}: {exc}") from exc
         if scrubbed:
             log.info("%s: %d quarantine rows masked and cut (schema 4)", self.path, scrubbed)
         self.max_cached_lanes = MAX_CACHED_LANES
@@ -126,7 +132,7 @@ class SqliteStore(BatchWriter):
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self.rollback()
-            raise StoreError(f"commit failed, nothing acknowledged: {exc}") from exc
+            raise DatabaseError(f"commit failed, nothing acknowledged: {exc}") from exc
         self._dirty.clear()
         self._counters.clear()
         self._catalogs.clear()
