@@ -2,7 +2,7 @@
 
 Each database keeps `NNNN_name.sql` files in a package next to its storage code: the lane
 journal (agent.journal.schema), the lane catalog file (agent.catalog.schema) and head office's
-two backends (headoffice.store.schema, headoffice.store.schema_pg). `load` reads them, `plan`
+two backends (headoffice.db.schema, headoffice.db.schema_pg). `load` reads them, `plan`
 says which to run (and refuses a database newer than this lanesync), and the `apply_*`
 functions run them, one transaction per version:
 

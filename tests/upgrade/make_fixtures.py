@@ -53,12 +53,23 @@ WRITER = r"""
 import asyncio, json, sys, time
 from pathlib import Path
 from agent.journal import Journal
-from headoffice.projections import PROJECTIONS
-from headoffice.db import SqliteDatabase
 from protocol.identity import LaneId
 from protocol.messages import JournalBatch
 
+# The commit this runs is an old one: its head-office storage has the names of its day.
+try:
+    from headoffice.db import SqliteDatabase
+    from headoffice.projections import PROJECTIONS
+except ImportError:  # before issue 13: headoffice.store, projections found by the store itself
+    from headoffice.store import SqliteStore
+    PROJECTIONS = None
+
 def open_database(out: Path, url: str):
+    if PROJECTIONS is None:
+        if url:
+            from headoffice.store.postgres import PostgresStore
+            return PostgresStore(url)
+        return SqliteStore(out / "headoffice.db")
     if url:
         from headoffice.db.postgres import PostgresDatabase
         return PostgresDatabase(url, projections=PROJECTIONS)
