@@ -507,6 +507,10 @@ class Database(Protocol):
         """Head office's chain hash at each of `seqs` of a lane's epoch (applied or held);
         seqs it holds no row for are left out (issue 16.7: the hello's proof)."""
 
+    def entry_ts(self, lane: LaneId, epoch: int, seq: int) -> int | None:
+        """The lane's journaling time (ms) of entry `seq` of an epoch (applied or held), None
+        when head office holds no row for it."""
+
     def commit(self) -> None: ...
 
     def rollback(self) -> None: ...
@@ -797,6 +801,16 @@ class BatchWriter:
             ):
                 out.setdefault(int(seq), bytes(h))
         return out
+
+    def entry_ts(self, lane: LaneId, epoch: int, seq: int) -> int | None:
+        for table in ("journal", "held"):
+            row = self.sql.fetchone(
+                f"SELECT ts FROM {table} WHERE store = ? AND lane = ? AND epoch = ? AND seq = ?",  # noqa: S608
+                (lane.store, lane.lane, epoch, seq),
+            )
+            if row is not None:
+                return int(row[0])
+        return None
 
     # --- held entries: release and void (issue 16) -----------------------------------------
 

@@ -535,7 +535,7 @@ class GroupApplier:
         (v2) the version to use, the proof's verdict, a rewind or a refusal."""
         lane, epoch, acked = msg.lane, msg.epoch, msg.acked_seq
         v2 = bool(msg.protocols)
-        if msg.last_seq < hwm:
+        if msg.last_seq < hwm and self._restored_copy(db, msg):
             self.stats.lanes_refused += 1
             why = (
                 f"the journal of {lane} (epoch {epoch}) ends at seq {msg.last_seq} but head "
@@ -566,6 +566,21 @@ class GroupApplier:
         if not v2:
             return Ack(lane, epoch, hwm)
         return Ack(lane, epoch, hwm, None, None, choose_version(msg.protocols), verdict)
+
+    @staticmethod
+    def _restored_copy(db: Database, msg: Hello) -> bool:
+        """Whether a hello whose journal ends below what head office holds comes from a journal
+        restored from an old copy, rather than from a lane that has journaled on since.
+
+        With several ingest workers on a shared subscription, a lane's hello and the batch it
+        sent right after can reach different workers, and the batch can be applied first: the
+        hello then says less than head office holds without anything being wrong. The lane's
+        own clock tells the two apart: the entry after the hello's last seq was journaled after
+        the hello was sent (a later batch of this journal) or before it (the entries a restored
+        copy lacks, journaled before the restore)."""
+        db.flush()  # this group's batches may hold that entry
+        ts = db.entry_ts(msg.lane, msg.epoch, msg.last_seq + 1)
+        return ts is None or ts < msg.sent_at
 
     @staticmethod
     def _compare(db: Database, msg: Hello, hwm: int) -> tuple[str, str, int]:

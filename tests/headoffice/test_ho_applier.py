@@ -12,7 +12,9 @@ from headoffice.config import parse
 from headoffice.db import SqliteDatabase
 from headoffice.ingest import GroupApplier, IngestStats
 from headoffice.projections import PROJECTIONS
-from protocol.messages import Ack
+from protocol import codec
+from protocol.identity import Channel
+from protocol.messages import Ack, Hello
 from tests.headoffice.ho_helpers import LaneSim, journal_msg, query, topic
 
 
@@ -55,3 +57,37 @@ def test_a_gap_asks_for_a_resend(applier: GroupApplier) -> None:
 def test_garbage_refused_and_nothing_acked(applier: GroupApplier) -> None:
     assert applier.apply_group([(topic(LaneSim().lane), b"\xc1 not msgpack")]) == []
     assert applier.stats.quarantined == 1
+
+
+def _hello(sim: LaneSim, last_seq: int, sent_at: int) -> tuple[str, bytes]:
+    msg = Hello(sim.lane, sim.epoch, last_seq, 1, "9.9.9", sent_at, protocols=(1, 2))
+    return topic(sim.lane, Channel.HELLO), codec.encode(msg)
+
+
+def test_a_hello_overtaken_by_the_lanes_next_batch_is_not_a_restore(
+    applier: GroupApplier,
+) -> None:
+    """Two workers on a shared subscription: the batch a lane sent right after its hello is
+    applied first. The hello says less than head office holds, but the entry after it was
+    journaled after the hello was sent: the lane journaled on, nothing was restored."""
+    sim = LaneSim()
+    sim.add_many(3)
+    applier.apply_group([journal_msg(sim, 1, 3)])
+    sent_at = sim.entries[0].ts - 1  # the hello went out at seq 0, just before seq 1
+    [ack] = applier.apply_group([_hello(sim, 0, sent_at)])
+    assert isinstance(ack, Ack)
+    assert (ack.hwm, ack.refused) == (3, None)
+    assert applier.stats.lanes_refused == 0
+
+
+def test_a_hello_from_a_restored_copy_is_refused(applier: GroupApplier) -> None:
+    """The same hello sent after every entry head office holds: a journal copy that lacks
+    seqs 2 and 3, journaled before it was restored."""
+    sim = LaneSim()
+    sim.add_many(3)
+    applier.apply_group([journal_msg(sim, 1, 3)])
+    [ack] = applier.apply_group([_hello(sim, 1, sim.entries[-1].ts + 60_000)])
+    assert isinstance(ack, Ack)
+    assert ack.refused is not None
+    assert "ends at seq 1 but head office already holds seq 3" in ack.refused
+    assert applier.stats.lanes_refused == 1

@@ -23,6 +23,7 @@ from protocol.chain import genesis
 from protocol.errors import ProtocolError
 from protocol.identity import Channel
 from protocol.messages import Ack, HeadOffice, Hello, Status
+from protocol.runtime.clock import now_ms
 from tests.headoffice.ho_helpers import LANE as LANE_ID
 from tests.headoffice.ho_helpers import LaneSim, journal_msg, topic, writer_ingest
 from tests.pgutil import Backend
@@ -43,7 +44,8 @@ def proof_of(sim: LaneSim, acked: int) -> tuple[tuple[int, bytes], ...]:
 
 
 def hello(sim: LaneSim, last: int, acked: int, **kw: Any) -> tuple[str, bytes]:
-    msg = Hello(sim.lane, sim.epoch, last, acked + 1, "9.9.9", 0, 0, **kw)
+    # Sent now, after every entry the sim journaled (their ts are of 2023), as a lane's is.
+    msg = Hello(sim.lane, sim.epoch, last, acked + 1, "9.9.9", now_ms(), 0, **kw)
     return topic(sim.lane, Channel.HELLO), codec.encode(msg)
 
 
