@@ -16,7 +16,7 @@ from typing import Any
 import msgpack
 
 from agent import config as agent_config
-from agent import opscli
+from agent import techcli
 from agent.journal.file import JournalFile
 from agent.verify import verify
 from protocol.errors import LanesyncError
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         if name == "tail":
             jp.add_argument("-n", type=int, default=20, help="number of entries (default 20)")
         jp.set_defaults(handler=fn)
-    opscli.register(sub, jsub, DEFAULT_CONFIG)  # status, doctor, journal export
+    techcli.register(sub, jsub, DEFAULT_CONFIG)  # status, doctor, journal export
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import sys
 
-from headoffice import acl, enrol, health, opscli
+from headoffice import acl, enrol, health, importcli
 from headoffice import config as ho_config
 from headoffice.transit import cli as transit_cli
 from protocol.errors import ConfigError, LanesyncError
@@ -18,7 +18,7 @@ DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("headoffice", help="run head office (ingest)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"TOML (default {DEFAULT_CONFIG})")
-    opscli.add_daemon_options(p)  # --status-page HOST:PORT
+    importcli.add_daemon_options(p)  # --status-page HOST:PORT
     p.add_argument(
         "--worker",
         type=int,
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enrol.register(sub_of_ho)  # lanesync headoffice store add|remove, pki init|crl
     health.register(sub_of_ho, DEFAULT_CONFIG)  # lanesync headoffice status [--json]
     sub_of_ho.metavar = "{acl,store,pki,status}"
-    opscli.register(sub, DEFAULT_CONFIG)  # lanesync import FILE
+    importcli.register(sub, DEFAULT_CONFIG)  # lanesync import FILE
     transit_cli.register(sub, DEFAULT_CONFIG)  # lanesync transits [--json] [--cancel ...]
 
 
@@ -39,7 +39,7 @@ def cmd_headoffice(args: argparse.Namespace) -> int:
     from headoffice import daemon  # noqa: PLC0415 - ingest's stack only for this command
 
     try:
-        cfg = as_worker(opscli.apply_daemon_options(ho_config.load(args.config), args), args)
+        cfg = as_worker(importcli.apply_daemon_options(ho_config.load(args.config), args), args)
         asyncio.run(daemon.run(cfg))
     except LanesyncError as exc:
         print(f"lanesync headoffice: {exc}", file=sys.stderr)

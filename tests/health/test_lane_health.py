@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from agent import config as agent_config
-from agent import doctor, opscli
+from agent import doctor, techcli
 from agent import status as lane_status
 from agent.api import LocalApi
 from agent.config import AgentConfig
@@ -43,7 +43,7 @@ def lane_config(tmp_path: Path, port: int, **tables: dict[str, Any]) -> AgentCon
 
 
 def status_exit(cfg_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    code = opscli.cmd_status(argparse.Namespace(config=str(cfg_path), json=True))
+    code = techcli.cmd_status(argparse.Namespace(config=str(cfg_path), json=True))
     return code, json.loads(capsys.readouterr().out)
 
 
