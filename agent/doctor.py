@@ -194,15 +194,10 @@ async def check_broker_and_clock(cfg: AgentConfig, timeout: float = 5.0) -> list
     try:
         async with (
             asyncio.timeout(timeout * 2),
-            brokerconn.Client(
-                b.host,
-                b.port,
+            brokerconn.connect(
+                b,
+                f"lanesync-doctor-{cfg.lane.store}-{cfg.lane.lane}-{uuid.uuid4().hex[:6]}",
                 connack_timeout_s=min(b.connack_timeout_s, timeout),
-                identifier=f"lanesync-doctor-{cfg.lane.store}-{cfg.lane.lane}-{uuid.uuid4().hex[:6]}",
-                username=b.username,
-                password=b.password,
-                tls_context=brokerconn.tls_context(b.tls),
-                keepalive=b.keepalive,
                 timeout=timeout,
             ) as client,
         ):

@@ -197,15 +197,9 @@ class Replicator:
         failure: str | None = None
         connected_at: float | None = None
         try:
-            async with brokerconn.Client(  # a CONNACK deadline of its own (16.3)
-                b.host,
-                b.port,
-                connack_timeout_s=b.connack_timeout_s,
-                identifier=f"lanesync-{self.lane.store}-{self.lane.lane}",
-                username=b.username,
-                password=b.password,
-                tls_context=brokerconn.tls_context(b.tls),  # fresh: picks up renewed certs
-                keepalive=b.keepalive,
+            async with brokerconn.connect(  # a CONNACK deadline of its own (16.3)
+                b,
+                f"lanesync-{self.lane.store}-{self.lane.lane}",
                 will=will,
                 clean_session=True,
                 timeout=rc.publish_timeout_s,

@@ -214,15 +214,9 @@ class HeadPublisher:
         b = self.config.broker
         connected_at: float | None = None
         try:
-            async with brokerconn.Client(  # a CONNACK deadline of its own, as ingest's
-                b.host,
-                b.port,
-                connack_timeout_s=b.connack_timeout_s,
-                identifier=f"{b.client_id}-catalog",
-                username=b.username,
-                password=b.password,
-                tls_context=brokerconn.tls_context(b.tls),
-                keepalive=b.keepalive,
+            async with brokerconn.connect(  # a CONNACK deadline of its own, as ingest's
+                b,
+                f"{b.client_id}-catalog",
                 clean_session=True,
                 max_inflight_messages=100,
                 socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),

@@ -224,11 +224,10 @@ class Ingest:
             # (eclipse-mosquitto/mosquitto#1747), so a dead worker would sit on a share of
             # every lane's batches. With a clean session the broker serves only live members;
             # what was in flight to a killed one is resent by its lane (gap or ack timeout).
-            async with _IngestClient(
-                b.host,
-                b.port,
-                connack_timeout_s=b.connack_timeout_s,
-                identifier=b.client_id,
+            async with brokerconn.connect(
+                b,
+                b.client_id,
+                cls=_IngestClient,
                 will=(
                     aiomqtt.Will(
                         self.topics.headoffice(), self._announcement("offline"), qos=1, retain=True
@@ -236,10 +235,6 @@ class Ingest:
                     if self.announce
                     else None
                 ),
-                username=b.username,
-                password=b.password,
-                tls_context=brokerconn.tls_context(b.tls),  # fresh: picks up renewed certs
-                keepalive=b.keepalive,
                 clean_session=b.share_group is not None,
                 max_inflight_messages=100,
                 # paho leaves Nagle on: acks would wait for the lane's delayed ACK (~40 ms).

@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import aiomqtt
 from paho.mqtt.client import Client as PahoClient
@@ -369,3 +369,52 @@ class Client(aiomqtt.Client):
             fut.exception()
             return
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
+
+
+class BrokerSettings(Protocol):
+    """What the lane's and head office's [broker] tables both say about the connection."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def keepalive(self) -> int: ...
+    @property
+    def tls(self) -> TlsConfig | None: ...
+    @property
+    def connack_timeout_s(self) -> float: ...
+
+
+ClientT = TypeVar("ClientT", bound=Client)
+
+
+def connect(
+    broker: BrokerSettings,
+    identifier: str,
+    *,
+    cls: type[ClientT] = Client,  # type: ignore[assignment]  # the default is the bound
+    connack_timeout_s: float | None = None,
+    **options: Any,
+) -> ClientT:
+    """The one way every part (replicator, doctor, ingest, the catalog publisher) opens its
+    broker connection: address, login, a TLS context made afresh (renewed certificates are
+    picked up at each reconnect), keepalive and the CONNACK deadline from the [broker] table;
+    `options` are the part's own (will, clean_session, inflight window, socket options...)."""
+    return cls(
+        broker.host,
+        broker.port,
+        connack_timeout_s=broker.connack_timeout_s
+        if connack_timeout_s is None
+        else connack_timeout_s,
+        identifier=identifier,
+        username=broker.username,
+        password=broker.password,
+        tls_context=tls_context(broker.tls),
+        keepalive=broker.keepalive,
+        **options,
+    )
