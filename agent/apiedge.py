@@ -46,10 +46,10 @@ from protocol import requests, screen
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.messages import REPLY_FIELDS
 from protocol.pan import is_pan_digits, mask_text
+from protocol.runtime.httpserver import PROBLEM
 
 log = logging.getLogger(__name__)
 
-PROBLEM = "application/problem+json"
 MAX_REQUEST_BYTES = 256 * 1024
 # Deep enough for any document (they nest 4 levels; protocol.messages refuses past 32 with its
 # own reason), shallow enough that no recursive walk after the edge can run out of stack.

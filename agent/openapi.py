@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.apiedge import PROBLEM
 from protocol.catalog import SETTINGS
 from protocol.documents import DOCUMENT_KINDS
+from protocol.runtime.httpserver import PROBLEM
 
 MONEY = {"type": "integer", "description": "integer minor units of `currency`"}
 QTY = {"type": "string", "pattern": r"^-?[0-9]{1,9}\.[0-9]{3}$", "example": "1.000"}

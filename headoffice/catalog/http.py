@@ -29,10 +29,9 @@ from headoffice.db import Target, open_target
 from headoffice.projections import PROJECTIONS
 from protocol.errors import LanesyncError
 from protocol.pan import mask_text
+from protocol.runtime.httpserver import PROBLEM
 
 log = logging.getLogger(__name__)
-
-PROBLEM = "application/problem+json"
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:

@@ -15,6 +15,10 @@ from aiohttp import web
 
 from protocol.errors import ConfigError
 
+# RFC 9457: every refusal either daemon answers over HTTP (the local API, head office's ERP
+# endpoint) carries this content type.
+PROBLEM = "application/problem+json"
+
 
 def check_listen(value: str | None, key: str, example: str) -> str | None:
     """A HOST:PORT to listen on, or None when empty (disabled); `example` goes in the error."""
