@@ -198,7 +198,7 @@ async def test_socket_race_inside_the_mqtt_client_is_a_link_failure(
 
     def racy(self: aiomqtt.Client, client: Any, userdata: Any, sock: Any) -> None:
         nonlocal races
-        if races < 2 and client._client_id == b"lanesync-S1-L1":  # the lane's, not the HO's
+        if races < 2 and self.identifier == "lanesync-S1-L1":  # the lane's, not the HO's
             races += 1
             sock = None  # what paho passes when the loop thread closed it meanwhile
         real(self, client, userdata, sock)

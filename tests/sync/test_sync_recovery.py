@@ -89,7 +89,7 @@ async def restart_figure(tmp_path: Path, broker: MosquittoBroker, *, announce: b
                 # The lane's window fills with batches head office received but never commits.
                 await until(
                     "a full window in flight",
-                    lambda: rep.stats.entries_sent >= 20 and len(rep._inflight) == 2,
+                    lambda: rep.stats.entries_sent >= 20 and rep.batches_in_flight == 2,
                     10,
                 )
                 await asyncio.sleep(0.3)  # fault timing: loopback delivery to head office
