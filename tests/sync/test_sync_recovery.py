@@ -84,7 +84,7 @@ async def restart_figure(tmp_path: Path, broker: MosquittoBroker, *, announce: b
             async with Replicator(journal, cfg) as rep:
                 await until("first drain", lambda: journal.acked_seq == 10, 10)
                 # Head office stops committing: the writer is held by the job below.
-                held = asyncio.get_running_loop().run_in_executor(first._writer, release.wait)
+                held = asyncio.get_running_loop().run_in_executor(first.writer, release.wait)
                 await fill(journal, 20)
                 # The lane's window fills with batches head office received but never commits.
                 await until(
