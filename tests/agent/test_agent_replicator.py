@@ -193,6 +193,7 @@ async def test_socket_race_inside_the_mqtt_client_is_a_link_failure(
     """aiomqtt connects on an executor thread while paho's socket callbacks run on the loop; a
     reset in between hands aiomqtt a None socket (`None.fileno()`). Seen with 1000 lanes
     losing their link at once: the replicator stopped. It must retry like any link failure."""
+    # The race is inside aiomqtt's private paho socket callback: no public hook reaches it.
     real = aiomqtt.Client._on_socket_register_write
     races = 0
 
