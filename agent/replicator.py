@@ -13,7 +13,9 @@ when the lane sees an incarnation it has not seen before, head office restarted 
 lost batches it had received but not committed, so the lane rewinds to its acked mark and says
 hello at once rather than waiting `ack_timeout_s`. The hello says which protocol versions the
 lane speaks and carries its chain hashes at its acked seq and a few below (the proof, issue
-16.7); head office answers with the version to use and its verdict, or with a rewind (it was
+16.7); head office answers with the version to use and its verdict (a range, when the
+checkpoints only bound where the chains differ, is narrowed to the seq with OP_PROOF_NARROW
+requests, off the send path), or with a rewind (it was
 restored from an older copy: resend what it lost, from the retention) or a refusal (this
 journal is behind head office's copy of its own epoch: sending on would fork the chain, so
 nothing more is sent and `stats.refused` says why).
@@ -38,7 +40,7 @@ import tenacity
 from agent.config import AgentConfig
 from agent.journal import Journal, JournalError
 from agent.journal.journal import new_txn_id
-from protocol import codec
+from protocol import codec, proof
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
 from protocol.messages import (
@@ -51,6 +53,7 @@ from protocol.messages import (
     Request,
     Status,
 )
+from protocol.requests import OP_PROOF_NARROW
 from protocol.runtime import brokerconn
 from protocol.runtime.tasks import Tasks
 from protocol.runtime.version import VERSION
@@ -141,6 +144,7 @@ class Replicator:
         self._incarnations: set[int] = set()
         self._hello_due = False
         self._recovering = False  # resending below the acked mark for a restored head office
+        self._narrowing: asyncio.Task[None] | None = None  # finding where the chains differ
 
     @property
     def batches_in_flight(self) -> int:
@@ -487,6 +491,7 @@ class Replicator:
             self.stats.protocol = ack.protocol
         if ack.proof is not None:
             self.stats.proof = ack.proof
+            self._narrow_soon(ack.proof)
         if self.stats.refused is not None and ack.refused is None:
             return  # refused: no ack may mark this journal's entries as held by head office
         if ack.refused is not None:
@@ -564,6 +569,52 @@ class Replicator:
                 self._rewind_to = resend
                 self.stats.rewinds += 1
         self._wake.set()
+
+    # --- narrowing the proof (16.7) ---------------------------------------------------------
+
+    def _narrow_soon(self, verdict: str) -> None:
+        """A range verdict ("first difference between ..."): find the exact seq with head
+        office, in a task of its own, off the send path; one narrowing at a time."""
+        span = proof.range_of(verdict)
+        if span is None or (self._narrowing is not None and not self._narrowing.done()):
+            return
+        if not self._tasks.running:
+            return
+        self._narrowing = self._tasks.start(
+            self._narrow(self.journal.epoch, *span), "proof narrowing"
+        )
+
+    async def _narrow(self, epoch: int, good: int, bad: int) -> None:
+        """Send our hashes inside good..bad (OP_PROOF_NARROW, bounded per request) until head
+        office names the exact first seq where the chains differ. Never fails the replicator:
+        a head office that does not know the op, a timeout or anything else leaves the range
+        verdict as it is."""
+        timeout = self.config.replication.publish_timeout_s
+        try:
+            while bad > good + 1 and self.journal.epoch == epoch:
+                hashes: list[list[int | bytes]] = []
+                for seq in proof.narrow_seqs(good, bad):
+                    try:
+                        hashes.append([seq, await self.journal.hash_before(seq + 1)])
+                    except JournalError:
+                        continue  # pruned (retention): not offered
+                reply = await self.request(
+                    OP_PROOF_NARROW, {"epoch": epoch, "hashes": hashes}, timeout
+                )
+                if not reply.ok:
+                    log.debug("lane %s: proof not narrowed: %s", self.lane, reply.error)
+                    return
+                verdict, upto, differ = (reply.result.get(k) for k in ("verdict", "upto", "differ"))
+                if type(verdict) is not str or type(upto) is not int or type(differ) is not int:
+                    return  # chains agree after all, or an answer we do not read: keep it
+                if not good <= upto < differ <= bad or (upto, differ) == (good, bad):
+                    return  # no progress (pruned seqs, or head office's rows changed)
+                self.stats.proof = verdict
+                good, bad = upto, differ
+        except RequestTimeout as exc:
+            log.info("lane %s: proof not narrowed: %s", self.lane, exc)
+        except (LanesyncError, aiomqtt.MqttError, OSError) as exc:
+            log.warning("lane %s: proof not narrowed: %s", self.lane, exc)
 
     # --- request / reply ------------------------------------------------------------------
 
