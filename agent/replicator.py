@@ -90,6 +90,8 @@ class ReplicatorStats:
     ho_restarts_seen: int = 0  # new incarnations seen, each answered with a resend at once
     protocol: int | None = None  # the version head office said to use
     proof: str | None = None  # head office's verdict on the chains (16.7)
+    proof_requests: int = 0  # narrowing requests head office answered (a range to the seq)
+    proof_not_narrowed: str | None = None  # why the last range verdict was left a range
     restores_seen: int = 0  # head office restored from an older copy: resent from its mark
     refused: str | None = None  # head office refuses this journal's epoch: nothing is sent
 
@@ -588,33 +590,43 @@ class Replicator:
         """Send our hashes inside good..bad (OP_PROOF_NARROW, bounded per request) until head
         office names the exact first seq where the chains differ. Never fails the replicator:
         a head office that does not know the op, a timeout or anything else leaves the range
-        verdict as it is."""
-        timeout = self.config.replication.publish_timeout_s
+        verdict as it is (`stats.proof_not_narrowed` says why)."""
+        self.stats.proof_not_narrowed = None
         try:
-            while bad > good + 1 and self.journal.epoch == epoch:
-                hashes: list[list[int | bytes]] = []
-                for seq in proof.narrow_seqs(good, bad):
-                    try:
-                        hashes.append([seq, await self.journal.hash_before(seq + 1)])
-                    except JournalError:
-                        continue  # pruned (retention): not offered
-                reply = await self.request(
-                    OP_PROOF_NARROW, {"epoch": epoch, "hashes": hashes}, timeout
-                )
-                if not reply.ok:
-                    log.debug("lane %s: proof not narrowed: %s", self.lane, reply.error)
-                    return
-                verdict, upto, differ = (reply.result.get(k) for k in ("verdict", "upto", "differ"))
-                if type(verdict) is not str or type(upto) is not int or type(differ) is not int:
-                    return  # chains agree after all, or an answer we do not read: keep it
-                if not good <= upto < differ <= bad or (upto, differ) == (good, bad):
-                    return  # no progress (pruned seqs, or head office's rows changed)
-                self.stats.proof = verdict
-                good, bad = upto, differ
+            why = await self._narrow_rounds(epoch, good, bad)
         except RequestTimeout as exc:
-            log.info("lane %s: proof not narrowed: %s", self.lane, exc)
+            why = str(exc)
         except (LanesyncError, aiomqtt.MqttError, OSError) as exc:
-            log.warning("lane %s: proof not narrowed: %s", self.lane, exc)
+            why = f"{type(exc).__name__}: {exc}"
+            log.warning("lane %s: proof not narrowed: %s", self.lane, why)
+        if why is not None:
+            log.debug("lane %s: proof not narrowed: %s", self.lane, why)
+            self.stats.proof_not_narrowed = why
+
+    async def _narrow_rounds(self, epoch: int, good: int, bad: int) -> str | None:
+        """The narrowing's requests; None once the seq is known, else why it stopped."""
+        timeout = self.config.replication.publish_timeout_s
+        while bad > good + 1:
+            if self.journal.epoch != epoch:
+                return "the journal's epoch changed"
+            hashes: list[list[int | bytes]] = []
+            for seq in proof.narrow_seqs(good, bad):
+                try:
+                    hashes.append([seq, await self.journal.hash_before(seq + 1)])
+                except JournalError:
+                    continue  # pruned (retention): not offered
+            reply = await self.request(OP_PROOF_NARROW, {"epoch": epoch, "hashes": hashes}, timeout)
+            if not reply.ok:
+                return f"head office refused: {reply.error}"  # an older one: unknown operation
+            self.stats.proof_requests += 1
+            verdict, upto, differ = (reply.result.get(k) for k in ("verdict", "upto", "differ"))
+            if type(verdict) is not str or type(upto) is not int or type(differ) is not int:
+                return "head office found no difference in the range"
+            if not good <= upto < differ <= bad or (upto, differ) == (good, bad):
+                return "no progress (pruned seqs, or head office's rows changed)"
+            self.stats.proof = verdict
+            good, bad = upto, differ
+        return None
 
     # --- request / reply ------------------------------------------------------------------
 
