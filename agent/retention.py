@@ -35,14 +35,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 import aiosqlite
 
 from agent.journal import Journal, JournalError
 from agent.opsconfig import RetentionConfig
-from protocol.runtime.tasks import Tasks
+from protocol.runtime.tasks import Component, Loops
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +297,7 @@ class DiskBudget:
             log.info("journal %s: disk use back to %.0f%%, below the low watermark", self.path, use)
 
 
-class Retention:
+class Retention(Component):
     """Async context manager: prunes in the background, and is the journal's DiskGuard once the
     daemon hands it over (`Journal.guarded_by`)."""
 
@@ -308,30 +307,22 @@ class Retention:
         self.budget = DiskBudget(cfg, journal.path, journal)
         # (acked_seq, wall time it was first seen acked): what may go once it is old enough.
         self._marks: deque[tuple[int, float]] = deque()
-        self._tasks = Tasks(f"retention {journal.lane}")
+        super().__init__(f"retention {journal.lane}")
 
     @property
     def state(self) -> BudgetState:
         return self.budget.state
 
-    async def __aenter__(self) -> Self:
+    async def setup(self) -> None:
         if self.journal.acked_seq:
             # After a restart we only know when the latest ack happened: conservative for all.
             at = (self.journal.acked_at or 0) / 1000 or time.time()
             self._marks.append((self.journal.acked_seq, at))
         await self.journal.run_write(self.budget.measure)
         self._settle_reserve()
-        await self._tasks.__aenter__()
-        self._tasks.start(self._loop(), "prune")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.stop()
+    def loops(self) -> Loops:
+        return [("prune", self._loop())]
 
     # --- the journal's DiskGuard (handed to it by the daemon: Journal.guarded_by) ------------
 

@@ -20,12 +20,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from agent.config import AgentConfig
 from agent.journal.file import JournalFile, open_readonly
-from protocol.runtime.tasks import Tasks
+from protocol.runtime.tasks import Component, Loops
 
 LIVE_INTERVAL_S = 5.0
 # A lane behind its store's head for longer than this is a problem (a version normally
@@ -197,13 +196,13 @@ def read_live(path: Path, now: float | None = None) -> dict[str, Any] | None:
     return live
 
 
-class LiveStatus:
+class LiveStatus(Component):
     """Async context manager that rewrites the live file every few seconds (atomic rename)."""
 
     def __init__(self, path: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
         self.path = path
         self.snapshot = snapshot
-        self._tasks = Tasks("live-status")
+        super().__init__("live-status")
 
     def write(self) -> None:
         data = {"pid": os.getpid(), "at": time.time(), **self.snapshot()}
@@ -235,19 +234,13 @@ class LiveStatus:
         except OSError as exc:  # a full disk must not stop the agent; status shows stale
             log.warning("cannot write %s: %s", self.path, exc)
 
-    async def __aenter__(self) -> Self:
+    async def setup(self) -> None:
         self.write_logged()
-        await self._tasks.__aenter__()
-        self._tasks.start(self._loop(), "rewrite")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.stop()
+    def loops(self) -> Loops:
+        return [("rewrite", self._loop())]
+
+    async def teardown(self) -> None:
         with contextlib.suppress(OSError):
             self.path.unlink()
 

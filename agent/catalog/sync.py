@@ -23,15 +23,14 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from agent.catalog.store import CatalogStore, CatalogStoreError, HashMismatch, Held, Transfer
 from agent.config import CatalogConfig
 from protocol import catalog as contract
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.messages import Reply
-from protocol.runtime.tasks import Tasks
+from protocol.runtime.tasks import Component, Loops
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class SyncStats:
     last_error: str | None = None
 
 
-class CatalogSync:
+class CatalogSync(Component):
     """Async context manager running the sync task; the replicator calls `on_head`."""
 
     def __init__(self, store: CatalogStore, config: CatalogConfig) -> None:
@@ -71,7 +70,7 @@ class CatalogSync:
         self._head: contract.CatalogHead | None = None
         self._request: RequestFn | None = None
         self._wake = asyncio.Event()
-        self._tasks = Tasks(f"catalog-sync {store.store}")
+        super().__init__(f"catalog-sync {store.store}")
         self.caught_up = asyncio.Event()  # set while the version held is the newest head's
 
     @property
@@ -83,18 +82,8 @@ class CatalogSync:
     def head_version(self) -> int:
         return self._head.version if self._head is not None else self.store.head_version
 
-    async def __aenter__(self) -> Self:
-        await self._tasks.__aenter__()
-        self._tasks.start(self._run(), "follow-head")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.stop()
+    def loops(self) -> Loops:
+        return [("follow-head", self._run())]
 
     # --- from the replicator --------------------------------------------------------------
 

@@ -25,14 +25,13 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 import aiosqlite
 
 from protocol import requests
 from protocol.errors import ProtocolError
-from protocol.runtime.tasks import Tasks
+from protocol.runtime.tasks import Component, Loops
 from protocol.screen import gs1_check_digit
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,7 @@ class LeaseReply(Protocol):
 Request = Callable[[str, dict[str, Any], float], Awaitable[LeaseReply]]
 
 
-class SsccLeases:
+class SsccLeases(Component):
     """The lane's lease client: keeps at least `low_water` serials leased, asking head office
     for `block` more over the replicator's request() whenever fewer remain (and once at start
     with none). Async context manager owning one task; its own connection to the journal file
@@ -211,32 +210,22 @@ class SsccLeases:
         self.leased = 0  # blocks received since start (for status and tests)
         self.last_error: str | None = None
         self._db: aiosqlite.Connection | None = None
-        self._tasks = Tasks("sscc-leases")
+        super().__init__("sscc-leases")
         self._wake = asyncio.Event()
 
-    async def __aenter__(self) -> Self:
-        try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=FULL")
-            await self._db.execute("PRAGMA busy_timeout=5000")
-            await self._db.execute(
-                "INSERT OR IGNORE INTO counters (name, value) VALUES ('sscc_leasing', 1)"
-            )
-        except BaseException:
-            await self.__aexit__(None, None, None)
-            raise
-        await self._tasks.__aenter__()
-        self._tasks.start(self._run(), "renew")
-        return self
+    async def setup(self) -> None:
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=FULL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.execute(
+            "INSERT OR IGNORE INTO counters (name, value) VALUES ('sscc_leasing', 1)"
+        )
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.stop()
+    def loops(self) -> Loops:
+        return [("renew", self._run())]
+
+    async def teardown(self) -> None:
         if self._db is not None:
             await self._db.close()
             self._db = None

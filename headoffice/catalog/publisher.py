@@ -21,8 +21,7 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import aiomqtt
 import psycopg
@@ -34,7 +33,7 @@ from headoffice.db import DatabaseError, open_readonly, target
 from headoffice.db.sql import Sql
 from protocol import catalog as cat
 from protocol.runtime import brokerconn, clock
-from protocol.runtime.tasks import Tasks
+from protocol.runtime.tasks import Component, Loops
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class PublisherStats:
     standby: bool = False  # another ingest worker's publisher holds the lock
 
 
-class HeadPublisher:
+class HeadPublisher(Component):
     """Publishes store heads while entered (`async with`); reconnects with backoff like
     ingest. Its one task runs through protocol.runtime.tasks.Tasks."""
 
@@ -70,20 +69,10 @@ class HeadPublisher:
         self._catalog: versions.Catalog | None = None
         self._heads: dict[str, cat.CatalogHead] = {}  # the last head published per store
         self._leader = False
-        self._tasks = Tasks("catalog heads")
+        super().__init__("catalog heads")
 
-    async def __aenter__(self) -> Self:
-        await self._tasks.__aenter__()
-        self._tasks.start(self.run(), "publish")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.stop()
+    def loops(self) -> Loops:
+        return [("publish", self.run())]
 
     # --- database (its one thread) ------------------------------------------------------------
 

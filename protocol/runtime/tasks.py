@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -95,3 +95,52 @@ class Tasks:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+# What Component.loops() returns: (name, coroutine) of each loop.
+Loops = Iterable[tuple[str, Coroutine[Any, Any, Any]]]
+
+
+class Component:
+    """A long-lived part whose loops run in a `Tasks` of its own: the `async with` lifecycle
+    written once for all of them.
+
+    A subclass calls `super().__init__(owner)`, names its loops in `loops()`, and puts what the
+    loops need in `setup()` (before they start) and `teardown()` (after they stopped: it runs
+    whatever happened, also when `setup()` failed half-way, so it releases only what is held).
+    """
+
+    def __init__(self, owner: str) -> None:
+        self._tasks = Tasks(owner)
+
+    def loops(self) -> Loops:
+        """(name, coroutine) of each loop to run while the component is entered."""
+        return ()
+
+    async def setup(self) -> None:
+        """Acquire what the loops need."""
+
+    async def teardown(self) -> None:
+        """Release what `setup` acquired."""
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.setup()
+            await self._tasks.__aenter__()
+            for name, coro in self.loops():
+                self._tasks.start(coro, name)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._tasks.stop()
+        finally:
+            await self.teardown()
