@@ -319,7 +319,7 @@ class PostingsJob:
             tally.reject(self.name, row, exc)
             return
         acc += rows
-        tally.done.append(Done(row.txn_id, self.name, sale.register_no))
+        tally.done.append(_new(Done, (row.txn_id, self.name, sale.register_no)))
 
     def finish(self, accs: Sequence[list[Posting]], plan: Plan) -> bool:
         for acc in accs:

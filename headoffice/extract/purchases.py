@@ -108,7 +108,7 @@ class PurchasesJob:
             tally.hold(self.name, row.rowid, why)
             return
         rec = purchase(sale, ctx.cfg, posted.ref if posted else None)
-        tally.done.append(Done(row.txn_id, self.name, rec["record_id"] if rec else None))
+        tally.done.append(_new(Done, (row.txn_id, self.name, rec["record_id"] if rec else None)))
         if rec is not None:
             acc.append(rec)
 
@@ -122,3 +122,4 @@ class PurchasesJob:
 
 
 JOB = PurchasesJob()
+_new = tuple.__new__  # `_new(Done, (...))` is `Done(...)` without a Python-level frame (per row)

@@ -375,7 +375,9 @@ class RollupJob:
                 number = consolidated_no(tc)
                 tc += 1
                 rolled.append(merge_segments(segs, number))
-                done.extend(Done(s.txn_id, self.name, number) for seg in segs for s in seg.sources)
+                done.extend(
+                    [_new(Done, (s.txn_id, self.name, number)) for seg in segs for s in seg.sources]
+                )
         singles = [x for acc in accs for x in acc.singles]
         singles.sort(key=lambda x: x.order)
         for one in singles:
