@@ -92,12 +92,19 @@ class ScanHub:
     holds up the scanners or the other subscribers.
     """
 
-    def __init__(self, queue: ScanQueue | None, counters: AgentCounters | None = None) -> None:
+    def __init__(
+        self,
+        queue: ScanQueue | None,
+        counters: AgentCounters | None = None,
+        *,
+        on_sscc: Callable[[ScanEvent], None] | None = None,  # starts the transit receive
+        describe: Callable[[str], dict[str, Any]] | None = None,  # a GTIN's catalog item
+    ) -> None:
         self.queue = queue
         self.counters = counters or AgentCounters()
         self.subscribers: set[asyncio.Queue[HubEvent | None]] = set()
-        self.on_sscc: Callable[[ScanEvent], None] | None = None  # starts the transit receive
-        self.describe: Callable[[str], dict[str, Any]] | None = None  # a GTIN's catalog item
+        self.on_sscc = on_sscc
+        self.describe = describe
         self.delivered = 0
         self.dropped = 0
 
@@ -175,15 +182,20 @@ class LocalApi:
         self.store = LaneStore(journal.path)
         self.service = DocumentService(self.ctx, journal, self.store)
         self.sales = OpenSales(self.ctx, self.store, self.service)
-        self.hub = ScanHub(scans, self.counters)
-        self.transit = TransitReceiver(
-            self.ctx, replicator, self.service, self.store, self.hub.publish
-        )
-        self.hub.on_sscc = self.transit.on_scan
         if catalog is None and agent is not None:
             catalog = agent.catalog_path
         self.lookup = Lookup(catalog, journal.lane)
-        self.hub.describe = self.lookup.scan
+        # The hub starts a transit receive on an SSCC scan, and the receive reports on the hub.
+        self.transit = TransitReceiver(
+            self.ctx,
+            replicator,
+            self.service,
+            self.store,
+            lambda event: self.hub.publish(event),  # noqa: PLW0108 - the hub is made next
+        )
+        self.hub = ScanHub(
+            scans, self.counters, on_sscc=self.transit.on_scan, describe=self.lookup.scan
+        )
         self._closing = asyncio.Event()
         self._tasks = Tasks("local-api")
         self.app = web.Application(

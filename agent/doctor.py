@@ -87,7 +87,7 @@ def check_config(path: str) -> tuple[Check, AgentConfig | None]:
     return Check("config", "ok", f"{path}: lane {cfg.lane}, valid"), cfg
 
 
-def _cert_not_after(path: str) -> datetime:
+def cert_not_after(path: str) -> datetime:
     """Expiry of the first certificate in a PEM file (stdlib only; openssl CLI as fallback)."""
     try:
         decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]
@@ -148,7 +148,7 @@ def check_certificates(cfg: AgentConfig, now: float | None = None) -> list[Check
 
 def _expiry_check(name: str, path: str, now: float) -> Check:
     try:
-        expires = _cert_not_after(path)
+        expires = cert_not_after(path)
     except (OSError, subprocess.CalledProcessError, ValueError) as exc:
         return Check(
             name,
@@ -291,7 +291,7 @@ async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Ch
                 with contextlib.suppress(ProtocolError):
                     msg = codec.decode(bytes(message.payload))
                     if isinstance(msg, Reply) and msg.corr == corr:
-                        return _skew_check(msg, sent, time.time())
+                        return skew_check(msg, sent, time.time())
     except TimeoutError:
         pass
     return Check(
@@ -303,7 +303,9 @@ async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Ch
     )
 
 
-def _skew_check(reply: Reply, sent: float, received: float) -> Check:
+def skew_check(reply: Reply, sent: float, received: float) -> Check:
+    """The clock check from head office's answer to a time request sent at `sent` and
+    received at `received` (both time.time())."""
     if not reply.ok or "now_ms" not in reply.result:
         return Check("clock", "warn", f"head office refused the time request: {reply.error}", "")
     skew = clock_skew_s(reply.result["now_ms"], sent, received)

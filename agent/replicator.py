@@ -142,6 +142,12 @@ class Replicator:
         self._hello_due = False
         self._recovering = False  # resending below the acked mark for a restored head office
 
+    @property
+    def batches_in_flight(self) -> int:
+        """Batches published in this session that head office has not acknowledged yet (at
+        most replication.window): how full the send window is."""
+        return len(self._inflight)
+
     async def __aenter__(self) -> Self:
         await self._tasks.__aenter__()
         self._tasks.start(self._run(), "session")

@@ -91,17 +91,17 @@ class Inbox:
         if queue is not None and (
             len(queue) >= self.store_messages or used + cost > self.store_bytes
         ):
-            self._shed(store)
+            self.record_shed(store)
             return False
         st = self.stats
         while st.queued_bytes + cost > self.total_bytes and self._queues:
             victim = max(self._bytes, key=self._bytes.__getitem__)
             if used + cost >= self._bytes[victim]:  # this store would be the biggest
-                self._shed(store)
+                self.record_shed(store)
                 return False
             _, dropped = self._queues[victim].pop()
             self._take(victim, dropped)
-            self._shed(victim)
+            self.record_shed(victim)
         if queue is None:
             queue = self._queues[store] = deque()
             self._bytes[store] = 0
@@ -165,7 +165,9 @@ class Inbox:
         writer thread: a dict lookup, safe under the GIL)."""
         return self._last_shed.get(store, -FLOODING_S) > time.monotonic() - FLOODING_S
 
-    def _shed(self, store: str) -> None:
+    def record_shed(self, store: str) -> None:
+        """Count one shed message of `store` (stats, a rate-limited warning) and mark the store
+        flooding for FLOODING_S seconds."""
         if len(self._last_shed) >= MAX_SHED_LABELS and store not in self._last_shed:
             self._last_shed.clear()
         self._last_shed[store] = time.monotonic()

@@ -53,6 +53,11 @@ class HoCollector(Collector):
         self.held: dict[str, Any] | None = None
         self._at = 0.0
 
+    def expire(self) -> None:
+        """Forget when the database figures were read: the next refresh() reads them again
+        instead of reusing them for up to a second."""
+        self._at = 0.0
+
     async def refresh(self) -> None:
         if time.monotonic() - self._at >= 1.0:
             self.snapshot = await asyncio.to_thread(

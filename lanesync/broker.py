@@ -30,7 +30,8 @@ __all__ = [
     "wait_port",
 ]
 
-_FALLBACK_BINARY = "/usr/sbin/mosquitto"
+# Where Debian installs mosquitto, tried when it is not on PATH (tests point it elsewhere).
+FALLBACK_BINARY = "/usr/sbin/mosquitto"
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
 # A port picked by free_port() can be taken by someone else before mosquitto binds it.
@@ -83,8 +84,8 @@ def find_mosquitto() -> str:
     found = shutil.which("mosquitto")
     if found:
         return found
-    if os.access(_FALLBACK_BINARY, os.X_OK):
-        return _FALLBACK_BINARY
+    if os.access(FALLBACK_BINARY, os.X_OK):
+        return FALLBACK_BINARY
     raise BrokerError(
         "mosquitto binary not found on PATH or at /usr/sbin/mosquitto; "
         "install it with `apt-get install mosquitto` (./run does this)"

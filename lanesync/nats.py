@@ -29,7 +29,8 @@ from lanesync.broker import BrokerError, BrokerProcess, free_port
 
 __all__ = ["NatsBroker", "find_nats_server"]
 
-_FALLBACK_BINARY = "/usr/sbin/nats-server"
+# Where the distribution installs nats-server, tried when it is not on PATH.
+FALLBACK_BINARY = "/usr/sbin/nats-server"
 _START_TIMEOUT = 15.0
 # Logged once every listener (MQTT included) is open.
 _READY = re.compile(rb"Server is ready")
@@ -40,8 +41,8 @@ def find_nats_server() -> str:
     found = shutil.which("nats-server")
     if found:
         return found
-    if os.access(_FALLBACK_BINARY, os.X_OK):
-        return _FALLBACK_BINARY
+    if os.access(FALLBACK_BINARY, os.X_OK):
+        return FALLBACK_BINARY
     raise BrokerError(
         "nats-server binary not found on PATH or at /usr/sbin/nats-server; "
         "install Debian's package with `apt-get install nats-server`"

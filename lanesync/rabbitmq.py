@@ -66,7 +66,7 @@ __all__ = [
 
 # Debian's /usr/sbin/rabbitmq-server is a wrapper that switches to the `rabbitmq` user, who
 # could not write our work dir; the script it runs starts the node as whoever calls it.
-_DEBIAN_SCRIPT = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+DEBIAN_SCRIPT = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 # Booting the Erlang VM and RabbitMQ takes 4 s of CPU; on a loaded 2-core machine 10-20 s.
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 30.0
@@ -83,13 +83,13 @@ USER = "lanesync"
 
 def find_rabbitmq_server() -> str:
     """Locate the script that starts a RabbitMQ node as the current user."""
-    if os.access(_DEBIAN_SCRIPT, os.X_OK):
-        return _DEBIAN_SCRIPT
+    if os.access(DEBIAN_SCRIPT, os.X_OK):
+        return DEBIAN_SCRIPT
     found = shutil.which("rabbitmq-server")
     if found:
         return found
     raise BrokerError(
-        f"rabbitmq-server not found at {_DEBIAN_SCRIPT} or on PATH; "
+        f"rabbitmq-server not found at {DEBIAN_SCRIPT} or on PATH; "
         "install Debian's package with `apt-get install rabbitmq-server` (./run test does this)"
     )
 

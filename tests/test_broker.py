@@ -78,7 +78,7 @@ def test_fixed_port_in_use_fails_clearly(tmp_path: Path) -> None:
 
 def test_missing_binary_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "")
-    monkeypatch.setattr(broker_mod, "_FALLBACK_BINARY", "/nonexistent/mosquitto")
+    monkeypatch.setattr(broker_mod, "FALLBACK_BINARY", "/nonexistent/mosquitto")
     with pytest.raises(BrokerError, match="apt-get install mosquitto"):
         broker_mod.find_mosquitto()
 

@@ -112,7 +112,9 @@ class Lookup:
 
     # --- one version per answer -----------------------------------------------------------
 
-    def _open(self) -> _OneRead:
+    def open_view(self) -> _OneRead:
+        """The catalog file's reader, opened on first use and kept (NoCatalog until the file
+        exists); every answer reads one version through its snapshot()."""
         if self._view is not None:
             return self._view
         if self.path is None or not self.path.exists():
@@ -128,7 +130,7 @@ class Lookup:
 
     @contextmanager
     def _snapshot(self) -> Iterator[tuple[_OneRead, sqlite3.Connection, int]]:
-        view = self._open()
+        view = self.open_view()
         try:
             with view.snapshot() as db:
                 version = view.version

@@ -19,6 +19,7 @@ import logging
 import socket
 import sqlite3
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -89,7 +90,9 @@ class HeadPublisher(Component):
         assert self._catalog is not None
         return self._sql, self._catalog
 
-    def _drop_connection(self) -> None:
+    def drop_connection(self) -> None:
+        """Close the database connection (and so give up the publishing lock); the next step
+        opens it again. Runs on the database thread, or after the publisher stopped."""
         self._leader = False  # the lock went with the connection
         if self._sql is not None:
             try:
@@ -107,7 +110,7 @@ class HeadPublisher(Component):
         row = sql.fetchone(_LEADER_SQL)
         return bool(row and row[0])
 
-    def _latest(self) -> int | None:
+    def latest_version(self) -> int | None:
         """The latest catalog version, or None while another process publishes."""
         conn = self._connection()
         if conn is None:
@@ -124,12 +127,10 @@ class HeadPublisher(Component):
             sql.rollback()  # a read-only PostgreSQL connection: see the next version next time
             return version
         except Exception:
-            self._drop_connection()
+            self.drop_connection()
             raise
 
-    def _changed_heads(
-        self, latest: int, everyone: bool
-    ) -> tuple[list[cat.CatalogHead], list[str]]:
+    def changed_heads(self, latest: int, everyone: bool) -> tuple[list[cat.CatalogHead], list[str]]:
         """Heads to publish at `latest` (every registered store's when `everyone`, else those
         whose view moved) and stores to clear (no longer registered)."""
         conn = self._connection()
@@ -151,9 +152,21 @@ class HeadPublisher(Component):
             gone = [s for s in self._heads if s not in registry]
             sql.rollback()
         except Exception:
-            self._drop_connection()
+            self.drop_connection()
             raise
         return heads, gone
+
+    def note_published(self, heads: Iterable[cat.CatalogHead]) -> None:
+        """Remember `heads` as the last published per store: changed_heads() compares with
+        them and builds inline deltas from them."""
+        for head in heads:
+            self._heads[head.store] = head
+
+    def close(self) -> None:
+        """Drop the connection and stop the database thread, as run() does when it ends; for
+        a caller that used the database steps (latest_version, changed_heads) directly."""
+        self.drop_connection()
+        self._db.shutdown(wait=True)
 
     @staticmethod
     def _head(
@@ -196,7 +209,7 @@ class HeadPublisher(Component):
             log.exception("catalog heads: the publisher stopped; lanes get no new heads")
             raise
         finally:
-            await self._run_db(self._drop_connection)
+            await self._run_db(self.drop_connection)
             self._db.shutdown(wait=True)
 
     async def _session(self) -> None:
@@ -241,14 +254,14 @@ class HeadPublisher(Component):
         everyone = True  # a new connection: every head again (the broker may have lost them)
         seen = -1
         while True:
-            latest: int | None = await self._run_db(self._latest)
+            latest: int | None = await self._run_db(self.latest_version)
             if latest is None:  # another worker publishes; if it stops, all heads again
                 self.stats.standby = True
                 everyone = True
             elif everyone or latest != seen:
                 self.stats.standby = False
                 found: tuple[list[cat.CatalogHead], list[str]] = await self._run_db(
-                    self._changed_heads, latest, everyone
+                    self.changed_heads, latest, everyone
                 )
                 heads, gone = found
                 # Concurrently, a window at a time: one by one, each would wait for its
@@ -264,8 +277,8 @@ class HeadPublisher(Component):
                                 tg.create_task(client.publish(topic, payload, qos=1, retain=True))
                     except* aiomqtt.MqttError as eg:  # the link broke: reconnect, republish all
                         raise eg.exceptions[0] from None
+                    self.note_published(window)
                     for head in window:
-                        self._heads[head.store] = head
                         self.stats.heads[head.store] = head.version
                     self.stats.heads_published += len(window)
                 for store in gone:

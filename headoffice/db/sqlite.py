@@ -93,6 +93,12 @@ class SqliteDatabase(BatchWriter):
     def sql(self) -> SqliteSql:
         return self._sql
 
+    @property
+    def cached_lane_count(self) -> int:
+        """Lane positions held in memory now (kept at most max_cached_lanes; the others are
+        read back from the database when their lane sends again)."""
+        return len(self._lanes)
+
     # --- transactions ---------------------------------------------------------------------
 
     def _begin(self) -> None:

@@ -179,6 +179,23 @@ class Ingest:
         stops ingest like a crash, its received groups never applied (tests/sync)."""
         return self._main
 
+    @property
+    def writer(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The single thread that owns the database: every transaction runs on it, so a job
+        holding it stalls commits (tests/sync uses that to keep batches unacknowledged)."""
+        return self._writer
+
+    @property
+    def inbox(self) -> Inbox:
+        """The bounded per-store queue between paho and the decoder thread."""
+        return self._inbox
+
+    def shutdown_threads(self) -> None:
+        """Stop the writer and decoder threads, waiting for their jobs. __aexit__ does this; a
+        caller driving `applier` without `async with` (tests) calls it itself."""
+        self._writer.shutdown(wait=True)
+        self._decoder.shutdown(wait=True)
+
     async def ping(self) -> None:
         """A round trip through the single writer thread (the watchdog's probe): it is not
         stuck behind a hung transaction."""
@@ -194,8 +211,7 @@ class Ingest:
         database = self.applier.database
         if database is not None:
             await asyncio.get_running_loop().run_in_executor(self._writer, database.close)
-        self._writer.shutdown(wait=True)
-        self._decoder.shutdown(wait=True)
+        self.shutdown_threads()
 
     # --- MQTT -----------------------------------------------------------------------------
 

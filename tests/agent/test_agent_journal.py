@@ -93,9 +93,10 @@ async def test_state_persists_across_reopen(path: Path) -> None:
 async def test_wal_and_synchronous_full(path: Path) -> None:
     async with Journal(path, LANE) as j:
         await j.append("sale", doc(1))
-        assert j._db is not None
-        assert await j._db.execute_fetchall("PRAGMA synchronous") == [(2,)]
-        assert await j._db.execute_fetchall("PRAGMA journal_mode") == [("wal",)]
+        assert await j.run_write(lambda db: db.execute_fetchall("PRAGMA synchronous")) == [(2,)]
+        assert await j.run_write(lambda db: db.execute_fetchall("PRAGMA journal_mode")) == [
+            ("wal",)
+        ]
         assert rows(path, "PRAGMA journal_mode") == [("wal",)]
         assert rows(path, "PRAGMA user_version") == [(LATEST,)]
 

@@ -193,12 +193,13 @@ async def test_socket_race_inside_the_mqtt_client_is_a_link_failure(
     """aiomqtt connects on an executor thread while paho's socket callbacks run on the loop; a
     reset in between hands aiomqtt a None socket (`None.fileno()`). Seen with 1000 lanes
     losing their link at once: the replicator stopped. It must retry like any link failure."""
+    # The race is inside aiomqtt's private paho socket callback: no public hook reaches it.
     real = aiomqtt.Client._on_socket_register_write
     races = 0
 
     def racy(self: aiomqtt.Client, client: Any, userdata: Any, sock: Any) -> None:
         nonlocal races
-        if races < 2 and client._client_id == b"lanesync-S1-L1":  # the lane's, not the HO's
+        if races < 2 and self.identifier == "lanesync-S1-L1":  # the lane's, not the HO's
             races += 1
             sock = None  # what paho passes when the loop thread closed it meanwhile
         real(self, client, userdata, sock)

@@ -218,7 +218,7 @@ async def test_an_answer_stays_on_one_version_while_the_next_is_applied(tmp_path
         lookup = api.lookup
         view_v2 = sample_view()
         add(view_v2, "prices", item="TEA", store="S1", valid_from="2026-01-01", price=1)
-        view = lookup._open()
+        view = lookup.open_view()
         with view.snapshot():
             assert view.version == 1
             await f.apply(view_v2)  # committed by the writer meanwhile (WAL)

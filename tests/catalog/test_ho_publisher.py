@@ -31,22 +31,20 @@ def test_one_publisher_per_database(backend: Backend, tmp_path: Path) -> None:
         store.close()
     first, second = publisher(backend), publisher(backend)
     try:
-        assert first._latest() == 1
+        assert first.latest_version() == 1
         if not backend.is_pg:
             return  # one process per SQLite file: it always publishes
-        assert second._latest() is None  # standing by: the first holds the lock
-        first._drop_connection()  # its process ends, or its database link breaks
+        assert second.latest_version() is None  # standing by: the first holds the lock
+        first.drop_connection()  # its process ends, or its database link breaks
         # the server frees the lock once that backend has gone, a moment after the close
         deadline = time.monotonic() + 10
-        while (latest := second._latest()) is None and time.monotonic() < deadline:
+        while (latest := second.latest_version()) is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert latest == 1
-        assert first._latest() is None
+        assert first.latest_version() is None
     finally:
-        first._drop_connection()
-        second._drop_connection()
-        first._db.shutdown()
-        second._db.shutdown()
+        first.close()
+        second.close()
 
 
 def test_heads_carry_small_deltas_and_skip_unchanged_stores(
@@ -59,15 +57,15 @@ def test_heads_carry_small_deltas_and_skip_unchanged_stores(
         path = tmp_path / "s.csv"
         path.write_text(STORES + "S1,One,UTC,EUR,,1,1\nS2,Two,UTC,EUR,,1,1\n", encoding="utf-8")
         loader.load_file(sql, "stores", path)
-        heads, gone = pub._changed_heads(1, True)
+        heads, gone = pub.changed_heads(1, True)
         assert ([h.store for h in heads], gone) == (["S1", "S2"], [])
-        pub._heads = {h.store: h for h in heads}
-        assert pub._changed_heads(1, False) == ([], [])  # nothing moved
+        pub.note_published(heads)
+        assert pub.changed_heads(1, False) == ([], [])  # nothing moved
         # a store price for S2: S2's head carries it inline, S1's does not move
         path = tmp_path / "p.csv"
         path.write_text("item,store,valid_from,price\nA1,S2,2026-01-01,5\n", encoding="utf-8")
         loader.load_file(sql, "prices", path)
-        heads, _ = pub._changed_heads(2, False)
+        heads, _ = pub.changed_heads(2, False)
         assert [(h.store, h.version, h.prev) for h in heads] == [("S2", 2, 1)]
         assert heads[0].changes == [
             (
@@ -77,24 +75,23 @@ def test_heads_carry_small_deltas_and_skip_unchanged_stores(
             )
         ]
         assert heads[0].hash == versions.view(sql, "S2").hash
-        pub._heads["S2"] = heads[0]
+        pub.note_published(heads[:1])
         # a change too big to go inline: the head says only where the store's view is
         rows = "".join(f"I{i},2026-01-01,{i}\n" for i in range(cat.INLINE_CHANGES + 1))
         path.write_text("item,valid_from,price\n" + rows, encoding="utf-8")
         loader.load_file(sql, "prices", path)
-        heads, _ = pub._changed_heads(3, False)
+        heads, _ = pub.changed_heads(3, False)
         assert {(h.store, h.version, h.prev, h.changes) for h in heads} == {
             ("S1", 3, None, None),
             ("S2", 3, None, None),
         }
         # S1 leaves the registry: its head is cleared
-        pub._heads = {h.store: h for h in heads}
+        pub.note_published(heads)
         path = tmp_path / "s2.csv"
         path.write_text(STORES + "S2,Two,UTC,EUR,,1,1\n", encoding="utf-8")
         loader.load_file(sql, "stores", path)
-        heads, gone = pub._changed_heads(4, False)
+        heads, gone = pub.changed_heads(4, False)
         assert ([h.store for h in heads], gone) == (["S2"], ["S1"])
     finally:
         store.close()
-        pub._drop_connection()
-        pub._db.shutdown()
+        pub.close()

@@ -334,7 +334,7 @@ def test_nats_broker_names_the_debian_package_when_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr("lanesync.nats._FALLBACK_BINARY", "/nonexistent/nats-server")
+    monkeypatch.setattr("lanesync.nats.FALLBACK_BINARY", "/nonexistent/nats-server")
     with pytest.raises(BrokerError, match=r"apt-get install nats-server"):
         find_nats_server()
 

@@ -135,7 +135,7 @@ def test_rabbitmq_on_a_taken_port_says_so(tmp_path: Path, rabbitmq_seed: Path) -
 
 def test_rabbitmq_names_the_debian_package_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(rabbitmq, "_DEBIAN_SCRIPT", "/nonexistent/rabbitmq-server")
+    monkeypatch.setattr(rabbitmq, "DEBIAN_SCRIPT", "/nonexistent/rabbitmq-server")
     with pytest.raises(BrokerError, match=r"apt-get install rabbitmq-server"):
         find_rabbitmq_server()
 

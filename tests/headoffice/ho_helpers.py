@@ -96,8 +96,7 @@ def writer_ingest(backend: Backend, **ingest: Any) -> Iterator[Ingest]:
         yield ing
     finally:
         store.close()
-        ing._writer.shutdown(wait=True)
-        ing._decoder.shutdown(wait=True)
+        ing.shutdown_threads()
 
 
 def topic(lane: LaneId, channel: Channel = Channel.JOURNAL) -> str:

@@ -440,7 +440,7 @@ def test_hellos_for_ever_new_lanes_do_not_grow_memory(tmp_path: Any) -> None:
         for n in range(120):
             store.note_hello(LaneId("S1", f"L{n}"), 7, 0, 1)
             store.commit()
-        assert len(store._lanes) <= 50
+        assert store.cached_lane_count <= 50
         # a forgotten lane is read back from the database
         assert store.lane_state(LaneId("S1", "L0"), 7) is not None
     finally:
@@ -547,9 +547,9 @@ def test_refusals_of_a_flooding_store_are_counted_on_one_row_per_topic(backend: 
     first kept, `times` the count. Another store's refusals are kept as usual."""
     flood = LaneId("SFLOOD", "L1")
     with writer_ingest(backend) as ing:
-        ing._inbox._shed("SFLOOD")  # the inbox just shed one of its messages
-        assert ing._inbox.flooding("SFLOOD")
-        assert not ing._inbox.flooding("S002")
+        ing.inbox.record_shed("SFLOOD")  # the inbox just shed one of its messages
+        assert ing.inbox.flooding("SFLOOD")
+        assert not ing.inbox.flooding("S002")
         group = [(topic(flood), b"\xc1garbage %d" % n) for n in range(50)]
         group.append((topic(B), b"\xc1other"))
         ing.applier.apply_group(group)

@@ -176,7 +176,7 @@ async def test_metrics_count_held_entries_by_code_and_their_repairs(
     ids = [r[0] for r in held(backend)]
     release(backend, ids[1:2])
     void(backend, ids[:1])
-    metrics.collector._at = 0.0  # a scrape a second later
+    metrics.collector.expire()  # a scrape a second later
     text = (await metrics.render()).decode()
     assert 'lanesync_ho_held_open_entries{code="card_number"} 0.0' in text
     assert 'lanesync_ho_held_open_entries{code="invalid_body"} 1.0' in text

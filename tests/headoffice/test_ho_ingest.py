@@ -46,7 +46,7 @@ def ingest(backend: Backend) -> Iterator[Ingest]:
         yield ing
     finally:
         store.close()
-        ing._writer.shutdown(wait=True)
+        ing.shutdown_threads()
 
 
 def quarantine(backend: Backend) -> list[tuple[Any, ...]]:
@@ -84,7 +84,7 @@ def test_oversized_message_quarantined(backend: Backend) -> None:
         assert ing.applier.apply_group([(HELLO, raw)]) == []
     finally:
         store.close()
-        ing._writer.shutdown(wait=True)
+        ing.shutdown_threads()
     [(_, _, _, reason, stored, _)] = quarantine(backend)
     assert "exceeds the 1024 byte limit" in reason
     assert stored == raw

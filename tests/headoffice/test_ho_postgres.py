@@ -226,8 +226,7 @@ def test_lost_connection_fails_one_group_and_the_next_works(url: str) -> None:
         ]
     finally:
         store.close()
-        ing._writer.shutdown(wait=True)
-        ing._decoder.shutdown(wait=True)
+        ing.shutdown_threads()
     assert query(url, "SELECT seq FROM journal ORDER BY id") == [(n,) for n in range(1, 10)]
     assert query(url, "SELECT value FROM counters WHERE name = 'entries_applied'") == [(9,)]
 
@@ -264,8 +263,7 @@ def test_ingest_never_scans_documents_or_journal(url: str) -> None:
         store.conn.execute("SELECT pg_stat_force_next_flush()")
     finally:
         store.close()
-        ing._writer.shutdown(wait=True)
-        ing._decoder.shutdown(wait=True)
+        ing.shutdown_threads()
     assert query(url, stats) == before
 
 

@@ -125,6 +125,7 @@ async def test_socket_race_inside_the_mqtt_client_is_retried(
 ) -> None:
     """The aiomqtt/paho connect race (a None socket handed to aiomqtt's socket callback, see
     protocol.runtime.brokerconn.is_client_socket_race) fails one attempt; head office retries."""
+    # The race is inside aiomqtt's private paho socket callback: no public hook reaches it.
     real = aiomqtt.Client._on_socket_register_write
     races = 0
 

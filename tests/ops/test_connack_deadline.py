@@ -43,6 +43,11 @@ class ClosingRelay:
         self._sock: socket.socket | None = None
 
     @property
+    def bound(self) -> bool:
+        """Whether serve() has bound its listening socket (port is known)."""
+        return self._sock is not None
+
+    @property
     def port(self) -> int:
         assert self._sock is not None
         port: int = self._sock.getsockname()[1]
@@ -95,7 +100,7 @@ class ClosingRelay:
 async def relay(mode: str) -> AsyncIterator[ClosingRelay]:
     r = ClosingRelay(mode)
     task = asyncio.create_task(r.serve(), name=f"relay-{mode}")
-    while r._sock is None:  # bound before the first await of serve()
+    while not r.bound:  # bound before the first await of serve()
         await asyncio.sleep(0)
     try:
         yield r

@@ -30,6 +30,7 @@ _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$")
 
 
 def top_level_commands(parser: argparse.ArgumentParser) -> set[str]:
+    # argparse has no public way to list a parser's subcommands: read its private _actions
     (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return set(sub.choices)
 

@@ -69,9 +69,9 @@ async def test_unreachable_broker_says_what_to_check(tmp_path: Path) -> None:
 def test_clock_skew_thresholds() -> None:
     lane = LaneId("S042", "L1")
     now = time.time()
-    ok = doctor._skew_check(Reply(lane, "c", True, {"now_ms": int(now * 1000)}), now, now)
+    ok = doctor.skew_check(Reply(lane, "c", True, {"now_ms": int(now * 1000)}), now, now)
     assert ok.outcome == "ok"
-    far = doctor._skew_check(Reply(lane, "c", True, {"now_ms": int((now + 90) * 1000)}), now, now)
+    far = doctor.skew_check(Reply(lane, "c", True, {"now_ms": int((now + 90) * 1000)}), now, now)
     assert far.outcome == "fail"
     assert "behind head office" in far.found
     assert "timedatectl" in far.fix
@@ -124,7 +124,7 @@ def test_certificate_expiry(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    assert doctor._cert_not_after(str(cert)).timestamp() > time.time()
+    assert doctor.cert_not_after(str(cert)).timestamp() > time.time()
     cfg = lane_config(tmp_path, broker={"ca_file": str(cert)})
     (soon,) = doctor.check_certificates(cfg)
     assert soon.outcome == "warn"

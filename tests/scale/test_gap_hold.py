@@ -71,8 +71,7 @@ def ingest(tmp_path: Path) -> Iterator[Ingest]:
     finally:
         assert ing.applier.database is not None
         ing.applier.database.close()
-        ing._writer.shutdown(wait=True)
-        ing._decoder.shutdown(wait=True)
+        ing.shutdown_threads()
 
 
 def journal_seqs(path: Path) -> list[int]:
@@ -133,5 +132,4 @@ def test_without_a_hold_the_gap_is_answered_at_once(tmp_path: Path) -> None:
     finally:
         assert ing.applier.database is not None
         ing.applier.database.close()
-        ing._writer.shutdown(wait=True)
-        ing._decoder.shutdown(wait=True)
+        ing.shutdown_threads()

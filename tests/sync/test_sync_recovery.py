@@ -84,12 +84,12 @@ async def restart_figure(tmp_path: Path, broker: MosquittoBroker, *, announce: b
             async with Replicator(journal, cfg) as rep:
                 await until("first drain", lambda: journal.acked_seq == 10, 10)
                 # Head office stops committing: the writer is held by the job below.
-                held = asyncio.get_running_loop().run_in_executor(first._writer, release.wait)
+                held = asyncio.get_running_loop().run_in_executor(first.writer, release.wait)
                 await fill(journal, 20)
                 # The lane's window fills with batches head office received but never commits.
                 await until(
                     "a full window in flight",
-                    lambda: rep.stats.entries_sent >= 20 and len(rep._inflight) == 2,
+                    lambda: rep.stats.entries_sent >= 20 and rep.batches_in_flight == 2,
                     10,
                 )
                 await asyncio.sleep(0.3)  # fault timing: loopback delivery to head office

@@ -242,8 +242,7 @@ def test_two_accepts_in_one_ingest_group_one_wins(backend: Backend) -> None:
         assert stock(s, "B", "P1000") == "5.000"
     finally:
         s.close()
-        ing._writer.shutdown()
-        ing._decoder.shutdown()
+        ing.shutdown_threads()
 
 
 def test_parcel_journaled_and_accepted_in_the_same_ingest_group(backend: Backend) -> None:
@@ -270,8 +269,7 @@ def test_parcel_journaled_and_accepted_in_the_same_ingest_group(backend: Backend
         assert stock(s, "@transit", "P1000") == "0.000"
     finally:
         s.close()
-        ing._writer.shutdown()
-        ing._decoder.shutdown()
+        ing.shutdown_threads()
 
 
 def test_cli_report_json_and_cancel(tmp_path: Path, store: Database, backend: Backend) -> None:
