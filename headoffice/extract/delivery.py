@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import aiohttp
 from tenacity import (
@@ -38,6 +39,13 @@ class PermanentError(LanesyncError):
     """The receiver refused the record (4xx); retrying the same bytes will not help."""
 
     code = "delivery_refused"
+
+
+class PendingRecord(NamedTuple):
+    """A purchase record not delivered yet: its id (the Idempotency-Key) and its JSON body."""
+
+    record_id: str
+    body: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +93,8 @@ async def deliver_one(
     return Outcome(record_id, True, attempts, None)
 
 
-async def deliver(cfg: DeliveryConfig, records: list[tuple[str, str]]) -> list[Outcome]:
-    """POST each (record_id, body) with bounded concurrency; outcomes in input order."""
+async def deliver(cfg: DeliveryConfig, records: list[PendingRecord]) -> list[Outcome]:
+    """POST each record with bounded concurrency; outcomes in input order."""
     if cfg.url is None or not records:
         return []
     sem = asyncio.Semaphore(cfg.concurrency)
@@ -97,13 +105,17 @@ async def deliver(cfg: DeliveryConfig, records: list[tuple[str, str]]) -> list[O
             return await deliver_one(session, cfg, rid, body)
 
     async with aiohttp.ClientSession(timeout=timeout) as session, asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(one(session, rid, b), name=f"deliver-{rid}") for rid, b in records]
+        tasks = [
+            tg.create_task(one(session, r.record_id, r.body), name=f"deliver-{r.record_id}")
+            for r in records
+        ]
     return [t.result() for t in tasks]
 
 
-def pending(db: Sql, limit: int = 100_000) -> list[tuple[str, str]]:
+def pending(db: Sql, limit: int = 100_000) -> list[PendingRecord]:
+    """The undelivered purchase records, oldest run first."""
     return [
-        (r[0], r[1])
+        PendingRecord(r[0], r[1])
         for r in db.fetchall(
             "SELECT record_id, body FROM extract_purchases WHERE delivered_at IS NULL "
             "ORDER BY run, record_id LIMIT ?",

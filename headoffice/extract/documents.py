@@ -390,11 +390,30 @@ def _merge(heads: Iterator[Any], lines: Iterator[Any], pays: Iterator[Any]) -> I
     new = _new
     ln: tuple[Any, ...] = next(lines, _END)
     pm: tuple[Any, ...] = next(pays, _END)
-    for h in heads:
-        if h[10] is None:  # not projected: the body decodes later
-            yield new(Row, (*h[:10], None))
+    for (
+        pos,
+        store,
+        lane,
+        epoch,
+        seq,
+        kind,
+        txn_id,
+        ts,
+        body,
+        done,
+        projected_seq,
+        register_no,
+        business_day,
+        currency,
+        customer,
+        total,
+        change,
+        return_type,
+        original_txn_id,
+    ) in heads:  # the columns of read_rows' header SELECT, in its order
+        if projected_seq is None:  # not projected: the body decodes later
+            yield new(Row, (pos, store, lane, epoch, seq, kind, txn_id, ts, body, done, None))
             continue
-        pos = h[0]
         got_lines = []
         while ln[0] == pos:
             got_lines.append(new(Line, ln[1:]))
@@ -405,28 +424,28 @@ def _merge(heads: Iterator[Any], lines: Iterator[Any], pays: Iterator[Any]) -> I
             pm = next(pays, _END)
         doc = new(
             SaleDoc,
-            (
+            (  # SaleDoc's field order
                 pos,
-                h[1],
-                h[2],
-                h[3],
-                h[4],
-                h[7],
-                h[6],
-                h[5],
-                h[11],
-                h[12],
-                h[13],
-                h[14],
+                store,
+                lane,
+                epoch,
+                seq,
+                ts,
+                txn_id,
+                kind,
+                register_no,
+                business_day,
+                currency,
+                customer,
                 tuple(got_lines),
                 tuple(got_pays),
-                h[15],
-                h[16],
-                h[17],
-                h[18],
+                total,
+                change,
+                return_type,
+                original_txn_id,
             ),
         )
-        yield new(Row, (*h[:10], doc))
+        yield new(Row, (pos, store, lane, epoch, seq, kind, txn_id, ts, body, done, doc))
 
 
 def to_doc(row: Row, corrections: Mapping[str, Any] | None = None) -> SaleDoc:

@@ -37,19 +37,14 @@ from headoffice.db.sql import Sql
 from headoffice.extract import db as xdb
 from headoffice.extract import output, postings, purchases, rollup
 from headoffice.extract.config import ExtractConfig
-from headoffice.extract.documents import (
-    ROLLUP_KINDS,
-    DocumentError,
-    Row,
-    SaleDoc,
-    done_jobs,
-    read_rows,
-    to_doc,
-)
+from headoffice.extract.documents import DocumentError, Row, done_jobs, read_rows, to_doc
+from headoffice.extract.plugin import Context, ErpPosting, ExtractJob, Plan, RowDoc, Tally
 from protocol.errors import LanesyncError
 from protocol.runtime import clock
 
-JOBS = ("purchases", "rollup", "postings")
+# Every extract job, in the order each row is offered to them (purchases first: with ERP
+# corrections it decodes its own document, the others share one).
+JOBS: tuple[ExtractJob[Any], ...] = (purchases.JOB, rollup.JOB, postings.JOB)
 Progress = Callable[[str, int, int], None]
 FailPoint = Callable[[str], None]
 
@@ -58,25 +53,6 @@ class ExtractError(LanesyncError):
     """An extract run that could not complete; nothing of it was recorded."""
 
     code = "extract"
-
-
-@dataclass
-class Plan:
-    """Everything one run would emit, before anything is written."""
-
-    purchases: list[dict[str, Any]] = field(default_factory=list)
-    rollups: list[dict[str, Any]] = field(default_factory=list)
-    postings: list[postings.Posting] = field(default_factory=list)  # see postings.COLUMNS
-    rejects: list[dict[str, Any]] = field(default_factory=list)
-    done: list[tuple[str, str, str | None]] = field(default_factory=list)  # txn, job, ref
-    pending: dict[str, int] = field(default_factory=dict)  # job -> reason counts
-    cursors: dict[str, int] = field(default_factory=dict)
-    next_tc: int = 1
-    scanned: int = 0
-
-    @property
-    def empty(self) -> bool:
-        return not (self.purchases or self.rollups or self.postings or self.done)
 
 
 @dataclass(frozen=True)
@@ -123,7 +99,7 @@ def compute(
     *,
     now_ms: int,
     cursors: dict[str, int],
-    erp: dict[str, tuple[str, dict[str, Any] | None]],
+    erp: dict[str, ErpPosting],
     next_tc: int,
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
@@ -144,18 +120,15 @@ def compute(
     try:
         todo = rows if isinstance(rows, list) else list(rows)
         n = _workers(len(todo), workers)
-        st = _State(cfg, now_ms, cursors, erp)
+        cutoff = day_closed_before(cfg, now_ms) if cfg.schedule == "business_day" else None
+        st = _State(Context(cfg, now_ms, erp, cutoff), cursors)
         parts = _parallel(todo, st, n, progress) if n > 1 else [_part(todo, st, progress)]
         if progress is not None:
             progress(len(todo))
-        plan = _finish(parts, cfg, cursors, next_tc)
+        plan = _finish(parts, st, next_tc)
         if plan is None:  # some lane journal's rows were out of seq order: roll up doc by doc
-            plan = _finish(
-                [_part(todo, _State(cfg, now_ms, cursors, erp, keep_docs=True))],
-                cfg,
-                cursors,
-                next_tc,
-            )
+            whole = _State(Context(cfg, now_ms, erp, cutoff, keep_docs=True), cursors)
+            plan = _finish([_part(todo, whole)], whole, next_tc)
             assert plan is not None
         return plan
     finally:
@@ -175,11 +148,12 @@ def _workers(n_rows: int, wanted: int) -> int:
 class _State:
     """What every worker needs to know; inherited by forked children."""
 
-    cfg: ExtractConfig
-    now_ms: int
+    ctx: Context
     cursors: dict[str, int]
-    erp: dict[str, tuple[str, dict[str, Any] | None]]
-    keep_docs: bool = False
+
+    def jobs(self) -> list[ExtractJob[Any]]:
+        """The configured jobs, in `JOBS` order."""
+        return [j for j in JOBS if j.enabled(self.ctx.cfg)]
 
 
 @dataclass
@@ -188,17 +162,8 @@ class _Part:
 
     scanned: int = 0
     last_rowid: int = 0
-    first_pending: dict[str, int] = field(default_factory=dict)
-    pending: dict[str, int] = field(default_factory=dict)
-    rejects: list[dict[str, Any]] = field(default_factory=list)
-    purchases: list[dict[str, Any]] = field(default_factory=list)
-    postings: list[postings.Posting] = field(default_factory=list)
-    done: list[tuple[str, str, str | None]] = field(default_factory=list)
-    segments: dict[rollup.SegKey, rollup.Segment] = field(default_factory=dict)
-    to_roll: list[SaleDoc] = field(default_factory=list)  # keep_docs only
-    singles: list[tuple[tuple[str, str, int, int], str, str, dict[str, Any]]] = field(
-        default_factory=list
-    )  # one-to-one documents: order key, txn_id, register_no, record
+    tally: Tally = field(default_factory=Tally)
+    accs: dict[str, Any] = field(default_factory=dict)  # job name -> its accumulator
 
 
 def _parallel(
@@ -245,178 +210,63 @@ def _child(rows: list[Row], st: _State, send: Connection) -> None:
 
 
 def _part(rows: list[Row], st: _State, progress: Callable[[int], None] | None = None) -> _Part:
-    """Every job over one consecutive range of rows (the per-row work of a run)."""
-    cfg, now_ms, cursors, erp = st.cfg, st.now_ms, st.cursors, st.erp
+    """Every configured job over one consecutive range of rows (the per-row work of a run).
+
+    A hot loop (once per row and job): each row is offered to every job that has not consumed
+    it yet and reads its kind; the jobs share one lazily decoded document per row.
+    """
+    ctx, cursors = st.ctx, st.cursors
     part = _Part()
-    enabled = {
-        "purchases": cfg.purchases_enabled,
-        "rollup": True,  # with roll-up disabled every document still goes to the ERP one to one
-        "postings": cfg.postings_enabled,
-    }
-    jobs = [(j, cursors.get(j, 0)) for j in JOBS if enabled[j]]
-    cutoff = day_closed_before(cfg, now_ms) if cfg.schedule == "business_day" else None
-    rolling = cfg.rollup_enabled
-    keep_docs = st.keep_docs
-    first_pending = part.first_pending
-    pending = part.pending
-    done = part.done
-    postings_out = part.postings
-    segments = part.segments
-    purchase_kinds = purchases.PURCHASE_KINDS
-    rolled_kinds = ROLLUP_KINDS
-    post = postings.post
-    seg_key = rollup.segment_key
-    Segment = rollup.Segment  # noqa: N806
-
-    def hold(job: str, rowid: int, reason: str) -> None:
-        if job not in first_pending:
-            first_pending[job] = rowid
-        pending[reason] = pending.get(reason, 0) + 1
-
-    def reject(job: str, row: Row, exc: DocumentError) -> None:
-        hold(job, row.rowid, "rejected")
-        part.rejects.append(
-            {
-                "job": job,
-                "txn_id": row.txn_id,
-                "store": row.store,
-                "lane": row.lane,
-                "seq": row.seq,
-                "field": exc.field,
-                "reason": exc.reason,
-            }
-        )
-
+    tally = part.tally
+    jobs = []
+    for j in st.jobs():
+        acc = part.accs[j.name] = j.start()
+        jobs.append((j.name, cursors.get(j.name, 0), j.reads, j.take, acc))
+    doc = RowDoc()
+    reset = doc.reset
     scanned = 0
     for row in rows:
         scanned += 1
         if progress is not None and scanned % 4096 == 0:
             progress(scanned)
         rowid = row.rowid
-        done_by = row.done
-        doc: SaleDoc | None = None
-        bad: DocumentError | None = None
-        for job, after in jobs:
-            if rowid <= after or (done_by is not None and job in done_jobs(row)):
+        kind = row.kind
+        consumed = None if row.done is None else done_jobs(row)
+        reset(row)
+        for name, after, reads, take, acc in jobs:
+            if rowid <= after or kind not in reads or (consumed is not None and name in consumed):
                 continue
-            if job == "purchases":
-                if row.kind not in purchase_kinds:
-                    continue
-                posted = erp.get(row.txn_id)
-                corrections = posted[1] if posted else None
-                try:
-                    if corrections:
-                        pdoc = to_doc(row, corrections)
-                    else:  # the same document the other jobs read: decode it once
-                        if doc is None and bad is None:
-                            try:
-                                doc = to_doc(row)
-                            except DocumentError as exc:
-                                bad = exc
-                        if bad is not None:
-                            raise bad
-                        assert doc is not None
-                        pdoc = doc
-                except DocumentError as exc:
-                    reject(job, row, exc)
-                    continue
-                why = purchases.not_due(pdoc, cfg, now_ms, posted is not None)
-                if why is not None:
-                    hold(job, rowid, why)
-                    continue
-                rec = purchases.purchase(pdoc, cfg, posted[0] if posted else None)
-                done.append((row.txn_id, job, rec["record_id"] if rec else None))
-                if rec is not None:
-                    part.purchases.append(rec)
-                continue
-            if doc is None:
-                if bad is None:
-                    try:
-                        doc = to_doc(row)
-                    except DocumentError as exc:
-                        bad = exc
-                if bad is not None:
-                    reject(job, row, bad)
-                    continue
-                assert doc is not None
-            if job == "rollup":
-                if rolling and doc.kind in rolled_kinds:
-                    if cutoff is not None and doc.business_day >= cutoff:
-                        hold(job, rowid, "business day not closed")
-                        continue
-                    if keep_docs:
-                        part.to_roll.append(doc)
-                        continue
-                    sk = seg_key(doc)
-                    seg = segments.get(sk)
-                    if seg is None:
-                        seg = segments[sk] = Segment(doc)
-                    seg.add(doc)
-                else:
-                    part.singles.append(
-                        (doc.order_key, doc.txn_id, doc.register_no, rollup.copy_one(doc, None))
-                    )
-            else:
-                try:
-                    rows_out = post(doc, cfg)
-                except DocumentError as exc:
-                    reject(job, row, exc)
-                    continue
-                postings_out += rows_out
-                done.append((row.txn_id, job, doc.register_no))
+            take(row, doc, acc, tally, ctx)
         part.last_rowid = rowid
     part.scanned = scanned
     return part
 
 
-def _finish(
-    parts: list[_Part], cfg: ExtractConfig, cursors: dict[str, int], next_tc: int
-) -> Plan | None:
-    """One plan from the parts of consecutive row ranges, in row order."""
+def _finish(parts: list[_Part], st: _State, next_tc: int) -> Plan | None:
+    """One plan from the parts of consecutive row ranges, in row order; None when a job cannot
+    combine them exactly (then the run is computed again with `Context.keep_docs`)."""
     plan = Plan(next_tc=next_tc)
     first_pending: dict[str, int] = {}
     last_rowid = 0
     for part in parts:
         plan.scanned += part.scanned
         last_rowid = part.last_rowid or last_rowid
-        for job, rowid in part.first_pending.items():
-            first_pending.setdefault(job, rowid)
-        for reason, count in part.pending.items():
+        tally = part.tally
+        for name, rowid in tally.first_pending.items():
+            first_pending.setdefault(name, rowid)
+        for reason, count in tally.pending.items():
             plan.pending[reason] = plan.pending.get(reason, 0) + count
-        plan.rejects += part.rejects
-        plan.purchases += part.purchases
-        plan.postings += part.postings
-        plan.done += part.done
-    tc = next_tc
-    if any(part.to_roll for part in parts):
-        for _key, docs in rollup.group(d for part in parts for d in part.to_roll):
-            number = rollup.consolidated_no(tc)
-            tc += 1
-            plan.rollups.append(rollup.merge(docs, number))
-            plan.done.extend((d.txn_id, "rollup", number) for d in docs)
-    else:
-        groups = rollup.group_segments(part.segments for part in parts)
-        if groups is None:
+        plan.rejects += tally.rejects
+        plan.done += tally.done
+    for j in st.jobs():
+        if not j.finish([part.accs[j.name] for part in parts], plan):
             return None
-        for _key, segs in groups:
-            number = rollup.consolidated_no(tc)
-            tc += 1
-            plan.rollups.append(rollup.merge_segments(segs, number))
-            plan.done.extend((t, "rollup", number) for seg in segs for t, _r, _l in seg.sources)
-    singles = [x for part in parts for x in part.singles]
-    singles.sort(key=lambda x: x[0])
-    for _order, txn_id, register_no, record in singles:
-        plan.rollups.append(record)
-        plan.done.append((txn_id, "rollup", register_no))
-    plan.next_tc = tc
-    plan.purchases.sort(
-        key=lambda r: (r["store"], r["lane"], r["date"], r["register_no"], r["txn_id"])
-    )
-    for job in JOBS:
-        if job in first_pending:
-            plan.cursors[job] = max(cursors.get(job, 0), first_pending[job] - 1)
+    cursors = st.cursors
+    for j in JOBS:
+        if j.name in first_pending:
+            plan.cursors[j.name] = max(cursors.get(j.name, 0), first_pending[j.name] - 1)
         elif last_rowid:
-            plan.cursors[job] = max(cursors.get(job, 0), last_rowid)
+            plan.cursors[j.name] = max(cursors.get(j.name, 0), last_rowid)
     return plan
 
 
@@ -464,18 +314,16 @@ def _recover(db: Sql, cfg: ExtractConfig) -> list[int]:
     return recovered
 
 
-def load_state(
-    db: Sql,
-) -> tuple[dict[str, int], dict[str, tuple[str, dict[str, Any] | None]], int, int]:
+def load_state(db: Sql) -> tuple[dict[str, int], dict[str, ErpPosting], int, int]:
     cursors = {
         job: int(after) for job, after in db.fetchall("SELECT job, after_rowid FROM extract_cursor")
     }
-    erp: dict[str, tuple[str, dict[str, Any] | None]] = {}
+    erp: dict[str, ErpPosting] = {}
     for txn, ref, corr in db.fetchall(
         "SELECT e.txn_id, e.erp_ref, e.corrections FROM extract_erp_postings e WHERE NOT EXISTS "
         "(SELECT 1 FROM extract_done d WHERE d.txn_id = e.txn_id AND d.job = 'purchases')"
     ):
-        erp[txn] = (ref, json.loads(corr) if corr else None)
+        erp[txn] = ErpPosting(ref, json.loads(corr) if corr else None)
     row = db.fetchone("SELECT value FROM extract_counters WHERE name = 'tc'")
     last = db.fetchone("SELECT coalesce(max(run), 0) FROM extract_runs")
     return cursors, erp, (int(row[0]) if row else 0) + 1, int(last[0]) if last else 0
@@ -521,7 +369,7 @@ def _run(
 ) -> RunReport:
     recovered = _recover(db, cfg)
     cursors, erp, next_tc, last_run = load_state(db)
-    start = min((cursors.get(j, 0) for j in JOBS), default=0)
+    start = min((cursors.get(j.name, 0) for j in JOBS), default=0)
     up_to = xdb.horizon(db)
     rid = xdb.JOURNAL_ID[db.dialect]
     counted = db.fetchone(

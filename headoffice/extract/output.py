@@ -94,9 +94,11 @@ def csv_bytes(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> bytes:
     return buf.getvalue().encode()
 
 
-def _flat(
+def flatten(
     records: Iterable[dict[str, Any]], key: str, extra: Any = None
 ) -> Iterable[dict[str, Any]]:
+    """One row per item of each record's `key` list, the record's other fields repeated (and
+    `extra(record)` merged in): the CSV layout of nested records."""
     for r in records:
         head = {k: v for k, v in r.items() if k != key}
         if extra is not None:
@@ -121,10 +123,10 @@ def render(
         purchase_json = [purchase_dumps(p) for p in purchases]
     files = {
         "purchases.jsonl": "".join([t + "\n" for t in purchase_json]).encode(),
-        "purchases.csv": _purchases_csv(purchases),
+        "purchases.csv": purchases_csv(purchases),
         "rollup.jsonl": jsonl(rollups),
         "rollup.csv": csv_bytes(
-            ROLLUP_COLUMNS, _flat([{**r, "payments": None} for r in rollups], "lines", sources)
+            ROLLUP_COLUMNS, flatten([{**r, "payments": None} for r in rollups], "lines", sources)
         ),
         "rollup_payments.csv": csv_bytes(
             ROLLUP_PAYMENT_COLUMNS,
@@ -204,9 +206,9 @@ def postings_jsonl(rows: Iterable[_postings.Posting]) -> bytes:
     receipt = _POSTING_WRITERS["receipt"]
     out = []
     for r in rows:
-        t = r[5]
+        t = r.type
         if t == "line":
-            out.append(line(r) if r[19] is None else batch_line(r))
+            out.append(line(r) if r.batch is None else batch_line(r))
         elif t in {"invoice", "credit"}:
             out.append(ar(r))
         else:
@@ -259,19 +261,19 @@ def purchase_dumps(rec: dict[str, Any]) -> str:
     return _PURCHASE_HEAD % tuple(vals)
 
 
-def _purchases_csv(records: Iterable[dict[str, Any]]) -> bytes:
-    """`csv_bytes(PURCHASE_COLUMNS, _flat(records, "lines"))` without a dict per line."""
+def purchases_csv(records: Iterable[dict[str, Any]]) -> bytes:
+    """`csv_bytes(PURCHASE_COLUMNS, flatten(records, "lines"))` without a dict per line."""
     head_cols = [c for c in PURCHASE_COLUMNS if c not in _PURCHASE_LINE_KEYS]
     line_cols = [c for c in PURCHASE_COLUMNS if c in _PURCHASE_LINE_KEYS]
     if (*head_cols, *line_cols) != PURCHASE_COLUMNS:  # pragma: no cover - layout guard
-        return csv_bytes(PURCHASE_COLUMNS, _flat(records, "lines"))
+        return csv_bytes(PURCHASE_COLUMNS, flatten(records, "lines"))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(PURCHASE_COLUMNS)
     out: list[list[Any]] = []
     for r in records:
         if not all(c in r for c in head_cols):
-            out.extend([_cell(x.get(c)) for c in PURCHASE_COLUMNS] for x in _flat([r], "lines"))
+            out.extend([_cell(x.get(c)) for c in PURCHASE_COLUMNS] for x in flatten([r], "lines"))
             continue
         head = [r[c] for c in head_cols]
         for ln in r["lines"]:

@@ -14,44 +14,63 @@ stable id `<txn_id>/<n>`.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from headoffice.extract import batches
 from headoffice.extract.config import ExtractConfig
-from headoffice.extract.documents import PAYMENT_ONLY_KINDS, RETURN_KINDS, DocumentError, SaleDoc
+from headoffice.extract.documents import (
+    PAYMENT_ONLY_KINDS,
+    RETURN_KINDS,
+    DocumentError,
+    Row,
+    SaleDoc,
+)
+from headoffice.extract.plugin import Context, Done, Plan, RowDoc, Tally
+from protocol.documents import SALE_KINDS
 from protocol.money import fmt_qty
 
 ACCOUNT_FOR = {"cash": "bank", "cheque": "bank", "voucher": "vouchers", "gift_card": "gift_cards"}
 
-# A posting row is a tuple in this column order (the CSV's). Which keys a row has in JSON
-# depends on its type: see `KEYS`; a line has the batch columns only when it went through one.
-COLUMNS = (
-    "posting_id",
-    "txn_id",
-    "docket",
-    "store",
-    "kind",
-    "type",
-    "reference",
-    "customer",
-    "account",
-    "tender",
-    "amount",
-    "outstanding",
-    "tax",
-    "line_no",
-    "item",
-    "qty",
-    "stock_qty",
-    "tax_code",
-    "warehouse",
-    "batch",
-    "line_status",
-    "fulfil_status",
-    "invoice_no",
-    "invoice_date",
-)
-Posting = tuple[Any, ...]
+
+class Posting(NamedTuple):
+    """One posting row, its fields in the CSV's column order.
+
+    A NamedTuple, not a dataclass: a run builds one per sale line and per receipt, and the CSV
+    writer takes it as the row it is. Which fields a row has in JSON depends on its type: see
+    `KEYS`; a line has the batch fields only when it went through one.
+    """
+
+    posting_id: str
+    txn_id: str
+    docket: str
+    store: str
+    kind: str
+    type: str  # line, invoice, credit, receipt, reverse_receipt
+    reference: str | None
+    customer: str | None
+    account: str | None
+    tender: str | None
+    amount: int
+    outstanding: int | None
+    tax: int | None
+    line_no: int | None
+    item: str | None
+    qty: str | None
+    stock_qty: str | None
+    tax_code: str | None
+    warehouse: str | None
+    batch: str | None
+    line_status: str | None
+    fulfil_status: str | None
+    invoice_no: str | None
+    invoice_date: str | None
+
+
+COLUMNS: tuple[str, ...] = Posting._fields
+# `_new(Posting, (...))` is `Posting(...)` without its Python-level __new__ frame: a run builds
+# one per line and per receipt.
+_new = tuple.__new__
 _BASE = ("posting_id", "txn_id", "docket", "store", "kind", "type")
 KEYS = {
     "line": (
@@ -70,18 +89,20 @@ KEYS = {
 
 def keys_of(row: Posting) -> tuple[str, ...]:
     """The keys this posting row carries in JSON."""
-    t = row[5]
+    t = row.type
     if t == "line":
-        return KEYS["line" if row[19] is None else "batch_line"]
+        return KEYS["line" if row.batch is None else "batch_line"]
     return KEYS["ar" if t in ("invoice", "credit") else "receipt"]
 
 
 def as_dict(row: Posting) -> dict[str, Any]:
     """The posting row as a JSON record (its keys only)."""
-    return {k: row[COLUMNS.index(k)] for k in keys_of(row)}
+    return {k: getattr(row, k) for k in keys_of(row)}
 
 
 def post(doc: SaleDoc, cfg: ExtractConfig) -> list[Posting]:
+    """The posting rows of one document, in the order the files list them."""
+    new = _new
     docket = doc.register_no
     customer = doc.customer or cfg.cash_customer
     kind = doc.kind
@@ -116,6 +137,42 @@ def post(doc: SaleDoc, cfg: ExtractConfig) -> list[Posting]:
                 moved = 0  # proforma: nothing shipped yet
             tax_total += tax
             rows.append(
+                new(
+                    Posting,
+                    (
+                        f"{tid}/{n}",
+                        tid,
+                        docket,
+                        store,
+                        kind,
+                        "line",
+                        None,
+                        None,
+                        None,
+                        None,
+                        ln.amount,
+                        None,
+                        tax,
+                        ln.line_no,
+                        ln.item,
+                        fmt_qty(qty),
+                        fmt_qty(moved * effect if returned else -moved),
+                        ln.tax_code,
+                        warehouse,
+                        batch.id,
+                        ol.line_status,
+                        ol.fulfil_status,
+                        ol.invoice_no,
+                        ol.invoice_date,
+                    ),
+                )
+            )
+            continue
+        tax_total += tax
+        # Written out in full (no *-unpacking): this tuple is built once per line.
+        rows.append(
+            new(
+                Posting,
                 (
                     f"{tid}/{n}",
                     tid,
@@ -136,42 +193,12 @@ def post(doc: SaleDoc, cfg: ExtractConfig) -> list[Posting]:
                     fmt_qty(moved * effect if returned else -moved),
                     ln.tax_code,
                     warehouse,
-                    batch.id,
-                    ol.line_status,
-                    ol.fulfil_status,
-                    ol.invoice_no,
-                    ol.invoice_date,
-                )
-            )
-            continue
-        tax_total += tax
-        # Written out in full (no *-unpacking): this tuple is built once per line.
-        rows.append(
-            (
-                f"{tid}/{n}",
-                tid,
-                docket,
-                store,
-                kind,
-                "line",
-                None,
-                None,
-                None,
-                None,
-                ln.amount,
-                None,
-                tax,
-                ln.line_no,
-                ln.item,
-                fmt_qty(qty),
-                fmt_qty(moved * effect if returned else -moved),
-                ln.tax_code,
-                warehouse,
-                None,
-                None,
-                None,
-                None,
-                None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                ),
             )
         )
     ar_kind: str | None = None
@@ -204,63 +231,100 @@ def post(doc: SaleDoc, cfg: ExtractConfig) -> list[Posting]:
             account = ACCOUNT_FOR[tender]
         n += 1
         receipts.append(
-            (
-                f"{tid}/{n}",
-                tid,
-                docket,
-                store,
-                kind,
-                receipt_type,
-                f"{docket}-{suffix}",
-                customer,
-                account,
-                tender,
-                amount,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
+            new(
+                Posting,
+                (
+                    f"{tid}/{n}",
+                    tid,
+                    docket,
+                    store,
+                    kind,
+                    receipt_type,
+                    f"{docket}-{suffix}",
+                    customer,
+                    account,
+                    tender,
+                    amount,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                ),
             )
         )
         received += amount
         suffix += 1
     if ar_kind is not None:
         rows.append(
-            (
-                f"{tid}/{ar_no}",
-                tid,
-                docket,
-                store,
-                kind,
-                ar_kind,
-                docket,
-                customer,
-                "debtors",
-                None,
-                ar_amount,
-                ar_amount - received,
-                tax_total,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
+            new(
+                Posting,
+                (
+                    f"{tid}/{ar_no}",
+                    tid,
+                    docket,
+                    store,
+                    kind,
+                    ar_kind,
+                    docket,
+                    customer,
+                    "debtors",
+                    None,
+                    ar_amount,
+                    ar_amount - received,
+                    tax_total,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                ),
             )
         )
     rows += receipts
     return rows
+
+
+class PostingsJob:
+    """The postings extract as an `ExtractJob`: the AR, receipt and stock rows of a document."""
+
+    name = "postings"
+    reads = SALE_KINDS
+
+    def enabled(self, cfg: ExtractConfig) -> bool:
+        return cfg.postings_enabled
+
+    def start(self) -> list[Posting]:
+        return []
+
+    def take(self, row: Row, doc: RowDoc, acc: list[Posting], tally: Tally, ctx: Context) -> None:
+        try:
+            sale = doc.get()
+            rows = post(sale, ctx.cfg)
+        except DocumentError as exc:
+            tally.reject(self.name, row, exc)
+            return
+        acc += rows
+        tally.done.append(_new(Done, (row.txn_id, self.name, sale.register_no)))
+
+    def finish(self, accs: Sequence[list[Posting]], plan: Plan) -> bool:
+        for acc in accs:
+            plan.postings += acc
+        return True
+
+
+JOB = PostingsJob()

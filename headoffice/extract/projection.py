@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -28,49 +28,71 @@ from protocol.documents import SALE_KINDS
 from protocol.identity import LaneId
 from protocol.messages import Entry
 
-DOC_COLUMNS = (
-    "store",
-    "lane",
-    "epoch",
-    "seq",
-    "register_no",
-    "business_day",
-    "currency",
-    "customer",
-    "total",
-    "change",
-    "return_type",
-    "original_txn_id",
-)
-LINE_COLUMNS = (
-    "store",
-    "lane",
-    "epoch",
-    "seq",
-    "idx",
-    "line_no",
-    "item",
-    "description",
-    "qty",
-    "unit_price",
-    "tax_code",
-    "amount",
-    "tax",
-    "open_qty",
-)
-PAYMENT_COLUMNS = (
-    "store",
-    "lane",
-    "epoch",
-    "seq",
-    "idx",
-    "tender",
-    "amount",
-    "scheme",
-    "token",
-    "last4",
-    "banked",
-)
+
+class DocRow(NamedTuple):
+    """A row of extract_docs: a document's header fields (its position first)."""
+
+    store: str
+    lane: str
+    epoch: int
+    seq: int
+    register_no: str
+    business_day: str
+    currency: str
+    customer: str | None
+    total: int
+    change: int
+    return_type: str | None
+    original_txn_id: str | None
+
+
+class LineRow(NamedTuple):
+    """A row of extract_lines: one line of a document, `idx` its place in the document."""
+
+    store: str
+    lane: str
+    epoch: int
+    seq: int
+    idx: int
+    line_no: int
+    item: str
+    description: str | None
+    qty: int
+    unit_price: int
+    tax_code: str
+    amount: int
+    tax: int
+    open_qty: int
+
+
+class PaymentRow(NamedTuple):
+    """A row of extract_payments: one payment of a document (`banked` as 0 or 1)."""
+
+    store: str
+    lane: str
+    epoch: int
+    seq: int
+    idx: int
+    tender: str
+    amount: int
+    scheme: str | None
+    token: str | None
+    last4: str | None
+    banked: int
+
+
+class Rows(NamedTuple):
+    """The projection rows of one document."""
+
+    doc: DocRow
+    lines: list[LineRow]
+    payments: list[PaymentRow]
+
+
+DOC_COLUMNS: tuple[str, ...] = DocRow._fields
+LINE_COLUMNS: tuple[str, ...] = LineRow._fields
+PAYMENT_COLUMNS: tuple[str, ...] = PaymentRow._fields
+_new = tuple.__new__  # `_new(LineRow, (...))` is `LineRow(...)` without a Python-level frame
 
 # Off unless head office runs with LANESYNC_EXTRACT_PROJECTION=on. Measured with `lanesync bench
 # drain --entries 200000 --projection both` (one run, the same backlog drained without and with
@@ -100,9 +122,6 @@ def _fits(values: Sequence[Any]) -> bool:
     return True
 
 
-Rows = tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]
-
-
 def rows_of(lane: LaneId, epoch: int, e: Entry) -> Rows | None:
     """The projection rows of one applied entry, or None when it is not projected."""
     if e.kind not in SALE_KINDS:
@@ -124,7 +143,7 @@ def rows_of(lane: LaneId, epoch: int, e: Entry) -> Rows | None:
     except Exception:  # noqa: BLE001 - whatever a hostile body provokes: it is not projected
         return None
     key = (lane.store, lane.lane, epoch, e.seq)
-    head = (
+    head = DocRow(
         *key,
         doc.register_no,
         doc.business_day,
@@ -135,9 +154,9 @@ def rows_of(lane: LaneId, epoch: int, e: Entry) -> Rows | None:
         doc.return_type,
         doc.original_txn_id,
     )
-    lines = [(*key, i, *ln) for i, ln in enumerate(doc.lines)]
-    pays = [
-        (*key, i, p.tender, p.amount, p.scheme, p.token, p.last4, int(p.banked))
+    lines: list[LineRow] = [_new(LineRow, (*key, i, *ln)) for i, ln in enumerate(doc.lines)]
+    pays: list[PaymentRow] = [
+        _new(PaymentRow, (*key, i, p.tender, p.amount, p.scheme, p.token, p.last4, int(p.banked)))
         for i, p in enumerate(doc.payments)
     ]
     if not (_fits(head) and all(map(_fits, lines)) and all(map(_fits, pays))):
@@ -145,7 +164,7 @@ def rows_of(lane: LaneId, epoch: int, e: Entry) -> Rows | None:
     for p in doc.payments:  # the fields parse passes through as they came: text or nothing
         if not all(v is None or type(v) is str for v in (p.scheme, p.token, p.last4)):
             return None
-    return head, lines, pays
+    return Rows(head, lines, pays)
 
 
 def project(sql: Sql, entries: Sequence[tuple[LaneId, int, Entry, Rows | bool | None]]) -> int:
@@ -161,7 +180,7 @@ def project(sql: Sql, entries: Sequence[tuple[LaneId, int, Entry, Rows | bool | 
     return len(run.heads)
 
 
-def _insert(sql: Sql, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+def _insert(sql: Sql, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
     """executemany on SQLite; one COPY on PostgreSQL (as headoffice/extract/db.insert_rows,
     which this module cannot import from the store's side)."""
     if not rows:
@@ -181,14 +200,14 @@ class _ExtractRun:
 
     def __init__(self, sql: Sql) -> None:
         self.sql = sql
-        self.heads: list[tuple[Any, ...]] = []
-        self.lines: list[tuple[Any, ...]] = []
-        self.pays: list[tuple[Any, ...]] = []
+        self.heads: list[DocRow] = []
+        self.lines: list[LineRow] = []
+        self.pays: list[PaymentRow] = []
 
     def apply(self, lane: LaneId, epoch: int, entry: Entry, doc: Rows) -> bool:
-        self.heads.append(doc[0])
-        self.lines += doc[1]
-        self.pays += doc[2]
+        self.heads.append(doc.doc)
+        self.lines += doc.lines
+        self.pays += doc.payments
         return False
 
     def finish(self) -> None:

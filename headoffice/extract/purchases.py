@@ -8,10 +8,12 @@ include open items (open quantities in or out), and a delay after the sale.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from headoffice.extract.config import ExtractConfig
-from headoffice.extract.documents import RETURN_KINDS, SaleDoc
+from headoffice.extract.documents import RETURN_KINDS, DocumentError, Row, SaleDoc, to_doc
+from headoffice.extract.plugin import Context, Done, Plan, RowDoc, Tally
 from protocol.money import fmt_qty, pro_rata
 
 # Kinds that sell goods to a customer. Payments on account or on a layaway buy nothing; a
@@ -77,3 +79,47 @@ def purchase(doc: SaleDoc, cfg: ExtractConfig, erp_ref: str | None) -> dict[str,
         "tax": sum(x["tax"] for x in lines),
         "erp_ref": erp_ref,
     }
+
+
+class PurchasesJob:
+    """The purchases extract as an `ExtractJob`: one record per due sale."""
+
+    name = "purchases"
+    reads = PURCHASE_KINDS
+
+    def enabled(self, cfg: ExtractConfig) -> bool:
+        return cfg.purchases_enabled
+
+    def start(self) -> list[dict[str, Any]]:
+        return []
+
+    def take(
+        self, row: Row, doc: RowDoc, acc: list[dict[str, Any]], tally: Tally, ctx: Context
+    ) -> None:
+        posted = ctx.erp.get(row.txn_id)
+        try:
+            # with corrections, its own document; else the one the other jobs read
+            sale = to_doc(row, posted.corrections) if posted and posted.corrections else doc.get()
+        except DocumentError as exc:
+            tally.reject(self.name, row, exc)
+            return
+        why = not_due(sale, ctx.cfg, ctx.now_ms, posted is not None)
+        if why is not None:
+            tally.hold(self.name, row.rowid, why)
+            return
+        rec = purchase(sale, ctx.cfg, posted.ref if posted else None)
+        tally.done.append(_new(Done, (row.txn_id, self.name, rec["record_id"] if rec else None)))
+        if rec is not None:
+            acc.append(rec)
+
+    def finish(self, accs: Sequence[list[dict[str, Any]]], plan: Plan) -> bool:
+        for acc in accs:
+            plan.purchases += acc
+        plan.purchases.sort(
+            key=lambda r: (r["store"], r["lane"], r["date"], r["register_no"], r["txn_id"])
+        )
+        return True
+
+
+JOB = PurchasesJob()
+_new = tuple.__new__  # `_new(Done, (...))` is `Done(...)` without a Python-level frame (per row)

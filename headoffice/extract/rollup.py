@@ -11,10 +11,14 @@ A group of one is copied as is. Numbers (TC0001 ...) are given by the job, in re
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from headoffice.extract.documents import ROLLUP_KINDS, SaleDoc
+from headoffice.extract.config import ExtractConfig
+from headoffice.extract.documents import ROLLUP_KINDS, DocumentError, Row, SaleDoc
+from headoffice.extract.plugin import Context, Done, Plan, RowDoc, Tally
+from protocol.documents import SALE_KINDS
 from protocol.money import fmt_qty
 
 MERGED_TENDERS = frozenset({"card", "cheque", "cash"})
@@ -115,7 +119,14 @@ def merge(docs: list[SaleDoc], number: str) -> dict[str, Any]:
 # `merge` only sums and keeps first-seen order, so merging segment by segment gives the same
 # result as merging the documents one by one.
 SegKey = tuple[GroupKey, str, int]  # group, lane, epoch
-Source = tuple[str, str, str]  # txn_id, register_no, lane
+
+
+class Source(NamedTuple):
+    """A document rolled into a segment."""
+
+    txn_id: str
+    register_no: str
+    lane: str
 
 
 class Segment:
@@ -157,7 +168,7 @@ class Segment:
             self.last_seq = d.seq
         self.count += 1
         self.total += d.total
-        self.sources.append((d.txn_id, d.register_no, d.lane))
+        self.sources.append(_new(Source, (d.txn_id, d.register_no, d.lane)))
         lines = self.lines
         for ln in d.lines:
             k = (ln.item, ln.unit_price, ln.tax_code, ln.qty < 0)
@@ -178,6 +189,7 @@ class Segment:
 
 
 _SEG_FIELDS = Segment.__slots__
+_new = tuple.__new__  # `_new(Source, (...))` is `Source(...)` without a Python-level frame
 
 
 def segment_key(d: SaleDoc) -> SegKey:
@@ -236,7 +248,9 @@ def merge_segments(segs: list[Segment], number: str) -> dict[str, Any]:
         for pk, amount in seg.pays.items():
             pays[pk] = pays.get(pk, 0) + amount
     sources = [
-        {"txn_id": t, "register_no": r, "lane": ln} for seg in segs for t, r, ln in seg.sources
+        {"txn_id": s.txn_id, "register_no": s.register_no, "lane": s.lane}
+        for seg in segs
+        for s in seg.sources
     ]
     return _rolled(number, segs[0].first, lines, pays, total, sources)
 
@@ -286,3 +300,93 @@ def is_rolled(kind: str) -> bool:
 
 def consolidated_no(n: int) -> str:
     return f"TC{n:04d}"
+
+
+class Single(NamedTuple):
+    """A document copied one to one (a kind never rolled up, or roll-up disabled)."""
+
+    order: tuple[str, str, int, int]  # SaleDoc.order_key: where it goes in rollup.jsonl
+    txn_id: str
+    register_no: str
+    record: dict[str, Any]
+
+
+@dataclass
+class RollupRange:
+    """What the roll-up job makes of one range of rows."""
+
+    segments: dict[SegKey, Segment] = field(default_factory=dict)
+    to_roll: list[SaleDoc] = field(default_factory=list)  # Context.keep_docs only
+    singles: list[Single] = field(default_factory=list)
+
+
+class RollupJob:
+    """The roll-up as an `ExtractJob`: every sale-family document goes to the ERP, rolled up
+    (by segments, see `Segment`) or copied one to one."""
+
+    name = "rollup"
+    reads = SALE_KINDS
+
+    def enabled(self, cfg: ExtractConfig) -> bool:
+        return True  # with roll-up disabled every document still goes to the ERP one to one
+
+    def start(self) -> RollupRange:
+        return RollupRange()
+
+    def take(self, row: Row, doc: RowDoc, acc: RollupRange, tally: Tally, ctx: Context) -> None:
+        try:
+            d = doc.get()
+        except DocumentError as exc:
+            tally.reject(self.name, row, exc)
+            return
+        if ctx.cfg.rollup_enabled and d.kind in ROLLUP_KINDS:
+            cutoff = ctx.day_cutoff
+            if cutoff is not None and d.business_day >= cutoff:
+                tally.hold(self.name, row.rowid, "business day not closed")
+                return
+            if ctx.keep_docs:
+                acc.to_roll.append(d)
+                return
+            sk = segment_key(d)
+            seg = acc.segments.get(sk)
+            if seg is None:
+                seg = acc.segments[sk] = Segment(d)
+            seg.add(d)
+        else:
+            acc.singles.append(
+                _new(Single, (d.order_key, d.txn_id, d.register_no, copy_one(d, None)))
+            )
+
+    def finish(self, accs: Sequence[RollupRange], plan: Plan) -> bool:
+        tc = plan.next_tc
+        rolled: list[dict[str, Any]] = []
+        done: list[Done] = []
+        if any(acc.to_roll for acc in accs):
+            for _key, docs in group(d for acc in accs for d in acc.to_roll):
+                number = consolidated_no(tc)
+                tc += 1
+                rolled.append(merge(docs, number))
+                done.extend(Done(d.txn_id, self.name, number) for d in docs)
+        else:
+            groups = group_segments(acc.segments for acc in accs)
+            if groups is None:
+                return False
+            for _key, segs in groups:
+                number = consolidated_no(tc)
+                tc += 1
+                rolled.append(merge_segments(segs, number))
+                done.extend(
+                    [_new(Done, (s.txn_id, self.name, number)) for seg in segs for s in seg.sources]
+                )
+        singles = [x for acc in accs for x in acc.singles]
+        singles.sort(key=lambda x: x.order)
+        for one in singles:
+            rolled.append(one.record)
+            done.append(Done(one.txn_id, self.name, one.register_no))
+        plan.rollups += rolled
+        plan.done += done
+        plan.next_tc = tc
+        return True
+
+
+JOB = RollupJob()

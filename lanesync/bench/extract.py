@@ -31,7 +31,7 @@ import psycopg
 
 from headoffice.db import Target, describe, open_target
 from headoffice.extract import db as xdb
-from headoffice.extract import job, projection
+from headoffice.extract import job, plugin, projection
 from headoffice.extract.config import ExtractConfig
 from headoffice.extract.documents import read_rows
 from headoffice.projections import PROJECTIONS
@@ -194,7 +194,7 @@ def baseline(where: Target, docs: list[tuple[LaneId, dict[str, Any]]]) -> tuple[
         db.close()
 
 
-def _engine(cfg: ExtractConfig, now: int, *, projected: bool) -> tuple[float, job.Plan]:
+def _engine(cfg: ExtractConfig, now: int, *, projected: bool) -> tuple[float, plugin.Plan]:
     """Seconds for the extract's engine to read every row and compute roll-up and postings."""
     db = job.open_db(cfg)
     try:

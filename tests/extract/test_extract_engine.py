@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from headoffice.extract import job, output, postings
+from headoffice.extract import job, output, plugin, postings
 from headoffice.extract.config import PosBatch, TaxDefinition
 from headoffice.extract.documents import Row, read_rows
 from tests.extract.extract_helpers import LATER, HeadOffice, card, config, line, sale
@@ -31,7 +31,7 @@ def _mixed(ho: HeadOffice) -> None:
     ho.add({"kind": "sale", "register_no": "T90002", "lines": "oops"})
 
 
-def _plan(ho: HeadOffice, rows: list[Row], workers: int = 1) -> job.Plan:
+def _plan(ho: HeadOffice, rows: list[Row], workers: int = 1) -> plugin.Plan:
     cfg = config(ho, schedule="each_run")
     return job.compute(rows, cfg, now_ms=LATER, cursors={}, erp={}, next_tc=1, workers=workers)
 
@@ -95,8 +95,8 @@ def test_fast_writers_give_the_bytes_of_the_plain_ones(ho: HeadOffice, tmp_path:
     assert plan.purchases
     for rec in plan.purchases:
         assert output.purchase_dumps(rec) == output.dumps(rec)
-    assert output._purchases_csv(plan.purchases) == output.csv_bytes(
-        output.PURCHASE_COLUMNS, output._flat(plan.purchases, "lines")
+    assert output.purchases_csv(plan.purchases) == output.csv_bytes(
+        output.PURCHASE_COLUMNS, output.flatten(plan.purchases, "lines")
     )
     written = (Path(report.dir) / "postings.jsonl").read_bytes()
     assert written == output.jsonl(dicts)
