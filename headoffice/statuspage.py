@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,6 +39,8 @@ from headoffice.db.sql import Sql
 from headoffice.ingest import IngestStats
 from headoffice.transit import report as transit_report
 from protocol import catalog as cat
+from protocol.messages import SUPPORTED_VERSIONS
+from protocol.runtime.version import VERSION
 
 TransitSource = Callable[[Sql], list[dict[str, Any]]]
 RECENT = 20
@@ -108,6 +111,25 @@ def lane_queries(db: Sql) -> tuple[str, str]:
         return _LANES_PG.format(**pieces), _LANE_CATALOG_PG.format(**pieces)
     pieces["count"] = "count(r.epoch)" if retiring else "0"
     return _LANES_SQLITE.format(**pieces), _LANE_CATALOG.format(**pieces)
+
+
+_TOO_OLD = re.compile(r"unsupported protocol version (-?\d+)")
+
+
+def lanes_too_old(db: Sql) -> dict[tuple[str, str], int]:
+    """Lanes whose messages were refused for a protocol version older than head office serves
+    (from the quarantine, capped and indexed by lane): the lane's box must be upgraded. A lane
+    newer than head office is refused the same way but is not "too old"; upgrade order is head
+    office first (README, "Protocol versions")."""
+    out: dict[tuple[str, str], int] = {}
+    for store, lane, reason in db.fetchall(
+        "SELECT store, lane, reason FROM quarantine WHERE store IS NOT NULL AND lane IS NOT NULL "
+        "AND reason LIKE '%unsupported protocol version%' ORDER BY last_at"
+    ):
+        m = _TOO_OLD.search(str(reason))
+        if m and int(m.group(1)) < min(SUPPORTED_VERSIONS):
+            out[(str(store), str(lane))] = int(m.group(1))
+    return out
 
 
 def has_table(db: Sql, name: str) -> bool:
@@ -266,6 +288,7 @@ def collect(
                 (RECENT,),
             )
         counters = {str(k): int(v) for k, v in db.fetchall("SELECT name, value FROM counters")}
+        too_old = lanes_too_old(db)
         open_tr = transits(db)
         catalog = catalog_figures(db)
         lane_catalog: dict[tuple[str, str], int | None] = {}
@@ -303,6 +326,7 @@ def collect(
                 "quarantined": quarantine.get((store, lane), 0),
                 "held": held.get((store, lane), 0),
                 "version": version,
+                "protocol_too_old": too_old.get((store, lane)),
                 **_lane_catalog(lane_catalog.get((store, lane)), catalog["heads"].get(store)),
             }
         )
@@ -329,6 +353,7 @@ def collect(
         s["held"] += ln["held"]
         s["catalog_lagging"] += ln["catalog_lag"]
     lagging = [f"{ln['store']}/{ln['lane']}" for ln in out_lanes if ln["catalog_lag"]]
+    serves = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
     return {
         "at": now,
         "stores": list(stores.values()),
@@ -339,6 +364,14 @@ def collect(
         "held_total": sum(held.values()),
         "held_recent": held_recent,
         "epochs_refused": counters.get("epochs_refused", 0),
+        "protocols": {
+            "version": VERSION,
+            "serves": list(SUPPORTED_VERSIONS),
+            "lanes_too_old": [
+                {"store": k[0], "lane": k[1], "protocol": v} for k, v in sorted(too_old.items())
+            ][: RECENT * 5],
+            "text": f"head office runs lanesync {VERSION} and serves protocol {serves}",
+        },
         "open_transits": open_tr,
         "catalog": {
             "latest": catalog["latest"],
@@ -349,6 +382,17 @@ def collect(
             "lagging": lagging[: RECENT * 5],
         },
     }
+
+
+def _version_cell(ln: dict[str, Any]) -> Any:
+    """The lane's lanesync release, flagged when it speaks a protocol older than head office
+    serves (it cannot sync until its box is upgraded)."""
+    version = str(ln.get("version") or "-")
+    old = ln.get("protocol_too_old")
+    if old is None:
+        return version
+    flag = f'<span class="state offline">TOO OLD: protocol {int(old)}</span>'
+    return _Raw(f"{html.escape(version)} {flag}")
 
 
 def _epochs_cell(ln: dict[str, Any]) -> str:
@@ -413,6 +457,20 @@ def render_fragment(data: dict[str, Any]) -> str:
         f"{data.get('held_total', 0)} held entries, "
         f"{data.get('epochs_refused', 0)} new epochs refused</p>"
     )
+    protocols = data.get("protocols")
+    if protocols:
+        old = protocols["lanes_too_old"]
+        listed = ", ".join(f"{o['store']}/{o['lane']} (protocol {o['protocol']})" for o in old)
+        parts.append(
+            f'<p id="protocols">{e(protocols["text"])}'
+            + (
+                f'; <span class="state offline">lanes older than that, refused until their '
+                f"box is upgraded: {e(listed)}</span>"
+                if old
+                else ""
+            )
+            + "</p>"
+        )
     catalog = data.get("catalog")
     if catalog:
         if not catalog["registry_enforced"]:
@@ -505,7 +563,7 @@ def render_fragment(data: dict[str, Any]) -> str:
                     "none yet (retired)" if ln.get("epoch") is None else ln["epoch"],
                     _epochs_cell(ln),
                     _lane_catalog_cell(ln),
-                    ln.get("version") or "-",
+                    _version_cell(ln),
                     _sync_cell(ln.get("sync")),
                 ]
                 for ln in lanes
