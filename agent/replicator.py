@@ -13,7 +13,9 @@ when the lane sees an incarnation it has not seen before, head office restarted 
 lost batches it had received but not committed, so the lane rewinds to its acked mark and says
 hello at once rather than waiting `ack_timeout_s`. The hello says which protocol versions the
 lane speaks and carries its chain hashes at its acked seq and a few below (the proof, issue
-16.7); head office answers with the version to use and its verdict, or with a rewind (it was
+16.7); head office answers with the version to use and its verdict (a range, when the
+checkpoints only bound where the chains differ, is narrowed to the seq with OP_PROOF_NARROW
+requests, off the send path), or with a rewind (it was
 restored from an older copy: resend what it lost, from the retention) or a refusal (this
 journal is behind head office's copy of its own epoch: sending on would fork the chain, so
 nothing more is sent and `stats.refused` says why).
@@ -38,7 +40,7 @@ import tenacity
 from agent.config import AgentConfig
 from agent.journal import Journal, JournalError
 from agent.journal.journal import new_txn_id
-from protocol import codec
+from protocol import codec, proof
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
 from protocol.messages import (
@@ -51,6 +53,7 @@ from protocol.messages import (
     Request,
     Status,
 )
+from protocol.requests import OP_PROOF_NARROW
 from protocol.runtime import brokerconn
 from protocol.runtime.tasks import Tasks
 from protocol.runtime.version import VERSION
@@ -87,6 +90,8 @@ class ReplicatorStats:
     ho_restarts_seen: int = 0  # new incarnations seen, each answered with a resend at once
     protocol: int | None = None  # the version head office said to use
     proof: str | None = None  # head office's verdict on the chains (16.7)
+    proof_requests: int = 0  # narrowing requests head office answered (a range to the seq)
+    proof_not_narrowed: str | None = None  # why the last range verdict was left a range
     restores_seen: int = 0  # head office restored from an older copy: resent from its mark
     refused: str | None = None  # head office refuses this journal's epoch: nothing is sent
 
@@ -141,6 +146,7 @@ class Replicator:
         self._incarnations: set[int] = set()
         self._hello_due = False
         self._recovering = False  # resending below the acked mark for a restored head office
+        self._narrowing: asyncio.Task[None] | None = None  # finding where the chains differ
 
     @property
     def batches_in_flight(self) -> int:
@@ -487,6 +493,7 @@ class Replicator:
             self.stats.protocol = ack.protocol
         if ack.proof is not None:
             self.stats.proof = ack.proof
+            self._narrow_soon(ack.proof)
         if self.stats.refused is not None and ack.refused is None:
             return  # refused: no ack may mark this journal's entries as held by head office
         if ack.refused is not None:
@@ -564,6 +571,62 @@ class Replicator:
                 self._rewind_to = resend
                 self.stats.rewinds += 1
         self._wake.set()
+
+    # --- narrowing the proof (16.7) ---------------------------------------------------------
+
+    def _narrow_soon(self, verdict: str) -> None:
+        """A range verdict ("first difference between ..."): find the exact seq with head
+        office, in a task of its own, off the send path; one narrowing at a time."""
+        span = proof.range_of(verdict)
+        if span is None or (self._narrowing is not None and not self._narrowing.done()):
+            return
+        if not self._tasks.running:
+            return
+        self._narrowing = self._tasks.start(
+            self._narrow(self.journal.epoch, *span), "proof narrowing"
+        )
+
+    async def _narrow(self, epoch: int, good: int, bad: int) -> None:
+        """Send our hashes inside good..bad (OP_PROOF_NARROW, bounded per request) until head
+        office names the exact first seq where the chains differ. Never fails the replicator:
+        a head office that does not know the op, a timeout or anything else leaves the range
+        verdict as it is (`stats.proof_not_narrowed` says why)."""
+        self.stats.proof_not_narrowed = None
+        try:
+            why = await self._narrow_rounds(epoch, good, bad)
+        except RequestTimeout as exc:
+            why = str(exc)
+        except (LanesyncError, aiomqtt.MqttError, OSError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            log.warning("lane %s: proof not narrowed: %s", self.lane, why)
+        if why is not None:
+            log.debug("lane %s: proof not narrowed: %s", self.lane, why)
+            self.stats.proof_not_narrowed = why
+
+    async def _narrow_rounds(self, epoch: int, good: int, bad: int) -> str | None:
+        """The narrowing's requests; None once the seq is known, else why it stopped."""
+        timeout = self.config.replication.publish_timeout_s
+        while bad > good + 1:
+            if self.journal.epoch != epoch:
+                return "the journal's epoch changed"
+            hashes: list[list[int | bytes]] = []
+            for seq in proof.narrow_seqs(good, bad):
+                try:
+                    hashes.append([seq, await self.journal.hash_before(seq + 1)])
+                except JournalError:
+                    continue  # pruned (retention): not offered
+            reply = await self.request(OP_PROOF_NARROW, {"epoch": epoch, "hashes": hashes}, timeout)
+            if not reply.ok:
+                return f"head office refused: {reply.error}"  # an older one: unknown operation
+            self.stats.proof_requests += 1
+            verdict, upto, differ = (reply.result.get(k) for k in ("verdict", "upto", "differ"))
+            if type(verdict) is not str or type(upto) is not int or type(differ) is not int:
+                return "head office found no difference in the range"
+            if not good <= upto < differ <= bad or (upto, differ) == (good, bad):
+                return "no progress (pruned seqs, or head office's rows changed)"
+            self.stats.proof = verdict
+            good, bad = upto, differ
+        return None
 
     # --- request / reply ------------------------------------------------------------------
 

@@ -14,6 +14,9 @@ OP_TIME: Final = "time"  # {} -> {now_ms}: head office's clock, for the lane's s
 OP_TRANSIT_LOOKUP: Final = "transit_lookup"  # a parcel to receive, by SSCC or transit number
 OP_TRANSIT_ACCEPT: Final = "transit_accept"  # receive it, exactly once
 OP_SSCC_LEASE: Final = "sscc_lease"  # the next block of SSCC serial references for a lane
+# {epoch, hashes: [[seq, hash]...]} -> {verdict, state, upto, differ}: where the chains first
+# differ inside a range verdict (protocol.proof); an older head office refuses it as unknown
+OP_PROOF_NARROW: Final = "proof_narrow"
 
 CODE_KEY: Final = "code"  # the refusal code's key in a refused reply's result
 

@@ -23,7 +23,9 @@ asks the lane to resend: asking at once would turn every such race into a resend
 A hello is answered with the protocol version to use (issue 18.3) and with the proof that both
 sides hold the same chain (issue 16.7): the lane's chain hashes at its acked seq and below are
 compared with head office's (`chain_hashes`), giving "identical up to seq N" or the first seq
-where they differ (kept per lane in `IngestStats.proofs`, shown by the status page). A lane
+where they differ (kept per lane in `IngestStats.proofs`, shown by the status page). When the
+checkpoints only bound that seq, the lane narrows it with `OP_PROOF_NARROW` requests, answered
+here (protocol.proof) with the exact seq, which then replaces the range verdict. A lane
 that had more acked than head office holds finds head office restored from an older copy: it
 is asked to resend from head office's mark (`rewind`). A lane whose journal ends before what
 head office holds of its own epoch was restored from an old copy: it is refused (`refused`)
@@ -38,6 +40,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from headoffice.catalog.registry import Registry
 from headoffice.config import HeadOfficeConfig
@@ -55,7 +58,7 @@ from headoffice.inbox import Inbox, store_of
 from headoffice.ingest.stats import MAX_LANES_TRACKED, IngestStats, LaneKey
 from headoffice.lograte import StoreLog
 from headoffice.projections import PROJECTIONS
-from protocol import codec
+from protocol import codec, proof
 from protocol.chain import genesis
 from protocol.errors import ProtocolError
 from protocol.identity import Channel, LaneId
@@ -70,6 +73,7 @@ from protocol.messages import (
     Status,
     choose_version,
 )
+from protocol.requests import BAD_REQUEST, CODE_KEY, OP_PROOF_NARROW
 from protocol.runtime.clock import now_ms
 
 log = logging.getLogger("headoffice.ingest")
@@ -200,6 +204,7 @@ class GroupApplier:
         self.topics = config.topics
         self.stats = stats
         self.handlers = dict(handlers or {})
+        self.handlers.setdefault(OP_PROOF_NARROW, self._narrow_proof)
         self.projections = projections
         self.database = database
         self._inbox = inbox
@@ -588,31 +593,36 @@ class GroupApplier:
         points = [(seq, h) for seq, h in msg.proof if seq <= hwm]
         if not points:
             what = "said no chain hashes (a v1 lane)" if not msg.proof else "has none we hold"
-            return f"not compared: the lane {what}", "unknown", 0
+            return f"not compared: the lane {what}", proof.UNKNOWN, 0
         db.flush()  # this group's batches may hold the entries at the checkpoints
         ours = db.chain_hashes(msg.lane, msg.epoch, [s for s, _ in points])
         ours[0] = genesis(msg.lane, msg.epoch)
-        same = [s for s, h in points if ours.get(s) == h]
-        differ = [s for s, h in points if s in ours and ours[s] != h]
-        top = msg.acked_seq
-        if ours.get(top) is not None and top in same:
-            return f"identical up to seq {top}", "identical", top
-        if not differ:
-            upto = max(same, default=0)
-            return (
-                f"identical up to seq {upto}; head office holds no entry above to compare",
-                ("identical" if same else "unknown"),
-                upto,
-            )
-        first_bad = min(differ)
-        good = max((s for s in same if s < first_bad), default=0)
-        if first_bad == good + 1:
-            return f"identical up to seq {good}; differ at seq {first_bad}", "differ", good
-        return (
-            f"identical up to seq {good}; first difference between seq {good + 1} and {first_bad}",
-            "differ",
-            good,
-        )
+        v = proof.compare(points, ours, msg.acked_seq)
+        return v.text, v.state, v.upto
+
+    def _narrow_proof(self, db: Database, req: Request, now: int) -> Reply:
+        """OP_PROOF_NARROW: the lane's hashes inside a range verdict, compared with ours;
+        answers the narrower range or the exact first seq where the chains differ, and
+        shows that verdict for the lane (IngestStats.proofs) in place of the range."""
+        lane = req.lane
+        try:
+            epoch, points = proof.narrow_args(req.args)
+        except ProtocolError as exc:
+            refusal = {CODE_KEY: BAD_REQUEST, "field": exc.field or "args"}
+            return Reply(lane, req.corr, False, refusal, str(exc))
+        ours = db.chain_hashes(lane, epoch, [s for s, _ in points])
+        ours[0] = genesis(lane, epoch)
+        v = proof.compare(points, ours)
+        if v.state == proof.DIFFER:
+            state = db.lane_state(lane, epoch)
+            self._note_proof(lane, epoch, v.state, v.text, v.upto, state.hwm if state else 0)
+        result: dict[str, Any] = {
+            "verdict": v.text,
+            "state": v.state,
+            "upto": v.upto,
+            "differ": v.differ,
+        }
+        return Reply(lane, req.corr, True, result)
 
     def _note_proof(
         self, lane: LaneId, epoch: int, state: str, text: str, upto: int, hwm: int

@@ -18,11 +18,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from headoffice.ingest import Ingest
 from headoffice.statuspage import collect, live_view, render_fragment, status_app
-from protocol import codec
+from protocol import codec, proof
 from protocol.chain import genesis
 from protocol.errors import ProtocolError
 from protocol.identity import Channel
-from protocol.messages import Ack, HeadOffice, Hello, Status
+from protocol.messages import Ack, HeadOffice, Hello, Reply, Request, Status
+from protocol.requests import OP_PROOF_NARROW
 from protocol.runtime.clock import now_ms
 from tests.headoffice.ho_helpers import LANE as LANE_ID
 from tests.headoffice.ho_helpers import LaneSim, journal_msg, topic, writer_ingest
@@ -186,3 +187,71 @@ def test_headoffice_announcement_decodes_and_stays_off_lane_topics(backend: Back
         assert ing.stats.quarantined == 1
     (reason,) = backend.query("SELECT reason FROM quarantine")
     assert reason == ("a ho message does not belong on hello",)
+
+
+def narrow(ing: Ingest, sim: LaneSim, seqs: list[int]) -> Reply:
+    """An OP_PROOF_NARROW request with `sim`'s hashes at `seqs`, as the lane sends it."""
+    at = {0: genesis(sim.lane, sim.epoch)} | {e.seq: e.hash for e in sim.entries}
+    args = {"epoch": sim.epoch, "hashes": [[s, at[s]] for s in seqs]}
+    req = Request(sim.lane, "c1", OP_PROOF_NARROW, args)
+    (reply,) = ing.applier.apply_group([(topic(sim.lane, Channel.REQUEST), codec.encode(req))])
+    assert isinstance(reply, Reply)
+    assert codec.decode(codec.encode(reply)) == reply
+    return reply
+
+
+def narrowed(ing: Ingest, sim: LaneSim, verdict: str) -> tuple[str, int]:
+    """Narrow a range verdict as agent.replicator does; (final verdict, requests it took)."""
+    span = proof.range_of(verdict)
+    rounds = 0
+    while span is not None and span[1] > span[0] + 1:
+        rounds += 1
+        reply = narrow(ing, sim, proof.narrow_seqs(*span))
+        assert reply.ok, reply.error
+        verdict = reply.result["verdict"]
+        span = (reply.result["upto"], reply.result["differ"])
+    return verdict, rounds
+
+
+def test_a_range_verdict_narrows_to_the_exact_first_seq(backend: Backend) -> None:
+    sim = LaneSim()
+    sim.add_many(1000)
+    with writer_ingest(backend) as ing:
+        ing.applier.apply_group([journal_msg(sim, 1, 1000)])
+        key = (sim.lane.store, sim.lane.lane)
+        for fork_after, rounds in ((950, 1), (40, 2), (300, 2), (999, 0), (0, 2)):
+            fork = LaneSim(sim.lane, sim.epoch)
+            fork.entries = sim.entries[:fork_after]
+            fork.add_many(1000 - fork_after)
+            ack = answer(ing, hello(fork, 1000, 1000, protocols=V2, proof=proof_of(fork, 1000)))
+            assert ack.proof is not None
+            assert (proof.range_of(ack.proof) is None) == (rounds == 0)
+            verdict, took = narrowed(ing, fork, ack.proof)
+            want = f"identical up to seq {fork_after}; differ at seq {fork_after + 1}"
+            assert (verdict, took) == (want, rounds)
+            # what the status page and `lanesync headoffice status` show (IngestStats.proofs)
+            shown = ing.stats.proofs[key]
+            assert (shown["text"], shown["state"], shown["upto"]) == (want, "differ", fork_after)
+            assert shown["hwm"] == 1000
+
+        # Hashes that all match: nothing is said to differ, and the shown verdict stays.
+        ack = answer(ing, hello(sim, 1000, 1000, protocols=V2, proof=proof_of(sim, 1000)))
+        reply = narrow(ing, sim, [10, 11, 12])
+        assert reply.ok
+        assert (reply.result["state"], reply.result["differ"]) == ("identical", None)
+        assert ing.stats.proofs[key]["text"] == "identical up to seq 1000"
+
+        # Malformed: refused with the field, nothing shown changes.
+        for args, field in (
+            ({"hashes": [[1, b"x" * 32]]}, "epoch"),
+            ({"epoch": sim.epoch, "hashes": []}, "hashes"),
+            ({"epoch": sim.epoch, "hashes": [[1, b"x"]]}, "hashes[0]"),
+            ({"epoch": sim.epoch, "hashes": [[s, b"x" * 32] for s in range(65)]}, "hashes"),
+        ):
+            req = Request(sim.lane, "c2", OP_PROOF_NARROW, args)
+            (reply,) = ing.applier.apply_group(
+                [(topic(sim.lane, Channel.REQUEST), codec.encode(req))]
+            )
+            assert isinstance(reply, Reply)
+            assert (reply.ok, reply.result) == (False, {"code": "bad_request", "field": field})
+        assert ing.stats.proofs[key]["text"] == "identical up to seq 1000"
