@@ -33,10 +33,11 @@ from agent.verify import verify
 from protocol import codec, requests
 from protocol.errors import LanesyncError, ProtocolError
 from protocol.identity import Channel
-from protocol.messages import Reply, Request
+from protocol.messages import PROTOCOL_VERSION, SUPPORTED_VERSIONS, HeadOffice, Reply, Request
 from protocol.runtime import brokerconn
 from protocol.runtime.brokerconn import BrokerFileError
 from protocol.runtime.clock import clock_skew_s
+from protocol.runtime.version import VERSION
 
 Outcome = Literal["ok", "warn", "fail"]
 SERVICE_USER = "lanesync"
@@ -202,8 +203,10 @@ async def check_broker_and_clock(cfg: AgentConfig, timeout: float = 5.0) -> list
             ) as client,
         ):
             checks.append(Check("broker", "ok", f"connected and logged in to {where}"))
-            clock = await _clock(cfg, client, timeout)
+            clock, announced = await _clock(cfg, client, timeout)
             checks.append(clock)
+            if not clock.found.startswith(NO_HEAD_OFFICE):
+                checks.append(head_office_version_check(announced))
             if clock.found.startswith(NO_HEAD_OFFICE):
                 # The broker is up but nobody reads this lane's topics: sales would wait in
                 # the journal while the link looks fine (issue 16 item 4 a).
@@ -275,9 +278,15 @@ def _link_fix(b: BrokerConfig, exc: Exception) -> str:
     )
 
 
-async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Check:
+async def _clock(
+    cfg: AgentConfig, client: aiomqtt.Client, timeout: float
+) -> tuple[Check, HeadOffice | None]:
+    """The clock check from a time request, and head office's retained announcement (its
+    version and protocols) if it arrived meanwhile (it comes at subscribe, before the reply)."""
     topics = cfg.topics
     corr = f"doctor-{uuid.uuid4().hex[:12]}"
+    announced: HeadOffice | None = None
+    await client.subscribe(topics.headoffice(), qos=1)
     await client.subscribe(topics.topic(cfg.lane, Channel.REPLY), qos=1)
     sent = time.time()
     await client.publish(
@@ -290,8 +299,10 @@ async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Ch
             async for message in client.messages:
                 with contextlib.suppress(ProtocolError):
                     msg = codec.decode(bytes(message.payload))
+                    if isinstance(msg, HeadOffice) and msg.state == "online":
+                        announced = msg
                     if isinstance(msg, Reply) and msg.corr == corr:
-                        return skew_check(msg, sent, time.time())
+                        return skew_check(msg, sent, time.time()), announced
     except TimeoutError:
         pass
     return Check(
@@ -300,6 +311,42 @@ async def _clock(cfg: AgentConfig, client: aiomqtt.Client, timeout: float) -> Ch
         f"{NO_HEAD_OFFICE} a time request within {timeout:g}s",
         "Head office may be down or too old to answer; the store keeps trading. Check again "
         "later or call head office.",
+    ), announced
+
+
+def version_check() -> Check:
+    """This box's lanesync release and the protocol versions it speaks (offline too)."""
+    speaks = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
+    return Check(
+        "version", "ok", f"lanesync {VERSION}, protocol {PROTOCOL_VERSION} (speaks {speaks})"
+    )
+
+
+def head_office_version_check(announced: HeadOffice | None) -> Check:
+    """Head office's release and protocols from its announcement, against this lane's: a lane
+    older than the range head office serves cannot sync (upgrade head office first, then the
+    lanes, README "Protocol versions")."""
+    if announced is None:
+        return Check(
+            "head office version",
+            "warn",
+            "head office answered but announced no version (an older head office, or its "
+            "announcement is not retained on this broker)",
+            "Ask head office which lanesync it runs; it must be this box's version or newer.",
+        )
+    serves = ", ".join(str(v) for v in announced.protocols)
+    found = f"head office runs lanesync {announced.version} (serves protocol {serves})"
+    if set(announced.protocols) & set(SUPPORTED_VERSIONS):
+        return Check("head office version", "ok", found)
+    older = max(SUPPORTED_VERSIONS) < min(announced.protocols, default=0)
+    return Check(
+        "head office version",
+        "fail",
+        f"{found}; this box speaks only {', '.join(str(v) for v in SUPPORTED_VERSIONS)}",
+        "Upgrade lanesync on this box (apt-get install lanesync): it is older than head "
+        "office serves."
+        if older
+        else "Head office is older than this box: upgrade head office first, then the lanes.",
     )
 
 
@@ -502,6 +549,7 @@ def run(config_path: str, *, network: bool = True, timeout: float = 5.0) -> list
     checks = [first]
     if cfg is None:
         return checks
+    checks.append(version_check())
     steps: list[Callable[[], list[Check]]] = [
         lambda: check_certificates(cfg),
         lambda: check_devices(cfg),

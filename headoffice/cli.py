@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import sys
 
-from headoffice import acl, enrol, health, importcli
+from headoffice import acl, enrol, health, importcli, retire
 from headoffice import config as ho_config
 from headoffice.transit import cli as transit_cli
 from protocol.errors import ConfigError, LanesyncError
@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_headoffice)
     sub_of_ho = acl.register(p)  # lanesync headoffice acl --stores ... (none: run head office)
     enrol.register(sub_of_ho)  # lanesync headoffice store add|remove, pki init|crl
+    retire.register(sub_of_ho, DEFAULT_CONFIG)  # lanesync headoffice lane retire S001/L1 --epoch E
     health.register(sub_of_ho, DEFAULT_CONFIG)  # lanesync headoffice status [--json]
-    sub_of_ho.metavar = "{acl,store,pki,status}"
+    sub_of_ho.metavar = "{acl,store,pki,lane,status}"
     importcli.register(sub, DEFAULT_CONFIG)  # lanesync import FILE
     transit_cli.register(sub, DEFAULT_CONFIG)  # lanesync transits [--json] [--cancel ...]
 

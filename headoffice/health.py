@@ -74,6 +74,10 @@ class HeadOfficeHealth:
     lanes_lagging: int = 0
     lag_entries: int = 0
     held: int = 0
+    # Each lane's current epoch ("S001/L1": epoch; None once every epoch of it was retired and
+    # the new box has not spoken), never a retired one (headoffice/retire.py).
+    lane_epochs: dict[str, int | None] = field(default_factory=dict)
+    lanes_with_retired_epochs: int = 0
     last_commit_age_s: float | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -124,6 +128,8 @@ def read_database(rep: HeadOfficeHealth, target: Any, offline_after_s: float) ->
     rep.lag_entries = sum(int(ln["lag_entries"]) for ln in lanes)
     rep.lanes_lagging = sum(1 for ln in lanes if ln["lag_entries"])
     rep.held = int(data.get("held_total", 0))
+    rep.lane_epochs = {f"{ln['store']}/{ln['lane']}": ln["epoch"] for ln in lanes}
+    rep.lanes_with_retired_epochs = sum(1 for ln in lanes if ln.get("retired_epochs"))
 
 
 def check(config_path: str, *, workers: int = 1, timeout: float = 3.0) -> HeadOfficeHealth:
@@ -212,7 +218,8 @@ def render(rep: HeadOfficeHealth) -> str:
             + (
                 f"CANNOT READ ({rep.database_error})"
                 if rep.database_error
-                else f"{rep.lanes} lanes, {rep.held} entries held"
+                else f"{rep.lanes} lanes ({rep.lanes_with_retired_epochs} with a retired "
+                f"epoch), {rep.held} entries held"
             )
         )
     if rep.workers and not rep.database_error:

@@ -8,7 +8,9 @@ uses, in one transaction: entries head office already holds count as redelivered
 txn_id already applied is not applied again, an entry head office cannot apply is held at its
 seq (as ingest holds it), and a later MQTT delivery of the same entries is dropped the same
 way. If head office holds less than the file's start (a gap), nothing is
-applied and the message says which seqs are missing.
+applied and the message says which seqs are missing. An epoch retired when its till box was
+replaced (headoffice/retire.py) still imports, and stays retired: the lane's current epoch is
+the new box's.
 
 Safe while the head-office daemon runs: SQLite serialises the two writers and the primary keys
 make a second apply impossible; the daemon's cached lane position is reloaded after the one
@@ -95,7 +97,7 @@ def apply(path: Path, database: Target, key_dir: Path, now_ms: int | None = None
     lane, epoch, prev, entries = read(path, key_dir)
     now_ms = clock.now_ms() if now_ms is None else now_ms
     res = ImportResult(str(path), lane.store, lane.lane, epoch, len(entries), 0, 0, 0, 0)
-    store = open_target(database, projections=PROJECTIONS)
+    store = open_target(database, projections=PROJECTIONS, accepts_retired=True)
     try:
         store.lock_lanes([(lane, epoch)])
         _apply_entries(store, res, path, lane, prev, entries, now_ms)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,47 +39,97 @@ from headoffice.db.sql import Sql
 from headoffice.ingest import IngestStats
 from headoffice.transit import report as transit_report
 from protocol import catalog as cat
+from protocol.messages import SUPPORTED_VERSIONS
+from protocol.runtime.version import VERSION
 
 TransitSource = Callable[[Sql], list[dict[str, Any]]]
 RECENT = 20
 
-# The latest epoch of each lane (by last_seen) and how many epochs it has on record, in one
-# pass over `lanes`. PostgreSQL: a window per lane. SQLite: the same window sorts every row
-# (0.9 s for 100,000 epochs on the dev machine); its aggregate with one max() takes the other
-# ("bare") columns from the row holding the max, documented at
+# The current epoch of each lane (the latest by last_seen that is not retired: a replaced till
+# box's epoch never is, headoffice/retire.py) and how many epochs it has on record, in one pass
+# over `lanes`. PostgreSQL: a window per lane. SQLite: the same window sorts every row (0.9 s
+# for 100,000 epochs on the dev machine); its aggregate with one max() takes the other ("bare")
+# columns from the row holding the max, documented at
 # https://sqlite.org/lang_select.html#bare_columns_in_an_aggregate_query, so GROUP BY walks
-# the primary key in order and sorts nothing (0.08 s).
+# the primary key in order and sorts nothing (0.08 s). While any epoch is retired, each lane
+# row joins `retired_epochs` and an epoch not retired ranks first (SQLite: its last_seen, ms,
+# plus 2**62 in the max()); a lane whose epochs are all retired picks a retired one, which
+# `collect` shows as no current epoch. With none retired (most days, and before schema 8) the
+# queries join nothing, so the page costs what it did.
 _LANES_PG = """
     SELECT x.store, x.lane, x.epoch, x.hwm, x.lane_last_seq, x.gaps, x.last_seen,
-           s.state, s.backlog, s.at, s.version, x.epochs
+           s.state, s.backlog, s.at, s.version, x.epochs, x.retired, x.retired_epochs
     FROM (SELECT l.store, l.lane, l.epoch, l.hwm, l.lane_last_seq, l.gaps, l.last_seen,
+                 {retired} AS retired,
                  row_number() OVER (PARTITION BY l.store, l.lane
-                                    ORDER BY l.last_seen DESC, l.epoch DESC) AS pick,
-                 count(*) OVER (PARTITION BY l.store, l.lane) AS epochs
-          FROM lanes l) x
+                                    ORDER BY {first}l.last_seen DESC, l.epoch DESC) AS pick,
+                 count(*) OVER (PARTITION BY l.store, l.lane) AS epochs,
+                 {count} AS retired_epochs
+          FROM lanes l {join}) x
     LEFT JOIN lane_status s ON s.store = x.store AND s.lane = x.lane
     WHERE x.pick = 1
     ORDER BY x.store, x.lane
 """
 _LANES_SQLITE = """
     SELECT x.store, x.lane, x.epoch, x.hwm, x.lane_last_seq, x.gaps, x.last_seen,
-           s.state, s.backlog, s.at, s.version, x.epochs
-    FROM (SELECT store, lane, epoch, hwm, lane_last_seq, gaps, max(last_seen) AS last_seen,
-                 count(*) AS epochs
-          FROM lanes GROUP BY store, lane) x
+           s.state, s.backlog, s.at, s.version, x.epochs, x.retired, x.retired_epochs
+    FROM (SELECT l.store, l.lane, l.epoch, l.hwm, l.lane_last_seq, l.gaps, l.last_seen,
+                 {rank} AS rank, {retired} AS retired, count(*) AS epochs,
+                 {count} AS retired_epochs
+          FROM lanes l {join} GROUP BY l.store, l.lane) x
     LEFT JOIN lane_status s ON s.store = x.store AND s.lane = x.lane
     ORDER BY x.store, x.lane
 """
-
-
-# What each lane said it holds of the catalog (hello/status), from its latest epoch row.
+# What each lane said it holds of the catalog (hello/status), from its current epoch's row.
 _LANE_CATALOG = """
-    SELECT store, lane, catalog_version, max(last_seen) FROM lanes GROUP BY store, lane
+    SELECT l.store, l.lane, l.catalog_version, {rank} FROM lanes l {join} GROUP BY l.store, l.lane
 """
 _LANE_CATALOG_PG = """
-    SELECT DISTINCT ON (store, lane) store, lane, catalog_version FROM lanes
-    ORDER BY store, lane, last_seen DESC, epoch DESC
+    SELECT DISTINCT ON (l.store, l.lane) l.store, l.lane, l.catalog_version FROM lanes l {join}
+    ORDER BY l.store, l.lane, {first}l.last_seen DESC, l.epoch DESC
 """
+_RETIRED_PIECES = {
+    "join": "LEFT JOIN retired_epochs r "
+    "ON r.store = l.store AND r.lane = l.lane AND r.epoch = l.epoch",
+    "retired": "r.epoch IS NOT NULL",
+    "first": "r.epoch IS NOT NULL, ",
+    "count": "count(r.epoch) OVER (PARTITION BY l.store, l.lane)",
+    "rank": "max(l.last_seen + CASE WHEN r.epoch IS NULL THEN 4611686018427387904 ELSE 0 END)",
+}
+_NONE_RETIRED = {"join": "", "retired": "0", "first": "", "count": "0", "rank": "max(l.last_seen)"}
+
+
+def lane_queries(db: Sql) -> tuple[str, str]:
+    """The lanes query and the lanes' catalog query for this database's dialect and schema,
+    joining `retired_epochs` only while it holds a row."""
+    retiring = has_table(db, "retired_epochs") and db.fetchone(
+        "SELECT 1 FROM retired_epochs LIMIT 1"
+    )
+    pieces = dict(_RETIRED_PIECES if retiring else _NONE_RETIRED)
+    if db.dialect == "postgres":
+        pieces["retired"] = pieces["retired"].replace("0", "false")
+        return _LANES_PG.format(**pieces), _LANE_CATALOG_PG.format(**pieces)
+    pieces["count"] = "count(r.epoch)" if retiring else "0"
+    return _LANES_SQLITE.format(**pieces), _LANE_CATALOG.format(**pieces)
+
+
+_TOO_OLD = re.compile(r"unsupported protocol version (-?\d+)")
+
+
+def lanes_too_old(db: Sql) -> dict[tuple[str, str], int]:
+    """Lanes whose messages were refused for a protocol version older than head office serves
+    (from the quarantine, capped and indexed by lane): the lane's box must be upgraded. A lane
+    newer than head office is refused the same way but is not "too old"; upgrade order is head
+    office first (README, "Protocol versions")."""
+    out: dict[tuple[str, str], int] = {}
+    for store, lane, reason in db.fetchall(
+        "SELECT store, lane, reason FROM quarantine WHERE store IS NOT NULL AND lane IS NOT NULL "
+        "AND reason LIKE '%unsupported protocol version%' ORDER BY last_at"
+    ):
+        m = _TOO_OLD.search(str(reason))
+        if m and int(m.group(1)) < min(SUPPORTED_VERSIONS):
+            out[(str(store), str(lane))] = int(m.group(1))
+    return out
 
 
 def has_table(db: Sql, name: str) -> bool:
@@ -205,7 +256,8 @@ def collect(
         error = f"{describe(database)}: no head-office database yet"
         return {"at": now, "error": error, "lanes": [], "stores": []}
     try:
-        lanes = db.fetchall(_LANES_PG if db.dialect == "postgres" else _LANES_SQLITE)
+        lanes_query, lane_catalog_query = lane_queries(db)
+        lanes = db.fetchall(lanes_query)
         quarantine = {
             (r[0], r[1]): int(r[2])
             for r in db.fetchall(  # sum() is numeric (Decimal) on PostgreSQL: int() it
@@ -236,21 +288,19 @@ def collect(
                 (RECENT,),
             )
         counters = {str(k): int(v) for k, v in db.fetchall("SELECT name, value FROM counters")}
+        too_old = lanes_too_old(db)
         open_tr = transits(db)
         catalog = catalog_figures(db)
         lane_catalog: dict[tuple[str, str], int | None] = {}
         if catalog["latest"] or catalog["registry"]:
-            lane_catalog = {
-                (r[0], r[1]): r[2]
-                for r in db.fetchall(
-                    _LANE_CATALOG_PG if db.dialect == "postgres" else _LANE_CATALOG
-                )
-            }
+            lane_catalog = {(r[0], r[1]): r[2] for r in db.fetchall(lane_catalog_query)}
     finally:
         db.close()
     out_lanes: list[dict[str, Any]] = []
     for row in lanes:
         store, lane, epoch, hwm, lane_last, gaps, last_seen, state, backlog, at, version = row[:11]
+        if row[12]:  # every epoch of the lane retired: the new box has not spoken yet
+            epoch, hwm, lane_last, gaps = None, 0, 0, 0
         seen_ms = max(last_seen or 0, at or 0)
         age = max(0.0, (now_ms - seen_ms) / 1000)
         if state == "online" and age <= offline_after_s:
@@ -265,6 +315,7 @@ def collect(
                 "lane": lane,
                 "epoch": epoch,
                 "epochs": int(row[11]),
+                "retired_epochs": int(row[13]),
                 "online": online,
                 "hwm": hwm,
                 "lane_last_seq": lane_last,
@@ -275,6 +326,7 @@ def collect(
                 "quarantined": quarantine.get((store, lane), 0),
                 "held": held.get((store, lane), 0),
                 "version": version,
+                "protocol_too_old": too_old.get((store, lane)),
                 **_lane_catalog(lane_catalog.get((store, lane)), catalog["heads"].get(store)),
             }
         )
@@ -301,6 +353,7 @@ def collect(
         s["held"] += ln["held"]
         s["catalog_lagging"] += ln["catalog_lag"]
     lagging = [f"{ln['store']}/{ln['lane']}" for ln in out_lanes if ln["catalog_lag"]]
+    serves = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
     return {
         "at": now,
         "stores": list(stores.values()),
@@ -311,6 +364,14 @@ def collect(
         "held_total": sum(held.values()),
         "held_recent": held_recent,
         "epochs_refused": counters.get("epochs_refused", 0),
+        "protocols": {
+            "version": VERSION,
+            "serves": list(SUPPORTED_VERSIONS),
+            "lanes_too_old": [
+                {"store": k[0], "lane": k[1], "protocol": v} for k, v in sorted(too_old.items())
+            ][: RECENT * 5],
+            "text": f"head office runs lanesync {VERSION} and serves protocol {serves}",
+        },
         "open_transits": open_tr,
         "catalog": {
             "latest": catalog["latest"],
@@ -321,6 +382,24 @@ def collect(
             "lagging": lagging[: RECENT * 5],
         },
     }
+
+
+def _version_cell(ln: dict[str, Any]) -> Any:
+    """The lane's lanesync release, flagged when it speaks a protocol older than head office
+    serves (it cannot sync until its box is upgraded)."""
+    version = str(ln.get("version") or "-")
+    old = ln.get("protocol_too_old")
+    if old is None:
+        return version
+    flag = f'<span class="state offline">TOO OLD: protocol {int(old)}</span>'
+    return _Raw(f"{html.escape(version)} {flag}")
+
+
+def _epochs_cell(ln: dict[str, Any]) -> str:
+    """How many epochs the lane has on record, and how many of them were retired."""
+    retired = ln.get("retired_epochs", 0)
+    epochs = ln.get("epochs", 1)
+    return f"{epochs} ({retired} retired)" if retired else str(epochs)
 
 
 def _lane_catalog(held: int | None, head: int | None) -> dict[str, Any]:
@@ -378,6 +457,20 @@ def render_fragment(data: dict[str, Any]) -> str:
         f"{data.get('held_total', 0)} held entries, "
         f"{data.get('epochs_refused', 0)} new epochs refused</p>"
     )
+    protocols = data.get("protocols")
+    if protocols:
+        old = protocols["lanes_too_old"]
+        listed = ", ".join(f"{o['store']}/{o['lane']} (protocol {o['protocol']})" for o in old)
+        parts.append(
+            f'<p id="protocols">{e(protocols["text"])}'
+            + (
+                f'; <span class="state offline">lanes older than that, refused until their '
+                f"box is upgraded: {e(listed)}</span>"
+                if old
+                else ""
+            )
+            + "</p>"
+        )
     catalog = data.get("catalog")
     if catalog:
         if not catalog["registry_enforced"]:
@@ -449,6 +542,7 @@ def render_fragment(data: dict[str, Any]) -> str:
                 "Gaps",
                 "Quarantine",
                 "Held",
+                "Epoch",
                 "Epochs",
                 "Catalog",
                 "Version",
@@ -466,9 +560,10 @@ def render_fragment(data: dict[str, Any]) -> str:
                     ln["gaps"],
                     ln["quarantined"],
                     ln.get("held", 0),
-                    ln.get("epochs", 1),
+                    "none yet (retired)" if ln.get("epoch") is None else ln["epoch"],
+                    _epochs_cell(ln),
                     _lane_catalog_cell(ln),
-                    ln.get("version") or "-",
+                    _version_cell(ln),
                     _sync_cell(ln.get("sync")),
                 ]
                 for ln in lanes

@@ -19,6 +19,7 @@ from headoffice.db.base import (
     Database,
     DatabaseError,
     EpochRefused,
+    EpochRetired,
     LaneState,
 )
 from headoffice.db.postgres import PostgresDatabase
@@ -58,12 +59,23 @@ def open_target(
     *,
     projections: Projections,
     max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE,
+    accepts_retired: bool = False,
 ) -> Database:
+    """The writing database at `where`; `accepts_retired` only for `lanesync import` (an old
+    box's export still applies after its epoch was retired, headoffice/retire.py)."""
     if is_url(where):
         return PostgresDatabase(
-            str(where), projections=projections, max_epochs_per_lane=max_epochs_per_lane
+            str(where),
+            projections=projections,
+            max_epochs_per_lane=max_epochs_per_lane,
+            accepts_retired=accepts_retired,
         )
-    return SqliteDatabase(where, projections=projections, max_epochs_per_lane=max_epochs_per_lane)
+    return SqliteDatabase(
+        where,
+        projections=projections,
+        max_epochs_per_lane=max_epochs_per_lane,
+        accepts_retired=accepts_retired,
+    )
 
 
 _TRANSIENT = (
@@ -107,6 +119,7 @@ __all__ = [
     "Database",
     "DatabaseError",
     "EpochRefused",
+    "EpochRetired",
     "LaneState",
     "PostgresDatabase",
     "SqliteDatabase",

@@ -29,6 +29,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from headoffice.catalog.registry import Registry
@@ -64,6 +65,25 @@ class EpochRefused(LanesyncError):
     """A lane already has the most epochs head office keeps on record for one lane."""
 
     code = "epoch_refused"
+
+
+class EpochRetired(EpochRefused):
+    """A lane epoch an operator retired (`lanesync headoffice lane retire`, headoffice/retire.py):
+    the till box it belongs to was replaced, so whatever it still sends is refused; only
+    `lanesync import` of its USB export may still apply its documents."""
+
+    code = "epoch_retired"
+
+
+def retired_reason(lane: LaneId, epoch: int, retired_at_ms: int) -> str:
+    """Why a retired epoch's message is refused, naming the retire (the same text for every
+    message of that epoch, so its quarantine row folds)."""
+    when = datetime.fromtimestamp(retired_at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"lane {lane} epoch {epoch} was retired at head office on {when} (lanesync headoffice "
+        "lane retire): its till box was replaced, so what it sends is refused; switch the old "
+        "box off, and bring its backlog with lanesync import of its USB export"
+    )
 
 
 @dataclass(slots=True)
@@ -629,6 +649,9 @@ class BatchWriter:
     _counters: dict[str, int]
     _pending: PendingWrites
     projections: Projections  # handed over by whoever opens the database (issue 13.3)
+    # Whether a retired epoch's entries are still applied: only `lanesync import` of the old
+    # box's USB export opens the database so (headoffice/retire.py); ingest refuses them.
+    accepts_retired: bool
 
     @property
     def sql(self) -> Sql:

@@ -48,6 +48,7 @@ from headoffice.db.base import (
     DatabaseError,
     DocumentRow,
     EpochRefused,
+    EpochRetired,
     HeldEntry,
     HeldOutcome,
     HeldRow,
@@ -57,6 +58,7 @@ from headoffice.db.base import (
     PendingWrites,
     QuarantineRow,
     catalog_updates,
+    retired_reason,
     scrub_legacy_quarantine,
     status_row,
 )
@@ -124,14 +126,17 @@ class PostgresDatabase(BatchWriter):
         *,
         projections: Projections,
         max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE,
+        accepts_retired: bool = False,
     ) -> None:
         self.url = url
         self.projections = projections
         self.what = f"head-office database {redact(url)}"
         self.max_epochs_per_lane = max_epochs_per_lane
+        self.accepts_retired = accepts_retired
         self._sql = PgSql(self._open())
         self._lanes: dict[LaneKey, LaneState] = {}  # locked in this transaction
         self._refused: dict[LaneKey, int] = {}  # new epochs refused in this transaction
+        self._retired: dict[LaneKey, int] = {}  # retired epochs locked here: when (ms)
         self._dirty: dict[LaneKey, LaneState] = {}
         self._statuses: dict[tuple[str, str], Status] = {}
         self._counters: dict[str, int] = {}
@@ -237,6 +242,7 @@ class PostgresDatabase(BatchWriter):
         self._pending.clear()
         self._lanes.clear()
         self._refused.clear()
+        self._retired.clear()
         self._dirty.clear()
         self._statuses.clear()
         self._counters.clear()
@@ -306,6 +312,15 @@ class PostgresDatabase(BatchWriter):
         for key in keys:
             if key not in self._lanes:
                 self._refused[key] = self.max_epochs_per_lane
+        # Read after the lane rows are locked: `lane retire` locks them too, so a retire
+        # either waits for this transaction or is seen here.
+        for store, lane, epoch, at in conn.execute(
+            "SELECT store, lane, epoch, retired_at FROM retired_epochs "
+            "WHERE (store, lane, epoch) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]))",
+            (stores, names, epochs),
+        ).fetchall():
+            self._retired[(store, lane, epoch)] = at
 
     def lane_state(self, lane: LaneId, epoch: int) -> LaneState | None:
         key = (lane.store, lane.lane, epoch)
@@ -330,6 +345,9 @@ class PostgresDatabase(BatchWriter):
         key = (lane.store, lane.lane, epoch)
         if key not in self._lanes and key not in self._refused:
             self._lock_lanes([(lane, epoch)])  # not named to lock_lanes (importer, tests)
+        if key in self._retired and not self.accepts_retired:
+            self._count("retired_epochs_refused")
+            raise EpochRetired(retired_reason(lane, epoch, self._retired[key]))
         if key in self._refused:
             self._count("epochs_refused")
             raise EpochRefused(

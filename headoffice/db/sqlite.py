@@ -19,6 +19,7 @@ from headoffice.db.base import (
     DatabaseError,
     DocumentRow,
     EpochRefused,
+    EpochRetired,
     HeldRow,
     JournalRow,
     LaneState,
@@ -26,6 +27,7 @@ from headoffice.db.base import (
     PendingWrites,
     QuarantineRow,
     catalog_updates,
+    retired_reason,
     scrub_legacy_quarantine,
     status_row,
 )
@@ -69,10 +71,12 @@ class SqliteDatabase(BatchWriter):
         *,
         projections: Projections,
         max_epochs_per_lane: int = DEFAULT_MAX_EPOCHS_PER_LANE,
+        accepts_retired: bool = False,
     ) -> None:
         self.path = Path(path)
         self.projections = projections
         self.max_epochs_per_lane = max_epochs_per_lane
+        self.accepts_retired = accepts_retired
         try:
             self.db = connect(self.path)
             migrate(self.db, f"head-office database {self.path}")
@@ -86,6 +90,9 @@ class SqliteDatabase(BatchWriter):
         self._dirty: dict[tuple[str, str, int], LaneState] = {}
         self._counters: dict[str, int] = {}
         self._catalogs: dict[tuple[str, str], int] = {}  # catalog versions lanes said, by lane
+        # Lane epochs found not retired in this transaction: a retire by another process
+        # takes effect at the next transaction, whatever the lane cache holds.
+        self._not_retired: set[tuple[str, str, int]] = set()
         self._pending = PendingWrites()
         self._sql = SqliteSql(self.db)
 
@@ -142,6 +149,7 @@ class SqliteDatabase(BatchWriter):
         self._dirty.clear()
         self._counters.clear()
         self._catalogs.clear()
+        self._not_retired.clear()
         if len(self._lanes) > self.max_cached_lanes:
             for key in list(self._lanes)[: len(self._lanes) // 2]:
                 del self._lanes[key]
@@ -154,6 +162,7 @@ class SqliteDatabase(BatchWriter):
         self._dirty.clear()
         self._counters.clear()
         self._catalogs.clear()
+        self._not_retired.clear()
 
     def close(self) -> None:
         self.rollback()
@@ -187,6 +196,7 @@ class SqliteDatabase(BatchWriter):
     def _lane_for_write(self, lane: LaneId, epoch: int, now_ms: int) -> LaneState:
         self._begin()
         self._now = now_ms
+        self._refuse_retired(lane, epoch)
         state = self.lane_state(lane, epoch)
         if state is None:
             (epochs,) = self.db.execute(
@@ -207,6 +217,21 @@ class SqliteDatabase(BatchWriter):
             self._lanes[(lane.store, lane.lane, epoch)] = state
         self._dirty[(lane.store, lane.lane, epoch)] = state
         return state
+
+    def _refuse_retired(self, lane: LaneId, epoch: int) -> None:
+        """Raise EpochRetired for an epoch an operator retired (one lookup per lane epoch and
+        transaction), unless this database was opened for an import."""
+        key = (lane.store, lane.lane, epoch)
+        if self.accepts_retired or key in self._not_retired:
+            return
+        row = self.db.execute(
+            "SELECT retired_at FROM retired_epochs WHERE store = ? AND lane = ? AND epoch = ?",
+            key,
+        ).fetchone()
+        if row is not None:
+            self._count("retired_epochs_refused")
+            raise EpochRetired(retired_reason(lane, epoch, row[0]))
+        self._not_retired.add(key)
 
     def note_hello(
         self, lane: LaneId, epoch: int, last_seq: int, now_ms: int, *, catalog: int | None = None

@@ -18,7 +18,8 @@ from headoffice.operations import request_handlers
 from lanesync.broker import MosquittoBroker
 from lanesync.cli import main
 from protocol.identity import LaneId
-from protocol.messages import Reply
+from protocol.messages import HeadOffice, Reply
+from protocol.runtime.version import VERSION
 from tests.ops.ops_helpers import lane_config
 
 
@@ -133,3 +134,34 @@ def test_certificate_expiry(tmp_path: Path) -> None:
     (expired,) = doctor.check_certificates(cfg, now=time.time() + 20 * 86400)
     assert expired.outcome == "fail"
     assert "expired" in expired.found
+
+
+async def test_doctor_shows_this_box_and_head_office_versions(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """Issue 18 item 3: the lane's own version, and head office's from its announcement."""
+    cfg = lane_config(tmp_path, broker={"port": broker.port, "keepalive": 2})
+    ho_cfg = ho_config.parse(
+        {"database": {"path": str(tmp_path / "ho.db")}, "broker": {"port": broker.port}}
+    )
+    async with Ingest(ho_cfg, handlers=request_handlers()) as ingest:
+        await asyncio.wait_for(ingest.ready.wait(), 10)
+        checks = {c.name: c for c in await doctor.check_broker_and_clock(cfg, timeout=5)}
+    ho = checks["head office version"]
+    assert ho.outcome == "ok", ho
+    assert f"head office runs lanesync {VERSION} (serves protocol 1, 2)" in ho.found
+    own = doctor.version_check()
+    assert (own.outcome, own.found) == ("ok", f"lanesync {VERSION}, protocol 2 (speaks 1, 2)")
+
+
+def test_head_office_version_outside_this_lanes_range_is_a_failure() -> None:
+    newer = HeadOffice("online", 1, "w1", "9.0.0", (3, 4))
+    check = doctor.head_office_version_check(newer)
+    assert check.outcome == "fail"
+    assert "this box speaks only 1, 2" in check.found
+    assert "Upgrade lanesync on this box" in check.fix
+    older = doctor.head_office_version_check(HeadOffice("online", 1, "w1", "0.1.0", (0,)))
+    assert (older.outcome, "upgrade head office first" in older.fix) == ("fail", True)
+    silent = doctor.head_office_version_check(None)
+    assert silent.outcome == "warn"
+    assert "announced no version" in silent.found

@@ -36,6 +36,7 @@ RELEASES = {
     "cab7114": (2, 4),  # held entries, capped quarantine (head office 4)
     "2b3b336": (2, 5),  # the catalog: master data down, the store registry (head office 5)
     "ce4f612": (2, 6),  # the extract's projected lines and payments (head office 6)
+    "0b8b90a": (2, 7),  # stock from every kind, SSCC leases (head office 7)
 }
 # commit -> head-office PostgreSQL schema its code writes (schema_pg/ started at version 3)
 PG_RELEASES = {
@@ -43,6 +44,7 @@ PG_RELEASES = {
     "cab7114": 4,  # held entries
     "2b3b336": 5,  # the catalog
     "ce4f612": 6,  # the extract's projected tables
+    "0b8b90a": 7,  # SSCC leases, documents' catalog version
 }
 PG_URL = os.environ.get("LANESYNC_TEST_PG_URL", "postgresql://127.0.0.1:5432/test")
 PG_SCHEMA = "lanesync_fixture"  # the dump names it; the tests load it under a fresh name

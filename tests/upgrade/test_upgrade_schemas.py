@@ -41,6 +41,7 @@ RELEASES = {
     "cab7114": ("journal_v2_cab7114.db", "headoffice_v4_cab7114.db"),
     "2b3b336": ("journal_v2_2b3b336.db", "headoffice_v5_2b3b336.db"),
     "ce4f612": ("journal_v2_ce4f612.db", "headoffice_v6_ce4f612.db"),
+    "0b8b90a": ("journal_v2_0b8b90a.db", "headoffice_v7_0b8b90a.db"),
 }
 JOURNAL_LATEST = max(schema.load(resources.files("agent.journal.schema").iterdir()))
 HO_LATEST = max(schema.load(resources.files("headoffice.db.schema").iterdir()))
@@ -144,6 +145,7 @@ PG_RELEASES = {  # commit: (journal fixture, dump of head office's schema)
     "cab7114": ("journal_for_pg_v4_cab7114.db", "headoffice_pg_v4_cab7114.sql"),
     "2b3b336": ("journal_for_pg_v5_2b3b336.db", "headoffice_pg_v5_2b3b336.sql"),
     "ce4f612": ("journal_for_pg_v6_ce4f612.db", "headoffice_pg_v6_ce4f612.sql"),
+    "0b8b90a": ("journal_for_pg_v7_0b8b90a.db", "headoffice_pg_v7_0b8b90a.sql"),
 }
 PG_LATEST = max(schema.load(resources.files("headoffice.db.schema_pg").iterdir()))
 DUMPED_AS = "lanesync_fixture"  # the schema name inside the dumps (make_fixtures.PG_SCHEMA)
