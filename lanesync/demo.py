@@ -119,12 +119,12 @@ class Narrator:
 
 def backlog(workdir: Path, lane: LaneId) -> int:
     """Entries the lane journaled that head office has not acknowledged (read-only)."""
-    import sqlite3  # noqa: PLC0415 - only the demo's progress lines need it
+    from agent.journal.file import JournalFile  # noqa: PLC0415 - only the progress lines need it
 
-    with sqlite3.connect(f"file:{stack.journal_path(workdir, lane)}?mode=ro", uri=True) as db:
-        last = db.execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()[0]
-        acked = db.execute("SELECT acked_seq FROM outbox").fetchone()[0]
-    return int(last) - int(acked)
+    with JournalFile(stack.journal_path(workdir, lane)) as j:
+        last = j.seq_range()[1] or 0
+        acked, _ = j.acked()
+    return last - acked
 
 
 def run(

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.journal.file import JournalFile
 from protocol.identity import LaneId
 
 
@@ -32,9 +33,9 @@ def _ro(path: Path) -> sqlite3.Connection:
 
 
 def reconcile(journal_file: Path, ho_db: Path, lane: LaneId) -> LaneReport:
-    with _ro(journal_file) as j:
-        epoch = int(j.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
-        lane_txns = [r[0] for r in j.execute("SELECT txn_id FROM entries ORDER BY seq")]
+    with JournalFile(journal_file) as j:
+        epoch = int(j.meta()["epoch"])
+        lane_txns = [e.txn_id for e in j.entries()]
     with _ro(ho_db) as h:
         ho_rows = h.execute(
             "SELECT seq, txn_id FROM journal WHERE store = ? AND lane = ? AND epoch = ? "

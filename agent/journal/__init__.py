@@ -8,7 +8,8 @@ nothing outside it reads or writes them with SQL of its own.
   `prune` for retention, `ping` for the watchdog; `run_write` lends the writer connection only
   for maintenance of the file itself (retention measures its pages with PRAGMAs).
 - Outside the agent, `JournalFile` (file.py) reads them read-only for `lanesync journal
-  verify | tail | export` and `lanesync status`.
+  verify | tail | export` and `lanesync status`; file.py's `journaled` and `documents_after`
+  are the two reads agent.open_docs.store makes on its own connection to the file.
 
 The same file also holds the lane tables of schema 0002, which belong to another module by
 design and are read and written only there, on its own connection: open documents and the

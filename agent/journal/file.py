@@ -1,4 +1,5 @@
-"""The journal file read-only, for the tools that look at it from outside the agent.
+"""The journal file read-only: for the tools that look at it from outside the agent, and the
+two reads the lane's open-document store makes on its own connection.
 
 `lanesync journal verify | tail | export` and `lanesync status` read the file with the stdlib
 sqlite3 module in read-only mode, so they work while the agent writes (WAL) and when it is
@@ -9,12 +10,34 @@ SQL of their own, so the journal's tables stay the journal's (agent.journal).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+import aiosqlite
+import msgpack
 
 from protocol.messages import Entry
+
+
+async def journaled(db: aiosqlite.Connection, txn_id: str) -> tuple[int, Any] | None:
+    """(seq, decoded document) of a journaled txn_id, or None: agent.open_docs.store asks this
+    on the connection it keeps to the journal file."""
+    rows = list(
+        await db.execute_fetchall("SELECT seq, body FROM entries WHERE txn_id = ?", (txn_id,))
+    )
+    if not rows:
+        return None
+    return int(rows[0][0]), msgpack.unpackb(bytes(rows[0][1]), raw=False)
+
+
+async def documents_after(db: aiosqlite.Connection, seq: int) -> AsyncIterator[Any]:
+    """Each document journaled after `seq`, decoded, in seq order, streamed (a lane may hold
+    many since its last checkpoint)."""
+    async with db.execute("SELECT body FROM entries WHERE seq > ? ORDER BY seq", (seq,)) as cur:
+        async for (body,) in cur:
+            yield msgpack.unpackb(bytes(body), raw=False)
 
 
 def open_readonly(path: str | Path) -> sqlite3.Connection:

@@ -18,10 +18,10 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiosqlite
-import msgpack
 
 from agent.documents import sscc
 from agent.journal import JournalError
+from agent.journal import file as journal_file
 from protocol.runtime.clock import now_ms
 
 
@@ -186,14 +186,11 @@ class LaneStore:
 
     async def journaled(self, txn_id: str) -> tuple[int, dict[str, Any]] | None:
         """(seq, document) of a journaled txn_id, or None."""
-        rows = list(
-            await self.db.execute_fetchall(
-                "SELECT seq, body FROM entries WHERE txn_id = ?", (txn_id,)
-            )
-        )
-        if not rows:
+        found = await journal_file.journaled(self.db, txn_id)
+        if found is None:
             return None
-        return int(rows[0][0]), msgpack.unpackb(bytes(rows[0][1]), raw=False)
+        seq, doc = found
+        return seq, doc
 
     async def max_register_after(self, seq: int, number: Callable[[str], int | None]) -> int:
         """Highest register number in the entries after `seq` (the counter's recovery scan).
@@ -202,11 +199,9 @@ class LaneStore:
         documents appended by a tool) must not hold them all in memory to find one number.
         """
         best = 0
-        async with self.db.execute("SELECT body FROM entries WHERE seq > ?", (seq,)) as cur:
-            async for (body,) in cur:
-                doc = msgpack.unpackb(bytes(body), raw=False)
-                reg = doc.get("register_no") if isinstance(doc, dict) else None
-                n = number(reg) if isinstance(reg, str) else None
-                if n is not None and n > best:
-                    best = n
+        async for doc in journal_file.documents_after(self.db, seq):
+            reg = doc.get("register_no") if isinstance(doc, dict) else None
+            n = number(reg) if isinstance(reg, str) else None
+            if n is not None and n > best:
+                best = n
         return best
