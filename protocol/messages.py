@@ -49,7 +49,9 @@ MAX_TEXT = 1024
 # What a Request's args and a Reply's result may hold that passes as a card number by chance:
 # the transit requests' SSCC and the lane's deadline; the transit details head office answers
 # with (headoffice.transit.projection.details) and the time it tells.
-REQUEST_FIELDS = screen.declare({"sscc": screen.sscc, "deadline_ms": screen.ms_time})
+REQUEST_FIELDS = screen.declare(
+    {"sscc": screen.sscc, "deadline_ms": screen.ms_time, "epoch": screen.epoch}  # proof_narrow
+)
 _TRANSIT_DETAILS = {
     "sscc": screen.sscc,
     "lines[].item": screen.gtin,

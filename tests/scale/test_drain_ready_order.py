@@ -40,7 +40,7 @@ async def test_replicator_starts_only_after_ready(
         tg.create_task(agent_daemon.run(cfg, stop), name="agent under test")
         async with asyncio.timeout(10):
             await ready.wait()
-            while not any(t.get_name() == "replicator S1/L1" for t in asyncio.all_tasks()):
+            while not any(t.get_name() == "replicator S1/L1: session" for t in asyncio.all_tasks()):
                 await asyncio.sleep(0.01)  # it starts right after READY
         stop.set()
     assert "agent under test" in tasks_at_ready  # the list was taken, from the daemon's side
