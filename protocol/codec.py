@@ -9,6 +9,7 @@ raises anything else, whatever bytes arrive.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import msgpack
@@ -32,16 +33,20 @@ def _refuse_ext(code: int, data: bytes) -> NoReturn:
     raise ProtocolError(f"msgpack extension type {code} is not allowed", "payload")
 
 
-def encode(msg: Message) -> bytes:
+def encode(msg: Message, on_withheld: Callable[[Reply], None] | None = None) -> bytes:
     """The bytes of `msg`, which never carry a card number (invariant 6).
 
     A Request cannot be made with one (messages.Request). A Reply whose result holds one is
     sent as a refusal naming the field instead (`code: withheld`): head office answers, the
     lane learns why, and raising here would only lose the answer. Free-text reasons are
-    masked.
+    masked. `on_withheld` is told of a reply withheld so (the sender logs it: this module does
+    no I/O), from the one screening the reply gets.
     """
     if isinstance(msg, Reply):
-        msg = safe_reply(msg)
+        safe = _safe_reply(msg)
+        if on_withheld is not None and safe.ok != msg.ok:
+            on_withheld(safe)
+        msg = safe
     elif isinstance(msg, Ack) and msg.reason is not None:
         msg = dataclasses.replace(msg, reason=reason_text(msg.reason))
     m = msg.to_map()
@@ -50,7 +55,7 @@ def encode(msg: Message) -> bytes:
     return msgpack.packb(m, use_bin_type=True)
 
 
-def safe_reply(reply: Reply) -> Reply:
+def _safe_reply(reply: Reply) -> Reply:
     """`reply`, or a refusal naming the field of its result that holds a card number (the
     sender logs that: this module does no I/O)."""
     error = None if reply.error is None else reason_text(reply.error)

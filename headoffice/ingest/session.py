@@ -401,9 +401,9 @@ class Ingest:
 
     async def _publish(self, client: aiomqtt.Client, msg: Ack | Reply) -> None:
         channel = Channel.ACK if isinstance(msg, Ack) else Channel.REPLY
-        if isinstance(msg, Reply):
-            safe = codec.safe_reply(msg)
-            if safe is not msg and not safe.ok and msg.ok:
-                log.error("reply to %s withheld: %s", msg.lane, safe.error)
-            msg = safe
-        await client.publish(self.topics.topic(msg.lane, channel), codec.encode(msg), qos=1)
+        payload = codec.encode(msg, on_withheld=_log_withheld)
+        await client.publish(self.topics.topic(msg.lane, channel), payload, qos=1)
+
+
+def _log_withheld(reply: Reply) -> None:
+    log.error("reply to %s withheld: %s", reply.lane, reply.error)
