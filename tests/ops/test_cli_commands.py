@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.journal import Journal
 from lanesync import cli, cmdhelp
 from protocol.money import fmt_money, minor_digits
-from protocol.runtime.cli import EXIT_CODES, Exit
+from protocol.runtime.cli import EXIT_CODES, Exit, print_table
 from tests.ops.ops_helpers import LANE
 
 LANESYNC = str(Path(sys.executable).parent / "lanesync")
@@ -236,3 +238,48 @@ def test_minor_digits_follow_iso_4217() -> None:
     assert [minor_digits(c) for c in ("EUR", "GBP", "JPY", "KWD", "BHD", "CLF")] == [
         2, 2, 0, 3, 3, 4,
     ]  # fmt: skip
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+SSCC = "376012345000000017"
+
+
+def _sscc_table() -> Any:
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title="1 open transits")
+    for col in ("sscc", "from", "shipped at", "lines"):
+        table.add_column(col)
+    table.add_row(SSCC, "[bold]S001[/bold]", "2026-03-01T06:00:00.123+00:00", "3")
+    return table
+
+
+def test_off_a_terminal_a_table_is_tab_separated_whatever_its_width(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "20")
+    out = io.StringIO()
+    print_table(_sscc_table(), out)
+    assert out.getvalue().splitlines() == [
+        "# 1 open transits",
+        "sscc\tfrom\tshipped at\tlines",
+        f"{SSCC}\tS001\t2026-03-01T06:00:00.123+00:00\t3",
+    ]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_narrow_terminal_cells_fold_and_are_never_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    out = _Terminal()
+    print_table(_sscc_table(), out)
+    text = out.getvalue()
+    assert "…" not in text
+    digits = "".join(re.findall(r"^│ *([0-9]+) *│", text, re.M))  # its first column, folded
+    assert SSCC in digits, text
