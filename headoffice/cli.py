@@ -12,7 +12,7 @@ from headoffice import config as ho_config
 from headoffice.transit import cli as transit_cli
 from protocol.errors import ConfigError, LanesyncError
 
-DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
+DEFAULT_CONFIG = ho_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
