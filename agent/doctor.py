@@ -26,6 +26,7 @@ from typing import Any, Literal
 import aiomqtt
 
 from agent import config as agent_config
+from agent import journaldir
 from agent.config import AgentConfig, BrokerConfig
 from agent.export import ExportError, load_key
 from agent.status import head_office_silent, journal_facts, live_path, read_live
@@ -451,15 +452,19 @@ def check_disk(cfg: AgentConfig) -> list[Check]:
     parent = cfg.journal_path.parent
     checks: list[Check] = []
     if not parent.is_dir():
-        return [
-            Check(
-                "journal directory",
-                "fail",
-                f"{parent} does not exist",
-                f"Create it for the service: install -d -o {SERVICE_USER} -m 0750 {parent} "
-                "(systemd's StateDirectory= does this for the packaged unit).",
-            )
-        ]
+        # The agent's own decision (agent.journaldir), so doctor and the agent agree.
+        d = journaldir.plan(cfg.journal_path)
+        if d.action == "create":
+            return [
+                Check(
+                    "journal directory",
+                    "warn",
+                    f"{parent} does not exist; {d.why}",
+                    "Nothing to do if that is the intended journal.path; otherwise correct it. "
+                    "The packaged unit's StateDirectory= makes /var/lib/lanesync.",
+                )
+            ]
+        return [Check("journal directory", "fail", f"{parent} does not exist", str(d.error()))]
     if not os.access(parent, os.W_OK):
         checks.append(
             Check(
