@@ -165,10 +165,10 @@ class AgentConfig:
 
 def parse(data: dict[str, Any]) -> AgentConfig:
     """The whole agent.toml; every fault found is raised at once (ConfigErrors)."""
-    return parse_all(data, _parse)
+    return parse_all(data, read)
 
 
-def _parse(root: Table) -> AgentConfig:
+def read(root: Table) -> AgentConfig:
     refuse_moved(root)
     lane = root.guarded(_lane(root), None)
     j = root.table("journal")

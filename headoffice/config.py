@@ -147,10 +147,10 @@ def parse_database(root: Table, *, strict: bool) -> tuple[Path, str | None]:
 
 def parse(data: dict[str, Any]) -> HeadOfficeConfig:
     """The whole headoffice.toml; every fault found is raised at once (ConfigErrors)."""
-    return parse_all(data, _parse)
+    return parse_all(data, read)
 
 
-def _parse(root: Table) -> HeadOfficeConfig:
+def read(root: Table) -> HeadOfficeConfig:
     no_database: tuple[Path, str | None] = (DEFAULT_DATABASE, None)
     database, database_url = root.guarded(lambda: parse_database(root, strict=True), no_database)
     broker = root.guarded(lambda: _broker(root.table("broker")), HoBrokerConfig())

@@ -121,10 +121,10 @@ def parse(data: dict[str, Any]) -> ExtractConfig:
     """Read `[database]` (path or url) and the `[extract]` table; other head-office tables are
     ignored. The [database] rules are head office's own (headoffice.config.parse_database).
     Every fault found is raised at once (ConfigErrors)."""
-    return parse_all(data, _parse)
+    return parse_all(data, read)
 
 
-def _parse(root: Table) -> ExtractConfig:
+def read(root: Table) -> ExtractConfig:
     no_database: tuple[Path, str | None] = (DEFAULT_DATABASE, None)
     database, database_url = root.guarded(lambda: parse_database(root, strict=False), no_database)
     x = root.table("extract")

@@ -257,6 +257,15 @@ def parse_all(data: Any, build: Callable[[Table], T]) -> T:
     return result
 
 
+def accepted_keys(read: Callable[[Table], Any], data: Any) -> dict[str, set[str]]:
+    """The keys `read` (a parser's pass over the root table) asks for, per table path
+    ("" the top level, "extract.tax[]" an array of tables): the parser's own schema."""
+    root = Table(data)
+    with root.guard():
+        read(root)
+    return {path: set(keys) for path, keys in root.problems.schema.items()}
+
+
 def read_toml(source: ConfigSource, example: str) -> ConfigSource:
     """`source` with the file's TOML; an error names the file, why it was read and the
     installed example."""
