@@ -7,6 +7,9 @@ whole, its faults logged, and the agent runs on; RELOADING=1 ... READY=1 frame a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -15,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from headoffice import config as ho_config
+from headoffice import daemon as ho_daemon
+from lanesync.broker import MosquittoBroker
 from protocol.errors import ConfigError
 from protocol.runtime.config import ConfigSource
 from protocol.runtime.reload import Reloader, changed, flatten
@@ -118,3 +124,54 @@ async def test_reload_is_framed_by_reloading_and_ready(
     kinds = [ln.split("=")[0] for ln in lines if ln.split("=")[0] in ("RELOADING", "READY")]
     assert kinds == ["RELOADING", "READY", "RELOADING", "READY"]
     assert sum(ln.startswith("MONOTONIC_USEC=") for ln in lines) == 2
+
+
+async def test_head_office_reloads_its_log_level_on_sighup(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    broker: MosquittoBroker,
+) -> None:
+    """Head office in-process, its file edited, then SIGHUP to this process: the level is
+    applied, every other change is named as needing a restart, READY=1 follows RELOADING=1."""
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    lines: list[str] = []
+
+    async def wait_for(text: str) -> None:
+        async with asyncio.timeout(15):
+            while not any(text in ln for ln in lines):
+                with contextlib.suppress(BlockingIOError):
+                    lines.extend(sock.recv(4096).decode().splitlines())
+                await asyncio.sleep(0.02)
+
+    toml = tmp_path / "headoffice.toml"
+    base = f'[database]\npath = "{tmp_path / "ho.db"}"\n[broker]\nport = {broker.port}\n'
+    toml.write_text(base)
+    cfg = ho_config.load(toml)
+    stop = asyncio.Event()
+    root = logging.getLogger()
+    level = root.level
+    caplog.set_level(logging.WARNING)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(ho_daemon.run(cfg, stop), name="head office under test")
+            await wait_for("STATUS=subscribed")
+            toml.write_text(base + 'keepalive = 20\n[log]\nlevel = "ERROR"\n')
+            os.kill(os.getpid(), signal.SIGHUP)
+            await wait_for("STATUS=head office: config reloaded")
+            stop.set()
+    finally:
+        applied_level = root.level
+        root.setLevel(level)
+        sock.close()
+    assert applied_level == logging.ERROR
+    said = [r.getMessage() for r in caplog.records if "reload:" in r.getMessage()]
+    assert "head office: reload: log.level changed: applied" in said
+    assert any("broker.keepalive changed: needs a restart" in m for m in said)
+    kinds = [ln for ln in lines if ln in ("RELOADING=1", "READY=1")]
+    assert kinds == ["READY=1", "RELOADING=1", "READY=1"]
