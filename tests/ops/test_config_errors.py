@@ -139,3 +139,12 @@ def test_a_journal_directory_that_cannot_be_made_is_refused_by_agent_and_doctor(
     assert said in check.fix
     assert check.fix in res.stderr  # doctor says what the agent said
     assert not journal.parent.exists()
+
+
+def test_lanesync_scanners_reads_lanesync_config_too(tmp_path: Path) -> None:
+    chosen = tmp_path / "agent.toml"
+    chosen.write_text('[[scanners]]\nname = "hand"\ntype = "evdev"\npath = "/dev/input/by-id/x"\n')
+    res = _lanesync("scanners", "--json", env={"LANESYNC_CONFIG": str(chosen)})
+    assert res.returncode == 0, res.stderr
+    assert f'"config": "{chosen}"' in res.stdout
+    assert '"hand"' in res.stdout
