@@ -175,3 +175,18 @@ async def test_head_office_reloads_its_log_level_on_sighup(
     assert any("broker.keepalive changed: needs a restart" in m for m in said)
     kinds = [ln for ln in lines if ln in ("RELOADING=1", "READY=1")]
     assert kinds == ["READY=1", "RELOADING=1", "READY=1"]
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "lanesync-agent.service",
+        "lanesync-headoffice.service",
+        "lanesync-headoffice-worker@.service",
+    ],
+)
+def test_each_unit_reloads_with_sighup_and_stays_type_notify(unit: str) -> None:
+    text = (Path(__file__).resolve().parents[2] / "systemd" / unit).read_text()
+    lines = [ln.strip() for ln in text.splitlines() if not ln.startswith("#")]
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in lines
+    assert "Type=notify" in lines
