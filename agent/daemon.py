@@ -53,11 +53,11 @@ def _sscc_leases(
 
 
 # Keys of agent.toml a reload applies at once, each read afresh where it is used: the
-# replicator reads these four for every batch (agent.replicator._next_batch, _publish) and
-# retention these for every pass. Any other key needs a restart: the replicator's window and
-# ack timeout are fixed per session and its backoff for its life, and connections, paths and
+# replicator reads these three for every batch (agent.replicator._next_batch) and retention
+# these for every pass. Any other key needs a restart: the replicator's window, ack and publish
+# timeouts are fixed per session and its backoff for its life, and connections, paths and
 # listeners are opened once.
-LIVE_REPLICATION = ("batch_max_entries", "batch_max_bytes", "linger_ms", "publish_timeout_s")
+LIVE_REPLICATION = ("batch_max_entries", "batch_max_bytes", "linger_ms")
 LIVE_RETENTION = ("keep_acked_days", "prune_batch", "prune_interval_s", "prune_early_when_high")
 
 
