@@ -144,7 +144,18 @@ async def run(
                     scans=scanners.queue if scanners is not None else None,
                     counters=ops.counters,
                 ),
+                # SIGHUP's reloads run here (stopped first, before what they reconfigure)
+                Tasks(f"lane {config.lane}") as reloads,
             ):
+                # SIGHUP is handled before READY (and before the start line tests and people
+                # wait for): one sent at once must reload, never end the process.
+                if reload is not None:
+                    live = _live(replicator, ops, start_level)
+                    reloader = Reloader(config, reload, live, "agent")
+                    loop.add_signal_handler(
+                        signal.SIGHUP,
+                        lambda: reloads.start(reloader.reload(), "reload config (SIGHUP)"),
+                    )
                 log.info(
                     "lane %s: journal %s epoch %d at seq %d (%d unacked); catalog version %d",
                     config.lane,
@@ -156,15 +167,7 @@ async def run(
                     extra={"epoch": journal.epoch, "seq": journal.last_seq},  # never redacted
                 )
                 await notify_soon("READY=1", f"STATUS=lane {config.lane} at seq {journal.last_seq}")
-                async with replicator, Tasks(f"lane {config.lane}") as tasks:
-                    if reload is not None:
-                        reloader = Reloader(
-                            config, reload, _live(replicator, ops, start_level), "agent"
-                        )
-                        loop.add_signal_handler(
-                            signal.SIGHUP,
-                            lambda: tasks.start(reloader.reload(), "reload config (SIGHUP)"),
-                        )
+                async with replicator:
                     await stop.wait()
                     loop.remove_signal_handler(signal.SIGHUP)
                     await notify_soon("STOPPING=1")

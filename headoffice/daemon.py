@@ -57,9 +57,8 @@ async def run(
             log.info("head office: ingesting into %s", describe(target(config)))
             if publisher is not None:  # after Ingest: the database is migrated by then
                 await components.enter_async_context(publisher)
-            # READY once the database is open: a broker outage is reported, not a failed start.
-            await notify_soon("READY=1", "STATUS=waiting for the broker")
             async with Tasks("head office") as waits:
+                # SIGHUP handled before READY: one sent at once reloads, never ends the process.
                 if reload is not None:
                     live: dict[str, Callable[[HeadOfficeConfig], None]] = {
                         "log.level": lambda new: set_log_level(new.log_level, start_level)
@@ -69,6 +68,9 @@ async def run(
                         signal.SIGHUP,
                         lambda: waits.start(reloader.reload(), "reload config (SIGHUP)"),
                     )
+                # READY once the database is open: a broker outage is reported, not a failed
+                # start.
+                await notify_soon("READY=1", "STATUS=waiting for the broker")
                 subscribed = waits.start(ingest.ready.wait(), "await subscribed")
                 stopped = waits.start(stop.wait(), "await stop")
                 await asyncio.wait({subscribed, stopped}, return_when=asyncio.FIRST_COMPLETED)
