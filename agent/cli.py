@@ -23,7 +23,7 @@ from protocol.errors import LanesyncError
 from protocol.money import fmt_money
 from protocol.runtime.cli import print_table
 
-DEFAULT_CONFIG = "/etc/lanesync/agent.toml"
+DEFAULT_CONFIG = agent_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -25,7 +25,7 @@ from protocol import catalog as cat
 from protocol.errors import LanesyncError
 from protocol.runtime.cli import print_table
 
-DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
+DEFAULT_CONFIG = ho_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

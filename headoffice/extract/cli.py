@@ -16,7 +16,7 @@ from headoffice.extract import job
 from protocol.errors import LanesyncError
 from protocol.runtime.cli import print_table
 
-DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
+DEFAULT_CONFIG = x_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
