@@ -20,6 +20,8 @@ from agent import techcli
 from agent.journal.file import JournalFile
 from agent.verify import verify
 from protocol.errors import LanesyncError
+from protocol.money import fmt_money
+from protocol.runtime.cli import print_table
 
 DEFAULT_CONFIG = agent_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
@@ -113,8 +115,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    from rich.console import Console  # noqa: PLC0415 - only this table needs rich
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415 - only this table needs rich
 
     table = Table("seq", "time (UTC)", "kind", "register", "total", "txn_id", "acked")
     for e in out:
@@ -123,9 +124,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
             e["time"],
             e["kind"],
             str(e["register_no"] or ""),
-            f"{e['total']} {e['currency']}" if e["total"] is not None else "",
+            fmt_money(e["total"], e["currency"]) if type(e["total"]) is int else "",
             e["txn_id"],
             "yes" if e["acked"] else "no",
         )
-    Console().print(table)
+    print_table(table)  # off a terminal: tab-separated, txn ids and times never cut
     return 0

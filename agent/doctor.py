@@ -324,11 +324,16 @@ def version_check() -> Check:
     )
 
 
-def head_office_version_check(announced: HeadOffice | None) -> Check:
-    """Head office's release and protocols from its announcement, against this lane's: a lane
-    older than the range head office serves cannot sync (upgrade head office first, then the
-    lanes, README "Protocol versions")."""
-    if announced is None:
+def head_office_version_check(
+    announced: HeadOffice | None, *, version: str | None = None, protocols: tuple[int, ...] = ()
+) -> Check:
+    """Head office's release and protocols from its announcement (the one this command
+    received, or `version` and `protocols` as the running agent received them), against this
+    lane's: a lane older than the range head office serves cannot sync (upgrade head office
+    first, then the lanes, README "Protocol versions")."""
+    if announced is not None:
+        version, protocols = announced.version, announced.protocols
+    if version is None:
         return Check(
             "head office version",
             "warn",
@@ -336,11 +341,11 @@ def head_office_version_check(announced: HeadOffice | None) -> Check:
             "announcement is not retained on this broker)",
             "Ask head office which lanesync it runs; it must be this box's version or newer.",
         )
-    serves = ", ".join(str(v) for v in announced.protocols)
-    found = f"head office runs lanesync {announced.version} (serves protocol {serves})"
-    if set(announced.protocols) & set(SUPPORTED_VERSIONS):
+    serves = ", ".join(str(v) for v in protocols)
+    found = f"head office runs lanesync {version} (serves protocol {serves})"
+    if set(protocols) & set(SUPPORTED_VERSIONS):
         return Check("head office version", "ok", found)
-    older = max(SUPPORTED_VERSIONS) < min(announced.protocols, default=0)
+    older = max(SUPPORTED_VERSIONS) < min(protocols, default=0)
     return Check(
         "head office version",
         "fail",
@@ -604,10 +609,36 @@ def running_agent_link(cfg: AgentConfig, live: dict[str, Any]) -> list[Check]:
             "`systemctl stop lanesync-agent` then `lanesync doctor` tests the login itself.",
         )
     )
+    checks = [link, running_head_office_version(live)]
     skew = live.get("counters", {}).get("clock_skew_s")
     if skew is None:
-        return [link, Check("clock", "warn", "the running agent has not measured it yet", "")]
-    return [link, _skew_verdict(float(skew), " (the running agent's last measurement)")]
+        return [*checks, Check("clock", "warn", "the running agent has not measured it yet", "")]
+    return [*checks, _skew_verdict(float(skew), " (the running agent's last measurement)")]
+
+
+def running_head_office_version(live: dict[str, Any]) -> Check:
+    """Head office's release as the running agent heard it announced (its live file)."""
+    ho = live.get("head_office")
+    if not isinstance(ho, dict):  # an agent older than the field
+        return Check(
+            "head office version",
+            "warn",
+            "the running agent does not report it (an older agent: restart it after the upgrade)",
+            "systemctl restart lanesync-agent",
+        )
+    if ho.get("version") is None:
+        return Check(
+            "head office version",
+            "warn",
+            "the running agent has not heard head office announce itself yet",
+            "Check again in a minute; if it stays so, head office is older than this box or "
+            "does not reach this broker: `lanesync headoffice status` there.",
+        )
+    protocols = tuple(int(v) for v in ho.get("protocols") or ())
+    check = head_office_version_check(None, version=str(ho["version"]), protocols=protocols)
+    if ho.get("online") is False:
+        check.found += "; it announced it went offline"
+    return check
 
 
 def render(checks: list[Check]) -> str:

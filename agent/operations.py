@@ -147,6 +147,14 @@ class Operations:
                 "connected_at": self.link.connected_at,
                 "head_office_answered": self.link.answered,
             },
+            # What head office announced on {prefix}/headoffice: `lanesync doctor` and
+            # `lanesync status` show its release beside this box's (issue 18.3).
+            "head_office": {
+                "version": st.ho_version,
+                "protocols": list(st.ho_protocols),
+                "online": st.ho_online,
+                "protocol": st.protocol,
+            },
             "journal": {
                 "epoch": self.journal.epoch,
                 "last_seq": self.journal.last_seq,

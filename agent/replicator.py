@@ -87,6 +87,8 @@ class ReplicatorStats:
     ho_hwm: int | None = None
     ho_incarnation: int | None = None  # head office's latest announced process (16.2)
     ho_online: bool | None = None  # what its announcement or last will said
+    ho_version: str | None = None  # the lanesync release its announcement named (18.3)
+    ho_protocols: tuple[int, ...] = ()  # the protocol versions it serves
     ho_restarts_seen: int = 0  # new incarnations seen, each answered with a resend at once
     protocol: int | None = None  # the version head office said to use
     proof: str | None = None  # head office's verdict on the chains (16.7)
@@ -457,6 +459,7 @@ class Replicator:
             log.warning("lane %s: head office %s went offline", self.lane, msg.worker)
             return
         self.stats.ho_incarnation = msg.incarnation
+        self.stats.ho_version, self.stats.ho_protocols = msg.version, msg.protocols
         if msg.incarnation in self._incarnations:
             return
         first = not self._incarnations

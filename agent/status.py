@@ -267,6 +267,8 @@ class StatusReport:
     quarantined: int | None = None  # documents refused at journaling since the agent started
     last_refusal: dict[str, Any] | None = None  # {"at", "path", "reason"} of the last one
     head_office_silent_s: float | None = None  # connected, and no ack since for this long
+    # What head office announced to the running agent: {"version", "protocols", ...} (18.3)
+    head_office: dict[str, Any] = field(default_factory=dict)
     scan_errors: int | None = None
     scanners: list[dict[str, Any]] = field(default_factory=list)
     catalog: CatalogFacts | None = None
@@ -304,6 +306,7 @@ def collect(cfg: AgentConfig, now: float | None = None) -> StatusReport:
     if live is not None:
         rep.broker.update(live.get("broker", {}))
         rep.disk = dict(live.get("disk", {}))
+        rep.head_office = dict(live.get("head_office") or {})
         counters = live.get("counters", {})
         # Only documents refused where they would have been journaled (the running agent's
         # count): a refused check or lookup journals nothing, and what head office holds is
@@ -374,6 +377,17 @@ def _refused_line(rep: StatusReport) -> str:
     return line
 
 
+def _head_office_line(rep: StatusReport) -> str:
+    ho = rep.head_office
+    if not rep.running:
+        return "head office unknown (agent not running; `lanesync doctor` asks it)"
+    if not ho.get("version"):
+        return "head office version not announced yet"
+    serves = ", ".join(str(v) for v in ho.get("protocols") or ()) or "?"
+    used = f", this lane speaks protocol {ho['protocol']}" if ho.get("protocol") else ""
+    return f"head office lanesync {ho['version']} (serves protocol {serves}){used}"
+
+
 def _catalog_line(cat: CatalogFacts | None) -> str:
     if cat is None or not cat.exists:
         return "catalog     none yet (the agent has not run, or head office sent nothing)"
@@ -432,6 +446,7 @@ def render(rep: StatusReport) -> str:
         f"disk        {_mib(rep.disk.get('free_disk_bytes'))} free"
         + (f", budget {rep.disk['level']}" if rep.disk.get("level") else ""),
     ]
+    lines.append(_head_office_line(rep))
     lines.append(_catalog_line(rep.catalog))
     lines += [
         f"scanner     {s.get('name') or '(unconfigured)'}: {s.get('state')}" for s in rep.scanners

@@ -1,8 +1,9 @@
 """`lanesync status`, `lanesync doctor` and `lanesync journal export`: the technician's tools.
 
 Registered from agent/cli.py; each prints plain text for people and `--json` for scripts.
-Exit codes (protocol.runtime.cli.Exit): OK healthy / done, PROBLEM a problem was found,
-CANNOT_RUN the command could not run.
+Exit codes (protocol.runtime.cli.Exit, the table every command uses): OK healthy / done,
+PROBLEM a problem was found, CANNOT_RUN the command could not run (config), and for `status`
+NOT_ANSWERING when the agent is not running (as `systemctl status` exits 3).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(rep.as_dict()))
     else:
         print(lane_status.render(rep))
+    if not rep.running:
+        return Exit.NOT_ANSWERING  # as `systemctl status` of a stopped unit: 3
     return Exit.PROBLEM if rep.problems else Exit.OK
 
 

@@ -1,18 +1,20 @@
 """`lanesync headoffice status [--json]`: is head office up and taking lanes' entries?
 
-For monitoring and for a technician, with exit codes in the manner of PostgreSQL's pg_isready:
+For monitoring and for a technician, with the exit codes every command uses
+(protocol.runtime.cli.Exit, in the manner of pg_isready and `systemctl status`):
 
 - 0 accepting: every ingest worker answers, each is subscribed to its broker, nothing is held,
   and no lane's entries wait while ingest stands still;
 - 1 up, but a problem: a worker lost its broker link or does not answer (of `--workers N`),
   entries are held for an operator (`lanesync held list`), ingest lags and does not move, or
   the database cannot be read; each problem is printed;
-- 2 not answering: no worker's status page answers (head office is down, or not yet up);
-- 3 could not check: the configuration cannot be read, or gives no fixed place to ask
-  (`[status_page] listen` unset, or on port 0).
+- 2 could not check: the configuration cannot be read, or gives no fixed place to ask
+  (`[status_page] listen` unset, or on port 0);
+- 3 not answering: no worker's status page answers (head office is down, or not yet up).
 
 Two sources: each worker's own view from `/api/health` on its status page (worker N listens
-N - 1 ports above `[status_page] listen`, as `lanesync headoffice --worker N` does), and the
+N - 1 ports above `[status_page] listen`, as `lanesync headoffice --worker N` does): its link,
+its counters and the lanes that said hello to it with the lanesync version each runs; and the
 database read-only for what all workers together hold (lanes' lag, held entries).
 """
 
@@ -23,14 +25,17 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
 
 from protocol.errors import ConfigError, LanesyncError
+from protocol.runtime.cli import Exit
 
-ACCEPTING, PROBLEM, NOT_ANSWERING, CANNOT_CHECK = 0, 1, 2, 3
+ACCEPTING, PROBLEM = int(Exit.OK), int(Exit.PROBLEM)
+CANNOT_CHECK, NOT_ANSWERING = int(Exit.CANNOT_RUN), int(Exit.NOT_ANSWERING)
 STATES = {
     ACCEPTING: "accepting",
     PROBLEM: "up, with problems",
@@ -53,6 +58,14 @@ def shift_listen(listen: str | None, by: int) -> str | None:
     if int(port) + by > 65535:
         raise ConfigError(f"--worker: {listen} + {by} is beyond port 65535")
     return f"{host}:{int(port) + by}"
+
+
+def lanes_seen(hellos: Mapping[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lanes that said hello to this worker (IngestStats.hellos) for its `/api/health`,
+    newest last: each lane's lanesync version and the protocol it was told to use, so a
+    mixed-version fleet shows which boxes are still to be upgraded (README "Protocol
+    versions")."""
+    return [{"lane": f"{store}/{lane}", **seen} for (store, lane), seen in hellos.items()]
 
 
 @dataclass(slots=True)
@@ -209,9 +222,11 @@ def render(rep: HeadOfficeHealth) -> str:
         b = h.get("broker", {})
         link = "subscribed" if b.get("connected") else "BROKER DISCONNECTED"
         lines.append(
-            f"worker {w.n}    pid {h.get('pid')}, {link} to {b.get('host')}:{b.get('port')}, "
-            f"{h.get('entries_applied', 0)} entries applied, inbox {h.get('inbox_queued', 0)}"
+            f"worker {w.n}    lanesync {h.get('version', '?')}, pid {h.get('pid')}, {link} to "
+            f"{b.get('host')}:{b.get('port')}, {h.get('entries_applied', 0)} entries applied, "
+            f"inbox {h.get('inbox_queued', 0)}"
         )
+    lines += lane_version_lines(rep.workers)
     if rep.database:
         lines.append(
             f"database    {rep.database}: "
@@ -232,14 +247,37 @@ def render(rep: HeadOfficeHealth) -> str:
     return "\n".join(lines)
 
 
+def lane_version_lines(workers: list[Worker]) -> list[str]:
+    """The lanes the workers heard from, grouped by the lanesync version they run (the
+    newest hello of each lane over all workers): "lanes 0.9.0: 12 (S001/L1, S001/L2, ...)"."""
+    newest: dict[str, dict[str, Any]] = {}
+    for w in workers:
+        for seen in w.health.get("lanes") or ():
+            known = newest.get(seen["lane"])
+            if known is None or float(seen.get("at") or 0) > float(known.get("at") or 0):
+                newest[seen["lane"]] = seen
+    by_version: dict[str, list[str]] = {}
+    for name, seen in sorted(newest.items()):
+        by_version.setdefault(
+            f"{seen.get('version')} (protocol {seen.get('protocol')})", []
+        ).append(name)
+    lines = []
+    for version, names in sorted(by_version.items()):
+        shown = ", ".join(names[:8]) + (f", ... {len(names) - 8} more" if len(names) > 8 else "")
+        lines.append(f"lanes       lanesync {version}: {len(names)} ({shown})")
+    return lines
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], default: str) -> None:
     p = sub.add_parser(
         "status",
         help="is head office up and taking entries (exit 0 accepting, 1 a problem, "
-        "2 not answering, 3 could not check)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog="Exit codes: 0 accepting, 1 up but a problem, 2 not answering, 3 could not "
-        "check (like pg_isready).",
+        "2 could not check, 3 not answering)",
+        description="Is head office up and taking the lanes' entries? Asks each ingest "
+        "worker's status page (its link, counters, and the lanes that said hello to it with "
+        "their lanesync versions) and reads the database for lag and held entries.",
+        epilog="Exit codes: 0 accepting, 1 up but a problem, 2 could not check (config), "
+        "3 not answering (like pg_isready; `lanesync help exit-codes`).",
     )
     p.add_argument("--config", default=argparse.SUPPRESS, help=f"TOML (default {default})")
     p.add_argument("--json", action="store_true", help="one JSON object")

@@ -20,7 +20,7 @@ from headoffice.catalog import server as catalog_server
 from headoffice.catalog.publisher import PublisherStats
 from headoffice.config import HeadOfficeConfig
 from headoffice.db import Database, target
-from headoffice.health import HEALTH_PATH
+from headoffice.health import HEALTH_PATH, lanes_seen
 from headoffice.ingest import Ingest, RequestHandler
 from headoffice.metrics import HoMetrics
 from headoffice.sscc import server as sscc_server
@@ -32,6 +32,7 @@ from protocol.runtime import clock
 from protocol.runtime.httpserver import HttpServer
 from protocol.runtime.logsetup import add_secret
 from protocol.runtime.services import Services
+from protocol.runtime.version import VERSION
 from protocol.runtime.watchdog import run_watchdog
 
 
@@ -129,6 +130,8 @@ class Operations:
             "last_commit_at": st.last_commit_at,
             "inbox_queued": st.inbox.queued,
             "messages_shed": st.inbox.shed,
+            "version": VERSION,
+            "lanes": lanes_seen(st.hellos),
         }
 
     async def _health(self, _: web.Request) -> web.Response:

@@ -34,8 +34,12 @@ from lanesync.proxy import ProxyThread
 from lanesync.rabbitmq import RabbitMQBroker
 from lanesync.reconcile import LaneReport, reconcile
 from protocol.identity import LaneId
+from protocol.money import fmt_money
 
 LANES = [LaneId("S1", "L1"), LaneId("S1", "L2"), LaneId("S2", "L1"), LaneId("S2", "L2")]
+
+
+DEMO_CURRENCY = "EUR"  # the demo stores' (lanesync.democatalog)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -246,7 +250,8 @@ def price_change(
     reached = catalog.wait_all(version, 15, started)
     slowest = max(reached.values(), default=0.0)
     say(
-        f"head office: {item} {before / 100:.2f} -> {price / 100:.2f} EUR (version {version}): "
+        f"head office: {item} {fmt_money(before, DEMO_CURRENCY)} -> "
+        f"{fmt_money(price, DEMO_CURRENCY)} (version {version}): "
         f"on {len(reached)} of 4 lanes within {slowest * 1000:.0f} ms of the load"
     )
     return {
@@ -335,7 +340,7 @@ def print_table(result: dict[str, Any]) -> None:
             str(c["version"]),
             "stores offline" if c["while_offline"] else "online",
             *(
-                f"{(c['price_on_lanes'][str(x)] or 0) / 100:.2f} after "
+                f"{fmt_money(c['price_on_lanes'][str(x)] or 0, DEMO_CURRENCY)} after "
                 f"{c['reached_s'][str(x)]:.2f}s"
                 if str(x) in c["reached_s"]
                 else "NOT reached"

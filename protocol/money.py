@@ -133,3 +133,43 @@ def tax_contained(amount: int, rate_percent: Decimal) -> int:
     num, den = rate_percent.as_integer_ratio()  # rate% = num/den
     # amount * r / (1 + r) with r = num / (100 * den)
     return div_round(amount * num, 100 * den + num)
+
+
+# --- showing amounts to people --------------------------------------------------------------
+
+# ISO 4217 currencies whose minor unit is not the hundredth (every other code has 2 places):
+# what a person reads as "9.98 EUR" is 998 on the wire, "998 JPY" is 998, "9.980 KWD" is 9980.
+MINOR_DIGITS: dict[str, int] = {
+    **dict.fromkeys(
+        (
+            "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
+            "VND", "VUV", "XAF", "XOF", "XPF",
+        ),
+        0,
+    ),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}  # fmt: skip
+CURRENCY_RE = re.compile(r"[A-Z]{3}")
+
+
+def minor_digits(currency: str) -> int:
+    """Decimal places of `currency`'s minor unit (ISO 4217; 2 unless listed otherwise)."""
+    return MINOR_DIGITS.get(currency, 2)
+
+
+def fmt_money(amount: int | None, currency: str | None) -> str:
+    """Integer minor units as money for people: 998, "EUR" -> "9.98 EUR", -5, "EUR" ->
+    "-0.05 EUR", 998, "JPY" -> "998 JPY". Without a currency code the places are unknown, so the
+    minor units are shown as such ("998 minor units"), never guessed. JSON output keeps the
+    integer and the currency: this is only for tables and status lines."""
+    if amount is None:
+        return ""
+    if type(currency) is not str or not CURRENCY_RE.fullmatch(currency):
+        return f"{amount} minor units"
+    places = minor_digits(currency)
+    if places == 0:
+        return f"{amount} {currency}"
+    whole, frac = divmod(abs(amount), 10**places)
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{whole}.{frac:0{places}d} {currency}"

@@ -23,6 +23,7 @@ from headoffice.db.sql import Sql
 from headoffice.projections import PROJECTIONS
 from protocol import catalog as cat
 from protocol.errors import LanesyncError
+from protocol.runtime.cli import print_table
 
 DEFAULT_CONFIG = ho_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
@@ -149,7 +150,6 @@ def cmd_show(args: argparse.Namespace) -> int:
         for row in rows:
             print(_dump(row))
         return 0
-    from rich.console import Console  # noqa: PLC0415 - only for people
     from rich.table import Table  # noqa: PLC0415
 
     where = f" seen by store {args.store}" if args.store else ""
@@ -158,7 +158,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         table.add_column(col.name)
     for row in rows:
         table.add_row(*(_cell(row.get(c.name)) for c in ds.columns))
-    Console().print(table)
+    print_table(table)  # off a terminal: tab-separated, never cut (SSCCs, times)
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from headoffice.extract import config as x_config
 from headoffice.extract import job
 from protocol.errors import LanesyncError
+from protocol.runtime.cli import print_table
 
 DEFAULT_CONFIG = x_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
@@ -121,10 +122,9 @@ def _show(out: dict[str, Any]) -> None:
         t.add_row(k, str(out[k]))
     for reason, n in out["pending"].items():
         t.add_row(f"pending: {reason}", str(n))
-    console = Console()
-    console.print(t)
+    print_table(t)  # off a terminal: tab-separated
     if out["dir"]:
-        console.print(f"files: {out['dir']}")
+        Console().print(f"files: {out['dir']}", soft_wrap=True)
 
 
 def _read_items(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from headoffice.db.base import CARD_NUMBER_VOID_ONLY, HeldOutcome
 from headoffice.held import ops
 from headoffice.projections import PROJECTIONS
 from protocol.errors import LanesyncError
+from protocol.money import fmt_money
 from protocol.runtime import clock
 
 DEFAULT_CONFIG = ho_config.DEFAULT_CONFIG  # as `lanesync headoffice`; LANESYNC_CONFIG replaces it
@@ -158,6 +159,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     for key, value in out.items():
         if key != "body":
             print(f"{key:>20}: {value}")
+    body = out["body"] if isinstance(out["body"], dict) else {}
+    if type(body.get("total")) is int:  # as money for people; the body below keeps minor units
+        print(f"{'total':>20}: {fmt_money(body['total'], body.get('currency'))}")
     print(f"{'body':>20}: {json.dumps(out['body'], indent=2)}")
     if rec.state == "held" and rec.body is None:
         print(

@@ -520,7 +520,9 @@ class GroupApplier:
             except EpochRefused as exc:
                 self._refuse_epoch(db, p, exc, now, out)
                 return
-            out.acks[(lane.store, lane.lane, msg.epoch)] = self._answer_hello(db, msg, state.hwm)
+            ack = self._answer_hello(db, msg, state.hwm)
+            out.acks[(lane.store, lane.lane, msg.epoch)] = ack
+            self.stats.note_hello(lane.store, lane.lane, msg.version, ack.protocol or 1, now / 1000)
         elif isinstance(msg, Status):
             db.save_status(msg)
         elif isinstance(msg, Request):

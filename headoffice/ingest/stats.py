@@ -89,3 +89,12 @@ class IngestStats:
     proofs: OrderedDict[tuple[str, str], dict[str, Any]] = field(default_factory=OrderedDict)
     lane_hwm: LaneMarks = field(default_factory=LaneMarks)
     inbox: InboxStats = field(default_factory=InboxStats)
+    # The lanes that said hello to this process: their lanesync version, the protocol it told
+    # them to use, when (for `/api/health`, issue 18.3); the newest MAX_LANES_TRACKED.
+    hellos: OrderedDict[tuple[str, str], dict[str, Any]] = field(default_factory=OrderedDict)
+
+    def note_hello(self, store: str, lane: str, version: str, protocol: int, at: float) -> None:
+        self.hellos[(store, lane)] = {"version": version, "protocol": protocol, "at": at}
+        self.hellos.move_to_end((store, lane))
+        while len(self.hellos) > MAX_LANES_TRACKED:
+            self.hellos.popitem(last=False)

@@ -16,6 +16,7 @@ from headoffice import config as ho_config
 from headoffice.db import DatabaseError, describe, open_readonly, target
 from headoffice.stock import report
 from protocol.errors import LanesyncError
+from protocol.runtime.cli import print_table
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
@@ -46,7 +47,6 @@ def cmd_stock(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"stock": rows}))
         return 0
-    from rich.console import Console  # noqa: PLC0415 - only for people
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=f"stock: {len(rows)} location/item rows")
@@ -55,5 +55,5 @@ def cmd_stock(args: argparse.Namespace) -> int:
     table.add_column("qty", justify="right")
     for r in rows:
         table.add_row(r["location"], r["item"], r["qty"])
-    Console().print(table)
+    print_table(table)  # off a terminal: tab-separated, never cut (SSCCs, times)
     return 0

@@ -21,6 +21,7 @@ from headoffice.stock import report as stock_report
 from headoffice.transit import projection, report
 from protocol.errors import LanesyncError
 from protocol.runtime import clock
+from protocol.runtime.cli import print_table
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], default_config: str) -> None:
@@ -61,7 +62,6 @@ def cmd_transits(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    from rich.console import Console  # noqa: PLC0415 - only for people
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=f"{len(out['open_transits'])} open transits")
@@ -78,7 +78,7 @@ def cmd_transits(args: argparse.Namespace) -> int:
             t["travels_by"] or "",
             str(t["lines"]),
         )
-    Console().print(table)
+    print_table(table)  # off a terminal: tab-separated, never cut (SSCCs, times)
     for s in out.get("stock", []):
         print(f"{s['location']:>12} {s['item']:<20} {s['qty']:>12}")
     return 0

@@ -129,7 +129,7 @@ def test_release_applies_a_held_entry_once_with_its_projection(
 
 def test_a_card_number_entry_can_only_be_voided(backend: Backend) -> None:
     sim = LaneSim(A)
-    sim.add(sale_doc(1, note=f"card {PAN}"))
+    sim.add(sale_doc(1, note=f"card {PAN}", total=998, currency="EUR"))
     sim.add()
     with writer_ingest(backend) as ing:
         ing.applier.apply_group([journal_msg(sim, 1, 2)])
@@ -160,7 +160,7 @@ async def test_metrics_count_held_entries_by_code_and_their_repairs(
     backend: Backend, recall_rule: list[bool]
 ) -> None:
     sim = LaneSim(A)
-    sim.add(sale_doc(1, note=f"card {PAN}"))
+    sim.add(sale_doc(1, note=f"card {PAN}", total=998, currency="EUR"))
     sim.add(adjustment(RECALLED, "1.000"), kind="stock_adjustment")
     sim.add(adjustment(RECALLED, "2.000"), kind="stock_adjustment")
     with writer_ingest(backend) as ing:
@@ -256,7 +256,7 @@ def test_the_held_command(
 ) -> None:
     cfg = stack.write_toml(tmp_path / "ho.toml", {"database": backend.database_table()})
     sim = LaneSim(A)
-    sim.add(sale_doc(1, note=f"card {PAN}"))
+    sim.add(sale_doc(1, note=f"card {PAN}", total=998, currency="EUR"))
     sim.add(adjustment(RECALLED, "3.000"), kind="stock_adjustment")
     with writer_ingest(backend) as ing:
         ing.applier.apply_group([journal_msg(sim, 1, 2)])
@@ -279,6 +279,9 @@ def test_the_held_command(
     assert shown["body_is_masked_copy"] is True
     assert PAN not in out
     assert shown["body"]["note"].endswith("1111")
+    assert (shown["body"]["total"], shown["body"]["currency"]) == (998, "EUR")  # minor units
+    rc, out, _ = run_cli(["held", "show", str(card), *conf], capsys)
+    assert "total: 9.98 EUR" in out  # for people: money
     rc, out, _ = run_cli(["held", "show", str(bad), *conf], capsys)
     assert rc == 0
     assert RECALLED in out

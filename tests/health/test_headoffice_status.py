@@ -1,6 +1,7 @@
 """`lanesync headoffice status` (issue 16 item 4 d): head office up, its broker link, ingest
-lag, held entries, and pg_isready-like exit codes, against a real head office (Ingest and its
-Operations with the status page) on a real Mosquitto."""
+lag, held entries, and the exit codes every command uses (2 could not check, 3 not
+answering), against a real head office (Ingest and its Operations with the status page) on a
+real Mosquitto."""
 
 from __future__ import annotations
 
@@ -53,20 +54,20 @@ async def run_status(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[in
     return await asyncio.to_thread(status, capsys, *argv)
 
 
-def test_exit_3_when_it_cannot_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_2_when_it_cannot_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = status(capsys, "status", "--config", str(tmp_path / "missing.toml"))
-    assert (code, out["state"]) == (3, "could not check")
+    assert (code, out["state"]) == (2, "could not check")
     assert "missing.toml" in out["problems"][0]
     cfg = write_config(tmp_path, 1883, None)
     code, out = status(capsys, "--config", str(cfg), "status")
-    assert code == 3
+    assert code == 2
     assert "[status_page] listen is not set" in out["problems"][0]
 
 
-def test_exit_2_when_no_worker_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_3_when_no_worker_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = write_config(tmp_path, 1883, free_port())
     code, out = status(capsys, "status", "--config", str(cfg))
-    assert (code, out["state"]) == (2, "not answering")
+    assert (code, out["state"]) == (3, "not answering")
     assert out["workers"][0]["answering"] is False
     assert "worker 1 not answering" in out["problems"][0]
 

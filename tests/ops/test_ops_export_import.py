@@ -138,7 +138,7 @@ async def test_cli_export_status_and_import(
     await _journal_with_backlog(tmp_path / "journal.db", 12, 0)
 
     # Status with the agent stopped: read from the journal, read-only.
-    assert main(["status", "--config", str(agent_toml), "--json"]) == 1  # problem: not running
+    assert main(["status", "--config", str(agent_toml), "--json"]) == 3  # the agent: not running
     st = json.loads(capsys.readouterr().out)
     assert st["running"] is False
     j = st["journal"]
@@ -147,7 +147,7 @@ async def test_cli_export_status_and_import(
     assert j["size_bytes"] > 0
     assert j["free_disk_bytes"] > 0
     assert st["oldest_unacked_age_s"] is not None
-    assert main(["status", "--config", str(agent_toml)]) == 1
+    assert main(["status", "--config", str(agent_toml)]) == 3
     text = capsys.readouterr().out
     assert "agent NOT RUNNING" in text
     assert "backlog     12 entries" in text
