@@ -14,6 +14,7 @@ from headoffice.catalog.publisher import HeadPublisher
 from headoffice.config import HeadOfficeConfig
 from headoffice.db import describe, target
 from headoffice.ingest import Ingest
+from headoffice.ingest.gcpolicy import pace_for_ingest
 from headoffice.operations import Operations, request_handlers
 from headoffice.projections import PROJECTIONS
 from protocol.runtime.notify import notify_soon
@@ -36,6 +37,7 @@ async def run(
     what uses it starts (ingest, the status page, listeners, the database), so it is logged as
     needing a restart."""
     stop = stop or asyncio.Event()
+    pace_for_ingest()  # the collector's passes cost a third of ingest's CPU at the default pace
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headoffice.db.base import catalog_version
-from headoffice.transit.bodies import MAX_ITEM, MAX_LINES, BodyError, milli
+from headoffice.transit.bodies import MAX_ITEM, MAX_LINES, QTY_RE, BodyError, milli
 
 SALE_STOCK_KINDS = frozenset(
     {
@@ -71,7 +71,9 @@ def _code(m: dict[str, Any], key: str, path: str) -> str | None:
     return v
 
 
-def _lines(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _lines(doc: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(index, line) of each line; a line's path ("$.lines[i]") is spelt only for an error
+    (`_path`): ingest reads every sale's lines, and the f-strings were a tenth of that."""
     raw = doc.get("lines")
     if raw is None:
         return []
@@ -79,32 +81,42 @@ def _lines(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         raise BodyError("$.lines", f"must be a list of at most {MAX_LINES} lines")
     out = []
     for i, line in enumerate(raw):
-        p = f"$.lines[{i}]"
         if type(line) is not dict:
-            raise BodyError(p, "must be a map")
+            raise BodyError(_path(i), "must be a map")
         item = line.get("item")
         if type(item) is not str or not 1 <= len(item) <= MAX_ITEM:
-            raise BodyError(f"{p}.item", f"must be a string of 1..{MAX_ITEM} characters")
-        out.append((p, line))
+            raise BodyError(f"{_path(i)}.item", f"must be a string of 1..{MAX_ITEM} characters")
+        out.append((i, line))
     return out
+
+
+def _path(i: int) -> str:
+    return f"$.lines[{i}]"
+
+
+def _qty(value: object, i: int, key: str) -> int:
+    """milli() of a line's quantity, its path spelt only when it is refused."""
+    if type(value) is str and QTY_RE.fullmatch(value):
+        return int(value.replace(".", ""))
+    return milli(value, f"{_path(i)}.{key}")  # raises, naming the field
 
 
 def _sale(kind: str, doc: dict[str, Any]) -> tuple[Move, ...]:
     is_return = kind in RETURN_KINDS
     doc_type = _code(doc, "return_type", "$")
     moves = []
-    for p, line in _lines(doc):
-        qty = milli(line.get("qty"), f"{p}.qty")
+    for i, line in _lines(doc):
+        qty = _qty(line.get("qty"), i, "qty")
         oq = line.get("open_qty")
-        open_qty = 0 if oq is None else milli(oq, f"{p}.open_qty")
+        open_qty = 0 if oq is None else _qty(oq, i, "open_qty")
         if not 0 <= open_qty <= abs(qty):
-            raise BodyError(f"{p}.open_qty", "must be 0..|qty|")
+            raise BodyError(f"{_path(i)}.open_qty", "must be 0..|qty|")
         moved = abs(qty) - open_qty
         returned = is_return or qty < 0
         if moved == 0:
             continue
         if returned:
-            rt = _code(line, "return_type", p) or doc_type
+            rt = _code(line, "return_type", _path(i)) or doc_type
             moves.append(Move(line["item"], moved, True, rt))
         else:
             moves.append(Move(line["item"], -moved, False, None))
@@ -114,12 +126,12 @@ def _sale(kind: str, doc: dict[str, Any]) -> tuple[Move, ...]:
 def _purchase(kind: str, doc: dict[str, Any]) -> tuple[Move, ...]:
     sign = 1 if kind == "receive_purchase_order" else -1
     moves = []
-    for p, line in _lines(doc):
+    for i, line in _lines(doc):
         if line.get("qty") is None:
             continue  # counted_zero, or a line not counted: nothing received
-        qty = milli(line["qty"], f"{p}.qty")
+        qty = _qty(line["qty"], i, "qty")
         if qty < 0:
-            raise BodyError(f"{p}.qty", "must not be negative")
+            raise BodyError(f"{_path(i)}.qty", "must not be negative")
         if qty:
             moves.append(Move(line["item"], sign * qty, False, None))
     return tuple(moves)
