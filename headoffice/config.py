@@ -49,6 +49,10 @@ class IngestConfig:
     # resend). All stores together: four times the bytes of one.
     queue_messages_per_store: int = 2000
     queue_bytes_per_store: int = 64 * 1024 * 1024
+    # PostgreSQL workers owning stores through leases instead of a shared subscription
+    # (headoffice.ingest.leases): how long a worker's lease lasts without a heartbeat.
+    leases: bool = False
+    lease_ttl_s: float = 2.0
 
 
 MIN_TOKEN_CHARS = 24
@@ -168,8 +172,15 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
         queue_bytes_per_store=i.int(
             "queue_bytes_per_store", 64 * 1024 * 1024, 1024 * 1024, 64 * 1024 * 1024 * 1024
         ),
+        leases=i.bool("leases", False),
+        lease_ttl_s=i.num("lease_ttl_s", 2.0, 0.5, 60.0),
     )
     i.done()
+    if ingest.leases and (broker.share_group or database_url is None):
+        raise ConfigError(
+            "ingest.leases: needs database.url (PostgreSQL) and no broker.share_group: the "
+            "workers share the stores through leases in the database instead"
+        )
     c = root.table("catalog")
     token_file = c.str("api_token_file", None)
     catalog = CatalogConfig(
