@@ -319,7 +319,9 @@ class StoreLeases:
         self.known = set(beat.stores)
         if self.worker not in beat.workers:
             return  # our own heartbeat not visible yet (cannot happen after the upsert)
-        mine = self._mine(beat)
+        # The discovery role is sticky: its holder keeps it (moving it would miss the hellos
+        # sent meanwhile); the others only try to take it when it is free or expired.
+        mine = self._mine(beat) | {DISCOVERY}
         give_up = self.held - mine - set(self._leaving)
         if give_up:
             task = asyncio.ensure_future(self._give_up(client, give_up))
@@ -336,7 +338,8 @@ class StoreLeases:
     def _mine(self, beat: Beat) -> set[str]:
         """This worker's share of the stores (computed again only when stores or workers
         changed)."""
-        stores, workers = tuple(sorted(beat.stores)), tuple(beat.workers)
+        stores = tuple(sorted(s for s in beat.stores if s != DISCOVERY))
+        workers = tuple(beat.workers)
         if (stores, workers) != self._split[:2]:
             split = assign(stores, workers)
             self._split = (stores, workers, {s for s, w in split.items() if w == self.worker})
@@ -438,8 +441,8 @@ class StoreLeases:
                     )
                     async for msg in c.messages:
                         await self._first_contact(msg)
-            except (aiomqtt.MqttError, OSError) as exc:
-                log.warning("ingest leases: discovery connection: %s; retrying", exc)
+            except (aiomqtt.MqttError, OSError, psycopg.Error) as exc:
+                log.warning("ingest leases: discovery: %s; retrying", exc)
                 await asyncio.sleep(1.0)
 
     async def _first_contact(self, msg: aiomqtt.Message) -> None:
