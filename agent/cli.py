@@ -21,7 +21,7 @@ from agent.journal.file import JournalFile
 from agent.verify import verify
 from protocol.errors import LanesyncError
 
-DEFAULT_CONFIG = "/etc/lanesync/agent.toml"
+DEFAULT_CONFIG = agent_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,6 +1,7 @@
 """Agent configuration (`/etc/lanesync/agent.toml`), validated at start.
 
-Every key is documented in systemd/agent.example.toml; an error names the key at fault.
+Every key is documented in the example (installed as /etc/lanesync/agent.example.toml); every
+fault of a file is reported at once, each naming its key.
 
 The TOML keeps what is the lane's own: identity, connection, paths and numbering. Master data
 and settings come from head office in the lane's catalog (protocol/CATALOG.md); the keys that
@@ -10,7 +11,9 @@ never trades on a stale hand-edited copy.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,20 @@ from typing import Any
 from agent import opsconfig
 from agent.numbering import DocumentsConfig, TransitConfig
 from agent.opsconfig import OpsConfig
+from hardware.config import ScannerConfigError, parse_scanners
 from protocol.catalog import MAX_SNAPSHOT_CHUNK
 from protocol.errors import ConfigError, ProtocolError
 from protocol.identity import DEFAULT_PREFIX, LaneId, Topics
 from protocol.runtime.brokerconn import DEFAULT_CONNACK_TIMEOUT_S, TlsConfig, parse_credentials
-from protocol.runtime.config import Table, load_toml
+from protocol.runtime.config import (
+    ConfigSource,
+    DefaultConfig,
+    Refused,
+    Table,
+    load_toml,
+    parse_all,
+    parse_log_level,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,7 @@ class ApiConfig:
     request_timeout_s: float = 10.0
 
 
+DEFAULT_JOURNAL = "/var/lib/lanesync/journal.db"
 _LOAD = "lanesync catalog load"
 _SETTING = f"a row of the settings dataset at head office ({_LOAD} settings FILE)"
 _STORE = f"the store's row of the stores dataset at head office ({_LOAD} stores FILE)"
@@ -84,18 +97,21 @@ MOVED: dict[str, str] = {
 }
 
 
-def refuse_moved(data: dict[str, Any]) -> None:
+def refuse_moved(root: Table) -> None:
     """A key whose value now comes from head office is refused, saying where it lives."""
+    data = root.data
     for name, where in MOVED.items():
         table, _, key = name.partition(".")
         value = data.get(table)
         if key and isinstance(value, dict) and key in value:
-            raise ConfigError(f"{name}: {where}")
+            root.problems.add(f"{name}: {where}")
+            root.problems.refused.add(name)  # not "unknown" as well
         if not key and value is not None:
             # A whole table that moved: name its first key, as for any other key.
             first = next(iter(value), None) if isinstance(value, dict) else None
             shown = f"{table}.{first}" if first is not None else table
-            raise ConfigError(f"{shown}: {where}")
+            root.problems.add(f"{shown}: {where}")
+            root.problems.refused.add(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +150,9 @@ class AgentConfig:
     transit: TransitConfig = field(default_factory=TransitConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)  # [retention], [metrics], [export]
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    log_level: str | None = None  # [log] level; None: the command line's --log-level
+    # The file this was read from, and how it was chosen (None: parsed from a dict).
+    source: ConfigSource | None = field(default=None, compare=False, repr=False)
 
     @property
     def catalog_path(self) -> Path:
@@ -145,16 +164,65 @@ class AgentConfig:
 
 
 def parse(data: dict[str, Any]) -> AgentConfig:
-    refuse_moved(data)
-    root = Table(data)
-    try:
-        lane = LaneId(root.str("store"), root.str("lane"))
-    except ProtocolError as exc:
-        raise ConfigError(str(exc)) from None
+    """The whole agent.toml; every fault found is raised at once (ConfigErrors)."""
+    return parse_all(data, read)
+
+
+def read(root: Table) -> AgentConfig:
+    refuse_moved(root)
+    lane = root.guarded(_lane(root), None)
     j = root.table("journal")
-    journal_path = Path(j.str("path", "/var/lib/lanesync/journal.db"))
+    journal_path = Path(j.str("path", DEFAULT_JOURNAL))
     j.done()
-    b = root.table("broker")
+    broker = root.guarded(lambda: _broker(root.table("broker")), BrokerConfig())
+    replication = _replication(root.table("replication"))
+    api = root.guarded(lambda: _api(root.table("api")), ApiConfig())
+    scanners = root.array("scanners")
+    with root.guard():
+        try:
+            parse_scanners(scanners)
+        except ScannerConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    documents = root.guarded(lambda: _documents(root.table("documents")), DocumentsConfig())
+    transit = root.guarded(lambda: _transit(root.table("transit")), TransitConfig())
+    ops = root.guarded(lambda: opsconfig.parse(root), OpsConfig())
+    catalog = _catalog(root.table("catalog"))
+    log_level = parse_log_level(root)
+    root.done()
+    root.finish()
+    assert lane is not None  # no fault recorded: the lane was read
+    return AgentConfig(
+        lane,
+        journal_path,
+        broker,
+        replication,
+        api,
+        scanners,
+        documents,
+        transit,
+        ops=ops,
+        catalog=catalog,
+        log_level=log_level,
+    )
+
+
+def _lane(root: Table) -> Callable[[], LaneId]:
+    def read() -> LaneId:
+        store, lane = root.str("store", None), root.str("lane", None)
+        if store is None or lane is None:
+            for key, value in (("store", store), ("lane", lane)):
+                if value is None and key not in root.data:
+                    root.problem(key, "required key is missing")
+            raise Refused("store/lane")
+        try:
+            return LaneId(store, lane)
+        except ProtocolError as exc:
+            raise ConfigError(str(exc)) from None
+
+    return read
+
+
+def _broker(b: Table) -> BrokerConfig:
     login = parse_credentials(b)  # tls, ca_file, cert_file, key_file, username, password...
     broker = BrokerConfig(
         host=b.str("host", "127.0.0.1"),
@@ -172,7 +240,10 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         Topics(broker.topic_prefix)
     except ProtocolError as exc:
         raise ConfigError(f"broker.{exc}") from None
-    r = root.table("replication")
+    return broker
+
+
+def _replication(r: Table) -> ReplicationConfig:
     d = ReplicationConfig()
     replication = ReplicationConfig(
         batch_max_entries=r.int("batch_max_entries", d.batch_max_entries, 1, 10_000),
@@ -185,13 +256,17 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         backoff_max_s=r.num("backoff_max_s", d.backoff_max_s, 0.01, 3600),
     )
     r.done()
-    a = root.table("api")
+    return replication
+
+
+def _api(a: Table) -> ApiConfig:
     api = ApiConfig(
         socket=a.str("socket", "/run/lanesync/api.sock") or None,
         tcp=a.str("tcp", None) or None,
         token=a.str("token", None) or None,
         request_timeout_s=a.num("request_timeout_s", ApiConfig().request_timeout_s, 0.1, 3600),
     )
+    a.done()
     if api.tcp is not None:
         host, sep, port = api.tcp.rpartition(":")
         if not sep or not port.isdigit() or host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
@@ -200,25 +275,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             raise ConfigError("api.token: required when api.tcp is set (the TCP API needs a token)")
     if api.socket is None and api.tcp is None:
         raise ConfigError("api: set api.socket and/or api.tcp; the POS needs a way in")
-    a.done()
-    scanners = root.array("scanners")
-    documents = _documents(root.table("documents"))
-    transit = _transit(root.table("transit"))
-    ops = opsconfig.parse(root)
-    catalog = _catalog(root.table("catalog"))
-    root.done()
-    return AgentConfig(
-        lane,
-        journal_path,
-        broker,
-        replication,
-        api,
-        scanners,
-        documents,
-        transit,
-        ops=ops,
-        catalog=catalog,
-    )
+    return api
 
 
 def _catalog(t: Table) -> CatalogConfig:
@@ -239,12 +296,12 @@ def _catalog(t: Table) -> CatalogConfig:
 
 def _documents(t: Table) -> DocumentsConfig:
     cfg = DocumentsConfig(register_prefix=t.str("register_prefix", None))
+    t.done()
     if cfg.register_prefix is not None and not re.fullmatch(r"[A-Z][0-9]?", cfg.register_prefix):
         raise ConfigError(
             "documents.register_prefix: must be a capital letter and an optional digit (T1), "
             f"got {cfg.register_prefix!r}"
         )
-    t.done()
     return cfg
 
 
@@ -256,6 +313,7 @@ def _transit(t: Table) -> TransitConfig:
         sscc_extension_digit=t.int("sscc_extension_digit", 0, 0, 9),
         receive_timeout_s=t.num("receive_timeout_s", d.receive_timeout_s, 0.1, 120),
     )
+    t.done()
     prefix = cfg.gs1_company_prefix
     if prefix is not None:
         if not re.fullmatch(r"[0-9]{7,10}", prefix):
@@ -273,9 +331,13 @@ def _transit(t: Table) -> TransitConfig:
             "transit.sscc_lane_prefix: too long for the company prefix; the SSCC serial needs "
             "at least 3 digits of its own"
         )
-    t.done()
     return cfg
 
 
-def load(path: str | Path) -> AgentConfig:
-    return load_toml(path, parse, "agent.example.toml")
+DEFAULT_CONFIG = DefaultConfig("/etc/lanesync/agent.toml")  # LANESYNC_CONFIG replaces it
+
+
+def load(path: str | Path | ConfigSource = DEFAULT_CONFIG) -> AgentConfig:
+    """agent.toml from `path` (a --config), else $LANESYNC_CONFIG, else the default."""
+    cfg, source = load_toml(path, parse, "agent.example.toml", DEFAULT_CONFIG)
+    return dataclasses.replace(cfg, source=source)

@@ -1,13 +1,17 @@
-"""Runs one lane: journal, replicator and local API, until SIGTERM or SIGINT."""
+"""Runs one lane: journal, replicator and local API, until SIGTERM or SIGINT; SIGHUP reloads
+what of the config can change without a restart (protocol.runtime.reload)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+from agent import config as agent_config
+from agent import journaldir
 from agent.api import LocalApi
 from agent.catalog.store import CatalogStore
 from agent.catalog.sync import CatalogSync
@@ -22,6 +26,8 @@ from hardware.config import ScannerConfigError, parse_scanners
 from hardware.manager import ScannerManager
 from protocol.errors import ConfigError
 from protocol.runtime.notify import notify_soon
+from protocol.runtime.reload import Reloader, set_log_level
+from protocol.runtime.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +52,58 @@ def _sscc_leases(
     return SsccLeases(config.journal_path, epoch, replicator.request, scheme)
 
 
-async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
+# Keys of agent.toml a reload applies at once, each read afresh where it is used: the
+# replicator reads these three for every batch (agent.replicator._next_batch) and retention
+# these for every pass. Any other key needs a restart: the replicator's window, ack and publish
+# timeouts are fixed per session and its backoff for its life, and connections, paths and
+# listeners are opened once.
+LIVE_REPLICATION = ("batch_max_entries", "batch_max_bytes", "linger_ms")
+LIVE_RETENTION = ("keep_acked_days", "prune_batch", "prune_interval_s", "prune_early_when_high")
+
+
+def _live(
+    replicator: Replicator, ops: Operations, start_level: int
+) -> dict[str, Callable[[AgentConfig], None]]:
+    def replication(new: AgentConfig) -> None:
+        running = replicator.config
+        rc = dataclasses.replace(
+            running.replication, **{k: getattr(new.replication, k) for k in LIVE_REPLICATION}
+        )
+        replicator.config = dataclasses.replace(running, replication=rc)
+
+    def retention(new: AgentConfig) -> None:
+        cfg = ops.retention.cfg
+        fresh = new.ops.retention
+        ops.retention.cfg = dataclasses.replace(
+            cfg, **{k: getattr(fresh, k) for k in LIVE_RETENTION}
+        )
+
+    live: dict[str, Callable[[AgentConfig], None]] = {
+        "log.level": lambda new: set_log_level(new.log_level, start_level)
+    }
+    live |= {f"replication.{k}": replication for k in LIVE_REPLICATION}
+    live |= {f"retention.{k}": retention for k in LIVE_RETENTION}
+    return live
+
+
+async def run(
+    config: AgentConfig,
+    stop: asyncio.Event | None = None,
+    *,
+    reload: Callable[[], AgentConfig] | None = None,
+) -> None:
+    """`reload` reads the config again on SIGHUP (default: the file `config` came from)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    start_level = logging.getLogger().level  # --log-level; [log] level replaces it
+    set_log_level(config.log_level, start_level)
+    source = config.source
+    if reload is None and source is not None:
+        reload = lambda: agent_config.load(source)  # noqa: E731 - the same file, same way
+    # A missing journal directory is created or refused here, as doctor reports it.
+    journaldir.ensure(config.journal_path)
     # Scanners feed the local API's event stream (GET /v1/scans) when any are configured.
     try:
         scanner_configs = parse_scanners(config.scanners)
@@ -91,7 +144,18 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
                     scans=scanners.queue if scanners is not None else None,
                     counters=ops.counters,
                 ),
+                # SIGHUP's reloads run here (stopped first, before what they reconfigure)
+                Tasks(f"lane {config.lane}") as reloads,
             ):
+                # SIGHUP is handled before READY (and before the start line tests and people
+                # wait for): one sent at once must reload, never end the process.
+                if reload is not None:
+                    live = _live(replicator, ops, start_level)
+                    reloader = Reloader(config, reload, live, "agent")
+                    loop.add_signal_handler(
+                        signal.SIGHUP,
+                        lambda: reloads.start(reloader.reload(), "reload config (SIGHUP)"),
+                    )
                 log.info(
                     "lane %s: journal %s epoch %d at seq %d (%d unacked); catalog version %d",
                     config.lane,
@@ -105,8 +169,9 @@ async def run(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
                 await notify_soon("READY=1", f"STATUS=lane {config.lane} at seq {journal.last_seq}")
                 async with replicator:
                     await stop.wait()
+                    loop.remove_signal_handler(signal.SIGHUP)
                     await notify_soon("STOPPING=1")
                     await replicator.close_gracefully()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import aiomqtt
 
 from agent import config as agent_config
+from agent import journaldir
 from agent.config import AgentConfig, BrokerConfig
 from agent.export import ExportError, load_key
 from agent.status import head_office_silent, journal_facts, live_path, read_live
@@ -37,6 +38,7 @@ from protocol.messages import PROTOCOL_VERSION, SUPPORTED_VERSIONS, HeadOffice, 
 from protocol.runtime import brokerconn
 from protocol.runtime.brokerconn import BrokerFileError
 from protocol.runtime.clock import clock_skew_s
+from protocol.runtime.config import EXAMPLES_DIR
 from protocol.runtime.version import VERSION
 
 Outcome = Literal["ok", "warn", "fail"]
@@ -80,8 +82,8 @@ def check_config(path: str) -> tuple[Check, AgentConfig | None]:
                 "config",
                 "fail",
                 str(exc),
-                f"Edit {path}: the message names the key at fault; compare with "
-                "systemd/agent.example.toml, which shows every key with its default.",
+                f"Edit the file named: each line names a key at fault; compare with "
+                f"{EXAMPLES_DIR}/agent.example.toml, which shows every key with its default.",
             ),
             None,
         )
@@ -122,7 +124,7 @@ def check_certificates(cfg: AgentConfig, now: float | None = None) -> list[Check
                 f"no TLS: plain MQTT to {b.host}:{b.port}"
                 + (", so the broker password crosses the network readable" if b.password else ""),
                 "Ask head office for this store's TLS files and set [broker] ca_file, cert_file "
-                "and key_file (see systemd/agent.example.toml).",
+                f"and key_file (see {EXAMPLES_DIR}/agent.example.toml).",
             )
         )
         return checks
@@ -436,8 +438,9 @@ def check_devices(cfg: AgentConfig) -> list[Check]:
                     f"scanner {name}",
                     "fail",
                     f"{path} is present but not readable and writable by this user",
-                    "Install systemd/70-lanesync-scanners.rules to /etc/udev/rules.d/, run "
-                    "`udevadm control --reload && udevadm trigger`, then replug the scanner.",
+                    "The package installs /lib/udev/rules.d/70-lanesync-scanners.rules (group "
+                    "lanesync on scanners); if it is missing, reinstall lanesync. Then run "
+                    "`udevadm control --reload && udevadm trigger` and replug the scanner.",
                 )
             )
         else:
@@ -451,15 +454,19 @@ def check_disk(cfg: AgentConfig) -> list[Check]:
     parent = cfg.journal_path.parent
     checks: list[Check] = []
     if not parent.is_dir():
-        return [
-            Check(
-                "journal directory",
-                "fail",
-                f"{parent} does not exist",
-                f"Create it for the service: install -d -o {SERVICE_USER} -m 0750 {parent} "
-                "(systemd's StateDirectory= does this for the packaged unit).",
-            )
-        ]
+        # The agent's own decision (agent.journaldir), so doctor and the agent agree.
+        d = journaldir.plan(cfg.journal_path)
+        if d.action == "create":
+            return [
+                Check(
+                    "journal directory",
+                    "warn",
+                    f"{parent} does not exist; {d.why}",
+                    "Nothing to do if that is the intended journal.path; otherwise correct it. "
+                    "The packaged unit's StateDirectory= makes /var/lib/lanesync.",
+                )
+            ]
+        return [Check("journal directory", "fail", f"{parent} does not exist", str(d.error()))]
     if not os.access(parent, os.W_OK):
         checks.append(
             Check(

@@ -1,7 +1,7 @@
 """The agent's operations tables: [retention], [metrics], [export].
 
 Kept apart from agent/config.py so that file only gains one line per table; every key is
-validated here with the key named on error and documented in systemd/agent.example.toml.
+validated here with the key named on error and documented in /etc/lanesync/agent.example.toml.
 """
 
 from __future__ import annotations
@@ -47,7 +47,17 @@ class OpsConfig:
 
 
 def parse(root: Table) -> OpsConfig:
-    r = root.table("retention")
+    """The three tables, each checked on its own: a fault in one leaves the others checked."""
+    retention = root.guarded(lambda: _retention(root.table("retention")), RetentionConfig())
+    metrics = root.guarded(lambda: _metrics(root.table("metrics")), MetricsConfig())
+    e = root.table("export")
+    key_file = e.str("key_file", "")
+    export = ExportConfig(key_file=Path(key_file) if key_file else None)
+    e.done()
+    return OpsConfig(retention, metrics, export)
+
+
+def _retention(r: Table) -> RetentionConfig:
     d = RetentionConfig()
     retention = RetentionConfig(
         keep_acked_days=r.num("keep_acked_days", d.keep_acked_days, 0, 3650),
@@ -60,6 +70,7 @@ def parse(root: Table) -> OpsConfig:
         prune_early_when_high=r.bool("prune_early_when_high", d.prune_early_when_high),
         reserve_mb=r.int("reserve_mb", d.reserve_mb, 0, 1 << 20),
     )
+    r.done()
     if retention.low_watermark_pct >= retention.high_watermark_pct:
         raise ConfigError(
             "retention.low_watermark_pct: must be below retention.high_watermark_pct "
@@ -67,14 +78,10 @@ def parse(root: Table) -> OpsConfig:
         )
     if retention.max_journal_mb and retention.max_journal_mb < 1:
         raise ConfigError("retention.max_journal_mb: must be 0 (no budget) or at least 1")
-    r.done()
-    m = root.table("metrics")
-    metrics = MetricsConfig(
-        listen=check_listen(m.str("listen", ""), "metrics.listen", LISTEN_EXAMPLE)
-    )
+    return retention
+
+
+def _metrics(m: Table) -> MetricsConfig:
+    listen = m.str("listen", "")
     m.done()
-    e = root.table("export")
-    key_file = e.str("key_file", "")
-    export = ExportConfig(key_file=Path(key_file) if key_file else None)
-    e.done()
-    return OpsConfig(retention, metrics, export)
+    return MetricsConfig(listen=check_listen(listen, "metrics.listen", LISTEN_EXAMPLE))

@@ -33,6 +33,7 @@ from hardware.evdev_reader import open_grabbed
 from hardware.events import DeviceEvent, HardwareEvent
 from hardware.manager import ScannerManager
 from hardware.queue import ScanQueue
+from protocol.runtime.config import ENV
 
 __all__ = ["collect_rows", "register"]
 
@@ -60,7 +61,8 @@ def _common_args(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        default=DEFAULT_CONFIG if default is None else default,
+        # $LANESYNC_CONFIG replaces the default, as for every command (--config wins).
+        default=Path(os.environ.get(ENV) or DEFAULT_CONFIG) if default is None else default,
         help=f"agent config with [[scanners]] (default {DEFAULT_CONFIG})",
     )
     parser.add_argument(

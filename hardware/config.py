@@ -14,6 +14,7 @@ from typing import Any, Literal
 from hardware.framing import FRAMINGS, FramingMode, FramingSpec
 from hardware.keymaps import LAYOUTS
 from hardware.wedge import WedgeConfig
+from protocol.runtime.config import suggest
 
 __all__ = ["ScannerConfig", "ScannerConfigError", "load_scanners", "parse_scanners"]
 
@@ -123,11 +124,13 @@ def _parse_one(index: int, entry: object, seen: set[str]) -> ScannerConfig:
     for key in entry:
         if key not in allowed:
             other = _SERIAL_KEYS if kind == "evdev" else _EVDEV_KEYS
-            hint = "only valid for the other type" if key in other else "unknown key"
-            listed = ", ".join(sorted(allowed))
-            raise ScannerConfigError(
-                f"{where}.{key}: {hint} for type {kind!r}; expected one of: {listed}"
-            )
+            if key in other:
+                listed = ", ".join(sorted(allowed))
+                raise ScannerConfigError(
+                    f"{where}.{key}: only valid for the other type, not for type {kind!r}; "
+                    f"expected one of: {listed}"
+                )
+            raise ScannerConfigError(f"{where}.{key}: unknown key{suggest(key, allowed)}")
     fields: dict[str, Any] = {"name": name, "type": kind}
     if "path" in entry:
         path = _str(entry, where, "path")
@@ -209,15 +212,23 @@ def _parse_serial(entry: Mapping[str, Any], where: str, fields: dict[str, Any]) 
 
 
 def parse_scanners(raw: list[dict[str, Any]]) -> list[ScannerConfig]:
-    """Validate the parsed `[[scanners]]` array; raise `ScannerConfigError` on the first fault."""
+    """Validate the parsed `[[scanners]]` array; raise `ScannerConfigError` naming the first
+    fault of every entry at fault (one line each)."""
     if not isinstance(raw, list):
         raise ScannerConfigError(f"scanners: expected an array of tables, got {type(raw).__name__}")
     seen: set[str] = set()
     out: list[ScannerConfig] = []
+    faults: list[str] = []
     for index, entry in enumerate(raw):
-        config = _parse_one(index, entry, seen)
+        try:
+            config = _parse_one(index, entry, seen)
+        except ScannerConfigError as exc:
+            faults.append(str(exc))
+            continue
         seen.add(config.name)
         out.append(config)
+    if faults:
+        raise ScannerConfigError("\n".join(faults))
     return out
 
 

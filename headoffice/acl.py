@@ -255,7 +255,8 @@ def render(spec: AclSpec) -> str:
         "# its store's catalog head and head office's announcement; head office writes",
         "# every store's catalog head and its announcement.",
         "# Anything not listed is denied. On the stores' listener use_username_as_clientid",
-        "# makes each identity its own client id (systemd/mosquitto-headoffice.example.conf).",
+        "# makes each identity its own client id (see /usr/share/doc/lanesync/examples/",
+        "# mosquitto-headoffice.example.conf).",
         "",
         f"user {spec.headoffice_user}",
     ]

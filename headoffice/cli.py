@@ -12,7 +12,7 @@ from headoffice import config as ho_config
 from headoffice.transit import cli as transit_cli
 from protocol.errors import ConfigError, LanesyncError
 
-DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
+DEFAULT_CONFIG = ho_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,8 +41,13 @@ def cmd_headoffice(args: argparse.Namespace) -> int:
     from headoffice import daemon  # noqa: PLC0415 - ingest's stack only for this command
 
     try:
-        cfg = as_worker(importcli.apply_daemon_options(ho_config.load(args.config), args), args)
-        asyncio.run(daemon.run(cfg))
+
+        def load() -> ho_config.HeadOfficeConfig:  # at start and again on SIGHUP (reload)
+            return as_worker(
+                importcli.apply_daemon_options(ho_config.load(args.config), args), args
+            )
+
+        asyncio.run(daemon.run(load(), reload=load))
     except LanesyncError as exc:
         print(f"lanesync headoffice: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,12 @@
 """Head-office configuration (`/etc/lanesync/headoffice.toml`), validated at start.
 
-Every key is documented in systemd/headoffice.example.toml; an error names the key at fault.
+Every key is documented in the example (installed as /etc/lanesync/headoffice.example.toml);
+every fault of a file is reported at once, each naming its key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,14 @@ from protocol.codec import DEFAULT_MAX_MESSAGE
 from protocol.errors import ConfigError, ProtocolError
 from protocol.identity import DEFAULT_PREFIX, Topics, check_segment
 from protocol.runtime.brokerconn import DEFAULT_CONNACK_TIMEOUT_S, TlsConfig, parse_credentials
-from protocol.runtime.config import Table, load_toml
+from protocol.runtime.config import (
+    ConfigSource,
+    DefaultConfig,
+    Table,
+    load_toml,
+    parse_all,
+    parse_log_level,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +117,9 @@ class HeadOfficeConfig:
     database_url: str | None = None  # postgresql://...: PostgreSQL instead of the SQLite file
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     enrol: EnrolConfig = field(default_factory=EnrolConfig)
+    log_level: str | None = None  # [log] level; None: the command line's --log-level
+    # The file this was read from, and how it was chosen (None: parsed from a dict).
+    source: ConfigSource | None = field(default=None, compare=False, repr=False)
 
     @property
     def topics(self) -> Topics:
@@ -138,9 +150,36 @@ def parse_database(root: Table, *, strict: bool) -> tuple[Path, str | None]:
 
 
 def parse(data: dict[str, Any]) -> HeadOfficeConfig:
-    root = Table(data)
-    database, database_url = parse_database(root, strict=True)
-    b = root.table("broker")
+    """The whole headoffice.toml; every fault found is raised at once (ConfigErrors)."""
+    return parse_all(data, read)
+
+
+def read(root: Table) -> HeadOfficeConfig:
+    no_database: tuple[Path, str | None] = (DEFAULT_DATABASE, None)
+    database, database_url = root.guarded(lambda: parse_database(root, strict=True), no_database)
+    broker = root.guarded(lambda: _broker(root.table("broker")), HoBrokerConfig())
+    ingest = _ingest(root.table("ingest"), broker)
+    root.guarded(lambda: _check_leases(ingest, broker, database_url), None)
+    catalog = root.guarded(lambda: _catalog(root.table("catalog")), CatalogConfig())
+    enrol = root.guarded(lambda: _enrol(root.table("enrol")), EnrolConfig())
+    root.used.add("extract")  # [extract] is read by headoffice.extract.config
+    ops = root.guarded(lambda: opsconfig.parse(root), HoOpsConfig())
+    log_level = parse_log_level(root)
+    root.done()
+    root.finish()
+    return HeadOfficeConfig(
+        database,
+        broker,
+        ingest,
+        ops=ops,
+        database_url=database_url,
+        catalog=catalog,
+        enrol=enrol,
+        log_level=log_level,
+    )
+
+
+def _broker(b: Table) -> HoBrokerConfig:
     login = parse_credentials(b)  # tls, ca_file, cert_file, key_file, username, password...
     broker = HoBrokerConfig(
         host=b.str("host", "127.0.0.1"),
@@ -162,7 +201,10 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
             check_segment(broker.share_group, "broker.share_group")
     except ProtocolError as exc:
         raise ConfigError(f"broker.{exc}" if exc.field == "topic_prefix" else str(exc)) from None
-    i = root.table("ingest")
+    return broker
+
+
+def _ingest(i: Table, broker: HoBrokerConfig) -> IngestConfig:
     ingest = IngestConfig(
         max_message_bytes=i.int("max_message_bytes", DEFAULT_MAX_MESSAGE, 1024, 64 * 1024 * 1024),
         group_max_messages=i.int("group_max_messages", 64, 1, 10_000),
@@ -176,25 +218,36 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
         lease_ttl_s=i.num("lease_ttl_s", 2.0, 0.5, 60.0),
     )
     i.done()
-    if ingest.leases and (broker.share_group or database_url is None):
+    return ingest
+
+
+def _check_leases(ingest: IngestConfig, broker: HoBrokerConfig, url: str | None) -> None:
+    if ingest.leases and (broker.share_group or url is None):
         raise ConfigError(
             "ingest.leases: needs database.url (PostgreSQL) and no broker.share_group: the "
             "workers share the stores through leases in the database instead"
         )
-    c = root.table("catalog")
+
+
+def _catalog(c: Table) -> CatalogConfig:
     token_file = c.str("api_token_file", None)
-    catalog = CatalogConfig(
-        publish=c.bool("publish", True),
-        poll_ms=c.int("poll_ms", 100, 10, 60_000),
+    publish = c.bool("publish", True)
+    poll_ms = c.int("poll_ms", 100, 10, 60_000)
+    max_upload_bytes = c.int("max_upload_bytes", 256 * 1024 * 1024, 1024, 4 * 1024**3)
+    c.done()
+    return CatalogConfig(
+        publish=publish,
+        poll_ms=poll_ms,
         api_token_file=token_file,
         api_token=None if token_file is None else read_token(token_file),
-        max_upload_bytes=c.int("max_upload_bytes", 256 * 1024 * 1024, 1024, 4 * 1024**3),
+        max_upload_bytes=max_upload_bytes,
     )
-    c.done()
-    e = root.table("enrol")
+
+
+def _enrol(e: Table) -> EnrolConfig:
     d_e = EnrolConfig()  # the defaults (a slots dataclass has no class-level values)
     enrol = EnrolConfig(
-        login=e.str("login", "cert"),
+        login=e.choice("login", "cert", ("cert", "password")),
         pki_dir=e.str("pki_dir", d_e.pki_dir),
         password_file=e.str("password_file", d_e.password_file),
         acl_file=e.str("acl_file", d_e.acl_file),
@@ -204,22 +257,14 @@ def parse(data: dict[str, Any]) -> HeadOfficeConfig:
         lane_ca_file=e.str("lane_ca_file", d_e.lane_ca_file),
         lane_journal=e.str("lane_journal", d_e.lane_journal),
     )
-    if enrol.login not in ("cert", "password"):
-        raise ConfigError(f"enrol.login: must be 'cert' or 'password', got {enrol.login!r}")
     e.done()
-    root.used.add("extract")  # [extract] is read by headoffice.extract.config
-    ops = opsconfig.parse(root)
-    root.done()
-    return HeadOfficeConfig(
-        database,
-        broker,
-        ingest,
-        ops=ops,
-        database_url=database_url,
-        catalog=catalog,
-        enrol=enrol,
-    )
+    return enrol
 
 
-def load(path: str | Path) -> HeadOfficeConfig:
-    return load_toml(path, parse, "headoffice.example.toml")
+DEFAULT_CONFIG = DefaultConfig("/etc/lanesync/headoffice.toml")  # LANESYNC_CONFIG replaces it
+
+
+def load(path: str | Path | ConfigSource = DEFAULT_CONFIG) -> HeadOfficeConfig:
+    """headoffice.toml from `path` (a --config), else $LANESYNC_CONFIG, else the default."""
+    cfg, source = load_toml(path, parse, "headoffice.example.toml", DEFAULT_CONFIG)
+    return dataclasses.replace(cfg, source=source)

@@ -1,7 +1,7 @@
 """Head office's operations tables: [status_page], [metrics], [import].
 
 Kept apart from headoffice/config.py so that file only gains a line; every key is validated
-here with the key named on error and documented in systemd/headoffice.example.toml.
+here with the key named on error and documented in /etc/lanesync/headoffice.example.toml.
 """
 
 from __future__ import annotations
@@ -44,18 +44,25 @@ def _listen(value: str | None, key: str) -> str | None:
 
 
 def parse(root: Table) -> HoOpsConfig:
-    s = root.table("status_page")
-    d = StatusPageConfig()
-    page = StatusPageConfig(
-        listen=_listen(s.str("listen", ""), "status_page.listen"),
-        refresh_s=s.num("refresh_s", d.refresh_s, 0.5, 3600),
-        offline_after_s=s.num("offline_after_s", d.offline_after_s, 1, 86_400),
-    )
-    s.done()
-    m = root.table("metrics")
-    metrics = HoMetricsConfig(listen=_listen(m.str("listen", ""), "metrics.listen"))
-    m.done()
+    """The three tables, each checked on its own: a fault in one leaves the others checked."""
+    page = root.guarded(lambda: _status_page(root.table("status_page")), StatusPageConfig())
+    metrics = root.guarded(lambda: _metrics(root.table("metrics")), HoMetricsConfig())
     i = root.table("import")
     imp = ImportConfig(key_dir=Path(i.str("key_dir", str(ImportConfig().key_dir))))
     i.done()
     return HoOpsConfig(page, metrics, imp)
+
+
+def _status_page(s: Table) -> StatusPageConfig:
+    d = StatusPageConfig()
+    listen = s.str("listen", "")
+    refresh_s = s.num("refresh_s", d.refresh_s, 0.5, 3600)
+    offline_after_s = s.num("offline_after_s", d.offline_after_s, 1, 86_400)
+    s.done()
+    return StatusPageConfig(_listen(listen, "status_page.listen"), refresh_s, offline_after_s)
+
+
+def _metrics(m: Table) -> HoMetricsConfig:
+    listen = m.str("listen", "")
+    m.done()
+    return HoMetricsConfig(listen=_listen(listen, "metrics.listen"))

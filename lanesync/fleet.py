@@ -16,18 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import math
+import os
 import random
 import signal
 import socket as socketlib
 import struct
 import sys
+import tempfile
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+import msgpack
 
 from agent import config as agent_config
 from agent.journal import Journal, JournalError
@@ -45,19 +51,72 @@ BODY_POOL = 256  # distinct sale documents the lanes draw from (bodies are share
 AckSink = Callable[[float, float], None]  # (appended at, acked at), monotonic seconds
 
 
+class AckedEntries:
+    """What head office has acked, out of the fleet's memory: a temporary file of msgpack
+    records (lane key, entry), read back one by one for a resend from below the acked mark
+    and all at once for the final judging.
+
+    A real lane keeps acked entries on disk too (its retention), not in memory; a fleet that
+    kept them in lists grew by about 450 bytes an entry, 23 MB over the 30-minute soak, which
+    hid whether the replicator's own memory is flat. Each entry then costs the lane 16 bytes
+    of memory: where its record is."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - open for the fleet's lifetime
+        self._end = 0
+        self.count = 0
+
+    def put(self, key: int, entries: list[Entry], offsets: array[int], sizes: array[int]) -> None:
+        """Write `entries` of lane `key`, appending where each went to offsets and sizes."""
+        records = [msgpack.packb((key, *e)) for e in entries]
+        for r in records:
+            offsets.append(self._end)
+            sizes.append(len(r))
+            self._end += len(r)
+        self._file.seek(0, io.SEEK_END)
+        self._file.write(b"".join(records))
+        self._file.flush()
+        self.count += len(entries)
+
+    def get(self, offset: int, size: int) -> Entry:
+        _key, *fields = msgpack.unpackb(os.pread(self._file.fileno(), size, offset))
+        return Entry(*fields)
+
+    def by_key(self) -> dict[int, list[Entry]]:
+        out: dict[int, list[Entry]] = {}
+        self._file.seek(0)
+        for key, *fields in msgpack.Unpacker(self._file):
+            out.setdefault(key, []).append(Entry(*fields))
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class MemoryJournal(Journal):
     """A lane journal in memory with the interface the replicator uses.
 
     Appends are synchronous (there is no disk to wait for); `mark_acked` refuses a mark beyond
-    the last entry exactly as the file journal does.
+    the last entry exactly as the file journal does. What head office acked moves to `acked`
+    when one is given (the fleet's), as a real journal's retention holds it on disk, and is
+    read back from there when the replicator resends from below its acked mark (an ack from
+    one worker that another overtook). Without one (a single lane in a test) every entry stays
+    in memory.
     """
 
-    def __init__(self, lane: LaneId, epoch: int) -> None:
+    def __init__(
+        self, lane: LaneId, epoch: int, *, acked: AckedEntries | None = None, key: int = 0
+    ) -> None:
         super().__init__(Path(f"memory-{lane.store}-{lane.lane}"), lane)
         self.epoch = epoch
         self._last_hash = genesis(lane, epoch)
-        self.entries: list[Entry] = []
-        self.appended_at: list[float] = []  # monotonic time each entry was confirmed
+        self._acked_store, self._key = acked, key
+        self._kept: list[Entry] = []  # acked entries, when there is no `acked` store
+        self._offsets: array[int] = array("q")  # where acked seq 1, 2 ... are in `acked`
+        self._sizes: array[int] = array("q")
+        self._acked_hash = self._last_hash  # chain hash of the entry at acked_seq
+        self._held: list[Entry] = []  # seq acked_seq + 1 .. last_seq
+        self._appended_at: list[float] = []  # monotonic time each held entry was confirmed
         self.on_acked: AckSink | None = None  # told when each entry was appended and acked
 
     async def __aenter__(self) -> Self:
@@ -77,8 +136,8 @@ class MemoryJournal(Journal):
         txn_id, ts = new_txn_id(), time.time_ns() // 1_000_000
         h = entry_hash(self._last_hash, seq, kind, txn_id, ts, body)
         e = Entry(seq, kind, txn_id, ts, body, h)
-        self.entries.append(e)
-        self.appended_at.append(time.monotonic() if now is None else now)
+        self._held.append(e)
+        self._appended_at.append(time.monotonic() if now is None else now)
         self.last_seq, self._last_hash = seq, h
         self.commits += 1
         for listener in self._listeners:
@@ -101,17 +160,40 @@ class MemoryJournal(Journal):
                 f"head office acked seq {hwm} but this journal ends at {self.last_seq} "
                 f"(epoch {self.epoch})"
             )
+        n = hwm - self.acked_seq
         sink = self.on_acked
         if sink is not None:
             now = time.monotonic()
-            for t in self.appended_at[self.acked_seq : hwm]:
+            for t in self._appended_at[:n]:
                 sink(t, now)
+        done = self._held[:n]
+        del self._held[:n], self._appended_at[:n]
+        if self._acked_store is None:
+            self._kept += done
+        else:
+            self._acked_store.put(self._key, done, self._offsets, self._sizes)
+        self._acked_hash = done[-1].hash
         self.acked_seq, self.acked_at = hwm, time.time_ns() // 1_000_000
 
+    def confirmed_entries(self, acked: list[Entry] | None = None) -> list[Entry]:
+        """Every entry this lane confirmed, in seq order (`acked`: what the fleet's store
+        read back for this lane)."""
+        return [*(self._kept if acked is None else acked), *self._held]
+
+    def _acked_entry(self, seq: int) -> Entry:
+        if self._acked_store is None:
+            return self._kept[seq - 1]
+        return self._acked_store.get(self._offsets[seq - 1], self._sizes[seq - 1])
+
     async def read_from(self, seq: int, limit: int, max_bytes: int | None = None) -> list[Entry]:
+        first = self.acked_seq + 1
+        seq = max(seq, 1)
+        below = [self._acked_entry(s) for s in range(seq, min(first, seq + limit))]
+        start = max(seq, first) - first
+        window = below + self._held[start : start + limit - len(below)]
         out: list[Entry] = []
         size = 0
-        for e in self.entries[seq - 1 : seq - 1 + limit]:
+        for e in window:
             size += len(e.body) + 80
             if out and max_bytes is not None and size > max_bytes:
                 break
@@ -119,15 +201,24 @@ class MemoryJournal(Journal):
         return out
 
     async def hash_before(self, seq: int) -> bytes:
-        return genesis(self.lane, self.epoch) if seq <= 1 else self.entries[seq - 2].hash
+        if seq <= 1:
+            return genesis(self.lane, self.epoch)
+        at = seq - 1
+        if at > self.acked_seq:
+            return self._held[at - self.acked_seq - 1].hash
+        if at == self.acked_seq:
+            return self._acked_hash
+        return self._acked_entry(at).hash
 
 
 @dataclass(slots=True)
 class Lags:
     """When every entry was appended and when head office's ack covered it (monotonic)."""
 
-    appended: list[float] = field(default_factory=list)
-    acked: list[float] = field(default_factory=list)
+    # Arrays of doubles, 8 bytes a time instead of a float object and a list slot (32): over
+    # the soak's hundred thousand entries the difference is the harness's own memory growth.
+    appended: array[float] = field(default_factory=lambda: array("d"))
+    acked: array[float] = field(default_factory=lambda: array("d"))
 
     def sink(self, appended_at: float, acked_at: float) -> None:
         self.appended.append(appended_at)
@@ -200,10 +291,13 @@ class Fleet:
             encode_body(samples.sale(rng, "S0001", "L1", i + 1)) for i in range(BODY_POOL)
         ]
         self.lags = Lags()
+        self.acked_entries = AckedEntries()
         self.journals: list[MemoryJournal] = []
         self.replicators: list[Replicator] = []
-        for lane in lane_ids(first_lane + lanes)[first_lane:]:
-            journal = MemoryJournal(lane, self.rng.randrange(1, 1 << 62))
+        for key, lane in enumerate(lane_ids(first_lane + lanes)[first_lane:]):
+            journal = MemoryJournal(
+                lane, self.rng.randrange(1, 1 << 62), acked=self.acked_entries, key=key
+            )
             journal.on_acked = self.lags.sink
             self.journals.append(journal)
             self.replicators.append(
@@ -230,8 +324,11 @@ class Fleet:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
+        try:
+            if self._stack is not None:
+                await self._stack.aclose()
+        finally:
+            self.acked_entries.close()
 
     # --- driving ----------------------------------------------------------------------------
 
@@ -304,8 +401,9 @@ class Fleet:
         }
 
     def confirmed(self) -> Iterator[tuple[LaneId, int, list[Entry]]]:
-        for j in self.journals:
-            yield j.lane, j.epoch, j.entries
+        acked = self.acked_entries.by_key()
+        for key, j in enumerate(self.journals):
+            yield j.lane, j.epoch, j.confirmed_entries(acked.get(key, []))
 
 
 # --- judging head office's copy -------------------------------------------------------------

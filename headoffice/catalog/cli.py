@@ -24,7 +24,7 @@ from headoffice.projections import PROJECTIONS
 from protocol import catalog as cat
 from protocol.errors import LanesyncError
 
-DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
+DEFAULT_CONFIG = ho_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -15,7 +15,7 @@ from headoffice.extract import config as x_config
 from headoffice.extract import job
 from protocol.errors import LanesyncError
 
-DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"
+DEFAULT_CONFIG = x_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

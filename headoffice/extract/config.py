@@ -12,10 +12,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from headoffice.config import DEFAULT_CONFIG as HEADOFFICE_CONFIG
 from headoffice.config import DEFAULT_DATABASE, parse_database
 from protocol.errors import ConfigError
-from protocol.runtime.config import Table, load_toml
+from protocol.runtime.config import ConfigSource, Table, load_toml, parse_all
 
+DEFAULT_CONFIG = HEADOFFICE_CONFIG  # the extract reads head office's file
 SCHEDULES = ("business_day", "each_run")
 LINE_STATUSES = ("proforma", "active")
 INVENTORY_EFFECTS = {"increase": 1, "none": 0, "decrease": -1}
@@ -117,9 +119,14 @@ def _rate(t: Table) -> Decimal:
 
 def parse(data: dict[str, Any]) -> ExtractConfig:
     """Read `[database]` (path or url) and the `[extract]` table; other head-office tables are
-    ignored. The [database] rules are head office's own (headoffice.config.parse_database)."""
-    root = Table(data)
-    database, database_url = parse_database(root, strict=False)
+    ignored. The [database] rules are head office's own (headoffice.config.parse_database).
+    Every fault found is raised at once (ConfigErrors)."""
+    return parse_all(data, read)
+
+
+def read(root: Table) -> ExtractConfig:
+    no_database: tuple[Path, str | None] = (DEFAULT_DATABASE, None)
+    database, database_url = root.guarded(lambda: parse_database(root, strict=False), no_database)
     x = root.table("extract")
     enabled = x.bool("enabled", True)
     output_dir = Path(x.str("output_dir", "/var/lib/lanesync/extract"))
@@ -127,37 +134,25 @@ def parse(data: dict[str, Any]) -> ExtractConfig:
     try:
         zoneinfo.ZoneInfo(tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f'extract.timezone: unknown time zone {tz!r} (e.g. "Europe/Berlin")'
-        ) from None
-    schedule = x.str("schedule", "business_day")
-    if schedule not in SCHEDULES:
-        raise ConfigError(
-            f"extract.schedule: must be one of {', '.join(SCHEDULES)}, got {schedule!r}"
-        )
+        x.problem("timezone", f'unknown time zone {tz!r} (e.g. "Europe/Berlin")')
+    schedule = x.choice("schedule", "business_day", SCHEDULES)
     hours = x.int("delay_period_hours", 0, 0, 24 * 366)
     days = x.int("delay_period_days", 0, 0, 366)
     rt = x.table("return_types")
     return_types: dict[str, int] = {}
     for name in sorted(rt.data):
-        effect = rt.str(name)
-        if effect not in INVENTORY_EFFECTS:
-            raise ConfigError(
-                f"extract.return_types.{name}: must be one of "
-                f"{', '.join(INVENTORY_EFFECTS)}, got {effect!r}"
-            )
-        return_types[name] = INVENTORY_EFFECTS[effect]
+        effect = rt.choice(name, None, tuple(INVENTORY_EFFECTS))
+        if effect is not None:
+            return_types[name] = INVENTORY_EFFECTS[effect]
     if not return_types:
         return_types = {"RETURN": 1}
     default_rt = x.str("default_return_type", "RETURN")
     if default_rt not in return_types:
-        raise ConfigError(
-            f"extract.default_return_type: {default_rt!r} is not in extract.return_types"
-        )
+        x.problem("default_return_type", f"{default_rt!r} is not in extract.return_types")
     d = x.table("delivery")
     url = d.str("url", "") or None
     if url is not None and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"extract.delivery.url: must be an http:// or https:// URL, got {url!r}")
+        d.problem("url", f"must be an http:// or https:// URL, got {url!r}")
     delivery = DeliveryConfig(
         url=url,
         retries=d.int("retries", 5, 0, 100),
@@ -168,44 +163,12 @@ def parse(data: dict[str, Any]) -> ExtractConfig:
     d.done()
     taxes = []
     for i, raw in enumerate(x.array("tax")):
-        t = Table(raw, f"extract.tax[{i}]")
-        exempt = t.array("exempt_tax_codes") if "exempt_tax_codes" in t.data else []
-        t.used.add("exempt_tax_codes")
-        if not all(isinstance(c, str) for c in exempt):
-            raise ConfigError(f"extract.tax[{i}].exempt_tax_codes: must be an array of strings")
-        taxes.append(
-            TaxDefinition(
-                t.str("country"),
-                t.str("state"),
-                t.str("warehouse", None),
-                _rate(t),
-                frozenset(exempt),
-            )
-        )
-        t.done()
+        with root.guard():
+            taxes.append(_tax(x.item("tax", i, raw)))
     batches: list[PosBatch] = []
     for i, raw in enumerate(x.array("pos_batches")):
-        b = Table(raw, f"extract.pos_batches[{i}]")
-        status = b.str("default_line_status", "active")
-        if status not in LINE_STATUSES:
-            raise ConfigError(
-                f"extract.pos_batches[{i}].default_line_status: must be one of "
-                f"{', '.join(LINE_STATUSES)}, got {status!r}"
-            )
-        batch = PosBatch(
-            b.str("id"),
-            b.str("store"),
-            b.str("country"),
-            b.str("state"),
-            b.str("warehouse"),
-            status,
-        )
-        b.done()
-        if any(o.store == batch.store for o in batches):
-            raise ConfigError(
-                f"extract.pos_batches[{i}].store: store {batch.store!r} already has a POS batch"
-            )
-        batches.append(batch)
+        with root.guard():
+            batches.append(_batch(x.item("pos_batches", i, raw), i, batches))
     cfg = ExtractConfig(
         database=database,
         database_url=database_url,
@@ -230,12 +193,42 @@ def parse(data: dict[str, Any]) -> ExtractConfig:
     x.done()
     for i, pb in enumerate(cfg.pos_batches):
         if cfg.tax_for(pb) is None:
-            raise ConfigError(
+            root.problems.add(
                 f"extract.pos_batches[{i}]: no extract.tax definition for "
                 f"country {pb.country!r}, state {pb.state!r}"
             )
+    root.finish()
     return cfg
 
 
-def load(path: str | Path) -> ExtractConfig:
-    return load_toml(path, parse, "extract.example.toml")
+def _tax(t: Table) -> TaxDefinition:
+    exempt = t.array("exempt_tax_codes")
+    if not all(isinstance(c, str) for c in exempt):
+        t.problem("exempt_tax_codes", "must be an array of strings")
+    country, state, warehouse = t.str("country"), t.str("state"), t.str("warehouse", None)
+    rate = _rate(t)
+    t.done()
+    return TaxDefinition(country, state, warehouse, rate, frozenset(exempt))
+
+
+def _batch(b: Table, i: int, batches: list[PosBatch]) -> PosBatch:
+    status = b.choice("default_line_status", "active", LINE_STATUSES)
+    batch = PosBatch(
+        b.str("id"),
+        b.str("store"),
+        b.str("country"),
+        b.str("state"),
+        b.str("warehouse"),
+        status,
+    )
+    b.done()
+    if any(o.store == batch.store for o in batches):
+        raise ConfigError(
+            f"extract.pos_batches[{i}].store: store {batch.store!r} already has a POS batch"
+        )
+    return batch
+
+
+def load(path: str | Path | ConfigSource = DEFAULT_CONFIG) -> ExtractConfig:
+    """The extract's tables of headoffice.toml: `path`, else $LANESYNC_CONFIG, else default."""
+    return load_toml(path, parse, "extract.example.toml", DEFAULT_CONFIG)[0]

@@ -30,7 +30,7 @@ from headoffice.projections import PROJECTIONS
 from protocol.errors import LanesyncError
 from protocol.runtime import clock
 
-DEFAULT_CONFIG = "/etc/lanesync/headoffice.toml"  # as `lanesync headoffice` (headoffice.cli)
+DEFAULT_CONFIG = ho_config.DEFAULT_CONFIG  # as `lanesync headoffice`; LANESYNC_CONFIG replaces it
 PROG = "lanesync held"
 DATABASE_ERRORS = (sqlite3.Error, psycopg.Error)
 

@@ -125,6 +125,9 @@ def test_minimal_config_defaults() -> None:
     assert c.api.socket == "/run/lanesync/api.sock"
 
 
+SCANNER = {"name": "hand", "type": "evdev", "path": "/dev/input/by-id/x"}
+
+
 def test_full_config() -> None:
     c = parse(
         conf(
@@ -132,7 +135,7 @@ def test_full_config() -> None:
             broker={"host": "mq", "port": 8883, "keepalive": 5, "topic_prefix": "acme/v1"},
             replication={"window": 4, "ack_timeout_s": 2, "linger_ms": 0},
             api={"tcp": "127.0.0.1:8641", "token": "s3cret", "socket": ""},
-            scanners=[{"path": "/dev/input/by-id/x"}],
+            scanners=[SCANNER],
         )
     )
     assert str(c.journal_path) == "/tmp/x.db"
@@ -140,7 +143,7 @@ def test_full_config() -> None:
     assert c.replication.window == 4
     assert c.replication.ack_timeout_s == 2.0
     assert (c.api.socket, c.api.tcp, c.api.token) == (None, "127.0.0.1:8641", "s3cret")
-    assert c.scanners == [{"path": "/dev/input/by-id/x"}]
+    assert c.scanners == [SCANNER]  # checked at load (hardware.config), kept as given
 
 
 @pytest.mark.parametrize(
@@ -181,7 +184,10 @@ def test_load_names_the_file(tmp_path: Path) -> None:
     p.write_text('store = "S001"\nlane = "L01"\n[replication]\nwindw = 4\n')
     with pytest.raises(ConfigError) as info:
         load(p)
-    assert str(info.value) == f"{p}: replication.windw: unknown key"
+    assert str(info.value) == (
+        f"{p}: replication.windw: unknown key; did you mean 'window'?\n"
+        f"(config {p} from --config; the default is /etc/lanesync/agent.toml)"
+    )
     p.write_text("store = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(p)

@@ -317,24 +317,39 @@ def test_table_reads_and_defaults() -> None:
     ],
 )
 def test_table_errors_name_the_key(data: dict[str, Any], read: Any, message: str) -> None:
+    # A refused value is recorded and the read goes on with the default (every fault of a
+    # file is reported at once); finish() raises them all. A missing required key raises.
+    t = Table(data, "broker")
+
+    def read_all() -> None:
+        read(t)
+        t.finish()
+
     with pytest.raises(ConfigError) as info:
-        read(Table(data, "broker"))
+        read_all()
     assert message in str(info.value)
 
 
 def test_table_unknown_key_named() -> None:
-    t = Table({"host": "h", "prot": 1, "zz": 2}, "broker")
+    t = Table({"host": "h", "prot": 1, "hots": 2}, "broker")
     t.str("host")
-    with pytest.raises(ConfigError, match=r"^broker\.prot: unknown key$"):
-        t.done()
+    t.int("port", 1)
+    t.done()
+    with pytest.raises(ConfigError) as info:
+        t.finish()
+    assert str(info.value) == (
+        "broker.hots: unknown key; did you mean 'host'?\n"
+        "broker.prot: unknown key; did you mean 'port'?"
+    )
     root = Table({"windw": 1})
+    root.done()
     with pytest.raises(ConfigError, match=r"^windw: unknown key$"):
-        root.done()
+        root.finish()
 
 
 def test_table_root_must_be_mapping() -> None:
     with pytest.raises(ConfigError, match="config: must be a table"):
-        Table([1])  # type: ignore[arg-type]
+        Table([1]).finish()
 
 
 # --- head office's fast card-number scan agrees with the full walk ------------------------------

@@ -11,7 +11,16 @@ import pytest
 
 from lanesync import stack
 from lanesync.broker import Broker
-from lanesync.fleet import Fleet, JournalRow, Link, MemoryJournal, lane_ids, read_sqlite, verify
+from lanesync.fleet import (
+    AckedEntries,
+    Fleet,
+    JournalRow,
+    Link,
+    MemoryJournal,
+    lane_ids,
+    read_sqlite,
+    verify,
+)
 from protocol.identity import LaneId
 from protocol.messages import Entry
 
@@ -31,14 +40,14 @@ def rows_of(entries: list[Entry]) -> list[JournalRow]:
 
 def test_verify_accepts_an_exact_copy() -> None:
     j = journal_of(5)
-    v = verify([(LANE, j.epoch, j.entries)], rows_of(j.entries), [e.txn_id for e in j.entries])
+    v = verify([(LANE, j.epoch, e := j.confirmed_entries())], rows_of(e), [x.txn_id for x in e])
     assert v.ok
     assert (v.confirmed, v.at_head_office, v.documents) == (5, 5, 5)
 
 
 def test_verify_names_each_kind_of_wrong_copy() -> None:
     j = journal_of(5)
-    e = j.entries
+    e = j.confirmed_entries()
     docs = [x.txn_id for x in e]
     confirmed = [(LANE, j.epoch, e)]
     lost = verify(confirmed, rows_of(e[:4]), docs[:4])
@@ -58,11 +67,32 @@ def test_verify_names_each_kind_of_wrong_copy() -> None:
 async def test_memory_journal_reads_chain_and_refuses_an_ack_beyond_its_end() -> None:
     j = journal_of(3)
     assert [x.seq for x in await j.read_from(2, 10)] == [2, 3]
-    assert await j.hash_before(3) == j.entries[1].hash
+    assert await j.hash_before(3) == j.confirmed_entries()[1].hash
     await j.mark_acked(2)
     assert (j.acked_seq, j.backlog) == (2, 1)
     with pytest.raises(Exception, match="acked seq 4 but this journal ends at 3"):
         await j.mark_acked(4)
+
+
+async def test_acked_entries_leave_memory_and_come_back_for_the_judging() -> None:
+    store = AckedEntries()
+    try:
+        j = MemoryJournal(LANE, 4242, acked=store, key=7)
+        every = [j.add("sale", f"body {i}".encode()) for i in range(6)]
+        await j.mark_acked(4)
+        assert (store.count, j.backlog) == (4, 2)
+        assert [x.seq for x in await j.read_from(5, 10)] == [5, 6]
+        assert await j.hash_before(5) == every[3].hash  # the resend's chain link is kept
+        assert await j.hash_before(6) == every[4].hash
+        # A resend from below the acked mark (an overtaken ack) reads them back from disk.
+        assert await j.read_from(3, 3) == every[2:5]
+        assert await j.read_from(1, 10) == every
+        assert await j.hash_before(3) == every[1].hash
+        assert j.confirmed_entries(store.by_key()[7]) == every
+        v = verify([(LANE, 4242, every)], rows_of(every), [x.txn_id for x in every])
+        assert v.ok
+    finally:
+        store.close()
 
 
 def test_lane_ids_four_to_a_store() -> None:

@@ -161,7 +161,7 @@ def test_a_file_that_breaks_after_start_is_a_link_failure(pki: Pki, tmp_path: Pa
 def test_config_file_error_names_file_and_key(pki: Pki, tmp_path: Path) -> None:
     toml = tmp_path / "agent.toml"
     toml.write_text('store = "S001"\nlane = "L1"\n[broker]\ncert_file = "/nope.crt"\n')
-    with pytest.raises(ConfigError, match=f"^{toml}: broker.cert_file: no such file /nope.crt$"):
+    with pytest.raises(ConfigError, match=f"^{toml}: broker.cert_file: no such file /nope.crt\n"):
         agent_config.load(toml)
 
 
