@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--worker",
         type=int,
         metavar="N",
-        help="run as ingest worker N (1..64) of broker.share_group: the MQTT client id gets "
+        help="run as ingest worker N (1..64) of broker.share_group or ingest.leases: the MQTT "
+        "client id gets "
         "'-wN' so the workers' sessions stay apart",
     )
     p.set_defaults(handler=cmd_headoffice)
@@ -63,9 +64,9 @@ def as_worker(
         return cfg
     if not 1 <= n <= 64:
         raise ConfigError(f"--worker: must be 1..64, got {n}")
-    if not cfg.broker.share_group:
+    if not cfg.broker.share_group and not cfg.ingest.leases:
         raise ConfigError(
-            "--worker: needs broker.share_group in the config; without a shared subscription "
+            "--worker: needs broker.share_group or ingest.leases in the config; without either "
             "every worker would receive and apply every batch"
         )
     broker = dataclasses.replace(cfg.broker, client_id=f"{cfg.broker.client_id}-w{n}")

@@ -58,6 +58,10 @@ class IngestConfig:
     # resend). All stores together: four times the bytes of one.
     queue_messages_per_store: int = 2000
     queue_bytes_per_store: int = 64 * 1024 * 1024
+    # PostgreSQL workers owning stores through leases instead of a shared subscription
+    # (headoffice.ingest.leases): how long a worker's lease lasts without a heartbeat.
+    leases: bool = False
+    lease_ttl_s: float = 2.0
 
 
 MIN_TOKEN_CHARS = 24
@@ -155,6 +159,7 @@ def read(root: Table) -> HeadOfficeConfig:
     database, database_url = root.guarded(lambda: parse_database(root, strict=True), no_database)
     broker = root.guarded(lambda: _broker(root.table("broker")), HoBrokerConfig())
     ingest = _ingest(root.table("ingest"), broker)
+    root.guarded(lambda: _check_leases(ingest, broker, database_url), None)
     catalog = root.guarded(lambda: _catalog(root.table("catalog")), CatalogConfig())
     enrol = root.guarded(lambda: _enrol(root.table("enrol")), EnrolConfig())
     root.used.add("extract")  # [extract] is read by headoffice.extract.config
@@ -209,9 +214,19 @@ def _ingest(i: Table, broker: HoBrokerConfig) -> IngestConfig:
         queue_bytes_per_store=i.int(
             "queue_bytes_per_store", 64 * 1024 * 1024, 1024 * 1024, 64 * 1024 * 1024 * 1024
         ),
+        leases=i.bool("leases", False),
+        lease_ttl_s=i.num("lease_ttl_s", 2.0, 0.5, 60.0),
     )
     i.done()
     return ingest
+
+
+def _check_leases(ingest: IngestConfig, broker: HoBrokerConfig, url: str | None) -> None:
+    if ingest.leases and (broker.share_group or url is None):
+        raise ConfigError(
+            "ingest.leases: needs database.url (PostgreSQL) and no broker.share_group: the "
+            "workers share the stores through leases in the database instead"
+        )
 
 
 def _catalog(c: Table) -> CatalogConfig:

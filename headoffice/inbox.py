@@ -113,6 +113,21 @@ class Inbox:
         self._ready.set()
         return True
 
+    def holds(self, store: str) -> bool:
+        """Whether messages of `store` wait here (a worker giving a store up waits for none)."""
+        return store in self._queues
+
+    def drop(self, store: str) -> int:
+        """Forget the waiting messages of `store` (a worker that lost its lease on it: the lanes
+        resend them to the store's new holder). Returns how many."""
+        queue = self._queues.get(store)
+        n = 0
+        while queue is not None and store in self._queues:
+            _, cost = queue.popleft()
+            self._take(store, cost)
+            n += 1
+        return n
+
     def get_nowait(self) -> Item:
         """The next message, taking stores in turn. Raises IndexError when empty."""
         if not self._queues:

@@ -212,11 +212,12 @@ def headoffice_workers(
     workers: int,
     *,
     database_url: str,
-    share_group: str = "ingest",
+    share_group: str | None = "ingest",
     **ingest: Any,
 ) -> list[Component]:
     """`workers` ingest processes on one shared subscription and one PostgreSQL database,
-    started as `lanesync headoffice --worker N` from one config, the way an operator would."""
+    started as `lanesync headoffice --worker N` from one config, the way an operator would
+    (`share_group=None, leases=True`: workers owning stores through leases instead)."""
     one = headoffice(
         workdir,
         broker_port,

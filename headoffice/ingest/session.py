@@ -46,6 +46,7 @@ from headoffice.db import Database, DatabaseError, open_database
 from headoffice.db.projection import Projections
 from headoffice.inbox import Inbox
 from headoffice.ingest.applier import CHANNEL_TYPES, GroupApplier, Prepared, RequestHandler
+from headoffice.ingest.leases import StoreLeases
 from headoffice.ingest.stats import IngestStats
 from headoffice.projections import PROJECTIONS
 from protocol import codec
@@ -107,7 +108,9 @@ class _IngestClient(brokerconn.Client):  # a CONNACK deadline of its own (16.3)
         self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), read_many)
 
 
-def _inbox_queue(inbox: Inbox) -> type[asyncio.Queue[aiomqtt.Message]]:
+def _inbox_queue(
+    inbox: Inbox, accepts: Callable[[str], bool] | None = None
+) -> type[asyncio.Queue[aiomqtt.Message]]:
     """aiomqtt's incoming-message queue (its `queue_type`) that hands each message to the
     inbox the moment paho delivers it.
 
@@ -116,10 +119,13 @@ def _inbox_queue(inbox: Inbox) -> type[asyncio.Queue[aiomqtt.Message]]:
     under a flood that FIFO grew faster than it drained and kept an honest store's batches
     behind the flood before the inbox could serve them in turn. aiomqtt 2.5 calls put_nowait
     (from paho's on_message, on the event loop), get and qsize on it (aiomqtt/client.py).
+    `accepts` (a lease worker's) refuses messages of stores the worker does not hold.
     """
 
     class ToInbox(asyncio.Queue[aiomqtt.Message]):
         def put_nowait(self, item: aiomqtt.Message) -> None:
+            if accepts is not None and not accepts(item.topic.value):
+                return
             payload = item.payload
             raw = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
             inbox.put(item.topic.value, raw)
@@ -164,6 +170,10 @@ class Ingest:
         self._tasks = Tasks("ingest")
         self._main: asyncio.Task[None] | None = None
         self._commits = 0
+        self._groups_taken = 0  # groups the prepare loop took off the inbox (this session)
+        self._groups_done = 0  # of those, the ones the apply loop finished (committed or not)
+        self._progress = asyncio.Event()  # set whenever a group is taken or finished
+        self.leases: StoreLeases | None = None  # this session's, with ingest.leases
         self.ready = asyncio.Event()  # set once subscribed: used by sd_notify READY and tests
 
     async def __aenter__(self) -> Self:
@@ -232,6 +242,12 @@ class Ingest:
     async def _session(self) -> None:
         b = self.config.broker
         connected_at: float | None = None
+        self._groups_taken = self._groups_done = 0  # the barrier counts this session's groups
+        leases = self.leases = (
+            StoreLeases(self.config, self._inbox, self.stats, self._drained)
+            if self.config.ingest.leases
+            else None
+        )
         try:
             # A persistent session (clean_session=False) makes the broker queue QoS 1 batches
             # while head office is down, so a restart does not wait for lanes' ack timeouts.
@@ -251,11 +267,13 @@ class Ingest:
                     if self.announce
                     else None
                 ),
-                clean_session=b.share_group is not None,
+                # Lease workers too: their subscriptions follow their leases, and a dead
+                # worker's session must not keep receiving its stores' batches.
+                clean_session=b.share_group is not None or leases is not None,
                 max_inflight_messages=100,
                 # paho leaves Nagle on: acks would wait for the lane's delayed ACK (~40 ms).
                 socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-                queue_type=_inbox_queue(self._inbox),
+                queue_type=_inbox_queue(self._inbox, leases.accepts if leases else None),
             ) as client:
                 # A group's acks go out together (up to group_max_messages, paho keeps 100 in
                 # flight); aiomqtt logs a warning per publish beyond 10 pending, which at fleet
@@ -264,23 +282,22 @@ class Ingest:
                 self.stats.connected = True
                 self.stats.connects += 1
                 connected_at = time.monotonic()
-                for channel in CHANNEL_TYPES:
-                    filt = (
-                        self.topics.shared(b.share_group, channel)
-                        if b.share_group
-                        else self.topics.all_lanes(channel)
-                    )
-                    await client.subscribe(filt, qos=1)
-                log.info("head office: subscribed on %s:%d", b.host, b.port)
-                if self.announce:
-                    # after subscribing: the resends this triggers must find us listening
-                    await client.publish(
-                        self.topics.headoffice(), self._announcement("online"), qos=1, retain=True
-                    )
-                self.ready.set()
+                subscribed = asyncio.Event()
+                if leases is None:
+                    for channel in CHANNEL_TYPES:
+                        filt = (
+                            self.topics.shared(b.share_group, channel)
+                            if b.share_group
+                            else self.topics.all_lanes(channel)
+                        )
+                        await client.subscribe(filt, qos=1)
+                    subscribed.set()
                 async with asyncio.TaskGroup() as tg:
+                    if leases is not None:  # subscribes to the stores it takes
+                        tg.create_task(leases.run(client, subscribed), name="ingest-leases")
                     tg.create_task(self._receive(client), name="ingest-receive")
                     tg.create_task(self._process(client), name="ingest-process")
+                    tg.create_task(self._subscribed(client, subscribed), name="ingest-announce")
         except* aiomqtt.MqttError as eg:
             if connected_at is None or time.monotonic() - connected_at < HEALTHY_SESSION_S:
                 raise eg.exceptions[0] from None
@@ -295,6 +312,35 @@ class Ingest:
             if self.stats.connected:
                 self.stats.broker_lost_at = time.time()
             self.stats.connected = False
+            if leases is not None:
+                await leases.close(self.ping)
+
+    async def _subscribed(self, client: aiomqtt.Client, subscribed: asyncio.Event) -> None:
+        """Once subscribed (a lease worker: after its first heartbeat took its stores), say so
+        and announce this process."""
+        await subscribed.wait()
+        b = self.config.broker
+        log.info("head office: subscribed on %s:%d", b.host, b.port)
+        if self.announce:
+            # after subscribing: the resends this triggers must find us listening
+            await client.publish(
+                self.topics.headoffice(), self._announcement("online"), qos=1, retain=True
+            )
+        self.ready.set()
+
+    async def _drained(self, stores: set[str]) -> None:
+        """The pipeline's barrier for a lease worker giving `stores` up: returns once nothing
+        of theirs waits in the inbox and every group taken before that finished applying."""
+        while any(self._inbox.holds(s) for s in stores):
+            await self._next_group()
+        mark = self._groups_taken
+        while self._groups_done < mark:
+            await self._next_group()
+
+    async def _next_group(self) -> None:
+        """Wait until the pipeline takes or finishes a group."""
+        self._progress.clear()
+        await self._progress.wait()
 
     def _announcement(self, state: str) -> bytes:
         worker = re.sub(r"[^A-Za-z0-9_.:-]", "_", self.config.broker.client_id)[:64] or "ho"
@@ -337,6 +383,8 @@ class Ingest:
         inbox = self._inbox
         while True:
             group = await inbox.group(max_count, max_bytes, share)
+            self._groups_taken += 1
+            self._progress.set()
             await out.put(
                 await loop.run_in_executor(self._decoder, self.applier.prepare_group, group)
             )
@@ -361,6 +409,10 @@ class Ingest:
                 self.stats.commit_failures += 1
                 log.error("head office: %d messages not committed: %s", len(group), exc)
                 continue
+            finally:
+                if group:
+                    self._groups_done += 1
+                    self._progress.set()
             if self.stats.entries_applied > applied_before:
                 self._crash_point_after_commit()
             if out:

@@ -1,10 +1,11 @@
 """`lanesync bench fleet`: a fleet of lanes trickling, cut off from head office, then draining.
 
 Per head-office configuration (SQLite; PostgreSQL with 1 ingest worker; PostgreSQL with 3 workers
-on one shared subscription) a fresh Mosquitto and head office run as their own processes, and
-`--lanes` lanes (lanesync.fleet: the agent's replicator over in-memory journals, one MQTT
-connection each) reach the broker through a TCP proxy process that stands for head office's
-internet link. Phases:
+owning stores through leases, `pg3`; and, for comparison, 3 workers on one shared subscription,
+`pg3share`, the mode before issue 17.4) a fresh Mosquitto and head office run as their own
+processes, and `--lanes` lanes (lanesync.fleet: the agent's replicator over in-memory
+journals, one MQTT connection each) reach the broker through a TCP proxy process that stands
+for head office's internet link. Phases:
 
 - trickle: every lane confirms `--rate` sales a second (with jitter) for `--trickle-s`;
 - outage: the link is cut (every connection reset) for `--outage-s`; lanes keep selling, at
@@ -17,7 +18,9 @@ Reported per configuration: sustained entries/s during the drain (entries acked 
 link's return and the end of the drain, over that time), p50/p99 append-to-ack lag of entries
 confirmed during the trickle and during the drain, and lost/duplicated/out-of-order counts
 verified in head office's database. SQLite is the baseline: the PostgreSQL configurations carry
-the ratio of their drain rate and p99 lag to it.
+the ratio of their drain rate and p99 lag to it. With leases the trickle starts once every
+store is held (`leases_settled_s`), and each worker's heartbeat row gives its gap holds and
+takeovers (`ingest_workers`).
 """
 
 from __future__ import annotations
@@ -41,10 +44,17 @@ from typing import Any
 from lanesync import stack
 from lanesync.bench.common import in_workdir, print_result
 from lanesync.broker import MosquittoBroker
-from lanesync.fleet import Fleet, Lags, read_postgres, read_sqlite, verify
+from lanesync.fleet import LANES_PER_STORE, Fleet, Lags, read_postgres, read_sqlite, verify
 from lanesync.pgscratch import scratch_schema
 
-BACKENDS = {"sqlite": ("sqlite", 1), "pg1": ("postgres", 1), "pg3": ("postgres", 3)}
+# name: (store, workers, how workers share the lanes: None one process, "share" a shared
+# subscription, "leases" stores leased in PostgreSQL)
+BACKENDS: dict[str, tuple[str, int, str | None]] = {
+    "sqlite": ("sqlite", 1, None),
+    "pg1": ("postgres", 1, "share"),
+    "pg3": ("postgres", 3, "leases"),
+    "pg3share": ("postgres", 3, "share"),
+}
 DEFAULT_PG_URL = "postgresql://127.0.0.1:5432/test"
 # The agent's replication defaults except two, so the drain measures head office more than the
 # lanes' waiting: the reconnect backoff cap (30 s in the field; lanes come back within 2 s of the
@@ -76,7 +86,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--backends",
         default="sqlite,pg1,pg3",
-        help="comma-separated: sqlite, pg1 (PostgreSQL, 1 worker), pg3 (3 workers)",
+        help="comma-separated: sqlite, pg1 (PostgreSQL, 1 worker), pg3 (3 workers owning "
+        "stores through leases), pg3share (3 workers on a shared subscription)",
     )
     p.add_argument(
         "--pg-url",
@@ -94,10 +105,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_fleet(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     problems = [
-        f"--backends: unknown {b!r} (sqlite, pg1, pg3)" for b in backends if b not in BACKENDS
+        f"--backends: unknown {b!r} ({', '.join(BACKENDS)})" for b in backends if b not in BACKENDS
     ]
     if not backends:
-        problems.append("--backends: name at least one of sqlite, pg1, pg3")
+        problems.append(f"--backends: name at least one of {', '.join(BACKENDS)}")
     if args.lanes < 1:
         problems.append("--lanes: must be at least 1")
     if not 1 <= args.fleet_procs <= 16:
@@ -155,13 +166,14 @@ def run(
 ) -> dict[str, Any]:
     configs: dict[str, dict[str, Any]] = {}
     for name in backends:
-        kind, workers = BACKENDS[name]
-        _say(quiet, f"{name}: {lanes} lanes, {kind}, {workers} worker(s) ...")
+        kind, workers, mode = BACKENDS[name]
+        _say(quiet, f"{name}: {lanes} lanes, {kind}, {workers} worker(s), {mode or 'one'} ...")
         try:
             configs[name] = run_one(
                 workdir / name,
                 kind,
                 workers,
+                mode=mode,
                 lanes=lanes,
                 rates=(rate, outage_rate),
                 trickle_s=trickle_s,
@@ -171,7 +183,7 @@ def run(
                 fleet_procs=fleet_procs,
             )
         except stack.StackError as exc:
-            configs[name] = {"store": kind, "workers": workers, "error": str(exc)}
+            configs[name] = {"store": kind, "workers": workers, "mode": mode, "error": str(exc)}
             _say(quiet, f"{name}: FAILED: {exc}")
             continue
         _say(quiet, f"{name}: drain {configs[name]['drain_entries_per_s']} entries/s")
@@ -213,6 +225,7 @@ def run_one(
     kind: str,
     workers: int,
     *,
+    mode: str | None = None,
     lanes: int,
     rates: tuple[float, float],
     trickle_s: float,
@@ -232,7 +245,18 @@ def run_one(
         if url is None:
             hos = [stack.headoffice(workdir, broker.port)]
         else:
-            hos = stack.headoffice_workers(workdir, broker.port, workers, database_url=url)
+            hos = (
+                stack.headoffice_workers(
+                    workdir, broker.port, workers, database_url=url, share_group=None, leases=True
+                )
+                if mode == "leases"
+                else stack.headoffice_workers(workdir, broker.port, workers, database_url=url)
+            )
+        settle: Callable[[], None] | None = None
+        settled: dict[str, Any] = {}
+        if url is not None and mode == "leases":
+            stores = -(-lanes // LANES_PER_STORE)
+            settle = lambda: settled.update(wait_leases(url, stores, workers))  # noqa: E731
         try:
             for ho in hos:
                 ho.start()
@@ -259,6 +283,7 @@ def run_one(
                     trickle_s=trickle_s,
                     outage_s=outage_s,
                     drain_timeout_s=drain_timeout_s,
+                    settle=settle,
                 )
             finally:
                 fleet.close()
@@ -266,9 +291,46 @@ def run_one(
             for ho in hos:
                 ho.stop()
         rows, docs = read_sqlite(workdir / "headoffice.db") if url is None else read_postgres(url)
+        if settle is not None and url is not None:
+            out["ingest_workers"] = read_workers(url)
     confirmed = out.pop("confirmed")
     out["verified"] = verify(confirmed, rows, docs).as_dict()
-    return {"store": kind, "workers": workers} | out
+    return {"store": kind, "workers": workers, "mode": mode} | settled | out
+
+
+def wait_leases(url: str, stores: int, workers: int, timeout: float = 60.0) -> dict[str, Any]:
+    """Wait until every store is leased and every worker holds some (lease mode): the split
+    the trickle should measure, not the first seconds' discovery and rebalancing."""
+    import psycopg  # noqa: PLC0415 - only PostgreSQL runs need it
+
+    started = time.monotonic()
+    while True:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT holder, count(*) FROM ingest_leases WHERE expires_at > now() "
+                "AND store <> '*' GROUP BY holder"
+            ).fetchall()
+        if sum(n for _, n in rows) >= stores and len(rows) == workers:
+            return {
+                "leases_settled_s": round(time.monotonic() - started, 2),
+                "stores_per_worker": sorted(int(n) for _, n in rows),
+            }
+        if time.monotonic() - started > timeout:
+            raise stack.StackError(f"leases did not settle in {timeout} s: {rows}")
+        time.sleep(0.1)
+
+
+def read_workers(url: str) -> list[dict[str, Any]]:
+    """Each lease worker's counters at its last heartbeat (or clean exit)."""
+    import psycopg  # noqa: PLC0415 - only PostgreSQL runs need it
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT worker, entries_applied, gaps, gaps_held, takeovers FROM ingest_workers "
+            "ORDER BY worker"
+        ).fetchall()
+    keys = ("worker", "entries_applied", "gaps", "gaps_held", "takeovers")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
 def drive(
@@ -280,10 +342,14 @@ def drive(
     trickle_s: float,
     outage_s: float,
     drain_timeout_s: float,
+    settle: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """The three phases, the fleet's processes stepping together."""
+    """The three phases, the fleet's processes stepping together (after `settle`, when
+    given, once the lanes are connected)."""
     rate, outage_rate = rates
     fleet.call("connect", 120.0)
+    if settle is not None:
+        settle()
     t_trickle = time.monotonic()
     fleet.call("trickle", trickle_s, rate)
     fleet.call("drained", drain_timeout_s, False)  # the trickle's tail: lags about it alone

@@ -68,7 +68,9 @@ def test_postgres_schema_4_database_migrates_with_its_held_rows() -> None:
                 conn.execute(HELD_ROW.format(seq=3, code="unregistered", blob="'\\x02'::bytea"))
         PostgresDatabase(url, projections=PROJECTIONS).close()
         with pg_connect(url) as conn:
-            assert conn.execute("SELECT version FROM schema_version").fetchall() == [(LATEST,)]
+            assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+                (max(migrations),)  # PostgreSQL's own latest (9: ingest leases, not in SQLite)
+            ]
             assert conn.execute("SELECT seq, code FROM held").fetchall() == [(1, "apply_failed")]
             conn.execute(HELD_ROW.format(seq=3, code="unregistered", blob="'\\x02'::bytea"))
             with pytest.raises(psycopg.errors.CheckViolation):
