@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from headoffice.db.sql import Sql
 from headoffice.projections import PROJECTIONS
 from protocol import catalog as cat
 from protocol.errors import LanesyncError
+from protocol.money import fmt_money
 from protocol.runtime.cli import print_table
 
 DEFAULT_CONFIG = ho_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
@@ -144,11 +146,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.store:
             scopes = versions.store_scopes(db, args.store, versions.latest_version(db))
         rows = versions.current_rows(db, ds.name, scopes)
+        has_money = any(c.type == "money" for c in ds.columns)
+        currency = _currency(db, args.store, scopes) if has_money and not args.json else None
     finally:
         db.close()
     if args.json:
         for row in rows:
-            print(_dump(row))
+            print(_dump(row))  # integer minor units, as loaded
         return 0
     from rich.table import Table  # noqa: PLC0415
 
@@ -157,9 +161,29 @@ def cmd_show(args: argparse.Namespace) -> int:
     for col in ds.columns:
         table.add_column(col.name)
     for row in rows:
-        table.add_row(*(_cell(row.get(c.name)) for c in ds.columns))
+        table.add_row(
+            *(
+                fmt_money(row.get(c.name), currency)
+                if c.type == "money"
+                else _cell(row.get(c.name))
+                for c in ds.columns
+            )
+        )
     print_table(table)  # off a terminal: tab-separated, never cut (SSCCs, times)
     return 0
+
+
+def _currency(db: Sql, store: str | None, scopes: Sequence[str] | None) -> str | None:
+    """The currency amounts are shown in: the store's (with --store), else the chain's
+    Currency setting; None (amounts shown as minor units) when neither says."""
+    if store:
+        for row in versions.current_rows(db, "stores", scopes):
+            if row.get("id") == store and row.get("currency"):
+                return str(row["currency"])
+    for row in versions.current_rows(db, "settings", scopes):
+        if row.get("name") == "Currency" and row.get("scope") == "chain":
+            return str(row["value"])
+    return None
 
 
 def _cell(value: Any) -> str:

@@ -69,6 +69,13 @@ def test_load_show_diff_history(
     assert run(["catalog", "--config", cfg, "show", "prices", "--store", "S2", "--json"]) == 0
     shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert shown == [{"item": "A1", "valid_from": "2026-01-01", "price": 100}]
+    # for people, amounts as money in the store's currency; without a store or a chain-wide
+    # Currency setting the places are unknown and said so, never guessed
+    assert run(["catalog", "--config", cfg, "show", "prices", "--store", "S2"]) == 0
+    assert "1.00 EUR" in capsys.readouterr().out
+    assert run(["catalog", "--config", cfg, "show", "prices"]) == 0
+    table = capsys.readouterr().out
+    assert "100 minor units" in table and "90 minor units" in table
     assert run(["catalog", "--config", cfg, "show", "stores"]) == 0
     assert "Main St" in capsys.readouterr().out
     # diff and history
