@@ -75,7 +75,8 @@ def test_load_show_diff_history(
     assert "1.00 EUR" in capsys.readouterr().out
     assert run(["catalog", "--config", cfg, "show", "prices"]) == 0
     table = capsys.readouterr().out
-    assert "100 minor units" in table and "90 minor units" in table
+    assert "100 minor units" in table
+    assert "90 minor units" in table
     assert run(["catalog", "--config", cfg, "show", "stores"]) == 0
     assert "Main St" in capsys.readouterr().out
     # diff and history
