@@ -231,6 +231,7 @@ class Replicator:
         )
         failure: str | None = None
         connected_at: float | None = None
+        self._renewing = None
         try:
             async with brokerconn.connect(  # a CONNACK deadline of its own (16.3)
                 b,
@@ -309,7 +310,10 @@ class Replicator:
         ]
         if self.catalog is not None:
             wanted.append(self._catalog_topic)
-        codes = await client.subscribe([(t, 1) for t in wanted])
+        try:
+            codes = await client.subscribe([(t, 1) for t in wanted])
+        except aiomqtt.MqttError as exc:  # "Operation timed out" says neither what nor where
+            raise aiomqtt.MqttError(f"no SUBACK for {', '.join(wanted)}: {exc}") from None
         values = [c.value if isinstance(c, ReasonCode) else int(c) for c in codes]
         if len(values) != len(wanted):
             raise aiomqtt.MqttError(

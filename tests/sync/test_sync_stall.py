@@ -29,7 +29,7 @@ import pytest
 
 from agent import config as agent_config
 from agent.journal import Journal
-from agent.replicator import STALL_RENEW_AFTER, Replicator
+from agent.replicator import MIN_HEALTHY_SESSION_S, STALL_RENEW_AFTER, Replicator
 from headoffice import config as ho_config
 from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
@@ -83,10 +83,12 @@ class SabotageRelay:
     - `deafen`: the SUBSCRIBE's ack topic becomes DEAF_TOPIC. The broker grants it: the lane's
       session is subscribed, as far as its SUBACK says, to a topic nobody acks on.
     - `refuse`: the SUBACK's code for the ack topic becomes 0x80, as a broker refusing it says.
+    - `drop`: the SUBACK for the ack topic never reaches the lane (a broker or lane too loaded
+      to answer or read it in time).
     """
 
     def __init__(self, upstream_port: int, mode: str, *, times: int = 1) -> None:
-        assert mode in ("deafen", "refuse")
+        assert mode in ("deafen", "refuse", "drop")
         self.upstream_port = upstream_port
         self.mode = mode
         self.times = times
@@ -167,17 +169,19 @@ class SabotageRelay:
     ) -> None:
         while True:
             packet = await read_packet(reader)
-            if packet[0] == SUBACK and spoil and self.mode == "refuse" and ack_index:
+            if packet[0] == SUBACK and spoil and self.mode != "deafen" and ack_index:
                 # Fixed header (2 bytes: a few codes), packet id (2), then one code a topic.
                 code = 4 + ack_index.pop(0)
-                packet = packet[:code] + b"\x80" + packet[code + 1 :]
                 self.spoiled += 1
+                if self.mode == "drop":
+                    continue
+                packet = packet[:code] + b"\x80" + packet[code + 1 :]
             writer.write(packet)
             await writer.drain()
 
 
 def lane_config(
-    tmp_path: Path, port: int, ack_timeout_s: float = ACK_TIMEOUT_S
+    tmp_path: Path, port: int, ack_timeout_s: float = ACK_TIMEOUT_S, **replication: Any
 ) -> agent_config.AgentConfig:
     return agent_config.parse(
         {
@@ -192,7 +196,8 @@ def lane_config(
                 "batch_max_entries": 5,
                 "window": 2,
                 "ack_timeout_s": ack_timeout_s,
-            },
+            }
+            | replication,
             "api": {"socket": str(tmp_path / "api.sock")},
         }
     )
@@ -309,4 +314,33 @@ async def test_a_refused_ack_subscription_fails_the_connect(
     retried = [r.getMessage() for r in caplog.records if refusal in r.getMessage()]
     assert len(retried) == 1
     assert retried[0].startswith(f"lane {LANE}: link down ({refusal}); retrying in ")
+    assert query(ho_db, "SELECT seq FROM journal ORDER BY rowid") == [(s,) for s in range(1, N + 1)]
+
+
+async def test_a_subscribe_without_suback_is_a_failed_connect(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """No SUBACK within the publish timeout (aiomqtt then gives up on it: a SUBACK coming later
+    is what it logs as 'Unexpected message ID'): the attempt fails and is retried with backoff.
+    It is not a session, even though it lasted longer than MIN_HEALTHY_SESSION_S (before, it
+    counted as a healthy session that broke, so the lane reconnected at once, without backoff,
+    while its previous connection might still be open at the broker)."""
+    ho_db = tmp_path / "ho.db"
+    async with (
+        head_office(ho_db, broker.port) as ingest,
+        SabotageRelay(broker.port, "drop") as relay,
+    ):
+        cfg = lane_config(tmp_path, relay.port, ack_timeout_s=30.0, publish_timeout_s=5.5)
+        assert cfg.replication.publish_timeout_s > MIN_HEALTHY_SESSION_S
+        async with Journal(cfg.journal_path, LANE) as journal:
+            for i in range(N):
+                await journal.append("sale", {"kind": "sale", "n": i})
+            async with Replicator(journal, cfg) as rep:
+                await until("every entry acked", lambda: journal.acked_seq == N, 20)
+                assert (relay.spoiled, relay.connections) == (1, 2)
+                assert rep.stats.last_error is not None
+                assert rep.stats.last_error.startswith(f"no SUBACK for {ACK_TOPIC.decode()}, ")
+                assert (rep.stats.connects, rep.stats.reconnects) == (1, 0)
+                assert (rep.stats.session_renewals, rep.stats.rewinds) == (0, 0)
+                await until("head office applied all", lambda: ingest.stats.entries_applied == N, 5)
     assert query(ho_db, "SELECT seq FROM journal ORDER BY rowid") == [(s,) for s in range(1, N + 1)]
