@@ -8,8 +8,8 @@ an entry leaves the outbox only when head office's ack moves the high-water mark
 acked mark and sends again: head office drops what it already has. Reconnects back off
 exponentially with full jitter, capped (tenacity).
 
-A session is only up once the broker's SUBACK grants every subscription (one SUBSCRIBE for all
-topics; a refused or unanswered one fails the connect, which backs off). And if acks still stop
+A session is only up once the broker's SUBACK answers its one SUBSCRIBE and grants the ack
+topic (refused or unanswered, the connect fails and backs off). And if acks still stop
 while head office's announcement says it is online, `STALL_RENEW_AFTER` ack timeouts in a row
 with no ack at all end the session and open a new one (subscribing again), with the reconnect
 backoff: a session whose ack subscription the broker lost would otherwise resend forever.
@@ -245,7 +245,7 @@ class Replicator:
                 socket_options=(_TCP_NODELAY,),
             ) as client:
                 self._client = client
-                # Up only once the broker granted every subscription: a refused or unanswered
+                # Up only once the broker granted the ack subscription: a refused or unanswered
                 # SUBSCRIBE fails this attempt (connected_at unset: it backs off).
                 await self._subscribe(client)
                 connected_at = time.monotonic()
@@ -294,14 +294,15 @@ class Replicator:
         """Subscribe to the lane's acks, replies, head office's announcement (retained: who
         runs head office) and, with a catalog, the store's retained catalog head (the broker
         hands it over at every (re)connect, so a lane that was offline learns what it missed),
-        in one SUBSCRIBE, and check the SUBACK grants each one.
+        in one SUBSCRIBE, and check the SUBACK: without the ack subscription the session is of
+        no use (it fails the connect); a refusal of the others is logged.
 
         aiomqtt's `subscribe` returns the SUBACK's codes without judging them: a 0x80 (refused,
         e.g. by the broker's ACL) comes back as a result, not an error. And when the SUBACK is
         late (a loaded broker or lane), aiomqtt gives up after its timeout, raises MqttError and
         drops the pending call, so the SUBACK that arrives later is only logged ('Unexpected
         message ID "N" in on_subscribe callback', aiomqtt/client.py `_on_subscribe`). Either
-        way the session has no ack subscription the lane can rely on: it fails the connect.
+        way the session has no ack subscription the lane can rely on.
         """
         wanted = [
             self.topics.topic(self.lane, Channel.ACK),
@@ -319,9 +320,20 @@ class Replicator:
             raise aiomqtt.MqttError(
                 f"the broker answered {len(values)} of {len(wanted)} subscriptions"
             )
-        refused = [f"{t} (0x{v:02x})" for t, v in zip(wanted, values, strict=True) if v >= 0x80]
+        refused = {t: v for t, v in zip(wanted, values, strict=True) if v >= 0x80}
+        if wanted[0] in refused:
+            raise aiomqtt.MqttError(
+                f"the broker refused the subscription to {wanted[0]} (0x{refused[wanted[0]]:02x})"
+            )
         if refused:
-            raise aiomqtt.MqttError(f"the broker refused the subscription to {', '.join(refused)}")
+            # Replication works without these (requests time out, head-office restarts are
+            # noticed by the ack timeout, the catalog waits): an ACL written before they
+            # existed must not stop the lane. Said at every session, for the technician.
+            log.warning(
+                "lane %s: the broker refused the subscription to %s; check its ACL",
+                self.lane,
+                ", ".join(f"{t} (0x{v:02x})" for t, v in refused.items()),
+            )
 
     async def close_gracefully(self) -> None:
         """Publish the retained offline status before a planned shutdown (no will fires)."""

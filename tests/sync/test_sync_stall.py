@@ -13,6 +13,10 @@ The lane must notice (STALL_RENEW_AFTER ack timeouts without an ack while head o
 announcement says it is online), end the session and reconnect, which subscribes again, and
 then everything it journaled is acked, applied at head office exactly once, in seq order.
 Without the renewal the lane resends from its acked mark forever and this test times out.
+
+The same relay also refuses the ack topic in the SUBACK (0x80) or drops that SUBACK: the
+attempt fails and is retried with backoff, never a session; a refusal of another topic is only
+logged.
 """
 
 from __future__ import annotations
@@ -87,8 +91,11 @@ class SabotageRelay:
       to answer or read it in time).
     """
 
-    def __init__(self, upstream_port: int, mode: str, *, times: int = 1) -> None:
+    def __init__(
+        self, upstream_port: int, mode: str, *, times: int = 1, target: bytes = ACK_TOPIC
+    ) -> None:
         assert mode in ("deafen", "refuse", "drop")
+        self.target = target  # the subscription spoiled (refuse and drop; deafen: the acks)
         self.upstream_port = upstream_port
         self.mode = mode
         self.times = times
@@ -127,7 +134,7 @@ class SabotageRelay:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, spoil: bool
     ) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        ack_index: list[int] = []  # where the ack topic is in this connection's SUBSCRIBE
+        ack_index: list[int] = []  # where the target is in this connection's SUBSCRIBE
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._lane_to_broker(reader, up_writer, spoil, ack_index))
@@ -152,9 +159,10 @@ class SabotageRelay:
             if packet[0] & 0xF0 == SUBSCRIBE:
                 self.subscribes += 1
                 topics = subscribed_topics(packet)
-                if ACK_TOPIC in topics:
-                    ack_index.append(topics.index(ACK_TOPIC))
+                if self.target in topics:
+                    ack_index.append(topics.index(self.target))
                     if spoil and self.mode == "deafen":
+                        assert self.target == ACK_TOPIC
                         packet = packet.replace(ACK_TOPIC, DEAF_TOPIC)
                         self.spoiled += 1
             writer.write(packet)
@@ -344,3 +352,30 @@ async def test_a_subscribe_without_suback_is_a_failed_connect(
                 assert (rep.stats.session_renewals, rep.stats.rewinds) == (0, 0)
                 await until("head office applied all", lambda: ingest.stats.entries_applied == N, 5)
     assert query(ho_db, "SELECT seq FROM journal ORDER BY rowid") == [(s,) for s in range(1, N + 1)]
+
+
+async def test_a_refused_reply_subscription_is_logged_and_the_lane_goes_on(
+    tmp_path: Path, broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the ack subscription is vital: a broker whose ACL predates another topic (replies
+    here) must not stop the lane; the refusal is logged for the technician."""
+    caplog.set_level(logging.WARNING, logger="agent.replicator")
+    ho_db = tmp_path / "ho.db"
+    reply = Topics().topic(LANE, Channel.REPLY)
+    async with (
+        head_office(ho_db, broker.port) as ingest,
+        SabotageRelay(broker.port, "refuse", target=reply.encode()) as relay,
+    ):
+        cfg = lane_config(tmp_path, relay.port, ack_timeout_s=30.0)
+        async with Journal(cfg.journal_path, LANE) as journal:
+            for i in range(N):
+                await journal.append("sale", {"kind": "sale", "n": i})
+            async with Replicator(journal, cfg) as rep:
+                await until("every entry acked", lambda: journal.acked_seq == N, 10)
+                assert (relay.spoiled, relay.connections) == (1, 1)
+                assert (rep.stats.connects, rep.stats.last_error) == (1, None)
+                await until("head office applied all", lambda: ingest.stats.entries_applied == N, 5)
+    warned = [r.getMessage() for r in caplog.records if "refused the subscription" in r.message]
+    assert warned == [
+        f"lane {LANE}: the broker refused the subscription to {reply} (0x80); check its ACL"
+    ]
