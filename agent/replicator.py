@@ -297,8 +297,12 @@ class Replicator:
         in one SUBSCRIBE, and check the SUBACK: without the ack subscription the session is of
         no use (it fails the connect); a refusal of the others is logged.
 
-        aiomqtt's `subscribe` returns the SUBACK's codes without judging them: a 0x80 (refused,
-        e.g. by the broker's ACL) comes back as a result, not an error. And when the SUBACK is
+        aiomqtt's `subscribe` returns the SUBACK's codes without judging them: a 0x80 (the
+        broker refused it) comes back as a result, not an error. A grant proves less than it
+        says, though: Mosquitto 2.0.11 (Debian 12's) grants QoS 1 to a subscription its ACL
+        denies, MQTT 3.1.1 and 5 alike (seen with mosquitto_sub -d), and then delivers nothing
+        on it; the renewal in the sender is what catches a session that hears nothing. And
+        when the SUBACK is
         late (a loaded broker or lane), aiomqtt gives up after its timeout, raises MqttError and
         drops the pending call, so the SUBACK that arrives later is only logged ('Unexpected
         message ID "N" in on_subscribe callback', aiomqtt/client.py `_on_subscribe`). Either
