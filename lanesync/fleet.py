@@ -401,6 +401,7 @@ class Fleet:
             "rewinds": sum(s.rewinds for s in reps),
             "stale_acks": sum(s.stale_acks for s in reps),
             "reconnects": sum(s.reconnects for s in reps),
+            "session_renewals": sum(s.session_renewals for s in reps),
         }
 
     def confirmed(self) -> Iterator[tuple[LaneId, int, list[Entry]]]:
