@@ -32,7 +32,9 @@ from typing import Any
 import pytest
 
 from agent import config as agent_config
+from agent import status as lane_status
 from agent.journal import Journal
+from agent.operations import Operations
 from agent.replicator import MIN_HEALTHY_SESSION_S, STALL_RENEW_AFTER, Replicator
 from headoffice import config as ho_config
 from headoffice.ingest import Ingest
@@ -242,7 +244,7 @@ async def lane_drains(
     """Journal N entries, half before the lane connects; return once all are acked."""
     for i in range(N // 2):
         await journal.append("sale", {"kind": "sale", "n": i})
-    async with Replicator(journal, cfg) as rep:
+    async with Replicator(journal, cfg) as rep, Operations(cfg, journal, rep):
         # The deaf session: connected, its SUBACK granted everything, head office online and
         # receiving, yet no ack reaches the lane.
         await until("the deaf session", lambda: rep.stats.connected, 10)
@@ -266,6 +268,13 @@ async def lane_drains(
         assert relay.subscribes == 2  # one SUBSCRIBE per session, for every topic
         assert rep.stats.refused is None
         await until("head office applied all", lambda: ingest.stats.entries_applied == N, 5)
+        # The technician sees it: `lanesync status` (its live file is rewritten within
+        # LIVE_INTERVAL_S).
+        await until(
+            "lanesync status to show the renewal",
+            lambda: "1 renewed for want of acks" in lane_status.render(lane_status.collect(cfg)),
+            lane_status.LIVE_INTERVAL_S + 2,
+        )
 
 
 async def test_lane_renews_a_session_that_hears_no_acks(
