@@ -243,30 +243,30 @@ def check_entries(
     held = _card_numbers(entries, by_id)
     docs: dict[int, Projected] = {}
     versions: dict[int, int] = {}
+    indexed = tuple(enumerate(projections))
     for e, decoded in zip(entries, decoded_bodies, strict=True):
-        if e.kind not in DOCUMENT_KINDS or e.seq in held:
+        seq = e.seq
+        if e.kind not in DOCUMENT_KINDS or seq in held:
             continue
-        version = catalog_version(decoded) if type(decoded) is dict else None
-        if version is not None:
-            versions[e.seq] = version
+        if type(decoded) is dict:
+            version = decoded.get("catalog_version")  # as catalog_version(), inlined
+            if type(version) is int and 0 <= version <= MAX_VERSION:
+                versions[seq] = version
         checked: list[tuple[int, Any]] = []
-        for i, projection in enumerate(projections):
-            try:
+        try:
+            for i, projection in indexed:
                 doc = projection.check(lane, epoch, e, decoded)
-            except Unprojectable as exc:
-                held[e.seq] = HeldEntry(
-                    e,
-                    "invalid_body",
-                    held_reason(
-                        f"entry seq {e.seq}: head office cannot apply a {e.kind}: {exc.problem}"
-                    ),
-                )
-                break
-            if doc is not None:
-                checked.append((i, doc))
-        else:
-            if checked:
-                docs[e.seq] = tuple(checked)
+                if doc is not None:
+                    checked.append((i, doc))
+        except Unprojectable as exc:
+            held[seq] = HeldEntry(
+                e,
+                "invalid_body",
+                held_reason(f"entry seq {seq}: head office cannot apply a {e.kind}: {exc.problem}"),
+            )
+            continue
+        if checked:
+            docs[seq] = tuple(checked)
     return held, docs, versions
 
 
