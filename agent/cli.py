@@ -21,7 +21,7 @@ from agent.journal.file import JournalFile
 from agent.verify import verify
 from protocol.errors import LanesyncError
 from protocol.money import fmt_money
-from protocol.runtime.cli import print_table
+from protocol.runtime.cli import Exit, print_table
 
 DEFAULT_CONFIG = agent_config.DEFAULT_CONFIG  # LANESYNC_CONFIG, when set, replaces it
 
@@ -58,8 +58,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         asyncio.run(daemon.run(cfg))
     except LanesyncError as exc:
         print(f"lanesync agent: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return Exit.CANNOT_RUN
+    return Exit.OK
 
 
 def _journal_path(args: argparse.Namespace) -> str:
@@ -73,7 +73,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         path = _journal_path(args)
     except LanesyncError as exc:
         print(f"lanesync journal verify: {exc}", file=sys.stderr)
-        return 2
+        return Exit.CANNOT_RUN
     rep = verify(path)
     if args.json:
         print(json.dumps(rep.as_dict()))
@@ -85,7 +85,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
     else:
         print(f"FAILED {rep.path}: {rep.problem}", file=sys.stderr)
-    return 0 if rep.ok else 1
+    return Exit.OK if rep.ok else Exit.PROBLEM
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -93,7 +93,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         db = JournalFile(_journal_path(args))
     except (LanesyncError, FileNotFoundError) as exc:
         print(f"lanesync journal tail: {exc}", file=sys.stderr)
-        return 2
+        return Exit.CANNOT_RUN
     with db:
         acked, _ = db.acked()
         rows = db.latest(args.n)
@@ -114,7 +114,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         )
     if args.json:
         print(json.dumps(out))
-        return 0
+        return Exit.OK
     from rich.table import Table  # noqa: PLC0415 - only this table needs rich
 
     table = Table("seq", "time (UTC)", "kind", "register", "total", "txn_id", "acked")
@@ -129,4 +129,4 @@ def cmd_tail(args: argparse.Namespace) -> int:
             "yes" if e["acked"] else "no",
         )
     print_table(table)  # off a terminal: tab-separated, txn ids and times never cut
-    return 0
+    return Exit.OK

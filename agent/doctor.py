@@ -645,7 +645,10 @@ def render(checks: list[Check]) -> str:
     mark = {"ok": "OK  ", "warn": "WARN", "fail": "FAIL"}
     lines = []
     for c in checks:
-        lines.append(f"[{mark[c.outcome]}] {c.name}: {c.found}")
+        # A finding of several lines (every fault of a config file) stays under its check.
+        first, *more = c.found.splitlines() or [""]
+        lines.append(f"[{mark[c.outcome]}] {c.name}: {first}")
+        lines.extend(f"       {line}" for line in more)
         if c.fix and c.outcome != "ok":
             lines.append(f"       fix: {c.fix}")
     return "\n".join(lines)

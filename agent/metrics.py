@@ -108,6 +108,11 @@ class AgentCollector(Collector):
         yield counter("batches_sent", "Journal batches published", st.batches_sent)
         yield counter("entries_sent", "Entries published (resends included)", st.entries_sent)
         yield counter("rewinds", "Resends from head office's mark", st.rewinds)
+        yield counter(
+            "session_renewals",
+            "Broker sessions ended because no ack came while head office said it was online",
+            st.session_renewals,
+        )
         yield counter("journal_commits", "Journal append transactions", j.commits)
         yield counter(
             "quarantined",

@@ -139,6 +139,8 @@ class Operations:
                 "connected": st.connected,
                 "connects": st.connects,
                 "reconnects": st.reconnects,
+                # sessions ended because head office said it was online but no ack came
+                "session_renewals": st.session_renewals,
                 "last_error": st.last_error,
                 "last_ack_at": st.last_ack_at,
                 "ho_hwm": st.ho_hwm,

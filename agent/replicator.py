@@ -8,6 +8,12 @@ an entry leaves the outbox only when head office's ack moves the high-water mark
 acked mark and sends again: head office drops what it already has. Reconnects back off
 exponentially with full jitter, capped (tenacity).
 
+A session is only up once the broker's SUBACK answers its one SUBSCRIBE and grants the ack
+topic (refused or unanswered, the connect fails and backs off). And if acks still stop
+while head office's announcement says it is online, `STALL_RENEW_AFTER` ack timeouts in a row
+with no ack at all end the session and open a new one (subscribing again), with the reconnect
+backoff: a session whose ack subscription the broker lost would otherwise resend forever.
+
 Head office announces each of its processes, retained on `{prefix}/headoffice` (issue 16.2):
 when the lane sees an incarnation it has not seen before, head office restarted and may have
 lost batches it had received but not committed, so the lane rewinds to its acked mark and says
@@ -36,6 +42,7 @@ from typing import Any, Protocol, Self
 
 import aiomqtt
 import tenacity
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import AgentConfig
 from agent.journal import Journal, JournalError
@@ -62,6 +69,11 @@ log = logging.getLogger(__name__)
 
 
 MIN_HEALTHY_SESSION_S = 5.0
+# Consecutive ack timeouts without a single ack, while head office says it is online, after
+# which the session is renewed (30 s with the default ack_timeout_s of 10 s). Not a config
+# key: fewer renews a healthy-looking session on a slow head office for nothing, more leaves a
+# deaf lane stuck for longer; the ack timeout already scales it.
+STALL_RENEW_AFTER = 3
 _TCP_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
@@ -71,6 +83,11 @@ class LinkDown(LanesyncError):
 
 class RequestTimeout(LanesyncError):
     """Head office did not answer a request in time."""
+
+
+class SessionStalled(LanesyncError):
+    """Connected, head office online, but no ack for several ack timeouts: the session is
+    renewed (the broker may have lost its ack subscription)."""
 
 
 @dataclass(slots=True)
@@ -90,6 +107,7 @@ class ReplicatorStats:
     ho_version: str | None = None  # the lanesync release its announcement named (18.3)
     ho_protocols: tuple[int, ...] = ()  # the protocol versions it serves
     ho_restarts_seen: int = 0  # new incarnations seen, each answered with a resend at once
+    session_renewals: int = 0  # sessions ended because no ack came while head office was online
     protocol: int | None = None  # the version head office said to use
     proof: str | None = None  # head office's verdict on the chains (16.7)
     proof_requests: int = 0  # narrowing requests head office answered (a range to the seq)
@@ -149,6 +167,9 @@ class Replicator:
         self._hello_due = False
         self._recovering = False  # resending below the acked mark for a restored head office
         self._narrowing: asyncio.Task[None] | None = None  # finding where the chains differ
+        self._ack_timeouts = 0  # ack timeouts in a row without any ack (STALL_RENEW_AFTER)
+        self._last_ack_seen: float | None = None  # monotonic: when an ack last arrived
+        self._renewing: str | None = None  # why the sender ended this session (stalled)
 
     @property
     def batches_in_flight(self) -> int:
@@ -210,6 +231,7 @@ class Replicator:
         )
         failure: str | None = None
         connected_at: float | None = None
+        self._renewing = None
         try:
             async with brokerconn.connect(  # a CONNACK deadline of its own (16.3)
                 b,
@@ -223,19 +245,16 @@ class Replicator:
                 socket_options=(_TCP_NODELAY,),
             ) as client:
                 self._client = client
+                # Up only once the broker granted the ack subscription: a refused or unanswered
+                # SUBSCRIBE fails this attempt (connected_at unset: it backs off).
+                await self._subscribe(client)
                 connected_at = time.monotonic()
                 self.stats.connected = True
                 self.stats.connects += 1
                 if self.stats.connects > 1:
                     self.stats.reconnects += 1
+                self._ack_timeouts = 0
                 log.info("lane %s: connected to %s:%d", self.lane, b.host, b.port)
-                await client.subscribe(self.topics.topic(self.lane, Channel.ACK), qos=1)
-                await client.subscribe(self.topics.topic(self.lane, Channel.REPLY), qos=1)
-                await client.subscribe(self._ho_topic, qos=1)  # retained: who runs head office
-                if self.catalog is not None:
-                    # Retained: the broker hands over the store's current head at every
-                    # (re)connect, so a lane that was offline learns what it missed.
-                    await client.subscribe(self._catalog_topic, qos=1)
                 await self._publish_status(client, "online")
                 self._start_from_acked()
                 await self._hello(client)
@@ -245,12 +264,19 @@ class Replicator:
                     tg.create_task(self._status_loop(client), name=f"replicator-status {self.lane}")
         except* (aiomqtt.MqttError, OSError) as eg:
             failure = "; ".join(str(e) for e in eg.exceptions)
+        except* SessionStalled:
+            pass  # self._renewing says why, below
         except* AttributeError as eg:
             race = brokerconn.socket_race_failure(eg)
             failure = f"{failure}; {race}" if failure else race
         finally:
             self._client = None
             self.stats.connected = False
+        stalled, self._renewing = self._renewing, None
+        if stalled is not None:
+            # Renewed on purpose (whatever closing it said): raise, so the next session waits
+            # out the reconnect backoff, growing while sessions keep stalling, not a loop.
+            raise LinkDown(f"{stalled}; {failure}" if failure else stalled)
         if failure is not None:
             if (
                 connected_at is not None
@@ -263,6 +289,55 @@ class Replicator:
                 log.warning("lane %s: link down (%s); reconnecting", self.lane, failure)
                 return
             raise LinkDown(failure)
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        """Subscribe to the lane's acks, replies, head office's announcement (retained: who
+        runs head office) and, with a catalog, the store's retained catalog head (the broker
+        hands it over at every (re)connect, so a lane that was offline learns what it missed),
+        in one SUBSCRIBE, and check the SUBACK: without the ack subscription the session is of
+        no use (it fails the connect); a refusal of the others is logged.
+
+        aiomqtt's `subscribe` returns the SUBACK's codes without judging them: a 0x80 (the
+        broker refused it) comes back as a result, not an error. A grant proves less than it
+        says, though: Mosquitto 2.0.11 (Debian 12's) grants QoS 1 to a subscription its ACL
+        denies, MQTT 3.1.1 and 5 alike (seen with mosquitto_sub -d), and then delivers nothing
+        on it; the renewal in the sender is what catches a session that hears nothing. And
+        when the SUBACK is
+        late (a loaded broker or lane), aiomqtt gives up after its timeout, raises MqttError and
+        drops the pending call, so the SUBACK that arrives later is only logged ('Unexpected
+        message ID "N" in on_subscribe callback', aiomqtt/client.py `_on_subscribe`). Either
+        way the session has no ack subscription the lane can rely on.
+        """
+        wanted = [
+            self.topics.topic(self.lane, Channel.ACK),
+            self.topics.topic(self.lane, Channel.REPLY),
+            self._ho_topic,
+        ]
+        if self.catalog is not None:
+            wanted.append(self._catalog_topic)
+        try:
+            codes = await client.subscribe([(t, 1) for t in wanted])
+        except aiomqtt.MqttError as exc:  # "Operation timed out" says neither what nor where
+            raise aiomqtt.MqttError(f"no SUBACK for {', '.join(wanted)}: {exc}") from None
+        values = [c.value if isinstance(c, ReasonCode) else int(c) for c in codes]
+        if len(values) != len(wanted):
+            raise aiomqtt.MqttError(
+                f"the broker answered {len(values)} of {len(wanted)} subscriptions"
+            )
+        refused = {t: v for t, v in zip(wanted, values, strict=True) if v >= 0x80}
+        if wanted[0] in refused:
+            raise aiomqtt.MqttError(
+                f"the broker refused the subscription to {wanted[0]} (0x{refused[wanted[0]]:02x})"
+            )
+        if refused:
+            # Replication works without these (requests time out, head-office restarts are
+            # noticed by the ack timeout, the catalog waits): an ACL written before they
+            # existed must not stop the lane. Said at every session, for the technician.
+            log.warning(
+                "lane %s: the broker refused the subscription to %s; check its ACL",
+                self.lane,
+                ", ".join(f"{t} (0x{v:02x})" for t, v in refused.items()),
+            )
 
     async def close_gracefully(self) -> None:
         """Publish the retained offline status before a planned shutdown (no will fires)."""
@@ -343,6 +418,7 @@ class Replicator:
 
     async def _sender(self, client: aiomqtt.Client) -> None:
         rc = self.config.replication
+        started = time.monotonic()
         topic = self.topics.topic(self.lane, Channel.JOURNAL)
         while True:
             self._wake.clear()
@@ -361,6 +437,9 @@ class Replicator:
                 self._rewind_to = None
                 self._last_progress = time.monotonic()
             elif self._inflight and time.monotonic() - self._last_progress > rc.ack_timeout_s:
+                self._ack_timeouts += 1
+                if self._ack_timeouts >= STALL_RENEW_AFTER and self.stats.ho_online is True:
+                    self._renew_session(started)
                 # Head office went quiet (restarted, or lost what the broker handed it):
                 # go back to the acked mark; it drops whatever it already committed.
                 log.warning(
@@ -392,6 +471,27 @@ class Replicator:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+
+    def _renew_session(self, session_started: float) -> None:
+        """No ack for STALL_RENEW_AFTER ack timeouts in a row while head office says it is
+        online: the broker may no longer route this lane's acks to this session (its ack
+        subscription lost), and resending on it would go on forever. End the session; the
+        reconnect subscribes again. Raises SessionStalled."""
+        since = max(session_started, self._last_ack_seen or session_started)
+        silent = time.monotonic() - since
+        self.stats.session_renewals += 1
+        self._renewing = (
+            f"no ack for {silent:.0f}s ({self._ack_timeouts} ack timeouts) while head office "
+            "says it is online; renewing the MQTT session"
+        )
+        log.warning(
+            "lane %s: no ack from head office for %.0fs on this session (%d ack timeouts in a "
+            "row) although it says it is online; renewing the MQTT session (subscribing again)",
+            self.lane,
+            silent,
+            self._ack_timeouts,
+        )
+        raise SessionStalled(self._renewing)
 
     async def _next_batch(self, first: int) -> JournalBatch | None:
         rc = self.config.replication
@@ -483,6 +583,9 @@ class Replicator:
         self._wake.set()
 
     async def _on_ack(self, ack: Ack) -> None:
+        # Any ack for this lane shows the session's ack subscription works (STALL_RENEW_AFTER).
+        self._last_ack_seen = time.monotonic()
+        self._ack_timeouts = 0
         if ack.epoch != self.journal.epoch:
             log.info(
                 "lane %s: ack for old epoch %d ignored",

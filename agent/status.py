@@ -436,7 +436,12 @@ def render(rep: StatusReport) -> str:
     lines = [
         f"lane {rep.store}/{rep.lane}: agent {state}",
         f"broker      {broker.get('host')}:{broker.get('port')} {link}"
-        + (f", {broker.get('reconnects', 0)} reconnects" if rep.running else ""),
+        + (f", {broker.get('reconnects', 0)} reconnects" if rep.running else "")
+        + (
+            f", {broker['session_renewals']} renewed for want of acks"
+            if rep.running and broker.get("session_renewals")
+            else ""
+        ),
         f"journal     {f.path} ({_mib(f.size_bytes)}), epoch {f.epoch}, last seq {f.last_seq}",
         f"backlog     {f.backlog} entries, {_mib(f.backlog_bytes)}, oldest unacked "
         f"{_age(rep.oldest_unacked_age_s)}",

@@ -212,6 +212,14 @@ HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "Benchmarks: each prints JSON with its own in-run baseline or ceiling and the ratio.",
         ("lanesync bench drain --json", "lanesync bench extract --entries 40000 --json"),
     ),
+    "bench all": (
+        "Every benchmark in one run, one after the other, and the figures table made from it "
+        "(each row with its baseline, ratio and aim); --readme rewrites README's table.",
+        (
+            "lanesync bench all --readme README.md --out bench-all.json",
+            "lanesync bench all --only drain,start --quick",
+        ),
+    ),
     "bench api": (
         "Documents through the local API against journaling them directly.",
         ("lanesync bench api --docs 2000 --json",),

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-from lanesync.bench import api, catalog, drain, extract, fleet, flood, lookup, start, transit
+from lanesync.bench import (
+    api,
+    catalog,
+    drain,
+    extract,
+    fleet,
+    flood,
+    lookup,
+    start,
+    suite,
+    transit,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,3 +34,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     flood.register(bsub)
     start.register(bsub)
     transit.register(bsub)
+    suite.register(bsub)

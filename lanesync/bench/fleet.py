@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -399,6 +400,11 @@ def drive(
         "backlog_at_reconnect": backlog,
         "all_lanes_reconnected_s": round(t_all_back - t_back, 3),
         "trickle_lag": lags.summary(t_trickle, t_cut),
+        # p99 of the sales made in each second of the trickle: a stall shows where it was
+        "trickle_p99_ms_by_second": [
+            lags.summary(t, min(t + 1.0, t_cut)).get("p99_ms")
+            for t in (t_trickle + i for i in range(math.ceil(t_cut - t_trickle)))
+        ],
         "drain_lag": lags.summary(t_back, t_drained),
         "backlog_lag": lags.summary(t_cut, t_back),
         "entries": len(lags.appended),

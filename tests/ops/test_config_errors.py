@@ -148,3 +148,22 @@ def test_lanesync_scanners_reads_lanesync_config_too(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert f'"config": "{chosen}"' in res.stdout
     assert '"hand"' in res.stdout
+
+
+def test_doctor_lists_every_fault_of_a_config_file_under_its_check(tmp_path: Path) -> None:
+    bad = tmp_path / "agent.toml"
+    bad.write_text("[journal]\npath = 5\n[replicaton]\nwindow = 4\n")
+    res = _lanesync("doctor", "--config", str(bad))
+    assert res.returncode == 1
+    lines = res.stdout.splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("[FAIL] config: "))
+    faults = lines[first + 1 : first + 4]
+    assert faults[0].startswith(f"       {bad}: ")
+    assert all(ln.startswith("       ") for ln in faults)
+    text = "\n".join(faults) + lines[first]
+    for fault in (
+        "store: required key is missing",
+        "journal.path: must be a string, got 5",
+        "replicaton: unknown key; did you mean 'replication'?",
+    ):
+        assert fault in text

@@ -104,8 +104,8 @@ async def _settled(url: str, workers: set[str], stores: int, timeout: float) -> 
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.parametrize("broker_kind", ["nats", "mosquitto"])
-async def test_nats_three_lease_workers_one_killed_stores_taken_over(
+@pytest.mark.parametrize("broker_kind", ["nats", "mosquitto", "rabbitmq"])
+async def test_three_lease_workers_one_killed_stores_taken_over(
     tmp_path: Path, broker: Broker
 ) -> None:
     with pg_schema() as url:
