@@ -343,7 +343,7 @@ def pg_url() -> str:
     return os.environ.get("LANESYNC_TEST_PG_URL", DEFAULT_PG_URL)
 
 
-def test_two_minutes_of_faults_lose_nothing_and_stall_no_lane(tmp_path: Path) -> None:
+def test_each_fault_once_loses_nothing_and_stalls_no_lane(tmp_path: Path) -> None:
     out = soak(tmp_path, QUICK, pg_url())
     print(out)  # the figures, for -s
     judge(out, QUICK)
