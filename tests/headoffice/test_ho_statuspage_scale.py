@@ -9,6 +9,8 @@ from typing import Any
 from headoffice.statuspage import collect, render_fragment
 from tests.pgutil import Backend
 
+BOUND_S = 3.0  # see the test's docstring
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -32,7 +34,11 @@ def _insert_lane_epochs(backend: Backend, rows: list[tuple[Any, ...]]) -> None:
 def test_status_page_answers_quickly_with_100000_lane_epochs(backend: Backend) -> None:
     """Years of replaced tills (or a store sending hellos for ever new epochs) leave many
     epochs on record: 60,000 for one lane and 100 each for 400 others. The page's query is
-    linear (it was quadratic: 11,300 epochs took 29 s); bound check with a generous margin."""
+    linear (it was quadratic: 11,300 epochs took 29 s); bound check with a generous margin.
+
+    The bound tells linear from quadratic, not how fast the page is (README quotes 0.07 s on
+    SQLite and 0.26 s on PostgreSQL, measured alone): quadratic at 100,000 epochs takes minutes.
+    It is 3 s, not 1 s, since the suite runs on several workers (xdist) on 2 cores."""
     now = _now_ms()
     rows: list[tuple[Any, ...]] = [
         ("S000", "L1", e, e % 7, b"h" * 32, e % 7, now - 10**9, now - 10**9 + e)
@@ -49,7 +55,7 @@ def test_status_page_answers_quickly_with_100000_lane_epochs(backend: Backend) -
     data = collect(backend.target)
     took = time.perf_counter() - started
     assert "error" not in data, data
-    assert took < 1.0, f"collect took {took:.2f} s"
+    assert took < BOUND_S, f"collect took {took:.2f} s"
     lanes = {(ln["store"], ln["lane"]): ln for ln in data["lanes"]}
     assert len(lanes) == 401
     big = lanes[("S000", "L1")]
@@ -58,5 +64,5 @@ def test_status_page_answers_quickly_with_100000_lane_epochs(backend: Backend) -
     assert (one["epochs"], one["epoch"], one["lag_entries"]) == (100, 1, 4)
     started = time.perf_counter()
     html = render_fragment(data)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < BOUND_S
     assert "401 lanes" in html
