@@ -381,7 +381,9 @@ class Replicator:
             self.journal.last_seq,
             acked + 1,
             VERSION,
-            int(time.time() * 1000),
+            # not plain now: an entry dated before it but not yet committed (so not in
+            # last_seq) would make a late hello look like a restored journal's
+            self.journal.clock_bound_ms(),
             self.catalog.version if self.catalog is not None else 0,
             () if v1 else SUPPORTED_VERSIONS,
             () if v1 else await self._proof(acked),

@@ -9,6 +9,7 @@ after COMMIT returned, which is what lets the local API confirm a document (inva
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import shutil
@@ -155,6 +156,8 @@ class Journal:
         self._tasks = Tasks(f"journal {lane}")
         self._writer_task: asyncio.Task[None] | None = None
         self._new_entries = asyncio.Event()
+        # Timestamps of appends submitted and not yet answered (clock_bound_ms).
+        self._pending_ts: collections.Counter[int] = collections.Counter()
         self.epoch = 0
         self.last_seq = 0
         self._last_hash = b""
@@ -298,8 +301,26 @@ class Journal:
         txn_id = txn_id or new_txn_id()
         body = encode_body(doc)
         fut: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
-        self._put(_Append(kind, txn_id, ts if ts is not None else now_ms(), body, fut))
-        return await fut
+        ts = ts if ts is not None else now_ms()
+        self._pending_ts[ts] += 1
+        try:
+            self._put(_Append(kind, txn_id, ts, body, fut))
+            return await fut
+        finally:
+            self._pending_ts[ts] -= 1
+            if not self._pending_ts[ts]:
+                del self._pending_ts[ts]
+
+    def clock_bound_ms(self) -> int:
+        """A time no later than now nor than the timestamp of any entry past `last_seq`.
+
+        An entry's timestamp is taken when it is submitted, but `last_seq` moves only once its
+        group is committed, so an entry waiting for the fsync is already dated and not yet
+        counted. The hello's `sent_at` is this bound: head office tells a journal restored from
+        an old copy by the entry after the hello's last seq being dated before the hello
+        (headoffice.ingest.applier._restored_copy), and a hello it receives late (a broker
+        redelivering it after a restart) must not be taken for one because of such an entry."""
+        return min([now_ms(), *self._pending_ts])
 
     async def mark_acked(self, hwm: int) -> None:
         """Record head office's high-water mark: entries up to `hwm` leave the outbox."""

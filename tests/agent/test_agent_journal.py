@@ -17,6 +17,7 @@ from agent.journal.journal import new_txn_id
 from protocol.chain import first_break, genesis
 from protocol.identity import LaneId
 from protocol.runtime import migrations as schema
+from protocol.runtime.clock import now_ms
 from protocol.runtime.migrations import SchemaError
 
 # The newest journal schema version (0002 added lane-local tables for open documents).
@@ -266,3 +267,34 @@ async def test_write_failure_fails_whole_group_and_commits_nothing(path: Path) -
         entries = await j.read_from(1, 10)
         assert [e.seq for e in entries] == [1, 2, 3]
         assert first_break(genesis(LANE, j.epoch), entries) is None
+
+
+async def test_clock_bound_is_no_later_than_an_entry_dated_but_not_yet_committed(
+    tmp_path: Path,
+) -> None:
+    """An entry is dated when submitted and counted in last_seq only once committed. A hello
+    sent in between says sent_at = clock_bound_ms(), so head office, should it receive the
+    hello late (a broker redelivering it after a restart), does not take the entry after its
+    last seq, dated before plain `now`, for the sign of a journal restored from an old copy."""
+    async with Journal(tmp_path / "j.db", LANE) as j:
+        await j.append("sale", doc(1))
+        release = asyncio.Event()
+
+        async def hold_the_writer(_conn: Any) -> None:
+            await release.wait()
+
+        held = asyncio.create_task(j.run_write(hold_the_writer))
+        await asyncio.sleep(0.05)  # the writer is inside hold_the_writer
+        pending = asyncio.create_task(j.append("sale", doc(2)))
+        await asyncio.sleep(0.05)
+        assert j.last_seq == 1  # submitted, dated, not committed
+        bound = j.clock_bound_ms()
+        now = now_ms()
+        release.set()
+        await held
+        appended = await pending
+        assert (appended.seq, j.last_seq) == (2, 2)
+        [(entry_ts,)] = rows(tmp_path / "j.db", "SELECT ts FROM entries WHERE seq = 2")
+        assert bound == entry_ts < now  # the pending entry's date, not the later clock
+        later = j.clock_bound_ms()
+        assert later >= now  # nothing pending: the clock itself

@@ -80,6 +80,21 @@ def test_a_hello_overtaken_by_the_lanes_next_batch_is_not_a_restore(
     assert applier.stats.lanes_refused == 0
 
 
+def test_a_late_hello_sent_while_the_next_entry_waited_for_its_commit_is_not_a_restore(
+    applier: GroupApplier,
+) -> None:
+    """The broker redelivers a hello after a restart, once head office holds more. When it
+    was sent, seq 2 was dated but not yet committed, so the hello said last seq 1 and, as its
+    sent_at, seq 2's date (agent.journal.Journal.clock_bound_ms): no restore."""
+    sim = LaneSim()
+    sim.add_many(3)
+    applier.apply_group([journal_msg(sim, 1, 3)])
+    [ack] = applier.apply_group([_hello(sim, 1, sim.entries[1].ts)])
+    assert isinstance(ack, Ack)
+    assert (ack.hwm, ack.refused) == (3, None)
+    assert applier.stats.lanes_refused == 0
+
+
 def test_a_hello_from_a_restored_copy_is_refused(applier: GroupApplier) -> None:
     """The same hello sent after every entry head office holds: a journal copy that lacks
     seqs 2 and 3, journaled before it was restored."""
