@@ -222,3 +222,23 @@ async def proxy() -> AsyncIterator[ProxyFactory]:
             return await stack.enter_async_context(TcpProxy(host, port, name=name))
 
         yield make
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """schemathesis (tests/api/test_api_schemathesis.py) makes one item per API operation but
+    gives each its function's node id, without the operation (on pytest 9 a Function's id is
+    its original name plus its callspec's params, and schemathesis's items have no callspec).
+    pytest-xdist schedules by node id, so under `-n` it ran one operation per function and
+    reported 2 tests where there are 36. The operation, from the item's name, goes into its
+    node id (pytest 9's Node._id; `with_params` is how pytest itself adds parameters)."""
+    for item in items:
+        if "[" in item.name and "[" not in item.nodeid:
+            item._id = item._id.with_params(item.name.split("[", 1)[1].removesuffix("]"))
+    # Two items with one node id would again be one test under pytest-xdist: refuse to run.
+    seen: set[str] = set()
+    twice = sorted({i.nodeid for i in items if i.nodeid in seen or seen.add(i.nodeid)})
+    if twice:
+        raise pytest.UsageError(
+            f"{len(twice)} node ids are collected more than once, so pytest-xdist would run "
+            f"only one of each: {', '.join(twice[:5])}"
+        )
