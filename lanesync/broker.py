@@ -43,12 +43,40 @@ class BrokerError(RuntimeError):
     """The broker could not be found, configured, started or stopped."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that was free a moment ago (bind to port 0 and let the kernel pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+# Parallel test workers (pytest-xdist) each pick ports from a range of their own, given as
+# "LOW-HIGH" here (tests/conftest.py sets it). With the kernel's picks (bind to port 0), a port
+# one worker picked for a broker it had yet to start was free to the kernel, so another worker
+# could be handed it meanwhile: a RabbitMQ node books its vhost listeners' ports a boot (10-20 s)
+# ahead, and lost one that way (connection refused). Below the kernel's ephemeral range
+# (32768 and up), so no client socket takes one either.
+PORT_RANGE_ENV = "LANESYNC_TEST_PORTS"
+_next_in_range: list[int] = []
+
+
+def _bind_free(sock: socket.socket, host: str) -> int:
+    """Bind `sock` to a free port: the kernel's pick, or the next free one of PORT_RANGE_ENV."""
+    spec = os.environ.get(PORT_RANGE_ENV)
+    if not spec:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
+        return int(sock.getsockname()[1])
+    low, high = (int(x) for x in spec.split("-", 1))
+    if not _next_in_range:
+        _next_in_range.append(low)
+    for _ in range(high - low):
+        port = _next_in_range[0]
+        _next_in_range[0] = port + 1 if port + 1 < high else low
+        try:
+            sock.bind((host, port))
+        except OSError:
+            continue
         return port
+    raise BrokerError(f"no free port left in {PORT_RANGE_ENV}={spec}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return _bind_free(sock, host)
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> tuple[int, ...]:
@@ -61,8 +89,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> tuple[int, ...]:
         ports = []
         for _ in range(count):
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((host, 0))
-            ports.append(sock.getsockname()[1])
+            ports.append(_bind_free(sock, host))
         return tuple(ports)
 
 

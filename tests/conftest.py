@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from lanesync.broker import Broker, BrokerError, MosquittoBroker
+from lanesync.broker import PORT_RANGE_ENV, Broker, BrokerError, MosquittoBroker
 from lanesync.nats import NatsBroker
 from lanesync.proxy import TcpProxy
 from lanesync.rabbitmq import RabbitMQBroker, RabbitMQLease, SharedRabbitMQ
@@ -31,6 +31,14 @@ _GRACE_S = 2.0
 # connection ("Thread-N (_connection_worker_thread)") that exits when the connection is closed,
 # so one that outlives the grace period is an unclosed journal connection: a real bug.
 _IGNORED_THREAD_PREFIXES = ("asyncio_",)
+
+# Each pytest-xdist worker picks its ports from a range of its own (lanesync.broker.free_port):
+# gw0 20000-22999, gw1 23000-25999, ... A port one worker picked for a broker it had yet to
+# start could otherwise be handed to another worker meanwhile.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw"):
+    _base = 20000 + 3000 * int(_WORKER[2:])
+    os.environ.setdefault(PORT_RANGE_ENV, f"{_base}-{_base + 3000}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
