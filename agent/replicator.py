@@ -170,6 +170,7 @@ class Replicator:
         self._ack_timeouts = 0  # ack timeouts in a row without any ack (STALL_RENEW_AFTER)
         self._last_ack_seen: float | None = None  # monotonic: when an ack last arrived
         self._renewing: str | None = None  # why the sender ended this session (stalled)
+        self._stopping = False  # __aexit__ began: no session may start again
 
     @property
     def batches_in_flight(self) -> int:
@@ -189,6 +190,7 @@ class Replicator:
         tb: TracebackType | None,
     ) -> None:
         self._unlisten()
+        self._stopping = True
         await self._tasks.stop()
         for fut in self._pending.values():
             if not fut.done():
@@ -272,6 +274,12 @@ class Replicator:
         finally:
             self._client = None
             self.stats.connected = False
+        if self._stopping:
+            # The stop's cancellation can come out of the session's TaskGroup as the closing
+            # client's MqttError instead (Python 3.11's TaskGroup raises its children's errors
+            # over the parent's cancellation), which `except*` took for a link drop: _run then
+            # reconnected and the stop waited forever while the lane resent.
+            raise asyncio.CancelledError
         stalled, self._renewing = self._renewing, None
         if stalled is not None:
             # Renewed on purpose (whatever closing it said): raise, so the next session waits
