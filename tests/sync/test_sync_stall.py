@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from headoffice.ingest import Ingest
 from lanesync.broker import MosquittoBroker
 from protocol.identity import Channel, LaneId, Topics
 from protocol.runtime.tasks import cancel_and_wait
+from tests.sync.test_sync_restore import query
 
 LANE = LaneId("S5", "L3")
 ACK_TOPIC = Topics().topic(LANE, Channel.ACK).encode()
@@ -211,14 +211,6 @@ def lane_config(
             "api": {"socket": str(tmp_path / "api.sock")},
         }
     )
-
-
-def query(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return db.execute(sql).fetchall()
-    finally:
-        db.close()
 
 
 async def until(what: str, cond: Any, timeout: float) -> None:
