@@ -429,11 +429,15 @@ class _Connection:
         `linger` seconds at most, so the close does not reset the connection under the
         answer (a socket closed with bytes unread resets it: TCP sends RST, and a Unix
         socket's peer reads ECONNRESET). On a Unix socket, shutting our reading side first
-        makes the client's further sends fail at once (EPIPE), so it stops and reads."""
+        makes the client's further sends fail at once (EPIPE), so it stops and reads; our
+        end of file after the answer tells a client reading to the end that it has it all."""
         sock = self.writer.get_extra_info("socket")
         if sock is not None and sock.family == socket.AF_UNIX:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RD)
+        if self.writer.can_write_eof():
+            with contextlib.suppress(OSError):
+                self.writer.write_eof()  # the answer is whole: the client reads its end, closes
         with contextlib.suppress(TimeoutError, OSError):
             async with asyncio.timeout(self.limits.linger):
                 while await self.reader.read(READ_CHUNK):
