@@ -310,8 +310,10 @@ class _Connection:
         limits: Limits,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        stopping: asyncio.Event,
     ) -> None:
         self.app, self.limits = app, limits
+        self.stopping = stopping  # the server is closing: no request after the current one
         self.reader, self.writer = reader, writer
         # h11 refuses a head (request line and headers) over this with a 431 hint.
         self.max_head = limits.max_header_line * 4
@@ -486,6 +488,8 @@ class _Connection:
                 resp = await self.app.handle(request)
                 await self._send(request, resp)
                 self.busy = False
+                if self.stopping.is_set():
+                    return
                 if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
                     if self.unread:
                         await self._linger()
@@ -516,11 +520,12 @@ class Server:
         self.app, self.limits, self.shutdown_timeout = app, limits, shutdown_timeout
         self._servers: list[asyncio.Server] = []
         self._conns: dict[asyncio.Task[None], _Connection] = {}
+        self._stopping = asyncio.Event()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        conn = _Connection(self.app, self.limits, reader, writer)
+        conn = _Connection(self.app, self.limits, reader, writer, self._stopping)
         self._conns[task] = conn
         try:
             await conn.serve()
@@ -546,6 +551,7 @@ class Server:
         self._servers.append(server)
 
     async def close(self) -> None:
+        self._stopping.set()
         for server in self._servers:
             server.close()
         for task, conn in list(self._conns.items()):

@@ -134,3 +134,24 @@ async def test_a_body_too_large_over_tcp_is_read_as_413_not_a_reset(tmp_path: Pa
             head_part, _, answer = said.partition(b"\r\n\r\n")
             assert PROBLEM.encode() in head_part
             assert json.loads(answer)["status"] == 413
+
+
+async def test_stopping_ends_an_open_event_stream_at_once(tmp_path: Path) -> None:
+    """The agent stopping ends a POS's open /v1/scans stream and closes the connection
+    (it does not wait for the stream's client, nor its keep-alive, to end)."""
+    loop = asyncio.get_running_loop()
+    async with running_api(tmp_path) as (api, _c):
+        reader, writer = await asyncio.open_unix_connection(str(api.config.socket))
+        writer.write(http_request("GET", "/v1/scans"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert b"text/event-stream" in head
+        while not api.hub.subscribers:
+            await asyncio.sleep(0.01)
+        started = loop.time()
+    took = loop.time() - started
+    rest = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert took < 2.0, took
+    assert rest.endswith(b"0\r\n\r\n"), rest[-40:]  # the stream ended whole (chunked)
+    assert not api.hub.subscribers
