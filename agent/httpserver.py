@@ -366,6 +366,10 @@ class _Connection:
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > self.limits.max_body:
             raise _Refused(413, f"a request body is at most {self.limits.max_body} bytes")
+        if self.h11.they_are_waiting_for_100_continue:  # `Expect: 100-continue` (curl, .NET)
+            self.writer.write(
+                self.h11.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+            )
         parts: list[bytes] = []
         got = 0
         while True:

@@ -155,3 +155,22 @@ async def test_stopping_ends_an_open_event_stream_at_once(tmp_path: Path) -> Non
     assert took < 2.0, took
     assert rest.endswith(b"0\r\n\r\n"), rest[-40:]  # the stream ended whole (chunked)
     assert not api.hub.subscribers
+
+
+async def test_expect_100_continue_is_answered_before_the_body(tmp_path: Path) -> None:
+    """curl and .NET's HttpClient send `Expect: 100-continue` and wait for it before a body."""
+    async with running_api(tmp_path) as (api, _c):
+        reader, writer = await asyncio.open_unix_connection(str(api.config.socket))
+        try:
+            body = json.dumps(sale()).encode()
+            writer.write(
+                b"POST /v1/documents HTTP/1.1\r\nHost: lane\r\nContent-Type: application/json\r\n"
+                b"Expect: 100-continue\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            )
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert interim.startswith(b"HTTP/1.1 100 "), interim
+            writer.write(body)
+            status, _, out = await _answer(reader)
+            assert status == 201, out
+        finally:
+            writer.close()
