@@ -17,25 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from aiohttp import web
-
 from agent.apiedge import (
-    MAX_REQUEST_BYTES,
-    GuardedSite,
+    LIMITS,
+    Edge,
     Problem,
-    edge_middleware,
     problem,
     read_json,
     transit_problem,
@@ -50,6 +48,7 @@ from agent.catalog.lookup import (
 from agent.config import AgentConfig, ApiConfig
 from agent.documents.envelope import DocContext, validate
 from agent.documents.rules import CatalogFile
+from agent.httpserver import Request, Response, Router, Server, StreamResponse, json_response
 from agent.journal import Journal, JournalError
 from agent.metrics import AgentCounters
 from agent.open_docs.sales import Completed, OpenSales, view
@@ -198,44 +197,39 @@ class LocalApi:
         )
         self._closing = asyncio.Event()
         self._tasks = Tasks("local-api")
-        self.app = web.Application(
-            client_max_size=MAX_REQUEST_BYTES,
-            middlewares=[edge_middleware(self._authorize, self._count_refusal)],
-        )
-        r = self.app.router
-        r.add_post("/v1/documents", self.post_document)
-        r.add_post("/v1/documents/check", self.check_document)
-        r.add_get("/v1/documents/{txn_id}", self.get_document)
-        r.add_post("/v1/sales", self.open_sale)
-        r.add_get("/v1/sales", self.list_sales)
-        r.add_get("/v1/sales/{id}", self.get_sale)
-        r.add_delete("/v1/sales/{id}", self.cancel_sale)
-        r.add_post("/v1/sales/{id}/lines", self.add_line)
-        r.add_delete("/v1/sales/{id}/lines/{line_no}", self.void_line)
-        r.add_post("/v1/sales/{id}/mode", self.set_mode)
-        r.add_post("/v1/sales/{id}/park", self.park)
-        r.add_post("/v1/sales/{id}/resume", self.resume)
-        r.add_put("/v1/sales/{id}/transit", self.set_transit)
-        r.add_post("/v1/sales/{id}/payments", self.add_payment)
-        r.add_post("/v1/sales/{id}/complete", self.complete)
-        r.add_get("/v1/scans", self.scans)
+        r = self.router = Router()
+        r.add("POST", "/v1/documents", self.post_document)
+        r.add("POST", "/v1/documents/check", self.check_document)
+        r.add("GET", "/v1/documents/{txn_id}", self.get_document)
+        r.add("POST", "/v1/sales", self.open_sale)
+        r.add("GET", "/v1/sales", self.list_sales)
+        r.add("GET", "/v1/sales/{id}", self.get_sale)
+        r.add("DELETE", "/v1/sales/{id}", self.cancel_sale)
+        r.add("POST", "/v1/sales/{id}/lines", self.add_line)
+        r.add("DELETE", "/v1/sales/{id}/lines/{line_no}", self.void_line)
+        r.add("POST", "/v1/sales/{id}/mode", self.set_mode)
+        r.add("POST", "/v1/sales/{id}/park", self.park)
+        r.add("POST", "/v1/sales/{id}/resume", self.resume)
+        r.add("PUT", "/v1/sales/{id}/transit", self.set_transit)
+        r.add("POST", "/v1/sales/{id}/payments", self.add_payment)
+        r.add("POST", "/v1/sales/{id}/complete", self.complete)
+        r.add("GET", "/v1/scans", self.scans)
         # Transit receive (agent.transit): by exact SSCC or number only; no list, no search.
-        r.add_post("/v1/transit/receive", self.transit_receive)
-        r.add_post("/v1/transit/receive/{id}/accept", self.transit_accept)
+        r.add("POST", "/v1/transit/receive", self.transit_receive)
+        r.add("POST", "/v1/transit/receive/{id}/accept", self.transit_accept)
         # Master data from the lane's catalog (agent.catalog.lookup): reads only, offline.
-        r.add_get("/v1/catalog", self.get_catalog)
-        r.add_get("/v1/items", self.list_items)
-        r.add_get("/v1/items/{code}", self.get_item)
+        r.add("GET", "/v1/catalog", self.get_catalog)
+        r.add("GET", "/v1/items", self.list_items)
+        r.add("GET", "/v1/items/{code}", self.get_item)
         for path, dataset in LISTS.items():
-            r.add_get(path, self._lister(dataset))
-            r.add_get(path + "/{key}", self._getter(dataset))
-        r.add_get("/v1/settings", self.get_settings)
-        r.add_get("/v1/settings/{name}", self.get_setting)
-        r.add_get("/v1/status", self.get_status)
-        r.add_get("/v1/openapi.json", self.get_openapi)
-        self._runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=5.0
-        )
+            r.add("GET", path, self._lister(dataset))
+            r.add("GET", path + "/{key}", self._getter(dataset))
+        r.add("GET", "/v1/settings", self.get_settings)
+        r.add("GET", "/v1/settings/{name}", self.get_setting)
+        r.add("GET", "/v1/status", self.get_status)
+        r.add("GET", "/v1/openapi.json", self.get_openapi)
+        self.edge = Edge(self.router, self._authorize, self._count_refusal)
+        self._server: Server | None = None
         self.tcp_port: int | None = None
 
     async def __aenter__(self) -> Self:
@@ -247,7 +241,6 @@ class LocalApi:
                 log.info("resumed %d open documents", len(self.sales.rows))
             await self._tasks.__aenter__()
             self._tasks.start(self.hub.run(), "scan-hub")
-            await self._runner.setup()
             await self._listen()
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -255,7 +248,8 @@ class LocalApi:
         return self
 
     async def _listen(self) -> None:
-        timeout = self.config.request_timeout_s
+        limits = dataclasses.replace(LIMITS, request_timeout=self.config.request_timeout_s)
+        server = self._server = Server(self.edge, limits, shutdown_timeout=5.0)
         if self.config.socket:
             path = Path(self.config.socket)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +262,7 @@ class LocalApi:
             except BaseException:
                 sock.close()
                 raise
-            await GuardedSite(self._runner, sock, timeout).start()
+            await server.listen(sock)
         if self.config.tcp:
             host, _, port = self.config.tcp.rpartition(":")
             host = host.strip("[]")
@@ -280,7 +274,7 @@ class LocalApi:
                 sock.close()
                 raise
             self.tcp_port = int(sock.getsockname()[1])  # port 0 picks a free one
-            await GuardedSite(self._runner, sock, timeout).start()
+            await server.listen(sock)
 
     async def __aexit__(
         self,
@@ -292,7 +286,8 @@ class LocalApi:
         await self.transit.close()
         self.hub.publish(None)  # ends every event stream, so the server can shut down
         try:
-            await self._runner.cleanup()
+            if self._server is not None:
+                await self._server.close()
         finally:
             await self._tasks.stop()
             if self.store._db is not None:
@@ -304,18 +299,17 @@ class LocalApi:
 
     # --- the edge (agent.apiedge) ----------------------------------------------------------
 
-    def _authorize(self, request: web.Request) -> Problem | None:
+    def _authorize(self, request: Request) -> Problem | None:
         """The TCP listener needs the bearer token; the Unix socket is guarded by its mode."""
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        if isinstance(peer, tuple):  # TCP; a Unix socket peer is a str or empty
+        if isinstance(request.peer, tuple):  # TCP; a Unix socket peer is a str or empty
             token = self.config.token or ""
-            got = request.headers.get("Authorization", "")
+            got = request.headers.get("Authorization") or ""
             sent = got.encode("utf-8", "surrogatepass")  # any bytes a client sent: no 500
             if not token or not hmac.compare_digest(sent, f"Bearer {token}".encode()):
                 return problem(401, "Unauthorized", "send Authorization: Bearer <api.token>")
         return None
 
-    def _count_refusal(self, request: web.Request, exc: Exception) -> None:
+    def _count_refusal(self, request: Request, exc: Exception) -> None:
         """Count a body refused where it would have been journaled (a document, or an open
         sale's completion): `lanesync status` shows how many and the last reason. A refused
         check or lookup journals nothing and is not counted."""
@@ -328,160 +322,156 @@ class LocalApi:
 
     # --- documents ------------------------------------------------------------------------
 
-    async def post_document(self, request: web.Request) -> web.Response:
+    async def post_document(self, request: Request) -> Response:
         res, final = await self.service.submit(await read_json(request))
-        return web.json_response(_confirmation(res, final), status=200 if res.duplicate else 201)
+        return json_response(_confirmation(res, final), status=200 if res.duplicate else 201)
 
-    async def check_document(self, request: web.Request) -> web.Response:
+    async def check_document(self, request: Request) -> Response:
         """Validate without journaling: what the agent would journal (numbers not allocated)."""
         doc = await read_json(request)
-        return web.json_response({"valid": True, "document": validate(doc, self.ctx)})
+        return json_response({"valid": True, "document": validate(doc, self.ctx)})
 
-    async def get_document(self, request: web.Request) -> web.Response:
+    async def get_document(self, request: Request) -> Response:
         txn_id = request.match_info["txn_id"]
         found = await self.store.journaled(txn_id)
         if found is None:
             return problem(404, "Not Found", f"no journaled document {txn_id}", "txn_id")
-        return web.json_response(
-            {"seq": found[0], "epoch": self.journal.epoch, "document": found[1]}
-        )
+        return json_response({"seq": found[0], "epoch": self.journal.epoch, "document": found[1]})
 
     # --- open sales and transits ----------------------------------------------------------
 
-    async def open_sale(self, request: web.Request) -> web.Response:
+    async def open_sale(self, request: Request) -> Response:
         row = await self.sales.open(await read_json(request, optional=True))
-        return web.json_response(view(row), status=201)
+        return json_response(view(row), status=201)
 
-    async def list_sales(self, request: web.Request) -> web.Response:
-        return web.json_response({"open": [view(r) for r in self.sales.rows.values()]})
+    async def list_sales(self, request: Request) -> Response:
+        return json_response({"open": [view(r) for r in self.sales.rows.values()]})
 
-    async def get_sale(self, request: web.Request) -> web.Response:
-        return web.json_response(view(self.sales.get(request.match_info["id"])))
+    async def get_sale(self, request: Request) -> Response:
+        return json_response(view(self.sales.get(request.match_info["id"])))
 
-    async def cancel_sale(self, request: web.Request) -> web.Response:
+    async def cancel_sale(self, request: Request) -> Response:
         await self.sales.cancel(request.match_info["id"])
-        return web.Response(status=204)
+        return Response(204)
 
-    async def add_line(self, request: web.Request) -> web.Response:
+    async def add_line(self, request: Request) -> Response:
         row = await self.sales.add_line(request.match_info["id"], await read_json(request))
-        return web.json_response(view(row), status=201)
+        return json_response(view(row), status=201)
 
-    async def void_line(self, request: web.Request) -> web.Response:
+    async def void_line(self, request: Request) -> Response:
         raw = request.match_info["line_no"]
         if not raw.isdigit() or len(raw) > 6:
             return problem(404, "Not Found", f"no line {raw!r}", "line_no")
-        return web.json_response(
-            view(await self.sales.void_line(request.match_info["id"], int(raw)))
-        )
+        return json_response(view(await self.sales.void_line(request.match_info["id"], int(raw))))
 
-    async def set_mode(self, request: web.Request) -> web.Response:
+    async def set_mode(self, request: Request) -> Response:
         row = await self.sales.set_mode(request.match_info["id"], await read_json(request))
-        return web.json_response(view(row))
+        return json_response(view(row))
 
-    async def park(self, request: web.Request) -> web.Response:
-        return web.json_response(view(await self.sales.park(request.match_info["id"], True)))
+    async def park(self, request: Request) -> Response:
+        return json_response(view(await self.sales.park(request.match_info["id"], True)))
 
-    async def resume(self, request: web.Request) -> web.Response:
-        return web.json_response(view(await self.sales.park(request.match_info["id"], False)))
+    async def resume(self, request: Request) -> Response:
+        return json_response(view(await self.sales.park(request.match_info["id"], False)))
 
-    async def set_transit(self, request: web.Request) -> web.Response:
+    async def set_transit(self, request: Request) -> Response:
         row = await self.sales.set_transit(request.match_info["id"], await read_json(request))
-        return web.json_response(view(row))
+        return json_response(view(row))
 
-    async def add_payment(self, request: web.Request) -> web.Response:
+    async def add_payment(self, request: Request) -> Response:
         out = await self.sales.add_payment(request.match_info["id"], await read_json(request))
         return self._completed_or_view(out)
 
-    async def complete(self, request: web.Request) -> web.Response:
+    async def complete(self, request: Request) -> Response:
         body = await read_json(request, optional=True)
         return self._completed_or_view(await self.sales.complete(request.match_info["id"], body))
 
-    def _completed_or_view(self, out: OpenRow | Completed) -> web.Response:
+    def _completed_or_view(self, out: OpenRow | Completed) -> Response:
         if isinstance(out, Completed):
             res = out.appended
             body = {**_confirmation(res, out.document), "completed": True, "document": out.document}
-            return web.json_response(body, status=200 if res.duplicate else 201)
-        return web.json_response({**view(out), "completed": False})
+            return json_response(body, status=200 if res.duplicate else 201)
+        return json_response({**view(out), "completed": False})
 
     # --- transit receive ------------------------------------------------------------------
 
-    async def transit_receive(self, request: web.Request) -> web.Response:
+    async def transit_receive(self, request: Request) -> Response:
         session = await self.transit.receive(await read_json(request, optional=True))
         if session is None:
-            return web.Response(status=204)
-        return web.json_response({"id": session.id, "transit": session.transit})
+            return Response(204)
+        return json_response({"id": session.id, "transit": session.transit})
 
-    async def transit_accept(self, request: web.Request) -> web.Response:
+    async def transit_accept(self, request: Request) -> Response:
         body = await read_json(request, optional=True)
         answer, again = await self.transit.accept(request.match_info["id"], body)
-        return web.json_response({**answer, "duplicate": again}, status=200 if again else 201)
+        return json_response({**answer, "duplicate": again}, status=200 if again else 201)
 
     # --- master data (agent.catalog.lookup) -----------------------------------------------
 
-    async def get_catalog(self, request: web.Request) -> web.Response:
-        return web.json_response(self.lookup.catalog())
+    async def get_catalog(self, request: Request) -> Response:
+        return json_response(self.lookup.catalog())
 
-    async def get_item(self, request: web.Request) -> web.Response:
-        return web.json_response(self.lookup.item(request.match_info["code"], _at(request)))
+    async def get_item(self, request: Request) -> Response:
+        return json_response(self.lookup.item(request.match_info["code"], _at(request)))
 
-    async def list_items(self, request: web.Request) -> web.Response:
+    async def list_items(self, request: Request) -> Response:
         """By GTIN (`?gtin=`, an exact lookup: 404 if unknown) or a page by code prefix."""
         at = _at(request)
         gtin = request.query.get("gtin")
         if gtin is not None:
             if "prefix" in request.query or "after" in request.query:
                 raise bad_query("gtin", "a GTIN lookup takes no prefix or after")
-            return web.json_response(self.lookup.items_by_gtin(gtin, at))
+            return json_response(self.lookup.items_by_gtin(gtin, at))
         prefix, after, limit = _page(request)
-        return web.json_response(self.lookup.items(prefix, after, limit, at))
+        return json_response(self.lookup.items(prefix, after, limit, at))
 
-    def _lister(self, dataset: str) -> Callable[[web.Request], Any]:
-        async def handler(request: web.Request) -> web.Response:
+    def _lister(self, dataset: str) -> Callable[[Request], Any]:
+        async def handler(request: Request) -> Response:
             if dataset == "stores" and "can_receive_stock" in request.query:
                 if _flag(request, "can_receive_stock") is not True:
                     raise bad_query("can_receive_stock", "only can_receive_stock=1 is a selector")
-                return web.json_response(self.lookup.receiving_stores())
+                return json_response(self.lookup.receiving_stores())
             prefix, after, limit = _page(request)
             active = _flag(request, "active") is True
-            return web.json_response(
+            return json_response(
                 self.lookup.rows(dataset, prefix, after, limit, active_only=active)
             )
 
         return handler
 
-    def _getter(self, dataset: str) -> Callable[[web.Request], Any]:
-        async def handler(request: web.Request) -> web.Response:
-            return web.json_response(self.lookup.one(dataset, request.match_info["key"]))
+    def _getter(self, dataset: str) -> Callable[[Request], Any]:
+        async def handler(request: Request) -> Response:
+            return json_response(self.lookup.one(dataset, request.match_info["key"]))
 
         return handler
 
-    async def get_settings(self, request: web.Request) -> web.Response:
-        return web.json_response(self.lookup.settings())
+    async def get_settings(self, request: Request) -> Response:
+        return json_response(self.lookup.settings())
 
-    async def get_setting(self, request: web.Request) -> web.Response:
-        return web.json_response(self.lookup.setting(request.match_info["name"]))
+    async def get_setting(self, request: Request) -> Response:
+        return json_response(self.lookup.setting(request.match_info["name"]))
 
     # --- scans, status, schema ------------------------------------------------------------
 
-    async def scans(self, request: web.Request) -> web.StreamResponse:
+    async def scans(self, request: Request) -> Response:
         """Server-sent events: `event: scan` / `event: device`, data the event as JSON."""
         raw = request.query.get("limit", "0")
         if not raw.isdigit() or len(raw) > 6:
             return problem(422, "Invalid parameter", "must be a whole number", "limit")
-        limit = int(raw)
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
+        headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+        return StreamResponse(self._events(int(raw)), headers=headers)
+
+    async def _events(self, limit: int) -> AsyncGenerator[bytes, None]:
+        """The event stream's text: subscribed once its opening comment is written."""
         q = self.hub.subscribe()
         try:
-            await resp.prepare(request)
-            await resp.write(b": lanesync scans\n\n")
+            yield b": lanesync scans\n\n"
             sent = 0
             while not self._closing.is_set() and (limit == 0 or sent < limit):
                 try:
                     event = await asyncio.wait_for(q.get(), HEARTBEAT_S)
                 except TimeoutError:
-                    await resp.write(b": keepalive\n\n")
+                    yield b": keepalive\n\n"
                     continue
                 if event is None:
                     break
@@ -491,19 +481,14 @@ class LocalApi:
                 if isinstance(event, TransitEvent) and isinstance(data.get("detail"), str):
                     data["detail"] = mask_text(data["detail"])  # a refusal: never a PAN
                 sent += 1
-                await resp.write(
-                    f"id: {sent}\nevent: {data['event']}\ndata: {json.dumps(data)}\n\n".encode()
-                )
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass  # the POS went away, or the agent is stopping
+                yield f"id: {sent}\nevent: {data['event']}\ndata: {json.dumps(data)}\n\n".encode()
         finally:
             self.hub.unsubscribe(q)
-        return resp
 
-    async def get_status(self, request: web.Request) -> web.Response:
+    async def get_status(self, request: Request) -> Response:
         j = self.journal
         rep = self.replicator.stats if self.replicator else None
-        return web.json_response(
+        return json_response(
             {
                 "store": j.lane.store,
                 "lane": j.lane.lane,
@@ -523,8 +508,8 @@ class LocalApi:
             }
         )
 
-    async def get_openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi_document())
+    async def get_openapi(self, request: Request) -> Response:
+        return json_response(openapi_document())
 
 
 # The datasets served by key and as pages, by path (items have their own handlers).
@@ -539,7 +524,7 @@ LISTS = {
 assert set(LISTS.values()) | {"items"} == set(BY_KEY)
 
 
-def _at(request: web.Request) -> datetime | None:
+def _at(request: Request) -> datetime | None:
     """`?at=`: the moment prices and tax rates are read for (RFC 3339 with offset; now)."""
     raw = request.query.get("at")
     if raw is None:
@@ -555,7 +540,7 @@ def _at(request: web.Request) -> datetime | None:
     return at
 
 
-def _page(request: web.Request) -> tuple[str, str | None, int]:
+def _page(request: Request) -> tuple[str, str | None, int]:
     """`prefix`, `after` (a key: the `next` of the previous page) and `limit` of a page."""
     q = request.query
     prefix = q.get("prefix", "")
@@ -572,7 +557,7 @@ def _page(request: web.Request) -> tuple[str, str | None, int]:
     return prefix, after, int(raw)
 
 
-def _flag(request: web.Request, name: str) -> bool | None:
+def _flag(request: Request, name: str) -> bool | None:
     raw = request.query.get(name)
     if raw is None:
         return None

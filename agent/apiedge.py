@@ -5,11 +5,8 @@ Input never gets a 5xx. At the edge, before any handler:
 
 - Time: a client has `api.request_timeout_s` to send a whole request. The clock starts when it
   connects, or with the first byte after its previous answer, and covers the headers and the
-  body; a client that is late is answered 408 (if it sent anything) and disconnected. aiohttp's
-  server has no such timer: its `keepalive_timeout` only closes idle connections (3.14.5 also
-  arms it at connect, so it would cover the headers of a first request only, and only at a
-  default of 3630 s), and nothing bounds a body that trickles in. So `GuardedRequestHandler`
-  keeps its own.
+  body; a client that is late is answered 408 (if it sent anything) and disconnected. The
+  server (agent.httpserver, h11 over asyncio streams) keeps that clock and these limits.
 - Size: a header line over 8190 bytes or more than 128 headers is 431, a body over 256 KiB 413.
 - Form: a body is JSON in UTF-8 (RFC 8259 section 8.1: any other charset is 415), nested at
   most `MAX_JSON_DEPTH` deep (checked on the text, without recursion, before json.loads), with
@@ -24,21 +21,16 @@ Input never gets a 5xx. At the edge, before any handler:
 
 from __future__ import annotations
 
-import asyncio
 import codecs
-import contextlib
 import json
 import logging
 import re
-import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
-
 from agent.catalog.lookup import LookupRefused
+from agent.httpserver import HttpError, Limits, Request, Response, Router
 from agent.journal import JournalConflict, JournalError, JournalFull
 from agent.open_docs.sales import OpenDocError
 from agent.transit import TransitError
@@ -54,7 +46,7 @@ MAX_REQUEST_BYTES = 256 * 1024
 # Deep enough for any document (they nest 4 levels; protocol.messages refuses past 32 with its
 # own reason), shallow enough that no recursive walk after the edge can run out of stack.
 MAX_JSON_DEPTH = 64
-MAX_HEADER_LINE = 8190  # aiohttp's defaults, stated so the 431 can say them
+MAX_HEADER_LINE = 8190  # aiohttp's defaults (the agent's server until issue 17.2), kept
 MAX_HEADERS = 128
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 75.0  # a keep-alive connection with no request in flight is closed after this
@@ -64,14 +56,23 @@ LINGER_S = 2.0  # after answering a request whose body was not read, drain it th
 BACKLOG = 1024
 ACCEPTED_CHARSETS = ("utf-8", "ascii")  # codecs' names; ASCII is a subset of UTF-8
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+LIMITS = Limits(
+    request_timeout=DEFAULT_REQUEST_TIMEOUT_S,
+    idle_timeout=IDLE_TIMEOUT_S,
+    linger=LINGER_S,
+    max_body=MAX_REQUEST_BYTES,
+    max_header_line=MAX_HEADER_LINE,
+    max_headers=MAX_HEADERS,
+    backlog=BACKLOG,
+)
+PROBLEM_TYPE = f"{PROBLEM}; charset=utf-8"
 
 
 # --- problem details --------------------------------------------------------------------------
 
 
-class Problem(web.Response):
-    """A problem+json answer made by `problem()`: masked, so the middleware lets it out."""
+class Problem(Response):
+    """A problem+json answer made by `problem()`: masked, so the edge lets it out."""
 
 
 def _masked(value: Any, declared: Any = None, root: Any = None) -> Any:
@@ -114,14 +115,12 @@ def problem(
         body["field"] = mask_text(field)
     for key, value in extra.items():
         body[key] = _masked(value, (declared or {}).get(key), extra)
-    return Problem(status=status, text=json.dumps(body), content_type=PROBLEM)
+    return Problem(status, json.dumps(body).encode(), PROBLEM_TYPE)
 
 
-def remask(resp: web.StreamResponse) -> web.StreamResponse:
+def remask(resp: Response) -> Response:
     """A problem+json response a handler made without `problem()`, made again by it."""
-    if isinstance(resp, Problem) or not isinstance(resp, web.Response):
-        return resp
-    if resp.content_type != PROBLEM or not isinstance(resp.body, bytes):
+    if isinstance(resp, Problem) or resp.content_type != PROBLEM:
         return resp
     try:
         data = json.loads(resp.body)
@@ -144,9 +143,9 @@ def remask(resp: web.StreamResponse) -> web.StreamResponse:
         declared=REPLY_FIELDS,
         **data,
     )
-    for name, value in resp.headers.items():
+    for name, value in resp.headers:
         if name.lower() not in ("content-type", "content-length"):
-            out.headers[name] = value
+            out.headers.append((name, value))
     return out
 
 
@@ -215,8 +214,10 @@ def answer(exc: BaseException) -> Problem:
     """The HTTP status and problem details of every error a request can meet."""
     if isinstance(exc, EdgeError):
         return problem(exc.status, exc.title, exc.detail, exc.field)
-    if isinstance(exc, web.HTTPException):
-        return problem(exc.status, exc.reason, exc.text or exc.reason)
+    if isinstance(exc, HttpError):
+        out = problem(exc.status, exc.reason, exc.detail)
+        out.headers.extend(exc.headers)
+        return out
     if isinstance(exc, LookupRefused):
         # A lookup names the catalog version it looked in (null: none could be read).
         status, title = STATUS[exc.code]
@@ -250,19 +251,21 @@ def answer(exc: BaseException) -> Problem:
     return problem(500, "Internal error", "a bug in the agent; see its log")
 
 
-def http_error(exc: BaseException | None, message: str | None) -> Problem:
-    """What aiohttp's parser refused (before any handler ran), as a problem."""
-    text = (exc.message if isinstance(exc, HttpProcessingError) else None) or message or ""
-    if isinstance(exc, LineTooLong) or (
-        isinstance(exc, BadHttpMessage) and "too many headers" in text.lower()
-    ):
+def refused(status: int, detail: str) -> Problem:
+    """What the server itself refused (agent.httpserver, before any handler ran), as a
+    problem: 400 malformed, 408 late, 413 too big a body, 431 too big a head."""
+    if status == 431:
         return problem(
             431,
             "Request Header Fields Too Large",
             f"a request line or header is over {MAX_HEADER_LINE} bytes, or there are more than "
-            f"{MAX_HEADERS} headers: {text}",
+            f"{MAX_HEADERS} headers: {detail}",
         )
-    return problem(400, "Bad Request", f"not an HTTP/1.1 request the agent reads: {text}")
+    if status == 408:
+        return problem(408, "Request Timeout", f"{detail}; the connection is closed")
+    if status == 413:
+        return problem(413, "Content Too Large", detail)
+    return problem(400, "Bad Request", detail)
 
 
 # --- the body -------------------------------------------------------------------------------
@@ -376,7 +379,7 @@ def check_unicode(doc: Any) -> None:
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
 
 
-def check_charset(request: web.BaseRequest) -> None:
+def check_charset(request: Request) -> None:
     charset = request.charset
     if charset is None:
         return
@@ -411,9 +414,9 @@ def decode_json(raw: bytes) -> Any:
     return doc
 
 
-async def read_json(request: web.Request, *, optional: bool = False) -> Any:
+async def read_json(request: Request, *, optional: bool = False) -> Any:
     """The request's JSON body; refuses anything else, naming the header or field at fault."""
-    raw = await request.read() if request.body_exists else b""  # read by the middleware
+    raw = request.body  # read by the server, within the request's deadline
     if optional and not raw:
         return {}
     if request.content_type != "application/json":
@@ -424,209 +427,51 @@ async def read_json(request: web.Request, *, optional: bool = False) -> Any:
     return decode_json(raw)
 
 
-def check_path(request: web.Request) -> None:
+def check_path(request: Request) -> None:
     """A path segment that is not text (a lone surrogate from %ED%A0%80) names no resource."""
     for name, value in request.match_info.items():
         if _text_at_fault(value) is not None:
             raise EdgeError(404, "Not Found", f"{name} is not text", name)
 
 
-# --- time -----------------------------------------------------------------------------------
+# --- the edge itself -------------------------------------------------------------------------
 
 
-class GuardedRequestHandler(web.RequestHandler):
-    """aiohttp's HTTP/1.1 protocol with a deadline for each request, and problem+json for
-    what its parser refuses. The middleware tells it when a request's headers are in
-    (`started`), its body is read (`body_read`) and it is answered (`finished`)."""
+class Edge:
+    """The local API as agent.httpserver serves it: auth on the head, then the route, the
+    path, the handler, and every error as problem+json."""
 
-    def __init__(self, manager: web.Server, *, request_timeout: float, **kw: Any) -> None:
-        super().__init__(manager, **kw)
-        self.request_timeout = request_timeout
-        self.deadline: float | None = None  # loop time by which the current request must be in
-        self._timer: asyncio.TimerHandle | None = None
-        self._busy = False  # a request's headers are in: its body is read, then it is handled
-        self._handling = False  # ... and its body is read: bytes now are the next request's
-        self._heard = False  # bytes arrived since the clock started
-        self._next_early = False  # bytes of a next request arrived while one was handled
-
-    def _arm(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.deadline = loop.time() + self.request_timeout
-        self._heard = False
-        self._timer = loop.call_at(self.deadline, self._expired)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self.deadline = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._arm()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self._handling:
-            self._next_early = True
-        elif self._timer is None and not self._busy:
-            self._arm()
-        self._heard = True
-        super().data_received(data)
-
-    def started(self) -> None:
-        self._busy = True
-        self._next_early = False
-
-    def body_read(self) -> None:
-        self._disarm()
-        self._handling = True
-
-    def finished(self) -> None:
-        self._busy = self._handling = False
-        self._disarm()
-        if self._next_early:
-            self._arm()
-            self._heard = True
-
-    def _expired(self) -> None:
-        self._timer = None
-        if self._busy:
-            return  # reading the body: the middleware answers 408 at the same deadline
-        transport = self.transport
-        if transport is not None and self._heard:
-            with contextlib.suppress(Exception):
-                transport.write(_raw_408())
-        log.info("local API: closed a connection that sent no whole request in time")
-        self.force_close()
-
-    def handle_error(
+    def __init__(
         self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        """Every answer aiohttp itself gives (a request its parser refused) as problem+json."""
-        if request.writer.output_size > 0:
-            raise ConnectionError("the answer was started already; closing the connection")
-        if status >= 500:
-            log.error("local API: unexpected error", exc_info=exc)
-            resp: web.Response = answer(exc or RuntimeError(message))
-        else:
-            log.info("local API: refused a malformed request: %s", mask_text(message or ""))
-            resp = http_error(exc, message)
-        resp.force_close()
-        return resp
+        router: Router,
+        authorize: Callable[[Request], Problem | None],
+        on_refused_body: Callable[[Request, Exception], None],
+    ) -> None:
+        self.router = router
+        self.authorize = authorize
+        self.on_refused_body = on_refused_body
 
+    def check_head(self, request: Request) -> Response | None:
+        return self.authorize(request)
 
-def _raw_408() -> bytes:
-    body = problem(
-        408, "Request Timeout", "the request was not sent in time; the connection is closed"
-    ).text
-    assert body is not None
-    data = body.encode()
-    head = (
-        "HTTP/1.1 408 Request Timeout\r\n"
-        f"Content-Type: {PROBLEM}\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + data
+    def refused(self, status: int, detail: str) -> Response:
+        return refused(status, detail)
 
-
-def request_timed_out() -> Problem:
-    resp = problem(
-        408, "Request Timeout", "the request body was not sent in time; the connection is closed"
-    )
-    resp.force_close()
-    return resp
-
-
-class GuardedSite(web.BaseSite):
-    """A listening socket whose connections get a `GuardedRequestHandler` each."""
-
-    __slots__ = ("_request_timeout", "_sock")
-
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket, request_timeout: float):
-        super().__init__(runner)
-        self._sock = sock
-        self._request_timeout = request_timeout
-
-    @property
-    def name(self) -> str:
-        return f"lanesync-api:{self._sock.getsockname()!r}"
-
-    def _handler(self) -> GuardedRequestHandler:
-        server = self._runner.server
-        assert server is not None
-        return GuardedRequestHandler(
-            server,
-            loop=asyncio.get_running_loop(),
-            request_timeout=self._request_timeout,
-            keepalive_timeout=IDLE_TIMEOUT_S,
-            lingering_time=LINGER_S,
-            max_line_size=MAX_HEADER_LINE,
-            max_field_size=MAX_HEADER_LINE,
-            max_headers=MAX_HEADERS,
-            access_log=None,
-        )
-
-    async def start(self) -> None:
-        await super().start()
-        loop = asyncio.get_running_loop()
-        if self._sock.family == socket.AF_UNIX:
-            self._server = await loop.create_unix_server(
-                self._handler, sock=self._sock, backlog=BACKLOG
-            )
-        else:
-            self._server = await loop.create_server(self._handler, sock=self._sock, backlog=BACKLOG)
-
-
-def edge_middleware(
-    authorize: Callable[[web.Request], Problem | None],
-    on_refused_body: Callable[[web.Request, Exception], None],
-) -> Any:
-    """The outermost middleware: auth, the deadline, the body, the path, and every error."""
-
-    @web.middleware
-    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
-        guard = request.protocol if isinstance(request.protocol, GuardedRequestHandler) else None
-        if guard is not None:
-            guard.started()
+    async def handle(self, request: Request) -> Response:
         try:
-            refused = authorize(request)
-            if refused is not None:
-                return refused
-            if request.body_exists:
-                deadline = guard.deadline if guard is not None else None
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        await request.read()  # kept by aiohttp for read_json; <= 256 KiB
-                except TimeoutError:
-                    return request_timed_out()
-            if guard is not None:
-                guard.body_read()
+            handler = self.router.resolve(request)
             check_path(request)
             return remask(await handler(request))
         except BodyError as exc:
-            on_refused_body(request, exc)
+            self.on_refused_body(request, exc)
             return answer(exc)
         except ProtocolError as exc:
-            on_refused_body(request, exc)  # the caller counts those refused at journaling
+            self.on_refused_body(request, exc)  # the caller counts those refused at journaling
             return answer(exc)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
+        except (HttpError, EdgeError, OpenDocError, JournalError, LookupRefused) as exc:
             return answer(exc)
-        except (EdgeError, OpenDocError, JournalError, LookupRefused, TransitError) as exc:
+        except TransitError as exc:
             return answer(exc)
         except Exception as exc:
             log.exception("local API: %s %s failed", request.method, mask_text(request.path))
             return answer(exc)
-        finally:
-            if guard is not None:
-                guard.finished()
-
-    return edge

@@ -10,17 +10,20 @@ run in a worker thread at most once a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from agent.httpserver import HttpError, Limits, Request, Response, Router, Server
 from agent.status import JournalFacts, journal_facts
 from protocol.pan import redact_text
 from protocol.runtime.version import VERSION
@@ -190,11 +193,53 @@ class AgentMetrics:
         return generate_latest(self.registry)
 
 
-def metrics_app(metrics: AgentMetrics) -> web.Application:
-    async def handle(_: web.Request) -> web.Response:
-        body = await metrics.render()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+class MetricsServer:
+    """/metrics on HOST:PORT (`[metrics] listen`; port 0: a free one, read back from `.port`),
+    served by agent.httpserver like the local API."""
 
-    app = web.Application()
-    app.router.add_get("/metrics", handle)
-    return app
+    def __init__(self, metrics: AgentMetrics, listen: str) -> None:
+        self.metrics = metrics
+        host, _, port = listen.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self.router = Router()
+        self.router.add("GET", "/metrics", self._handle)
+        self._server = Server(self, Limits())
+
+    async def _handle(self, _: Request) -> Response:
+        return Response(200, await self.metrics.render(), CONTENT_TYPE_LATEST)
+
+    # agent.httpserver.Application
+    def check_head(self, request: Request) -> Response | None:
+        return None
+
+    def refused(self, status: int, detail: str) -> Response:
+        return Response(status, detail.encode(), "text/plain; charset=utf-8")
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            return await self.router.resolve(request)(request)
+        except HttpError as exc:
+            text = exc.detail.encode()
+            return Response(exc.status, text, "text/plain; charset=utf-8", exc.headers)
+
+    async def __aenter__(self) -> Self:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
+        self.port = int(sock.getsockname()[1])  # port 0 (tests): the one the kernel picked
+        await self._server.listen(sock)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(Exception):
+            await self._server.close()

@@ -15,13 +15,12 @@ from typing import Any, Self
 
 from agent.config import AgentConfig
 from agent.journal import Journal
-from agent.metrics import AgentCounters, AgentMetrics, BatchSizes, metrics_app
+from agent.metrics import AgentCounters, AgentMetrics, BatchSizes, MetricsServer
 from agent.replicator import Replicator, ReplicatorStats, RequestTimeout
 from agent.retention import Retention
 from agent.status import LiveStatus, live_path
 from protocol import requests
 from protocol.runtime.clock import clock_skew_s
-from protocol.runtime.httpserver import HttpServer
 from protocol.runtime.logsetup import add_secret
 from protocol.runtime.services import Services
 from protocol.runtime.watchdog import run_watchdog
@@ -83,7 +82,7 @@ class Operations:
             add_secret(secret)
         self.retention = Retention(journal, config.ops.retention)
         self.metrics = AgentMetrics(journal, replicator, self.retention, self.counters, batch_sizes)
-        self.http: HttpServer | None = None
+        self.http: MetricsServer | None = None
         self._services = Services(f"operations {config.lane}")
         self._live: LiveStatus | None = None
         self.link = LinkWatch()
@@ -95,7 +94,7 @@ class Operations:
             await services.enter(self.retention)
             if self.config.ops.metrics.listen:
                 listen = self.config.ops.metrics.listen
-                self.http = await services.serve(metrics_app(self.metrics), listen)
+                self.http = await services.enter(MetricsServer(self.metrics, listen))
             live = LiveStatus(live_path(self.config.journal_path), self.snapshot)
             self._live = await services.enter(live)
         except BaseException:

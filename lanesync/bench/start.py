@@ -26,8 +26,9 @@ from lanesync import stack
 from lanesync.bench.common import in_workdir, print_result
 from lanesync.bench.drain import AGENT_TARGETS
 
+# The agent's HTTP server is h11 (agent.httpserver) since issue 17.2, no longer aiohttp.web.
 _LIBRARIES = (
-    "asyncio, sqlite3, ssl, aiohttp.web, aiomqtt, aiosqlite, msgpack, prometheus_client, "
+    "asyncio, sqlite3, ssl, h11, aiomqtt, aiosqlite, msgpack, prometheus_client, "
     "tenacity, uuid6, serial, evdev"
 )
 _FLOOR = f"""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from types import TracebackType
-from typing import Self
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Self
 
 from protocol.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 # RFC 9457: every refusal either daemon answers over HTTP (the local API, head office's ERP
 # endpoint) carries this content type.
@@ -34,12 +35,18 @@ class HttpServer:
     """An aiohttp application on HOST:PORT (port 0: a free one, read back from `.port`)."""
 
     def __init__(self, app: web.Application, listen: str) -> None:
+        # Imported here: the agent reads PROBLEM and check_listen from this module but serves
+        # no aiohttp (agent.httpserver), and aiohttp costs about 15 MB at import (issue 17.2).
+        from aiohttp import web  # noqa: PLC0415
+
         self.app = app
         host, _, port = listen.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
         self._runner = web.AppRunner(app, access_log=None)
 
     async def __aenter__(self) -> Self:
+        from aiohttp import web  # noqa: PLC0415 - see __init__
+
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         try:

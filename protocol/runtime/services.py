@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any, Self, TypeVar
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from protocol.runtime.httpserver import HttpServer
 from protocol.runtime.tasks import Tasks
+
+if TYPE_CHECKING:
+    from aiohttp import web  # the agent uses Services with no aiohttp listener (issue 17.2)
 
 T = TypeVar("T")
 

@@ -23,6 +23,9 @@ from protocol.screen import gs1_check_digit
 from tests.ops.agent_proc import READY_LINE, agent, write_config
 
 FORBIDDEN = ("headoffice", "psycopg", "psycopg_binary", "psycopg_pool", "rich")
+# The agent serves its local API and /metrics with h11 (agent.httpserver); aiohttp's package
+# imports its client half and builds verified SSL contexts at import: about 15 MB (issue 17.2).
+FORBIDDEN_HTTP = ("aiohttp",)
 # biip (GS1 parsing: 16 MB and 0.1 s at import) is for scans and transit labels; a lane with no
 # [[scanners]] that has printed no label does not load it.
 FORBIDDEN_WITHOUT_SCANNERS = ("biip",)
@@ -43,12 +46,14 @@ def test_a_real_agent_never_imports_head_office_psycopg_or_rich(tmp_path: Path) 
         assert proc.proc.poll() is None, proc.lines[-20:]
     imported = [m.group(2) for line in proc.lines if (m := _IMPORTED.match(line))]
     # The parse is real: the agent's own stack is in it.
-    for needed in ("agent.daemon", "agent.replicator", "agent.api", "aiohttp", "aiomqtt"):
+    for needed in ("agent.daemon", "agent.replicator", "agent.api", "h11", "aiomqtt"):
         assert needed in imported, needed
     loaded = sorted({name for name in imported if name.split(".")[0] in FORBIDDEN})
     assert loaded == [], f"lanesync agent imported {loaded}"
     loaded = sorted({name for name in imported if name.split(".")[0] in FORBIDDEN_WITHOUT_SCANNERS})
     assert loaded == [], f"lanesync agent without scanners imported {loaded}"
+    loaded = sorted({name for name in imported if name.split(".")[0] in FORBIDDEN_HTTP})
+    assert loaded == [], f"lanesync agent imported {loaded}: its HTTP server is agent.httpserver"
 
 
 def test_the_gs1_check_digit_is_biips() -> None:
