@@ -241,6 +241,11 @@ class Journal:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA busy_timeout=5000")
+            # 256 KiB of page cache instead of SQLite's 2 MiB (issue 17.2): appends touch the
+            # tail of the table and its txn_id index, the replicator reads forward, so the
+            # inner pages the cache must keep are few; measured with bench drain, the agent's
+            # peak RSS fell about 2.5 MB with no loss in fill or drain rate.
+            await db.execute("PRAGMA cache_size=-256")
         except BaseException:
             await db.close()  # cancelled or failed while opening: no connection thread left over
             raise

@@ -49,6 +49,8 @@ class LaneStore:
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=FULL")
             await self._db.execute("PRAGMA busy_timeout=5000")
+            # 256 KiB of page cache, not 2 MiB: a lane holds a handful of open sales (17.2).
+            await self._db.execute("PRAGMA cache_size=-256")
         except BaseException as exc:
             await self.__aexit__(None, None, None)
             if isinstance(exc, sqlite3.Error):
