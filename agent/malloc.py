@@ -1,0 +1,47 @@
+"""Keeps glibc's malloc from growing the agent's heap with buffers it frees at once (issue 17.2).
+
+glibc serves a request of at least M_MMAP_THRESHOLD bytes (128 KiB at start) with its own
+mmap(2), returned to the kernel by free(). But the threshold is dynamic: "when blocks larger
+than the current threshold and less than or equal to DEFAULT_MMAP_THRESHOLD_MAX are freed, the
+threshold is adjusted upwards to the size of the freed block", and the heap's trim threshold
+to twice that (mallopt(3), M_MMAP_THRESHOLD; the GNU C Library manual, "Malloc Tunable
+Parameters"). The agent frees such blocks for every document: asyncio's socket transport
+reads into a 256 KiB bytes object and shrinks it to what arrived, and msgpack's packb starts
+with a 256 KiB buffer (both seen with an LD_PRELOAD malloc logger on `bench drain`), and every
+replication batch is about 0.5 MiB. After the first one they all came from the main heap,
+the small objects allocated between them pinned the freed space, and the heap grew with every
+document: 8 -> 11 MB over 45,000 documents through the API, and more in the drain.
+
+"Dynamic adjustment of the mmap threshold is disabled if any of the M_TRIM_THRESHOLD,
+M_TOP_PAD, M_MMAP_THRESHOLD, or M_MMAP_MAX parameters is set" (mallopt(3)), so setting the
+threshold to its own initial value pins it: large buffers stay mmap'd, and free() gives them
+back at once. The same as starting with MALLOC_MMAP_THRESHOLD_=131072 in the environment,
+which the agent cannot rely on (systemd units, a technician's shell, benchmarks).
+
+Not glibc (musl, macOS): nothing to do; `pin_mmap_threshold` says False.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+
+log = logging.getLogger(__name__)
+
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+MMAP_THRESHOLD = 128 * 1024  # glibc's initial (DEFAULT_MMAP_THRESHOLD_MIN)
+
+
+def pin_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Fix glibc's mmap threshold at `threshold` bytes; True if this libc took it."""
+    try:
+        libc = ctypes.CDLL(None)  # the C library the interpreter already uses
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    ok = bool(mallopt(M_MMAP_THRESHOLD, threshold) == 1)  # mallopt returns 1 on success
+    if not ok:
+        log.debug("mallopt(M_MMAP_THRESHOLD, %d) refused", threshold)
+    return ok
