@@ -13,7 +13,6 @@ import uuid
 import pytest
 import uuid6
 
-from agent import malloc
 from agent.journal.journal import new_txn_id
 
 
