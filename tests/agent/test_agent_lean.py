@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import uuid6
@@ -72,3 +73,48 @@ def test_a_pinned_mmap_threshold_keeps_large_buffers_out_of_the_heap(pinned: boo
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert int(out.stdout) == (1 if pinned else 0), out.stderr
+
+
+@pytest.mark.skipif(not _glibc_mallinfo2(), reason="glibc's mallopt and malloc_info only")
+@pytest.mark.parametrize("limited", [False, True])
+def test_limited_arenas_put_every_threads_memory_in_the_main_arena(
+    limited: bool, tmp_path: Path
+) -> None:
+    """glibc gives a thread that finds the main arena locked one of its own; limited to one
+    (agent.malloc.limit_arenas), there is only ever the main arena."""
+    report = tmp_path / "malloc.xml"
+    script = textwrap.dedent(
+        f"""
+        import ctypes, threading
+        from agent import malloc
+
+        if {limited}:
+            assert malloc.limit_arenas(1)
+        libc = ctypes.CDLL(None)
+        libc.fopen.restype = ctypes.c_void_p
+        held, go = [], threading.Barrier(5)
+
+        def work():
+            go.wait()
+            for _ in range(20_000):
+                held.append(bytearray(600))  # past pymalloc's 512 bytes: malloc itself
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        go.wait()
+        for _ in range(20_000):
+            held.append(bytearray(600))
+        for t in threads:
+            t.join()
+        f = libc.fopen({str(report)!r}.encode(), b"w")
+        libc.malloc_info(0, ctypes.c_void_p(f))
+        libc.fclose(ctypes.c_void_p(f))
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    heaps = report.read_text().count("<heap nr=")
+    if limited:
+        assert heaps == 1
+    else:
+        assert heaps > 1  # the threads that found the main arena busy got their own
