@@ -122,13 +122,20 @@ def _fits(values: Sequence[Any]) -> bool:
     return True
 
 
-def rows_of(lane: LaneId, epoch: int, e: Entry) -> Rows | None:
-    """The projection rows of one applied entry, or None when it is not projected."""
+def rows_of(lane: LaneId, epoch: int, e: Entry, decoded: object = None) -> Rows | None:
+    """The projection rows of one applied entry, or None when it is not projected.
+
+    `decoded`: its body as ingest decoded it already (check_entries in headoffice/db/base.py,
+    protocol.codec.unpack), or None to decode it here. codec.unpack gives the same value as
+    documents.unpack for every body it accepts (it only refuses more: extension types, size),
+    and a body it refused comes as None and is decoded here as before, so the rows are the
+    same either way. Nothing here changes the value (parse only reads it): the card-number
+    screen and the other projections read the same one."""
     if e.kind not in SALE_KINDS:
         return None
     try:
         doc = parse(
-            unpack(e.body),
+            unpack(e.body) if decoded is None else decoded,
             rowid=0,
             store=lane.store,
             lane=lane.lane,
@@ -226,7 +233,7 @@ class ExtractProjection:
     def check(self, lane: LaneId, epoch: int, entry: Entry, decoded: object) -> Rows | None:
         if not ENABLED or entry.kind not in SALE_KINDS:
             return None
-        return rows_of(lane, epoch, entry)
+        return rows_of(lane, epoch, entry, decoded)
 
     def start(self, sql: Sql) -> _ExtractRun:
         return _ExtractRun(sql)
