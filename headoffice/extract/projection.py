@@ -95,10 +95,13 @@ PAYMENT_COLUMNS: tuple[str, ...] = PaymentRow._fields
 _new = tuple.__new__  # `_new(LineRow, (...))` is `LineRow(...)` without a Python-level frame
 
 # Off unless head office runs with LANESYNC_EXTRACT_PROJECTION=on. Measured with `lanesync bench
-# drain --entries 200000 --projection both` (one run, the same backlog drained without and with
-# it): head office's CPU per entry went from 27 to 84 us and the drain from 26,947 to 10,455
-# entries/s, while the extract's engine gained about a fifth (`lanesync bench extract`): a price
-# the drain cannot pay by default (issue 17.3 allows it 10 %). The extract reads whatever is
+# drain --entries 60000 --no-paho --projection both` (two runs, load 3.8-4.6; the same backlog
+# drained without and with it): head office's CPU per entry went from 28.5/32.0 to 66.3/67.0 us
+# and the drain from 27,655/24,817 to 12,932/12,568 entries/s (rows_of reusing ingest's decoded
+# body; 30.0/28.5 -> 73.3/71.8 us before), while the extract's engine runs about as fast on it as
+# on the bodies (`lanesync bench extract --entries 200000`, entries_per_s / bodies_per_s in the
+# same run: 0.69-1.23 on SQLite, 0.86-1.39 on PostgreSQL, 2026-12-03): a price the drain
+# cannot pay by default (issue 17.3 allows it 10 %). The extract reads whatever is
 # projected and decodes the rest, with the same result either way.
 ENABLED = os.environ.get("LANESYNC_EXTRACT_PROJECTION", "off").lower() == "on"
 
