@@ -20,9 +20,9 @@ confirmed during the trickle and during the drain, and lost/duplicated/out-of-or
 verified in head office's database. SQLite's drain carries its ratio to the embedded store's
 ceiling measured in the same run (lanesync.bench.ceiling: head office's SQLite inserting the
 rows this drain committed, in as many transactions, and nothing else); SQLite is the baseline of
-the PostgreSQL configurations, which carry the ratio of their drain rate and p99 lag to it. With leases the trickle starts once every
-store is held (`leases_settled_s`), and each worker's heartbeat row gives its gap holds and
-takeovers (`ingest_workers`).
+the PostgreSQL configurations, which carry the ratio of their drain rate and p99 lag to it.
+With leases the trickle starts once every store is held (`leases_settled_s`), and each worker's
+heartbeat row gives its gap holds and takeovers (`ingest_workers`).
 """
 
 from __future__ import annotations
