@@ -94,7 +94,8 @@ def summary(db: Sql) -> dict[str, Any]:
     counters = {
         str(k): int(v)
         for k, v in db.fetchall(
-            "SELECT name, value FROM counters WHERE name IN ('entries_released', 'entries_voided')"
+            "SELECT name, sum(value) FROM counters "
+            "WHERE name IN ('entries_released', 'entries_voided') GROUP BY name"
         )
     }
     return {
