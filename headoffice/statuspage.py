@@ -44,8 +44,6 @@ from protocol.runtime.version import VERSION
 
 TransitSource = Callable[[Sql], list[dict[str, Any]]]
 RECENT = 20
-# PostgreSQL keeps a counter in several rows (schema_pg/0010: shards); SQLite in one.
-COUNTERS_SQL = "SELECT name, sum(value) FROM counters GROUP BY name"
 
 # The current epoch of each lane (the latest by last_seen that is not retired: a replaced till
 # box's epoch never is, headoffice/retire.py) and how many epochs it has on record, in one pass
@@ -289,7 +287,7 @@ def collect(
                 "FROM held WHERE state = 'held' ORDER BY id DESC LIMIT ?",
                 (RECENT,),
             )
-        counters = {str(k): int(v) for k, v in db.fetchall(COUNTERS_SQL)}
+        counters = {str(k): int(v) for k, v in db.fetchall("SELECT name, value FROM counters")}
         too_old = lanes_too_old(db)
         open_tr = transits(db)
         catalog = catalog_figures(db)

@@ -8,8 +8,7 @@ sharing the database with other worker processes demands:
   never wait on each other in a cycle) and reads their state under that lock. Per-lane order
   then holds whichever worker a batch reached.
 - Statuses and counters, rows every worker writes, are buffered and written at commit in a
-  fixed order, for the same reason; each commit adds to one of COUNTER_SHARDS rows a counter,
-  so workers do not queue behind one row lock held through each other's WAL flush.
+  fixed order, for the same reason.
 - Any psycopg error rolls the group back and raises DatabaseError; a connection that broke
   (server restart, pg_terminate_backend) is opened again at the next group, so the ingest
   process lives on and lanes simply resend what was not acknowledged.
@@ -32,7 +31,6 @@ documents are merged in txn_id order, so two workers wait for each other without
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -119,11 +117,6 @@ def connect(url: str, *, readonly: bool = False) -> psycopg.Connection[tuple[Any
 def migrate(conn: psycopg.Connection[tuple[Any, ...]], what: str) -> None:
     """Bring the schema up to date (protocol.runtime.migrations, locked per schema)."""
     migrations.apply_postgres(conn, "headoffice.db.schema_pg", what, "lanesync-headoffice")
-
-
-# Rows per counter: commits of several workers rarely pick the same one, and a reader sums at
-# most this many rows a counter.
-COUNTER_SHARDS = 16
 
 
 class PostgresDatabase(BatchWriter):
@@ -234,13 +227,10 @@ class PostgresDatabase(BatchWriter):
                 "backlog = excluded.backlog, at = excluded.at",
                 [status_row(self._statuses[k]) for k in sorted(self._statuses)],
             )
-            # One shard for the whole commit, the names in order: two commits on the same
-            # shard lock its rows in the same order, never in a cycle (schema_pg/0010).
-            shard = random.randrange(COUNTER_SHARDS)
             cur.executemany(
-                "INSERT INTO counters (name, shard, value) VALUES (%s, %s, %s) "
-                "ON CONFLICT (name, shard) DO UPDATE SET value = counters.value + excluded.value",
-                [(name, shard, n) for name, n in sorted(self._counters.items())],
+                "INSERT INTO counters (name, value) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+                sorted(self._counters.items()),
             )
         if self._catalogs:
             # After the lanes' own rows, in lane order: rows of the lane's other epochs are

@@ -123,7 +123,7 @@ def test_release_applies_a_held_entry_once_with_its_projection(
     [v] = void(backend, [hid])
     assert v.refused is not None
     assert "cannot be voided" in v.refused
-    counters = dict(backend.query("SELECT name, sum(value) FROM counters GROUP BY name"))
+    counters = dict(backend.query("SELECT name, value FROM counters"))
     assert counters["entries_released"] == 1
 
 
@@ -153,10 +153,7 @@ def test_a_card_number_entry_can_only_be_voided(backend: Backend) -> None:
     assert backend.query("SELECT count(*) FROM documents") == [(1,)]
     [(closed_at,)] = backend.query("SELECT closed_at FROM held")
     assert closed_at == 1_800_000_000_000
-    assert (
-        dict(backend.query("SELECT name, sum(value) FROM counters GROUP BY name"))["entries_voided"]
-        == 1
-    )
+    assert dict(backend.query("SELECT name, value FROM counters"))["entries_voided"] == 1
 
 
 async def test_metrics_count_held_entries_by_code_and_their_repairs(

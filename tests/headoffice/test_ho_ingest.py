@@ -71,10 +71,7 @@ def test_garbage_bytes_quarantined(ingest: Ingest, backend: Backend) -> None:
     # the same garbage again is counted, not stored twice
     ingest.applier.apply_group([(JOURNAL, raw)])
     assert [r[5] for r in quarantine(backend)] == [2]
-    assert (
-        dict(backend.query("SELECT name, sum(value) FROM counters GROUP BY name"))["quarantined"]
-        == 2
-    )
+    assert dict(backend.query("SELECT name, value FROM counters"))["quarantined"] == 2
 
 
 def test_oversized_message_quarantined(backend: Backend) -> None:

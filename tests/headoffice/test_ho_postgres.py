@@ -16,9 +16,7 @@ import threading
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 
 from headoffice import importer
@@ -27,7 +25,7 @@ from headoffice.db import DatabaseError, PostgresDatabase
 from headoffice.ingest import Ingest, IngestStats
 from headoffice.metrics import HoMetrics
 from headoffice.projections import PROJECTIONS
-from headoffice.statuspage import COUNTERS_SQL, collect, render_fragment
+from headoffice.statuspage import collect, render_fragment
 from protocol import codec, exportfile
 from protocol.identity import Channel, LaneId, Topics
 from protocol.messages import Ack, Status
@@ -184,58 +182,9 @@ def test_two_workers_interleaved_batches_of_the_same_lanes(url: str) -> None:
     assert query(url, "SELECT count(*), count(DISTINCT txn_id) FROM documents") == [
         (ENTRIES * len(LANES), ENTRIES * len(LANES))
     ]
-    counters = dict(query(url, "SELECT name, sum(value) FROM counters GROUP BY name"))
+    counters = dict(query(url, "SELECT name, value FROM counters"))
     assert counters["entries_applied"] == ENTRIES * len(LANES)
     assert counters.get("gaps", 0) == stats[0]["gaps"] + stats[1]["gaps"]
-
-
-def test_counters_in_shards_let_a_commit_pass_another_holding_a_counter(
-    url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each commit adds its counters to one shard row (schema_pg/0010): a worker whose commit
-    holds one shard's rows (here a transaction left open on shard 3) does not stop another
-    worker's commit on a different shard, while one on the same shard waits for it, which is
-    what every commit did with one row per counter. Readers sum the shards."""
-    sim = LaneSim(LaneId("S9", "L1"))
-    sim.add_many(4)
-    store = PostgresDatabase(url, projections=PROJECTIONS)
-    holder = pg_connect(url)
-    try:
-        holder.execute("BEGIN")  # pg_connect is autocommit
-        holder.execute(
-            "INSERT INTO counters (name, shard, value) VALUES ('entries_applied', 3, 100) "
-            "ON CONFLICT (name, shard) DO UPDATE SET value = counters.value + excluded.value"
-        )  # the shard-3 row stays locked until this transaction ends
-
-        def commit_on(shard: int, first: int, last: int) -> threading.Thread:
-            monkeypatch.setattr("headoffice.db.postgres.random.randrange", lambda _n: shard)
-            store.lock_lanes([(sim.lane, sim.epoch)])
-            assert store.apply_batch(sim.batch(first, last), NOW).applied == last - first + 1
-            t = threading.Thread(target=store.commit)
-            t.start()
-            return t
-
-        other = commit_on(5, 1, 2)
-        other.join(10)
-        assert not other.is_alive(), "a commit on another shard waited for shard 3's lock"
-        same = commit_on(3, 3, 4)
-        same.join(1.0)
-        assert same.is_alive(), "a commit on the locked shard did not wait: no lock was held"
-        holder.execute("COMMIT")
-        same.join(10)
-        assert not same.is_alive()
-    finally:
-        holder.close()
-        store.close()
-    rows = dict(query(url, "SELECT shard, value FROM counters WHERE name = 'entries_applied'"))
-    assert rows == {3: 102, 5: 2}
-    with pg_connect(url) as conn:
-        assert summed_counters(conn)["entries_applied"] == 104
-
-
-def summed_counters(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """The counters as the status page reads them (headoffice.statuspage.COUNTERS_SQL)."""
-    return {str(k): int(v) for k, v in conn.execute(COUNTERS_SQL).fetchall()}
 
 
 def kill_backend(store: PostgresDatabase) -> None:
@@ -279,7 +228,7 @@ def test_lost_connection_fails_one_group_and_the_next_works(url: str) -> None:
         store.close()
         ing.shutdown_threads()
     assert query(url, "SELECT seq FROM journal ORDER BY id") == [(n,) for n in range(1, 10)]
-    assert query(url, "SELECT sum(value) FROM counters WHERE name = 'entries_applied'") == [(9,)]
+    assert query(url, "SELECT value FROM counters WHERE name = 'entries_applied'") == [(9,)]
 
 
 def test_ingest_never_scans_documents_or_journal(url: str) -> None:

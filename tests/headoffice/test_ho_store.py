@@ -38,7 +38,7 @@ def sim() -> LaneSim:
 
 
 def counters(backend: Backend) -> dict[str, int]:
-    return dict(backend.query("SELECT name, sum(value) FROM counters GROUP BY name"))
+    return dict(backend.query("SELECT name, value FROM counters"))
 
 
 def count(backend: Backend, table: str) -> int:

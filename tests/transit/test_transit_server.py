@@ -218,9 +218,7 @@ def test_malformed_transit_document_is_held_not_fatal(store: Database) -> None:
     # the same SSCC twice: the second is refused and counted, the first stands
     A1.journal(store, "transit_inventory", transit_doc(no="T10009"))
     assert [t["transit_no"] for t in projection.find(store.sql, sscc=SSCC1)] == ["T10001"]
-    row = store.sql.fetchone(
-        "SELECT sum(value) FROM counters WHERE name = 'transit_projection_errors'"
-    )
+    row = store.sql.fetchone("SELECT value FROM counters WHERE name = 'transit_projection_errors'")
     assert row == (1,)
 
 

@@ -46,7 +46,6 @@ PG_RELEASES = {
     "ce4f612": 6,  # the extract's projected tables
     "0b8b90a": 7,  # SSCC leases, documents' catalog version
     "0f508a1": 8,  # retired epochs (the last before ingest's store leases, schema 9)
-    "a50a853": 9,  # ingest's store leases (the last before counters in shards, schema 10)
 }
 PG_URL = os.environ.get("LANESYNC_TEST_PG_URL", "postgresql://127.0.0.1:5432/test")
 PG_SCHEMA = "lanesync_fixture"  # the dump names it; the tests load it under a fresh name

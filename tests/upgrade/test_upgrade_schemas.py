@@ -147,7 +147,6 @@ PG_RELEASES = {  # commit: (journal fixture, dump of head office's schema)
     "ce4f612": ("journal_for_pg_v6_ce4f612.db", "headoffice_pg_v6_ce4f612.sql"),
     "0b8b90a": ("journal_for_pg_v7_0b8b90a.db", "headoffice_pg_v7_0b8b90a.sql"),
     "0f508a1": ("journal_for_pg_v8_0f508a1.db", "headoffice_pg_v8_0f508a1.sql"),
-    "a50a853": ("journal_for_pg_v9_a50a853.db", "headoffice_pg_v9_a50a853.sql"),
 }
 PG_LATEST = max(schema.load(resources.files("headoffice.db.schema_pg").iterdir()))
 DUMPED_AS = "lanesync_fixture"  # the schema name inside the dumps (make_fixtures.PG_SCHEMA)
