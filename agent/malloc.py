@@ -21,7 +21,10 @@ which the agent cannot rely on (systemd units, a technician's shell, benchmarks)
 The price is in the drain: each batch's buffers (msgpack's, the payload, paho's packet) are
 fresh mmaps, about 5 a batch and 550 page faults (perf stat on the agent, 30,000 entries:
 20,538 faults pinned, 3,759 not), so the agent spends about 0.5-1 us more CPU an entry
-(5.3-5.5 against 4.5-5.0 us); head office, at 30 us an entry, sets the drain's pace. A
+(5.3-5.5 against 4.5-5.0 us). `bench drain --entries 200000`, four pairs alternated with
+main's tree at load 2.5-5: 15,731-22,595 entries/s against 21,741-26,634 (agent CPU 6.3-7.1
+against 5.3-5.8 us an entry); the sender waits for each batch's PUBACK, so the agent's time
+per batch is on the drain's path. Not settled how much of that gap is this alone. A
 threshold of 300,000 (the 256 KiB buffers on the heap, batches mmap'd) kept neither: the heap
 grew again and the faults stayed. Trimming the heap every second (malloc_trim) instead held
 the peak as well, for a thread or task more.
