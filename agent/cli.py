@@ -51,7 +51,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from agent import daemon  # noqa: PLC0415 - only this command runs the lane
+    from agent import daemon, malloc  # noqa: PLC0415 - only this command runs the lane
+
+    malloc.pin_mmap_threshold()  # before the first large buffer is freed (agent.malloc)
+    malloc.limit_arenas()  # before the journal's threads start
 
     try:
         cfg = agent_config.load(args.config)

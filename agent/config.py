@@ -21,7 +21,6 @@ from typing import Any
 from agent import opsconfig
 from agent.numbering import DocumentsConfig, TransitConfig
 from agent.opsconfig import OpsConfig
-from hardware.config import ScannerConfigError, parse_scanners
 from protocol.catalog import MAX_SNAPSHOT_CHUNK
 from protocol.errors import ConfigError, ProtocolError
 from protocol.identity import DEFAULT_PREFIX, LaneId, Topics
@@ -178,11 +177,8 @@ def read(root: Table) -> AgentConfig:
     replication = _replication(root.table("replication"))
     api = root.guarded(lambda: _api(root.table("api")), ApiConfig())
     scanners = root.array("scanners")
-    with root.guard():
-        try:
-            parse_scanners(scanners)
-        except ScannerConfigError as exc:
-            raise ConfigError(str(exc)) from None
+    if scanners:
+        check_scanners(root, scanners)
     documents = root.guarded(lambda: _documents(root.table("documents")), DocumentsConfig())
     transit = root.guarded(lambda: _transit(root.table("transit")), TransitConfig())
     ops = root.guarded(lambda: opsconfig.parse(root), OpsConfig())
@@ -335,6 +331,18 @@ def _transit(t: Table) -> TransitConfig:
 
 
 DEFAULT_CONFIG = DefaultConfig("/etc/lanesync/agent.toml")  # LANESYNC_CONFIG replaces it
+
+
+def check_scanners(root: Table, scanners: list[Any]) -> None:
+    """Validate `[[scanners]]` (hardware.config); imported only for a lane that has any, since
+    it brings evdev with it (issue 17.2: a lane without scanners does not load them)."""
+    from hardware.config import ScannerConfigError, parse_scanners  # noqa: PLC0415
+
+    with root.guard():
+        try:
+            parse_scanners(scanners)
+        except ScannerConfigError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def load(path: str | Path | ConfigSource = DEFAULT_CONFIG) -> AgentConfig:

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from agent import config as agent_config
 from agent import journaldir
@@ -22,12 +23,13 @@ from agent.metrics import BatchSizes
 from agent.operations import Operations
 from agent.replicator import Replicator
 from agent.retention import DiskReserve
-from hardware.config import ScannerConfigError, parse_scanners
-from hardware.manager import ScannerManager
 from protocol.errors import ConfigError
 from protocol.runtime.notify import notify_soon
 from protocol.runtime.reload import Reloader, set_log_level
 from protocol.runtime.tasks import Tasks
+
+if TYPE_CHECKING:
+    from hardware.manager import ScannerManager
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,21 @@ async def _announce_versions(store: CatalogStore, replicator: Replicator) -> Asy
         yield
     finally:
         unsubscribe()
+
+
+def _scanners(config: AgentConfig) -> ScannerManager | None:
+    """The scanner manager, or None for a lane without `[[scanners]]`: hardware's readers and
+    evdev are imported only for a lane that has any (issue 17.2)."""
+    if not config.scanners:
+        return None
+    from hardware.config import ScannerConfigError, parse_scanners  # noqa: PLC0415
+    from hardware.manager import ScannerManager  # noqa: PLC0415
+
+    try:
+        scanner_configs = parse_scanners(config.scanners)
+    except ScannerConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return ScannerManager(scanner_configs) if scanner_configs else None
 
 
 def _sscc_leases(
@@ -105,11 +122,7 @@ async def run(
     # A missing journal directory is created or refused here, as doctor reports it.
     journaldir.ensure(config.journal_path)
     # Scanners feed the local API's event stream (GET /v1/scans) when any are configured.
-    try:
-        scanner_configs = parse_scanners(config.scanners)
-    except ScannerConfigError as exc:
-        raise ConfigError(str(exc)) from None
-    scanners = ScannerManager(scanner_configs) if scanner_configs else None
+    scanners = _scanners(config)
     # On a (nearly) full disk the journal could not even open: give the reserve back first.
     DiskReserve(config.journal_path, config.ops.retention.reserve_mb).release_if_short()
     try:

@@ -5,6 +5,10 @@ a custom collector, so nothing is double-booked; only batch sizes are observed a
 Each daemon has its own CollectorRegistry (not the process-global one), so tests can run
 several in one process. Backlog bytes and the oldest unacked entry come from a read-only query
 run in a worker thread at most once a second.
+
+prometheus_client (about 1 MB with its exposition half) is imported at the first scrape, not
+at start: a lane without `[metrics] listen` never loads it (issue 17.2). So the batch-size
+histograms count here, in plain Python, and become prometheus families only when collected.
 """
 
 from __future__ import annotations
@@ -18,17 +22,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
-
 from agent.httpserver import HttpError, Limits, Request, Response, Router, Server
 from agent.status import JournalFacts, journal_facts
 from protocol.pan import redact_text
 from protocol.runtime.version import VERSION
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
     from agent.journal import Journal
     from agent.replicator import Replicator
     from agent.retention import Retention
@@ -50,7 +52,10 @@ class AgentCounters:
         self.last_refusal = {"at": time.time(), "path": path, "reason": redact_text(reason)}
 
 
-class AgentCollector(Collector):
+class AgentCollector:
+    """The lane's gauges and counters, read from the live objects at each scrape (a
+    prometheus_client collector: it has `collect`)."""
+
     def __init__(
         self,
         journal: Journal,
@@ -71,6 +76,11 @@ class AgentCollector(Collector):
             self._facts_at = time.monotonic()
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import (  # noqa: PLC0415 - scraped only (module docstring)
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
+
         j, st, now = self.journal, self.replicator.stats, time.time()
         lane = [j.lane.store, j.lane.lane]
         labels = ["store", "lane"]
@@ -144,6 +154,40 @@ class AgentCollector(Collector):
             yield counter("entries_pruned", "Acked entries pruned by retention", s.pruned)
 
 
+class _Histogram:
+    """What prometheus_client's Histogram keeps (cumulative buckets, count, sum, created) and
+    exposes the same way, without importing it until a scrape."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.doc = name, doc
+        self.bounds = (*(float(b) for b in buckets), float("inf"))
+        self.counts = [0] * len(self.bounds)  # per bucket, not cumulative
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import (  # noqa: PLC0415 - scraped only
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+        from prometheus_client.utils import floatToGoString  # noqa: PLC0415
+
+        cumulative, buckets = 0, []
+        for bound, n in zip(self.bounds, self.counts, strict=True):
+            cumulative += n
+            buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+        yield HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self.sum)
+        # prometheus_client's Histogram adds its creation time as a gauge of its own
+        yield GaugeMetricFamily(f"{self.name}_created", self.doc, value=self.created)
+
+
 class BatchSizes:
     """Histograms of the journal batches the replicator publishes (entries and bytes).
 
@@ -151,17 +195,15 @@ class BatchSizes:
     AgentMetrics registers the histograms, so neither sets anything on the other."""
 
     def __init__(self) -> None:
-        self.entries = Histogram(
+        self.entries = _Histogram(
             "lanesync_agent_batch_entries",
             "Entries per published journal batch",
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
-            registry=None,
+            (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
         )
-        self.bytes = Histogram(
+        self.bytes = _Histogram(
             "lanesync_agent_batch_bytes",
             "Encoded bytes per published journal batch",
-            buckets=(512, 2048, 8192, 32768, 131072, 524288, 1048576),
-            registry=None,
+            (512, 2048, 8192, 32768, 131072, 524288, 1048576),
         )
 
     def observe(self, entries: int, size: int) -> None:
@@ -180,15 +222,27 @@ class AgentMetrics:
         counters: AgentCounters | None = None,
         batch_sizes: BatchSizes | None = None,
     ) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
         self.counters = counters or AgentCounters()
         self.collector = AgentCollector(journal, replicator, retention, self.counters)
-        self.registry.register(self.collector)
         self.batch_sizes = batch_sizes or BatchSizes()
-        self.registry.register(self.batch_sizes.entries)
-        self.registry.register(self.batch_sizes.bytes)
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The lane's own registry (not the process-global one), made at the first scrape."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry  # noqa: PLC0415 - module docstring
+
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(self.collector)  # it has collect()
+            registry.register(self.batch_sizes.entries)
+            registry.register(self.batch_sizes.bytes)
+            self._registry = registry
+        return self._registry
 
     async def render(self) -> bytes:
+        from prometheus_client import generate_latest  # noqa: PLC0415 - module docstring
+
         await self.collector.refresh()
         return generate_latest(self.registry)
 
@@ -206,6 +260,8 @@ class MetricsServer:
         self._server = Server(self, Limits())
 
     async def _handle(self, _: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST  # noqa: PLC0415 - module docstring
+
         return Response(200, await self.metrics.render(), CONTENT_TYPE_LATEST)
 
     # agent.httpserver.Application

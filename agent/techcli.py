@@ -1,6 +1,7 @@
 """`lanesync status`, `lanesync doctor` and `lanesync journal export`: the technician's tools.
 
-Registered from agent/cli.py; each prints plain text for people and `--json` for scripts.
+Registered from agent/cli.py (so `lanesync agent` imports this module: doctor and export are
+imported by their own command only); each prints plain text for people and `--json` for scripts.
 Exit codes (protocol.runtime.cli.Exit, the table every command uses): OK healthy / done,
 PROBLEM a problem was found, CANNOT_RUN the command could not run (config), and for `status`
 NOT_ANSWERING when the agent is not running (as `systemctl status` exits 3).
@@ -14,8 +15,6 @@ import json
 from pathlib import Path
 
 from agent import config as agent_config
-from agent import doctor
-from agent import export as lane_export
 from agent import status as lane_status
 from protocol.errors import LanesyncError
 from protocol.runtime.cli import Exit, fail
@@ -63,6 +62,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from agent import doctor  # noqa: PLC0415 - `lanesync agent` registers this, never runs it
+
     checks = doctor.run(args.config, network=not args.offline, timeout=args.timeout)
     if args.json:
         print(json.dumps([c.as_dict() for c in checks]))
@@ -72,6 +73,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from agent import export as lane_export  # noqa: PLC0415 - as doctor, above
+
     try:
         cfg = agent_config.load(args.config)
         key_file = cfg.ops.export.key_file

@@ -9,7 +9,6 @@ quoting a value that might be a card number.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import re
@@ -427,6 +426,8 @@ def dataset(name: str) -> Dataset:
 
 
 def _did_you_mean(word: str, known: Iterable[str]) -> str:
+    import difflib  # noqa: PLC0415 - only for a mistyped name (a lane's start does not need it)
+
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
     if not close:
         lowered = {k.lower(): k for k in known}

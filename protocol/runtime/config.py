@@ -16,7 +16,6 @@ checked against that schema, so a key the code accepts cannot go undocumented.
 from __future__ import annotations
 
 import builtins
-import difflib
 import os
 import re
 import tomllib
@@ -89,6 +88,8 @@ class Refused(ConfigError):
 
 def suggest(key: builtins.str, known: Iterable[builtins.str]) -> builtins.str:
     """The "did you mean 'x'?" for the known key nearest a mistyped one, or ""."""
+    import difflib  # noqa: PLC0415 - only for a mistyped key (a lane's start does not need it)
+
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 

@@ -168,6 +168,10 @@ def test_full_config() -> None:
         (conf(api={"tcp": "127.0.0.1:8641"}), "api.token: required when api.tcp is set"),
         (conf(api={"socket": ""}), "api: set api.socket and/or api.tcp"),
         (conf(scanners={"a": 1}), "scanners: must be an array"),
+        # hardware.config is imported only for a lane with scanners (issue 17.2): still checked
+        (conf(scanners=[{**SCANNER, "type": "usb"}]), "scanners[0].type: unknown type 'usb'"),
+        (conf(scanners=[{"type": "evdev", "path": "/dev/x"}]), "scanners[0].name: required"),
+        (conf(scanners=["hand"]), "scanners[0]: expected a table, got str"),
         (conf(extra=1), "extra: unknown key"),
     ],
 )

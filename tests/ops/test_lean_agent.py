@@ -28,7 +28,16 @@ FORBIDDEN = ("headoffice", "psycopg", "psycopg_binary", "psycopg_pool", "rich")
 FORBIDDEN_HTTP = ("aiohttp",)
 # biip (GS1 parsing: 16 MB and 0.1 s at import) is for scans and transit labels; a lane with no
 # [[scanners]] that has printed no label does not load it.
-FORBIDDEN_WITHOUT_SCANNERS = ("biip",)
+# evdev and pyserial (with ctypes, fcntl's wrappers, termios) are hardware's readers: imported
+# only for a lane with [[scanners]] (agent.config, agent.daemon).
+FORBIDDEN_WITHOUT_SCANNERS = ("biip", "evdev", "serial")
+# prometheus_client is imported at the first scrape of `[metrics] listen` (agent.metrics), which
+# this lane does not set; uuid6 is gone (agent.journal.journal makes its own UUIDv7s).
+FORBIDDEN_LEAN = ("prometheus_client", "uuid6")
+# Whole modules a lane has no use for at start (issue 17.2): importlib.metadata (1.5 MB: the
+# version is read from the dist-info, protocol.runtime.version), the OpenAPI document (built
+# on its first request), difflib (only for a "did you mean").
+FORBIDDEN_MODULES = ("importlib.metadata", "agent.openapi", "difflib")
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$")
 
 
@@ -54,6 +63,10 @@ def test_a_real_agent_never_imports_head_office_psycopg_or_rich(tmp_path: Path) 
     assert loaded == [], f"lanesync agent without scanners imported {loaded}"
     loaded = sorted({name for name in imported if name.split(".")[0] in FORBIDDEN_HTTP})
     assert loaded == [], f"lanesync agent imported {loaded}: its HTTP server is agent.httpserver"
+    loaded = sorted({name for name in imported if name.split(".")[0] in FORBIDDEN_LEAN})
+    assert loaded == [], f"lanesync agent without [metrics] listen imported {loaded}"
+    loaded = sorted(set(imported) & set(FORBIDDEN_MODULES))
+    assert loaded == [], f"lanesync agent imported {loaded} at start"
 
 
 def test_the_gs1_check_digit_is_biips() -> None:
