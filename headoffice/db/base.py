@@ -305,12 +305,15 @@ def plan_batch(state: LaneState, checked: CheckedBatch | JournalBatch) -> BatchP
             )
             return plan
         held = checked.held
-        for e in entries[skip : checked.valid]:
-            h = held.get(e.seq)
-            if h is None:
-                plan.new.append(e)
-            else:
-                plan.held.append(h)
+        if not held:  # the usual case: every valid entry is new
+            plan.new = entries[skip : checked.valid]
+        else:
+            for e in entries[skip : checked.valid]:
+                h = held.get(e.seq)
+                if h is None:
+                    plan.new.append(e)
+                else:
+                    plan.held.append(h)
         if checked.valid > skip:
             plan.advance = entries[checked.valid - 1]
     if checked.refusal is not None and checked.valid < len(entries):
