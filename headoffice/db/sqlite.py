@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -108,13 +107,12 @@ def _insert_rows(
         k = ROWS_PER_INSERT
         while k > n - i:
             k //= 2
-        sql = _multi_row_sql(head, tail, width, k)
-        done += db.execute(sql, tuple(_flat(rows[i : i + k]))).rowcount
+        values: list[object] = []
+        for row in rows[i : i + k]:
+            values += row  # a list grown by each row: a third of the cost of chain()
+        done += db.execute(_multi_row_sql(head, tail, width, k), values).rowcount
         i += k
     return done
-
-
-_flat = itertools.chain.from_iterable
 
 
 @functools.cache

@@ -107,7 +107,7 @@ def apply_entry(
         return unread
     store = lane.store
     problem: str | None = None
-    effects: dict[str | None, int] = {}
+    effects: dict[str | None, int] = {}  # by return type, for this document's returned lines
     for m in doc.moves:
         if isinstance(m, Move):  # returned: by its return type's inventory effect
             if m.return_type not in effects:
