@@ -79,6 +79,9 @@ class HoCollector(Collector):
         yield counter("messages", "MQTT messages processed", st.messages)
         yield counter("groups", "Ingest transactions committed", st.groups)
         yield counter(
+            "journal_groups", "Ingest transactions that carried journal entries", st.journal_groups
+        )
+        yield counter(
             "entries_applied", "Entries applied (rate() = ingest rate)", st.entries_applied
         )
         yield counter(

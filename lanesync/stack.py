@@ -185,24 +185,26 @@ def headoffice(
     name: str = "headoffice",
     database_url: str | None = None,
     share_group: str | None = None,
+    metrics_port: int | None = None,
     **ingest: Any,
 ) -> Component:
-    """Head office on `{name}.db` in `workdir`, or on PostgreSQL at `database_url`."""
-    cfg = write_toml(
-        workdir / f"{name}.toml",
-        {
-            "database": {"url": database_url}
-            if database_url
-            else {"path": str(workdir / f"{name}.db")},
-            "broker": {
-                "host": "127.0.0.1",
-                "port": broker_port,
-                "client_id": f"lanesync-{name}",
-                "share_group": share_group,
-            },
-            "ingest": ingest,
+    """Head office on `{name}.db` in `workdir`, or on PostgreSQL at `database_url`; its
+    Prometheus /metrics on 127.0.0.1:`metrics_port` when given."""
+    config: dict[str, Any] = {
+        "database": {"url": database_url}
+        if database_url
+        else {"path": str(workdir / f"{name}.db")},
+        "broker": {
+            "host": "127.0.0.1",
+            "port": broker_port,
+            "client_id": f"lanesync-{name}",
+            "share_group": share_group,
         },
-    )
+        "ingest": ingest,
+    }
+    if metrics_port is not None:
+        config["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
+    cfg = write_toml(workdir / f"{name}.toml", config)
     return Component(name, ["headoffice", "--config", str(cfg)], workdir)
 
 

@@ -330,6 +330,7 @@ class GroupApplier:
         st.entries_released += out.released
         self.unregistered -= out.registered
         st.groups += 1
+        st.journal_groups += bool(out.results)
         st.last_commit_at = time.time()
         self.waiting = out.waiting
         acks: list[Ack | Reply] = []

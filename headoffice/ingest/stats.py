@@ -66,6 +66,7 @@ class IngestStats:
     connects: int = 0
     messages: int = 0
     groups: int = 0
+    journal_groups: int = 0  # of those, the ones that carried journal batches (commits of entries)
     entries_applied: int = 0
     entries_redelivered: int = 0
     entries_held: int = 0  # held at their seq (card number, bad body, txn_id of another lane)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,3 +24,16 @@ def in_workdir(
 def print_result(result: dict[str, Any], compact: bool) -> None:
     """One JSON line for scripts (`--json`), indented for a person."""
     print(json.dumps(result, indent=None if compact else 2))
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Head office's /metrics on 127.0.0.1:`port` as {sample name with labels: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+    return out

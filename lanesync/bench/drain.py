@@ -35,8 +35,8 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from headoffice.db import sqlite as sqlite_db
 from lanesync import stack
+from lanesync.bench.ceiling import lane_ceiling
 from lanesync.bench.common import in_workdir, print_result
 from lanesync.broker import MosquittoBroker
 from lanesync.proxy import ProxyThread
@@ -204,61 +204,6 @@ def transactions(hwms: list[int], n: int) -> list[tuple[int, int]]:
     return out
 
 
-def _insert_sql(table: str, columns: list[str]) -> str:
-    marks = ", ".join("?" * len(columns))
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
-
-
-def sqlite_ceiling(drained: Path, path: Path, lane: LaneId, txns: list[tuple[int, int]]) -> float:
-    """Seconds for head office's SQLite (its schema, WAL, synchronous=FULL) to insert the rows
-    the drain committed for `lane`, in the drain's transactions, and nothing else.
-
-    Every table holding rows by (store, lane, seq) is copied (journal, documents and any
-    projection keyed so), and the lane's position is updated once per transaction as head
-    office does at commit. The rows are read before the clock starts.
-    """
-    src = sqlite_db.connect(drained, readonly=True)
-    tables: list[tuple[str, list[str], list[tuple[Any, ...]]]] = []
-    for (name,) in src.execute("SELECT name FROM sqlite_schema WHERE type = 'table'"):
-        cols = [r[1] for r in src.execute(f"PRAGMA table_info({name})")]
-        if {"store", "lane", "seq"} <= set(cols) and name != "held":
-            rows = src.execute(
-                f"SELECT * FROM {name} WHERE store = ? AND lane = ? ORDER BY seq",  # noqa: S608
-                (lane.store, lane.lane),
-            ).fetchall()
-            tables.append((name, cols, rows))
-    lane_cols = [r[1] for r in src.execute("PRAGMA table_info(lanes)")]
-    lane_row = src.execute(
-        "SELECT * FROM lanes WHERE store = ? AND lane = ?", (lane.store, lane.lane)
-    ).fetchone()
-    src.close()
-    db = sqlite_db.connect(path)
-    sqlite_db.migrate(db, f"ceiling database {path}")
-    db.execute(_insert_sql("lanes", lane_cols), lane_row)
-    by_txn: list[list[tuple[str, list[tuple[Any, ...]]]]] = []
-    for first, last in txns:
-        parts = []
-        for name, cols, rows in tables:
-            seq = cols.index("seq")
-            chunk = [r for r in rows if first <= r[seq] <= last]
-            if chunk:
-                parts.append((_insert_sql(name, cols), chunk))
-        by_txn.append(parts)
-    t0 = time.perf_counter()
-    for (_, last), parts in zip(txns, by_txn, strict=True):
-        db.execute("BEGIN IMMEDIATE")
-        for statement, chunk in parts:
-            db.executemany(statement, chunk)
-        db.execute(
-            "UPDATE lanes SET hwm = ?, last_seen = ? WHERE store = ? AND lane = ?",
-            (last, last, lane.store, lane.lane),
-        )
-        db.execute("COMMIT")
-    elapsed = time.perf_counter() - t0
-    db.close()
-    return elapsed
-
-
 def _documents(n: int, seed: int) -> list[dict[str, Any]]:
     from lanesync.bench import api as bench_api  # noqa: PLC0415 - it imports AGENT_TARGETS
 
@@ -407,7 +352,7 @@ def run(
             phases.append(_phase(workdir, broker.port, link, ag, lane, n, mode, name))
         main = phases[-1]
         _say(quiet, f"ceiling: the same rows in the same {len(main['txns'])} transactions ...")
-        ceiling_s = sqlite_ceiling(main["db"], workdir / "ceiling.db", lane, main["txns"])
+        ceiling_s = lane_ceiling(main["db"], workdir / "ceiling.db", lane, main["txns"])
         paho: dict[str, Any] = {}
         drain_s = main["drain_s"]
         if paho_ref:
@@ -459,7 +404,7 @@ def run(
     }
     if len(phases) > 1:
         off, on = phases
-        off_ceiling_s = sqlite_ceiling(off["db"], workdir / "ceiling-off.db", lane, off["txns"])
+        off_ceiling_s = lane_ceiling(off["db"], workdir / "ceiling-off.db", lane, off["txns"])
         out["projection_off_entries_per_s"] = round(n / off["drain_s"])
         out["projection_off_ceiling_per_s"] = round(n / off_ceiling_s)
         out["projection_off_ratio"] = round(off_ceiling_s / off["drain_s"], 2)

@@ -17,10 +17,12 @@ for head office's internet link. Phases:
 Reported per configuration: sustained entries/s during the drain (entries acked between the
 link's return and the end of the drain, over that time), p50/p99 append-to-ack lag of entries
 confirmed during the trickle and during the drain, and lost/duplicated/out-of-order counts
-verified in head office's database. SQLite is the baseline: the PostgreSQL configurations carry
-the ratio of their drain rate and p99 lag to it. With leases the trickle starts once every
-store is held (`leases_settled_s`), and each worker's heartbeat row gives its gap holds and
-takeovers (`ingest_workers`).
+verified in head office's database. SQLite's drain carries its ratio to the embedded store's
+ceiling measured in the same run (lanesync.bench.ceiling: head office's SQLite inserting the
+rows this drain committed, in as many transactions, and nothing else); SQLite is the baseline of
+the PostgreSQL configurations, which carry the ratio of their drain rate and p99 lag to it.
+With leases the trickle starts once every store is held (`leases_settled_s`), and each worker's
+heartbeat row gives its gap holds and takeovers (`ingest_workers`).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from lanesync import stack
-from lanesync.bench.common import in_workdir, print_result
-from lanesync.broker import MosquittoBroker
+from lanesync.bench.ceiling import rows_ceiling
+from lanesync.bench.common import in_workdir, print_result, scrape
+from lanesync.broker import MosquittoBroker, free_port
 from lanesync.fleet import LANES_PER_STORE, Fleet, Lags, read_postgres, read_sqlite, verify
 from lanesync.pgscratch import scratch_schema
 
@@ -243,8 +246,11 @@ def run_one(
         if kind == "postgres"
         else contextlib.nullcontext(None) as url,
     ):
+        probe: Callable[[], dict[str, int]] | None = None
         if url is None:
-            hos = [stack.headoffice(workdir, broker.port)]
+            metrics_port = free_port()
+            hos = [stack.headoffice(workdir, broker.port, metrics_port=metrics_port)]
+            probe = lambda: _commit_mark(workdir / "headoffice.db", metrics_port)  # noqa: E731
         else:
             hos = (
                 stack.headoffice_workers(
@@ -285,6 +291,7 @@ def run_one(
                     outage_s=outage_s,
                     drain_timeout_s=drain_timeout_s,
                     settle=settle,
+                    probe=probe,
                 )
             finally:
                 fleet.close()
@@ -296,7 +303,48 @@ def run_one(
             out["ingest_workers"] = read_workers(url)
     confirmed = out.pop("confirmed")
     out["verified"] = verify(confirmed, rows, docs).as_dict()
+    if probe is not None:
+        out |= _ceiling(workdir, out)
     return {"store": kind, "workers": workers, "mode": mode} | settled | out
+
+
+def _commit_mark(db: Path, metrics_port: int) -> dict[str, int]:
+    """Where head office's SQLite stands: its commits of journal entries so far (its
+    /metrics) and the last journal rowid (rowid order is commit order)."""
+    import sqlite3  # noqa: PLC0415 - only the SQLite ceiling needs it
+
+    groups = scrape(metrics_port)["lanesync_ho_journal_groups_total"]
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (rowid,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM journal").fetchone()
+    finally:
+        conn.close()
+    return {"groups": int(groups), "rowid": int(rowid)}
+
+
+def _ceiling(workdir: Path, out: dict[str, Any]) -> dict[str, Any]:
+    """The embedded store's ceiling for this drain (lanesync.bench.ceiling): the journal rows
+    head office committed from the link's return on, as many as the drain acked, with their
+    documents, in transactions of the drain's mean size (its commits of entries between the
+    link's return and the end of the drain, read from its /metrics)."""
+    back, drained = out.pop("commit_mark_at_back"), out.pop("commit_mark_at_drained")
+    rows = drained["rowid"] - back["rowid"]
+    groups = max(1, drained["groups"] - back["groups"])
+    n = out["drain_entries"]
+    txns = max(1, round(n / max(1.0, rows / groups)))
+    ceiling_s = rows_ceiling(
+        workdir / "headoffice.db", workdir / "ceiling.db", back["rowid"], n, txns
+    )
+    ceiling_per_s = n / ceiling_s
+    return {
+        "ceiling_per_s": round(ceiling_per_s),
+        "ratio_drain_vs_ceiling": round(out["drain_entries_per_s"] / ceiling_per_s, 2),
+        "ceiling_transactions": txns,
+        "drain_entries_per_transaction": round(rows / groups, 1),
+        "ceiling": "head office's SQLite schema in a fresh file (WAL, synchronous=FULL) "
+        "inserting the rows this drain committed, in as many transactions of its mean size, "
+        "and nothing else",
+    }
 
 
 def wait_leases(url: str, stores: int, workers: int, timeout: float = 60.0) -> dict[str, Any]:
@@ -344,9 +392,11 @@ def drive(
     outage_s: float,
     drain_timeout_s: float,
     settle: Callable[[], None] | None = None,
+    probe: Callable[[], dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The three phases, the fleet's processes stepping together (after `settle`, when
-    given, once the lanes are connected)."""
+    given, once the lanes are connected). `probe`, when given, reads head office's commit mark
+    just before the link's return and just after the drain, each outside the drain's clock."""
     rate, outage_rate = rates
     fleet.call("connect", 120.0)
     if settle is not None:
@@ -362,6 +412,7 @@ def drive(
         raise stack.StackError(f"{still} lanes still connected through a cut link")
     backlog = sum(r["appended"] - r["acked"] for r in after_cut)
     fleet.call("mark")
+    mark_at_back = probe() if probe is not None else None
     cpu0 = cpu.sample()
     t_back = time.monotonic()
     link.resume()
@@ -369,6 +420,7 @@ def drive(
     drained = fleet.call("drained", drain_timeout_s, True)
     t_drained = max(r["at"] for r in drained)
     cpu_used = cpu.since(cpu0)
+    mark_at_drained = probe() if probe is not None else None
     fleet.call("stop-selling")
     fleet.call("drained", drain_timeout_s, False)  # everything, for the verification
     results = fleet.call("result")
@@ -416,7 +468,11 @@ def drive(
         "fleet_processes": len(results),
         "lane_stats": stats,
         "confirmed": [c for r in results for c in r["confirmed"]],
-    }
+    } | (
+        {"commit_mark_at_back": mark_at_back, "commit_mark_at_drained": mark_at_drained}
+        if probe is not None
+        else {}
+    )
 
 
 class CpuMeter:

@@ -35,7 +35,6 @@ import random
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -47,7 +46,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lanesync import stack
-from lanesync.bench.common import in_workdir, print_result
+from lanesync.bench.common import in_workdir, print_result, scrape
 from lanesync.bench.fleet import FleetProcesses
 from lanesync.broker import MosquittoBroker, free_port
 from lanesync.fleet import Lags, read_sqlite, verify
@@ -129,7 +128,7 @@ def run(
     workdir.mkdir(parents=True, exist_ok=True)
     metrics_port = free_port()
     with MosquittoBroker(workdir / "broker") as broker:
-        ho = headoffice(workdir, broker.port, metrics_port)
+        ho = stack.headoffice(workdir, broker.port, metrics_port=metrics_port)
         ho.start()
         try:
             ho.wait_notify("STATUS=subscribed", 60)
@@ -156,19 +155,6 @@ def run(
     out["verified"] = verify(confirmed, rows, docs).as_dict()
     out["headoffice_alive"] = alive
     return out
-
-
-def headoffice(workdir: Path, broker_port: int, metrics_port: int) -> stack.Component:
-    """Head office on SQLite in `workdir`, its metrics on `metrics_port`."""
-    cfg = stack.write_toml(
-        workdir / "headoffice.toml",
-        {
-            "database": {"path": str(workdir / "headoffice.db")},
-            "broker": {"host": "127.0.0.1", "port": broker_port, "client_id": "lanesync-ho"},
-            "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
-        },
-    )
-    return stack.Component("headoffice", ["headoffice", "--config", str(cfg)], workdir)
 
 
 def drive(
@@ -285,19 +271,6 @@ def drive(
 
 def _ratio(a: float | int | None, b: float | int | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Head office's /metrics as {sample name with labels: value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                out[name] = float(value)
-    return out
 
 
 class RssSampler:

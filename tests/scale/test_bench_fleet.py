@@ -52,6 +52,12 @@ def test_bench_fleet_reports_verified_drains_for_sqlite_and_three_workers(
         assert set(r["cpu_s_in_drain"]) == {"headoffice", "lanes", "link", "broker", "postgres"}
         assert r["cpu_s_in_drain"]["headoffice"] > 0
         assert (work / name / "fleet-1.log").exists()
+    sqlite = out["configurations"]["sqlite"]  # its ratio is to the store's in-run ceiling
+    assert sqlite["ceiling_per_s"] > 0
+    assert 1 <= sqlite["ceiling_transactions"] <= sqlite["drain_entries"]
+    ratio = sqlite["drain_entries_per_s"] / sqlite["ceiling_per_s"]
+    assert abs(sqlite["ratio_drain_vs_ceiling"] - ratio) < 0.01
+    assert (work / "sqlite" / "ceiling.db").exists()
     pg3 = out["configurations"]["pg3"]
     assert pg3["workers"] == 3
     base = out["configurations"]["sqlite"]["drain_entries_per_s"]
