@@ -618,8 +618,8 @@ def held_row(lane: LaneId, epoch: int, h: HeldEntry, now_ms: int) -> HeldRow:
 
 class _PendingEntry(NamedTuple):
     """A planned entry whose rows are not written yet (BatchWriter.flush writes them). A
-    tuple made with tuple.__new__, one per entry (a dataclass's __init__ was a tenth of
-    planning a batch); its journal row is `lane + entry + applied`, three tuples joined."""
+    tuple made with tuple.__new__, one per entry (a dataclass's generated __init__ showed in
+    ingest's profile); its journal row is `lane + entry + applied`, three tuples joined."""
 
     lane: tuple[str, str, int]  # store, lane, epoch: the journal row's first three columns
     entry: Entry  # (seq, kind, txn_id, ts, body, hash): its next six, in that order

@@ -51,7 +51,8 @@ MAX_CACHED_LANES = 20_000
 
 # Binding a bytes value (a journal row's body and hash) has sqlite3 look for an adapter the
 # slow way (no adapter registered: the protocol's __adapt__, then the object's __conform__)
-# before it binds the value itself as a BLOB: a fifth of binding a journal row. The identity
+# before it binds the value itself as a BLOB (executemany of rows of four values, two of them
+# bytes: 1.73 us a row without, 1.31 with the adapter below). The identity
 # adapter binds the very same object, found at the first lookup (`bytes(b)` is `b`; the
 # registry is keyed by exact type, so bytes subclasses are looked up as before).
 sqlite3.register_adapter(bytes, bytes)
@@ -109,7 +110,7 @@ def _insert_rows(
             k //= 2
         values: list[object] = []
         for row in rows[i : i + k]:
-            values += row  # a list grown by each row: a third of the cost of chain()
+            values += row  # a list grown by each row: under half the cost of chain()
         done += db.execute(_multi_row_sql(head, tail, width, k), values).rowcount
         i += k
     return done

@@ -41,8 +41,8 @@ STOCK_KINDS = SALE_STOCK_KINDS | PURCHASE_KINDS
 class Move(NamedTuple):
     """A returned line: it moves by the inventory effect of its return type, resolved at
     apply (headoffice.stock.projection). Every other line is a plain `(item, milli)` tuple
-    (`Plain`): ingest makes one per sale line, and a NamedTuple's Python-level __new__ was a
-    sixth of reading a sale."""
+    (`Plain`): ingest makes one per sale line, and a NamedTuple's Python-level __new__ stood
+    out in ingest's profile."""
 
     item: str
     milli: int  # unsigned (>= 0): the effect gives the sign

@@ -503,3 +503,25 @@ def test_flush_all_new_then_duplicates_mixed_in(store: Database, backend: Backen
         ("S001", 2, 237),
         ("S002", 3, 11),
     ]
+
+
+def test_bytes_still_bind_as_the_same_blobs(tmp_path: Path) -> None:
+    """headoffice.db.sqlite registers the identity adapter for bytes: a body and a hash are
+    stored as BLOBs of exactly their bytes, and a bytes subclass binds as before."""
+
+    class Sub(bytes):
+        pass
+
+    store = SqliteDatabase(tmp_path / "ho.db", projections=PROJECTIONS)
+    try:
+        db = store.db
+        db.execute("CREATE TEMP TABLE b (v ANY)")
+        values = [b"", b"\x00\xff body", Sub(b"sub")]
+        db.executemany("INSERT INTO b VALUES (?)", [(v,) for v in values])
+        assert db.execute("SELECT typeof(v), v FROM b ORDER BY rowid").fetchall() == [
+            ("blob", b""),
+            ("blob", b"\x00\xff body"),
+            ("blob", b"sub"),
+        ]
+    finally:
+        store.close()
