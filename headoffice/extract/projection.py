@@ -95,10 +95,13 @@ PAYMENT_COLUMNS: tuple[str, ...] = PaymentRow._fields
 _new = tuple.__new__  # `_new(LineRow, (...))` is `LineRow(...)` without a Python-level frame
 
 # Off unless head office runs with LANESYNC_EXTRACT_PROJECTION=on. Measured with `lanesync bench
-# drain --entries 200000 --projection both` (one run, the same backlog drained without and with
-# it): head office's CPU per entry went from 27 to 84 us and the drain from 26,947 to 10,455
-# entries/s, while the extract's engine gained about a fifth (`lanesync bench extract`): a price
-# the drain cannot pay by default (issue 17.3 allows it 10 %). The extract reads whatever is
+# drain --entries 60000 --no-paho --projection both` (two runs, load 3.8-4.6; the same backlog
+# drained without and with it): head office's CPU per entry went from 28.5/32.0 to 66.3/67.0 us
+# and the drain from 27,655/24,817 to 12,932/12,568 entries/s (rows_of reusing ingest's decoded
+# body; 30.0/28.5 -> 73.3/71.8 us before), while the extract's engine runs about as fast on it as
+# on the bodies (`lanesync bench extract --entries 200000`, entries_per_s / bodies_per_s in the
+# same run: 0.69-1.23 on SQLite, 0.86-1.39 on PostgreSQL, 2026-12-03): a price the drain
+# cannot pay by default (issue 17.3 allows it 10 %). The extract reads whatever is
 # projected and decodes the rest, with the same result either way.
 ENABLED = os.environ.get("LANESYNC_EXTRACT_PROJECTION", "off").lower() == "on"
 
@@ -122,13 +125,20 @@ def _fits(values: Sequence[Any]) -> bool:
     return True
 
 
-def rows_of(lane: LaneId, epoch: int, e: Entry) -> Rows | None:
-    """The projection rows of one applied entry, or None when it is not projected."""
+def rows_of(lane: LaneId, epoch: int, e: Entry, decoded: object = None) -> Rows | None:
+    """The projection rows of one applied entry, or None when it is not projected.
+
+    `decoded`: its body as ingest decoded it already (check_entries in headoffice/db/base.py,
+    protocol.codec.unpack), or None to decode it here. codec.unpack gives the same value as
+    documents.unpack for every body it accepts (it only refuses more: extension types, size),
+    and a body it refused comes as None and is decoded here as before, so the rows are the
+    same either way. Nothing here changes the value (parse only reads it): the card-number
+    screen and the other projections read the same one."""
     if e.kind not in SALE_KINDS:
         return None
     try:
         doc = parse(
-            unpack(e.body),
+            unpack(e.body) if decoded is None else decoded,
             rowid=0,
             store=lane.store,
             lane=lane.lane,
@@ -226,7 +236,7 @@ class ExtractProjection:
     def check(self, lane: LaneId, epoch: int, entry: Entry, decoded: object) -> Rows | None:
         if not ENABLED or entry.kind not in SALE_KINDS:
             return None
-        return rows_of(lane, epoch, entry)
+        return rows_of(lane, epoch, entry, decoded)
 
     def start(self, sql: Sql) -> _ExtractRun:
         return _ExtractRun(sql)

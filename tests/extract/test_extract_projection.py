@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
+from headoffice.db.base import check_entries
 from headoffice.extract import job, projection
-from headoffice.extract.documents import DocumentError, read_rows, to_doc
+from headoffice.extract.documents import DocumentError, read_rows, to_doc, unpack
 from protocol.identity import LaneId
 from tests.extract.extract_helpers import LATER, T0, HeadOffice, card, config, line, sale
 from tests.extract.test_extract_backends import BATCHES, _bookkeeping, _day_one, _scenario
@@ -174,3 +176,33 @@ def test_entries_without_rows_are_projected_at_flush(ho: HeadOffice) -> None:
     store.commit()
     assert _count(ho, "extract_docs") == 1
     assert _count(ho, "extract_lines") == len(made[1]) == 1
+
+
+def test_rows_from_the_body_ingest_decoded_are_the_rows_of_the_body(ho: HeadOffice) -> None:
+    """check_entries hands each projection the body it decoded once (protocol.codec.unpack);
+    the extract's rows made from that value are the ones rows_of makes decoding the body
+    itself, for good documents, the odd ones it skips, and bodies codec.unpack refuses."""
+    docs: list[dict[str, Any]] = [
+        sale("T1", "C1", [line("P1", "1.500", 200), line("P2", "-1.000", 90)], [card(210)]),
+        sale("T2", None, [line("P3", "3.000", 70, description="three")], day="2026-01-03"),
+        {"kind": "sale_refund", "register_no": "T3", "return_type": "RETURN", "lines": []},
+        {"kind": "sale", "register_no": "T4", "lines": "none"},  # parse refuses it
+    ]
+    bad_scheme = card(500)
+    bad_scheme["scheme"] = 7
+    docs.append(sale("T5", "C1", [line("P1", "1.000", 500)], [bad_scheme]))
+    docs.append(sale("T6", "C1", [line("P1", "1.000", 300, description="\x00")]))
+    entries = [ho.prepare(d)[0].entries[0] for d in docs]
+    ext = entries[0]._replace(seq=90, body=msgpack.packb({"lines": msgpack.ExtType(5, b"x")}))
+    nil = entries[0]._replace(seq=91, body=msgpack.packb(None))
+    entries += [ext, nil]
+    lane = LaneId("S1", "L1")
+    extract = projection.ExtractProjection()
+    _held, checked, _versions = check_entries(lane, 7, entries, [extract])
+    made = {seq: doc for seq, ((_i, doc),) in checked.items()}
+    expected = {e.seq: r for e in entries if (r := projection.rows_of(lane, 7, e)) is not None}
+    assert sorted(expected) == [1, 2, 3]  # T1, T2, T3: the others are not projected
+    assert made == expected
+    assert made[1].lines[1].qty == -1000
+    for e in entries:  # and each entry's rows from its decoded body alone, as check gives them
+        assert projection.rows_of(lane, 7, e, unpack(e.body)) == expected.get(e.seq)
