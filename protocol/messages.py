@@ -206,17 +206,16 @@ class JournalBatch:
         if first + len(raw) - 1 > U63:
             raise ProtocolError("seq overflows 63 bits", "first_seq")
         entries: list[Entry] = []
-        kind_ok = KIND_RE.fullmatch
         uuid_ok = UUID_RE.fullmatch
+        kinds = _KINDS_SEEN
+        new = tuple.__new__
         for i, e in enumerate(raw):
             if type(e) is not list or len(e) != 5:
                 raise ProtocolError("must be [kind, txn_id, ts, body, hash]", f"entries[{i}]")
             kind, txn_id, ts, body, h = e
             # Refusals name the field and never quote the value: it may be a card number.
-            if type(kind) is not str or not kind_ok(kind):
+            if type(kind) is not str or (kind not in kinds and not _kind_ok(kind, i)):
                 raise ProtocolError(f"must match {KIND_RE.pattern}", f"entries[{i}].kind")
-            if len(kind) >= 13 and screen.holds_pan(kind):
-                raise ProtocolError(screen.PAN_REASON, f"entries[{i}].kind")
             if type(txn_id) is not str or not uuid_ok(txn_id):
                 raise ProtocolError("must be a lowercase canonical UUID", f"entries[{i}].txn_id")
             if type(ts) is not int or not 0 <= ts <= U63:
@@ -227,8 +226,27 @@ class JournalBatch:
                 raise ProtocolError("must be binary of at most 64 KiB", f"entries[{i}].body")
             if type(h) is not bytes or len(h) != HASH_LEN:
                 raise ProtocolError("must be a 32-byte hash", f"entries[{i}].hash")
-            entries.append(Entry(first + i, kind, txn_id, ts, body, h))
+            # tuple.__new__: what Entry(...) does, without the NamedTuple's Python __new__
+            entries.append(new(Entry, (first + i, kind, txn_id, ts, body, h)))
         return cls(lane, epoch, prev, entries)
+
+
+# Kinds found valid, each checked once (a batch repeats a few kinds a thousand times). Bounded:
+# a flood of distinct kinds only stops adding to it.
+_KINDS_SEEN: set[str] = set()
+_KINDS_SEEN_MAX = 1024
+
+
+def _kind_ok(kind: str, i: int) -> bool:
+    """Whether `kind` (a str not seen before) is a valid entry kind; refuses, naming the field,
+    one that carries a card number. A valid one is remembered."""
+    if not KIND_RE.fullmatch(kind):
+        return False
+    if len(kind) >= 13 and screen.holds_pan(kind):
+        raise ProtocolError(screen.PAN_REASON, f"entries[{i}].kind")
+    if len(_KINDS_SEEN) < _KINDS_SEEN_MAX:
+        _KINDS_SEEN.add(kind)
+    return True
 
 
 @dataclass(frozen=True, slots=True)

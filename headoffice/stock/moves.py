@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from headoffice.db.base import catalog_version
+from headoffice.db.base import MAX_VERSION
 from headoffice.transit.bodies import MAX_ITEM, MAX_LINES, QTY_RE, BodyError, milli
 
 SALE_STOCK_KINDS = frozenset(
@@ -39,20 +39,27 @@ STOCK_KINDS = SALE_STOCK_KINDS | PURCHASE_KINDS
 
 
 class Move(NamedTuple):
-    """A tuple, not a dataclass: ingest makes one per sale line (a frozen dataclass's
-    __init__ sets each field through object.__setattr__, a tenth of reading a sale)."""
+    """A returned line: it moves by the inventory effect of its return type, resolved at
+    apply (headoffice.stock.projection). Every other line is a plain `(item, milli)` tuple
+    (`Plain`): ingest makes one per sale line, and a NamedTuple's Python-level __new__ stood
+    out in ingest's profile."""
 
     item: str
-    milli: int  # signed for sold, received and sent back; unsigned (>= 0) when `returned`
-    returned: bool  # moves by the return type's inventory effect (resolved at apply)
+    milli: int  # unsigned (>= 0): the effect gives the sign
     return_type: str | None  # the line's or the document's; None: the ReturnTxnType setting
 
 
+# A line sold, received or sent back: (item, signed thousandths), moved as it is. Told from a
+# Move by its type (`type(m) is tuple`).
+Plain = tuple[str, int]
+StockMove = Plain | Move
+
+
 class StockDoc(NamedTuple):
-    """One per stock-moving document applied (a tuple for the same reason as Move)."""
+    """One per stock-moving document applied (a tuple, not a dataclass: one per sale)."""
 
     kind: str
-    moves: tuple[Move, ...]
+    moves: tuple[StockMove, ...]
     catalog_version: int | None = None
 
 
@@ -111,7 +118,7 @@ _QTY_SEEN: dict[str, int] = {}
 _QTY_SEEN_MAX = 4096
 
 
-def _plain_sale(doc: dict[str, Any]) -> tuple[Move, ...] | None:
+def _plain_sale(doc: dict[str, Any]) -> tuple[Plain, ...] | None:
     """The moves of a sale whose every line is a plain one (a map with an item, a quantity of
     at least zero and no open quantity) and whose line count is within bounds; None for
     anything else, which `_sale` then reads (and refuses) line by line, as before."""
@@ -139,18 +146,18 @@ def _plain_sale(doc: dict[str, Any]) -> tuple[Move, ...] | None:
         if milli < 0:
             return None
         if milli:
-            moves.append(Move(item, -milli, False, None))
+            moves.append((item, -milli))
     return tuple(moves)
 
 
-def _sale(kind: str, doc: dict[str, Any]) -> tuple[Move, ...]:
+def _sale(kind: str, doc: dict[str, Any]) -> tuple[StockMove, ...]:
     if kind not in RETURN_KINDS and "return_type" not in doc:
         plain = _plain_sale(doc)
         if plain is not None:
             return plain
     is_return = kind in RETURN_KINDS
     doc_type = _code(doc, "return_type", "$")
-    moves = []
+    moves: list[StockMove] = []
     for i, line in _lines(doc):
         qty = _qty(line.get("qty"), i, "qty")
         oq = line.get("open_qty")
@@ -163,15 +170,15 @@ def _sale(kind: str, doc: dict[str, Any]) -> tuple[Move, ...]:
             continue
         if returned:
             rt = _code(line, "return_type", _path(i)) or doc_type
-            moves.append(Move(line["item"], moved, True, rt))
+            moves.append(Move(line["item"], moved, rt))
         else:
-            moves.append(Move(line["item"], -moved, False, None))
+            moves.append((line["item"], -moved))
     return tuple(moves)
 
 
-def _purchase(kind: str, doc: dict[str, Any]) -> tuple[Move, ...]:
+def _purchase(kind: str, doc: dict[str, Any]) -> tuple[StockMove, ...]:
     sign = 1 if kind == "receive_purchase_order" else -1
-    moves = []
+    moves: list[StockMove] = []
     for i, line in _lines(doc):
         if line.get("qty") is None:
             continue  # counted_zero, or a line not counted: nothing received
@@ -179,15 +186,18 @@ def _purchase(kind: str, doc: dict[str, Any]) -> tuple[Move, ...]:
         if qty < 0:
             raise BodyError(f"{_path(i)}.qty", "must not be negative")
         if qty:
-            moves.append(Move(line["item"], sign * qty, False, None))
+            moves.append((line["item"], sign * qty))
     return tuple(moves)
 
 
 def read(kind: str, doc: dict[str, Any]) -> StockDoc | Unreadable:
     """The stock moves of a document of one of STOCK_KINDS (its body already decoded)."""
-    version = catalog_version(doc)
+    version = doc.get("catalog_version")  # catalog_version(doc), inlined: once per sale
+    if type(version) is not int or not 0 <= version <= MAX_VERSION:
+        version = None
     try:
         moves = _sale(kind, doc) if kind in SALE_STOCK_KINDS else _purchase(kind, doc)
     except BodyError as exc:
         return Unreadable(kind, str(exc), version)
-    return StockDoc(kind, moves, version)
+    # tuple.__new__: StockDoc(...) without the NamedTuple's Python-level __new__
+    return tuple.__new__(StockDoc, (kind, moves, version))

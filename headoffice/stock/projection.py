@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 
 from headoffice.db.sql import Sql
-from headoffice.stock.moves import STOCK_KINDS, StockDoc, Unreadable, read
+from headoffice.stock.moves import STOCK_KINDS, Move, StockDoc, Unreadable, read
 from headoffice.transit.projection import move
 from protocol import catalog as cat
 from protocol.identity import LaneId
@@ -105,29 +105,29 @@ def apply_entry(
         unread = f"{e.kind} {e.txn_id} from {lane}: stock not moved: {doc.problem}"
         log.error("head office: %s", unread)
         return unread
+    store = lane.store
     problem: str | None = None
-    effects: dict[str | None, int] = {}
+    effects: dict[str | None, int] = {}  # by return type, for this document's returned lines
     for m in doc.moves:
-        if not m.returned:
-            if deltas is None:
-                move(db, lane.store, m.item, m.milli)
-            else:
-                key = (lane.store, m.item)
-                deltas[key] = deltas.get(key, 0) + m.milli
-            continue
-        if m.return_type not in effects:
-            effects[m.return_type], why = effect_of(db, lane, m.return_type, doc.catalog_version)
-            if why is not None:
-                problem = f"{e.kind} {e.txn_id} from {lane}: {why}"
-                log.error("head office: %s", problem)
-        effect = effects[m.return_type]
-        if not effect:
-            continue
+        if isinstance(m, Move):  # returned: by its return type's inventory effect
+            if m.return_type not in effects:
+                effects[m.return_type], why = effect_of(
+                    db, lane, m.return_type, doc.catalog_version
+                )
+                if why is not None:
+                    problem = f"{e.kind} {e.txn_id} from {lane}: {why}"
+                    log.error("head office: %s", problem)
+            effect = effects[m.return_type]
+            if not effect:
+                continue
+            item, milli = m.item, effect * m.milli
+        else:  # (item, milli): sold, received or sent back, as it is
+            item, milli = m
         if deltas is None:
-            move(db, lane.store, m.item, effect * m.milli)
+            move(db, store, item, milli)
         else:
-            key = (lane.store, m.item)
-            deltas[key] = deltas.get(key, 0) + effect * m.milli
+            key = (store, item)
+            deltas[key] = deltas.get(key, 0) + milli
     return problem
 
 

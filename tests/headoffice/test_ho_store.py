@@ -15,7 +15,7 @@ from headoffice.db.base import LaneState, plan_batch
 from headoffice.projections import PROJECTIONS
 from protocol.chain import genesis
 from protocol.identity import LaneId
-from protocol.messages import JournalBatch, Status
+from protocol.messages import Entry, JournalBatch, Status
 from protocol.runtime import migrations as schema
 from tests.headoffice.ho_helpers import LANE, LaneSim, query, sale_doc
 from tests.pgutil import Backend
@@ -381,3 +381,147 @@ def test_plan_overlap_checks_batch_and_link(sim: LaneSim) -> None:
     assert plan.new == []
     assert plan.refusal is not None
     assert "seq 4" in plan.refusal
+
+
+def _stocked(sim: LaneSim, n: int) -> None:
+    """n documents moving stock: sales of one item each, every tenth a refund of two."""
+    for _ in range(n):
+        k = len(sim.entries) + 1
+        refund = k % 10 == 0
+        line = {"item": f"P{k % 5}", "qty": "2.000" if refund else "1.000"}
+        sim.add(sale_doc(k, lines=[line]), kind="sale_refund" if refund else "sale")
+
+
+def _moved(entries: list[Entry]) -> dict[str, int]:
+    """The stock the applied `entries` move, by item, read from their bodies."""
+    out: dict[str, int] = {}
+    for e in entries:
+        (line,) = msgpack.unpackb(e.body)["lines"]
+        qty = int(line["qty"].replace(".", ""))
+        out[line["item"]] = out.get(line["item"], 0) + (qty if e.kind == "sale_refund" else -qty)
+    return out
+
+
+def _trace(store: Database) -> list[str]:
+    """The SQL the SQLite store runs from now on (nothing on PostgreSQL)."""
+    seen: list[str] = []
+    if isinstance(store, SqliteDatabase):
+        store.db.set_trace_callback(seen.append)
+    return seen
+
+
+def test_flush_all_new_then_duplicates_mixed_in(store: Database, backend: Backend) -> None:
+    """A flush of new documents only, then one where resubmissions (same store, same body),
+    conflicts (other content; another store) and a txn_id twice in the flush come between
+    new ones, across several lanes, in numbers that span every INSERT size (SQLite: 128 rows
+    down to 1): each document applied once, the rest journaled unapplied or held, as the
+    rules say, and stock moved by the applied ones only."""
+    first = LaneSim(epoch=1)
+    _stocked(first, 300)
+    trace = _trace(store)
+    for lo in range(1, 301, 100):
+        store.apply_batch(first.batch(lo, lo + 99), NOW, defer=True)
+    store.commit()
+    if isinstance(store, SqliteDatabase):  # all new: inserted at once, nothing read first
+        assert not [s for s in trace if s.startswith(("SELECT txn_id FROM documents", "ROLLBACK"))]
+        # 300 rows in 128 + 128 + 32 + 8 + 4: five statements each (the journal's as well)
+        assert sum(s.startswith("INSERT INTO documents") for s in trace) == 5
+        assert sum(s.startswith("INSERT INTO journal") for s in trace) == 5
+    assert count(backend, "documents") == 300
+    trace.clear()
+
+    second = LaneSim(epoch=2)  # the same lane's recreated journal
+    other = LaneSim(LaneId("S002", "L01"), epoch=3)  # another store
+    applied: list[Entry] = []
+    flags: dict[tuple[int, int], int] = {}  # (epoch, seq) -> applied
+    held: set[tuple[str, int, int]] = set()
+    twice = "0190f3a4-7b2c-7def-8a01-0000000000aa"
+    for k in range(1, 238):
+        old = first.entries[k - 1]
+        if k % 7 == 0:  # the POS resubmitted it: a duplicate
+            e = second.add(txn_id=old.txn_id, kind=old.kind, body=old.body)
+        elif k == 50:  # the same txn_id with other content: held, the first one stands
+            e = second.add(sale_doc(999), txn_id=old.txn_id)
+            held.add(("S001", 2, e.seq))
+            continue
+        elif k in (100, 101):  # one txn_id twice in the flush: applied once
+            e = second.add(sale_doc(100, lines=[{"item": "P9", "qty": "1.000"}]), txn_id=twice)
+            if k == 100:
+                applied.append(e)
+            flags[(2, e.seq)] = int(k == 100)
+            continue
+        else:
+            _stocked(second, 1)
+            e = second.entries[-1]
+            applied.append(e)
+        flags[(2, e.seq)] = int(k % 7 != 0)
+    for k in range(1, 12):
+        if k == 5:  # another store's txn_id: held, never displacing the document
+            e = other.add(sale_doc(5), txn_id=first.entries[4].txn_id)
+            held.add(("S002", 3, e.seq))
+        else:
+            _stocked(other, 1)
+            applied.append(other.entries[-1])
+            flags[(3, other.entries[-1].seq)] = 1
+    store.apply_batch(second.batch(1, 120), NOW, defer=True)
+    store.apply_batch(other.batch(1, 11), NOW, defer=True)
+    store.apply_batch(second.batch(121, 237), NOW, defer=True)
+    store.commit()
+    if isinstance(store, SqliteDatabase):  # some held already: undone, then looked up first
+        assert any(s.startswith("ROLLBACK TO") for s in trace)
+
+    news = len(applied)
+    assert count(backend, "documents") == 300 + news
+    journal = backend.query("SELECT epoch, seq, applied FROM journal WHERE epoch > 1")
+    assert {(r[0], r[1]): r[2] for r in journal} == flags
+    assert {
+        (r[0], r[1], r[2])
+        for r in backend.query("SELECT store, epoch, seq FROM held WHERE code = 'txn_conflict'")
+    } == held
+    # the documents first applied keep their owner: lane epoch 1
+    assert backend.query(
+        "SELECT epoch, seq FROM documents WHERE txn_id = ?", (first.entries[49].txn_id,)
+    ) == [(1, 50)]
+    assert backend.query(
+        "SELECT store, epoch, seq FROM documents WHERE txn_id = ?", (first.entries[4].txn_id,)
+    ) == [("S001", 1, 5)]
+    c = counters(backend)
+    assert (c["entries_applied"], c["duplicate_txn_ids"], c["entries_held"]) == (
+        300 + news,
+        len(flags) - sum(flags.values()),
+        2,
+    )
+    s2 = set(other.entries)
+    ours = first.entries + [e for e in applied if e not in s2]
+    want = {("S001", i): q for i, q in _moved(ours).items()}
+    want |= {("S002", i): q for i, q in _moved([e for e in applied if e in s2]).items()}
+    stock = backend.query("SELECT location, item, qty FROM stock")
+    assert {(r[0], r[1]): r[2] for r in stock} == {k: v for k, v in want.items() if v}
+    # and the lanes moved past every entry, held ones included
+    assert backend.query("SELECT store, epoch, hwm FROM lanes ORDER BY epoch") == [
+        ("S001", 1, 300),
+        ("S001", 2, 237),
+        ("S002", 3, 11),
+    ]
+
+
+def test_bytes_still_bind_as_the_same_blobs(tmp_path: Path) -> None:
+    """headoffice.db.sqlite registers the identity adapter for bytes: a body and a hash are
+    stored as BLOBs of exactly their bytes, and a bytes subclass binds as before."""
+
+    class Sub(bytes):
+        pass
+
+    store = SqliteDatabase(tmp_path / "ho.db", projections=PROJECTIONS)
+    try:
+        db = store.db
+        db.execute("CREATE TEMP TABLE b (v ANY)")
+        values = [b"", b"\x00\xff body", Sub(b"sub")]
+        db.executemany("INSERT INTO b VALUES (?)", [(v,) for v in values])
+        assert db.execute("SELECT typeof(v), v FROM b ORDER BY rowid").fetchall() == [
+            ("blob", b""),
+            ("blob", b"\x00\xff body"),
+            ("blob", b"sub"),
+        ]
+    finally:
+        store.close()
