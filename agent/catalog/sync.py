@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent import malloc
 from agent.catalog.store import CatalogStore, CatalogStoreError, HashMismatch, Held, Transfer
 from agent.config import CatalogConfig
 from protocol import catalog as contract
@@ -297,6 +298,10 @@ class CatalogSync(Component):
     # --- snapshot -------------------------------------------------------------------------
 
     async def _snapshot(self, request: RequestFn, staged: Transfer | None) -> None:
+        with malloc.heap_for_burst():  # a run of large buffers: see agent.malloc
+            await self._take_snapshot(request, staged)
+
+    async def _take_snapshot(self, request: RequestFn, staged: Transfer | None) -> None:
         before = self.store.held
         size = self.config.chunk_rows
         for _attempt in range(2):

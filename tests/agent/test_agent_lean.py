@@ -75,6 +75,47 @@ def test_a_pinned_mmap_threshold_keeps_large_buffers_out_of_the_heap(pinned: boo
     assert int(out.stdout) == (1 if pinned else 0), out.stderr
 
 
+@pytest.mark.skipif(not _glibc_mallinfo2(), reason="glibc's mallopt and mallinfo2 only")
+def test_a_burst_takes_large_buffers_from_the_heap_and_the_pin_comes_back() -> None:
+    """During agent.malloc.heap_for_burst (a catalog snapshot) a 300 KB buffer comes from the
+    heap; nested blocks keep it so until the outer one ends; then the pin holds again."""
+    script = textwrap.dedent(
+        """
+        import ctypes
+        from agent import malloc
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in (
+                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                "uordblks", "fordblks", "keepcost")]
+
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = MallInfo2
+
+        def mmapped_300k():
+            before = libc.mallinfo2().hblks
+            buf = bytearray(300_000)
+            return libc.mallinfo2().hblks - before
+
+        with malloc.heap_for_burst():  # never pinned: nothing changes
+            pass
+        assert malloc.pin_mmap_threshold()
+        seen = [mmapped_300k()]
+        with malloc.heap_for_burst():
+            seen.append(mmapped_300k())
+            with malloc.heap_for_burst():
+                seen.append(mmapped_300k())
+            seen.append(mmapped_300k())
+        seen.append(mmapped_300k())
+        print(seen)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[1, 0, 0, 0, 1]", out.stderr
+
+
 @pytest.mark.skipif(not _glibc_mallinfo2(), reason="glibc's mallopt and malloc_info only")
 @pytest.mark.parametrize("limited", [False, True])
 def test_limited_arenas_put_every_threads_memory_in_the_main_arena(
