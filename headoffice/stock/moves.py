@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from headoffice.db.base import MAX_VERSION
+from headoffice.db.base import catalog_version
 from headoffice.transit.bodies import MAX_ITEM, MAX_LINES, QTY_RE, BodyError, milli
 
 SALE_STOCK_KINDS = frozenset(
@@ -192,9 +192,7 @@ def _purchase(kind: str, doc: dict[str, Any]) -> tuple[StockMove, ...]:
 
 def read(kind: str, doc: dict[str, Any]) -> StockDoc | Unreadable:
     """The stock moves of a document of one of STOCK_KINDS (its body already decoded)."""
-    version = doc.get("catalog_version")  # catalog_version(doc), inlined: once per sale
-    if type(version) is not int or not 0 <= version <= MAX_VERSION:
-        version = None
+    version = catalog_version(doc)
     try:
         moves = _sale(kind, doc) if kind in SALE_STOCK_KINDS else _purchase(kind, doc)
     except BodyError as exc:

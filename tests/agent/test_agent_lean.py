@@ -43,23 +43,42 @@ def _glibc_mallinfo2() -> bool:
     return True
 
 
+# A fresh interpreter's start for the malloc tests: glibc's mallinfo2() and agent.malloc.
+_MALLINFO2 = textwrap.dedent(
+    """
+    import ctypes
+    from agent import malloc
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    """
+)
+
+
+def _mallinfo2_run(script: str) -> str:
+    """What `script` (dedented, after _MALLINFO2) prints in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-c", _MALLINFO2 + textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return out.stdout.strip()
+
+
 @pytest.mark.skipif(not _glibc_mallinfo2(), reason="glibc's mallopt and mallinfo2 only")
 @pytest.mark.parametrize("pinned", [False, True])
 def test_a_pinned_mmap_threshold_keeps_large_buffers_out_of_the_heap(pinned: bool) -> None:
     """Unpinned, freeing a 1 MiB mmap'd block raises glibc's threshold to 1 MiB, so a 300 KB
     buffer then comes from the heap; pinned (agent.malloc), it is mmap'd, and freed at once."""
-    script = textwrap.dedent(
+    printed = _mallinfo2_run(
         f"""
-        import ctypes
-        from agent import malloc
-
-        class MallInfo2(ctypes.Structure):
-            _fields_ = [(n, ctypes.c_size_t) for n in (
-                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                "uordblks", "fordblks", "keepcost")]
-
-        libc = ctypes.CDLL(None)
-        libc.mallinfo2.restype = MallInfo2
         if {pinned}:
             assert malloc.pin_mmap_threshold()
         big = bytearray(1 << 20)
@@ -69,29 +88,15 @@ def test_a_pinned_mmap_threshold_keeps_large_buffers_out_of_the_heap(pinned: boo
         print(libc.mallinfo2().hblks - before)
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert int(out.stdout) == (1 if pinned else 0), out.stderr
+    assert int(printed) == (1 if pinned else 0)
 
 
 @pytest.mark.skipif(not _glibc_mallinfo2(), reason="glibc's mallopt and mallinfo2 only")
 def test_a_burst_takes_large_buffers_from_the_heap_and_the_pin_comes_back() -> None:
     """During agent.malloc.heap_for_burst (a catalog snapshot) a 300 KB buffer comes from the
     heap; nested blocks keep it so until the outer one ends; then the pin holds again."""
-    script = textwrap.dedent(
+    printed = _mallinfo2_run(
         """
-        import ctypes
-        from agent import malloc
-
-        class MallInfo2(ctypes.Structure):
-            _fields_ = [(n, ctypes.c_size_t) for n in (
-                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                "uordblks", "fordblks", "keepcost")]
-
-        libc = ctypes.CDLL(None)
-        libc.mallinfo2.restype = MallInfo2
-
         def mmapped_300k():
             before = libc.mallinfo2().hblks
             buf = bytearray(300_000)
@@ -110,10 +115,7 @@ def test_a_burst_takes_large_buffers_from_the_heap_and_the_pin_comes_back() -> N
         print(seen)
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.strip() == "[1, 0, 0, 0, 1]", out.stderr
+    assert printed == "[1, 0, 0, 0, 1]"
 
 
 @pytest.mark.skipif(not _glibc_mallinfo2(), reason="glibc's mallopt and malloc_info only")
