@@ -74,6 +74,16 @@ def _r(x: float | int | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+def _bounds(r: dict[str, Any]) -> str:
+    """What the run's own CPU costs allow on its cores (bench drain's `cpu_bounds`)."""
+    if r.get("machine_bound_per_s") is None:
+        return ""
+    return (
+        f"; at these costs one head-office core allows {_n(r['headoffice_bound_per_s'])}/s "
+        f"and the {r['cores']} cores {_n(r['machine_bound_per_s'])}/s"
+    )
+
+
 def _drain(r: dict[str, Any]) -> list[Row]:
     t = r["targets"]
     paho = f"; paho-mqtt serial {_n(r['paho_serial_per_s'])}/s" if "paho_serial_per_s" in r else ""
@@ -83,7 +93,7 @@ def _drain(r: dict[str, Any]) -> list[Row]:
             f"{_n(r['entries_per_s'])} entries/s from the link's return to the last ack "
             f"({_n(r['entries'])} entries; head office {r['headoffice_cpu_us_per_entry']} µs, "
             f"agent {r['agent_cpu_us_per_entry']} µs CPU an entry; lost {r['lost']}, "
-            f"duplicated {r['duplicated']})",
+            f"duplicated {r['duplicated']}){_bounds(r)}",
             f"SQLite ceiling {_n(r['ceiling_per_s'])}/s{paho}",
             _r(r["ratio"]),
             f"≥ {_n(t['entries_per_s_at_least'])}/s and ≥ {t['ratio_to_ceiling_at_least']} "

@@ -6,10 +6,13 @@ themselves are for the benchmark, never for a test."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from lanesync.bench.drain import transactions
 
@@ -40,6 +43,16 @@ def test_bench_drain_after_the_fill_with_and_without_the_projection(tmp_path: Pa
     assert out["ratio"] == round(out["entries_per_s"] / out["ceiling_per_s"], 2)
     assert out["transactions"] >= 1
     assert 0 < out["first_ack_s"] <= out["drain_s"]
+    # What the measured costs allow: every process of the drain, summed, over this box's cores.
+    assert out["cores"] == len(os.sched_getaffinity(0))
+    parts = ("agent", "headoffice", "broker", "link_and_watcher")
+    summed = sum(out[f"{p}_cpu_us_per_entry"] for p in parts)
+    assert out["cpu_us_per_entry_all"] == pytest.approx(summed, abs=0.25)
+    assert out["cpu_us_per_entry_all"] >= out["headoffice_cpu_us_per_entry"]
+    if out["cpu_us_per_entry_all"] > 0:  # /proc counts CPU in 10 ms ticks: 300 entries is few
+        assert out["machine_bound_per_s"] == pytest.approx(
+            out["cores"] * 1e6 / out["cpu_us_per_entry_all"], rel=0.02
+        )
     # Both phases drained the same backlog, each to its own head office.
     assert out["extract_projection"] == "on"
     assert out["projection_off_entries_per_s"] > 0
